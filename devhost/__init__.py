@@ -1,0 +1,1 @@
+"""devhost: a local host for Python v2-model Azure Functions apps, over Azurite."""

@@ -1,0 +1,1 @@
+"""Triggers and bindings only: each module is one blueprint that calls into `shared/`."""

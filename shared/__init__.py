@@ -1,0 +1,1 @@
+"""batchfn's host-agnostic engine. Nothing here imports `azure.functions`."""

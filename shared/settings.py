@@ -1,0 +1,155 @@
+"""Deployment settings: Azure ML's defaults, validation, and per-job overrides.
+
+PRODUCT.md §2 fixes the defaults. Settings marked "not per job" there are rejected as
+job overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from shared.errors import InvalidRequest
+
+OUTPUT_ACTIONS = ("append_row", "summary_only")
+OUTPUT_FORMATS = ("azureml", "csv", "jsonl", "parquet")
+LOGGING_LEVELS = ("warning", "info", "debug")
+# Settings a job may not override (PRODUCT.md §2: "not per job").
+DEPLOYMENT_ONLY = frozenset({"max_concurrency_per_instance", "output_action", "logging_level"})
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_retries: int = 3
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """Everything that shapes how a deployment scores a job."""
+
+    mini_batch_size: int = 10
+    max_concurrency_per_instance: int = 1
+    instance_count: int = 1
+    retry_settings: RetrySettings = field(default_factory=RetrySettings)
+    error_threshold: int = -1
+    output_action: str = "append_row"
+    output_file_name: str = "predictions.csv"
+    output_format: str = "azureml"
+    logging_level: str = "info"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> DeploymentSettings:
+        """Build and validate settings from a plain mapping (API body or YAML)."""
+        return cls().with_overrides(data or {}, per_job=False)
+
+    def with_overrides(self, overrides: Mapping[str, Any], *, per_job: bool) -> DeploymentSettings:
+        """Return a copy with `overrides` applied (nested or dotted keys), validated."""
+        flat = _flatten(overrides)
+        unknown = sorted(k for k in flat if k not in _FIELDS)
+        if unknown:
+            raise InvalidRequest(
+                f"unknown setting(s): {', '.join(unknown)}",
+                details={"allowed": sorted(_FIELDS)},
+                code="invalid_setting",
+            )
+        if per_job:
+            fixed = sorted(k for k in flat if k in DEPLOYMENT_ONLY)
+            if fixed:
+                raise InvalidRequest(
+                    f"setting(s) {', '.join(fixed)} belong to the deployment and cannot be "
+                    "set per job",
+                    code="invalid_setting",
+                )
+        retry = self.retry_settings
+        top: dict[str, Any] = {}
+        for key, raw in flat.items():
+            value = _FIELDS[key](key, raw)
+            if key == "retry_settings.max_retries":
+                retry = replace(retry, max_retries=value)
+            elif key == "retry_settings.timeout":
+                retry = replace(retry, timeout=value)
+            else:
+                top[key] = value
+        return replace(self, retry_settings=retry, **top)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InvalidRequest("settings must be a mapping", code="invalid_setting")
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _int(minimum: int):
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool):
+            raise _bad(key, value, f"an integer >= {minimum}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise _bad(key, value, f"an integer >= {minimum}") from None
+        if isinstance(value, float) and not value.is_integer():
+            raise _bad(key, value, f"an integer >= {minimum}")
+        if number < minimum:
+            raise _bad(key, value, f"an integer >= {minimum}")
+        return number
+    return check
+
+
+def _positive_float(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _bad(key, value, "a number of seconds > 0") from None
+    if isinstance(value, bool) or not number > 0 or number != number:
+        raise _bad(key, value, "a number of seconds > 0")
+    return number
+
+
+def _choice(options: tuple[str, ...]):
+    def check(key: str, value: Any) -> str:
+        text = str(value).lower() if value is not None else ""
+        if text not in options:
+            raise _bad(key, value, "one of " + ", ".join(options))
+        return text
+    return check
+
+
+def _file_name(key: str, value: Any) -> str:
+    text = str(value or "")
+    if not text or "/" in text or "\\" in text or text in (".", "..") or len(text) > 255:
+        raise _bad(key, value, "a plain file name (no folders)")
+    return text
+
+
+def _bad(key: str, value: Any, expected: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"setting {key}={value!r} is invalid: expected {expected}",
+        details={"setting": key, "value": value},
+        code="invalid_setting",
+    )
+
+
+_FIELDS = {
+    "mini_batch_size": _int(1),
+    "max_concurrency_per_instance": _int(1),
+    "instance_count": _int(1),
+    "retry_settings.max_retries": _int(0),
+    "retry_settings.timeout": _positive_float,
+    "error_threshold": _int(-1),
+    "output_action": _choice(OUTPUT_ACTIONS),
+    "output_file_name": _file_name,
+    "output_format": _choice(OUTPUT_FORMATS),
+    "logging_level": _choice(LOGGING_LEVELS),
+}
