@@ -16,9 +16,11 @@ from shared.settings import DeploymentSettings
 class AssetRef:
     """A content-addressed folder in the assets container.
 
-    `kind` is "model" or "code"; the files live under `prefix` (e.g.
-    `models/mnist-classifier-torch/3/`), `digest` is the sha256 over the folder's
-    sorted (relative path, file sha256) pairs.
+    `kind` is "model" or "code". The folder's files live under `prefix` + `root` + "/"
+    (e.g. `models/mnist-classifier-torch/3/` + `model/`), `root` being the uploaded folder's
+    own name: Azure ML scripts expect `$AZUREML_MODEL_DIR/<folder name>/...`, so a worker
+    downloads `prefix` and points `AZUREML_MODEL_DIR` at it. `digest` is the sha256 over the
+    folder's sorted (relative path, file sha256) pairs.
     """
 
     kind: str
@@ -26,6 +28,7 @@ class AssetRef:
     version: str
     digest: str
     prefix: str
+    root: str
     files: int = 0
     size: int = 0
 
