@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 # Containers
 REGISTRY_CONTAINER = "batchfn-registry"   # endpoints/<e>.json, deployments/<e>/<d>.json
@@ -15,5 +14,5 @@ STATE_CONTAINER = "batchfn-state"         # internal job state: <job id>/...
 DEFAULT_DATASTORE = "workspaceblobstore"
 
 # Queues
-MINIBATCH_QUEUE = os.environ.get("BATCHFN_MINIBATCH_QUEUE", "minibatches")
+MINIBATCH_QUEUE = "minibatches"
 POISON_SUFFIX = "-poison"
