@@ -1,0 +1,248 @@
+"""The scoring runtime: one per host process, called by the mini-batch queue trigger.
+
+It turns a `MiniBatch` of a deployment into a `ScoringOutcome`: the deployment's model and
+code are downloaded once per version (`AssetCache`), the inputs of each attempt are
+downloaded concurrently into their own folder, and run() is called in a warm worker process
+of the deployment version's `WorkerPool`. Failures of user code are outcomes, never raised.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.records import DeploymentRecord
+from shared.scoring.assets import AssetCache
+from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.gpus import detect_gpus
+from shared.scoring.inputs import InputMissing, download_inputs
+from shared.scoring.paths import relative_parts, safe_segment
+from shared.scoring.pool import RunResult, WorkerPool
+from shared.scoring.worker import WorkerSpec
+from shared.storage import StorageAccount
+
+log = logging.getLogger("batchfn.scoring")
+
+LIST_COLUMN = "result"  # the one column of the table made from a list return
+WORK_DIR_SETTING = "BATCHFN_WORK_DIR"
+
+
+@dataclass
+class _PoolEntry:
+    pool: WorkerPool
+    users: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class ScoringRuntime:
+    """One per host process. Caches deployment assets by version, keeps warm worker pools.
+
+    `score` is thread-safe: the host calls it from many queue invocations at once. Input
+    downloads of waiting mini-batches overlap scoring, but at most
+    `settings.max_concurrency_per_instance` run() calls per deployment version run at once.
+    A pool unused for `pool_idle_seconds` is retired (its workers get shutdown()).
+    """
+
+    def __init__(self, account: StorageAccount, work_dir: Path, *,
+                 gpus: Sequence[str] | None = None, init_timeout: float = 600.0,
+                 pool_idle_seconds: float = 900.0, download_threads: int = 16) -> None:
+        self._blobs = account.blob_service()
+        self._work_dir = Path(work_dir).resolve()
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        self._gpus = tuple(gpus) if gpus is not None else detect_gpus()
+        self._init_timeout = init_timeout
+        self._pool_idle_seconds = pool_idle_seconds
+        self._downloads = ThreadPoolExecutor(download_threads,
+                                             thread_name_prefix="batchfn-download")
+        self._assets = AssetCache(self._blobs, self._work_dir / "assets", self._downloads)
+        self._pools: dict[tuple[Any, ...], _PoolEntry] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        _live_runtimes.add(self)
+
+    @property
+    def gpus(self) -> tuple[str, ...]:
+        """The GPU ids handed to worker slots in turn (empty on a CPU host)."""
+        return self._gpus
+
+    def job_output_dir(self, job_id: str) -> Path:
+        """The job's local AZUREML_BI_OUTPUT_PATH folder, where scripts may write files."""
+        folder = self._work_dir / "outputs" / safe_segment(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome:
+        """Score one attempt of `batch` with `deployment`'s script; see ScoringOutcome.
+
+        Storage errors (other than a missing input, which fails the batch) propagate so
+        that the queue retries the message.
+        """
+        started = time.monotonic()
+        entry = self._checkout(deployment)
+        folder = (self._work_dir / "inputs" / safe_segment(batch.job_id)
+                  / f"{batch.index}-{batch.attempt}-{uuid.uuid4().hex[:8]}")
+        try:
+            try:
+                paths = download_inputs(self._blobs, self._downloads, batch.files, folder)
+            except InputMissing as exc:
+                result = RunResult(FAILED, None, False, 0, str(exc), None, "")
+                return _outcome(batch, result, started, time.monotonic() - started)
+            download_seconds = time.monotonic() - started
+            result = entry.pool.run(paths, batch.timeout, str(self.job_output_dir(batch.job_id)))
+            outcome = _outcome(batch, result, started, download_seconds)
+        finally:
+            self._checkin(entry)
+            shutil.rmtree(folder, ignore_errors=True)
+        log.info("job %s mini-batch %d attempt %d: %s (%d succeeded, %d failed) in %.2fs",
+                 batch.job_id, batch.index, batch.attempt, outcome.status, outcome.succeeded,
+                 outcome.failed, outcome.duration)
+        return outcome
+
+    def close(self) -> None:
+        """Retire all workers: shutdown() in each idle one, then end them all."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            entries = list(self._pools.values())
+            self._pools.clear()
+        for entry in entries:
+            entry.pool.close()
+        self._downloads.shutdown(wait=True, cancel_futures=True)
+
+    def _checkout(self, deployment: DeploymentRecord) -> _PoolEntry:
+        key = _pool_key(deployment)
+        self._retire_idle_pools()
+        with self._lock:
+            self._ensure_open()
+            entry = self._pools.get(key)
+            if entry is not None:
+                entry.users += 1
+                return entry
+        # Downloads happen outside the lock: other deployments keep scoring meanwhile.
+        spec = self._worker_spec(deployment)
+        with self._lock:
+            self._ensure_open()
+            entry = self._pools.get(key)
+            if entry is None:
+                pool = WorkerPool(spec, deployment.settings.max_concurrency_per_instance,
+                                  scratch_dir=self._work_dir / "logs", gpus=self._gpus,
+                                  init_timeout=self._init_timeout)
+                entry = self._pools[key] = _PoolEntry(pool)
+            entry.users += 1
+            return entry
+
+    def _checkin(self, entry: _PoolEntry) -> None:
+        with self._lock:
+            entry.users -= 1
+            entry.last_used = time.monotonic()
+
+    def _retire_idle_pools(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            idle = [key for key, entry in self._pools.items()
+                    if entry.users == 0 and now - entry.last_used > self._pool_idle_seconds]
+            retired = [self._pools.pop(key).pool for key in idle]
+        for pool in retired:
+            threading.Thread(target=pool.close, name="batchfn-retire-pool", daemon=True).start()
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the scoring runtime is closed")
+
+    def _worker_spec(self, deployment: DeploymentRecord) -> WorkerSpec:
+        model_dir = self._assets.folder(deployment.model)
+        code_dir = self._assets.folder(deployment.code) / deployment.code.root
+        script = code_dir.joinpath(*relative_parts(deployment.scoring_script))
+        return WorkerSpec(
+            script_path=str(script),
+            code_dir=str(code_dir),
+            model_dir=str(model_dir),
+            output_dir=str(self._work_dir / "outputs"),
+            logging_level=deployment.settings.logging_level,
+            environment=dict(deployment.environment_variables),
+        )
+
+
+def _pool_key(deployment: DeploymentRecord) -> tuple[Any, ...]:
+    """Everything a worker process depends on: a change means a new pool."""
+    return (
+        deployment.endpoint_name, deployment.name,
+        deployment.model.name, deployment.model.version, deployment.model.digest,
+        deployment.code.name, deployment.code.version, deployment.code.digest,
+        deployment.scoring_script, tuple(sorted(deployment.environment_variables.items())),
+        deployment.settings.logging_level, deployment.settings.max_concurrency_per_instance,
+    )
+
+
+def _outcome(batch: MiniBatch, result: RunResult, started: float,
+             download_seconds: float) -> ScoringOutcome:
+    total = len(batch.files)
+    table = None
+    succeeded = 0
+    if result.status == SUCCEEDED:
+        table = _as_table(result.value, result.returned_list)
+        succeeded = min(result.rows, total)
+    return ScoringOutcome(
+        job_id=batch.job_id,
+        index=batch.index,
+        attempt=batch.attempt,
+        status=result.status,
+        table=table,
+        returned_list=result.returned_list,
+        succeeded=succeeded,
+        failed=total - succeeded,
+        error=result.error,
+        traceback=result.traceback,
+        log=result.log,
+        duration=time.monotonic() - started,
+        download_seconds=download_seconds,
+    )
+
+
+def _as_table(value: Any, returned_list: bool) -> Any:
+    import pandas  # the host only needs pandas once results arrive
+
+    if returned_list:
+        return pandas.DataFrame({LIST_COLUMN: pandas.Series(value, dtype=object)})
+    return value
+
+
+_live_runtimes: weakref.WeakSet[ScoringRuntime] = weakref.WeakSet()
+_default: ScoringRuntime | None = None
+_default_lock = threading.Lock()
+
+
+def default_runtime() -> ScoringRuntime:
+    """The process-wide runtime over AzureWebJobsStorage, working in BATCHFN_WORK_DIR.
+
+    Without BATCHFN_WORK_DIR it works in <temp dir>/batchfn-work, so a restarted host on
+    the same machine reuses the downloaded assets.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            work_dir = os.environ.get(WORK_DIR_SETTING) or os.path.join(
+                tempfile.gettempdir(), "batchfn-work")
+            _default = ScoringRuntime(StorageAccount.from_settings(), Path(work_dir))
+        return _default
+
+
+@atexit.register
+def _close_live_runtimes() -> None:
+    # Worker processes are not daemonic (scripts may start their own processes), so they
+    # must be ended before multiprocessing's exit handler waits for them.
+    for runtime in list(_live_runtimes):
+        runtime.close()
