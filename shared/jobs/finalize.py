@@ -1,0 +1,149 @@
+"""Finalize: the errors report, then the merged output in input order, create-only.
+
+Parts are fetched a bounded window ahead of the writer and streamed into a temporary file,
+so memory stays flat whatever the number of parts; the upload refuses to replace an
+existing blob (If-None-Match: *), so a job never overwrites an output.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow.parquet as pq
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+from shared.jobs import paths
+from shared.jobs.model import JobRecord, JobStatus
+from shared.jobs.monitor import CANCELED, COMPLETED, STOPPED, THRESHOLD
+from shared.jobs.parts import TEXT_FORMATS, header_from_metadata, read_parquet_part
+from shared.jobs.progress import Progress
+from shared.jobs.store import JobStore
+
+PREFETCH_PARTS = 16
+JOB_METADATA_KEY = "batchfn_job"
+
+
+class OutputExists(Exception):
+    """The output blob exists and was not written by this job."""
+
+
+def finalize_job(store: JobStore, job_id: str, outcome: str) -> dict:
+    """End the job for `outcome` (completed, threshold, canceled); idempotent."""
+    job = store.get(job_id)
+    if job.status in JobStatus.TERMINAL or outcome == STOPPED:
+        return {"status": job.status, "reason": job.reason}
+    if outcome == COMPLETED:
+        store.update(job_id, lambda j: None if j.status in JobStatus.STOPPED
+                     else j.with_status(JobStatus.FINALIZING))
+    write_errors_report(store, job_id)
+    progress = Progress.from_dict(store.read_json(paths.progress(job_id)) or
+                                  Progress.start(0, 0).to_dict())
+    status, reason = JobStatus.COMPLETED, None
+    if outcome == CANCELED:
+        status, reason = JobStatus.CANCELED, "canceled by request"
+    elif outcome == THRESHOLD:
+        status = JobStatus.FAILED
+        reason = (f"error_threshold {job.settings.error_threshold} exceeded: "
+                  f"{progress.files_failed} files failed; remaining mini-batches were dropped")
+    elif store.get(job_id).status == JobStatus.CANCEL_REQUESTED:
+        status, reason = JobStatus.CANCELED, "canceled by request"
+    elif job.settings.output_action == "append_row":
+        try:
+            merge_output(store, job, progress)
+        except OutputExists as exc:
+            status, reason = JobStatus.FAILED, str(exc)
+    final = store.update(job_id, lambda j: None if j.status in JobStatus.TERMINAL
+                         else j.with_status(status, reason=reason))
+    return {"status": final.status, "reason": final.reason}
+
+
+def write_errors_report(store: JobStore, job_id: str) -> int:
+    """Write errors.jsonl (one line per failed file, mini-batch order); return its lines."""
+    lines = []
+    names = sorted(store.state.list_blob_names(name_starts_with=paths.failures_prefix(job_id)))
+    for name in names:
+        record = json.loads(store.state.download_blob(name).readall())
+        for container, blob_name, display in record["files"]:
+            lines.append(json.dumps({
+                "file": display, "container": container, "blob_name": blob_name,
+                "mini_batch": record["mini_batch"], "attempts": record["attempts"],
+                "status": record["status"], "error": record["error"],
+                "traceback": record["traceback"],
+            }))
+    body = ("\n".join(lines) + "\n").encode() if lines else b""
+    store.state.upload_blob(paths.errors_report(job_id), body, overwrite=True)
+    return len(lines)
+
+
+def merge_output(store: JobStore, job: JobRecord, progress: Progress) -> None:
+    """Concatenate the succeeded parts in mini-batch order into the job's output blob."""
+    target = job.output_blob
+    service = store.service
+    try:
+        service.create_container(target.container)
+    except ResourceExistsError:
+        pass
+    blob = service.get_blob_client(target.container, target.path)
+    _refuse_existing(blob, job)
+    fmt = job.settings.output_format
+    with tempfile.TemporaryFile() as spool:
+        parts = _parts_in_order(store, job.id, progress)
+        if fmt in TEXT_FORMATS:
+            header_written = False
+            for data, metadata in parts:
+                if fmt == "csv" and not header_written and data:
+                    spool.write(header_from_metadata(metadata.get("header")))
+                    header_written = True
+                spool.write(data)
+        else:
+            writer = None
+            for data, _ in parts:
+                if not data:
+                    continue
+                table = read_parquet_part(data)
+                if writer is None:
+                    writer = pq.ParquetWriter(spool, table.schema)
+                writer.write_table(table.cast(writer.schema) if table.schema != writer.schema
+                                   else table)
+            if writer is not None:
+                writer.close()
+        spool.seek(0)
+        try:
+            blob.upload_blob(spool, overwrite=False, metadata={JOB_METADATA_KEY: job.id},
+                             max_concurrency=4)
+        except ResourceExistsError:
+            _refuse_existing(blob, job)
+
+
+def _refuse_existing(blob, job: JobRecord) -> None:  # noqa: ANN001 - BlobClient
+    try:
+        props = blob.get_blob_properties()
+    except ResourceNotFoundError:
+        return
+    if (props.metadata or {}).get(JOB_METADATA_KEY) == job.id:
+        return  # our own output from a finalize that crashed before recording it
+    raise OutputExists(
+        f"output file {job.output_blob.container}/{job.output_blob.path} already exists; "
+        "batchfn never overwrites outputs: choose another output_path or output_file_name")
+
+
+def _parts_in_order(store: JobStore, job_id: str,
+                    progress: Progress) -> Iterator[tuple[bytes, dict[str, str]]]:
+    state = store.state
+
+    def fetch(index: int) -> tuple[bytes, dict[str, str]]:
+        download = state.download_blob(paths.part(job_id, index))
+        return download.readall(), dict(download.properties.metadata or {})
+
+    with ThreadPoolExecutor(8) as pool:
+        window: deque = deque()
+        for index in progress.succeeded_indices():
+            window.append(pool.submit(fetch, index))
+            if len(window) >= PREFETCH_PARTS:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()

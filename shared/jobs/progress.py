@@ -1,0 +1,223 @@
+"""Exactly-once progress that is cheap to read at any size.
+
+Each finished mini-batch appends one JSON line to its shard's append-blob ledger
+(`ledger/<index // SHARD_BATCHES>`). Duplicate deliveries may append twice; the aggregator
+keeps a bitmap of finished indices and counts only the first line per index. It reads each
+ledger from the offset where it stopped last time, so a check costs a few small reads
+whatever the job size, and `progress.json` holds the totals that `job show` reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
+from azure.storage.blob import ContainerClient
+
+from shared.jobs import paths
+from shared.jobs.model import JobRecord, parse_time, utc_now
+
+SHARD_BATCHES = 4096  # mini-batches per ledger shard (an append blob takes 50,000 blocks)
+ERRORS_SAMPLE = 5
+
+
+def shard_of(index: int) -> int:
+    return index // SHARD_BATCHES
+
+
+def shard_count(batches: int) -> int:
+    return max(1, -(-batches // SHARD_BATCHES))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One ledger line: how mini-batch `index` ended."""
+
+    index: int
+    succeeded: bool  # run() returned (its part is written); False: failed for good
+    files_succeeded: int
+    files_failed: int
+    rows: int
+    error: str | None = None
+    at: str = ""
+
+    def to_line(self) -> bytes:
+        body = {"i": self.index, "ok": self.succeeded, "s": self.files_succeeded,
+                "f": self.files_failed, "r": self.rows, "t": self.at or utc_now()}
+        if self.error:
+            body["e"] = self.error[:300]
+        return (json.dumps(body, separators=(",", ":")) + "\n").encode()
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Completion:
+        body = json.loads(line)
+        return cls(index=body["i"], succeeded=body["ok"], files_succeeded=body["s"],
+                   files_failed=body["f"], rows=body["r"], error=body.get("e"), at=body["t"])
+
+
+def create_ledgers(state: ContainerClient, job_id: str, batches: int) -> None:
+    """Create the job's ledger shards; never truncates one that exists (replanning)."""
+    for shard in range(shard_count(batches)):
+        try:
+            state.get_blob_client(paths.ledger(job_id, shard)).create_append_blob(
+                etag="*", match_condition=MatchConditions.IfMissing)
+        except (ResourceExistsError, ResourceModifiedError):
+            pass
+
+
+def record_completion(state: ContainerClient, job_id: str, completion: Completion) -> None:
+    """Append `completion` to its shard's ledger (at-least-once; the reader deduplicates)."""
+    state.get_blob_client(paths.ledger(job_id, shard_of(completion.index))).append_block(
+        completion.to_line())
+
+
+@dataclass
+class Progress:
+    """Aggregated progress of one job, persisted as progress.json."""
+
+    files: int
+    batches: int
+    batches_succeeded: int = 0
+    batches_failed: int = 0
+    files_succeeded: int = 0
+    files_failed: int = 0
+    rows: int = 0
+    planned_at: str = ""
+    first_completed_at: str | None = None
+    last_completed_at: str | None = None
+    errors_sample: list[dict[str, Any]] = field(default_factory=list)
+    offsets: dict[str, int] = field(default_factory=dict)
+    done: bytearray = field(default_factory=bytearray)
+    succeeded: bytearray = field(default_factory=bytearray)
+
+    @classmethod
+    def start(cls, files: int, batches: int) -> Progress:
+        size = (batches + 7) // 8
+        return cls(files=files, batches=batches, planned_at=utc_now(),
+                   done=bytearray(size), succeeded=bytearray(size))
+
+    @property
+    def batches_done(self) -> int:
+        return self.batches_succeeded + self.batches_failed
+
+    @property
+    def finished(self) -> bool:
+        return self.batches_done >= self.batches
+
+    def is_done(self, index: int) -> bool:
+        return bool(self.done[index >> 3] & (1 << (index & 7)))
+
+    def is_succeeded(self, index: int) -> bool:
+        return bool(self.succeeded[index >> 3] & (1 << (index & 7)))
+
+    def succeeded_indices(self):
+        """Indices whose part is part of the output, in order."""
+        return (i for i in range(self.batches) if self.is_succeeded(i))
+
+    def apply(self, completion: Completion) -> bool:
+        """Count `completion` unless its index was counted already; True if counted."""
+        index = completion.index
+        if index >= self.batches or self.is_done(index):
+            return False
+        self.done[index >> 3] |= 1 << (index & 7)
+        if completion.succeeded:
+            self.succeeded[index >> 3] |= 1 << (index & 7)
+            self.batches_succeeded += 1
+        else:
+            self.batches_failed += 1
+        self.files_succeeded += completion.files_succeeded
+        self.files_failed += completion.files_failed
+        self.rows += completion.rows
+        self.first_completed_at = self.first_completed_at or completion.at
+        self.last_completed_at = completion.at
+        if completion.error and len(self.errors_sample) < ERRORS_SAMPLE:
+            self.errors_sample.append({"mini_batch": index, "error": completion.error})
+        return True
+
+    def catch_up(self, state: ContainerClient, job_id: str) -> bool:
+        """Read every ledger shard past its last offset; True if anything new was counted."""
+        changed = False
+        for shard in range(shard_count(self.batches)):
+            offset = self.offsets.get(str(shard), 0)
+            try:
+                data = state.download_blob(paths.ledger(job_id, shard), offset=offset).readall()
+            except HttpResponseError as exc:
+                if exc.status_code in (404, 416):  # nothing new (416) or not planned yet
+                    continue
+                raise
+            end = data.rfind(b"\n") + 1  # blocks end with a newline; keep whole lines only
+            for line in data[:end].splitlines():
+                if line.strip():
+                    changed |= self.apply(Completion.from_line(line))
+            if end:
+                self.offsets[str(shard)] = offset + end
+        return changed
+
+    def view(self, now: datetime | None = None) -> dict[str, Any]:
+        """What `job show` prints: totals, pending, rate and ETA."""
+        now = now or datetime.now(UTC)
+        files_done = self.files_succeeded + self.files_failed
+        started = parse_time(self.planned_at)
+        elapsed = (now - started).total_seconds() if started else 0.0
+        rate = files_done / elapsed if elapsed > 0 and files_done else 0.0
+        pending_files = max(self.files - files_done, 0)
+        return {
+            "files": {"total": self.files, "succeeded": self.files_succeeded,
+                      "failed": self.files_failed, "pending": pending_files},
+            "mini_batches": {"total": self.batches, "succeeded": self.batches_succeeded,
+                             "failed": self.batches_failed,
+                             "pending": max(self.batches - self.batches_done, 0)},
+            "rows": self.rows,
+            "rate_files_per_second": round(rate, 2),
+            "eta_seconds": round(pending_files / rate, 1) if rate and pending_files else
+            (0.0 if not pending_files else None),
+            "planned_at": self.planned_at,
+            "first_completed_at": self.first_completed_at,
+            "last_completed_at": self.last_completed_at,
+            "errors_sample": list(self.errors_sample),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files, "batches": self.batches,
+            "batches_succeeded": self.batches_succeeded, "batches_failed": self.batches_failed,
+            "files_succeeded": self.files_succeeded, "files_failed": self.files_failed,
+            "rows": self.rows, "planned_at": self.planned_at,
+            "first_completed_at": self.first_completed_at,
+            "last_completed_at": self.last_completed_at,
+            "errors_sample": self.errors_sample, "offsets": self.offsets,
+            "done": base64.b64encode(bytes(self.done)).decode(),
+            "succeeded": base64.b64encode(bytes(self.succeeded)).decode(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Progress:
+        return cls(
+            files=data["files"], batches=data["batches"],
+            batches_succeeded=data["batches_succeeded"], batches_failed=data["batches_failed"],
+            files_succeeded=data["files_succeeded"], files_failed=data["files_failed"],
+            rows=data["rows"], planned_at=data.get("planned_at", ""),
+            first_completed_at=data.get("first_completed_at"),
+            last_completed_at=data.get("last_completed_at"),
+            errors_sample=list(data.get("errors_sample") or []),
+            offsets=dict(data.get("offsets") or {}),
+            done=bytearray(base64.b64decode(data["done"])),
+            succeeded=bytearray(base64.b64decode(data["succeeded"])),
+        )
+
+
+def threshold_exceeded(job: JobRecord, progress: Progress) -> bool:
+    """Azure ML's rule: more failed files than `error_threshold` (-1 = no limit)."""
+    limit = job.settings.error_threshold
+    return limit >= 0 and progress.files_failed > limit
+
+
+def poll_delay(polls: int) -> float:
+    """Seconds the orchestrator waits before its next check: short at first, then 2 s."""
+    schedule = (0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+    return schedule[polls] if polls < len(schedule) else 2.0

@@ -1,0 +1,186 @@
+"""The job API's operations: invoke, show, list, cancel, rerun, errors, outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import replace
+from typing import Any, Protocol
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.jobs import paths
+from shared.jobs.locations import resolve_location
+from shared.jobs.model import (
+    INPUT_FAILED_FILES,
+    BlobLocation,
+    JobInput,
+    JobRecord,
+    JobStatus,
+    check_job_name,
+    utc_now,
+)
+from shared.jobs.progress import Progress
+from shared.jobs.request import InvokeRequest, parse_invoke
+from shared.jobs.store import JobStore
+from shared.layout import JOBS_CONTAINER
+from shared.records import DeploymentRecord
+
+OUTPUT_NAMES = ("score", "errors")
+MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # larger outputs are read from storage directly
+
+
+class DeploymentResolver(Protocol):
+    def resolve_deployment(self, endpoint: str, name: str | None) -> DeploymentRecord: ...
+
+
+class JobService:
+    """Job operations over a JobStore and the registry (anything with resolve_deployment)."""
+
+    def __init__(self, store: JobStore, registry: DeploymentResolver) -> None:
+        self.store = store
+        self.registry = registry
+
+    # --- invoke --------------------------------------------------------------------------
+
+    def invoke(self, endpoint: str, body: Any,
+               header_deployment: str | None = None) -> tuple[JobRecord, bool]:
+        """Validate and record a job; (job, created). Same name + other request → Conflict."""
+        request = parse_invoke(endpoint, body, header_deployment)
+        return self.submit(self.prepare(request))
+
+    def prepare(self, request: InvokeRequest, *, rerun_of: str | None = None,
+                job_input: JobInput | None = None) -> JobRecord:
+        """Resolve deployment, settings, input and output; nothing is written."""
+        deployment = self.registry.resolve_deployment(request.endpoint, request.deployment)
+        settings = deployment.settings.with_overrides(request.overrides, per_job=True)
+        account_url = self.store.service.url
+        if job_input is None:
+            location = resolve_location(request.input_uri, account_url, field="input")
+            if request.input_type == "uri_file" and not location.path:
+                raise InvalidRequest("a uri_file input must name a file, not a container",
+                                     details={"field": "input"}, code="invalid_location")
+            job_input = JobInput(request.input_type, location, request.input_uri,
+                                 request.include_subfolders)
+        job_id = request.job_name or f"batchjob-{uuid.uuid4().hex[:16]}"
+        output = (resolve_location(request.output_path, account_url, field="output_path")
+                  if request.output_path else BlobLocation(JOBS_CONTAINER, job_id))
+        digest = _digest({
+            "endpoint": request.endpoint, "deployment": deployment.name,
+            "input": job_input.to_dict(), "output": output.to_dict(),
+            "overrides": settings.to_dict(), "rerun_of": rerun_of,
+        })
+        now = utc_now()
+        return JobRecord(
+            id=job_id, endpoint=request.endpoint, deployment=deployment.name,
+            deployment_record=deployment.to_dict(), input=job_input, output=output,
+            settings=settings, request_digest=digest, created_at=now, updated_at=now,
+            rerun_of=rerun_of, overrides=dict(request.overrides),
+        )
+
+    def submit(self, job: JobRecord) -> tuple[JobRecord, bool]:
+        stored, created = self.store.create(job)
+        if not created and stored.request_digest != job.request_digest:
+            raise Conflict(
+                f"job {job.id!r} exists with a different request; job names are idempotency "
+                "keys: use a new name for a new job",
+                details={"job": job.id, "status": stored.status}, code="job_exists")
+        return stored, created
+
+    # --- reading -------------------------------------------------------------------------
+
+    def show(self, job_id: str) -> dict[str, Any]:
+        """The job with live progress, rate, ETA and error summary."""
+        job = self.store.get(job_id)
+        raw = self.store.read_json(paths.progress(job_id))
+        view = job_view(job)
+        if raw is not None:
+            view["progress"] = Progress.from_dict(raw).view()
+        else:
+            view["progress"] = None
+        return view
+
+    def list(self, endpoint: str | None = None, deployment: str | None = None) -> list[dict]:
+        return self.store.list(endpoint, deployment)
+
+    def errors(self, job_id: str) -> list[dict[str, Any]]:
+        """The per-file errors report (written at finalize; empty before)."""
+        self.store.get(job_id)
+        try:
+            data = self.store.state.download_blob(paths.errors_report(job_id)).readall()
+        except ResourceNotFoundError:
+            return []
+        return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+    def output(self, job_id: str, name: str) -> tuple[str, bytes]:
+        """(file name, content) of a named output: `score` (merged file) or `errors`."""
+        job = self.store.get(job_id)
+        if name not in OUTPUT_NAMES:
+            raise NotFound(f"job {job_id!r} has no output {name!r}; outputs: "
+                           + ", ".join(OUTPUT_NAMES), code="output_not_found")
+        if name == "errors":
+            blob = self.store.state.get_blob_client(paths.errors_report(job_id))
+            file_name = "errors.jsonl"
+        else:
+            target = job.output_blob
+            blob = self.store.service.get_blob_client(target.container, target.path)
+            file_name = job.settings.output_file_name
+        try:
+            props = blob.get_blob_properties()
+            if props.size > MAX_DOWNLOAD_BYTES:
+                raise InvalidRequest(
+                    f"output {name!r} is {props.size} bytes; download it from "
+                    f"{blob.url} with storage tools", code="output_too_large")
+            return file_name, blob.download_blob().readall()
+        except ResourceNotFoundError:
+            raise NotFound(f"output {name!r} of job {job_id!r} does not exist (job status "
+                           f"{job.status})", code="output_not_found") from None
+
+    # --- control -------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Ask a job to stop: CancelRequested until the orchestrator marks it Canceled."""
+        def request_cancel(job: JobRecord) -> JobRecord | None:
+            if job.status in JobStatus.TERMINAL or job.status == JobStatus.CANCEL_REQUESTED:
+                return None
+            return job.with_status(JobStatus.CANCEL_REQUESTED)
+        return self.store.update(job_id, request_cancel)
+
+    def rerun(self, job_id: str, *, failed_only: bool, name: str | None = None) -> tuple[
+            JobRecord, bool]:
+        """A new job over the same input (or, failed_only, the files that failed)."""
+        old = self.store.get(job_id)
+        if name is not None:
+            check_job_name(name)
+        request = InvokeRequest(endpoint=old.endpoint, input_uri=old.input.uri,
+                                input_type=old.input.kind, deployment=old.deployment,
+                                job_name=name, overrides=dict(old.overrides))
+        job_input = old.input
+        if failed_only:
+            if old.status not in JobStatus.TERMINAL:
+                raise Conflict(f"job {job_id!r} is {old.status}; rerun --failed-only needs a "
+                               "finished job", code="job_not_finished")
+            if not self.errors(job_id):
+                raise InvalidRequest(f"job {job_id!r} has no failed files to rerun",
+                                     code="nothing_to_rerun")
+            job_input = JobInput(INPUT_FAILED_FILES, old.input.location,
+                                 f"failed files of job {job_id}", source_job=job_id)
+        job = self.prepare(request, rerun_of=job_id, job_input=job_input)
+        # The old deployment may have changed: a rerun pins what the old job used.
+        job = replace(job, deployment_record=old.deployment_record)
+        return self.submit(job)
+
+
+def job_view(job: JobRecord) -> dict[str, Any]:
+    """The public JSON of a job record (without the pinned deployment snapshot)."""
+    body = job.to_dict()
+    body.pop("deployment_record")
+    body.pop("request_digest")
+    body["status_url"] = f"/api/jobs/{job.id}"
+    return body
+
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,132 @@
+"""Job records in blob storage: create-only creation, etag-guarded updates, a cheap index."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from shared.errors import NotFound
+from shared.jobs import paths
+from shared.jobs.model import JobRecord
+from shared.layout import JOBS_CONTAINER, STATE_CONTAINER
+from shared.storage import StorageAccount
+
+_UPDATE_ATTEMPTS = 20
+
+
+class JobStore:
+    """Reads and writes job records and small JSON state blobs of jobs."""
+
+    def __init__(self, account: StorageAccount, service: BlobServiceClient | None = None) -> None:
+        self.account = account
+        self.service = service or account.blob_service()
+        self.state: ContainerClient = self.service.get_container_client(STATE_CONTAINER)
+        self._containers_ready = False
+
+    def ensure_containers(self) -> None:
+        """Create the state and jobs containers once per store (idempotent)."""
+        if self._containers_ready:
+            return
+        for name in (STATE_CONTAINER, JOBS_CONTAINER):
+            try:
+                self.service.create_container(name)
+            except ResourceExistsError:
+                pass
+        self._containers_ready = True
+
+    # --- job records -------------------------------------------------------------------
+
+    def create(self, job: JobRecord) -> tuple[JobRecord, bool]:
+        """Write `job` only if no job has its id; return (the stored job, created?)."""
+        self.ensure_containers()
+        try:
+            self.state.upload_blob(paths.job_record(job.id), _dumps(job.to_dict()),
+                                   overwrite=False)
+        except ResourceExistsError:
+            return self.get(job.id), False
+        self._write_index(job)
+        return job, True
+
+    def get(self, job_id: str) -> JobRecord:
+        return self.get_with_etag(job_id)[0]
+
+    def get_with_etag(self, job_id: str) -> tuple[JobRecord, str]:
+        try:
+            download = self.state.download_blob(paths.job_record(job_id))
+        except ResourceNotFoundError:
+            raise NotFound(f"job {job_id!r} not found", code="job_not_found") from None
+        return JobRecord.from_dict(json.loads(download.readall())), download.properties.etag
+
+    def update(self, job_id: str,
+               change: Callable[[JobRecord], JobRecord | None]) -> JobRecord:
+        """Apply `change` to the stored job under an etag condition, retrying on races.
+
+        `change` returns the new record, or None to leave the job as it is.
+        """
+        for _ in range(_UPDATE_ATTEMPTS):
+            job, etag = self.get_with_etag(job_id)
+            new = change(job)
+            if new is None or new == job:
+                return job
+            try:
+                self.state.upload_blob(paths.job_record(job_id), _dumps(new.to_dict()),
+                                       overwrite=True, etag=etag,
+                                       match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError:
+                continue
+            if new.status != job.status:
+                self._write_index(new)
+            return new
+        raise RuntimeError(f"job {job_id!r} kept changing under {_UPDATE_ATTEMPTS} updates")
+
+    def list(self, endpoint: str | None = None,
+             deployment: str | None = None) -> list[dict[str, str]]:
+        """Summaries of all jobs (newest first) from the index, in one listing call."""
+        self.ensure_containers()
+        rows = []
+        for blob in self.state.list_blobs(name_starts_with=paths.JOB_INDEX_PREFIX,
+                                          include=["metadata"]):
+            meta = blob.metadata or {}
+            if endpoint and meta.get("endpoint") != endpoint:
+                continue
+            if deployment and meta.get("deployment") != deployment:
+                continue
+            rows.append({
+                "name": blob.name[len(paths.JOB_INDEX_PREFIX):],
+                "endpoint_name": meta.get("endpoint", ""),
+                "deployment_name": meta.get("deployment", ""),
+                "status": meta.get("status", ""),
+                "created_at": meta.get("created", ""),
+            })
+        rows.sort(key=lambda row: row["created_at"], reverse=True)
+        return rows
+
+    def _write_index(self, job: JobRecord) -> None:
+        # Metadata mirrors the record's status; a lost update is repaired by the next one.
+        self.state.upload_blob(paths.job_index(job.id), b"", overwrite=True, metadata={
+            "endpoint": job.endpoint,
+            "deployment": job.deployment,
+            "status": job.status,
+            "created": job.created_at,
+        })
+
+    # --- small JSON state blobs ----------------------------------------------------------
+
+    def read_json(self, blob_name: str) -> Any | None:
+        """The JSON content of a state blob, or None when it does not exist."""
+        try:
+            return json.loads(self.state.download_blob(blob_name).readall())
+        except ResourceNotFoundError:
+            return None
+
+    def write_json(self, blob_name: str, data: Any) -> None:
+        self.state.upload_blob(blob_name, _dumps(data), overwrite=True)
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()

@@ -1,0 +1,229 @@
+"""The scoring worker's job side: one queue message in, one part + one ledger line out.
+
+Storage round trips per mini-batch: the job record and the manifest chunk come from small
+per-process caches, so a mini-batch costs its N input downloads (in the runtime), one
+create-only part write and one ledger append, plus a log blob when run() printed or failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueClient
+
+from shared.errors import NotFound
+from shared.jobs import paths
+from shared.jobs.messages import MiniBatchMessage
+from shared.jobs.model import JobRecord, JobStatus, utc_now
+from shared.jobs.parts import encode_part, header_to_metadata
+from shared.jobs.planner import ManifestChunk, read_manifest
+from shared.jobs.progress import Completion, record_completion
+from shared.jobs.store import JobStore
+from shared.records import DeploymentRecord
+from shared.scoring.batch import SUCCEEDED, InputFile, MiniBatch, ScoringOutcome
+
+log = logging.getLogger(__name__)
+
+JOB_CACHE_SECONDS = 2.0  # how stale a worker's view of a job may be (cancel, threshold)
+MANIFEST_CACHE_CHUNKS = 16
+RETRY_DELAY_SECONDS = 5  # visibility delay of a self-re-enqueued retry, like host.json's
+
+
+class Runtime(Protocol):
+    def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome: ...
+
+
+class RetryMiniBatch(Exception):
+    """This attempt failed and retries remain: let the host redeliver the message."""
+
+
+@dataclass(frozen=True)
+class WorkResult:
+    """What the worker did with one message (for logs and tests)."""
+
+    action: str  # scored | retry | requeued | failed | skipped
+    detail: str = ""
+
+
+class MiniBatchWorker:
+    """Processes mini-batch messages; thread-safe, one per process."""
+
+    def __init__(self, store: JobStore, runtime: Runtime, queue: QueueClient,
+                 max_dequeue_count: int = 5) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.queue = queue
+        self.max_dequeue_count = max_dequeue_count
+        self._lock = threading.Lock()
+        self._jobs: dict[str, tuple[float, JobRecord]] = {}
+        self._manifests: OrderedDict[tuple[str, int], ManifestChunk] = OrderedDict()
+
+    def process(self, body: str | bytes, dequeue_count: int) -> WorkResult:
+        """Score one message. Raises RetryMiniBatch when the host should retry it."""
+        message = MiniBatchMessage.decode(body)
+        job = self._job(message.job)
+        if job is None:
+            return WorkResult("skipped", "job not found")
+        if job.status in JobStatus.STOPPED:
+            return WorkResult("skipped", f"job is {job.status}")
+        files = self._files(message)
+        attempt = message.prior_attempts + dequeue_count
+        batch = MiniBatch(job_id=job.id, index=message.index, files=files, attempt=attempt,
+                          timeout=job.settings.retry_settings.timeout)
+        outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record), batch)
+        failed_attempt = outcome.status != SUCCEEDED
+        if outcome.log or failed_attempt:
+            self._write_log(job.id, message.index, attempt, outcome)
+        if not failed_attempt:
+            self._record_success(job, files, outcome)
+            return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed")
+        if attempt <= job.settings.retry_settings.max_retries:
+            if dequeue_count >= self.max_dequeue_count:
+                # The host would poison this message after this try: carry on in a new one.
+                retry = MiniBatchMessage(message.job, message.index, message.chunk, attempt)
+                self.queue.send_message(retry.encode(), visibility_timeout=RETRY_DELAY_SECONDS)
+                return WorkResult("requeued", f"attempt {attempt}: {outcome.error}")
+            raise RetryMiniBatch(f"job {job.id} mini-batch {message.index} attempt {attempt} "
+                                 f"{outcome.status}: {outcome.error}")
+        self._record_failure(job.id, message.index, files, attempt, outcome.status,
+                             outcome.error or outcome.status, outcome.traceback)
+        return WorkResult("failed", outcome.error or outcome.status)
+
+    def record_poison(self, body: str | bytes) -> WorkResult:
+        """Record a message the host gave up on (crashes or errors outside run())."""
+        message = MiniBatchMessage.decode(body)
+        try:
+            job = self.store.get(message.job)
+        except NotFound:
+            return WorkResult("skipped", "job not found")
+        state = self.store.state
+        try:
+            props = state.get_blob_client(paths.part(job.id, message.index)).get_blob_properties()
+        except ResourceNotFoundError:
+            props = None
+        if props is not None:
+            # Scored, but the ledger line was lost: restore it from the part's metadata.
+            meta = props.metadata or {}
+            record_completion(state, job.id, Completion(
+                message.index, True, int(meta.get("succeeded", 0)), int(meta.get("failed", 0)),
+                int(meta.get("rows", 0)), at=utc_now()))
+            return WorkResult("scored", "restored from part")
+        files = self._files(message)
+        attempts = message.prior_attempts + self.max_dequeue_count
+        self._record_failure(job.id, message.index, files, attempts, "poisoned",
+                             "the message failed on every delivery (worker crashed or "
+                             "storage errors); see the mini-batch logs", None)
+        return WorkResult("failed", "poison")
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> JobRecord | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._jobs.get(job_id)
+        if cached and now - cached[0] < JOB_CACHE_SECONDS:
+            return cached[1]
+        try:
+            job = self.store.get(job_id)
+        except NotFound:
+            return None
+        with self._lock:
+            self._jobs[job_id] = (now, job)
+        return job
+
+    def _files(self, message: MiniBatchMessage) -> tuple[InputFile, ...]:
+        key = (message.job, message.chunk)
+        with self._lock:
+            chunk = self._manifests.get(key)
+            if chunk is not None:
+                self._manifests.move_to_end(key)
+        if chunk is None:
+            chunk = read_manifest(self.store, message.job, message.chunk)
+            with self._lock:
+                self._manifests[key] = chunk
+                while len(self._manifests) > MANIFEST_CACHE_CHUNKS:
+                    self._manifests.popitem(last=False)
+        return chunk.files(message.index)
+
+    def _record_success(self, job: JobRecord, files: tuple[InputFile, ...],
+                        outcome: ScoringOutcome) -> None:
+        rows = 0 if outcome.table is None else len(outcome.table)
+        settings = job.settings
+        if settings.output_action == "append_row":
+            part = encode_part(outcome.table, outcome.returned_list, settings.output_format)
+            metadata = {"succeeded": str(outcome.succeeded), "failed": str(outcome.failed),
+                        "rows": str(rows)}
+            if part.header:
+                metadata["header"] = header_to_metadata(part.header)
+            try:
+                self.store.state.upload_blob(paths.part(job.id, outcome.index), part.data,
+                                             overwrite=False, metadata=metadata)
+            except ResourceExistsError:
+                pass  # a duplicate delivery: the first part stands
+        error = None
+        if outcome.failed:
+            error = (f"run() returned {rows} rows for {len(files)} files: "
+                     f"{outcome.failed} counted as failed")
+            missing = _missing_files(outcome, files)
+            self._write_failure_record(job.id, outcome.index, missing, outcome.attempt,
+                                       "missing_rows", error, None)
+        record_completion(self.store.state, job.id, Completion(
+            outcome.index, True, outcome.succeeded, outcome.failed, rows, error, utc_now()))
+
+    def _record_failure(self, job_id: str, index: int, files: tuple[InputFile, ...],
+                        attempts: int, status: str, error: str, traceback: str | None) -> None:
+        self._write_failure_record(job_id, index, files, attempts, status, error, traceback)
+        record_completion(self.store.state, job_id, Completion(
+            index, False, 0, len(files), 0, error, utc_now()))
+
+    def _write_failure_record(self, job_id: str, index: int, files: tuple[InputFile, ...],
+                              attempts: int, status: str, error: str,
+                              traceback: str | None) -> None:
+        record = {
+            "mini_batch": index, "attempts": attempts, "status": status, "error": error,
+            "traceback": _last_line(traceback),
+            "files": [[f.container, f.blob_name, f.display_name] for f in files],
+        }
+        try:
+            self.store.state.upload_blob(paths.failure(job_id, index),
+                                         json.dumps(record).encode(), overwrite=False)
+        except ResourceExistsError:
+            pass
+
+    def _write_log(self, job_id: str, index: int, attempt: int, outcome: ScoringOutcome) -> None:
+        text = outcome.log or ""
+        if outcome.status != SUCCEEDED:
+            text += f"\n[batchfn] attempt {attempt} {outcome.status}: {outcome.error}\n"
+            if outcome.traceback:
+                text += outcome.traceback
+        self.store.state.upload_blob(paths.attempt_log(job_id, index, attempt),
+                                     text.encode(errors="replace"), overwrite=True)
+
+
+def _missing_files(outcome: ScoringOutcome, files: tuple[InputFile, ...]) -> tuple[InputFile, ...]:
+    """The inputs a short return left out, when a column names them; else all inputs."""
+    table = outcome.table
+    if table is None or len(table) == 0:
+        return files
+    names = {f.display_name for f in files} | {posixpath.basename(f.display_name) for f in files}
+    for column in table.columns:
+        values = {str(v) for v in table[column]}
+        if values and values <= names:
+            return tuple(f for f in files if f.display_name not in values
+                         and posixpath.basename(f.display_name) not in values)
+    return files
+
+
+def _last_line(traceback: str | None) -> str | None:
+    if not traceback:
+        return None
+    lines = [line for line in traceback.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else None
