@@ -1,0 +1,299 @@
+"""The scoring runtime end to end against a real Azurite: assets, inputs, worker processes."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+from azure.core.exceptions import ResourceExistsError
+
+from shared.layout import ASSETS_CONTAINER, DATA_CONTAINER
+from shared.records import AssetRef, DeploymentRecord
+from shared.scoring import InputFile, MiniBatch, ScoringOutcome, ScoringRuntime
+from shared.settings import DeploymentSettings
+from shared.storage import StorageAccount
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
+
+
+@pytest.fixture(scope="module")
+def account(storage_connection: str) -> StorageAccount:
+    account = StorageAccount(connection_string=storage_connection)
+    for name in (ASSETS_CONTAINER, DATA_CONTAINER):
+        try:
+            account.container(name).create_container()
+        except ResourceExistsError:
+            pass
+    return account
+
+
+@pytest.fixture(scope="module")
+def assets(account: StorageAccount) -> tuple[AssetRef, AssetRef]:
+    """A tiny model folder and the test scripts folder, uploaded as versioned assets."""
+    container = account.container(ASSETS_CONTAINER)
+    run = uuid.uuid4().hex[:8]
+    model = AssetRef(kind="model", name="echo-model", version="1", digest=f"m{run}",
+                     prefix=f"models/echo-model/{run}/", root="model")
+    container.upload_blob(f"{model.prefix}model/weights.txt", b"weights-v1\n")
+    code = AssetRef(kind="code", name="scoring-scripts", version="1", digest=f"c{run}",
+                    prefix=f"code/scoring-scripts/{run}/", root="scoring_scripts")
+    for path in sorted(SCRIPTS.glob("*.py")):
+        container.upload_blob(f"{code.prefix}scoring_scripts/{path.name}", path.read_bytes())
+    return model, code
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def runtime(account: StorageAccount, work_dir: Path):
+    scoring = ScoringRuntime(account, work_dir, gpus=())
+    yield scoring
+    scoring.close()
+
+
+def deployment(assets: tuple[AssetRef, AssetRef], script: str, *, name: str | None = None,
+               env: dict[str, str] | None = None, **settings) -> DeploymentRecord:
+    model, code = assets
+    return DeploymentRecord(
+        name=name or script.removesuffix(".py").replace("_", "-"),
+        endpoint_name="scoring-tests", model=model, code=code, scoring_script=script,
+        settings=DeploymentSettings.from_dict(settings), environment_variables=env or {})
+
+
+def upload_inputs(account: StorageAccount, files: dict[str, bytes]) -> tuple[InputFile, ...]:
+    """Upload `files` (display name → content) under a fresh folder, in the given order."""
+    folder = f"inputs/{uuid.uuid4().hex[:8]}"
+    container = account.container(DATA_CONTAINER)
+    uploaded = []
+    for display_name, data in files.items():
+        container.upload_blob(f"{folder}/{display_name}", data)
+        uploaded.append(InputFile(DATA_CONTAINER, f"{folder}/{display_name}", display_name))
+    return tuple(uploaded)
+
+
+def batch(files: tuple[InputFile, ...], *, job: str = "job-1", index: int = 0,
+          attempt: int = 1, timeout: float = 30) -> MiniBatch:
+    return MiniBatch(job_id=job, index=index, files=files, attempt=attempt, timeout=timeout)
+
+
+def three_files(account: StorageAccount) -> tuple[InputFile, ...]:
+    return upload_inputs(account, {"sub/b.txt": b"bbb", "a.txt": b"a", "c.png": b"0123456789"})
+
+
+def test_rows_follow_input_order_with_the_azure_ml_environment(account, assets, runtime,
+                                                                work_dir):
+    env = {"GREETING": "hello", "ECHO_MODEL_FILE": "model/weights.txt",
+           "ECHO_ENV_COLUMNS": "GREETING,AZUREML_MODEL_DIR,AZUREML_BI_OUTPUT_PATH"}
+    outcome = runtime.score(deployment(assets, "echo.py", env=env),
+                            batch(three_files(account), job="env-job"))
+
+    assert (outcome.status, outcome.succeeded, outcome.failed) == ("succeeded", 3, 0)
+    assert outcome.error is None and not outcome.returned_list
+    table = outcome.table
+    assert list(table["file"]) == ["b.txt", "a.txt", "c.png"]
+    assert list(table["size"]) == [3, 1, 10]
+    assert set(table["GREETING"]) == {"hello"}
+    assert set(table["model"]) == {"weights-v1"}
+    model_dir = Path(table["AZUREML_MODEL_DIR"][0])
+    assert (model_dir / "model" / "weights.txt").read_text() == "weights-v1\n"
+    assert table["AZUREML_BI_OUTPUT_PATH"][0] == str(runtime.job_output_dir("env-job"))
+    assert "echo init done" in outcome.log and "echo scoring 3 files" in outcome.log
+    assert "INFO" in outcome.log and "echo info message" in outcome.log
+    assert "echo debug message" not in outcome.log
+    assert outcome.duration >= outcome.download_seconds >= 0
+    assert not any(p.is_file() for p in (work_dir / "inputs").rglob("*"))  # removed after use
+
+
+def test_init_runs_once_per_worker_process(account, assets, runtime, tmp_path):
+    env = {"ECHO_RECORD_DIR": str(tmp_path), "ECHO_WITH_PID": "1"}
+    record = deployment(assets, "echo.py", name="echo-once", env=env, logging_level="debug")
+    files = upload_inputs(account, {"x.txt": b"x"})
+
+    outcomes = [runtime.score(record, batch(files, index=i)) for i in range(3)]
+
+    assert [o.status for o in outcomes] == ["succeeded"] * 3
+    assert len({int(o.table["pid"][0]) for o in outcomes}) == 1
+    assert len((tmp_path / "inits.log").read_text().splitlines()) == 1
+    assert "echo init done" in outcomes[0].log and "echo init done" not in outcomes[1].log
+    assert "echo debug message" in outcomes[1].log
+
+
+def test_a_failing_attempt_is_an_outcome_and_the_retry_succeeds(account, assets, runtime,
+                                                                 tmp_path):
+    record = deployment(assets, "flaky.py", env={"FLAKY_STATE_DIR": str(tmp_path)})
+    files = three_files(account)
+
+    first = runtime.score(record, batch(files, attempt=1))
+    second = runtime.score(record, batch(files, attempt=2))
+
+    assert (first.status, first.succeeded, first.failed) == ("failed", 0, 3)
+    assert first.table is None and first.attempt == 1
+    assert first.error == "RuntimeError: flaky failure 1 of 1"
+    assert 'flaky.py", line' in first.traceback and first.traceback in first.log
+    assert (second.status, second.succeeded, second.failed) == ("succeeded", 3, 0)
+
+
+def test_always_failing_script_reports_its_output_and_traceback(account, assets, runtime):
+    record = deployment(assets, "always_fails.py", env={"ALWAYS_FAILS_MESSAGE": "no luck"})
+    outcome = runtime.score(record, batch(three_files(account)))
+
+    assert (outcome.status, outcome.failed, outcome.error) == ("failed", 3, "ValueError: no luck")
+    assert "about to fail on 3 files" in outcome.log and "failing now" in outcome.log
+    assert "raise ValueError" in outcome.traceback
+
+
+def test_timeout_kills_the_worker_and_its_children_then_a_fresh_worker_scores(
+        account, assets, runtime, tmp_path):
+    child_pid_file = tmp_path / "child.pid"
+    record = deployment(assets, "sleepy.py", env={
+        "SLEEP_WHEN_NAME_CONTAINS": "slow", "SLEEP_CHILD_PID_FILE": str(child_pid_file)})
+    quick = upload_inputs(account, {"quick.txt": b"q"})
+    slow = upload_inputs(account, {"slow.txt": b"s", "other.txt": b"o"})
+
+    warm = runtime.score(record, batch(quick))
+    started = time.monotonic()
+    stuck = runtime.score(record, batch(slow, index=1, timeout=1))
+    elapsed = time.monotonic() - started
+    fresh = runtime.score(record, batch(quick, index=2))
+
+    assert (stuck.status, stuck.succeeded, stuck.failed) == ("timed_out", 0, 2)
+    assert stuck.error == "timed out after 1s"
+    assert elapsed < 10
+    assert 'sleepy.py", line' in stuck.traceback  # where run() was stuck
+    assert "going to sleep" in stuck.log
+    assert _ended(int(child_pid_file.read_text()))
+    assert fresh.status == "succeeded"
+    assert int(fresh.table["pid"][0]) != int(warm.table["pid"][0])
+
+
+def test_fewer_rows_than_inputs_count_the_gap_as_failed(account, assets, runtime):
+    outcome = runtime.score(deployment(assets, "fewer_rows.py"), batch(three_files(account)))
+
+    assert (outcome.status, outcome.succeeded, outcome.failed) == ("succeeded", 2, 1)
+    assert list(outcome.table["file"]) == ["b.txt", "a.txt"]
+
+
+def test_a_worker_killed_mid_batch_fails_the_batch_and_is_replaced(account, assets, runtime):
+    record = deployment(assets, "kills_itself.py", env={"KILL_WHEN_NAME_CONTAINS": "die"})
+    doomed = runtime.score(record, batch(upload_inputs(account, {"die.txt": b"d"})))
+    after = runtime.score(record, batch(upload_inputs(account, {"live.txt": b"l"}), index=1))
+
+    assert (doomed.status, doomed.failed) == ("failed", 1)
+    assert doomed.error == "worker process exited with code -9"
+    assert "ending my own process" in doomed.log
+    assert after.status == "succeeded" and list(after.table["file"]) == ["live.txt"]
+
+
+def test_a_list_return_becomes_one_column(account, assets, runtime):
+    outcome = runtime.score(deployment(assets, "list_return.py"), batch(three_files(account)))
+
+    assert outcome.status == "succeeded" and outcome.returned_list
+    assert list(outcome.table.columns) == ["result"]
+    assert list(outcome.table["result"]) == ["b.txt 3", "a.txt 1", "c.png 10"]
+
+
+def test_a_return_of_another_type_fails_the_batch(account, assets, runtime):
+    outcome = runtime.score(deployment(assets, "wrong_type.py"), batch(three_files(account)))
+
+    assert (outcome.status, outcome.failed) == ("failed", 3)
+    assert outcome.error == ("TypeError: run() must return a pandas.DataFrame or a list, "
+                             "got dict")
+
+
+def test_init_failure_fails_each_attempt_with_the_real_traceback(account, assets, runtime):
+    record = deployment(assets, "init_fails.py", env={"INIT_FAILS_MESSAGE": "no weights"})
+    files = three_files(account)
+    outcomes = [runtime.score(record, batch(files, attempt=n)) for n in (1, 2)]
+
+    for outcome in outcomes:
+        assert (outcome.status, outcome.failed) == ("failed", 3)
+        assert outcome.error == "init() failed: RuntimeError: no weights"
+        assert 'init_fails.py", line' in outcome.traceback
+        assert "loading the model" in outcome.log
+
+
+def test_a_missing_input_fails_the_batch(account, assets, runtime):
+    files = upload_inputs(account, {"here.txt": b"h"}) + (
+        InputFile(DATA_CONTAINER, "inputs/nowhere/gone.txt", "gone.txt"),)
+    outcome = runtime.score(deployment(assets, "echo.py"), batch(files))
+
+    assert (outcome.status, outcome.succeeded, outcome.failed) == ("failed", 0, 2)
+    assert "input file not found: gone.txt" in outcome.error
+
+
+def test_concurrent_runs_are_bounded_by_max_concurrency_per_instance(account, assets, runtime,
+                                                                     tmp_path):
+    record = deployment(assets, "echo.py", name="echo-pair", max_concurrency_per_instance=2,
+                        env={"ECHO_RECORD_DIR": str(tmp_path), "ECHO_SLEEP": "0.4",
+                             "ECHO_WITH_PID": "1"})
+    files = upload_inputs(account, {"p.txt": b"p"})
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(lambda i: runtime.score(record, batch(files, index=i)),
+                                 range(6)))
+
+    assert [o.status for o in outcomes] == ["succeeded"] * 6
+    assert len({int(o.table["pid"][0]) for o in outcomes}) == 2
+    assert len((tmp_path / "inits.log").read_text().splitlines()) == 2
+    assert _max_overlap(tmp_path / "runs.log") == 2
+
+
+def test_two_deployments_score_side_by_side(account, assets, runtime):
+    files = three_files(account)
+    records = {tag: deployment(assets, "echo.py", name=f"echo-{tag}",
+                               env={"TAG": tag, "ECHO_ENV_COLUMNS": "TAG"})
+               for tag in ("left", "right")}
+    results: dict[str, ScoringOutcome] = {}
+
+    def score(tag: str) -> None:
+        results[tag] = runtime.score(records[tag], batch(files, job=f"job-{tag}"))
+
+    threads = [threading.Thread(target=score, args=(tag,)) for tag in records]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    for tag, outcome in results.items():
+        assert outcome.status == "succeeded" and set(outcome.table["TAG"]) == {tag}
+
+
+def test_close_calls_shutdown_and_refuses_further_work(account, assets, tmp_path):
+    scoring = ScoringRuntime(account, tmp_path / "work", gpus=())
+    record = deployment(assets, "echo.py", name="echo-close",
+                        env={"ECHO_RECORD_DIR": str(tmp_path)})
+    files = upload_inputs(account, {"z.txt": b"z"})
+    assert scoring.score(record, batch(files)).status == "succeeded"
+
+    scoring.close()
+
+    assert len((tmp_path / "shutdowns.log").read_text().splitlines()) == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        scoring.score(record, batch(files))
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # killed, not yet reaped
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _max_overlap(runs_log: Path) -> int:
+    events = []
+    for line in runs_log.read_text().splitlines():
+        kind, _pid, at = line.split()
+        events.append((float(at), 1 if kind == "start" else -1))
+    running = peak = 0
+    for _at, change in sorted(events, key=lambda e: (e[0], e[1])):
+        running += change
+        peak = max(peak, running)
+    return peak
