@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
 from azure.storage.blob import ContainerClient
 
@@ -65,7 +64,7 @@ def create_ledgers(state: ContainerClient, job_id: str, batches: int) -> None:
     for shard in range(shard_count(batches)):
         try:
             state.get_blob_client(paths.ledger(job_id, shard)).create_append_blob(
-                etag="*", match_condition=MatchConditions.IfMissing)
+                if_none_match="*")
         except (ResourceExistsError, ResourceModifiedError):
             pass
 

@@ -1,0 +1,344 @@
+"""The jobs engine end to end against a real Azurite, with a fake scoring runtime."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.jobs import paths
+from shared.jobs.finalize import finalize_job
+from shared.jobs.messages import MiniBatchMessage, minibatch_queue
+from shared.jobs.monitor import FINALIZE, check_progress
+from shared.jobs.planner import plan_job
+from shared.jobs.service import JobService
+from shared.jobs.store import JobStore
+from shared.jobs.worker import MiniBatchWorker, RetryMiniBatch
+from shared.records import AssetRef, DeploymentRecord
+from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.settings import DeploymentSettings
+from shared.storage import StorageAccount
+
+
+class FakeRegistry:
+    def __init__(self, settings: DeploymentSettings) -> None:
+        asset = AssetRef("model", "m", "1", "d", "models/m/1/", "model")
+        self.deployment = DeploymentRecord(
+            name="blue", endpoint_name="ep1", model=asset,
+            code=AssetRef("code", "c", "1", "d", "code/c/1/", "code"),
+            scoring_script="score.py", settings=settings)
+
+    def resolve_deployment(self, endpoint: str, name: str | None) -> DeploymentRecord:
+        if endpoint != "ep1":
+            raise NotFound(f"endpoint {endpoint!r} not found")
+        if name not in (None, "blue"):
+            raise NotFound(f"deployment {name!r} not found")
+        return self.deployment
+
+
+class FakeRuntime:
+    """Scores each file as one row (file, length); `fail` maps file name → failures left."""
+
+    def __init__(self, fail: dict[str, int] | None = None, short: bool = False,
+                 as_list: bool = False) -> None:
+        self.fail = dict(fail or {})
+        self.short = short
+        self.as_list = as_list
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome:
+        with self.lock:
+            self.calls += 1
+            for f in batch.files:
+                if self.fail.get(f.display_name, 0):
+                    self.fail[f.display_name] -= 1
+                    return ScoringOutcome(batch.job_id, batch.index, batch.attempt, FAILED, None,
+                                          False, 0, len(batch.files), f"boom on {f.display_name}",
+                                          "Traceback...\nValueError: boom", "log line\n", 0.0, 0.0)
+        names = [f.display_name for f in batch.files]
+        if self.short:
+            names = names[:-1]
+        if self.as_list:
+            table = pd.DataFrame({"result": [f"{n}:ok" for n in names]})
+        else:
+            table = pd.DataFrame({"file": names, "value": [len(n) for n in names]})
+        return ScoringOutcome(batch.job_id, batch.index, batch.attempt, SUCCEEDED, table,
+                              self.as_list, len(names), len(batch.files) - len(names), None, None,
+                              "", 0.0, 0.0)
+
+
+@pytest.fixture
+def env(storage_connection, unique_name):
+    account = StorageAccount(connection_string=storage_connection)
+    store = JobStore(account)
+    queue = minibatch_queue(account, unique_name)
+    queue.create_queue()
+    data = account.blob_service().get_container_client(unique_name)
+    data.create_container()
+    return account, store, queue, data, unique_name
+
+
+def _upload(data, folder: str, count: int) -> list[str]:
+    names = [f"{folder}/f{i:03d}.txt" for i in range(count)]
+    for name in names:
+        data.upload_blob(name, b"x")
+    return names
+
+
+def _drain(worker: MiniBatchWorker, queue, *, duplicate: bool = False) -> list[str]:
+    """Deliver every message like the host would (retry on RetryMiniBatch)."""
+    actions = []
+    while True:
+        messages = list(queue.receive_messages(max_messages=32, visibility_timeout=1))
+        if not messages:
+            if not queue.get_queue_properties().approximate_message_count:
+                return actions
+            continue
+        for message in messages:
+            deliveries = 2 if duplicate else 1
+            try:
+                for _ in range(deliveries):
+                    actions.append(worker.process(message.content, message.dequeue_count).action)
+            except RetryMiniBatch:
+                actions.append("retry")
+                queue.update_message(message, visibility_timeout=0)
+                continue
+            queue.delete_message(message)
+
+
+def _run(store, queue, job_id, worker, **kw):
+    assert plan_job(store, queue, job_id)["ok"]
+    _drain(worker, queue, **kw)
+    decision = check_progress(store, job_id)
+    assert decision["action"] == FINALIZE
+    return finalize_job(store, job_id, decision["outcome"])
+
+
+def _url(account, container, path):
+    return account.blob_service().url.rstrip("/") + f"/{container}/{path}"
+
+
+def test_happy_path_rows_in_input_order_azureml_format(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 23)
+    data.upload_blob("in/sub/deep.txt", b"x")  # not included: sub-folders are opt-in
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=5)))
+    job, created = service.invoke("ep1", {"input": _url(account, name, "in")})
+    assert created and job.status == "NotStarted"
+    worker = MiniBatchWorker(store, FakeRuntime(), queue)
+    result = _run(store, queue, job.id, worker, duplicate=True)
+    assert result["status"] == "Completed"
+    out = account.blob_service().get_blob_client("batchfn-jobs", f"{job.id}/predictions.csv")
+    text = out.download_blob().readall().decode()
+    assert text == "".join(f"f{i:03d}.txt 8\n" for i in range(23))
+    view = service.show(job.id)
+    assert view["status"] == "Completed"
+    assert view["progress"]["files"] == {"total": 23, "succeeded": 23, "failed": 0, "pending": 0}
+    assert view["progress"]["mini_batches"]["total"] == 5
+    assert service.errors(job.id) == []
+    assert [row["name"] for row in service.list(endpoint="ep1")].count(job.id) == 1
+
+
+def test_retries_then_success_and_permanent_failure_errors_report(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 6)
+    settings = DeploymentSettings(mini_batch_size=2)
+    service = JobService(store, FakeRegistry(settings))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"),
+                                    "max_retries": 2, "output_format": "csv"})
+    runtime = FakeRuntime(fail={"f000.txt": 2, "f004.txt": 99})
+    result = _run(store, queue, job.id, MiniBatchWorker(store, runtime, queue))
+    assert result["status"] == "Completed"
+    view = service.show(job.id)
+    assert view["progress"]["files"]["failed"] == 2
+    assert view["progress"]["mini_batches"]["failed"] == 1
+    errors = service.errors(job.id)
+    assert [e["file"] for e in errors] == ["f004.txt", "f005.txt"]
+    assert errors[0]["attempts"] == 3 and errors[0]["traceback"] == "ValueError: boom"
+    name_, content = service.output(job.id, "score")
+    assert content.decode().splitlines() == ["file,value"] + [
+        f"f00{i}.txt,8" for i in range(4)]
+    rerun, created = service.rerun(job.id, failed_only=True)
+    assert created and rerun.rerun_of == job.id
+    runtime.fail.clear()
+    assert _run(store, queue, rerun.id, MiniBatchWorker(store, runtime, queue))["status"] == \
+        "Completed"
+    assert service.show(rerun.id)["progress"]["files"]["total"] == 2
+
+
+@pytest.mark.parametrize("threshold,status", [(-1, "Completed"), (0, "Failed"), (2, "Completed"),
+                                              (1, "Failed")])
+def test_error_threshold(env, threshold, status):
+    account, store, queue, data, name = env
+    _upload(data, "in", 4)
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "max_retries": 0,
+                                    "error_threshold": threshold})
+    runtime = FakeRuntime(fail={"f000.txt": 99})
+    result = _run(store, queue, job.id, MiniBatchWorker(store, runtime, queue))
+    assert result["status"] == status
+    if status == "Failed":
+        assert "error_threshold" in result["reason"]
+
+
+def test_fewer_rows_than_inputs_counts_the_gap(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 4)
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=4)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "output_format": "jsonl"})
+    _run(store, queue, job.id, MiniBatchWorker(store, FakeRuntime(short=True), queue))
+    view = service.show(job.id)
+    assert view["progress"]["files"]["succeeded"] == 3
+    assert view["progress"]["files"]["failed"] == 1
+    assert [e["file"] for e in service.errors(job.id)] == ["f003.txt"]
+    _, content = service.output(job.id, "score")
+    assert json.loads(content.splitlines()[0]) == {"file": "f000.txt", "value": 8}
+
+
+def test_parquet_and_list_returns(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 5)
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"),
+                                    "output_format": "parquet", "output_file_name": "p.parquet"})
+    _run(store, queue, job.id, MiniBatchWorker(store, FakeRuntime(as_list=True), queue))
+    _, content = service.output(job.id, "score")
+    table = pq.read_table(io.BytesIO(content))
+    assert table.column("result").to_pylist() == [f"f00{i}.txt:ok" for i in range(5)]
+
+
+def test_output_exists_fails_job_and_keeps_file(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 2)
+    data.upload_blob("out/predictions.csv", b"keep me")
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"),
+                                    "output_path": _url(account, name, "out")})
+    result = _run(store, queue, job.id, MiniBatchWorker(store, FakeRuntime(), queue))
+    assert result["status"] == "Failed" and "already exists" in result["reason"]
+    assert data.download_blob("out/predictions.csv").readall() == b"keep me"
+
+
+def test_empty_folder_completes_with_zero_rows(env):
+    account, store, queue, data, name = env
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "nothing-here")})
+    result = _run(store, queue, job.id, MiniBatchWorker(store, FakeRuntime(), queue))
+    assert result["status"] == "Completed"
+    view = service.show(job.id)
+    assert view["warnings"] and view["progress"]["files"]["total"] == 0
+    assert service.output(job.id, "score")[1] == b""
+
+
+def test_missing_input_file_fails_job_with_reason(env):
+    account, store, queue, data, name = env
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "nope.txt"),
+                                    "input_type": "uri_file"})
+    assert plan_job(store, queue, job.id)["ok"] is False
+    assert "does not exist" in store.get(job.id).reason
+
+
+def test_cancel_skips_remaining_and_ends_canceled(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 4)
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=1)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
+    plan_job(store, queue, job.id)
+    assert service.cancel(job.id).status == "CancelRequested"
+    runtime = FakeRuntime()
+    actions = _drain(MiniBatchWorker(store, runtime, queue), queue)
+    assert set(actions) == {"skipped"} and runtime.calls == 0
+    decision = check_progress(store, job.id)
+    assert finalize_job(store, job.id, decision["outcome"])["status"] == "Canceled"
+    assert service.cancel(job.id).status == "Canceled"
+
+
+def test_idempotent_invoke_by_name(env):
+    account, store, queue, data, name = env
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    body = {"input": _url(account, name, "in"), "name": f"job-{name}"}
+    first, created = service.invoke("ep1", body)
+    again, created_again = service.invoke("ep1", dict(body))
+    assert created and not created_again and again.id == first.id == f"job-{name}"
+    with pytest.raises(Conflict):
+        service.invoke("ep1", {**body, "mini_batch_size": 3})
+
+
+def test_bad_invokes_create_nothing(env):
+    account, store, queue, data, name = env
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    before = len(service.list())
+    good = _url(account, name, "in")
+    bad = [
+        ("ep1", {"input": "https://evil.example.com/c/in"}, InvalidRequest),
+        ("ep1", {"input": "http://169.254.169.254/latest"}, InvalidRequest),
+        ("ep1", {"input": _url(account, "batchfn-registry", "x")}, InvalidRequest),
+        ("ep1", {"input": "azureml://datastores/other/paths/x"}, InvalidRequest),
+        ("ep1", {"input": "/tmp/local"}, InvalidRequest),
+        ("ep1", {"input": good + "/../secret"}, InvalidRequest),
+        ("ep1", {"input": good, "settings": {"logging_level": "debug"}}, InvalidRequest),
+        ("ep1", {"input": good, "mini_batch_size": 0}, InvalidRequest),
+        ("ep1", {"input": good, "bogus": 1}, InvalidRequest),
+        ("ep1", {"input": good, "deployment_name": "green"}, NotFound),
+        ("nope", {"input": good}, NotFound),
+        ("ep1", {"input": good, "name": "../x"}, InvalidRequest),
+    ]
+    for endpoint, body, error in bad:
+        with pytest.raises(error):
+            service.invoke(endpoint, body)
+    assert len(service.list()) == before
+
+
+def test_azureml_rest_body_and_datastore_paths(env):
+    account, store, queue, data, name = env
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    body = {"properties": {
+        "InputData": {"in": {"JobInputType": "UriFolder",
+                             "Uri": "azureml://datastores/workspaceblobstore/paths/x/y"}},
+        "OutputData": {"score": {"JobOutputType": "UriFile",
+                                 "Uri": _url(account, name, "out/result.txt")}}}}
+    job, _ = service.invoke("ep1", body, header_deployment="blue")
+    assert job.input.location.container == "batchfn-data" and job.input.location.path == "x/y"
+    assert job.output_blob.container == name and job.output_blob.path == "out/result.txt"
+
+
+def test_worker_requeues_when_retries_outnumber_dequeue_limit(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 1)
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "max_retries": 3})
+    plan_job(store, queue, job.id)
+    (message,) = queue.receive_messages(max_messages=1)
+    worker = MiniBatchWorker(store, FakeRuntime(fail={"f000.txt": 2}), queue, max_dequeue_count=1)
+    assert worker.process(message.content, 1).action == "requeued"
+    queue.delete_message(message)
+    follow = list(queue.receive_messages(max_messages=1, visibility_timeout=1))
+    assert not follow  # the retry waits out its delay
+    assert MiniBatchMessage.decode(
+        MiniBatchMessage(job.id, 0, 0, 1).encode()).prior_attempts == 1
+
+
+def test_poison_handler_records_failure_once(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 2)
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
+    plan_job(store, queue, job.id)
+    worker = MiniBatchWorker(store, FakeRuntime(), queue)
+    body = MiniBatchMessage(job.id, 0, 0).encode()
+    assert worker.record_poison(body).action == "failed"
+    assert worker.record_poison(body).action == "failed"
+    decision = check_progress(store, job.id)
+    assert decision["outcome"] == "completed"
+    finalize_job(store, job.id, "completed")
+    view = service.show(job.id)
+    assert view["progress"]["mini_batches"]["failed"] == 1
+    assert view["progress"]["files"]["failed"] == 2
+    assert store.read_json(paths.progress(job.id))["batches_failed"] == 1
