@@ -24,6 +24,9 @@ test: install
 serve: install
 	$(PY) -m devhost --app function_app --port 7071
 
+demo: install
+	$(PY) -m samples.mnist.demo
+
 lint: install
 	$(PY) -m ruff check .
 
