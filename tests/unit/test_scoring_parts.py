@@ -1,0 +1,138 @@
+"""Pure parts of the scoring runtime: GPU detection, local names, logs, outcomes."""
+
+from __future__ import annotations
+
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.scoring.batch import FAILED, SUCCEEDED, InputFile, MiniBatch
+from shared.scoring.gpus import detect_gpus
+from shared.scoring.inputs import local_paths
+from shared.scoring.paths import relative_parts, safe_segment
+from shared.scoring.pool import RunResult, _read_tail, _stack_dump
+from shared.scoring.runtime import _outcome
+from shared.scoring.worker import describe
+
+
+@pytest.mark.parametrize(("visible", "expected"), [
+    ("0,1", ("0", "1")),
+    (" 2 , 3 ", ("2", "3")),
+    ("", ()),
+    ("-1", ()),
+    ("2,-1,3", ("2",)),
+    ("GPU-8f2c", ("GPU-8f2c",)),
+])
+def test_cuda_visible_devices_decides_when_set(visible, expected):
+    assert detect_gpus({"CUDA_VISIBLE_DEVICES": visible}) == expected
+
+
+def test_gpus_are_counted_with_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: GPU-a)'\n"
+                    "echo 'GPU 1: NVIDIA H100 (UUID: GPU-b)'\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    assert detect_gpus({}) == ("0", "1")
+
+
+def test_no_nvidia_smi_means_no_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert detect_gpus({}) == ()
+
+
+def test_a_broken_nvidia_smi_means_no_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert detect_gpus({}) == ()
+
+
+@pytest.mark.parametrize(("name", "parts"), [
+    ("a/b/c.png", ("a", "b", "c.png")),
+    ("../../etc/passwd", ("etc", "passwd")),
+    ("/abs/x.txt", ("abs", "x.txt")),
+    ("a\\..\\b.txt", ("a", "b.txt")),
+    ("./x/./y", ("x", "y")),
+    ("..", ()),
+])
+def test_relative_parts_never_leave_the_folder(name, parts):
+    assert relative_parts(name) == parts
+
+
+@pytest.mark.parametrize(("name", "segment"), [
+    ("job-1", "job-1"), ("../x", "_x"), ("..", "_"), ("a/b c", "a_b_c"), ("", "_"),
+])
+def test_safe_segment_is_one_harmless_folder_name(name, segment):
+    assert safe_segment(name) == segment
+
+
+def test_local_paths_keep_file_names_and_never_clash(tmp_path: Path):
+    files = [InputFile("c", "in/x/img1.png", "x/img1.png"),
+             InputFile("c", "in/img2.png", "img2.png"),
+             InputFile("c", "in/../x/img1.png", "../x/img1.png"),
+             InputFile("c", "in/odd", "")]
+    paths = local_paths(files, tmp_path)
+
+    assert paths[0] == tmp_path / "x" / "img1.png"
+    assert paths[1] == tmp_path / "img2.png"
+    assert paths[2].name == "img1.png" and paths[2] != paths[0]
+    assert paths[3] == tmp_path / "in" / "odd"
+    assert all(p.is_relative_to(tmp_path) for p in paths)
+
+
+def test_describe_gives_one_line():
+    assert describe(ValueError("bad\nvalue  here")) == "ValueError: bad value here"
+    assert describe(SystemExit(42)) == "SystemExit: 42"
+    assert describe(KeyError()) == "KeyError"
+
+
+def test_long_logs_keep_their_end(tmp_path: Path):
+    log = tmp_path / "attempt.log"
+    log.write_bytes(b"a" * 50 + b"THE END")
+
+    assert _read_tail(log, limit=10) == "[... 47 bytes of earlier output cut ...]\naaaTHE END"
+    assert _read_tail(log) == "a" * 50 + "THE END"
+    assert _read_tail(tmp_path / "missing.log") == ""
+
+
+def test_stack_dumps_are_found_in_logs():
+    log = "going to sleep\nCurrent thread 0x7f (most recent call first):\n  File \"s.py\"\n"
+    assert _stack_dump(log).startswith("Current thread 0x7f")
+    assert _stack_dump("just output\n") is None
+
+
+def _batch(files: int) -> MiniBatch:
+    inputs = tuple(InputFile("c", f"f{i}", f"f{i}") for i in range(files))
+    return MiniBatch(job_id="j", index=4, files=inputs, attempt=2, timeout=5)
+
+
+def test_outcome_caps_succeeded_at_the_number_of_files():
+    import pandas
+
+    result = RunResult(SUCCEEDED, pandas.DataFrame({"x": range(5)}), False, 5, None, None, "")
+    outcome = _outcome(_batch(3), result, time.monotonic(), 0.1)
+
+    assert (outcome.succeeded, outcome.failed, len(outcome.table)) == (3, 0, 5)
+    assert (outcome.job_id, outcome.index, outcome.attempt) == ("j", 4, 2)
+
+
+def test_outcome_of_a_list_has_one_column_even_for_tuples():
+    result = RunResult(SUCCEEDED, [("a", 1), ("b", 2)], True, 2, None, None, "")
+    outcome = _outcome(_batch(3), result, time.monotonic(), 0.0)
+
+    assert list(outcome.table.columns) == ["result"]
+    assert list(outcome.table["result"]) == [("a", 1), ("b", 2)]
+    assert (outcome.succeeded, outcome.failed, outcome.returned_list) == (2, 1, True)
+
+
+def test_a_failed_outcome_fails_every_file():
+    result = RunResult(FAILED, None, False, 0, "ValueError: x", "Traceback...", "log")
+    outcome = _outcome(_batch(3), result, time.monotonic() - 1, 0.2)
+
+    assert (outcome.status, outcome.succeeded, outcome.failed) == ("failed", 0, 3)
+    assert outcome.table is None and outcome.duration >= 1

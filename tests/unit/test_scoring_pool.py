@@ -1,0 +1,114 @@
+"""Worker pools on local files (no storage): GPU assignment, crashes, broken scripts."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from shared.scoring.pool import WorkerPool
+from shared.scoring.worker import WorkerSpec
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
+
+
+def spec(script: Path, tmp_path: Path, **env: str) -> WorkerSpec:
+    return WorkerSpec(script_path=str(script), code_dir=str(script.parent),
+                      model_dir=str(tmp_path), output_dir=str(tmp_path), environment=env)
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> list[str]:
+    path = tmp_path / "input.txt"
+    path.write_text("data")
+    return [str(path)]
+
+
+def test_each_worker_sees_its_own_gpu(tmp_path, inputs):
+    pool = WorkerPool(spec(SCRIPTS / "echo.py", tmp_path, ECHO_SLEEP="0.5",
+                           ECHO_ENV_COLUMNS="CUDA_VISIBLE_DEVICES"),
+                      2, scratch_dir=tmp_path / "logs", gpus=["0", "1"])
+    try:
+        with ThreadPoolExecutor(2) as threads:
+            results = list(threads.map(lambda _: pool.run(inputs, 30, str(tmp_path)), range(2)))
+    finally:
+        pool.close()
+
+    assert [r.status for r in results] == ["succeeded"] * 2
+    assert sorted(r.value["CUDA_VISIBLE_DEVICES"][0] for r in results) == ["0", "1"]
+    assert [pool.gpu_for(slot) for slot in range(3)] == ["0", "1", "0"]
+
+
+def test_without_gpus_cuda_visible_devices_is_left_alone(tmp_path):
+    pool = WorkerPool(spec(SCRIPTS / "echo.py", tmp_path), 1, scratch_dir=tmp_path)
+    assert pool.gpu_for(0) is None
+
+
+def test_an_exit_code_of_a_worker_that_ends_itself_is_reported(tmp_path, inputs):
+    pool = WorkerPool(spec(SCRIPTS / "kills_itself.py", tmp_path, KILL_EXIT_CODE="3"), 1,
+                      scratch_dir=tmp_path / "logs")
+    try:
+        result = pool.run(inputs, 30, str(tmp_path))
+    finally:
+        pool.close()
+
+    assert (result.status, result.error) == ("failed", "worker process exited with code 3")
+    assert "ending my own process" in result.log
+
+
+@pytest.mark.parametrize(("source", "error"), [
+    ("def init():\n    pass\n", "could not load scoring script: AttributeError: scoring "
+                                 "script broken.py has no run() function"),
+    ("def init(:\n", "could not load scoring script: SyntaxError: "),
+    ("import sys\nsys.exit(42)\n", "could not load scoring script: SystemExit: 42"),
+])
+def test_a_script_that_cannot_load_fails_with_a_clear_error(tmp_path, inputs, source, error):
+    script = tmp_path / "code" / "broken.py"
+    script.parent.mkdir()
+    script.write_text(source)
+    pool = WorkerPool(spec(script, tmp_path), 1, scratch_dir=tmp_path / "logs")
+    try:
+        result = pool.run(inputs, 30, str(tmp_path))
+    finally:
+        pool.close()
+
+    assert result.status == "failed" and result.error.startswith(error)
+    assert "Traceback" in result.traceback
+
+
+def test_init_that_hangs_is_ended_after_the_init_timeout(tmp_path, inputs):
+    script = tmp_path / "code" / "slow_init.py"
+    script.parent.mkdir()
+    script.write_text("import time\n\ndef init():\n    time.sleep(60)\n\n"
+                      "def run(mini_batch):\n    return mini_batch\n")
+    pool = WorkerPool(spec(script, tmp_path), 1, scratch_dir=tmp_path / "logs",
+                      init_timeout=1)
+    try:
+        result = pool.run(inputs, 30, str(tmp_path))
+    finally:
+        pool.close()
+
+    assert (result.status, result.error) == ("failed", "init() timed out after 1s")
+    assert 'slow_init.py", line 4' in result.traceback
+
+
+def test_an_unpicklable_result_fails_the_batch_but_keeps_the_worker(tmp_path, inputs):
+    script = tmp_path / "code" / "lambdas.py"
+    script.parent.mkdir()
+    script.write_text("import os\n\ndef init():\n    pass\n\n"
+                      "def run(mini_batch):\n"
+                      "    if os.path.exists(mini_batch[0] + '.ok'):\n"
+                      "        return ['fine']\n"
+                      "    return [lambda: 1]\n")
+    pool = WorkerPool(spec(script, tmp_path), 1, scratch_dir=tmp_path / "logs")
+    try:
+        bad = pool.run(inputs, 30, str(tmp_path))
+        Path(inputs[0] + ".ok").write_text("")
+        good = pool.run(inputs, 30, str(tmp_path))
+    finally:
+        pool.close()
+
+    assert bad.status == "failed"
+    assert bad.error.startswith("run() returned a value that cannot be sent to the host")
+    assert (good.status, good.value) == ("succeeded", ["fine"])
