@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO / "samples" / "mnist"
 SCORED_FILES = 200
 
-# Runs in the subprocess: argv = code folder, scenarios JSON file. Prints one JSON line.
+# Runs in the subprocess (cwd: the repo): argv = code folder, scenarios JSON file. Prints one
+# JSON line; "azureml_output" is what the platform's append_row writes for the returned frame.
 WORKER = """
-import json, sys, traceback
+import json, sys
+from shared.jobs.parts import encode_part
 sys.path.insert(0, sys.argv[1])
 import batch_driver
 batch_driver.init()
@@ -37,6 +40,7 @@ for name, files in json.load(open(sys.argv[2])).items():
             "columns": list(frame.columns),
             "dtypes": {column: frame[column].dtype.kind for column in frame.columns},
             "rows": frame.astype({"class": "int64", "probability": "float64"}).values.tolist(),
+            "azureml_output": encode_part(frame, False, "azureml").data.decode(),
         }
     except Exception as error:
         report[name] = {"error": type(error).__name__, "message": str(error)}
@@ -76,6 +80,7 @@ def report(request: pytest.FixtureRequest, scenarios, tmp_path_factory) -> dict:
         capture_output=True,
         text=True,
         env=env,
+        cwd=REPO,
         timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -95,6 +100,14 @@ def test_sample_accuracy_and_row_format(report, scenarios) -> None:
     labels = read_labels(Path(scenarios["sample"][0]).parent.parent / "labels.csv")
     accuracy = np.mean([labels[file] == predicted for file, predicted, _ in rows])
     assert accuracy >= 0.95
+
+
+def test_output_lines_are_azure_ml_append_row_format(report, scenarios) -> None:
+    lines = report["sample"]["azureml_output"].splitlines()
+    assert len(lines) == SCORED_FILES
+    pattern = re.compile(r"^\d{5}\.png [0-9] (0\.\d+|1\.0)$")  # <file> <class> <probability>
+    assert [line for line in lines if not pattern.match(line)] == []
+    assert lines[0].split(" ")[0] == os.path.basename(scenarios["sample"][0])
 
 
 def test_batch_of_one_and_empty_batch(report) -> None:
