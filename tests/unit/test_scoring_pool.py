@@ -112,3 +112,24 @@ def test_an_unpicklable_result_fails_the_batch_but_keeps_the_worker(tmp_path, in
     assert bad.status == "failed"
     assert bad.error.startswith("run() returned a value that cannot be sent to the host")
     assert (good.status, good.value) == ("succeeded", ["fine"])
+
+
+def test_a_result_the_host_cannot_import_fails_the_batch_but_keeps_the_worker(tmp_path,
+                                                                             inputs):
+    script = tmp_path / "code" / "custom.py"
+    script.parent.mkdir()
+    script.write_text("import os\n\nclass Thing:\n    pass\n\ndef init():\n    pass\n\n"
+                      "def run(mini_batch):\n"
+                      "    return [Thing()] if not os.path.exists(mini_batch[0] + '.ok') "
+                      "else [os.getpid()]\n")
+    pool = WorkerPool(spec(script, tmp_path), 1, scratch_dir=tmp_path / "logs")
+    try:
+        bad = pool.run(inputs, 30, str(tmp_path))
+        Path(inputs[0] + ".ok").write_text("")
+        good = pool.run(inputs, 30, str(tmp_path))
+    finally:
+        pool.close()
+
+    assert bad.status == "failed"
+    assert bad.error.startswith("could not read run() result: ModuleNotFoundError")
+    assert good.status == "succeeded"
