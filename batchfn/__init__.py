@@ -1,0 +1,1 @@
+"""batchfn's command line (`batchfn`) and Python client over the HTTP API."""
