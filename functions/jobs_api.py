@@ -1,0 +1,211 @@
+"""Jobs HTTP API: invoke, show, list, cancel, rerun, errors report and output downloads."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from functions.http_edge import api_errors, error_response, json_response, query_flag, read_json
+from functions.openapi import operation, path_param, query_param
+from functions.orchestration import ensure_orchestration
+from shared.errors import BatchfnError, InvalidRequest
+from shared.jobs.context import job_service
+from shared.jobs.model import JobRecord, JobStatus
+from shared.jobs.service import job_view
+
+bp = df.Blueprint()
+log = logging.getLogger("batchfn.jobs")
+
+DEPLOYMENT_HEADER = "azureml-model-deployment"
+MAX_INVOKE_BODY = 64 * 1024
+
+AsyncHandler = Callable[[func.HttpRequest, df.DurableOrchestrationClient],
+                        Awaitable[func.HttpResponse]]
+
+
+def _async_api_errors(handler: AsyncHandler) -> AsyncHandler:
+    """api_errors for the async handlers that take a durable client."""
+
+    @functools.wraps(handler)
+    async def wrapper(req: func.HttpRequest,
+                      client: df.DurableOrchestrationClient) -> func.HttpResponse:
+        try:
+            return await handler(req, client)
+        except BatchfnError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("unhandled error in %s %s", req.method, req.url)
+            return json_response({"error": {"code": "internal_error", "message":
+                                            "internal error; the host log has the details"}},
+                                 status=500)
+
+    return wrapper
+
+
+async def _accepted(req: func.HttpRequest, client: df.DurableOrchestrationClient,
+                    job: JobRecord, created: bool) -> func.HttpResponse:
+    # A retried idempotent invoke also (re)starts an orchestration that never began.
+    if job.status == JobStatus.NOT_STARTED:
+        await ensure_orchestration(client, job.id)
+    parts = urlsplit(req.url)
+    location = f"{parts.scheme}://{parts.netloc}/api/jobs/{job.id}"
+    body = job_view(job)
+    body["status_url"] = location
+    return json_response(body, status=202 if created else 200, headers={"Location": location})
+
+
+@bp.route(route="endpoints/{endpoint}/jobs", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@_async_api_errors
+async def invoke_endpoint(req: func.HttpRequest,
+                          client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Invoke an endpoint: record the job, start its orchestration, answer 202 at once."""
+    body = read_json(req, max_bytes=MAX_INVOKE_BODY)
+    job, created = job_service().invoke(req.route_params["endpoint"], body,
+                                        req.headers.get(DEPLOYMENT_HEADER))
+    return await _accepted(req, client, job, created)
+
+
+@bp.route(route="jobs/{job}/rerun", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@_async_api_errors
+async def rerun_job(req: func.HttpRequest,
+                    client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """A new job over the same input, or (failed_only) over the files that failed."""
+    body = read_json(req, max_bytes=MAX_INVOKE_BODY) if (req.get_body() or b"").strip() else {}
+    unknown = sorted(set(body) - {"failed_only", "name"})
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}", code="invalid_body")
+    failed_only = body.get("failed_only", False)
+    if not isinstance(failed_only, bool):
+        raise InvalidRequest("failed_only must be true or false", code="invalid_body")
+    job, created = job_service().rerun(req.route_params["job"], failed_only=failed_only,
+                                       name=body.get("name"))
+    return await _accepted(req, client, job, created)
+
+
+@bp.route(route="jobs", methods=["GET"])
+@api_errors
+def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    """All jobs, newest first; ?endpoint= and ?deployment= filter."""
+    return json_response({"value": job_service().list(req.params.get("endpoint"),
+                                                      req.params.get("deployment"))})
+
+
+@bp.route(route="endpoints/{endpoint}/deployments/{deployment}/jobs", methods=["GET"])
+@api_errors
+def list_deployment_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    """The jobs of one deployment, newest first."""
+    return json_response({"value": job_service().list(req.route_params["endpoint"],
+                                                      req.route_params["deployment"])})
+
+
+@bp.route(route="jobs/{job}", methods=["GET"])
+@api_errors
+def show_job(req: func.HttpRequest) -> func.HttpResponse:
+    """Status, progress (files and mini-batches), rate, ETA, output and error summary."""
+    return json_response(job_service().show(req.route_params["job"]))
+
+
+@bp.route(route="jobs/{job}/cancel", methods=["POST"])
+@api_errors
+def cancel_job(req: func.HttpRequest) -> func.HttpResponse:
+    """Request cancellation; the job turns Canceled once the orchestrator has stopped it."""
+    return json_response(job_view(job_service().cancel(req.route_params["job"])), status=202)
+
+
+@bp.route(route="jobs/{job}/errors", methods=["GET"])
+@api_errors
+def job_errors(req: func.HttpRequest) -> func.HttpResponse:
+    """The per-file errors report: file, mini-batch, attempts, error, last traceback line."""
+    return json_response({"value": job_service().errors(req.route_params["job"])})
+
+
+@bp.route(route="jobs/{job}/outputs/{name}", methods=["GET"])
+@api_errors
+def job_output(req: func.HttpRequest) -> func.HttpResponse:
+    """Download a named output: `score` (the merged file) or `errors` (errors.jsonl)."""
+    query_flag(req, "download")  # accepted for symmetry with Azure ML; always downloads
+    file_name, content = job_service().output(req.route_params["job"], req.route_params["name"])
+    return func.HttpResponse(content, status_code=200, mimetype="application/octet-stream",
+                             headers={"Content-Disposition": f'attachment; filename="{file_name}"'})
+
+
+_JOB = path_param("job", "Job name")
+_ENDPOINT = path_param("endpoint", "Endpoint name")
+_DEPLOYMENT = path_param("deployment", "Deployment name")
+
+
+def _schema(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, **extra}
+
+
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "InvokeRequest": _schema({
+        "input": {"oneOf": [{"type": "string"}, _schema({
+            "uri": {"type": "string"}, "type": {"enum": ["uri_folder", "uri_file"]},
+            "include_subfolders": {"type": "boolean"}})]},
+        "input_type": {"enum": ["uri_folder", "uri_file"]},
+        "include_subfolders": {"type": "boolean"},
+        "deployment_name": {"type": "string"},
+        "name": {"type": "string", "description": "job name; makes invoke idempotent"},
+        "output_path": {"type": "string"},
+        "settings": {"type": "object"},
+        "mini_batch_size": {"type": "integer"}, "instance_count": {"type": "integer"},
+        "max_retries": {"type": "integer"}, "timeout": {"type": "number"},
+        "error_threshold": {"type": "integer"}, "output_file_name": {"type": "string"},
+        "output_format": {"enum": ["azureml", "csv", "jsonl", "parquet"]},
+        "properties": {"type": "object", "description": "Azure ML REST body (InputData, "
+                                                        "OutputData)"},
+    }),
+    "RerunRequest": _schema({"failed_only": {"type": "boolean"}, "name": {"type": "string"}}),
+    "Job": _schema({"name": {"type": "string"}, "status": {"enum": [
+        "NotStarted", "Queued", "Running", "Finalizing", "Completed", "Failed",
+        "CancelRequested", "Canceled"]}, "progress": {"type": "object"},
+        "status_url": {"type": "string"}}),
+}
+
+_JOB_REF = {"$ref": "#/components/schemas/Job"}
+_LIST = {"type": "object", "properties": {"value": {"type": "array", "items": {
+    "type": "object"}}}}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/endpoints/{endpoint}/jobs": {
+        "post": operation(
+            "Invoke an endpoint (starts a batch job)", "invokeEndpoint",
+            parameters=[_ENDPOINT, {"name": DEPLOYMENT_HEADER, "in": "header", "required": False,
+                                    "schema": {"type": "string"}}],
+            body="InvokeRequest", responses={202: "Job accepted", 200: "Existing job (same name)"},
+            result=_JOB_REF, errors=(400, 404, 409, 413)),
+    },
+    "/jobs": {"get": operation("List jobs", "listJobs", responses={200: "Jobs"}, result=_LIST,
+                               parameters=[query_param("endpoint", "Filter by endpoint"),
+                                           query_param("deployment", "Filter by deployment")],
+                               errors=())},
+    "/endpoints/{endpoint}/deployments/{deployment}/jobs": {
+        "get": operation("List a deployment's jobs", "listDeploymentJobs",
+                         parameters=[_ENDPOINT, _DEPLOYMENT], responses={200: "Jobs"},
+                         result=_LIST, errors=())},
+    "/jobs/{job}": {"get": operation("Show a job with progress", "getJob", parameters=[_JOB],
+                                     responses={200: "The job"}, result=_JOB_REF)},
+    "/jobs/{job}/cancel": {"post": operation("Cancel a job", "cancelJob", parameters=[_JOB],
+                                             responses={202: "Cancel requested"},
+                                             result=_JOB_REF)},
+    "/jobs/{job}/rerun": {"post": operation(
+        "Rerun a job (all files, or failed_only)", "rerunJob", parameters=[_JOB],
+        body="RerunRequest", responses={202: "New job accepted"}, result=_JOB_REF,
+        errors=(400, 404, 409))},
+    "/jobs/{job}/errors": {"get": operation("Per-file errors report", "getJobErrors",
+                                            parameters=[_JOB], responses={200: "Errors"},
+                                            result=_LIST)},
+    "/jobs/{job}/outputs/{name}": {"get": operation(
+        "Download a named output (score, errors)", "getJobOutput",
+        parameters=[_JOB, path_param("name", "score or errors")],
+        responses={200: "The file"})},
+}

@@ -1,0 +1,73 @@
+"""Durable orchestration of a batch job: plan → poll progress on durable timers → finalize.
+
+The orchestrator is deterministic: every decision comes from activity results and
+`current_utc_datetime`. It continues as new every few polls so its history stays small.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import azure.durable_functions as df
+
+from shared.jobs.context import job_store
+from shared.jobs import finalize, monitor, planner
+from shared.jobs.messages import minibatch_queue
+from shared.jobs.progress import poll_delay
+
+bp = df.Blueprint()
+
+ORCHESTRATOR = "batch_job"
+POLLS_PER_GENERATION = 20  # then continue_as_new: replay cost stays bounded
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR)
+def batch_job(context: df.DurableOrchestrationContext):
+    """One instance per job (instance id = job id)."""
+    job_id = context.instance_id
+    state = context.get_input() or {}
+    if not state.get("planned"):
+        planned = yield context.call_activity("plan_job", job_id)
+        if not planned.get("ok"):
+            return planned
+        state = {"planned": True, "polls": 0}
+    for _ in range(POLLS_PER_GENERATION):
+        decision = yield context.call_activity("check_progress", job_id)
+        if decision["action"] == monitor.FINALIZE:
+            result = yield context.call_activity(
+                "finalize_job", {"job": job_id, "outcome": decision["outcome"]})
+            return result
+        delay = poll_delay(state["polls"])
+        state = {**state, "polls": state["polls"] + 1}
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+    context.continue_as_new(state)
+    return None
+
+
+async def ensure_orchestration(client: df.DurableOrchestrationClient, job_id: str) -> None:
+    """Start the job's orchestration unless an instance with its id exists (idempotent:
+    start_new would replace a running instance)."""
+    status = await client.get_status(job_id)
+    if status is None or getattr(status, "runtime_status", None) is None:
+        await client.start_new(ORCHESTRATOR, instance_id=job_id)
+
+
+# Activities are called by function name, so each function is named as its activity.
+@bp.activity_trigger(input_name="jobId")
+def plan_job(jobId: str) -> dict:  # noqa: N803 - binding name
+    """List the input, write manifests and ledgers, enqueue one message per mini-batch."""
+    store = job_store()
+    return planner.plan_job(store, minibatch_queue(store.account), jobId)
+
+
+@bp.activity_trigger(input_name="jobId")
+def check_progress(jobId: str) -> dict:  # noqa: N803 - binding name
+    """Fold new completions into progress.json and say whether to finalize."""
+    return monitor.check_progress(job_store(), jobId)
+
+
+@bp.activity_trigger(input_name="request")
+def finalize_job(request: dict) -> dict:
+    """Write the errors report and merge the output; set the final status."""
+    return finalize.finalize_job(job_store(), request["job"], request["outcome"])
+

@@ -1,0 +1,45 @@
+"""Queue triggers: score mini-batches from "minibatches"; record what lands in the poison queue.
+
+A failed attempt with retries left raises, so the host redelivers the message after
+host.json's visibilityTimeout; the worker completes the message itself when the
+mini-batch is done for good (scored, or failed after max_retries retries).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import azure.functions as func
+
+from shared.jobs.context import minibatch_worker
+from shared.jobs.messages import InvalidMessage, poison_queue_name
+from shared.layout import MINIBATCH_QUEUE
+
+bp = func.Blueprint()
+log = logging.getLogger("batchfn.scoring")
+
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=MINIBATCH_QUEUE, connection="AzureWebJobsStorage")
+def score_minibatch(msg: func.QueueMessage) -> None:
+    """Score one mini-batch message."""
+    try:
+        result = minibatch_worker(HOST_JSON).process(msg.get_body(), msg.dequeue_count or 1)
+    except InvalidMessage as exc:
+        log.error("dropping a message that is not a mini-batch: %s", exc)
+        return
+    log.info("mini-batch message %s: %s %s", msg.id, result.action, result.detail)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=poison_queue_name(),
+                  connection="AzureWebJobsStorage")
+def record_poisoned_minibatch(msg: func.QueueMessage) -> None:
+    """Record a mini-batch whose message failed every delivery, so its job can finish."""
+    try:
+        result = minibatch_worker(HOST_JSON).record_poison(msg.get_body())
+    except InvalidMessage as exc:
+        log.error("dropping a poisoned message that is not a mini-batch: %s", exc)
+        return
+    log.warning("poisoned mini-batch message %s: %s %s", msg.id, result.action, result.detail)
