@@ -10,8 +10,8 @@ from datetime import timedelta
 
 import azure.durable_functions as df
 
-from shared.jobs.context import job_store
 from shared.jobs import finalize, monitor, planner
+from shared.jobs.context import job_store
 from shared.jobs.messages import minibatch_queue
 from shared.jobs.progress import poll_delay
 
