@@ -155,7 +155,7 @@ class WorkerPool:
         init_log = ""
         worker = self._workers[slot]
         if worker is None or not worker.alive():
-            worker, failure, init_log = self._start(slot)
+            worker, failure, init_log = self._start(slot, output_dir)
             if failure is not None:
                 return failure
         log_path = self._log_path()
@@ -166,12 +166,13 @@ class WorkerPool:
         finally:
             log_path.unlink(missing_ok=True)
 
-    def _start(self, slot: int) -> tuple[_Worker, RunResult | None, str]:
+    def _start(self, slot: int, output_dir: str) -> tuple[_Worker, RunResult | None, str]:
         """Start a worker in `slot`; on init failure return the failed result instead."""
         parent_conn, child_conn = self._context.Pipe()
         log_path = self._log_path()
         process = self._context.Process(
-            target=serve, args=(child_conn, self.spec, self.gpu_for(slot), str(log_path)),
+            target=serve,
+            args=(child_conn, self.spec, self.gpu_for(slot), output_dir, str(log_path)),
             name=f"batchfn-worker-{slot}",
         )
         process.start()

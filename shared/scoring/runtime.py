@@ -174,7 +174,6 @@ class ScoringRuntime:
             script_path=str(script),
             code_dir=str(code_dir),
             model_dir=str(model_dir),
-            output_dir=str(self._work_dir / "outputs"),
             logging_level=deployment.settings.logging_level,
             environment=dict(deployment.environment_variables),
         )

@@ -38,7 +38,6 @@ class WorkerSpec:
     script_path: str
     code_dir: str
     model_dir: str
-    output_dir: str
     logging_level: str = "info"
     environment: dict[str, str] = field(default_factory=dict)
 
@@ -74,9 +73,14 @@ def describe(exc: BaseException) -> str:
     return f"{name}: {message}" if message else name
 
 
-def serve(conn: Connection, spec: WorkerSpec, gpu: str | None, init_log_path: str) -> None:
-    """Entry point of a worker process: init, then answer requests until shutdown or EOF."""
-    _apply_environment(spec, gpu)
+def serve(conn: Connection, spec: WorkerSpec, gpu: str | None, output_dir: str,
+          init_log_path: str) -> None:
+    """Entry point of a worker process: init, then answer requests until shutdown or EOF.
+
+    `output_dir` is AZUREML_BI_OUTPUT_PATH during init(): the folder of the job whose
+    mini-batch started this worker; each RunRequest then names its own job's folder.
+    """
+    _apply_environment(spec, gpu, output_dir)
     _configure_logging(spec.logging_level)
     with captured_output(init_log_path):
         script, reply = _load_and_init(spec)
@@ -129,9 +133,9 @@ def captured_output(path: str) -> Iterator[None]:
         os.close(saved[1])
 
 
-def _apply_environment(spec: WorkerSpec, gpu: str | None) -> None:
+def _apply_environment(spec: WorkerSpec, gpu: str | None, output_dir: str) -> None:
     os.environ["AZUREML_MODEL_DIR"] = spec.model_dir
-    os.environ["AZUREML_BI_OUTPUT_PATH"] = spec.output_dir
+    os.environ["AZUREML_BI_OUTPUT_PATH"] = output_dir
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     # The deployment's own variables win, including an explicit CUDA_VISIBLE_DEVICES.

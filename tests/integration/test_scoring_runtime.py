@@ -14,7 +14,14 @@ from azure.core.exceptions import ResourceExistsError
 
 from shared.layout import ASSETS_CONTAINER, DATA_CONTAINER
 from shared.records import AssetRef, DeploymentRecord
-from shared.scoring import InputFile, MiniBatch, ScoringOutcome, ScoringRuntime
+from shared.scoring import (
+    InputFile,
+    MiniBatch,
+    ScoringOutcome,
+    ScoringRuntime,
+    default_runtime,
+)
+from shared.scoring import runtime as runtime_module
 from shared.settings import DeploymentSettings
 from shared.storage import StorageAccount
 
@@ -278,6 +285,37 @@ def test_close_calls_shutdown_and_refuses_further_work(account, assets, tmp_path
     assert len((tmp_path / "shutdowns.log").read_text().splitlines()) == 1
     with pytest.raises(RuntimeError, match="closed"):
         scoring.score(record, batch(files))
+
+
+def test_an_idle_pool_is_retired_with_shutdown(account, assets, tmp_path):
+    scoring = ScoringRuntime(account, tmp_path / "work", gpus=(), pool_idle_seconds=0)
+    idle = deployment(assets, "echo.py", name="echo-idle", env={"ECHO_RECORD_DIR": str(tmp_path)})
+    other = deployment(assets, "list_return.py", name="list-other")
+    files = upload_inputs(account, {"i.txt": b"i"})
+    try:
+        assert scoring.score(idle, batch(files)).status == "succeeded"
+        assert scoring.score(other, batch(files)).status == "succeeded"  # sweeps idle pools
+        shutdowns = tmp_path / "shutdowns.log"
+        deadline = time.monotonic() + 10
+        while not shutdowns.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(shutdowns.read_text().splitlines()) == 1
+    finally:
+        scoring.close()
+
+
+def test_default_runtime_is_one_per_process_in_the_configured_folder(
+        storage_connection, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime_module, "_default", None)
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("BATCHFN_WORK_DIR", str(tmp_path / "host-work"))
+
+    first = default_runtime()
+    try:
+        assert default_runtime() is first
+        assert first.job_output_dir("j").parent.parent == tmp_path / "host-work"
+    finally:
+        first.close()
 
 
 def _ended(pid: int) -> bool:

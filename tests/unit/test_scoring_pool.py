@@ -15,7 +15,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 
 def spec(script: Path, tmp_path: Path, **env: str) -> WorkerSpec:
     return WorkerSpec(script_path=str(script), code_dir=str(script.parent),
-                      model_dir=str(tmp_path), output_dir=str(tmp_path), environment=env)
+                      model_dir=str(tmp_path), environment=env)
 
 
 @pytest.fixture
