@@ -135,7 +135,7 @@ def load_document(path: str | Path) -> dict[str, Any]:
     """Read a YAML (or JSON) file into a mapping; InvalidRequest with the line if malformed."""
     file = Path(path)
     try:
-        text = file.readtext_field(encoding="utf-8")
+        text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidRequest(f"file {str(file)!r} does not exist", code="file_not_found") from None
     except (OSError, UnicodeDecodeError) as exc:
