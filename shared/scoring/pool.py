@@ -67,10 +67,10 @@ class _Worker:
         self.process.join(timeout=5)
         return self.process.exitcode
 
-    def kill(self, dump_stacks_to: Path | None = None) -> None:
-        """End the worker and every process it started."""
+    def kill(self, dump_stacks: bool = False) -> None:
+        """End the worker and every process it started (first dumping its stacks to its log)."""
         pid = self.process.pid
-        if dump_stacks_to is not None and DUMP_SIGNAL is not None and self.alive():
+        if dump_stacks and DUMP_SIGNAL is not None and self.alive():
             try:
                 os.kill(pid, DUMP_SIGNAL)
                 time.sleep(DUMP_WAIT)
@@ -87,7 +87,7 @@ class _Worker:
                 pass
         self.process.kill()
         self.process.join(timeout=5)
-        psutil.wait_procs(family, timeout=5)
+        # The killed descendants are not ours to reap (init adopts them), so no waiting.
         self.conn.close()
 
 
@@ -161,7 +161,7 @@ class WorkerPool:
         log_path = self._log_path()
         try:
             worker.conn.send(RunRequest(tuple(paths), output_dir, str(log_path)))
-            reply, ended = self._await(worker, timeout, log_path)
+            reply, ended = self._await(worker, timeout)
             return self._result(reply, ended, timeout, init_log + _read_tail(log_path))
         finally:
             log_path.unlink(missing_ok=True)
@@ -179,7 +179,7 @@ class WorkerPool:
         child_conn.close()  # so the host sees EOF when the worker dies
         worker = _Worker(process, parent_conn)
         try:
-            reply, ended = self._await(worker, self._init_timeout, log_path, during="init()")
+            reply, ended = self._await(worker, self._init_timeout, during="init()")
             log = _read_tail(log_path)
         finally:
             log_path.unlink(missing_ok=True)
@@ -192,10 +192,9 @@ class WorkerPool:
             return worker, None, log
         if reply is not None:
             worker.kill()
-        self._workers[slot] = None
         return worker, self._result(reply, ended, self._init_timeout, log, during="init()"), log
 
-    def _await(self, worker: _Worker, timeout: float, log_path: Path,
+    def _await(self, worker: _Worker, timeout: float,
                during: str = "run()") -> tuple[Reply | None, str | None]:
         """Wait for the worker's reply; on timeout or death return why it ended instead."""
         try:
@@ -209,7 +208,7 @@ class WorkerPool:
         except Exception as exc:  # noqa: BLE001 - a result the host cannot unpickle
             return Reply(ok=False, error=f"could not read {during} result: "
                                          f"{type(exc).__name__}: {exc}"), None
-        worker.kill(dump_stacks_to=log_path)
+        worker.kill(dump_stacks=True)
         self._forget(worker)
         return None, TIMED_OUT
 
