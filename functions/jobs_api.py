@@ -18,6 +18,7 @@ from shared.errors import BatchfnError, InvalidRequest
 from shared.jobs.context import job_service
 from shared.jobs.model import JobRecord, JobStatus
 from shared.jobs.service import job_view
+from shared.jobs.uploads import grant_input_upload
 
 bp = df.Blueprint()
 log = logging.getLogger("batchfn.jobs")
@@ -137,6 +138,14 @@ def job_output(req: func.HttpRequest) -> func.HttpResponse:
                              headers={"Content-Disposition": f'attachment; filename="{file_name}"'})
 
 
+@bp.route(route="data/uploads", methods=["POST"])
+@api_errors
+def grant_data_upload(req: func.HttpRequest) -> func.HttpResponse:
+    """Write URLs for a local input's files, and the datastore URI to invoke with."""
+    body = read_json(req, max_bytes=16 * 1024 * 1024)
+    return json_response(grant_input_upload(job_service().store.service, body))
+
+
 _JOB = path_param("job", "Job name")
 _ENDPOINT = path_param("endpoint", "Endpoint name")
 _DEPLOYMENT = path_param("deployment", "Deployment name")
@@ -164,6 +173,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "properties": {"type": "object", "description": "Azure ML REST body (InputData, "
                                                         "OutputData)"},
     }),
+    "UploadRequest": _schema({"name": {"type": "string"}, "files": {
+        "type": "array", "items": {"type": "string"}}}, required=["name", "files"]),
     "RerunRequest": _schema({"failed_only": {"type": "boolean"}, "name": {"type": "string"}}),
     "Job": _schema({"name": {"type": "string"}, "status": {"enum": [
         "NotStarted", "Queued", "Running", "Finalizing", "Completed", "Failed",
@@ -204,6 +215,10 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/jobs/{job}/errors": {"get": operation("Per-file errors report", "getJobErrors",
                                             parameters=[_JOB], responses={200: "Errors"},
                                             result=_LIST)},
+    "/data/uploads": {"post": operation(
+        "Grant write URLs for a local input (CLI/client uploads)", "grantDataUpload",
+        body="UploadRequest", responses={200: "Grant with uri and per-file urls"},
+        result={"type": "object"}, errors=(400, 413))},
     "/jobs/{job}/outputs/{name}": {"get": operation(
         "Download a named output (score, errors)", "getJobOutput",
         parameters=[_JOB, path_param("name", "score or errors")],
