@@ -1,0 +1,95 @@
+"""Unit tests of the jobs engine's pure parts: invoke parsing, locations, progress, parts."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from shared.errors import InvalidRequest
+from shared.jobs.drop import drop_job_name, is_marker
+from shared.jobs.locations import resolve_location
+from shared.jobs.messages import InvalidMessage, MiniBatchMessage
+from shared.jobs.parts import encode_part
+from shared.jobs.progress import Completion, Progress, poll_delay
+from shared.jobs.request import parse_invoke
+
+ACCOUNT = "http://127.0.0.1:10000/devstoreaccount1/"
+
+
+def test_locations_accept_own_account_and_datastores():
+    loc = resolve_location(ACCOUNT + "data/in/folder/", ACCOUNT, field="input")
+    assert (loc.container, loc.path) == ("data", "in/folder")
+    loc = resolve_location("azureml://subscriptions/s/resourcegroups/r/workspaces/w/datastores/"
+                           "workspaceblobstore/paths/a/b", ACCOUNT, field="input")
+    assert (loc.container, loc.path) == ("batchfn-data", "a/b")
+
+
+@pytest.mark.parametrize("uri", [
+    "http://127.0.0.1:10001/devstoreaccount1/data/x",     # another port
+    "http://127.0.0.1:10000/otheraccount/data/x",        # another account
+    "https://127.0.0.1:10000/devstoreaccount1/data/x",   # another scheme
+    ACCOUNT + "data/x?sig=abc",
+    ACCOUNT + "batchfn-state/job/x",
+    ACCOUNT + "data/a/%2e%2e/b",
+    "file:///etc/passwd",
+    "azureml:my-data:1",
+    "",
+])
+def test_locations_refuse_everything_else(uri):
+    with pytest.raises(InvalidRequest):
+        resolve_location(uri, ACCOUNT, field="input")
+
+
+def test_parse_native_and_azureml_bodies():
+    request = parse_invoke("ep1", {"input": {"uri": "u", "type": "uri_file"}, "timeout": 5,
+                                   "settings": {"error_threshold": 2}})
+    assert request.input_type == "uri_file"
+    assert request.overrides == {"error_threshold": 2, "retry_settings.timeout": 5}
+    azureml = parse_invoke("ep1", {"properties": {"InputData": {"x": {
+        "JobInputType": "UriFile", "Uri": "u"}}}}, header_deployment="blue")
+    assert azureml.input_type == "uri_file" and azureml.deployment == "blue"
+    with pytest.raises(InvalidRequest):
+        parse_invoke("ep1", {"input": "u", "deployment_name": "green"}, header_deployment="blue")
+    with pytest.raises(InvalidRequest):
+        parse_invoke("ep1", {"properties": {"InputData": {}}})
+    with pytest.raises(InvalidRequest):
+        parse_invoke("ep1", ["not", "an", "object"])
+
+
+def test_progress_counts_each_index_once_and_round_trips():
+    progress = Progress.start(files=5, batches=3)
+    assert progress.apply(Completion(0, True, 2, 0, 2, at="t"))
+    assert not progress.apply(Completion(0, False, 0, 2, 0, at="t"))  # duplicate
+    assert progress.apply(Completion(2, False, 0, 1, 0, "boom", at="t"))
+    again = Progress.from_dict(progress.to_dict())
+    assert (again.batches_done, again.files_failed, again.files_succeeded) == (2, 1, 2)
+    assert list(again.succeeded_indices()) == [0]
+    assert not again.finished
+    view = again.view()
+    assert view["files"]["pending"] == 2 and view["errors_sample"][0]["error"] == "boom"
+    assert poll_delay(0) < poll_delay(100) == 2.0
+
+
+def test_messages_stay_tiny_and_reject_garbage():
+    text = MiniBatchMessage("batchjob-" + "a" * 90, 99_999, 999, 3).encode()
+    assert len(text) < 200 and MiniBatchMessage.decode(text).prior_attempts == 3
+    for bad in ("", "{}", '{"job": 1, "index": 0, "chunk": 0}', "[1]"):
+        with pytest.raises(InvalidMessage):
+            MiniBatchMessage.decode(bad)
+
+
+def test_part_formats():
+    table = pd.DataFrame({"file": ["a b.png", "c.png"], "label": [1, 2]})
+    assert encode_part(table, False, "azureml").data == b'"a b.png" 1\nc.png 2\n'
+    csv = encode_part(table, False, "csv")
+    assert csv.header == b"file,label\n" and csv.data == b"a b.png,1\nc.png,2\n"
+    assert encode_part(table, False, "jsonl").data.count(b"\n") == 2
+    listed = encode_part(pd.DataFrame({"result": [[1, 2], "x"]}), True, "azureml")
+    assert listed.data == b"[1, 2]\nx\n"
+    assert encode_part(None, False, "parquet").data == b""
+
+
+def test_drop_marker_rule():
+    assert is_marker("ep1/batch-7/_start")
+    assert not is_marker("ep1/_start") and not is_marker("ep1/batch/file.png")
+    assert drop_job_name("ep1/b/_start", "e1") != drop_job_name("ep1/b/_start", "e2")
