@@ -342,3 +342,46 @@ def test_poison_handler_records_failure_once(env):
     assert view["progress"]["mini_batches"]["failed"] == 1
     assert view["progress"]["files"]["failed"] == 2
     assert store.read_json(paths.progress(job.id))["batches_failed"] == 1
+
+
+def test_blob_drop_marker_starts_one_job_per_marker_version(env):
+    from azure.core.exceptions import ResourceExistsError
+
+    from shared.jobs.drop import DROP_CONTAINER, start_from_marker
+
+    account, store, queue, data, name = env
+    drop = account.blob_service().get_container_client(DROP_CONTAINER)
+    try:
+        drop.create_container()
+    except ResourceExistsError:
+        pass
+    drop.upload_blob(f"ep1/{name}/a.txt", b"x")
+    marker = drop.upload_blob(f"ep1/{name}/_start", b'{"mini_batch_size": 1}')
+    etag = marker.get_blob_properties().etag
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    job, created = start_from_marker(service, f"ep1/{name}/_start", etag, b'{"mini_batch_size": 1}')
+    again, created_again = start_from_marker(service, f"ep1/{name}/_start", etag,
+                                             b'{"mini_batch_size": 1}')
+    assert created and not created_again and again.id == job.id
+    assert start_from_marker(service, f"ep1/{name}/a.txt", etag, b"") is None
+    with pytest.raises(InvalidRequest):
+        start_from_marker(service, f"ep1/{name}/_start", "other", b"not json")
+    result = _run(store, queue, job.id, MiniBatchWorker(store, FakeRuntime(), queue))
+    assert result["status"] == "Completed"
+    assert service.show(job.id)["progress"]["files"]["total"] == 1  # the marker is no input
+
+
+def test_upload_grant_writes_only_under_uploads(env):
+    from azure.storage.blob import BlobClient
+
+    from shared.jobs.uploads import grant_input_upload
+
+    account, store, queue, data, name = env
+    grant = grant_input_upload(store.service, {"name": "digits", "files": ["a.png", "s/b.png"]})
+    assert grant["uri"].startswith("azureml://datastores/workspaceblobstore/paths/uploads/")
+    for entry in grant["files"]:
+        BlobClient.from_blob_url(entry["url"]).upload_blob(b"png")
+    for body in ({"name": "../x", "files": ["a"]}, {"name": "d", "files": ["../a"]},
+                 {"name": "d", "files": []}):
+        with pytest.raises(InvalidRequest):
+            grant_input_upload(store.service, body)
