@@ -19,13 +19,14 @@ def check_scoring_script(source: str | bytes, filename: str) -> None:
     try:
         tree = compile(source, filename, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as exc:
+        where = f" (line {exc.lineno})" if exc.lineno else ""
         raise Unprocessable(
-            f"scoring script {filename} does not compile: {exc.msg} (line {exc.lineno})",
+            f"scoring script {filename} does not compile: {exc.msg}{where}",
             details={"file": filename, "line": exc.lineno, "offset": exc.offset,
                      "text": (exc.text or "").rstrip("\n")},
             code="script_syntax_error",
         ) from None
-    except ValueError as exc:  # e.g. null bytes in the source
+    except ValueError as exc:  # null bytes in the source, on Python 3.10
         raise Unprocessable(
             f"scoring script {filename} is not valid Python source: {exc}",
             details={"file": filename},
