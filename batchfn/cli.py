@@ -294,3 +294,7 @@ def _load(file: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `batchfn` command."""
     cli.main(args=argv, prog_name="batchfn")
+
+
+# The job commands attach themselves to the groups above.
+from batchfn import job_commands  # noqa: E402, F401

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from batchfn.job_client import JobClientMixin
 from batchfn.uploads import upload_files
 from shared.assets import scan_folder
 from shared.deployment_spec import (
@@ -82,7 +83,7 @@ def local_checks() -> Iterator[None]:
         raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
 
 
-class BatchfnClient:
+class BatchfnClient(JobClientMixin):
     """Client of one batchfn deployment (`url`) with its function key (`key`)."""
 
     def __init__(self, url: str | None = None, key: str | None = None,
