@@ -162,3 +162,27 @@ def test_large_model_folder_uploads_in_bounded_memory(host, env, tmp_path, uniqu
     assert int(max_rss_kb) < 150 * 1024, f"CLI peaked at {int(max_rss_kb) // 1024} MB"
     host_growth = psutil.Process(host.pid).memory_info().rss - host_rss_before
     assert host_growth < 50 * 1024 * 1024
+
+
+def test_update_from_file_pins_new_versions(env, tmp_path, unique_name):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w.bin").write_bytes(b"one")
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "score.py").write_text("def init():\n    pass\n\ndef run(b):\n"
+                                                "    return b\n")
+    file = tmp_path / "deployment.yml"
+    file.write_text("name: blue\nmodel:\n  path: model\ncode_configuration:\n  code: code\n"
+                    "  scoring_script: score.py\nmini_batch_size: 3\n")
+    run(env, "batch-endpoint", "create", "--name", unique_name)
+    first = json.loads(run(env, "batch-deployment", "create", "-f", str(file), "-e",
+                           unique_name).stdout)
+    again = run(env, "batch-deployment", "create", "-f", str(file), "-e", unique_name,
+                ok=False)
+    assert "already exists" in again.stderr and "[already_exists]" in again.stderr
+    (tmp_path / "model" / "w.bin").write_bytes(b"two")
+    second = json.loads(run(env, "batch-deployment", "update", "-f", str(file), "-e",
+                            unique_name).stdout)
+    assert (first["model"]["version"], second["model"]["version"]) == ("1", "2")
+    assert second["code_configuration"]["code"] == first["code_configuration"]["code"]
+    assert second["created_at"] == first["created_at"]
+    assert second["settings"]["mini_batch_size"] == 3
