@@ -212,6 +212,7 @@ class Registry:
             found = self._read(_deployment_blob(endpoint, name))
             if found is None:
                 self.get_deployment(endpoint, name)  # raises the precise NotFound
+                continue  # it appeared between the two reads
             data, etag = found
             current = DeploymentRecord.from_dict(data)
             overrides: dict[str, Any] = dict(_as_mapping(changes.get("settings"), "settings"))
@@ -279,7 +280,8 @@ class Registry:
         for _ in range(_RACE_RETRIES):
             found = self._read(_endpoint_blob(name))
             if found is None:
-                self.get_endpoint(name)
+                self.get_endpoint(name)  # raises NotFound
+                continue  # it appeared between the two reads
             data, etag = found
             current = EndpointRecord.from_dict(data)
             updated = change(current)
