@@ -6,6 +6,7 @@ fixtures. Ports are chosen free at run time unless given.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 DEV_ACCOUNT = "devstoreaccount1"
 # The storage emulator's published, well-known development key (not a secret).
@@ -71,13 +74,22 @@ class Azurite:
     queue_port: int = 0
     table_port: int = 0
     process: subprocess.Popen | None = None
+    # An Azurite left running on this location by a host that was killed, taken over.
+    adopted_pid: int | None = None
 
     @property
     def connection_string(self) -> str:
         return connection_string(self.blob_port, self.queue_port, self.table_port)
 
+    @property
+    def _record(self) -> Path:
+        return self.location / "azurite.json"
+
     def start(self, timeout: float = 30.0) -> Azurite:
+        """Start Azurite on this location, or take over the one still running there."""
         self.location.mkdir(parents=True, exist_ok=True)
+        if self._adopt():
+            return self
         self.blob_port = self.blob_port or free_port()
         self.queue_port = self.queue_port or free_port()
         self.table_port = self.table_port or free_port()
@@ -109,15 +121,43 @@ class Azurite:
                     f"see {self.location / 'azurite.log'}"
                 )
             if all(_listening(p) for p in ports):
+                self._record.write_text(json.dumps({
+                    "pid": self.process.pid, "blob_port": self.blob_port,
+                    "queue_port": self.queue_port, "table_port": self.table_port}))
                 return self
             time.sleep(0.05)
         self.stop()
         raise AzuriteError(f"azurite did not listen on {ports} within {timeout:.0f}s")
 
+    def _adopt(self) -> bool:
+        """Two Azurites must not share a location: reuse one that a killed host left."""
+        try:
+            record = json.loads(self._record.read_text())
+            process = psutil.Process(int(record["pid"]))
+            running = "azurite" in " ".join(process.cmdline())
+            ports = (int(record["blob_port"]), int(record["queue_port"]),
+                     int(record["table_port"]))
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            return False
+        requested = (self.blob_port, self.queue_port, self.table_port)
+        if any(want and want != have for want, have in zip(requested, ports, strict=True)):
+            return False
+        if not running or not all(_listening(port) for port in ports):
+            return False
+        self.blob_port, self.queue_port, self.table_port = ports
+        self.adopted_pid = process.pid
+        return True
+
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the Azurite this object started or took over."""
+        adopted, self.adopted_pid = self.adopted_pid, None
+        if adopted is not None:
+            _stop_group(adopted, timeout)
+            self._record.unlink(missing_ok=True)
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
+        self._record.unlink(missing_ok=True)
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=timeout)
@@ -129,7 +169,7 @@ class Azurite:
             proc.wait()
 
     def __enter__(self) -> Azurite:
-        return self.start() if self.process is None else self
+        return self.start() if self.process is None and self.adopted_pid is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -139,3 +179,17 @@ def _listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop_group(pid: int, timeout: float) -> None:
+    """SIGTERM the process group led by `pid` (not our child), SIGKILL if it lingers."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        psutil.Process(pid).wait(timeout)
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        return
+    except psutil.TimeoutExpired:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
