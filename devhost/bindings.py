@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import re
+import types
 import typing
 import uuid
 from collections.abc import Callable, Mapping
@@ -225,8 +226,12 @@ class FunctionBindings:
         raise ConfigError(f"{where}: devhost supports durableClient and blob inputs")
 
     def annotation(self, parameter: str) -> Any:
-        """The declared type of `parameter` (None when not annotated)."""
-        return self.types.get(parameter)
+        """The declared type of `parameter`, Optional[...] unwrapped (None if not annotated)."""
+        annotation = self.types.get(parameter)
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(members) == 1:
+            return members[0]
+        return annotation
 
     async def prepare(self, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Arguments for the input and output bindings; returns (kwargs, outs)."""

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+import typing
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -81,9 +82,13 @@ def _wants_context(callable_: Callable[..., Any]) -> bool:
     if parameter is None:
         return False
     annotation = parameter.annotation
-    return annotation is inspect.Parameter.empty or annotation is func.Context or (
-        isinstance(annotation, type) and issubclass(annotation, func.Context)
-    )
+    if isinstance(annotation, str):  # `from __future__ import annotations`
+        try:
+            annotation = typing.get_type_hints(callable_).get("context", annotation)
+        except Exception:  # noqa: BLE001 - unresolvable names: judge by the text
+            return annotation.rsplit(".", 1)[-1] == "Context"
+    return annotation is inspect.Parameter.empty or (
+        isinstance(annotation, type) and issubclass(annotation, func.Context))
 
 
 def default_thread_count() -> int:

@@ -143,3 +143,16 @@ def test_state_file_and_key_survive_a_restart(host: RunningDevHost) -> None:
     host.start()
     assert host.key == key
     assert call(f"{host.url}/api/items/1?code={key}")[0] == 200
+
+
+def test_blob_input_by_route_parameter(host: RunningDevHost, storage_connection: str,
+                                       names: dict[str, str]) -> None:
+    service = BlobServiceClient.from_connection_string(storage_connection)
+    container = service.get_container_client(names["OUT_CONTAINER"])
+    if not container.exists():
+        container.create_container()
+    container.upload_blob("input.bin", b"\x00\x01data", overwrite=True)
+    status, headers, body = call(f"{host.url}/api/read/input.bin")
+    assert (status, body) == (200, b"\x00\x01data")
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert call(f"{host.url}/api/read/absent.bin")[:3:2] == (404, b"missing")

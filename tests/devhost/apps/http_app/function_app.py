@@ -73,3 +73,12 @@ def out(req: func.HttpRequest, msg: func.Out[str], doc: func.Out[bytes]) -> func
     msg.set(f"queued {req.route_params['id']}")
     doc.set(req.get_body())
     return func.HttpResponse("written", status_code=201)
+
+
+@app.route(route="read/{name}", auth_level=func.AuthLevel.ANONYMOUS)
+@app.blob_input(arg_name="doc", path="%OUT_CONTAINER%/{name}", connection="AzureWebJobsStorage")
+def read(req: func.HttpRequest, doc: bytes | None) -> func.HttpResponse:
+    """A blob input named by the route."""
+    if doc is None:
+        return func.HttpResponse("missing", status_code=404)
+    return func.HttpResponse(doc, mimetype="application/octet-stream")
