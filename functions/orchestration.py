@@ -19,6 +19,9 @@ bp = df.Blueprint()
 
 ORCHESTRATOR = "batch_job"
 POLLS_PER_GENERATION = 20  # then continue_as_new: replay cost stays bounded
+# Activities are idempotent: a storage hiccup costs a retry, not the job.
+ACTIVITY_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000,
+                                 max_number_of_attempts=3)
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR)
@@ -26,20 +29,28 @@ def batch_job(context: df.DurableOrchestrationContext):
     """One instance per job (instance id = job id)."""
     job_id = context.instance_id
     state = context.get_input() or {}
-    if not state.get("planned"):
-        planned = yield context.call_activity("plan_job", job_id)
-        if not planned.get("ok"):
-            return planned
-        state = {"planned": True, "polls": 0}
-    for _ in range(POLLS_PER_GENERATION):
-        decision = yield context.call_activity("check_progress", job_id)
-        if decision["action"] == monitor.FINALIZE:
-            result = yield context.call_activity(
-                "finalize_job", {"job": job_id, "outcome": decision["outcome"]})
-            return result
-        delay = poll_delay(state["polls"])
-        state = {**state, "polls": state["polls"] + 1}
-        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+    try:
+        if not state.get("planned"):
+            planned = yield context.call_activity_with_retry("plan_job", ACTIVITY_RETRY, job_id)
+            if not planned.get("ok"):
+                return planned
+            state = {"planned": True, "polls": 0}
+        for _ in range(POLLS_PER_GENERATION):
+            decision = yield context.call_activity_with_retry("check_progress", ACTIVITY_RETRY,
+                                                              job_id)
+            if decision["action"] == monitor.FINALIZE:
+                result = yield context.call_activity_with_retry(
+                    "finalize_job", ACTIVITY_RETRY,
+                    {"job": job_id, "outcome": decision["outcome"]})
+                return result
+            delay = poll_delay(state["polls"])
+            state = {**state, "polls": state["polls"] + 1}
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+    except Exception as exc:  # noqa: BLE001 - an activity failed on every retry
+        # Never leave a job hanging in a non-final status: fail it with the reason.
+        result = yield context.call_activity(
+            "fail_job", {"job": job_id, "reason": f"internal error: {exc}"[:1000]})
+        return result
     context.continue_as_new(state)
     return None
 
@@ -71,3 +82,9 @@ def finalize_job(request: dict) -> dict:
     """Write the errors report and merge the output; set the final status."""
     return finalize.finalize_job(job_store(), request["job"], request["outcome"])
 
+
+
+@bp.activity_trigger(input_name="request")
+def fail_job(request: dict) -> dict:
+    """End a job whose orchestration broke down (Failed with the reason)."""
+    return finalize.fail_job(job_store(), request["job"], request["reason"])

@@ -61,6 +61,13 @@ def finalize_job(store: JobStore, job_id: str, outcome: str) -> dict:
     return {"status": final.status, "reason": final.reason}
 
 
+def fail_job(store: JobStore, job_id: str, reason: str) -> dict:
+    """Mark a job Failed with `reason` unless it already ended; idempotent."""
+    final = store.update(job_id, lambda j: None if j.status in JobStatus.TERMINAL
+                         else j.with_status(JobStatus.FAILED, reason=reason))
+    return {"status": final.status, "reason": final.reason}
+
+
 def write_errors_report(store: JobStore, job_id: str) -> int:
     """Write errors.jsonl (one line per failed file, mini-batch order); return its lines."""
     lines = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.layout import MINIBATCH_QUEUE, POISON_SUFFIX
@@ -55,6 +56,15 @@ def minibatch_queue(account: StorageAccount, name: str = MINIBATCH_QUEUE) -> Que
     return account.queue_service().get_queue_client(
         name, message_encode_policy=TextBase64EncodePolicy(),
         message_decode_policy=TextBase64DecodePolicy())
+
+
+def ensure_queue(queue: QueueClient) -> None:
+    """Create `queue` if it does not exist: the Functions host polls a missing queue as an
+    empty one and never creates it, so the first sender must."""
+    try:
+        queue.create_queue()
+    except ResourceExistsError:
+        pass
 
 
 def poison_queue_name(name: str = MINIBATCH_QUEUE) -> str:

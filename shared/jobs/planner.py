@@ -15,7 +15,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from shared.jobs import paths
-from shared.jobs.messages import MiniBatchMessage
+from shared.jobs.messages import MiniBatchMessage, ensure_queue
 from shared.jobs.model import INPUT_FAILED_FILES, INPUT_FILE, JobRecord, JobStatus
 from shared.jobs.progress import Progress, create_ledgers
 from shared.jobs.store import JobStore
@@ -67,6 +67,8 @@ def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> dict:
                              Progress.start(plan.files, plan.batches).to_dict())
         messages = [MiniBatchMessage(job_id, index, index // per_chunk).encode()
                     for index in range(plan.batches)]
+        if messages:
+            ensure_queue(queue)
         list(pool.map(queue.send_message, messages))
     warning = "the input folder has no files: the job completes with zero rows" \
         if not files else None

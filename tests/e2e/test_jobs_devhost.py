@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 
 from batchfn.client import ApiError, BatchfnClient
-from batchfn.job_client import JobClientMixin
 from devhost.testing import running_devhost
 from tests.conftest import REPO
 
 SCRIPTS = REPO / "tests" / "scoring_scripts"
-
-
-class Client(JobClientMixin, BatchfnClient):
-    """BatchfnClient with the job verbs (until BatchfnClient inherits the mixin itself)."""
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +22,7 @@ def host(storage_connection, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(host, tmp_path_factory):
-    client = Client(url=host.url, key=host.key)
+    client = BatchfnClient(url=host.url, key=host.key)
     model = tmp_path_factory.mktemp("model") / "model"
     model.mkdir()
     (model / "weights.txt").write_text("1")

@@ -23,6 +23,9 @@ class RecordingContext:
     def call_activity(self, name, input_=None):
         return ("activity", name, input_)
 
+    def call_activity_with_retry(self, name, retry_options, input_=None):
+        return ("activity", name, input_)
+
     def create_timer(self, fire_at):
         return ("timer", (fire_at - self.current_utc_datetime).total_seconds())
 
@@ -35,11 +38,13 @@ def _drive(context, answers):
     steps = []
     generator = ORCHESTRATOR(context)
     value = None
+    error = None
     try:
         while True:
-            step = generator.send(value)
+            step = generator.throw(error) if error else generator.send(value)
             steps.append(step)
             value = answers[step[1]].pop(0) if step[0] == "activity" else None
+            error, value = (value, None) if isinstance(value, Exception) else (None, value)
     except StopIteration as stop:
         return steps, stop.value
 
@@ -69,3 +74,13 @@ def test_continues_as_new_after_a_generation_of_polls():
     assert steps[0][1] == "check_progress"  # no replanning after continue_as_new
     assert context.continued_with == {"planned": True,
                                       "polls": 7 + orchestration.POLLS_PER_GENERATION}
+
+
+def test_an_activity_failing_every_retry_fails_the_job():
+    steps, result = _drive(RecordingContext(), {
+        "plan_job": [{"ok": True}],
+        "check_progress": [RuntimeError("storage down")],
+        "fail_job": [{"status": "Failed"}],
+    })
+    assert steps[-1][1] == "fail_job" and "storage down" in steps[-1][2]["reason"]
+    assert result == {"status": "Failed"}
