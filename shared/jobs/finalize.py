@@ -89,12 +89,8 @@ def write_errors_report(store: JobStore, job_id: str) -> int:
 def merge_output(store: JobStore, job: JobRecord, progress: Progress) -> None:
     """Concatenate the succeeded parts in mini-batch order into the job's output blob."""
     target = job.output_blob
-    service = store.service
-    try:
-        service.create_container(target.container)
-    except ResourceExistsError:
-        pass
-    blob = service.get_blob_client(target.container, target.path)
+    store.ensure_output_container(target.container)
+    blob = store.service.get_blob_client(target.container, target.path)
     _refuse_existing(blob, job)
     fmt = job.settings.output_format
     with tempfile.TemporaryFile() as spool:

@@ -27,6 +27,7 @@ class JobStore:
         self.service = service or account.blob_service()
         self.state: ContainerClient = self.service.get_container_client(STATE_CONTAINER)
         self._containers_ready = False
+        self._output_containers: set[str] = set()
 
     def ensure_containers(self) -> None:
         """Create the state and jobs containers once per store (idempotent)."""
@@ -38,6 +39,16 @@ class JobStore:
             except ResourceExistsError:
                 pass
         self._containers_ready = True
+
+    def ensure_output_container(self, name: str) -> None:
+        """Create an output container on first use in this process (idempotent)."""
+        if name in self._output_containers:
+            return
+        try:
+            self.service.create_container(name)
+        except ResourceExistsError:
+            pass
+        self._output_containers.add(name)
 
     # --- job records -------------------------------------------------------------------
 

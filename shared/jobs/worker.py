@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -40,6 +41,8 @@ RETRY_DELAY_SECONDS = 5  # visibility delay of a self-re-enqueued retry, like ho
 class Runtime(Protocol):
     def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome: ...
 
+    def job_output_dir(self, job_id: str) -> Path: ...
+
 
 class RetryMiniBatch(Exception):
     """This attempt failed and retries remain: let the host redeliver the message."""
@@ -65,6 +68,7 @@ class MiniBatchWorker:
         self._lock = threading.Lock()
         self._jobs: dict[str, tuple[float, JobRecord]] = {}
         self._manifests: OrderedDict[tuple[str, int], ManifestChunk] = OrderedDict()
+        self._uploaded: dict[tuple[str, str], tuple[int, int]] = {}  # script outputs sent
 
     def process(self, body: str | bytes, dequeue_count: int) -> WorkResult:
         """Score one message. Raises RetryMiniBatch when the host should retry it."""
@@ -83,6 +87,7 @@ class MiniBatchWorker:
         if outcome.log or failed_attempt:
             self._write_log(job.id, message.index, attempt, outcome)
         if not failed_attempt:
+            self._upload_script_outputs(job)
             self._record_success(job, files, outcome)
             return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed")
         if attempt <= job.settings.retry_settings.max_retries:
@@ -153,6 +158,36 @@ class MiniBatchWorker:
                     self._manifests.popitem(last=False)
         return chunk.files(message.index)
 
+    def _upload_script_outputs(self, job: JobRecord) -> None:
+        """Copy files the script wrote to AZUREML_BI_OUTPUT_PATH into the job's output folder.
+
+        Runs after each successful mini-batch, before its completion is recorded, so every
+        file is in storage by the time finalize runs — whichever host scored it. Only new or
+        changed files are uploaded; the merged output's name is left to finalize.
+        """
+        folder = self.runtime.job_output_dir(job.id)
+        merged = job.settings.output_file_name if job.settings.output_action == "append_row" \
+            else None
+        changed = []
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = path.relative_to(folder).as_posix()
+            stat = path.stat()
+            signature = (stat.st_size, stat.st_mtime_ns)
+            key = (job.id, relative)
+            with self._lock:
+                if relative == merged or self._uploaded.get(key) == signature:
+                    continue
+            changed.append((path, relative, key, signature))
+        if not changed:
+            return
+        container = self.store.service.get_container_client(job.output.container)
+        self.store.ensure_output_container(job.output.container)
+        for path, relative, key, signature in changed:
+            with path.open("rb") as data:
+                container.upload_blob(job.output.child(relative).path, data, overwrite=True)
+            with self._lock:
+                self._uploaded[key] = signature
+
     def _record_success(self, job: JobRecord, files: tuple[InputFile, ...],
                         outcome: ScoringOutcome) -> None:
         rows = 0 if outcome.table is None else len(outcome.table)
@@ -201,9 +236,8 @@ class MiniBatchWorker:
     def _write_log(self, job_id: str, index: int, attempt: int, outcome: ScoringOutcome) -> None:
         text = outcome.log or ""
         if outcome.status != SUCCEEDED:
+            # The runtime's log already holds the script's traceback.
             text += f"\n[batchfn] attempt {attempt} {outcome.status}: {outcome.error}\n"
-            if outcome.traceback:
-                text += outcome.traceback
         self.store.state.upload_blob(paths.attempt_log(job_id, index, attempt),
                                      text.encode(errors="replace"), overwrite=True)
 

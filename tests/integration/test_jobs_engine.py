@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import threading
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -51,6 +53,13 @@ class FakeRuntime:
         self.as_list = as_list
         self.calls = 0
         self.lock = threading.Lock()
+        self.output_root = Path(tempfile.mkdtemp(prefix="fake-bi-output-"))
+        self.script_writes = False  # write <first file>.out to the job's output folder
+
+    def job_output_dir(self, job_id: str) -> Path:
+        folder = self.output_root / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome:
         with self.lock:
@@ -62,6 +71,8 @@ class FakeRuntime:
                                           False, 0, len(batch.files), f"boom on {f.display_name}",
                                           "Traceback...\nValueError: boom", "log line\n", 0.0, 0.0)
         names = [f.display_name for f in batch.files]
+        if self.script_writes:
+            (self.job_output_dir(batch.job_id) / f"{names[0]}.out").write_text(str(len(names)))
         if self.short:
             names = names[:-1]
         if self.as_list:
@@ -385,3 +396,19 @@ def test_upload_grant_writes_only_under_uploads(env):
                  {"name": "d", "files": []}):
         with pytest.raises(InvalidRequest):
             grant_input_upload(store.service, body)
+
+
+def test_files_the_script_writes_land_in_the_output_folder(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 5)
+    service = JobService(store, FakeRegistry(DeploymentSettings(
+        mini_batch_size=2, output_action="summary_only")))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
+    runtime = FakeRuntime()
+    runtime.script_writes = True
+    assert _run(store, queue, job.id, MiniBatchWorker(store, runtime, queue))["status"] == \
+        "Completed"
+    jobs = account.blob_service().get_container_client("batchfn-jobs")
+    assert sorted(jobs.list_blob_names(name_starts_with=f"{job.id}/")) == [
+        f"{job.id}/f000.txt.out", f"{job.id}/f002.txt.out", f"{job.id}/f004.txt.out"]
+    assert jobs.download_blob(f"{job.id}/f004.txt.out").readall() == b"1"
