@@ -1,67 +1,128 @@
-"""Jobs end to end: devhost + Azurite + the real scoring runtime and test scoring scripts."""
+"""Jobs end to end: devhost + Azurite + the real scoring runtime and test scoring scripts.
+
+One devhost serves the whole module (its queue lease is short so that a killed host's
+messages come back within seconds); each scenario deploys the scoring script it needs.
+Retries wait host.json's visibilityTimeout (5 s), so the retry scenarios take ~10 s each.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
 import pytest
+from azure.storage.blob import BlobServiceClient
 
 from batchfn.client import ApiError, BatchfnClient
 from devhost.testing import running_devhost
+from shared.jobs import paths
+from shared.jobs.messages import MiniBatchMessage, minibatch_queue
+from shared.layout import DATA_CONTAINER, JOBS_CONTAINER, STATE_CONTAINER
+from shared.storage import StorageAccount
 from tests.conftest import REPO
 
 SCRIPTS = REPO / "tests" / "scoring_scripts"
+ENDPOINT = "jobs-e2e"
+DATASTORE = "azureml://datastores/workspaceblobstore/paths"
+QUEUE_LEASE_SECONDS = 4
 
 
 @pytest.fixture(scope="module")
-def host(storage_connection, tmp_path_factory):
-    work = tmp_path_factory.mktemp("jobs-e2e")
+def scratch(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("jobs-e2e")
+
+
+@pytest.fixture(scope="module")
+def host(storage_connection, scratch):
     with running_devhost("function_app", script_root=REPO,
                          connection_string=storage_connection,
-                         env={"BATCHFN_WORK_DIR": str(work / "work")}) as running:
+                         env={"BATCHFN_WORK_DIR": str(scratch / "work"),
+                              "DEVHOST_QUEUE_LEASE": str(QUEUE_LEASE_SECONDS)}) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def client(host, tmp_path_factory):
+def blobs(storage_connection) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(storage_connection)
+
+
+@pytest.fixture(scope="module")
+def client(host, scratch):
     client = BatchfnClient(url=host.url, key=host.key)
-    model = tmp_path_factory.mktemp("model") / "model"
-    model.mkdir()
-    (model / "weights.txt").write_text("1")
-    client.create_endpoint(document={"name": "jobs-e2e"})
-    client.create_deployment(document={
-        "name": "echo", "endpoint_name": "jobs-e2e", "model": {"path": str(model)},
-        "code_configuration": {"code": str(SCRIPTS), "scoring_script": "echo.py"},
-        "settings": {"mini_batch_size": 3},
-    }, set_default=True)
-    client.create_deployment(document={
-        "name": "fails", "endpoint_name": "jobs-e2e", "model": {"path": str(model)},
-        "code_configuration": {"code": str(SCRIPTS), "scoring_script": "always_fails.py"},
-        "settings": {"mini_batch_size": 2, "retry_settings": {"max_retries": 1}},
-    })
+    client.create_endpoint(document={"name": ENDPOINT})
+    _deploy(client, scratch, "echo", "echo.py", {"mini_batch_size": 3}, set_default=True)
+    _deploy(client, scratch, "fails", "always_fails.py",
+            {"mini_batch_size": 2, "retry_settings": {"max_retries": 1}})
     return client
 
 
-def _folder(tmp_path, count: int):
+def _deploy(client: BatchfnClient, scratch: Path, name: str, script: str,
+            settings: dict, env: dict[str, str] | None = None, set_default: bool = False) -> None:
+    model = scratch / "model" / "model"
+    if not model.exists():
+        model.mkdir(parents=True)
+        (model / "weights.txt").write_text("1")
+    client.create_deployment(document={
+        "name": name, "endpoint_name": ENDPOINT, "model": {"path": str(model)},
+        "code_configuration": {"code": str(SCRIPTS), "scoring_script": script},
+        "settings": settings, "environment_variables": env or {},
+    }, set_default=set_default)
+
+
+def _folder(tmp_path: Path, names: list[str] | int) -> Path:
     folder = tmp_path / "inputs"
     folder.mkdir()
-    for i in range(count):
-        (folder / f"img{i:02d}.bin").write_bytes(b"x" * (i + 1))
+    if isinstance(names, int):
+        names = [f"img{i:02d}.bin" for i in range(names)]
+    for i, name in enumerate(names):
+        (folder / name).write_bytes(b"x" * (i + 1))
     return folder
 
 
+def _echo_lines(names: list[str] | int, keep=lambda name: True) -> list[str]:
+    if isinstance(names, int):
+        names = [f"img{i:02d}.bin" for i in range(names)]
+    return [f"{name} {i + 1}" for i, name in enumerate(names) if keep(name)]
+
+
+def _output_lines(client: BatchfnClient, job: str, tmp_path: Path) -> list[str]:
+    return client.download_job_output(job, "score", tmp_path / "dl").read_text().splitlines()
+
+
+def _state_names(blobs: BlobServiceClient, prefix: str) -> list[str]:
+    return list(blobs.get_container_client(STATE_CONTAINER).list_blob_names(
+        name_starts_with=prefix))
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
 def test_happy_path_local_folder_rows_in_order(client, tmp_path):
-    job = client.invoke("jobs-e2e", _folder(tmp_path, 8))
+    job = client.invoke(ENDPOINT, _folder(tmp_path, 8))
     assert job["status"] == "NotStarted" and job["status_url"].endswith(job["name"])
     final = client.wait_job(job["name"], timeout=90)
     assert final["status"] == "Completed", final
     assert final["progress"]["files"] == {"total": 8, "succeeded": 8, "failed": 0, "pending": 0}
     path = client.download_job_output(job["name"], "score", tmp_path / "dl")
     assert path.read_text() == "".join(f"img{i:02d}.bin {i + 1}\n" for i in range(8))
-    listed = client.list_jobs("jobs-e2e", "echo")
+    listed = client.list_jobs(ENDPOINT, "echo")
     assert job["name"] in [row["name"] for row in listed]
 
 
 def test_permanent_failure_threshold_and_errors_report(client, tmp_path):
-    job = client.invoke("jobs-e2e", _folder(tmp_path, 4), deployment_name="fails",
+    job = client.invoke(ENDPOINT, _folder(tmp_path, 4), deployment_name="fails",
                         settings={"error_threshold": 1})
     final = client.wait_job(job["name"], timeout=90)
     assert final["status"] == "Failed" and "error_threshold" in final["reason"]
@@ -69,28 +130,233 @@ def test_permanent_failure_threshold_and_errors_report(client, tmp_path):
     assert errors and errors[0]["attempts"] == 2 and "ValueError" in errors[0]["traceback"]
 
 
-def test_bad_invokes_are_4xx_and_create_nothing(client, host):
+def test_failing_twice_then_succeeding(client, scratch, blobs, tmp_path):
+    state = scratch / "flaky-state"
+    state.mkdir()
+    _deploy(client, scratch, "flaky", "flaky.py",
+            {"mini_batch_size": 2, "retry_settings": {"max_retries": 3}},
+            {"FLAKY_FAILURES": "2", "FLAKY_STATE_DIR": str(state)})
+    job = client.invoke(ENDPOINT, _folder(tmp_path, 4), deployment_name="flaky")["name"]
+    final = client.wait_job(job, timeout=90)
+    assert final["status"] == "Completed", final
+    assert final["progress"]["files"] == {"total": 4, "succeeded": 4, "failed": 0, "pending": 0}
+    assert _output_lines(client, job, tmp_path) == _echo_lines(4)
+    assert client.job_errors(job) == []
+    logs = _state_names(blobs, f"{job}/logs/")
+    for index in (0, 1):
+        attempts = [name for name in logs if f"/logs/{index:08d}/" in name]
+        assert [name.rsplit("/", 1)[1] for name in attempts][:2] == [
+            "attempt-1.log", "attempt-2.log"]
+    log_text = blobs.get_container_client(STATE_CONTAINER).download_blob(
+        paths.attempt_log(job, 0, 1)).readall().decode()
+    assert "flaky failure 1 of 2" in log_text
+    assert log_text.count("Traceback (most recent call last)") == 1
+
+
+def test_permanent_failure_error_threshold_counts(client, scratch, tmp_path):
+    _deploy(client, scratch, "partial", "always_fails.py",
+            {"mini_batch_size": 2, "retry_settings": {"max_retries": 0}},
+            {"ALWAYS_FAILS_WHEN_NAME_CONTAINS": "bad", "ALWAYS_FAILS_MESSAGE": "bad input"})
+    names = ["a0.bin", "a1.bin", "b2-bad.bin", "b3.bin", "c4.bin", "c5.bin"]
+    uri, _ = client.upload_input(_folder(tmp_path, names))
+    jobs = {threshold: client.invoke(ENDPOINT, uri, deployment_name="partial",
+                                     settings={"error_threshold": threshold})["name"]
+            for threshold in (-1, 0, 1, 2)}
+    finals = {threshold: client.wait_job(job, timeout=90) for threshold, job in jobs.items()}
+    for threshold in (-1, 2):
+        final = finals[threshold]
+        assert final["status"] == "Completed", final
+        assert final["progress"]["files"] == {"total": 6, "succeeded": 4, "failed": 2,
+                                              "pending": 0}
+        assert final["progress"]["mini_batches"]["failed"] == 1
+        assert _output_lines(client, jobs[threshold], tmp_path / str(threshold)) == \
+            _echo_lines(names, keep=lambda name: name[0] != "b")
+    for threshold in (0, 1):
+        final = finals[threshold]
+        assert final["status"] == "Failed", final
+        assert final["reason"].startswith(f"error_threshold {threshold} exceeded: 2 files failed")
+        assert final["progress"]["files"]["failed"] == 2
+        with pytest.raises(ApiError) as caught:
+            client.download_job_output(jobs[threshold], "score", tmp_path / "none")
+        assert caught.value.status == 404
+    errors = client.job_errors(jobs[-1])
+    assert [(e["file"], e["attempts"], e["status"]) for e in errors] == [
+        ("b2-bad.bin", 1, "failed"), ("b3.bin", 1, "failed")]
+    assert errors[0]["traceback"] == "ValueError: bad input"
+
+
+def test_run_past_timeout_is_killed_retried_then_failed(client, scratch, tmp_path):
+    pid_file = scratch / "sleepy-child.pid"
+    _deploy(client, scratch, "sleepy", "sleepy.py",
+            {"mini_batch_size": 1, "retry_settings": {"max_retries": 1, "timeout": 1.5}},
+            {"SLEEP_WHEN_NAME_CONTAINS": "slow", "SLEEP_CHILD_PID_FILE": str(pid_file)})
+    names = ["fast.bin", "slow.bin"]
+    job = client.invoke(ENDPOINT, _folder(tmp_path, names), deployment_name="sleepy")["name"]
+    final = client.wait_job(job, timeout=90)
+    assert final["status"] == "Completed", final
+    assert final["progress"]["files"] == {"total": 2, "succeeded": 1, "failed": 1, "pending": 0}
+    errors = client.job_errors(job)
+    assert [(e["file"], e["attempts"], e["status"]) for e in errors] == [
+        ("slow.bin", 2, "timed_out")]
+    # The process run() started was ended with its worker, not left sleeping.
+    child = int(pid_file.read_text())
+    assert not psutil.pid_exists(child) or \
+        psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    assert [line.split()[0] for line in _output_lines(client, job, tmp_path)] == ["fast.bin"]
+
+
+def test_fewer_rows_than_inputs(client, scratch, tmp_path):
+    _deploy(client, scratch, "fewer", "fewer_rows.py", {"mini_batch_size": 3})
+    job = client.invoke(ENDPOINT, _folder(tmp_path, 6), deployment_name="fewer")["name"]
+    final = client.wait_job(job, timeout=60)
+    assert final["status"] == "Completed", final
+    assert final["progress"]["files"] == {"total": 6, "succeeded": 4, "failed": 2, "pending": 0}
+    assert final["progress"]["mini_batches"] == {"total": 2, "succeeded": 2, "failed": 0,
+                                                 "pending": 0}
+    assert _output_lines(client, job, tmp_path) == _echo_lines(
+        6, keep=lambda name: name not in ("img02.bin", "img05.bin"))
+    errors = client.job_errors(job)
+    assert [(e["file"], e["status"]) for e in errors] == [
+        ("img02.bin", "missing_rows"), ("img05.bin", "missing_rows")]
+
+
+@pytest.fixture(scope="module")
+def slow_echo(client, scratch) -> Path:
+    """A deployment whose run() takes 1 s, on one worker: jobs stay running for a while."""
+    records = scratch / "slow-echo"
+    records.mkdir()
+    _deploy(client, scratch, "slow-echo", "echo.py", {"mini_batch_size": 3},
+            {"ECHO_SLEEP": "1", "ECHO_RECORD_DIR": str(records)})
+    return records
+
+
+def test_duplicate_queue_messages_add_no_rows(client, slow_echo, storage_connection, tmp_path):
+    job = client.invoke(ENDPOINT, _folder(tmp_path, 9), deployment_name="slow-echo")["name"]
+    _wait_for(lambda: client.get_job(job)["status"] != "NotStarted", 30, "the plan")
+    queue = minibatch_queue(StorageAccount(connection_string=storage_connection))
+    for index in range(3):
+        queue.send_message(MiniBatchMessage(job, index, 0).encode())
+    final = client.wait_job(job, timeout=60)
+    assert final["status"] == "Completed", final
+    assert final["progress"]["files"] == {"total": 9, "succeeded": 9, "failed": 0, "pending": 0}
+    assert final["progress"]["rows"] == 9
+    assert _output_lines(client, job, tmp_path) == _echo_lines(9)
+    runs = (slow_echo / "runs.log").read_text().count("start")
+    assert runs > 3  # duplicates were really scored, and still counted once
+
+
+def test_cancel_stops_the_job(client, slow_echo, blobs, tmp_path):
+    job = client.invoke(ENDPOINT, _folder(tmp_path, 30), deployment_name="slow-echo")["name"]
+    _wait_for(lambda: client.get_job(job)["status"] in ("Queued", "Running"), 30, "the plan")
+    assert client.cancel_job(job)["status"] == "CancelRequested"
+    final = client.wait_job(job, timeout=60)
+    assert final["status"] == "Canceled" and final["reason"] == "canceled by request"
+    assert final["progress"]["mini_batches"]["pending"] > 0
+    assert not list(blobs.get_container_client(JOBS_CONTAINER).list_blob_names(
+        name_starts_with=f"{job}/"))
+    with pytest.raises(ApiError) as caught:
+        client.cancel_job("no-such-job")
+    assert caught.value.status == 404
+
+
+def test_worker_process_killed_mid_batch_is_retried(client, scratch, tmp_path):
+    pid_file = scratch / "victim-child.pid"
+    _deploy(client, scratch, "victim", "sleepy.py",
+            {"mini_batch_size": 1, "retry_settings": {"max_retries": 2}},
+            {"SLEEP_WHEN_NAME_CONTAINS": "slow", "SLEEP_SECONDS": "3",
+             "SLEEP_CHILD_PID_FILE": str(pid_file)})
+    names = ["fast.bin", "slow.bin"]
+    job = client.invoke(ENDPOINT, _folder(tmp_path, names), deployment_name="victim")["name"]
+    child = int(_wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60,
+                          "run() to start"))
+    worker = psutil.Process(child).parent()
+    pid_file.unlink()
+    os.kill(worker.pid, signal.SIGKILL)
+    final = client.wait_job(job, timeout=90)
+    assert final["status"] == "Completed", final
+    assert final["progress"]["files"] == {"total": 2, "succeeded": 2, "failed": 0, "pending": 0}
+    lines = _output_lines(client, job, tmp_path)
+    assert [line.split()[0] for line in lines] == names
+    assert int(lines[1].split()[2]) != worker.pid  # scored by a fresh worker
+
+
+def test_output_already_exists_fails_and_keeps_the_file(client, blobs, tmp_path):
+    data = blobs.get_container_client(DATA_CONTAINER)
+    data.upload_blob("existing-out/predictions.csv", b"keep me", overwrite=True)
+    job = client.invoke(ENDPOINT, _folder(tmp_path, 2),
+                        output_path=f"{DATASTORE}/existing-out")["name"]
+    final = client.wait_job(job, timeout=60)
+    assert final["status"] == "Failed"
+    assert "already exists" in final["reason"] and "never overwrites" in final["reason"]
+    assert data.download_blob("existing-out/predictions.csv").readall() == b"keep me"
+
+
+def test_bad_invokes_are_4xx_and_create_nothing(client, blobs):
     before = len(client.list_jobs())
+    state_before = len(_state_names(blobs, ""))
     for endpoint, body, status in [
-        ("nope", {"input": "azureml://datastores/workspaceblobstore/paths/x"}, 404),
-        ("jobs-e2e", {"input": "azureml://datastores/workspaceblobstore/paths/x",
-                      "deployment_name": "nope"}, 404),
-        ("jobs-e2e", {"input": "https://example.com/container/x"}, 400),
-        ("jobs-e2e", {"input": "azureml://datastores/workspaceblobstore/paths/x",
-                      "mini_batch_size": -1}, 400),
+        ("nope", {"input": f"{DATASTORE}/x"}, 404),
+        (ENDPOINT, {"input": f"{DATASTORE}/x", "deployment_name": "nope"}, 404),
+        (ENDPOINT, {"input": "https://example.com/container/x"}, 400),
+        (ENDPOINT, {"input": "http://127.0.0.1:1/devstoreaccount1/batchfn-data/x"}, 400),
+        (ENDPOINT, {"input": f"{DATASTORE}/../batchfn-state/x"}, 400),
+        (ENDPOINT, {"input": f"{DATASTORE}/x", "mini_batch_size": -1}, 400),
     ]:
         with pytest.raises(ApiError) as caught:
             client.request("POST", f"endpoints/{endpoint}/jobs", body)
-        assert caught.value.status == status
+        assert caught.value.status == status, (endpoint, body)
     assert len(client.list_jobs()) == before
+    assert len(_state_names(blobs, "")) == state_before
 
 
-def test_idempotent_invoke_and_cancel(client, tmp_path):
-    uri = "azureml://datastores/workspaceblobstore/paths/none-such-folder"
-    first = client.invoke("jobs-e2e", uri, job_name="same-name-job")
-    again = client.invoke("jobs-e2e", uri, job_name="same-name-job")
+def test_idempotent_invoke_and_empty_folder(client, tmp_path):
+    uri = f"{DATASTORE}/none-such-folder"
+    first = client.invoke(ENDPOINT, uri, job_name="same-name-job")
+    again = client.invoke(ENDPOINT, uri, job_name="same-name-job")
     assert again["name"] == first["name"]
     with pytest.raises(ApiError) as caught:
-        client.invoke("jobs-e2e", uri, job_name="same-name-job", settings={"mini_batch_size": 7})
+        client.invoke(ENDPOINT, uri, job_name="same-name-job", settings={"mini_batch_size": 7})
     assert caught.value.status == 409
-    assert client.wait_job(first["name"], timeout=60)["status"] == "Completed"
+    final = client.wait_job(first["name"], timeout=60)
+    assert final["status"] == "Completed"
+    assert final["warnings"] == ["the input folder has no files: the job completes with zero rows"]
+    assert final["progress"]["files"]["total"] == 0
+    assert _output_lines(client, first["name"], tmp_path) == []
+    assert [row["name"] for row in client.list_jobs()].count("same-name-job") == 1
+
+
+@pytest.mark.slow
+def test_ten_thousand_files_in_mini_batches_of_five_thousand(client, blobs, tmp_path):
+    data = blobs.get_container_client(DATA_CONTAINER)
+    names = [f"tenk/f{i:05d}" for i in range(10_000)]
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda name: data.upload_blob(name, b"1", overwrite=True), names))
+    job = client.invoke(ENDPOINT, f"{DATASTORE}/tenk",
+                        settings={"mini_batch_size": 5000})["name"]
+    final = client.wait_job(job, timeout=150)
+    assert final["status"] == "Completed", final
+    assert final["progress"]["files"] == {"total": 10_000, "succeeded": 10_000, "failed": 0,
+                                          "pending": 0}
+    assert final["progress"]["mini_batches"]["total"] == 2
+    lines = _output_lines(client, job, tmp_path)
+    assert lines == [f"f{i:05d} 1" for i in range(10_000)]
+    # Each message names its manifest chunk; the 5,000 file names stay in the manifest blob.
+    plan = json.loads(blobs.get_container_client(STATE_CONTAINER).download_blob(
+        paths.plan(job)).readall())
+    assert plan == {"files": 10_000, "batches": 2, "batches_per_chunk": 1}
+    assert len(MiniBatchMessage(job, 1, 1).encode()) < 200
+
+
+def test_devhost_killed_mid_job_and_restarted(client, host, slow_echo, tmp_path):
+    # Runs last in the module: it restarts the shared devhost.
+    job = client.invoke(ENDPOINT, _folder(tmp_path, 24), deployment_name="slow-echo")["name"]
+    _wait_for(lambda: (client.get_job(job).get("progress") or {}).get(
+        "mini_batches", {}).get("succeeded", 0) >= 2, 60, "two mini-batches")
+    host.kill()
+    host.start()
+    final = client.wait_job(job, timeout=120)
+    assert final["status"] == "Completed", final
+    assert final["progress"]["files"] == {"total": 24, "succeeded": 24, "failed": 0,
+                                          "pending": 0}
+    assert final["progress"]["rows"] == 24
+    assert _output_lines(client, job, tmp_path) == _echo_lines(24)
