@@ -1,0 +1,119 @@
+"""Warm latency of a 1-file job, invoke → Completed (PRODUCT.md §5: ≤ 1 s).
+
+    .venv/bin/python bench/latency.py [--repeats 10]
+
+Registers the MNIST torch deployment, uploads one PNG, runs one warm-up job (it starts the
+scoring worker: torch import and init()), then times --repeats jobs on the warm host from
+the client (invoke → the first poll that sees Completed; polls every 25 ms) and from the
+job record (created_at → ended_at). Unlike the ratios of the other benchmarks this claim
+is absolute by nature, so it depends on how busy the machine is: the results file records
+the load average. Writes bench/results/latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import (  # noqa: E402
+    data_container,
+    median,
+    now_utc,
+    percentile,
+    run_job,
+    running_stack,
+    upload_blobs,
+    write_results,
+)
+from samples.mnist.dataset import DATA_DIR  # noqa: E402
+from samples.mnist.naive_score import TORCH_DEPLOYMENT  # noqa: E402
+from samples.mnist.prepare_data import prepare  # noqa: E402
+
+ENDPOINT = "bench-latency"
+INPUT_PREFIX = "bench/one-digit"
+POLL_SECONDS = 0.025
+GOAL_SECONDS = 1.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=10, help="timed jobs after the warm-up")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    started_at = now_utc()
+    png = _one_png()
+    with running_stack("latency") as stack:
+        client = stack.client
+        client.create_endpoint(document={"name": ENDPOINT})
+        client.create_deployment(TORCH_DEPLOYMENT / "deployment.yml", endpoint_name=ENDPOINT,
+                                 set_default=True)
+        upload_blobs(data_container(stack.blob_service()),
+                     [(f"{INPUT_PREFIX}/{png.name}", png.read_bytes())])
+        uri = f"azureml://datastores/workspaceblobstore/paths/{INPUT_PREFIX}"
+        warmup = run_job(client, ENDPOINT, uri, 1, poll=POLL_SECONDS)
+        say(f"warm-up (cold worker) job: {warmup.total_seconds:.2f}s")
+        runs = []
+        for number in range(args.repeats):
+            run = run_job(client, ENDPOINT, uri, 1, poll=POLL_SECONDS)
+            runs.append(run)
+            say(f"job {number + 1}/{args.repeats}: {run.total_seconds:.3f}s")
+
+    client_seconds = [run.total_seconds for run in runs]
+    record_seconds = [run.record_seconds("created_at", "ended_at") for run in runs]
+    figures = {
+        "cold_first_job_seconds": round(warmup.total_seconds, 3),
+        "client_seconds": {"median": round(median(client_seconds), 3),
+                           "p90": round(percentile(client_seconds, 0.9), 3),
+                           "min": round(min(client_seconds), 3),
+                           "max": round(max(client_seconds), 3),
+                           "all": [round(value, 3) for value in client_seconds]},
+        "record_created_to_ended_seconds": {
+            "median": round(median(record_seconds), 3),
+            "p90": round(percentile(record_seconds, 0.9), 3)},
+        "invoke_seconds_median": round(median([run.invoke_seconds for run in runs]), 3),
+        "stages_median_s": {
+            "created_to_planned": _median_stage(runs, "created_at", "planned_at"),
+            "planned_to_scored": _median_stage(runs, "planned_at", "last_completed_at"),
+            "scored_to_ended": _median_stage(runs, "last_completed_at", "ended_at"),
+        },
+    }
+    p50 = figures["client_seconds"]["median"]
+    claims = {"warm_latency_median": {"measured": p50, "goal": f"<= {GOAL_SECONDS} s",
+                                      "met": p50 <= GOAL_SECONDS,
+                                      "p90": figures["client_seconds"]["p90"]}}
+    path = write_results("latency", figures, {
+        "repeats": args.repeats, "poll_seconds": POLL_SECONDS,
+        "deployment": "samples/mnist/deployment-torch", "input": "one MNIST PNG",
+    }, started_at, claims)
+    print(f"warm 1-file job, invoke → Completed: median {p50:.3f}s, "
+          f"p90 {figures['client_seconds']['p90']:.3f}s (goal ≤ {GOAL_SECONDS} s) "
+          f"{'met' if claims['warm_latency_median']['met'] else 'NOT met'}")
+    print(f"stages (median): {figures['stages_median_s']}")
+    print(f"results: {path}")
+    return 0 if claims["warm_latency_median"]["met"] else 1
+
+
+def _median_stage(runs, start: str, end: str) -> float | None:
+    values = [run.record_seconds(start, end) for run in runs]
+    values = [value for value in values if value is not None]
+    return round(median(values), 3) if values else None
+
+
+def _one_png() -> Path:
+    pngs = sorted((DATA_DIR / "sample").glob("*.png"))
+    if not pngs:
+        say("writing the MNIST sample PNGs (samples/mnist/prepare_data.py)")
+        pngs = sorted(prepare(DATA_DIR, include_full=False)["sample"].glob("*.png"))
+    return pngs[0]
+
+
+def say(text: str) -> None:
+    print(f"[latency] {text}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
