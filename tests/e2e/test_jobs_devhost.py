@@ -16,7 +16,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from azure.storage.blob import BlobServiceClient
+import requests
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from batchfn.client import ApiError, BatchfnClient
 from devhost.testing import running_devhost
@@ -30,6 +32,8 @@ SCRIPTS = REPO / "tests" / "scoring_scripts"
 ENDPOINT = "jobs-e2e"
 DATASTORE = "azureml://datastores/workspaceblobstore/paths"
 QUEUE_LEASE_SECONDS = 4
+UPLOAD_THREADS = 32
+UPLOAD_THREADS = 32
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,7 @@ def _deploy(client: BatchfnClient, scratch: Path, name: str, script: str,
 
 def _folder(tmp_path: Path, names: list[str] | int) -> Path:
     folder = tmp_path / "inputs"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     if isinstance(names, int):
         names = [f"img{i:02d}.bin" for i in range(names)]
     for i, name in enumerate(names):
@@ -88,6 +92,24 @@ def _echo_lines(names: list[str] | int, keep=lambda name: True) -> list[str]:
     if isinstance(names, int):
         names = [f"img{i:02d}.bin" for i in range(names)]
     return [f"{name} {i + 1}" for i, name in enumerate(names) if keep(name)]
+
+
+def _data_container(blobs: BlobServiceClient) -> ContainerClient:
+    data = blobs.get_container_client(DATA_CONTAINER)
+    try:
+        data.create_container()
+    except ResourceExistsError:
+        pass
+    return data
+
+
+def _data_container(blobs: BlobServiceClient) -> ContainerClient:
+    data = blobs.get_container_client(DATA_CONTAINER)
+    try:
+        data.create_container()
+    except ResourceExistsError:
+        pass
+    return data
 
 
 def _output_lines(client: BatchfnClient, job: str, tmp_path: Path) -> list[str]:
@@ -130,13 +152,47 @@ def test_permanent_failure_threshold_and_errors_report(client, tmp_path):
     assert errors and errors[0]["attempts"] == 2 and "ValueError" in errors[0]["traceback"]
 
 
-def test_failing_twice_then_succeeding(client, scratch, blobs, tmp_path):
-    state = scratch / "flaky-state"
-    state.mkdir()
+@pytest.fixture(scope="module")
+def retried_jobs(client, scratch, tmp_path_factory) -> dict[str, dict]:
+    """Three jobs whose retries wait out the visibility delay together, not one by one:
+    a script failing twice, a run() past its timeout, a worker killed mid-batch."""
+    inputs = tmp_path_factory.mktemp("retried")
+    flaky_state = scratch / "flaky-state"
+    flaky_state.mkdir()
     _deploy(client, scratch, "flaky", "flaky.py",
             {"mini_batch_size": 2, "retry_settings": {"max_retries": 3}},
-            {"FLAKY_FAILURES": "2", "FLAKY_STATE_DIR": str(state)})
-    job = client.invoke(ENDPOINT, _folder(tmp_path, 4), deployment_name="flaky")["name"]
+            {"FLAKY_FAILURES": "2", "FLAKY_STATE_DIR": str(flaky_state)})
+    sleepy_pid = scratch / "sleepy-child.pid"
+    _deploy(client, scratch, "sleepy", "sleepy.py",
+            {"mini_batch_size": 1, "retry_settings": {"max_retries": 1, "timeout": 1.5}},
+            {"SLEEP_WHEN_NAME_CONTAINS": "slow", "SLEEP_CHILD_PID_FILE": str(sleepy_pid)})
+    victim_pid = scratch / "victim-child.pid"
+    _deploy(client, scratch, "victim", "sleepy.py",
+            {"mini_batch_size": 1, "retry_settings": {"max_retries": 2}},
+            {"SLEEP_WHEN_NAME_CONTAINS": "slow", "SLEEP_SECONDS": "3",
+             "SLEEP_CHILD_PID_FILE": str(victim_pid)})
+    jobs = {
+        "flaky": client.invoke(ENDPOINT, _folder(inputs / "flaky", 4),
+                               deployment_name="flaky")["name"],
+        "sleepy": client.invoke(ENDPOINT, _folder(inputs / "sleepy", ["fast.bin", "slow.bin"]),
+                                deployment_name="sleepy")["name"],
+        "victim": client.invoke(ENDPOINT, _folder(inputs / "victim", ["fast.bin", "slow.bin"]),
+                                deployment_name="victim")["name"],
+    }
+    # Kill the worker process in the middle of its first run() of slow.bin.
+    child = int(_wait_for(lambda: victim_pid.exists() and victim_pid.read_text(), 60,
+                          "run() to start"))
+    worker = psutil.Process(child).parent()
+    victim_pid.unlink()
+    os.kill(worker.pid, signal.SIGKILL)
+    return {name: {"job": job} for name, job in jobs.items()} | {
+        "sleepy": {"job": jobs["sleepy"], "child_pid_file": sleepy_pid},
+        "victim": {"job": jobs["victim"], "killed_worker": worker.pid},
+    }
+
+
+def test_failing_twice_then_succeeding(client, retried_jobs, blobs, tmp_path):
+    job = retried_jobs["flaky"]["job"]
     final = client.wait_job(job, timeout=90)
     assert final["status"] == "Completed", final
     assert final["progress"]["files"] == {"total": 4, "succeeded": 4, "failed": 0, "pending": 0}
@@ -151,6 +207,32 @@ def test_failing_twice_then_succeeding(client, scratch, blobs, tmp_path):
         paths.attempt_log(job, 0, 1)).readall().decode()
     assert "flaky failure 1 of 2" in log_text
     assert log_text.count("Traceback (most recent call last)") == 1
+
+
+def test_run_past_timeout_is_killed_retried_then_failed(client, retried_jobs, tmp_path):
+    job = retried_jobs["sleepy"]["job"]
+    final = client.wait_job(job, timeout=90)
+    assert final["status"] == "Completed", final
+    assert final["progress"]["files"] == {"total": 2, "succeeded": 1, "failed": 1, "pending": 0}
+    errors = client.job_errors(job)
+    assert [(e["file"], e["attempts"], e["status"]) for e in errors] == [
+        ("slow.bin", 2, "timed_out")]
+    # The process run() started was ended with its worker, not left sleeping.
+    child = int(retried_jobs["sleepy"]["child_pid_file"].read_text())
+    assert not psutil.pid_exists(child) or \
+        psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    assert [line.split()[0] for line in _output_lines(client, job, tmp_path)] == ["fast.bin"]
+
+
+def test_worker_process_killed_mid_batch_is_retried(client, retried_jobs, tmp_path):
+    job = retried_jobs["victim"]["job"]
+    final = client.wait_job(job, timeout=90)
+    assert final["status"] == "Completed", final
+    assert final["progress"]["files"] == {"total": 2, "succeeded": 2, "failed": 0, "pending": 0}
+    lines = _output_lines(client, job, tmp_path)
+    assert [line.split()[0] for line in lines] == ["fast.bin", "slow.bin"]
+    # slow.bin was scored by a fresh worker after the killed one's attempt failed.
+    assert int(lines[1].split()[2]) != retried_jobs["victim"]["killed_worker"]
 
 
 def test_permanent_failure_error_threshold_counts(client, scratch, tmp_path):
@@ -183,26 +265,6 @@ def test_permanent_failure_error_threshold_counts(client, scratch, tmp_path):
     assert [(e["file"], e["attempts"], e["status"]) for e in errors] == [
         ("b2-bad.bin", 1, "failed"), ("b3.bin", 1, "failed")]
     assert errors[0]["traceback"] == "ValueError: bad input"
-
-
-def test_run_past_timeout_is_killed_retried_then_failed(client, scratch, tmp_path):
-    pid_file = scratch / "sleepy-child.pid"
-    _deploy(client, scratch, "sleepy", "sleepy.py",
-            {"mini_batch_size": 1, "retry_settings": {"max_retries": 1, "timeout": 1.5}},
-            {"SLEEP_WHEN_NAME_CONTAINS": "slow", "SLEEP_CHILD_PID_FILE": str(pid_file)})
-    names = ["fast.bin", "slow.bin"]
-    job = client.invoke(ENDPOINT, _folder(tmp_path, names), deployment_name="sleepy")["name"]
-    final = client.wait_job(job, timeout=90)
-    assert final["status"] == "Completed", final
-    assert final["progress"]["files"] == {"total": 2, "succeeded": 1, "failed": 1, "pending": 0}
-    errors = client.job_errors(job)
-    assert [(e["file"], e["attempts"], e["status"]) for e in errors] == [
-        ("slow.bin", 2, "timed_out")]
-    # The process run() started was ended with its worker, not left sleeping.
-    child = int(pid_file.read_text())
-    assert not psutil.pid_exists(child) or \
-        psutil.Process(child).status() == psutil.STATUS_ZOMBIE
-    assert [line.split()[0] for line in _output_lines(client, job, tmp_path)] == ["fast.bin"]
 
 
 def test_fewer_rows_than_inputs(client, scratch, tmp_path):
@@ -259,29 +321,8 @@ def test_cancel_stops_the_job(client, slow_echo, blobs, tmp_path):
     assert caught.value.status == 404
 
 
-def test_worker_process_killed_mid_batch_is_retried(client, scratch, tmp_path):
-    pid_file = scratch / "victim-child.pid"
-    _deploy(client, scratch, "victim", "sleepy.py",
-            {"mini_batch_size": 1, "retry_settings": {"max_retries": 2}},
-            {"SLEEP_WHEN_NAME_CONTAINS": "slow", "SLEEP_SECONDS": "3",
-             "SLEEP_CHILD_PID_FILE": str(pid_file)})
-    names = ["fast.bin", "slow.bin"]
-    job = client.invoke(ENDPOINT, _folder(tmp_path, names), deployment_name="victim")["name"]
-    child = int(_wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60,
-                          "run() to start"))
-    worker = psutil.Process(child).parent()
-    pid_file.unlink()
-    os.kill(worker.pid, signal.SIGKILL)
-    final = client.wait_job(job, timeout=90)
-    assert final["status"] == "Completed", final
-    assert final["progress"]["files"] == {"total": 2, "succeeded": 2, "failed": 0, "pending": 0}
-    lines = _output_lines(client, job, tmp_path)
-    assert [line.split()[0] for line in lines] == names
-    assert int(lines[1].split()[2]) != worker.pid  # scored by a fresh worker
-
-
 def test_output_already_exists_fails_and_keeps_the_file(client, blobs, tmp_path):
-    data = blobs.get_container_client(DATA_CONTAINER)
+    data = _data_container(blobs)
     data.upload_blob("existing-out/predictions.csv", b"keep me", overwrite=True)
     job = client.invoke(ENDPOINT, _folder(tmp_path, 2),
                         output_path=f"{DATASTORE}/existing-out")["name"]
@@ -326,10 +367,15 @@ def test_idempotent_invoke_and_empty_folder(client, tmp_path):
 
 
 @pytest.mark.slow
-def test_ten_thousand_files_in_mini_batches_of_five_thousand(client, blobs, tmp_path):
-    data = blobs.get_container_client(DATA_CONTAINER)
+def test_ten_thousand_files_in_mini_batches_of_five_thousand(client, blobs, storage_connection,
+                                                             tmp_path):
+    _data_container(blobs)
+    session = requests.Session()  # one pooled connection per upload thread
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=UPLOAD_THREADS))
+    data = BlobServiceClient.from_connection_string(
+        storage_connection, session=session).get_container_client(DATA_CONTAINER)
     names = [f"tenk/f{i:05d}" for i in range(10_000)]
-    with ThreadPoolExecutor(32) as pool:
+    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
         list(pool.map(lambda name: data.upload_blob(name, b"1", overwrite=True), names))
     job = client.invoke(ENDPOINT, f"{DATASTORE}/tenk",
                         settings={"mini_batch_size": 5000})["name"]
