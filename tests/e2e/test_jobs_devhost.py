@@ -19,7 +19,9 @@ import pytest
 import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
+from click.testing import CliRunner
 
+from batchfn.cli import cli
 from batchfn.client import ApiError, BatchfnClient
 from devhost.testing import running_devhost
 from shared.jobs import paths
@@ -319,6 +321,47 @@ def test_cancel_stops_the_job(client, slow_echo, blobs, tmp_path):
     with pytest.raises(ApiError) as caught:
         client.cancel_job("no-such-job")
     assert caught.value.status == 404
+
+
+def _cli(host, *args: str) -> tuple[int, str]:
+    """Run `batchfn ARGS` against the devhost; (exit code, stdout)."""
+    env = {"BATCHFN_URL": host.url, "DEVHOST_STATE_DIR": str(host.state_path.parent)}
+    result = CliRunner().invoke(cli, list(args), env=env)
+    return result.exit_code, result.stdout
+
+
+def test_cli_stream_errors_and_rerun_failed_only(client, host, scratch, tmp_path):
+    state = scratch / "flaky-once-state"
+    state.mkdir()
+    _deploy(client, scratch, "flaky-once", "flaky.py", {"mini_batch_size": 2},
+            {"FLAKY_FAILURES": "1", "FLAKY_STATE_DIR": str(state)})
+    code, out = _cli(host, "batch-endpoint", "invoke", "-n", ENDPOINT,
+                     "--input", str(_folder(tmp_path, 4)), "--deployment-name", "flaky-once",
+                     "--set", "retry_settings.max_retries=0", "--query", "name", "-o", "tsv")
+    assert code == 0, out
+    job = out.strip()
+    code, out = _cli(host, "job", "stream", "-n", job, "--poll", "0.2")
+    assert code == 0 and json.loads(out)["status"] == "Completed", out
+    code, out = _cli(host, "job", "errors", "-n", job, "--query", "[].file", "-o", "tsv")
+    assert out.split() == [f"img{i:02d}.bin" for i in range(4)]
+    code, out = _cli(host, "job", "rerun", "-n", job, "--failed-only",
+                     "--query", "name", "-o", "tsv")
+    assert code == 0, out
+    rerun = out.strip()
+    code, out = _cli(host, "job", "stream", "-n", rerun, "--poll", "0.2")
+    assert code == 0, out
+    code, out = _cli(host, "job", "download", "-n", rerun, "--output-name", "score",
+                     "--download-path", str(tmp_path / "dl"))
+    assert code == 0, out
+    assert Path(json.loads(out)["path"]).read_text().splitlines() == _echo_lines(4)
+    assert client.get_job(rerun)["rerun_of"] == job
+    # A job that fails makes `job stream` exit non-zero.
+    code, out = _cli(host, "batch-endpoint", "invoke", "-n", ENDPOINT,
+                     "--input", f"{DATASTORE}/no-such-file.bin", "--input-type", "uri_file",
+                     "--query", "name", "-o", "tsv")
+    code, out = _cli(host, "job", "stream", "-n", out.strip(), "--poll", "0.2")
+    assert code == 1 and json.loads(out)["status"] == "Failed"
+    assert "does not exist" in json.loads(out)["reason"]
 
 
 def test_output_already_exists_fails_and_keeps_the_file(client, blobs, tmp_path):
