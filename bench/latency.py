@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             "median": round(median(record_seconds), 3),
             "p90": round(percentile(record_seconds, 0.9), 3)},
         "invoke_seconds_median": round(median([run.invoke_seconds for run in runs]), 3),
+        "runs": [{"client_s": round(run.total_seconds, 3),
+                  "created_to_planned_s": run.record_seconds("created_at", "planned_at"),
+                  "planned_to_scored_s": run.record_seconds("planned_at", "last_completed_at"),
+                  "scored_to_ended_s": run.record_seconds("last_completed_at", "ended_at")}
+                 for run in runs],
         "stages_median_s": {
             "created_to_planned": _median_stage(runs, "created_at", "planned_at"),
             "planned_to_scored": _median_stage(runs, "planned_at", "last_completed_at"),
