@@ -35,8 +35,6 @@ def _upload_one(path: Path, url: str, size: int, md5_hex: str) -> None:
                                     max_block_size=BLOCK_SIZE)
     # Content-MD5 lets the API check, at registration, that each blob is the file hashed.
     settings = ContentSettings(content_md5=bytearray.fromhex(md5_hex))
-    # One block at a time per file: with max_concurrency > 1 and 4 MiB blocks the SDK maps
-    # the whole stream into chunks up front, holding the file in memory.
     with path.open("rb") as stream:
         blob.upload_blob(stream, length=size, overwrite=True, content_settings=settings,
-                         max_concurrency=1)
+                         max_concurrency=2)
