@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 # Containers
 REGISTRY_CONTAINER = "batchfn-registry"   # endpoints/<e>.json, deployments/<e>/<d>.json
 ASSETS_CONTAINER = "batchfn-assets"       # models/..., code/... (content-addressed versions)

@@ -89,7 +89,10 @@ class DeploymentRecord:
             "description": self.description,
             "tags": dict(self.tags),
             "model": asdict(self.model),
-            "code_configuration": {"code": asdict(self.code), "scoring_script": self.scoring_script},
+            "code_configuration": {
+                "code": asdict(self.code),
+                "scoring_script": self.scoring_script,
+            },
             "settings": self.settings.to_dict(),
             "resources": {"instance_count": self.settings.instance_count},
             "environment_variables": dict(self.environment_variables),
