@@ -19,6 +19,7 @@ $(NODE_STAMP): package.json package-lock.json
 	touch $@
 
 test: install
+	$(PY) -m ruff check --quiet .
 	$(PY) -m pytest
 
 serve: install
