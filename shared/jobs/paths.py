@@ -45,5 +45,9 @@ def attempt_log(job_id: str, index: int, attempt: int) -> str:
     return f"{job_id}/logs/{index:08d}/attempt-{attempt}.log"
 
 
+def succeeded_log(job_id: str, worker: str) -> str:
+    return f"{job_id}/logs/succeeded-{worker}.log"
+
+
 def errors_report(job_id: str) -> str:
     return f"{job_id}/errors.jsonl"

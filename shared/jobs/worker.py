@@ -2,7 +2,8 @@
 
 Storage round trips per mini-batch: the job record and the manifest chunk come from small
 per-process caches, so a mini-batch costs its N input downloads (in the runtime), one
-create-only part write and one ledger append, plus a log blob when run() printed or failed.
+create-only part write and one ledger append (plus the host's message delete). A failed
+attempt's log is written at once; successful attempts' output is batched (attempt_logs.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from azure.storage.queue import QueueClient
 
 from shared.errors import NotFound
 from shared.jobs import paths
+from shared.jobs.attempt_logs import AttemptLogs
 from shared.jobs.messages import MiniBatchMessage
 from shared.jobs.model import JobRecord, JobStatus, utc_now
 from shared.jobs.parts import encode_part, header_to_metadata
@@ -60,8 +62,9 @@ class MiniBatchWorker:
     """Processes mini-batch messages; thread-safe, one per process."""
 
     def __init__(self, store: JobStore, runtime: Runtime, queue: QueueClient,
-                 max_dequeue_count: int = 5) -> None:
+                 max_dequeue_count: int = 5, logs: AttemptLogs | None = None) -> None:
         self.store = store
+        self.logs = logs or AttemptLogs(store.state)
         self.runtime = runtime
         self.queue = queue
         self.max_dequeue_count = max_dequeue_count
@@ -83,13 +86,12 @@ class MiniBatchWorker:
         batch = MiniBatch(job_id=job.id, index=message.index, files=files, attempt=attempt,
                           timeout=job.settings.retry_settings.timeout)
         outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record), batch)
-        failed_attempt = outcome.status != SUCCEEDED
-        if outcome.log or failed_attempt:
-            self._write_log(job.id, message.index, attempt, outcome)
-        if not failed_attempt:
+        if outcome.status == SUCCEEDED:
+            self.logs.add_succeeded(job.id, message.index, attempt, outcome.log)
             self._upload_script_outputs(job)
             self._record_success(job, files, outcome)
             return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed")
+        self._write_failed_log(job.id, message.index, attempt, outcome)
         if attempt <= job.settings.retry_settings.max_retries:
             if dequeue_count >= self.max_dequeue_count:
                 # The host would poison this message after this try: carry on in a new one.
@@ -233,13 +235,12 @@ class MiniBatchWorker:
         except ResourceExistsError:
             pass
 
-    def _write_log(self, job_id: str, index: int, attempt: int, outcome: ScoringOutcome) -> None:
-        text = outcome.log or ""
-        if outcome.status != SUCCEEDED:
-            # The runtime's log already holds the script's traceback.
-            text += f"\n[batchfn] attempt {attempt} {outcome.status}: {outcome.error}\n"
-        self.store.state.upload_blob(paths.attempt_log(job_id, index, attempt),
-                                     text.encode(errors="replace"), overwrite=True)
+    def _write_failed_log(self, job_id: str, index: int, attempt: int,
+                          outcome: ScoringOutcome) -> None:
+        # The runtime's log already holds the script's traceback.
+        text = (outcome.log or "") + (f"\n[batchfn] attempt {attempt} {outcome.status}: "
+                                      f"{outcome.error}\n")
+        self.logs.write_failed(job_id, index, attempt, text)
 
 
 def _missing_files(outcome: ScoringOutcome, files: tuple[InputFile, ...]) -> tuple[InputFile, ...]:
