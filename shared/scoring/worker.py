@@ -29,6 +29,8 @@ from typing import Any
 # run() was stuck.
 DUMP_SIGNAL = getattr(signal, "SIGUSR1", None)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The thread-pool sizes of OpenMP (torch, onnxruntime, oneDNN in TensorFlow), MKL, OpenBLAS.
+CPU_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class WorkerSpec:
     model_dir: str
     logging_level: str = "info"
     environment: dict[str, str] = field(default_factory=dict)
+    cpu_threads: int | None = None  # math-library threads per worker (None: libraries decide)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,11 @@ def _apply_environment(spec: WorkerSpec, gpu: str | None, output_dir: str) -> No
     os.environ["AZUREML_BI_OUTPUT_PATH"] = output_dir
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    if spec.cpu_threads is not None:
+        # Set before the script imports torch/numpy, which read these once. A value the
+        # host was started with is kept.
+        for name in CPU_THREAD_VARIABLES:
+            os.environ.setdefault(name, str(spec.cpu_threads))
     # The deployment's own variables win, including an explicit CUDA_VISIBLE_DEVICES.
     os.environ.update(spec.environment)
     faulthandler.enable(file=sys.stderr, all_threads=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from shared.scoring.pool import WorkerPool
-from shared.scoring.worker import WorkerSpec
+from shared.scoring.runtime import worker_cpu_threads
+from shared.scoring.worker import CPU_THREAD_VARIABLES, WorkerSpec
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 
@@ -133,3 +135,29 @@ def test_a_result_the_host_cannot_import_fails_the_batch_but_keeps_the_worker(tm
     assert bad.status == "failed"
     assert bad.error.startswith("could not read run() result: ModuleNotFoundError")
     assert good.status == "succeeded"
+
+
+def test_workers_get_the_cpu_thread_count_unless_the_deployment_sets_one(tmp_path, inputs,
+                                                                         monkeypatch):
+    for name in CPU_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    columns = ",".join(CPU_THREAD_VARIABLES)
+    sized = WorkerPool(replace(spec(SCRIPTS / "echo.py", tmp_path, ECHO_ENV_COLUMNS=columns),
+                               cpu_threads=3), 1, scratch_dir=tmp_path / "logs")
+    chosen = WorkerPool(replace(spec(SCRIPTS / "echo.py", tmp_path, ECHO_ENV_COLUMNS=columns,
+                                     OMP_NUM_THREADS="7"), cpu_threads=3),
+                        1, scratch_dir=tmp_path / "logs")
+    try:
+        sized_value = sized.run(inputs, 30, str(tmp_path)).value
+        chosen_value = chosen.run(inputs, 30, str(tmp_path)).value
+    finally:
+        sized.close()
+        chosen.close()
+    assert [sized_value[name][0] for name in CPU_THREAD_VARIABLES] == ["3", "3", "3"]
+    assert [chosen_value[name][0] for name in CPU_THREAD_VARIABLES] == ["7", "3", "3"]
+
+
+@pytest.mark.parametrize(("concurrency", "cpus", "threads"), [
+    (1, 2, 1), (1, 1, 1), (2, 2, 1), (1, 16, 15), (4, 16, 3), (0, 4, 3)])
+def test_worker_cpu_threads_leave_a_core_to_the_host(concurrency, cpus, threads):
+    assert worker_cpu_threads(concurrency, cpus) == threads
