@@ -43,6 +43,9 @@ log = logging.getLogger("devhost.durable")
 _MAX_HELD_CONTROL = 512
 _MAX_PARALLEL_EPISODES = 8
 _FIRST_POLL_DELAY = 0.05
+# A timer message shows up at most a second early (whole-second visibility); one that shows
+# up this much early or less waits in memory, leased, for its exact fire time.
+_TIMER_HOLD_SECONDS = 2.0
 
 
 def _trigger_name(function: Any, trigger_type: str) -> str:
@@ -92,6 +95,7 @@ class DurableRuntime:
         self._pending: dict[str, list[Received]] = defaultdict(list)
         self._active_instances: set[str] = set()
         self._held: dict[str, tuple[Received, float]] = {}
+        self._due_timers: dict[str, asyncio.TimerHandle] = {}
         self._running_activities = 0
         self._loops: list[asyncio.Task[None]] = []
         self._work: set[asyncio.Task[Any]] = set()
@@ -137,6 +141,9 @@ class DurableRuntime:
         self._activity_wake.set()
         for loop in self._loops:
             loop.cancel()
+        for handle in self._due_timers.values():
+            handle.cancel()
+        self._due_timers.clear()
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self._work:
             _, unfinished = await asyncio.wait(set(self._work), timeout=self.stop_grace_seconds)
@@ -179,13 +186,24 @@ class DurableRuntime:
             return
         if message.event_type is EventType.TIMER_FIRED:
             fire_at = parse_time(message.event["FireAt"])
-            if (fire_at - utcnow()).total_seconds() > 1:
+            early = (fire_at - utcnow()).total_seconds()
+            if early > _TIMER_HOLD_SECONDS:
                 self._spawn(self._rearm_timer(received, message, fire_at))
+                return
+            if early > 0:
+                # Still leased (and renewed) while it waits: a crash returns it to the queue.
+                self._due_timers[received.message_id] = asyncio.get_running_loop().call_later(
+                    early, self._timer_due, received)
                 return
         self._pending[message.instance_id].append(received)
         if message.instance_id not in self._active_instances:
             self._active_instances.add(message.instance_id)
             self._spawn(self._instance_worker(message.instance_id))
+
+    def _timer_due(self, received: Received) -> None:
+        self._due_timers.pop(received.message_id, None)
+        if not self._stopping.is_set():
+            self._dispatch_control(received)
 
     async def _rearm_timer(self, received: Received, message: ControlMessage,
                            fire_at: Any) -> None:

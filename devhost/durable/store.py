@@ -5,7 +5,8 @@ Layout for hub `h` (names in the spirit of the Durable extension's Azure Storage
   `InstanceRecord` with its history; blob metadata repeats status, name and created time so
   listing instances needs no downloads. Writes are ETag-conditional: one writer per episode.
 - queue `h-control`: `ControlMessage`s; a timer is a message whose visibility starts at its
-  fire time (at most 7 days ahead; a longer timer is re-armed when it shows up early).
+  fire time, rounded down to a whole second (at most 7 days ahead; a longer timer is
+  re-armed when it shows up early).
 - queue `h-workitems`: `ActivityWork`.
 - container `h-largemessages`: bodies of messages too big for a queue message (64 KB).
 """
@@ -171,11 +172,15 @@ class TaskHubStorage:
 
     async def send_control(self, message: ControlMessage,
                            visible_at: datetime | None = None) -> None:
-        """Enqueue a control message, invisible until `visible_at` (capped at 7 days)."""
+        """Enqueue a control message, invisible until about `visible_at` (capped at 7 days).
+
+        Queue visibility counts whole seconds: the delay is rounded down, so the message shows
+        up at most a second early and the runtime holds it in memory until `visible_at`.
+        """
         delay = 0
         if visible_at is not None:
             delay = min(MAX_VISIBILITY_SECONDS,
-                        max(0, int((visible_at - utcnow()).total_seconds() + 0.999)))
+                        max(0, int((visible_at - utcnow()).total_seconds())))
         await self._send(self.control_queue, message.to_json(), delay)
 
     async def send_activity(self, work: ActivityWork) -> None:

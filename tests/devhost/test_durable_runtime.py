@@ -27,6 +27,7 @@ from azure.durable_functions.models.utils import http_utils
 
 from devhost.azurite import free_port
 from devhost.durable import DurableRuntime
+from devhost.durable.history import parse_time
 
 APPS = Path(__file__).parent / "apps"
 
@@ -129,6 +130,25 @@ def test_fan_out_timer_retry_and_continue_as_new(storage_connection: str,
             kinds = [e["EventType"] for e in status.historyEvents]
             assert kinds.count("TaskFailed") == 2 and kinds.count("TimerFired") == 3
             assert kinds[-2:] == ["ExecutionCompleted", "OrchestratorCompleted"]
+    run(scenario)
+
+
+def test_sub_second_timers_fire_on_time(storage_connection: str, unique_name: str) -> None:
+    async def scenario() -> None:
+        async with serving(storage_connection, unique_name) as hub:
+            instance = await hub.client.start_new("short_timers", None, None)
+            status = await hub.wait(instance)
+            assert status.output == "done"
+            events = status.historyEvents
+            fired = [i for i, e in enumerate(events) if e["EventType"] == "TimerFired"]
+            assert len(fired) == 3
+            for index in fired:
+                # The episode that admitted the timer started after its fire time, and well
+                # before the whole second a queue-visibility timer would take.
+                episode = next(e for e in reversed(events[:index])
+                               if e["EventType"] == "OrchestratorStarted")
+                late = parse_time(episode["Timestamp"]) - parse_time(events[index]["FireAt"])
+                assert 0 <= late.total_seconds() < 0.7, late
     run(scenario)
 
 

@@ -42,6 +42,14 @@ def pipeline(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def short_timers(context: df.DurableOrchestrationContext):
+    """Three sub-second timers in a row (queue visibility only counts whole seconds)."""
+    for _ in range(3):
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=0.3))
+    return "done"
+
+
+@app.orchestration_trigger(context_name="context")
 def exhausted(context: df.DurableOrchestrationContext):
     """A retried activity that never succeeds: fails after max_number_of_attempts."""
     retry = df.RetryOptions(first_retry_interval_in_milliseconds=50, max_number_of_attempts=2)
