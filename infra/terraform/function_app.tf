@@ -17,12 +17,12 @@ locals {
   # The connection "AzureWebJobsStorage" is both the host's storage (Durable task hub, keys,
   # blob trigger receipts) and batchfn's own (shared/storage.py reads the same settings).
   storage_settings = {
-    AzureWebJobsStorage__accountName      = azurerm_storage_account.main.name
-    AzureWebJobsStorage__blobServiceUri   = azurerm_storage_account.main.primary_blob_endpoint
-    AzureWebJobsStorage__queueServiceUri  = azurerm_storage_account.main.primary_queue_endpoint
-    AzureWebJobsStorage__tableServiceUri  = azurerm_storage_account.main.primary_table_endpoint
-    AzureWebJobsStorage__credential       = "managedidentity"
-    AzureWebJobsStorage__clientId         = azurerm_user_assigned_identity.app.client_id
+    AzureWebJobsStorage__accountName     = azurerm_storage_account.main.name
+    AzureWebJobsStorage__blobServiceUri  = azurerm_storage_account.main.primary_blob_endpoint
+    AzureWebJobsStorage__queueServiceUri = azurerm_storage_account.main.primary_queue_endpoint
+    AzureWebJobsStorage__tableServiceUri = azurerm_storage_account.main.primary_table_endpoint
+    AzureWebJobsStorage__credential      = "managedidentity"
+    AzureWebJobsStorage__clientId        = azurerm_user_assigned_identity.app.client_id
   }
   monitoring_settings = {
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${azurerm_user_assigned_identity.app.client_id};Authorization=AAD"
