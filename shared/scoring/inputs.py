@@ -2,16 +2,56 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 
+import psutil
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 from shared.scoring.batch import InputFile
 from shared.scoring.futures import wait_all
 from shared.scoring.paths import relative_parts
+
+RAM_FOLDER = Path("/dev/shm")
+RAM_MIN_FREE_BYTES = 2 * 1024**3
+RAM_PREFIX = "batchfn-scratch-"
+# Errors of the local folder (full, read-only, not a folder): worth trying another folder.
+LOCAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EROFS,
+                                errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST})
+
+
+def ram_scratch_folder(folder: Path = RAM_FOLDER,
+                       min_free_bytes: int = RAM_MIN_FREE_BYTES) -> Path | None:
+    """This process's scratch folder in RAM (`/dev/shm`), or None where there is none.
+
+    Mini-batch inputs (and attempt logs) live there only while run() works, and file
+    creation there costs
+    microseconds instead of the milliseconds of a busy disk (measured here: 0.05 ms against
+    1.6 ms per small file), which the download threads otherwise spend instead of
+    downloading. A RAM folder with less than `min_free_bytes` free (a container's 64 MB
+    /dev/shm) is not used. Folders that dead processes left behind are removed.
+    """
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return None
+    if stats.f_bavail * stats.f_frsize < min_free_bytes:
+        return None
+    for stale in folder.glob(f"{RAM_PREFIX}*"):
+        pid = stale.name.removeprefix(RAM_PREFIX)
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return folder / f"{RAM_PREFIX}{os.getpid()}"
+
+
+def is_local_write_error(exc: BaseException) -> bool:
+    """True for an OSError of the local file system (not of the network or storage)."""
+    return isinstance(exc, OSError) and exc.errno in LOCAL_WRITE_ERRORS
 
 
 class InputMissing(LookupError):
@@ -48,6 +88,8 @@ def download_inputs(blobs: BlobServiceClient, executor: Executor,
     Raises InputMissing for a blob that does not exist; other storage errors propagate.
     """
     paths = local_paths(files, folder)
+    for parent in dict.fromkeys(path.parent for path in paths):
+        parent.mkdir(parents=True, exist_ok=True)  # here, not once per file in each thread
     jobs = [executor.submit(_download, blobs, file, path)
             for file, path in zip(files, paths, strict=True)]
     wait_all(jobs)
@@ -55,7 +97,6 @@ def download_inputs(blobs: BlobServiceClient, executor: Executor,
 
 
 def _download(blobs: BlobServiceClient, file: InputFile, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = blobs.get_blob_client(file.container, file.blob_name)
     try:
         data = blob.download_blob().readall()

@@ -27,7 +27,12 @@ from shared.records import DeploymentRecord
 from shared.scoring.assets import AssetCache
 from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.gpus import detect_gpus
-from shared.scoring.inputs import InputMissing, download_inputs
+from shared.scoring.inputs import (
+    InputMissing,
+    download_inputs,
+    is_local_write_error,
+    ram_scratch_folder,
+)
 from shared.scoring.paths import relative_parts, safe_segment
 from shared.scoring.pool import RunResult, WorkerPool
 from shared.scoring.worker import WorkerSpec
@@ -61,10 +66,15 @@ class ScoringRuntime:
     def __init__(self, account: StorageAccount, work_dir: Path, *,
                  gpus: Sequence[str] | None = None, init_timeout: float = 600.0,
                  pool_idle_seconds: float = 900.0,
-                 download_threads: int = DOWNLOAD_THREADS) -> None:
+                 download_threads: int = DOWNLOAD_THREADS,
+                 scratch_dir: Path | None = None) -> None:
         self._blobs = account.blob_service()
         self._work_dir = Path(work_dir).resolve()
         self._work_dir.mkdir(parents=True, exist_ok=True)
+        # Inputs and attempt logs live only while run() works: in RAM when there is room.
+        self._scratch = scratch_dir or ram_scratch_folder() or self._work_dir
+        self._disk_inputs = self._work_dir / "inputs"
+        self._inputs_root = self._scratch / "inputs"
         self._gpus = tuple(gpus) if gpus is not None else detect_gpus()
         self._init_timeout = init_timeout
         self._pool_idle_seconds = pool_idle_seconds
@@ -95,11 +105,10 @@ class ScoringRuntime:
         """
         started = time.monotonic()
         entry = self._checkout(deployment)
-        folder = (self._work_dir / "inputs" / safe_segment(batch.job_id)
-                  / f"{batch.index}-{batch.attempt}-{uuid.uuid4().hex[:8]}")
+        folder = None
         try:
             try:
-                paths = download_inputs(self._blobs, self._downloads, batch.files, folder)
+                folder, paths = self._download(batch)
             except InputMissing as exc:
                 result = RunResult(FAILED, None, False, 0, str(exc), None, "")
                 return _outcome(batch, result, started, time.monotonic() - started)
@@ -108,11 +117,34 @@ class ScoringRuntime:
             outcome = _outcome(batch, result, started, download_seconds)
         finally:
             self._checkin(entry)
-            shutil.rmtree(folder, ignore_errors=True)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         log.info("job %s mini-batch %d attempt %d: %s (%d succeeded, %d failed) in %.2fs",
                  batch.job_id, batch.index, batch.attempt, outcome.status, outcome.succeeded,
                  outcome.failed, outcome.duration)
         return outcome
+
+    def _download(self, batch: MiniBatch) -> tuple[Path, list[str]]:
+        """Download the batch's inputs into a fresh folder; falls back to disk from RAM."""
+        name = f"{batch.index}-{batch.attempt}-{uuid.uuid4().hex[:8]}"
+        root = self._inputs_root
+        try:
+            return self._download_into(root, batch, name)
+        except OSError as exc:
+            if root == self._disk_inputs or not is_local_write_error(exc):
+                raise
+            log.warning("input folder %s cannot take mini-batch inputs (%s); using %s from now",
+                        root, exc, self._disk_inputs)
+            self._inputs_root = self._disk_inputs
+        return self._download_into(self._disk_inputs, batch, name)
+
+    def _download_into(self, root: Path, batch: MiniBatch, name: str) -> tuple[Path, list[str]]:
+        folder = root / safe_segment(batch.job_id) / name
+        try:
+            return folder, download_inputs(self._blobs, self._downloads, batch.files, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def close(self) -> None:
         """Retire all workers: shutdown() in each idle one, then end them all."""
@@ -125,6 +157,8 @@ class ScoringRuntime:
         for entry in entries:
             entry.pool.close()
         self._downloads.shutdown(wait=True, cancel_futures=True)
+        if self._scratch != self._work_dir:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def _checkout(self, deployment: DeploymentRecord) -> _PoolEntry:
         key = _pool_key(deployment)
@@ -142,7 +176,7 @@ class ScoringRuntime:
             entry = self._pools.get(key)
             if entry is None:
                 pool = WorkerPool(spec, deployment.settings.max_concurrency_per_instance,
-                                  scratch_dir=self._work_dir / "logs", gpus=self._gpus,
+                                  scratch_dir=self._scratch / "logs", gpus=self._gpus,
                                   init_timeout=self._init_timeout)
                 entry = self._pools[key] = _PoolEntry(pool)
             entry.users += 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +25,7 @@ from shared.scoring import (
     default_runtime,
 )
 from shared.scoring import runtime as runtime_module
+from shared.scoring.inputs import RAM_PREFIX, ram_scratch_folder
 from shared.settings import DeploymentSettings
 from shared.storage import StorageAccount
 
@@ -335,3 +339,47 @@ def _max_overlap(runs_log: Path) -> int:
         running += change
         peak = max(peak, running)
     return peak
+
+
+def test_inputs_are_downloaded_into_the_scratch_folder_and_removed(account, assets, tmp_path):
+    scratch = tmp_path / "scratch"
+    scoring = ScoringRuntime(account, tmp_path / "work", gpus=(), scratch_dir=scratch)
+    try:
+        outcome = scoring.score(deployment(assets, "list_return.py"), batch(three_files(account)))
+    finally:
+        scoring.close()
+    assert outcome.status == "succeeded"
+    assert list(outcome.table["result"]) == ["b.txt 3", "a.txt 1", "c.png 10"]
+    assert not (tmp_path / "work" / "inputs").exists()  # nothing went to the disk folder
+    assert not scratch.exists()  # a scratch folder of its own is removed at close
+
+
+def test_an_unwritable_scratch_folder_falls_back_to_the_work_folder(account, assets, tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "inputs").write_text("a file where the inputs folder should be")
+    scoring = ScoringRuntime(account, tmp_path / "work", gpus=(), scratch_dir=scratch)
+    try:
+        record = deployment(assets, "list_return.py")
+        first = scoring.score(record, batch(three_files(account)))
+        second = scoring.score(record, batch(three_files(account), index=1))
+    finally:
+        scoring.close()
+    assert [first.status, second.status] == ["succeeded", "succeeded"]
+    assert list(second.table["result"]) == ["b.txt 3", "a.txt 1", "c.png 10"]
+    assert (tmp_path / "work" / "inputs").is_dir()
+    assert not any(p.is_file() for p in (tmp_path / "work" / "inputs").rglob("*"))
+
+
+def test_ram_scratch_folder_needs_room_and_clears_dead_processes_folders(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"{RAM_PREFIX}{dead.pid}" / "inputs").mkdir(parents=True)
+    (tmp_path / f"{RAM_PREFIX}{os.getppid()}").mkdir()  # a live process's folder stays
+    (tmp_path / f"{RAM_PREFIX}other").mkdir()
+
+    assert ram_scratch_folder(tmp_path, min_free_bytes=0) == tmp_path / f"{RAM_PREFIX}{os.getpid()}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{RAM_PREFIX}{os.getppid()}", f"{RAM_PREFIX}other"]
+    assert ram_scratch_folder(tmp_path, min_free_bytes=2**62) is None
+    assert ram_scratch_folder(tmp_path / "missing", min_free_bytes=0) is None
