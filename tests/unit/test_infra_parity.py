@@ -230,6 +230,10 @@ def test_bicep_modules_get_exactly_their_parameters():
         assert passed <= set(params), f"{path}: unknown parameters {passed - set(params)}"
         required = {name for name, has_default in params.items() if not has_default}
         assert required <= passed, f"{path}: missing parameters {required - passed}"
+    symbols = dict(re.findall(r"^module (\w+) '([^']+)' = \{", main, re.M))
+    for symbol, output in set(re.findall(r"\b(\w+)\.outputs\.(\w+)", main)):
+        module_text = read(BICEP / symbols[symbol])
+        assert re.search(rf"^output {output} ", module_text, re.M), f"{symbol}.outputs.{output}"
 
 
 def test_bicep_parameters_file_names_declared_parameters():

@@ -54,4 +54,3 @@ resource blobDropSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptio
 }
 
 output systemTopicName string = systemTopic.name
-output subscribed bool = !empty(blobsExtensionKey)

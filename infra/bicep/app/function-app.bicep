@@ -116,5 +116,4 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 }
 
 output name string = functionApp.name
-output id string = functionApp.id
 output defaultHostName string = functionApp.properties.defaultHostName

@@ -80,6 +80,4 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
 }]
 
 output name string = storage.name
-output id string = storage.id
-output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output dropContainerName string = 'batchfn-drop'
