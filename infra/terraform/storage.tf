@@ -27,6 +27,7 @@ resource "azurerm_storage_account" "main" {
   #checkov:skip=CKV2_AZURE_33:No private endpoint: Flex Consumption without VNet integration reaches storage publicly (see CKV_AZURE_35); docs/deploy-azure.md says how to harden
   #checkov:skip=CKV2_AZURE_1:Microsoft-managed encryption keys; customer-managed keys need a Key Vault this deployment does not otherwise use
   #checkov:skip=CKV_AZURE_33:Queue request logging would record every host poll; enable diagnostic settings when auditing (docs/deploy-azure.md)
+  # No shared keys: the app, the deployment and the CLI's user-delegation SAS all use Entra ID.
   name                             = local.names.storage
   resource_group_name              = azurerm_resource_group.main.name
   location                         = azurerm_resource_group.main.location
@@ -37,7 +38,6 @@ resource "azurerm_storage_account" "main" {
   min_tls_version                  = "TLS1_2"
   https_traffic_only_enabled       = true
   allow_nested_items_to_be_public  = false
-  # Identity only: the app, the deployment and the CLI's user-delegation SAS use Entra ID.
   shared_access_key_enabled        = false
   default_to_oauth_authentication  = true
   cross_tenant_replication_enabled = false
