@@ -18,8 +18,9 @@ bp = df.Blueprint()
 log = logging.getLogger("batchfn.drop")
 
 
+# Event Grid source: Flex Consumption runs no polling blob triggers (devhost serves both).
 @bp.blob_trigger(arg_name="blob", path=DROP_CONTAINER + "/{name}",
-                 connection="AzureWebJobsStorage")
+                 connection="AzureWebJobsStorage", source=func.BlobSource.EVENT_GRID)
 @bp.durable_client_input(client_name="client")
 async def blob_drop(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
     """Start the job a dropped marker asks for (idempotent per marker name + ETag)."""
