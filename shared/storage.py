@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueServiceClient
@@ -60,10 +61,12 @@ class StorageAccount:
             return ManagedIdentityCredential(client_id=self.client_id)
         return DefaultAzureCredential()
 
-    def blob_service(self) -> BlobServiceClient:
+    def blob_service(self, **client_options: Any) -> BlobServiceClient:
+        """A blob client of the account; `client_options` go to the SDK client as they are."""
         if self.connection_string:
-            return BlobServiceClient.from_connection_string(self.connection_string)
-        return BlobServiceClient(self.blob_url, credential=self._credential)
+            return BlobServiceClient.from_connection_string(self.connection_string,
+                                                            **client_options)
+        return BlobServiceClient(self.blob_url, credential=self._credential, **client_options)
 
     def queue_service(self) -> QueueServiceClient:
         if self.connection_string:

@@ -383,3 +383,12 @@ def test_ram_scratch_folder_needs_room_and_clears_dead_processes_folders(tmp_pat
         f"{RAM_PREFIX}{os.getppid()}", f"{RAM_PREFIX}other"]
     assert ram_scratch_folder(tmp_path, min_free_bytes=2**62) is None
     assert ram_scratch_folder(tmp_path / "missing", min_free_bytes=0) is None
+
+
+def test_downloads_skip_environment_lookups_unless_a_proxy_is_configured(monkeypatch):
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    assert runtime_module.download_client_options() == {"use_env_settings": False}
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert runtime_module.download_client_options() == {}
