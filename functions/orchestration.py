@@ -1,7 +1,10 @@
-"""Durable orchestration of a batch job: plan → poll progress on durable timers → finalize.
+"""Durable orchestration of a batch job: plan → wait (timer or worker hint) → check/finalize.
 
-The orchestrator is deterministic: every decision comes from activity results and
-`current_utc_datetime`. It continues as new every few polls so its history stays small.
+The orchestrator is deterministic: every decision comes from activity results, history
+events and `current_utc_datetime`. Between checks it waits on a durable timer or on the
+`SHARD_FULL_EVENT` a worker raises when a ledger shard may be complete, whichever comes
+first. It continues as new every few polls, and after each event, so its history stays
+small and every generation waits on a fresh event task.
 """
 
 from __future__ import annotations
@@ -30,22 +33,31 @@ def batch_job(context: df.DurableOrchestrationContext):
     job_id = context.instance_id
     state = context.get_input() or {}
     try:
+        check_first = True
         if not state.get("planned"):
             planned = yield context.call_activity_with_retry("plan_job", ACTIVITY_RETRY, job_id)
             if not planned.get("ok"):
                 return planned
             state = {"planned": True, "polls": 0}
+            check_first = not planned.get("batches")  # nothing can be scored yet
+        # One event task per generation: the SDK keeps an event that arrived while nothing
+        # waited and would hand it to every later waiter of that name in this history.
+        shard_full = context.wait_for_external_event(monitor.SHARD_FULL_EVENT)
         for _ in range(POLLS_PER_GENERATION):
-            decision = yield context.call_activity_with_retry("check_progress", ACTIVITY_RETRY,
+            if check_first:
+                step = yield context.call_activity_with_retry("advance_job", ACTIVITY_RETRY,
                                                               job_id)
-            if decision["action"] == monitor.FINALIZE:
-                result = yield context.call_activity_with_retry(
-                    "finalize_job", ACTIVITY_RETRY,
-                    {"job": job_id, "outcome": decision["outcome"]})
-                return result
+                if step["action"] == finalize.FINALIZED:
+                    return {"status": step["status"], "reason": step["reason"]}
+                if shard_full.is_completed:
+                    break  # the hint is spent: the next generation waits on a new one
+            check_first = True
             delay = poll_delay(state["polls"])
             state = {**state, "polls": state["polls"] + 1}
-            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+            timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+            yield context.task_any([timer, shard_full])
+            if not timer.is_completed:
+                timer.cancel()
     except Exception as exc:  # noqa: BLE001 - an activity failed on every retry
         # Never leave a job hanging in a non-final status: fail it with the reason.
         result = yield context.call_activity(
@@ -72,16 +84,11 @@ def plan_job(jobId: str) -> dict:  # noqa: N803 - binding name
 
 
 @bp.activity_trigger(input_name="jobId")
-def check_progress(jobId: str) -> dict:  # noqa: N803 - binding name
-    """Fold new completions into progress.json and say whether to finalize."""
-    return monitor.check_progress(job_store(), jobId)
-
-
-@bp.activity_trigger(input_name="request")
-def finalize_job(request: dict) -> dict:
-    """Write the errors report and merge the output; set the final status."""
-    return finalize.finalize_job(job_store(), request["job"], request["outcome"])
-
+def advance_job(jobId: str) -> dict:  # noqa: N803 - binding name
+    """Fold new completions into progress.json; finalize (errors report, merged output,
+    final status) when every mini-batch is done, the error threshold is exceeded or cancel
+    was asked."""
+    return finalize.advance_job(job_store(), jobId)
 
 
 @bp.activity_trigger(input_name="request")

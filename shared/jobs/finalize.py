@@ -18,13 +18,27 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.jobs import paths
 from shared.jobs.model import JobRecord, JobStatus
-from shared.jobs.monitor import CANCELED, COMPLETED, STOPPED, THRESHOLD
+from shared.jobs.monitor import CANCELED, COMPLETED, FINALIZE, STOPPED, THRESHOLD, check_progress
 from shared.jobs.parts import TEXT_FORMATS, header_from_metadata, read_parquet_part
 from shared.jobs.progress import Progress
 from shared.jobs.store import JobStore
 
 PREFETCH_PARTS = 16
 JOB_METADATA_KEY = "batchfn_job"
+FINALIZED = "finalized"
+
+
+def advance_job(store: JobStore, job_id: str) -> dict:
+    """One orchestrator step: fold new completions into progress and, when that check says
+    so, finalize in the same call (one activity round trip instead of two).
+
+    Returns the check's {"action": "wait", ...} or {"action": "finalized", "status",
+    "reason"}.
+    """
+    decision = check_progress(store, job_id)
+    if decision["action"] != FINALIZE:
+        return decision
+    return {"action": FINALIZED, **finalize_job(store, job_id, decision["outcome"])}
 
 
 class OutputExists(Exception):
@@ -37,11 +51,12 @@ def finalize_job(store: JobStore, job_id: str, outcome: str) -> dict:
     if job.status in JobStatus.TERMINAL or outcome == STOPPED:
         return {"status": job.status, "reason": job.reason}
     if outcome == COMPLETED:
-        store.update(job_id, lambda j: None if j.status in JobStatus.STOPPED
-                     else j.with_status(JobStatus.FINALIZING))
-    write_errors_report(store, job_id)
+        job = store.update(job_id, lambda j: None if j.status in JobStatus.STOPPED
+                           else j.with_status(JobStatus.FINALIZING))
     progress = Progress.from_dict(store.read_json(paths.progress(job_id)) or
                                   Progress.start(0, 0).to_dict())
+    # Every failure record counts failed files: a job without any has nothing to list.
+    write_errors_report(store, job_id, listing=outcome != COMPLETED or progress.files_failed > 0)
     status, reason = JobStatus.COMPLETED, None
     if outcome == CANCELED:
         status, reason = JobStatus.CANCELED, "canceled by request"
@@ -49,7 +64,7 @@ def finalize_job(store: JobStore, job_id: str, outcome: str) -> dict:
         status = JobStatus.FAILED
         reason = (f"error_threshold {job.settings.error_threshold} exceeded: "
                   f"{progress.files_failed} files failed; remaining mini-batches were dropped")
-    elif store.get(job_id).status == JobStatus.CANCEL_REQUESTED:
+    elif job.status == JobStatus.CANCEL_REQUESTED:
         status, reason = JobStatus.CANCELED, "canceled by request"
     elif job.settings.output_action == "append_row":
         try:
@@ -68,10 +83,14 @@ def fail_job(store: JobStore, job_id: str, reason: str) -> dict:
     return {"status": final.status, "reason": final.reason}
 
 
-def write_errors_report(store: JobStore, job_id: str) -> int:
-    """Write errors.jsonl (one line per failed file, mini-batch order); return its lines."""
+def write_errors_report(store: JobStore, job_id: str, listing: bool = True) -> int:
+    """Write errors.jsonl (one line per failed file, mini-batch order); return its lines.
+
+    Without `listing` the job is known to have no failure records: the report is empty.
+    """
     lines = []
-    names = sorted(store.state.list_blob_names(name_starts_with=paths.failures_prefix(job_id)))
+    names = sorted(store.state.list_blob_names(name_starts_with=paths.failures_prefix(job_id))
+                   ) if listing else []
     for name in names:
         record = json.loads(store.state.download_blob(name).readall())
         for container, blob_name, display in record["files"]:
@@ -91,7 +110,9 @@ def merge_output(store: JobStore, job: JobRecord, progress: Progress) -> None:
     target = job.output_blob
     store.ensure_output_container(target.container)
     blob = store.service.get_blob_client(target.container, target.path)
-    _refuse_existing(blob, job)
+    if progress.batches_succeeded > PREFETCH_PARTS:
+        # Fail before a long merge; a small one learns it from the create-only upload.
+        _refuse_existing(blob, job)
     fmt = job.settings.output_format
     with tempfile.TemporaryFile() as spool:
         parts = _parts_in_order(store, job.id, progress)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 from shared.jobs import paths
 from shared.jobs.model import JobStatus
-from shared.jobs.progress import Progress, threshold_exceeded
+from shared.jobs.progress import Progress, shard_batches, shard_of, threshold_exceeded
 from shared.jobs.store import JobStore
 
+# The event a worker raises on the job's orchestration when its ledger append may have
+# completed a shard: the orchestrator checks at once instead of at its next timer.
+SHARD_FULL_EVENT = "ledger_shard_full"
 WAIT = "wait"
 FINALIZE = "finalize"
 # Finalize outcomes
@@ -37,3 +43,39 @@ def check_progress(store: JobStore, job_id: str) -> dict:
     if progress.finished:
         return {"action": FINALIZE, "outcome": COMPLETED}
     return {"action": WAIT, "done": progress.batches_done, "total": progress.batches}
+
+
+class ShardFullHints:
+    """Tells a worker when its ledger append may have completed its shard.
+
+    The append returns the shard's committed block count; when it reaches the number of
+    mini-batches in the shard, every one of them may be recorded (duplicates count too, so
+    this is a hint, and the orchestrator's check decides). The job's mini-batch count comes
+    from plan.json, read once per job and process.
+    """
+
+    def __init__(self, store: JobStore, cached_jobs: int = 256) -> None:
+        self.store = store
+        self._cached_jobs = cached_jobs
+        self._batches: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def may_complete_shard(self, job_id: str, index: int, committed_blocks: int) -> bool:
+        """True when `committed_blocks` in mini-batch `index`'s shard may be all of them."""
+        batches = self._job_batches(job_id)
+        return batches is not None and committed_blocks >= shard_batches(batches,
+                                                                          shard_of(index))
+
+    def _job_batches(self, job_id: str) -> int | None:
+        with self._lock:
+            if job_id in self._batches:
+                self._batches.move_to_end(job_id)
+                return self._batches[job_id]
+        plan = self.store.read_json(paths.plan(job_id))
+        if plan is None:
+            return None
+        with self._lock:
+            self._batches[job_id] = int(plan["batches"])
+            while len(self._batches) > self._cached_jobs:
+                self._batches.popitem(last=False)
+        return int(plan["batches"])

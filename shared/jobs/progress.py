@@ -69,10 +69,20 @@ def create_ledgers(state: ContainerClient, job_id: str, batches: int) -> None:
             pass
 
 
-def record_completion(state: ContainerClient, job_id: str, completion: Completion) -> None:
-    """Append `completion` to its shard's ledger (at-least-once; the reader deduplicates)."""
-    state.get_blob_client(paths.ledger(job_id, shard_of(completion.index))).append_block(
-        completion.to_line())
+def record_completion(state: ContainerClient, job_id: str, completion: Completion) -> int:
+    """Append `completion` to its shard's ledger (at-least-once; the reader deduplicates).
+
+    Returns the shard's committed block count after the append (duplicates included): once
+    it reaches the shard's mini-batch count the shard may be complete.
+    """
+    response = state.get_blob_client(paths.ledger(job_id, shard_of(completion.index))
+                                     ).append_block(completion.to_line())
+    return int(response.get("blob_committed_block_count") or 0)
+
+
+def shard_batches(batches: int, shard: int) -> int:
+    """How many of a job's `batches` mini-batches record into ledger shard `shard`."""
+    return max(0, min(SHARD_BATCHES, batches - shard * SHARD_BATCHES))
 
 
 @dataclass

@@ -56,6 +56,7 @@ class WorkResult:
 
     action: str  # scored | retry | requeued | failed | skipped
     detail: str = ""
+    ledger_blocks: int | None = None  # the ledger shard's block count after our append
 
 
 class MiniBatchWorker:
@@ -89,8 +90,9 @@ class MiniBatchWorker:
         if outcome.status == SUCCEEDED:
             self.logs.add_succeeded(job.id, message.index, attempt, outcome.log)
             self._upload_script_outputs(job)
-            self._record_success(job, files, outcome)
-            return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed")
+            blocks = self._record_success(job, files, outcome)
+            return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed",
+                              blocks)
         self._write_failed_log(job.id, message.index, attempt, outcome)
         if attempt <= job.settings.retry_settings.max_retries:
             if dequeue_count >= self.max_dequeue_count:
@@ -100,9 +102,9 @@ class MiniBatchWorker:
                 return WorkResult("requeued", f"attempt {attempt}: {outcome.error}")
             raise RetryMiniBatch(f"job {job.id} mini-batch {message.index} attempt {attempt} "
                                  f"{outcome.status}: {outcome.error}")
-        self._record_failure(job.id, message.index, files, attempt, outcome.status,
-                             outcome.error or outcome.status, outcome.traceback)
-        return WorkResult("failed", outcome.error or outcome.status)
+        blocks = self._record_failure(job.id, message.index, files, attempt, outcome.status,
+                                      outcome.error or outcome.status, outcome.traceback)
+        return WorkResult("failed", outcome.error or outcome.status, blocks)
 
     def record_poison(self, body: str | bytes) -> WorkResult:
         """Record a message the host gave up on (crashes or errors outside run())."""
@@ -191,7 +193,7 @@ class MiniBatchWorker:
                 self._uploaded[key] = signature
 
     def _record_success(self, job: JobRecord, files: tuple[InputFile, ...],
-                        outcome: ScoringOutcome) -> None:
+                        outcome: ScoringOutcome) -> int:
         rows = 0 if outcome.table is None else len(outcome.table)
         settings = job.settings
         if settings.output_action == "append_row":
@@ -212,13 +214,13 @@ class MiniBatchWorker:
             missing = _missing_files(outcome, files)
             self._write_failure_record(job.id, outcome.index, missing, outcome.attempt,
                                        "missing_rows", error, None)
-        record_completion(self.store.state, job.id, Completion(
+        return record_completion(self.store.state, job.id, Completion(
             outcome.index, True, outcome.succeeded, outcome.failed, rows, error, utc_now()))
 
     def _record_failure(self, job_id: str, index: int, files: tuple[InputFile, ...],
-                        attempts: int, status: str, error: str, traceback: str | None) -> None:
+                        attempts: int, status: str, error: str, traceback: str | None) -> int:
         self._write_failure_record(job_id, index, files, attempts, status, error, traceback)
-        record_completion(self.store.state, job_id, Completion(
+        return record_completion(self.store.state, job_id, Completion(
             index, False, 0, len(files), 0, error, utc_now()))
 
     def _write_failure_record(self, job_id: str, index: int, files: tuple[InputFile, ...],

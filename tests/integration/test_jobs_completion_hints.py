@@ -1,0 +1,74 @@
+"""Completion hints and the orchestrator's check-and-finalize step, against a real Azurite."""
+
+from __future__ import annotations
+
+from test_jobs_engine import FakeRegistry, FakeRuntime, _upload, _url, env  # noqa: F401
+
+from shared.jobs import paths
+from shared.jobs.finalize import FINALIZED, advance_job
+from shared.jobs.messages import MiniBatchMessage
+from shared.jobs.monitor import WAIT, ShardFullHints
+from shared.jobs.planner import plan_job
+from shared.jobs.progress import Completion, create_ledgers, record_completion
+from shared.jobs.service import JobService
+from shared.jobs.worker import MiniBatchWorker
+from shared.settings import DeploymentSettings
+
+
+def _planned_job(env, files: int, size: int):  # noqa: F811 - the env fixture
+    account, store, queue, data, name = env
+    _upload(data, "in", files)
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=size)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
+    assert plan_job(store, queue, job.id)["ok"]
+    return job
+
+
+def test_ledger_append_returns_the_committed_block_count(env):  # noqa: F811
+    _, store, _, _, name = env
+    store.ensure_containers()
+    create_ledgers(store.state, name, 2)
+    counts = [record_completion(store.state, name, Completion(i % 2, True, 1, 0, 1))
+              for i in range(3)]
+    assert counts == [1, 2, 3]  # duplicates count too: the count is only a hint
+
+
+def test_worker_reports_blocks_and_hints_say_when_a_shard_may_be_full(env):  # noqa: F811
+    _, store, queue, _, _ = env
+    job = _planned_job(env, 3, 1)
+    worker = MiniBatchWorker(store, FakeRuntime(), queue)
+    hints = ShardFullHints(store)
+    blocks = [worker.process(MiniBatchMessage(job.id, i, 0).encode(), 1).ledger_blocks
+              for i in range(3)]
+    assert blocks == [1, 2, 3]
+    assert [hints.may_complete_shard(job.id, i, b) for i, b in enumerate(blocks)] == [
+        False, False, True]
+    assert not hints.may_complete_shard("no-such-job", 0, 5)  # not planned: no hint
+
+
+def test_advance_waits_then_finalizes_in_the_same_call(env):  # noqa: F811
+    _, store, queue, _, _ = env
+    job = _planned_job(env, 2, 1)
+    assert advance_job(store, job.id)["action"] == WAIT
+    worker = MiniBatchWorker(store, FakeRuntime(), queue)
+    for index in range(2):
+        worker.process(MiniBatchMessage(job.id, index, 0).encode(), 1)
+    step = advance_job(store, job.id)
+    assert step == {"action": FINALIZED, "status": "Completed", "reason": None}
+    assert store.state.download_blob(paths.errors_report(job.id)).readall() == b""
+    output = store.service.get_blob_client(job.output_blob.container, job.output_blob.path)
+    assert output.download_blob().readall().decode().count("\n") == 2
+    # Idempotent: a retried activity finds the job ended and changes nothing.
+    assert advance_job(store, job.id)["status"] == "Completed"
+
+
+def test_a_small_job_still_refuses_an_existing_output(env):  # noqa: F811
+    _, store, queue, _, _ = env
+    job = _planned_job(env, 1, 1)
+    store.ensure_output_container(job.output_blob.container)
+    store.service.get_blob_client(job.output_blob.container, job.output_blob.path
+                                  ).upload_blob(b"someone else's")
+    MiniBatchWorker(store, FakeRuntime(), queue).process(
+        MiniBatchMessage(job.id, 0, 0).encode(), 1)
+    step = advance_job(store, job.id)
+    assert step["status"] == "Failed" and "already exists" in step["reason"]
