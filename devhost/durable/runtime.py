@@ -249,7 +249,6 @@ class DurableRuntime:
                     await self._gather(self.storage.renew(r, 1) for r in batch)
                     self._release(batch)
                     return
-        await self._gather(self._complete(r) for r in batch)
         for _, visible_at in episode.messages:
             if visible_at is not None:
                 delay = (visible_at - utcnow()).total_seconds()
@@ -258,6 +257,8 @@ class DurableRuntime:
             self._wake_control()
         if episode.activities:
             self._activity_wake.set()
+        # Woken first: deleting the consumed messages need not delay the next step.
+        await self._gather(self._complete(r) for r in batch)
         name = episode.record.name if episode.record is not None else "?"
         log.info("episode instance=%s orchestrator=%s events=%d outcome=%s activities=%d "
                  "messages=%d duration_ms=%.1f", instance_id, name, episode.applied,
@@ -311,8 +312,8 @@ class DurableRuntime:
             event = await self._execute_activity(work)
             await self.storage.send_control(ControlMessage(
                 uuid.uuid4().hex, work.instance_id, work.execution_id, event))
-            await self._complete(received)
             self._wake_control()
+            await self._complete(received)
         except Exception:
             log.exception("activity message %s failed; it will be retried", received.message_id)
             self._release([received])
