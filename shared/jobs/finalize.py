@@ -18,7 +18,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.jobs import paths
 from shared.jobs.model import JobRecord, JobStatus
-from shared.jobs.monitor import CANCELED, COMPLETED, FINALIZE, STOPPED, THRESHOLD, check_progress
+from shared.jobs.monitor import CANCELED, COMPLETED, FINALIZE, STOPPED, THRESHOLD, evaluate
 from shared.jobs.parts import TEXT_FORMATS, header_from_metadata, read_parquet_part
 from shared.jobs.progress import Progress
 from shared.jobs.store import JobStore
@@ -35,10 +35,11 @@ def advance_job(store: JobStore, job_id: str) -> dict:
     Returns the check's {"action": "wait", ...} or {"action": "finalized", "status",
     "reason"}.
     """
-    decision = check_progress(store, job_id)
-    if decision["action"] != FINALIZE:
-        return decision
-    return {"action": FINALIZED, **finalize_job(store, job_id, decision["outcome"])}
+    check = evaluate(store, job_id)
+    if check.decision["action"] != FINALIZE:
+        return check.decision
+    return {"action": FINALIZED,
+            **_finalize(store, check.job, check.progress, check.decision["outcome"])}
 
 
 class OutputExists(Exception):
@@ -47,16 +48,22 @@ class OutputExists(Exception):
 
 def finalize_job(store: JobStore, job_id: str, outcome: str) -> dict:
     """End the job for `outcome` (completed, threshold, canceled); idempotent."""
-    job = store.get(job_id)
+    return _finalize(store, store.get(job_id), None, outcome)
+
+
+def _finalize(store: JobStore, job: JobRecord, progress: Progress | None, outcome: str) -> dict:
     if job.status in JobStatus.TERMINAL or outcome == STOPPED:
         return {"status": job.status, "reason": job.reason}
-    if outcome == COMPLETED:
-        job = store.update(job_id, lambda j: None if j.status in JobStatus.STOPPED
+    if progress is None:
+        progress = Progress.from_dict(store.read_json(paths.progress(job.id)) or
+                                      Progress.start(0, 0).to_dict())
+    if outcome == COMPLETED and progress.batches_succeeded > PREFETCH_PARTS:
+        # A merge that takes a while shows Finalizing meanwhile (a small one is done sooner
+        # than a client could see it).
+        job = store.update(job.id, lambda j: None if j.status in JobStatus.STOPPED
                            else j.with_status(JobStatus.FINALIZING))
-    progress = Progress.from_dict(store.read_json(paths.progress(job_id)) or
-                                  Progress.start(0, 0).to_dict())
     # Every failure record counts failed files: a job without any has nothing to list.
-    write_errors_report(store, job_id, listing=outcome != COMPLETED or progress.files_failed > 0)
+    write_errors_report(store, job.id, listing=outcome != COMPLETED or progress.files_failed > 0)
     status, reason = JobStatus.COMPLETED, None
     if outcome == CANCELED:
         status, reason = JobStatus.CANCELED, "canceled by request"
@@ -71,8 +78,16 @@ def finalize_job(store: JobStore, job_id: str, outcome: str) -> dict:
             merge_output(store, job, progress)
         except OutputExists as exc:
             status, reason = JobStatus.FAILED, str(exc)
-    final = store.update(job_id, lambda j: None if j.status in JobStatus.TERMINAL
-                         else j.with_status(status, reason=reason))
+    scored = progress.batches_done > 0
+
+    def end(current: JobRecord) -> JobRecord | None:
+        if current.status in JobStatus.TERMINAL:
+            return None
+        if scored and current.status == JobStatus.QUEUED:
+            current = current.with_status(JobStatus.RUNNING)  # records started_at
+        return current.with_status(status, reason=reason)
+
+    final = store.update(job.id, end)
     return {"status": final.status, "reason": final.reason}
 
 

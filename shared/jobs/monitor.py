@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from shared.jobs import paths
-from shared.jobs.model import JobStatus
+from shared.jobs.model import JobRecord, JobStatus
 from shared.jobs.progress import Progress, shard_batches, shard_of, threshold_exceeded
 from shared.jobs.store import JobStore
 
@@ -22,27 +23,48 @@ CANCELED = "canceled"
 STOPPED = "stopped"  # already ended elsewhere (e.g. planning failed): nothing to merge
 
 
+@dataclass(frozen=True)
+class Check:
+    """A progress check: the decision, plus the job and progress it was made from."""
+
+    decision: dict
+    job: JobRecord
+    progress: Progress | None
+
+
 def check_progress(store: JobStore, job_id: str) -> dict:
     """Update progress.json from the ledgers; return {"action": wait|finalize, "outcome"}."""
+    return evaluate(store, job_id).decision
+
+
+def evaluate(store: JobStore, job_id: str) -> Check:
+    """`check_progress`, keeping the job record and progress for a finalize that follows.
+
+    A job whose first completions arrive is marked Running, unless this check already ends
+    it: then the final status update records the start too (one write instead of two).
+    """
     job = store.get(job_id)
     if job.status in JobStatus.TERMINAL:
-        return {"action": FINALIZE, "outcome": STOPPED}
+        return Check({"action": FINALIZE, "outcome": STOPPED}, job, None)
     raw = store.read_json(paths.progress(job_id))
+    progress = None if raw is None else Progress.from_dict(raw)
     if job.status == JobStatus.CANCEL_REQUESTED:
-        return {"action": FINALIZE, "outcome": CANCELED}
-    if raw is None:
-        return {"action": WAIT}
-    progress = Progress.from_dict(raw)
-    if progress.catch_up(store.state, job_id):
+        return Check({"action": FINALIZE, "outcome": CANCELED}, job, progress)
+    if progress is None:
+        return Check({"action": WAIT}, job, None)
+    changed = progress.catch_up(store.state, job_id)
+    if changed:
         store.write_json(paths.progress(job_id), progress.to_dict())
-        if job.status == JobStatus.QUEUED:
-            store.update(job_id, lambda j: j.with_status(JobStatus.RUNNING)
-                         if j.status == JobStatus.QUEUED else None)
     if threshold_exceeded(job, progress):
-        return {"action": FINALIZE, "outcome": THRESHOLD}
-    if progress.finished:
-        return {"action": FINALIZE, "outcome": COMPLETED}
-    return {"action": WAIT, "done": progress.batches_done, "total": progress.batches}
+        decision = {"action": FINALIZE, "outcome": THRESHOLD}
+    elif progress.finished:
+        decision = {"action": FINALIZE, "outcome": COMPLETED}
+    else:
+        decision = {"action": WAIT, "done": progress.batches_done, "total": progress.batches}
+        if changed and job.status == JobStatus.QUEUED:
+            job = store.update(job_id, lambda j: j.with_status(JobStatus.RUNNING)
+                               if j.status == JobStatus.QUEUED else None)
+    return Check(decision, job, progress)
 
 
 class ShardFullHints:

@@ -11,7 +11,7 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from shared.jobs import paths
@@ -58,18 +58,17 @@ def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> dict:
     plan = Plan(files=len(files), batches=len(batches), batches_per_chunk=per_chunk)
     chunks = [batches[i:i + per_chunk] for i in range(0, len(batches), per_chunk)]
     with ThreadPoolExecutor(_SEND_THREADS) as pool:
-        list(pool.map(lambda item: _write_manifest(store, job_id, item[0], item[0] * per_chunk,
-                                                   item[1]), enumerate(chunks)))
-        create_ledgers(store.state, job_id, plan.batches)
-        store.write_json(paths.plan(job_id), plan.to_dict())
-        if store.read_json(paths.progress(job_id)) is None:
-            store.write_json(paths.progress(job_id),
-                             Progress.start(plan.files, plan.batches).to_dict())
+        # Independent writes run together; messages go out once all of them are stored.
+        writes = [pool.submit(_write_manifest, store, job_id, number, number * per_chunk, chunk)
+                  for number, chunk in enumerate(chunks)]
+        writes += [pool.submit(create_ledgers, store.state, job_id, plan.batches),
+                   pool.submit(store.write_json, paths.plan(job_id), plan.to_dict()),
+                   pool.submit(_start_progress, store, job_id, plan)]
+        for write in writes:
+            write.result()
         messages = [MiniBatchMessage(job_id, index, index // per_chunk).encode()
                     for index in range(plan.batches)]
-        if messages:
-            ensure_queue(queue)
-        list(pool.map(queue.send_message, messages))
+        list(pool.map(lambda text: _send(queue, text), messages))
     warning = "the input folder has no files: the job completes with zero rows" \
         if not files else None
 
@@ -83,6 +82,24 @@ def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> dict:
 
     store.update(job_id, queued)
     return {"ok": True, "files": plan.files, "batches": plan.batches}
+
+
+def _start_progress(store: JobStore, job_id: str, plan: Plan) -> None:
+    """Create progress.json; a replanned job keeps the one it has (create-only write)."""
+    body = json.dumps(Progress.start(plan.files, plan.batches).to_dict()).encode()
+    try:
+        store.state.upload_blob(paths.progress(job_id), body, overwrite=False)
+    except ResourceExistsError:
+        pass
+
+
+def _send(queue: QueueClient, text: str) -> None:
+    try:
+        queue.send_message(text)
+    except ResourceNotFoundError:
+        # The Functions host polls a missing queue as an empty one and never creates it.
+        ensure_queue(queue)
+        queue.send_message(text)
 
 
 def list_input(store: JobStore, job: JobRecord) -> list[InputFile]:

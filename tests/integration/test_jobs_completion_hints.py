@@ -55,6 +55,9 @@ def test_advance_waits_then_finalizes_in_the_same_call(env):  # noqa: F811
         worker.process(MiniBatchMessage(job.id, index, 0).encode(), 1)
     step = advance_job(store, job.id)
     assert step == {"action": FINALIZED, "status": "Completed", "reason": None}
+    # Queued → Completed in one update still records when scoring started.
+    ended = store.get(job.id)
+    assert ended.started_at and ended.started_at <= ended.ended_at
     assert store.state.download_blob(paths.errors_report(job.id)).readall() == b""
     output = store.service.get_blob_client(job.output_blob.container, job.output_blob.path)
     assert output.download_blob().readall().decode().count("\n") == 2
@@ -72,3 +75,11 @@ def test_a_small_job_still_refuses_an_existing_output(env):  # noqa: F811
         MiniBatchMessage(job.id, 0, 0).encode(), 1)
     step = advance_job(store, job.id)
     assert step["status"] == "Failed" and "already exists" in step["reason"]
+
+
+def test_planner_creates_a_missing_queue_on_its_first_send(env):  # noqa: F811
+    account, store, queue, data, name = env
+    queue.delete_queue()
+    job = _planned_job(env, 2, 1)
+    assert queue.get_queue_properties().approximate_message_count == 2
+    assert store.get(job.id).status == "Queued"
