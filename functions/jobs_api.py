@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,7 @@ import azure.functions as func
 
 from functions.http_edge import api_errors, error_response, json_response, query_flag, read_json
 from functions.openapi import operation, path_param, query_param
-from functions.orchestration import ensure_orchestration
+from functions.orchestration import ORCHESTRATOR, ensure_orchestration
 from shared.errors import BatchfnError, InvalidRequest
 from shared.jobs.context import job_service
 from shared.jobs.model import JobRecord, JobStatus
@@ -51,8 +52,11 @@ def _async_api_errors(handler: AsyncHandler) -> AsyncHandler:
 
 async def _accepted(req: func.HttpRequest, client: df.DurableOrchestrationClient,
                     job: JobRecord, created: bool) -> func.HttpResponse:
-    # A retried idempotent invoke also (re)starts an orchestration that never began.
-    if job.status == JobStatus.NOT_STARTED:
+    if created:
+        # A new job id: no instance can exist, so skip the status round trip.
+        await client.start_new(ORCHESTRATOR, instance_id=job.id)
+    elif job.status == JobStatus.NOT_STARTED:
+        # A retried idempotent invoke also (re)starts an orchestration that never began.
         await ensure_orchestration(client, job.id)
     parts = urlsplit(req.url)
     location = f"{parts.scheme}://{parts.netloc}/api/jobs/{job.id}"
@@ -68,8 +72,9 @@ async def invoke_endpoint(req: func.HttpRequest,
                           client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Invoke an endpoint: record the job, start its orchestration, answer 202 at once."""
     body = read_json(req, max_bytes=MAX_INVOKE_BODY)
-    job, created = job_service().invoke(req.route_params["endpoint"], body,
-                                        req.headers.get(DEPLOYMENT_HEADER))
+    # Storage calls block: off the event loop, which serves every other function meanwhile.
+    job, created = await asyncio.to_thread(job_service().invoke, req.route_params["endpoint"],
+                                           body, req.headers.get(DEPLOYMENT_HEADER))
     return await _accepted(req, client, job, created)
 
 
