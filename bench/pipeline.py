@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
 from bench.harness import (  # noqa: E402
     BenchFailed,
     JobRun,
@@ -121,6 +123,10 @@ def measure(stack: Stack, pngs: list[Path], args: argparse.Namespace) -> dict:
 
 def _naive(container, names: list[str]) -> dict:
     """Sequential download of each file, then one decode + forward pass per image."""
+    # One math-library thread, as batchfn's scoring worker uses on 2 cores: on a loaded
+    # machine torch's default threads spin against other processes (one run measured
+    # 37 ms per 28x28 forward pass instead of 0.5 ms), which would flatter the speedup.
+    torch.set_num_threads(1)
     model, device = load_model()
     with tempfile.TemporaryDirectory(prefix="bench-naive-") as folder:
         started = time.perf_counter()
