@@ -11,10 +11,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueServiceClient
+
+if TYPE_CHECKING:
+    from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
 
@@ -67,6 +70,18 @@ class StorageAccount:
             return BlobServiceClient.from_connection_string(self.connection_string,
                                                             **client_options)
         return BlobServiceClient(self.blob_url, credential=self._credential, **client_options)
+
+    def async_blob_service(self) -> AsyncBlobServiceClient:
+        """An asyncio blob client of the account (create and use it on one event loop)."""
+        from azure.storage.blob.aio import BlobServiceClient as AsyncClient
+
+        if self.connection_string:
+            return AsyncClient.from_connection_string(self.connection_string)
+        from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+        credential = (ManagedIdentityCredential(client_id=self.client_id) if self.client_id
+                      else DefaultAzureCredential())
+        return AsyncClient(self.blob_url, credential=credential)
 
     def queue_service(self) -> QueueServiceClient:
         if self.connection_string:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import shutil
-from collections.abc import Sequence
-from concurrent.futures import Executor
+import threading
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psutil
 from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient
 
 from shared.scoring.batch import InputFile
-from shared.scoring.futures import wait_all
 from shared.scoring.paths import relative_parts
+from shared.storage import StorageAccount
+
+T = TypeVar("T")
+DOWNLOAD_CONCURRENCY = 32
 
 RAM_FOLDER = Path("/dev/shm")
 RAM_MIN_FREE_BYTES = 2 * 1024**3
@@ -81,25 +85,68 @@ def local_paths(files: Sequence[InputFile], folder: Path) -> list[Path]:
     return paths
 
 
-def download_inputs(blobs: BlobServiceClient, executor: Executor,
-                    files: Sequence[InputFile], folder: Path) -> list[str]:
-    """Download `files` into `folder` concurrently; returns their local paths in order.
+class InputDownloader:
+    """Downloads mini-batch inputs on one asyncio loop of its own, shared by all callers.
 
-    Raises InputMissing for a blob that does not exist; other storage errors propagate.
+    The host process's GIL is shared by every download, queue message and HTTP request, so
+    the Python CPU per download is the pipeline's budget: the asyncio client costs markedly
+    less per small blob than a thread per request (measured against Azurite here: ~700-740
+    files/s against ~525-575 with 10-16 threads). At most `concurrency` downloads are in
+    flight across all mini-batches, enough to keep the storage service busy.
     """
-    paths = local_paths(files, folder)
-    for parent in dict.fromkeys(path.parent for path in paths):
-        parent.mkdir(parents=True, exist_ok=True)  # here, not once per file in each thread
-    jobs = [executor.submit(_download, blobs, file, path)
-            for file, path in zip(files, paths, strict=True)]
-    wait_all(jobs)
-    return [str(path) for path in paths]
 
+    def __init__(self, account: StorageAccount, concurrency: int = DOWNLOAD_CONCURRENCY) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="batchfn-downloads", daemon=True)
+        self._thread.start()
+        self._client, self._slots = self._call(self._open(account, concurrency))
 
-def _download(blobs: BlobServiceClient, file: InputFile, path: Path) -> None:
-    blob = blobs.get_blob_client(file.container, file.blob_name)
-    try:
-        data = blob.download_blob().readall()
-    except ResourceNotFoundError:
-        raise InputMissing(file) from None
-    path.write_bytes(data)
+    @staticmethod
+    async def _open(account: StorageAccount, concurrency: int) -> tuple[Any, asyncio.Semaphore]:
+        # The client's session belongs to the loop it is created on.
+        return account.async_blob_service(), asyncio.Semaphore(concurrency)
+
+    def download(self, files: Sequence[InputFile], folder: Path) -> list[str]:
+        """Download `files` into `folder`; returns their local paths in input order.
+
+        Raises InputMissing for a blob that does not exist; other storage errors propagate.
+        """
+        paths = local_paths(files, folder)
+        for parent in dict.fromkeys(path.parent for path in paths):
+            parent.mkdir(parents=True, exist_ok=True)
+        self._call(self._download_all(files, paths))
+        return [str(path) for path in paths]
+
+    def close(self) -> None:
+        """Close the client and stop the loop (idempotent)."""
+        if not self._loop.is_running():
+            return
+        self._call(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _download_all(self, files: Sequence[InputFile], paths: Sequence[Path]) -> None:
+        tasks = [asyncio.ensure_future(self._download(file, path))
+                 for file, path in zip(files, paths, strict=True)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            # One failure ends the batch: don't leave its other downloads running.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _download(self, file: InputFile, path: Path) -> None:
+        async with self._slots:
+            blob = self._client.get_blob_client(file.container, file.blob_name)
+            try:
+                stream = await blob.download_blob()
+                data = await stream.readall()
+            except ResourceNotFoundError:
+                raise InputMissing(file) from None
+        path.write_bytes(data)  # a RAM folder: microseconds, not worth a thread hop

@@ -29,8 +29,8 @@ from shared.scoring.assets import AssetCache
 from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.gpus import detect_gpus
 from shared.scoring.inputs import (
+    InputDownloader,
     InputMissing,
-    download_inputs,
     is_local_write_error,
     ram_scratch_folder,
 )
@@ -42,8 +42,8 @@ from shared.storage import StorageAccount
 log = logging.getLogger("batchfn.scoring")
 
 LIST_COLUMN = "result"  # the one column of the table made from a list return
-# The storage SDK's requests session keeps 10 connections per host: more download threads
-# than that open and discard connections (measured slower against Azurite).
+# Asset files download on threads; the SDK's requests session keeps 10 connections per
+# host, and more threads than that open and discard connections.
 DOWNLOAD_THREADS = 10
 WORK_DIR_SETTING = "BATCHFN_WORK_DIR"
 
@@ -82,6 +82,7 @@ class ScoringRuntime:
         self._downloads = ThreadPoolExecutor(download_threads,
                                              thread_name_prefix="batchfn-download")
         self._assets = AssetCache(self._blobs, self._work_dir / "assets", self._downloads)
+        self._inputs = InputDownloader(account)
         self._pools: dict[tuple[Any, ...], _PoolEntry] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -142,7 +143,7 @@ class ScoringRuntime:
     def _download_into(self, root: Path, batch: MiniBatch, name: str) -> tuple[Path, list[str]]:
         folder = root / safe_segment(batch.job_id) / name
         try:
-            return folder, download_inputs(self._blobs, self._downloads, batch.files, folder)
+            return folder, self._inputs.download(batch.files, folder)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -158,6 +159,7 @@ class ScoringRuntime:
         for entry in entries:
             entry.pool.close()
         self._downloads.shutdown(wait=True, cancel_futures=True)
+        self._inputs.close()
         if self._scratch != self._work_dir:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
