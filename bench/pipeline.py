@@ -4,8 +4,9 @@
 
 One run, one Azurite, one devhost: upload the PNGs to the default datastore once, then
 measure on the same blobs
-  (a) raw concurrent download files/s (thread pools of several sizes, same SDK, no scoring;
-      measured before and after the jobs, the best rate counts, so the ratio is conservative),
+  (a) raw concurrent download files/s (thread pools of several sizes and the asyncio client
+      at several concurrencies, same SDK, no scoring; measured before and after the jobs, the
+      best rate counts, so the ratio is conservative),
   (b, c) end-to-end files/s of a job, invoke → Completed, at each mini_batch_size,
   (d) the naive Azure ML-style path: sequential download, then one forward pass per image
       (samples/mnist/naive_score.py), on the first --naive-files files.
@@ -29,6 +30,7 @@ from bench.harness import (  # noqa: E402
     BenchFailed,
     JobRun,
     Stack,
+    async_download_rate,
     data_container,
     download_rate,
     now_utc,
@@ -48,6 +50,7 @@ WARMUP_PREFIX = "bench/warmup"
 WARMUP_FILES = 200
 GOALS = {100: 0.85, 10: 0.6}
 SPEEDUP_GOAL = 1.5
+ASYNC_CONCURRENCY = (32, 64)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +89,13 @@ def measure(stack: Stack, pngs: list[Path], args: argparse.Namespace) -> dict:
     names = [f"{INPUT_PREFIX}/{name}" for name, _ in bodies]
     say(f"uploaded {len(names)} blobs in {upload_s:.1f}s ({len(names) / upload_s:.0f}/s)")
 
-    raw_before = {threads: download_rate(container, names, threads)
-                  for threads in args.raw_threads}
+    raw_before: dict[str, float] = {
+        f"{threads} threads": download_rate(container, names, threads)
+        for threads in args.raw_threads}
+    raw_before.update({
+        f"asyncio {concurrency}": async_download_rate(
+            stack.connection_string, container.container_name, names, concurrency)
+        for concurrency in ASYNC_CONCURRENCY})
     say("raw download before jobs: " + _rates(raw_before))
 
     warmup = run_job(client, ENDPOINT, _uri(WARMUP_PREFIX), WARMUP_FILES,
@@ -101,8 +109,14 @@ def measure(stack: Stack, pngs: list[Path], args: argparse.Namespace) -> dict:
         say(f"mini_batch_size {size}: {jobs[size].total_seconds:.1f}s, "
             f"{jobs[size].files_per_second:.0f} files/s")
 
-    best_threads = max(raw_before, key=raw_before.get)
-    raw_after = {best_threads: download_rate(container, names, best_threads)}
+    best_threads = max((int(key.split()[0]) for key in raw_before if key.endswith("threads")),
+                       key=lambda threads: raw_before[f"{threads} threads"])
+    best_async = max(ASYNC_CONCURRENCY, key=lambda conc: raw_before[f"asyncio {conc}"])
+    raw_after = {
+        f"{best_threads} threads": download_rate(container, names, best_threads),
+        f"asyncio {best_async}": async_download_rate(stack.connection_string,
+                                                     container.container_name, names, best_async),
+    }
     say("raw download after jobs: " + _rates(raw_after))
 
     naive = _naive(container, names[:args.naive_files])
@@ -212,12 +226,12 @@ def _uri(prefix: str) -> str:
     return f"azureml://datastores/workspaceblobstore/paths/{prefix}"
 
 
-def _rates(rates: dict[int, float]) -> str:
-    return ", ".join(f"{threads} threads {rate:.0f} files/s" for threads, rate in rates.items())
+def _rates(rates: dict[str, float]) -> str:
+    return ", ".join(f"{how} {rate:.0f} files/s" for how, rate in rates.items())
 
 
-def _rounded(rates: dict[int, float]) -> dict[str, float]:
-    return {str(threads): round(rate, 1) for threads, rate in rates.items()}
+def _rounded(rates: dict[str, float]) -> dict[str, float]:
+    return {how: round(rate, 1) for how, rate in rates.items()}
 
 
 def say(text: str) -> None:
