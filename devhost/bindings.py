@@ -11,6 +11,7 @@ import base64
 import collections.abc
 import datetime as dt
 import json
+import logging
 import os
 import re
 import types
@@ -25,13 +26,14 @@ from azure.functions import _queue as func_queue
 
 from devhost.config import ConfigError
 from devhost.connections import StorageClients, resolve_connection
-from devhost.invoker import function_name, user_function
+from devhost.invoker import Invoker, function_name, user_function
 
 TRIGGER_TYPES = (
     "httpTrigger", "queueTrigger", "blobTrigger",
     "orchestrationTrigger", "activityTrigger", "entityTrigger",
 )
 _TEMPLATE = re.compile(r"\{([^{}]+)\}")
+log = logging.getLogger("devhost.bindings")
 
 
 class BindingError(RuntimeError):
@@ -287,6 +289,31 @@ class FunctionBindings:
         if self.http_output:
             return outs[self.http_output].get()
         return None
+
+    async def run_trigger(self, invoker: Invoker, data: Mapping[str, Any], parameter: str,
+                          argument: Any, *, detail: str) -> bool:
+        """One try of a non-HTTP trigger: inputs, the function, outputs; True on success.
+
+        Every failure is logged here (the invoker logs the function's own) and returned as
+        False, so the caller applies its retry rule (queue visibility, blob tries)."""
+        try:
+            kwargs, outs = await self.prepare(data)
+        except Exception as exc:  # noqa: BLE001 - a failed input binding fails the try
+            log.error("function=%s %s input bindings failed: %s: %s",
+                      self.name, detail, type(exc).__name__, exc)
+            return False
+        kwargs[parameter] = argument
+        try:
+            result = await invoker.invoke(self.function, kwargs, detail=detail)
+        except Exception:  # noqa: BLE001 - the invoker logged it; the caller retries
+            return False
+        try:
+            await self.complete(outs, result, data)
+        except Exception as exc:  # noqa: BLE001 - outputs not written: the try failed
+            log.error("function=%s %s output bindings failed: %s: %s",
+                      self.name, detail, type(exc).__name__, exc)
+            return False
+        return True
 
     async def _read_blob_input(self, binding: dict[str, Any], connection: str,
                                data: Mapping[str, Any]) -> Any:

@@ -212,26 +212,9 @@ class BlobWatcher:
             await self._receipt(blob, etag)
 
     async def _run(self, data: dict[str, Any], argument: Any, blob: str, etag: str) -> bool:
-        try:
-            kwargs, outs = await self.bindings.prepare(data)
-        except Exception as exc:  # noqa: BLE001 - a failed input binding fails the try
-            log.error("function=%s blob=%s input bindings failed: %s: %s",
-                      self.name, blob, type(exc).__name__, exc)
-            return False
-        kwargs[self._parameter] = argument
-        try:
-            result = await self._invoker.invoke(
-                self.bindings.function, kwargs,
-                detail=f"blob={self._blob_path.container}/{blob} etag={etag}")
-        except Exception:  # noqa: BLE001 - the invoker logged it; the blob is retried
-            return False
-        try:
-            await self.bindings.complete(outs, result, data)
-        except Exception as exc:  # noqa: BLE001 - outputs not written: the try failed
-            log.error("function=%s blob=%s output bindings failed: %s: %s",
-                      self.name, blob, type(exc).__name__, exc)
-            return False
-        return True
+        return await self.bindings.run_trigger(
+            self._invoker, data, self._parameter, argument,
+            detail=f"blob={self._blob_path.container}/{blob} etag={etag}")
 
     async def _receipt(self, blob: str, etag: str) -> None:
         receipts = await self._clients.ensure_container(self._host_connection,

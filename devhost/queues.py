@@ -237,26 +237,10 @@ class QueueListener:
             "InsertionTime": message.inserted_on, "ExpirationTime": message.expires_on,
             "NextVisibleTime": message.next_visible_on,
         }
-        try:
-            kwargs, outs = await self.bindings.prepare(data)
-        except Exception as exc:  # noqa: BLE001 - a failed input binding fails the try
-            log.error("function=%s queue=%s id=%s input bindings failed: %s: %s",
-                      self.name, self.queue_name, message.id, type(exc).__name__, exc)
-            return False
-        kwargs[self._parameter] = self._argument(message, body, count, entry.pop_receipt)
-        try:
-            result = await self._invoker.invoke(
-                self.bindings.function, kwargs,
-                detail=f"queue={self.queue_name} message={message.id} dequeue_count={count}")
-        except Exception:  # noqa: BLE001 - the invoker logged it; the message is retried
-            return False
-        try:
-            await self.bindings.complete(outs, result, data)
-        except Exception as exc:  # noqa: BLE001 - outputs not written: the try failed
-            log.error("function=%s queue=%s id=%s output bindings failed: %s: %s",
-                      self.name, self.queue_name, message.id, type(exc).__name__, exc)
-            return False
-        return True
+        return await self.bindings.run_trigger(
+            self._invoker, data, self._parameter,
+            self._argument(message, body, count, entry.pop_receipt),
+            detail=f"queue={self.queue_name} message={message.id} dequeue_count={count}")
 
     def _argument(self, message: SdkMessage, body: bytes, count: int, receipt: str) -> Any:
         if self._annotation is bytes:
