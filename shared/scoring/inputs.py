@@ -85,14 +85,20 @@ def local_paths(files: Sequence[InputFile], folder: Path) -> list[Path]:
     return paths
 
 
+def make_folders(paths: Sequence[Path]) -> None:
+    """Create the folders that `paths` land in (raises OSError where the folder cannot be)."""
+    for parent in dict.fromkeys(path.parent for path in paths):
+        parent.mkdir(parents=True, exist_ok=True)
+
+
 class InputDownloader:
     """Downloads mini-batch inputs on one asyncio loop of its own, shared by all callers.
 
-    The host process's GIL is shared by every download, queue message and HTTP request, so
-    the Python CPU per download is the pipeline's budget: the asyncio client costs markedly
-    less per small blob than a thread per request (measured against Azurite here: ~700-740
-    files/s against ~525-575 with 10-16 threads). At most `concurrency` downloads are in
-    flight across all mini-batches, enough to keep the storage service busy.
+    Each scoring worker process has one (created at its first mini-batch), so downloads
+    spread over the workers' GILs instead of all sharing the host process's. The asyncio
+    client costs markedly less Python CPU per small blob than a thread per request
+    (measured against Azurite here: ~700-740 files/s against ~525-575 with 10-16 threads).
+    At most `concurrency` downloads are in flight, enough to keep the storage service busy.
     """
 
     def __init__(self, account: StorageAccount, concurrency: int = DOWNLOAD_CONCURRENCY) -> None:
@@ -107,16 +113,12 @@ class InputDownloader:
         # The client's session belongs to the loop it is created on.
         return account.async_blob_service(), asyncio.Semaphore(concurrency)
 
-    def download(self, files: Sequence[InputFile], folder: Path) -> list[str]:
-        """Download `files` into `folder`; returns their local paths in input order.
+    def download(self, files: Sequence[InputFile], paths: Sequence[Path]) -> None:
+        """Download each of `files` to the path at the same place of `paths` (folders exist).
 
         Raises InputMissing for a blob that does not exist; other storage errors propagate.
         """
-        paths = local_paths(files, folder)
-        for parent in dict.fromkeys(path.parent for path in paths):
-            parent.mkdir(parents=True, exist_ok=True)
         self._call(self._download_all(files, paths))
-        return [str(path) for path in paths]
 
     def close(self) -> None:
         """Close the client and stop the loop (idempotent)."""

@@ -14,16 +14,17 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from shared.scoring.batch import FAILED, SUCCEEDED, TIMED_OUT
+from shared.scoring.batch import FAILED, SUCCEEDED, TIMED_OUT, InputFile
 from shared.scoring.worker import (
     DUMP_SIGNAL,
+    Downloaded,
     Reply,
     RunRequest,
     ShutdownRequest,
@@ -36,8 +37,17 @@ DUMP_WAIT = 0.3  # seconds a timed-out worker gets to dump its stacks before it 
 SHUTDOWN_WAIT = 10.0  # seconds a retiring worker's shutdown() may take
 
 
+def download_limit(files: int) -> float:
+    """Seconds a worker may take to download `files` inputs before storage counts as failing."""
+    return 60.0 + files / 10
+
+
 class PoolClosed(RuntimeError):
     """The pool was closed; a new one must be made for further work."""
+
+
+class InputsUnavailable(RuntimeError):
+    """A worker could not download the inputs (storage failing or too slow): retry later."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class RunResult:
     error: str | None
     traceback: str | None
     log: str
+    downloaded_at: float | None = None  # time.monotonic() when the inputs were in place
 
 
 class _Worker:
@@ -113,11 +124,18 @@ class WorkerPool:
         """The GPU a worker in `slot` sees as CUDA_VISIBLE_DEVICES (None: left as is)."""
         return self._gpus[slot % len(self._gpus)] if self._gpus else None
 
-    def run(self, paths: Sequence[str], timeout: float, output_dir: str) -> RunResult:
-        """Run the script's run() on local `paths` in a free worker; waits for a free slot."""
+    def run(self, paths: Sequence[str], timeout: float, output_dir: str,
+            inputs: Sequence[InputFile] = ()) -> RunResult:
+        """Run the script's run() on `paths` in a free worker; waits for a free slot.
+
+        With `inputs`, the worker first downloads `inputs[i]` to `paths[i]` (their folders
+        must exist), within `download_limit`; `timeout` bounds run() alone. A missing input
+        blob is a failed result; a local write error raises OSError with its errno, other
+        download failures raise InputsUnavailable.
+        """
         slot = self._acquire()
         try:
-            return self._run_in(slot, paths, timeout, output_dir)
+            return self._run_in(slot, paths, timeout, output_dir, tuple(inputs))
         finally:
             self._release(slot)
 
@@ -150,8 +168,8 @@ class WorkerPool:
             self._free.append(slot)
             self._changed.notify()
 
-    def _run_in(self, slot: int, paths: Sequence[str], timeout: float,
-                output_dir: str) -> RunResult:
+    def _run_in(self, slot: int, paths: Sequence[str], timeout: float, output_dir: str,
+                inputs: tuple[InputFile, ...]) -> RunResult:
         init_log = ""
         worker = self._workers[slot]
         if worker is None or not worker.alive():
@@ -160,11 +178,42 @@ class WorkerPool:
                 return failure
         log_path = self._log_path()
         try:
-            worker.conn.send(RunRequest(tuple(paths), output_dir, str(log_path)))
+            worker.conn.send(RunRequest(tuple(paths), output_dir, str(log_path), inputs))
+            if inputs:
+                failure = self._await_inputs(worker, len(inputs))
+                if failure is not None:
+                    return replace(failure, log=init_log + _read_tail(log_path))
+            downloaded_at = time.monotonic()
             reply, ended = self._await(worker, timeout)
-            return self._result(reply, ended, timeout, init_log + _read_tail(log_path))
+            result = self._result(reply, ended, timeout, init_log + _read_tail(log_path))
+            return replace(result, downloaded_at=downloaded_at)
         finally:
             log_path.unlink(missing_ok=True)
+
+    def _await_inputs(self, worker: _Worker, files: int) -> RunResult | None:
+        """Wait for the worker's Downloaded report: None when the inputs are in place.
+
+        A missing input blob is the failed result and so is the worker's death; a local
+        write error raises OSError with its errno, other failures raise InputsUnavailable.
+        """
+        limit = download_limit(files)
+        downloaded, ended = self._await(worker, limit, during="input download")
+        if ended == TIMED_OUT:
+            raise InputsUnavailable(f"input download timed out after {limit:g}s")
+        if ended is not None:
+            return self._result(None, ended, limit, "")
+        if not isinstance(downloaded, Downloaded):
+            # An unreadable report: the worker's next message cannot be trusted either.
+            worker.kill()
+            self._forget(worker)
+            raise InputsUnavailable(f"{downloaded.error}")
+        if downloaded.error is None:
+            return None
+        if downloaded.missing:
+            return RunResult(FAILED, None, False, 0, downloaded.error, None, "")
+        if downloaded.errno is not None:
+            raise OSError(downloaded.errno, downloaded.error)
+        raise InputsUnavailable(downloaded.error)
 
     def _start(self, slot: int, output_dir: str) -> tuple[_Worker, RunResult | None, str]:
         """Start a worker in `slot`; on init failure return the failed result instead."""

@@ -20,18 +20,18 @@ import uuid
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from shared.records import DeploymentRecord
 from shared.scoring.assets import AssetCache
-from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.gpus import detect_gpus
 from shared.scoring.inputs import (
-    InputDownloader,
-    InputMissing,
     is_local_write_error,
+    local_paths,
+    make_folders,
     ram_scratch_folder,
 )
 from shared.scoring.paths import relative_parts, safe_segment
@@ -70,6 +70,8 @@ class ScoringRuntime:
                  download_threads: int = DOWNLOAD_THREADS,
                  scratch_dir: Path | None = None) -> None:
         self._blobs = account.blob_service(**download_client_options())
+        # A copy without the credential the account may have cached: workers make their own.
+        self._worker_storage = replace(account)
         self._work_dir = Path(work_dir).resolve()
         self._work_dir.mkdir(parents=True, exist_ok=True)
         # Inputs and attempt logs live only while run() works: in RAM when there is room.
@@ -82,7 +84,6 @@ class ScoringRuntime:
         self._downloads = ThreadPoolExecutor(download_threads,
                                              thread_name_prefix="batchfn-download")
         self._assets = AssetCache(self._blobs, self._work_dir / "assets", self._downloads)
-        self._inputs = InputDownloader(account)
         self._pools: dict[tuple[Any, ...], _PoolEntry] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -109,14 +110,9 @@ class ScoringRuntime:
         entry = self._checkout(deployment)
         folder = None
         try:
-            try:
-                folder, paths = self._download(batch)
-            except InputMissing as exc:
-                result = RunResult(FAILED, None, False, 0, str(exc), None, "")
-                return _outcome(batch, result, started, time.monotonic() - started)
-            download_seconds = time.monotonic() - started
-            result = entry.pool.run(paths, batch.timeout, str(self.job_output_dir(batch.job_id)))
-            outcome = _outcome(batch, result, started, download_seconds)
+            folder, result = self._run_with_inputs(entry.pool, batch)
+            downloaded_at = result.downloaded_at or time.monotonic()
+            outcome = _outcome(batch, result, started, downloaded_at - started)
         finally:
             self._checkin(entry)
             if folder is not None:
@@ -126,27 +122,36 @@ class ScoringRuntime:
                  outcome.failed, outcome.duration)
         return outcome
 
-    def _download(self, batch: MiniBatch) -> tuple[Path, list[str]]:
-        """Download the batch's inputs into a fresh folder; falls back to disk from RAM."""
+    def _run_with_inputs(self, pool: WorkerPool, batch: MiniBatch) -> tuple[Path, RunResult]:
+        """Run the batch in a worker that downloads its inputs into a fresh folder.
+
+        The folder is in RAM when there is room; where it cannot take the inputs (full,
+        read-only), this and later attempts use the work folder on disk instead.
+        """
         name = f"{batch.index}-{batch.attempt}-{uuid.uuid4().hex[:8]}"
         root = self._inputs_root
         try:
-            return self._download_into(root, batch, name)
+            return self._run_in_folder(pool, root, batch, name)
         except OSError as exc:
             if root == self._disk_inputs or not is_local_write_error(exc):
                 raise
             log.warning("input folder %s cannot take mini-batch inputs (%s); using %s from now",
                         root, exc, self._disk_inputs)
             self._inputs_root = self._disk_inputs
-        return self._download_into(self._disk_inputs, batch, name)
+        return self._run_in_folder(pool, self._disk_inputs, batch, name)
 
-    def _download_into(self, root: Path, batch: MiniBatch, name: str) -> tuple[Path, list[str]]:
+    def _run_in_folder(self, pool: WorkerPool, root: Path, batch: MiniBatch,
+                       name: str) -> tuple[Path, RunResult]:
         folder = root / safe_segment(batch.job_id) / name
+        paths = local_paths(batch.files, folder)
         try:
-            return folder, self._inputs.download(batch.files, folder)
+            make_folders(paths)
+            result = pool.run([str(path) for path in paths], batch.timeout,
+                              str(self.job_output_dir(batch.job_id)), batch.files)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        return folder, result
 
     def close(self) -> None:
         """Retire all workers: shutdown() in each idle one, then end them all."""
@@ -159,7 +164,6 @@ class ScoringRuntime:
         for entry in entries:
             entry.pool.close()
         self._downloads.shutdown(wait=True, cancel_futures=True)
-        self._inputs.close()
         if self._scratch != self._work_dir:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
@@ -214,6 +218,7 @@ class ScoringRuntime:
             logging_level=deployment.settings.logging_level,
             environment=dict(deployment.environment_variables),
             cpu_threads=worker_cpu_threads(deployment.settings.max_concurrency_per_instance),
+            storage=self._worker_storage,
         )
 
 

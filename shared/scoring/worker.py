@@ -23,7 +23,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from shared.scoring.batch import InputFile
+
+if TYPE_CHECKING:
+    from shared.scoring.inputs import InputDownloader
+    from shared.storage import StorageAccount
 
 # The pool sends this signal before killing a timed-out worker, so the log shows where
 # run() was stuck.
@@ -43,13 +49,26 @@ class WorkerSpec:
     logging_level: str = "info"
     environment: dict[str, str] = field(default_factory=dict)
     cpu_threads: int | None = None  # math-library threads per worker (None: libraries decide)
+    storage: StorageAccount | None = None  # where RunRequest inputs are downloaded from
 
 
 @dataclass(frozen=True)
 class RunRequest:
+    """One run() call: on `paths`, after downloading `inputs[i]` to `paths[i]` (if any)."""
+
     paths: tuple[str, ...]
     output_dir: str
     log_path: str
+    inputs: tuple[InputFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A worker's report that a RunRequest's inputs are in place (`error` None), or why not."""
+
+    error: str | None = None
+    missing: bool = False  # an input blob does not exist: the attempt fails
+    errno: int | None = None  # the local folder cannot take the inputs (full, read-only)
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,7 @@ def serve(conn: Connection, spec: WorkerSpec, gpu: str | None, output_dir: str,
     conn.send(reply)
     if not reply.ok:
         return
+    inputs = _InputFetcher(spec.storage)
     while True:
         try:
             request = conn.recv()
@@ -101,6 +121,11 @@ def serve(conn: Connection, spec: WorkerSpec, gpu: str | None, output_dir: str,
             return
         os.environ["AZUREML_BI_OUTPUT_PATH"] = request.output_dir
         with captured_output(request.log_path):
+            if request.inputs:
+                downloaded = inputs.fetch(request)
+                conn.send(downloaded)
+                if downloaded.error is not None:
+                    continue
             reply = _run(script, list(request.paths))
         try:
             conn.send(reply)
@@ -108,6 +133,32 @@ def serve(conn: Connection, spec: WorkerSpec, gpu: str | None, output_dir: str,
             conn.send(Reply(ok=False, error=f"run() returned a value that cannot be sent to the "
                                             f"host: {describe(exc)}",
                             traceback=traceback.format_exc()))
+
+
+class _InputFetcher:
+    """The worker's input downloads, on an InputDownloader made at its first mini-batch."""
+
+    def __init__(self, storage: StorageAccount | None) -> None:
+        self._storage = storage
+        self._downloader: InputDownloader | None = None
+
+    def fetch(self, request: RunRequest) -> Downloaded:
+        """Download the request's inputs to its paths; any failure is reported, not raised."""
+        # Imported here: a worker whose host sends local paths never loads the async SDK.
+        from shared.scoring.inputs import InputDownloader, InputMissing, is_local_write_error
+
+        try:
+            if self._storage is None:
+                raise RuntimeError("the worker has no storage account to download inputs from")
+            if self._downloader is None:
+                self._downloader = InputDownloader(self._storage)
+            self._downloader.download(request.inputs, [Path(p) for p in request.paths])
+        except InputMissing as exc:
+            return Downloaded(error=str(exc), missing=True)
+        except Exception as exc:  # noqa: BLE001 - reported to the host, which raises it
+            errno = exc.errno if is_local_write_error(exc) else None
+            return Downloaded(error=describe(exc), errno=errno)
+        return Downloaded()
 
 
 @contextmanager
