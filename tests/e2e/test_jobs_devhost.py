@@ -35,7 +35,6 @@ ENDPOINT = "jobs-e2e"
 DATASTORE = "azureml://datastores/workspaceblobstore/paths"
 QUEUE_LEASE_SECONDS = 4
 UPLOAD_THREADS = 32
-UPLOAD_THREADS = 32
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +93,6 @@ def _echo_lines(names: list[str] | int, keep=lambda name: True) -> list[str]:
     if isinstance(names, int):
         names = [f"img{i:02d}.bin" for i in range(names)]
     return [f"{name} {i + 1}" for i, name in enumerate(names) if keep(name)]
-
-
-def _data_container(blobs: BlobServiceClient) -> ContainerClient:
-    data = blobs.get_container_client(DATA_CONTAINER)
-    try:
-        data.create_container()
-    except ResourceExistsError:
-        pass
-    return data
 
 
 def _data_container(blobs: BlobServiceClient) -> ContainerClient:

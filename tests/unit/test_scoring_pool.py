@@ -103,13 +103,7 @@ def test_an_unpicklable_result_fails_the_batch_but_keeps_the_worker(tmp_path, in
                       "    if os.path.exists(mini_batch[0] + '.ok'):\n"
                       "        return ['fine']\n"
                       "    return [lambda: 1]\n")
-    pool = WorkerPool(spec(script, tmp_path), 1, scratch_dir=tmp_path / "logs")
-    try:
-        bad = pool.run(inputs, 30, str(tmp_path))
-        Path(inputs[0] + ".ok").write_text("")
-        good = pool.run(inputs, 30, str(tmp_path))
-    finally:
-        pool.close()
+    bad, good = _run_bad_then_good(script, tmp_path, inputs)
 
     assert bad.status == "failed"
     assert bad.error.startswith("run() returned a value that cannot be sent to the host")
@@ -124,13 +118,7 @@ def test_a_result_the_host_cannot_import_fails_the_batch_but_keeps_the_worker(tm
                       "def run(mini_batch):\n"
                       "    return [Thing()] if not os.path.exists(mini_batch[0] + '.ok') "
                       "else [os.getpid()]\n")
-    pool = WorkerPool(spec(script, tmp_path), 1, scratch_dir=tmp_path / "logs")
-    try:
-        bad = pool.run(inputs, 30, str(tmp_path))
-        Path(inputs[0] + ".ok").write_text("")
-        good = pool.run(inputs, 30, str(tmp_path))
-    finally:
-        pool.close()
+    bad, good = _run_bad_then_good(script, tmp_path, inputs)
 
     assert bad.status == "failed"
     assert bad.error.startswith("could not read run() result: ModuleNotFoundError")
@@ -161,3 +149,14 @@ def test_workers_get_the_cpu_thread_count_unless_the_deployment_sets_one(tmp_pat
     (1, 2, 1), (1, 1, 1), (2, 2, 1), (1, 16, 15), (4, 16, 3), (0, 4, 3)])
 def test_worker_cpu_threads_leave_a_core_to_the_host(concurrency, cpus, threads):
     assert worker_cpu_threads(concurrency, cpus) == threads
+
+
+def _run_bad_then_good(script: Path, tmp_path: Path, inputs: list[str]) -> tuple:
+    """Run one batch, mark its first input `.ok`, run again in the same worker."""
+    pool = WorkerPool(spec(script, tmp_path), 1, scratch_dir=tmp_path / "logs")
+    try:
+        bad = pool.run(inputs, 30, str(tmp_path))
+        Path(inputs[0] + ".ok").write_text("")
+        return bad, pool.run(inputs, 30, str(tmp_path))
+    finally:
+        pool.close()
