@@ -10,6 +10,9 @@ Model and code folders are hashed locally and uploaded straight to storage with 
 URLs the API grants (identical content is never uploaded twice); the API only sees the
 manifest. Every failure raises an error of batchfn.errors (`ApiError` and its subclasses
 for refusals, `TransportError` when the API cannot be reached).
+
+What only creating deployments or uploading needs (YAML, the script check, hashing, the
+blob SDK) is imported by the methods that use it, so `batchfn job show` starts quickly.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchfn.errors import (
     ApiError,
@@ -30,19 +33,11 @@ from batchfn.errors import (
 )
 from batchfn.target import resolve_target
 from batchfn.transport import Transport
-from batchfn.uploads import upload_files, upload_inputs
-from shared.asset_manifest import scan_folder
-from shared.deployment_spec import (
-    AssetReference,
-    DeploymentSpec,
-    EndpointSpec,
-    FolderSource,
-    load_document,
-    with_uploaded_assets,
-)
 from shared.errors import InvalidRequest
 from shared.names import check_resource_name
-from shared.script_check import check_scoring_script
+
+if TYPE_CHECKING:
+    from shared.deployment_spec import AssetReference, FolderSource
 
 __all__ = ["ApiError", "BatchfnClient", "JOB_TERMINAL_STATUSES"]
 
@@ -73,9 +68,9 @@ class BatchfnClient:
                         document: Mapping[str, Any] | None = None,
                         replace: bool = False) -> dict[str, Any]:
         """Create an endpoint from endpoint.yml (or a document); `replace` allows an update."""
-        with local_checks():
-            doc = dict(document or (load_document(file) if file else {}))
-            spec = EndpointSpec.from_document(doc, name=name)
+        from batchfn.deployment_files import endpoint_document
+
+        doc, spec = endpoint_document(file, document, name)
         headers = None if replace else {"If-None-Match": "*"}
         return self.request("PUT", f"endpoints/{spec.name}", doc, headers=headers)
 
@@ -108,22 +103,19 @@ class BatchfnClient:
         that can be checked here (names, settings, folders, the scoring script) is checked
         before anything is uploaded. `replace` creates or replaces.
         """
-        with local_checks():
-            doc = dict(document or load_document(_required_file(file)))
-            base = Path(base_dir) if base_dir else (Path(file).parent if file else Path.cwd())
-            spec = DeploymentSpec.from_document(doc, endpoint_name=endpoint_name, name=name)
-            model_dir = _folder(base, spec.model)
-            code_dir = _folder(base, spec.code)
-            if code_dir is not None:
-                _check_script(code_dir, spec.scoring_script)
+        from batchfn.deployment_files import deployment_document
+        from shared.deployment_spec import with_uploaded_assets
+
+        local = deployment_document(file, document, base_dir, endpoint_name, name)
+        spec = local.spec
         self.get_endpoint(spec.endpoint_name)
         if not replace:
             self._require_absent(spec.endpoint_name, spec.name)
-        model = self._upload_source("model", spec.model, model_dir,
+        model = self._upload_source("model", spec.model, local.model_dir,
                                     f"{spec.endpoint_name}-{spec.name}-model")
-        code = self._upload_source("code", spec.code, code_dir,
+        code = self._upload_source("code", spec.code, local.code_dir,
                                    f"{spec.endpoint_name}-{spec.name}-code")
-        body = with_uploaded_assets(doc, model, code)
+        body = with_uploaded_assets(local.document, model, code)
         body["name"], body["endpoint_name"] = spec.name, spec.endpoint_name
         return self.request(
             "PUT", f"endpoints/{spec.endpoint_name}/deployments/{spec.name}", body,
@@ -154,6 +146,9 @@ class BatchfnClient:
 
     def upload_asset(self, kind: str, name: str, folder: str | Path) -> dict[str, Any]:
         """Register a folder as a model/code asset; identical content reuses its version."""
+        from batchfn.uploads import upload_files
+        from shared.asset_manifest import scan_folder
+
         with local_checks():
             manifest = scan_folder(folder)
         segment = _asset_segment(kind)
@@ -196,6 +191,8 @@ class BatchfnClient:
 
     def upload_input(self, path: Path, input_type: str | None = None) -> tuple[str, str]:
         """Upload a local file or folder; returns (datastore URI, input type)."""
+        from batchfn.uploads import upload_inputs
+
         if path.is_file():
             files, base = [path.name], path.parent
         elif path.is_dir():
@@ -290,9 +287,11 @@ class BatchfnClient:
 
     def _upload_source(self, kind: str, source: FolderSource | AssetReference,
                        folder: Path | None, default_name: str) -> AssetReference:
+        from shared.deployment_spec import AssetReference
+
         if isinstance(source, AssetReference):
             return source
-        assert folder is not None  # _folder() resolved every FolderSource
+        assert folder is not None  # deployment_document() resolved every FolderSource
         asset = self.upload_asset(kind, source.name or default_name, folder)
         return AssetReference(asset["name"], asset["version"])
 
@@ -313,28 +312,3 @@ def _asset_segment(kind: str) -> str:
 def _deployment_path(endpoint_name: str, name: str) -> str:
     return (f"endpoints/{_name('endpoint', endpoint_name)}/deployments/"
             f"{_name('deployment', name)}")
-
-
-def _required_file(file: str | Path | None) -> str | Path:
-    if file is None:
-        raise InvalidRequest("a deployment needs a file (deployment.yml) or a document",
-                             code="missing_file")
-    return file
-
-
-def _folder(base: Path, source: FolderSource | AssetReference) -> Path | None:
-    if isinstance(source, AssetReference):
-        return None
-    folder = (base / source.path).resolve()
-    if not folder.is_dir():
-        raise InvalidRequest(f"folder {source.path!r} does not exist (looked in {folder})",
-                             details={"path": str(folder)}, code="folder_not_found")
-    return folder
-
-
-def _check_script(code_dir: Path, scoring_script: str) -> None:
-    script = code_dir / scoring_script
-    if not script.is_file():
-        raise InvalidRequest(f"scoring script {scoring_script!r} is not in {code_dir}",
-                             details={"path": str(script)}, code="script_not_found")
-    check_scoring_script(script.read_bytes(), scoring_script)

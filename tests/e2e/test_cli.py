@@ -47,8 +47,9 @@ def test_azure_ml_tutorial_flow(env, unique_name):
     torch = run(env, "batch-deployment", "create",
                 "--file", str(SAMPLES / "deployment-torch" / "deployment.yml"),
                 "--endpoint-name", unique_name, "--set-default")
-    assert "note: ignored keys batchfn does not use: $schema, compute, environment" \
-        in torch.stderr
+    assert "note: batchfn ignores these fields:\n  $schema: " in torch.stderr
+    assert "\n  compute: batchfn has no compute clusters" in torch.stderr
+    assert "\n  environment: " in torch.stderr
     deployment = json.loads(torch.stdout)
     assert deployment["model"]["name"] == "mnist-classifier-torch"
     assert deployment["code_configuration"]["scoring_script"] == "batch_driver.py"
