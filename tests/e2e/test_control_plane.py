@@ -165,7 +165,7 @@ def _folder(base: Path, name: str, text: str, file: str = "w.bin") -> Path:
     ({"model": "azureml:no-such-model:3"}, 404, "asset_not_found"),
     ({"model": {"path": "./model"}}, 400, "local_path_not_allowed"),
     ({"code_configuration": {"code": "azureml:x:1"}}, 400, "invalid_deployment"),
-    ({"type": "pipeline"}, 400, "invalid_deployment"),
+    ({"type": "pipeline"}, 400, "unsupported_deployment_type"),
 ])
 def test_bad_deployment_changes_nothing(host, client, tmp_path, unique_name, overrides,
                                         status, code):
