@@ -58,7 +58,9 @@ class Poller(Generic[T]):
     @classmethod
     def finished(cls, result: T) -> Poller[T]:
         """A poller of an operation that already completed with `result`."""
-        return cls(lambda _timeout: result)
+        poller = cls(lambda _timeout: result)
+        poller.result()
+        return poller
 
     def result(self, timeout: float | None = None) -> T:
         """Wait for the operation (at most `timeout` seconds) and return its result."""
