@@ -67,9 +67,11 @@ def emit(data: Any) -> None:
 
 def parse_sets(values: Iterable[str]) -> dict[str, Any]:
     """`--set a.b=value` pairs as a nested mapping; values are YAML scalars (20, true)."""
+    result: dict[str, Any] = {}
+    if not values:
+        return result
     import yaml
 
-    result: dict[str, Any] = {}
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
