@@ -1,1 +1,2 @@
-"""batchfn's command line (`batchfn`) and Python client over the HTTP API."""
+"""batchfn's command line (`batchfn`), Python client and azure-ai-ml-shaped SDK facade
+(`batchfn.ml`), over the HTTP API."""

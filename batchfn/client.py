@@ -3,126 +3,64 @@
     client = BatchfnClient()                      # BATCHFN_URL / BATCHFN_KEY, or the local devhost
     client.create_endpoint("endpoint.yml")
     client.create_deployment("deployment.yml", endpoint_name="mnist", set_default=True)
+    job = client.invoke("mnist", "data/sample")   # a local folder is uploaded first
+    client.wait_job(job["name"])
 
 Model and code folders are hashed locally and uploaded straight to storage with the write
 URLs the API grants (identical content is never uploaded twice); the API only sees the
-manifest. Every failure raises `ApiError(status, code, message, details)`.
+manifest. Every failure raises an error of batchfn.errors (`ApiError` and its subclasses
+for refusals, `TransportError` when the API cannot be reached).
+
+What only creating deployments or uploading needs (YAML, the script check, hashing, the
+blob SDK) is imported by the methods that use it, so `batchfn job show` starts quickly.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from batchfn.job_client import JobClientMixin
-from batchfn.uploads import upload_files
-from shared.assets import scan_folder
-from shared.deployment_spec import (
-    AssetReference,
-    DeploymentSpec,
-    EndpointSpec,
-    FolderSource,
-    load_document,
-    with_uploaded_assets,
+from batchfn.errors import (
+    ApiError,
+    JobError,
+    JobTimeoutError,
+    NotFoundError,
+    api_error,
+    local_checks,
 )
-from shared.errors import BatchfnError, InvalidRequest
+from batchfn.target import resolve_target
+from batchfn.transport import Transport
+from shared.errors import InvalidRequest
 from shared.names import check_resource_name
-from shared.script_check import check_scoring_script
 
-DEFAULT_URL = "http://127.0.0.1:7071"
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+if TYPE_CHECKING:
+    from shared.deployment_spec import AssetReference, FolderSource
 
+__all__ = ["ApiError", "BatchfnClient", "JOB_TERMINAL_STATUSES"]
 
-class ApiError(Exception):
-    """An error answer of the API (or a local check that failed before any request)."""
-
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-
-    def __str__(self) -> str:
-        return f"{self.message} [{self.code}]"
+JOB_TERMINAL_STATUSES = ("Completed", "Failed", "Canceled")
+_DOWNLOAD_CHUNK = 1024 * 1024
 
 
-def resolve_target(url: str | None = None, key: str | None = None) -> tuple[str, str | None]:
-    """The API's base URL and key: arguments, then BATCHFN_URL/BATCHFN_KEY, then the devhost."""
-    base = (url or os.environ.get("BATCHFN_URL") or DEFAULT_URL).rstrip("/")
-    return base, key or os.environ.get("BATCHFN_KEY") or devhost_key(base)
-
-
-def devhost_key(url: str) -> str | None:
-    """The key a local devhost wrote to `~/.devhost/<port>.json` (or DEVHOST_STATE_DIR)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.hostname not in _LOOPBACK:
-        return None
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    folder = Path(os.environ.get("DEVHOST_STATE_DIR") or Path.home() / ".devhost")
-    try:
-        state = json.loads((folder / f"{port}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return state.get("key") if isinstance(state, dict) else None
-
-
-@contextmanager
-def local_checks() -> Iterator[None]:
-    """Report a check made on this machine the way the API reports its own."""
-    try:
-        yield
-    except BatchfnError as exc:
-        raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
-
-
-class BatchfnClient(JobClientMixin):
+class BatchfnClient:
     """Client of one batchfn deployment (`url`) with its function key (`key`)."""
 
     def __init__(self, url: str | None = None, key: str | None = None,
                  timeout: float = 60.0) -> None:
-        self.url, self.key = resolve_target(url, key)
-        self.timeout = timeout
+        self.transport = Transport(*resolve_target(url, key), timeout=timeout)
 
-    # ----- transport -------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self.transport.url
 
     def request(self, method: str, path: str, body: Any = None, *,
                 params: Mapping[str, Any] | None = None,
                 headers: Mapping[str, str] | None = None) -> Any:
-        """Send one request to `/api/<path>`; the decoded JSON answer, or ApiError."""
-        url = f"{self.url}/api/{path.lstrip('/')}"
-        if params:
-            url += "?" + urllib.parse.urlencode(
-                {k: str(v).lower() if isinstance(v, bool) else v
-                 for k, v in params.items() if v is not None})
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Accept", "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if self.key:
-            request.add_header("x-functions-key", self.key)
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            raise _api_error(exc.code, exc.read()) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ApiError(0, "unreachable",
-                           f"cannot reach batchfn at {self.url}: {reason} (is the devhost "
-                           "running? start it with `make serve`, or set --url/BATCHFN_URL)"
-                           ) from None
-        return json.loads(payload) if payload else None
+        """Send one request to `/api/<path>`; the decoded JSON answer."""
+        return self.transport.request(method, path, body, params=params, headers=headers)
 
     # ----- endpoints -------------------------------------------------------------------
 
@@ -130,9 +68,9 @@ class BatchfnClient(JobClientMixin):
                         document: Mapping[str, Any] | None = None,
                         replace: bool = False) -> dict[str, Any]:
         """Create an endpoint from endpoint.yml (or a document); `replace` allows an update."""
-        with local_checks():
-            doc = dict(document or (load_document(file) if file else {}))
-            spec = EndpointSpec.from_document(doc, name=name)
+        from batchfn.deployment_files import endpoint_document
+
+        doc, spec = endpoint_document(file, document, name)
         headers = None if replace else {"If-None-Match": "*"}
         return self.request("PUT", f"endpoints/{spec.name}", doc, headers=headers)
 
@@ -163,24 +101,21 @@ class BatchfnClient(JobClientMixin):
 
         Folders are relative to the YAML file (or `base_dir` for a `document`). Everything
         that can be checked here (names, settings, folders, the scoring script) is checked
-        before anything is uploaded.
+        before anything is uploaded. `replace` creates or replaces.
         """
-        with local_checks():
-            doc = dict(document or load_document(_required_file(file)))
-            base = Path(base_dir) if base_dir else (Path(file).parent if file else Path.cwd())
-            spec = DeploymentSpec.from_document(doc, endpoint_name=endpoint_name, name=name)
-            model_dir = _folder(base, spec.model)
-            code_dir = _folder(base, spec.code)
-            if code_dir is not None:
-                _check_script(code_dir, spec.scoring_script)
+        from batchfn.deployment_files import deployment_document
+        from shared.deployment_spec import with_uploaded_assets
+
+        local = deployment_document(file, document, base_dir, endpoint_name, name)
+        spec = local.spec
         self.get_endpoint(spec.endpoint_name)
         if not replace:
             self._require_absent(spec.endpoint_name, spec.name)
-        model = (self._upload_source("model", spec.model, model_dir,
-                                     f"{spec.endpoint_name}-{spec.name}-model"))
-        code = (self._upload_source("code", spec.code, code_dir,
-                                    f"{spec.endpoint_name}-{spec.name}-code"))
-        body = with_uploaded_assets(doc, model, code)
+        model = self._upload_source("model", spec.model, local.model_dir,
+                                    f"{spec.endpoint_name}-{spec.name}-model")
+        code = self._upload_source("code", spec.code, local.code_dir,
+                                   f"{spec.endpoint_name}-{spec.name}-code")
+        body = with_uploaded_assets(local.document, model, code)
         body["name"], body["endpoint_name"] = spec.name, spec.endpoint_name
         return self.request(
             "PUT", f"endpoints/{spec.endpoint_name}/deployments/{spec.name}", body,
@@ -211,55 +146,158 @@ class BatchfnClient(JobClientMixin):
 
     def upload_asset(self, kind: str, name: str, folder: str | Path) -> dict[str, Any]:
         """Register a folder as a model/code asset; identical content reuses its version."""
+        from batchfn.uploads import upload_files
+        from shared.asset_manifest import scan_folder
+
         with local_checks():
             manifest = scan_folder(folder)
-        segment = "models" if kind == "model" else kind
-        grant = self.request("POST", f"assets/{segment}/{name}/uploads", manifest.to_dict())
+        segment = _asset_segment(kind)
+        grant = self.request("POST", f"assets/{segment}/{_quote(name)}/uploads",
+                             manifest.to_dict())
         if grant["exists"]:
             return grant["asset"]
         upload_files(folder, manifest, grant)
-        return self.request("POST", f"assets/{segment}/{name}/versions", manifest.to_dict())
+        return self.request("POST", f"assets/{segment}/{_quote(name)}/versions",
+                            manifest.to_dict())
 
     def get_asset(self, kind: str, name: str, version: str = "latest") -> dict[str, Any]:
         """One asset version (`latest` for the newest)."""
-        segment = "models" if kind == "model" else kind
-        return self.request("GET", f"assets/{segment}/{name}/versions/{version}")
+        return self.request("GET", f"assets/{_asset_segment(kind)}/{_quote(name)}/versions/"
+                                   f"{_quote(version)}")
 
     def list_asset_versions(self, kind: str, name: str) -> list[dict[str, Any]]:
         """All versions of an asset."""
-        segment = "models" if kind == "model" else kind
-        return self.request("GET", f"assets/{segment}/{name}/versions")["value"]
+        return self.request(
+            "GET", f"assets/{_asset_segment(kind)}/{_quote(name)}/versions")["value"]
+
+    # ----- jobs ------------------------------------------------------------------------
+
+    def invoke(self, endpoint_name: str, input: str | Path, *, input_type: str | None = None,
+               deployment_name: str | None = None, job_name: str | None = None,
+               output_path: str | None = None, include_subfolders: bool = False,
+               settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Start a batch job; a local file or folder is uploaded first. Returns the job."""
+        uri = str(input)
+        if "://" not in uri:
+            uri, input_type = self.upload_input(Path(uri), input_type)
+        body: dict[str, Any] = {"input": uri, "include_subfolders": include_subfolders}
+        for key, value in (("input_type", input_type), ("deployment_name", deployment_name),
+                           ("name", job_name), ("output_path", output_path)):
+            if value is not None:
+                body[key] = value
+        if settings:
+            body["settings"] = dict(settings)
+        return self.request("POST", f"endpoints/{_quote(endpoint_name)}/jobs", body)
+
+    def upload_input(self, path: Path, input_type: str | None = None) -> tuple[str, str]:
+        """Upload a local file or folder; returns (datastore URI, input type)."""
+        from batchfn.uploads import upload_inputs
+
+        if path.is_file():
+            files, base = [path.name], path.parent
+        elif path.is_dir():
+            files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+            base = path
+            if not files:
+                with local_checks():
+                    raise InvalidRequest(f"{path} has no files to upload", code="input_empty")
+        else:
+            with local_checks():
+                raise InvalidRequest(f"input {path} is neither a URL nor an existing local path",
+                                     details={"input": str(path)}, code="input_not_found")
+        grant = self.request("POST", "data/uploads", {"name": path.name, "files": files})
+        upload_inputs(base, grant["files"])
+        return grant["uri"], input_type or grant["input_type"]
+
+    def get_job(self, name: str) -> dict[str, Any]:
+        """A job with its progress, rate, ETA and error summary."""
+        return self.request("GET", f"jobs/{_quote(name)}")
+
+    def list_jobs(self, endpoint_name: str | None = None,
+                  deployment_name: str | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first, optionally of one endpoint / deployment."""
+        if endpoint_name and deployment_name:
+            path = (f"endpoints/{_quote(endpoint_name)}/deployments/"
+                    f"{_quote(deployment_name)}/jobs")
+            return self.request("GET", path)["value"]
+        return self.request("GET", "jobs", params={"endpoint": endpoint_name})["value"]
+
+    def cancel_job(self, name: str) -> dict[str, Any]:
+        """Ask a job to stop: CancelRequested now, Canceled once its workers have stopped."""
+        return self.request("POST", f"jobs/{_quote(name)}/cancel", {})
+
+    def rerun_job(self, name: str, *, failed_only: bool = False,
+                  new_name: str | None = None) -> dict[str, Any]:
+        """Start a new job over the same input (or, `failed_only`, the files that failed)."""
+        body: dict[str, Any] = {"failed_only": failed_only}
+        if new_name:
+            body["name"] = new_name
+        return self.request("POST", f"jobs/{_quote(name)}/rerun", body)
+
+    def job_errors(self, name: str) -> list[dict[str, Any]]:
+        """The per-file errors report of a finished job."""
+        return self.request("GET", f"jobs/{_quote(name)}/errors")["value"]
+
+    def wait_job(self, name: str, *, poll: float = 0.5, timeout: float | None = None,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None,
+                 require_completed: bool = False) -> dict[str, Any]:
+        """Poll a job until it ends; returns the final job.
+
+        JobTimeoutError if it is still running after `timeout` seconds; with
+        `require_completed`, JobError unless it Completed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get_job(name)
+            if on_progress:
+                on_progress(job)
+            if job["status"] in JOB_TERMINAL_STATUSES:
+                if require_completed and job["status"] != "Completed":
+                    reason = f": {job['reason']}" if job.get("reason") else ""
+                    raise JobError(f"job {name} ended {job['status']}{reason}", job)
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeoutError(f"job {name} still {job['status']} after {timeout}s", job)
+            time.sleep(poll)
+
+    def download_job_output(self, name: str, output_name: str = "score",
+                            download_path: str | Path = ".") -> Path:
+        """Save a named output as Azure ML does: <path>/named-outputs/<output>/<file>."""
+        path = f"jobs/{_quote(name)}/outputs/{_quote(output_name)}"
+        with self.transport.open("GET", path) as response:
+            disposition = response.headers.get("Content-Disposition", "")
+            file_name = disposition.partition('filename="')[2].rstrip('"') or output_name
+            target = Path(download_path) / "named-outputs" / output_name / Path(file_name).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as stream:
+                while chunk := response.read(_DOWNLOAD_CHUNK):
+                    stream.write(chunk)
+        return target
 
     # ----- helpers ---------------------------------------------------------------------
 
     def _require_absent(self, endpoint_name: str, name: str) -> None:
         try:
             self.get_deployment(endpoint_name, name)
-        except ApiError as exc:
-            if exc.status == 404:
-                return
-            raise
-        raise ApiError(409, "already_exists",
-                       f"deployment {name!r} already exists on endpoint {endpoint_name!r}: "
-                       "use update to change it")
+        except NotFoundError:
+            return
+        raise api_error(409, "already_exists",
+                        f"deployment {name!r} already exists on endpoint {endpoint_name!r}: "
+                        "use update to change it")
 
     def _upload_source(self, kind: str, source: FolderSource | AssetReference,
                        folder: Path | None, default_name: str) -> AssetReference:
+        from shared.deployment_spec import AssetReference
+
         if isinstance(source, AssetReference):
             return source
-        assert folder is not None  # _folder() resolved every FolderSource
+        assert folder is not None  # deployment_document() resolved every FolderSource
         asset = self.upload_asset(kind, source.name or default_name, folder)
         return AssetReference(asset["name"], asset["version"])
 
 
-def _api_error(status: int, payload: bytes) -> ApiError:
-    try:
-        error = json.loads(payload)["error"]
-        return ApiError(status, error.get("code", "error"), error.get("message", ""),
-                        error.get("details"))
-    except (ValueError, KeyError, TypeError):
-        text = payload.decode("utf-8", "replace").strip()[:300]
-        return ApiError(status, "http_error", f"HTTP {status}: {text or 'no details'}")
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(str(segment), safe="")
 
 
 def _name(kind: str, name: str) -> str:
@@ -267,31 +305,10 @@ def _name(kind: str, name: str) -> str:
         return check_resource_name(kind, name)
 
 
+def _asset_segment(kind: str) -> str:
+    return "models" if kind == "model" else kind
+
+
 def _deployment_path(endpoint_name: str, name: str) -> str:
     return (f"endpoints/{_name('endpoint', endpoint_name)}/deployments/"
             f"{_name('deployment', name)}")
-
-
-def _required_file(file: str | Path | None) -> str | Path:
-    if file is None:
-        raise InvalidRequest("a deployment needs a file (deployment.yml) or a document",
-                             code="missing_file")
-    return file
-
-
-def _folder(base: Path, source: FolderSource | AssetReference) -> Path | None:
-    if isinstance(source, AssetReference):
-        return None
-    folder = (base / source.path).resolve()
-    if not folder.is_dir():
-        raise InvalidRequest(f"folder {source.path!r} does not exist (looked in {folder})",
-                             details={"path": str(folder)}, code="folder_not_found")
-    return folder
-
-
-def _check_script(code_dir: Path, scoring_script: str) -> None:
-    script = code_dir / scoring_script
-    if not script.is_file():
-        raise InvalidRequest(f"scoring script {scoring_script!r} is not in {code_dir}",
-                             details={"path": str(script)}, code="script_not_found")
-    check_scoring_script(script.read_bytes(), scoring_script)

@@ -1,15 +1,17 @@
-"""Printing results like `az`: a JMESPath `--query`, then `-o json|tsv|table|yaml`."""
+"""Printing results like `az`: a JMESPath `--query`, then `-o json|tsv|table|yaml`; and the
+one-line progress of a running job.
+
+jmespath and PyYAML are imported only when a query or YAML output asks for them, so a
+plain `batchfn job show` starts without them.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import jmespath
-import yaml
-from jmespath.exceptions import JMESPathError
-
 OUTPUT_FORMATS = ("json", "tsv", "table", "yaml")
+_PROGRESS_WIDTH = 20
 
 
 class QueryError(ValueError):
@@ -19,6 +21,9 @@ class QueryError(ValueError):
 def render(data: Any, output: str = "json", query: str | None = None) -> str:
     """The text to print for `data` (without a trailing newline)."""
     if query:
+        import jmespath
+        from jmespath.exceptions import JMESPathError
+
         try:
             data = jmespath.search(query, data)
         except JMESPathError as exc:
@@ -28,8 +33,30 @@ def render(data: Any, output: str = "json", query: str | None = None) -> str:
     if output == "table":
         return _table(data)
     if output == "yaml":
+        import yaml
+
         return yaml.safe_dump(data, sort_keys=False).rstrip("\n")
     return json.dumps(data, indent=2)
+
+
+def progress_line(job: dict[str, Any], terminal: bool) -> str:
+    """`Running [#####.....] 50/100 files, 2 failed, 12.5 files/s, ETA 4s`.
+
+    `terminal`: the job has ended (a job without files then shows a full bar).
+    """
+    progress = job.get("progress") or {}
+    files = progress.get("files") or {}
+    total = files.get("total", 0)
+    done = files.get("succeeded", 0) + files.get("failed", 0)
+    if total:
+        filled = int(_PROGRESS_WIDTH * done / total)
+    else:
+        filled = _PROGRESS_WIDTH if terminal else 0
+    eta = progress.get("eta_seconds")
+    return (f"{job['status']:<15} [{'#' * filled}{'.' * (_PROGRESS_WIDTH - filled)}] "
+            f"{done}/{total} files, {files.get('failed', 0)} failed, "
+            f"{progress.get('rate_files_per_second', 0)} files/s"
+            + (f", ETA {eta:.0f}s" if eta else ""))
 
 
 def _scalar(value: Any) -> str:

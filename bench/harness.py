@@ -32,8 +32,7 @@ import psutil
 import requests
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from batchfn.client import BatchfnClient
-from batchfn.job_client import TERMINAL_STATUSES, JobClientMixin
+from batchfn.client import JOB_TERMINAL_STATUSES, BatchfnClient
 from devhost.azurite import Azurite
 from devhost.testing import RunningDevHost, running_devhost
 from shared.jobs.model import parse_time
@@ -41,10 +40,6 @@ from shared.layout import DATA_CONTAINER
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
-
-
-class BenchClient(BatchfnClient, JobClientMixin):
-    """The Python client with the job verbs (a no-op mix once BatchfnClient has them)."""
 
 
 class BenchFailed(RuntimeError):
@@ -57,7 +52,7 @@ class Stack:
 
     azurite: Azurite
     host: RunningDevHost
-    client: BenchClient
+    client: BatchfnClient
     work_dir: Path
 
     @property
@@ -81,7 +76,7 @@ def running_stack(name: str, env: dict[str, str] | None = None) -> Iterator[Stac
         with running_devhost("function_app", script_root=REPO,
                              connection_string=azurite.connection_string,
                              env=host_env) as host:
-            client = BenchClient(url=host.url, key=host.key, timeout=120.0)
+            client = BatchfnClient(url=host.url, key=host.key, timeout=120.0)
             try:
                 yield Stack(azurite, host, client, work_dir)
             except BaseException:
@@ -185,7 +180,7 @@ class JobRun:
         return (parse_time(end) - parse_time(start)).total_seconds()
 
 
-def run_job(client: BenchClient, endpoint: str, input_uri: str, files: int, *,
+def run_job(client: BatchfnClient, endpoint: str, input_uri: str, files: int, *,
             deployment: str | None = None, settings: dict[str, Any] | None = None,
             poll: float = 0.05, timeout: float = 900.0) -> JobRun:
     """Invoke and poll until the job ends; it must end Completed with every file scored."""
@@ -198,7 +193,7 @@ def run_job(client: BenchClient, endpoint: str, input_uri: str, files: int, *,
         now = time.perf_counter()
         if current["status"] == "Finalizing" and finalizing_seen is None:
             finalizing_seen = now - started
-        if current["status"] in TERMINAL_STATUSES:
+        if current["status"] in JOB_TERMINAL_STATUSES:
             break
         if now - started > timeout:
             raise BenchFailed(f"job {job['name']} still {current['status']} after {timeout:.0f}s")

@@ -330,6 +330,34 @@ class FunctionBindings:
         )
 
 
+def is_sdk_type(annotation: Any) -> bool:
+    """True for a parameter typed with an SDK type of the worker extensions (e.g. the
+    BlobClient of azurefunctions-extensions-bindings-blob): it gets a client, not content."""
+    try:
+        from azurefunctions.extensions.base import get_binding_registry
+    except ImportError:  # the app uses no worker extension
+        return False
+    return bool(get_binding_registry().check_supported_type(annotation))
+
+
+def sdk_blob_argument(annotation: Any, binding_type: str, *, connection: str,
+                      container: str, blob: str) -> Any:
+    """What the worker hands an SDK-typed blob parameter: the extension's converter builds
+    the client from the blob's reference (model binding data), as in Azure, where the host
+    passes that reference and downloads nothing. `connection` is the setting's name."""
+    from azurefunctions.extensions.base import Datum, get_binding_registry
+
+    converter = get_binding_registry().get(binding_type)
+    if converter is None or not converter.check_input_type_annotation(annotation):
+        raise BindingError(f"no worker extension converts {binding_type} to {annotation!r}")
+    reference = types.SimpleNamespace(
+        version="1.0", source="AzureStorageBlobs", content_type="application/json",
+        content=json.dumps({"Connection": connection, "ContainerName": container,
+                            "BlobName": blob}))
+    return converter.decode(Datum(type="model_binding_data", value=reference),
+                            trigger_metadata={}, pytype=annotation)
+
+
 def as_blob_argument(annotation: Any, content: bytes, *, name: str, uri: str,
                      properties: dict[str, Any] | None,
                      metadata: dict[str, str] | None) -> Any:

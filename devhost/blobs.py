@@ -20,9 +20,15 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from devhost.bindings import FunctionBindings, as_blob_argument, expand_settings
+from devhost.bindings import (
+    FunctionBindings,
+    as_blob_argument,
+    expand_settings,
+    is_sdk_type,
+    sdk_blob_argument,
+)
 from devhost.config import ConfigError
-from devhost.connections import StorageClients
+from devhost.connections import DEFAULT_CONNECTION, StorageClients
 from devhost.invoker import Invoker
 
 log = logging.getLogger("devhost.blobs")
@@ -81,6 +87,8 @@ class BlobWatcher:
         self._blob_path = BlobPath.parse(self.path)
         self._parameter = bindings.trigger["name"]
         self._annotation = bindings.annotation(self._parameter)
+        self._sdk_type = is_sdk_type(self._annotation)
+        self._connection_setting = bindings.trigger.get("connection") or DEFAULT_CONNECTION
         self._clients = clients
         self._invoker = invoker
         self._connection = connection
@@ -185,23 +193,30 @@ class BlobWatcher:
         container = self._blob_path.container
         client = self._clients.container(self._connection, container).get_blob_client(blob)
         try:
-            downloader = await client.download_blob()
-            content = await downloader.readall()
+            if self._sdk_type:  # the function reads what it needs through its client
+                properties, content = await client.get_blob_properties(), b""
+            else:
+                downloader = await client.download_blob()
+                properties, content = downloader.properties, await downloader.readall()
         except ResourceNotFoundError:
             return
-        properties = downloader.properties
         etag = properties.etag.strip('"')
         if self._fired.get(blob) == etag:
             return
         path = f"{container}/{blob}"
         binding_data: dict[str, Any] = {**data, "BlobTrigger": path, "Uri": client.url}
-        argument = as_blob_argument(
-            self._annotation, content, name=path, uri=client.url,
-            properties={"etag": etag, "length": properties.size,
-                        "content_type": properties.content_settings.content_type,
-                        "last_modified": properties.last_modified},
-            metadata=dict(properties.metadata or {}),
-        )
+        if self._sdk_type:
+            argument = sdk_blob_argument(self._annotation, "blobTrigger",
+                                         connection=self._connection_setting,
+                                         container=container, blob=blob)
+        else:
+            argument = as_blob_argument(
+                self._annotation, content, name=path, uri=client.url,
+                properties={"etag": etag, "length": properties.size,
+                            "content_type": properties.content_settings.content_type,
+                            "last_modified": properties.last_modified},
+                metadata=dict(properties.metadata or {}),
+            )
         if await self._run(binding_data, argument, blob, etag):
             await self._receipt(blob, etag)
             return

@@ -10,8 +10,8 @@ import azure.functions as func
 
 from functions.http_edge import api_errors, json_response, query_flag, read_json
 from functions.openapi import operation, path_param, query_param
-from shared.assets import AssetManifest
-from shared.deployment_spec import DeploymentSpec, EndpointSpec
+from shared.asset_manifest import AssetManifest
+from shared.deployment_spec import DeploymentSpec, EndpointSpec, IgnoredField
 from shared.errors import InvalidRequest
 from shared.registry import Registry
 from shared.storage import StorageAccount
@@ -32,8 +32,8 @@ def _create_only(req: func.HttpRequest) -> bool:
     return req.headers.get("If-None-Match", "").strip() == "*"
 
 
-def _with_ignored(record: dict[str, Any], ignored: tuple[str, ...]) -> dict[str, Any]:
-    return {**record, "ignored": list(ignored)} if ignored else record
+def _with_ignored(record: dict[str, Any], ignored: tuple[IgnoredField, ...]) -> dict[str, Any]:
+    return {**record, "ignored": [item.to_dict() for item in ignored]} if ignored else record
 
 
 # ----- endpoints -------------------------------------------------------------------------
@@ -153,6 +153,9 @@ _CREATE_ONLY = {"name": "If-None-Match", "in": "header", "required": False,
                 "description": "`*`: create only; 409 if the name exists",
                 "schema": {"type": "string"}}
 _REF = "#/components/schemas/"
+_IGNORED = {"type": "array", "description": "fields accepted but not used, with the reason",
+            "items": {"type": "object", "properties": {"field": {"type": "string"},
+                                                       "reason": {"type": "string"}}}}
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "Endpoint": {"type": "object", "description": "endpoint.yml as JSON", "properties": {
@@ -161,7 +164,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "defaults": {"type": "object",
                      "properties": {"deployment_name": {"type": "string", "nullable": True}}},
         "created_at": {"type": "string"}, "updated_at": {"type": "string"},
-        "ignored": {"type": "array", "items": {"type": "string"}}}},
+        "ignored": _IGNORED}},
     "EndpointUpdate": {"type": "object", "properties": {
         "description": {"type": "string"},
         "tags": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -175,7 +178,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                        "model": {}, "code_configuration": {"type": "object"},
                        "settings": {"type": "object"}, "resources": {"type": "object"},
                        "environment_variables": {"type": "object"},
-                       "ignored": {"type": "array", "items": {"type": "string"}}}},
+                       "ignored": _IGNORED}},
     "DeploymentUpdate": {"type": "object", "properties": {
         "description": {"type": "string"}, "tags": {"type": "object"},
         "settings": {"type": "object"}, "resources": {"type": "object"},

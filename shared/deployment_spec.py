@@ -2,34 +2,104 @@
 
 The same parser reads a user's YAML file (CLI/client: model and code may be local folders,
 relative to the YAML file) and an API body (model and code must be registered assets,
-`azureml:<name>:<version>`). Keys batchfn does not use (`$schema`, `environment`,
-`compute`, ...) are accepted and reported back in `ignored`, never an error.
+`azureml:<name>:<version>`). Every field of Azure ML's batch endpoint and model batch
+deployment schemas is accepted, in the `settings:` form and in the older form with the
+settings at the top level. Fields batchfn cannot honour (`environment`, `compute`,
+`resources.instance_type`, `auth_mode`, ...) are reported in `ignored`, each with the
+reason, never an error; `type: pipeline` deployments are refused with a clear error.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from shared.assets import parse_asset_ref
+from shared.asset_manifest import parse_asset_ref
 from shared.errors import InvalidRequest
 from shared.names import check_asset_name, check_relative_path, check_resource_name
 from shared.settings import DeploymentSettings
 
-ENDPOINT_KEYS = frozenset({"name", "description", "tags", "defaults"})
-DEPLOYMENT_KEYS = frozenset({
-    "name", "endpoint_name", "description", "tags", "type", "model", "code_configuration",
-    "settings", "resources", "environment_variables",
-})
 # Azure ML's older deployment.yml puts these settings at the top level.
 LEGACY_SETTING_KEYS = frozenset({
     "mini_batch_size", "max_concurrency_per_instance", "output_action", "output_file_name",
     "retry_settings", "error_threshold", "logging_level",
 })
+MODEL_TYPES = ("custom_model", "mlflow_model")
+AUTH_MODES = ("aad_token", "key", "aml_token")
+MAX_ENVIRONMENT_VARIABLES = 256
+MAX_ENVIRONMENT_VALUE = 32 * 1024
+
+_SET_BY_SERVICE = "set by the service, not by the file"
+_PIPELINE_ONLY = "belongs to pipeline deployments, which batchfn does not run"
+_UNKNOWN = "not a field of Azure ML's batch schema (a typo?)"
+_NO_CONTAINERS = "batchfn starts no container per deployment: scoring runs in the scoring app"
+_NO_PROPERTIES = "batchfn keeps no free-form properties; use tags"
+
+# Why each Azure ML field that batchfn accepts but cannot honour is ignored.
+DEPLOYMENT_IGNORED = {
+    "$schema": "an editor hint",
+    "environment": "the scoring app runs every deployment in its own Python environment "
+                   "(its image or requirements.txt): install the model's packages there",
+    "compute": "batchfn has no compute clusters: the scoring app scales out by queue depth "
+               "(resources.instance_count caps the hosts of a job)",
+    "properties": _NO_PROPERTIES,
+    "id": _SET_BY_SERVICE,
+    "provisioning_state": _SET_BY_SERVICE,
+    "component": _PIPELINE_ONLY,
+    "job_definition": _PIPELINE_ONLY,
+}
+RESOURCES_IGNORED = {
+    "instance_type": "the host size is the scoring app's workload profile, chosen when the "
+                     "app is deployed, not per deployment",
+    "properties": _NO_CONTAINERS,
+    "shm_size": _NO_CONTAINERS,
+    "docker_args": _NO_CONTAINERS,
+}
+MODEL_IGNORED = {
+    "$schema": "an editor hint",
+    "version": "batchfn numbers the versions of an uploaded folder by its content",
+    "description": "batchfn stores no description with a model asset",
+    "tags": "batchfn stores no tags with a model asset",
+    "properties": _NO_PROPERTIES,
+    "flavors": "an MLflow model's flavors are read from its MLmodel file",
+    "stage": "batchfn has no model stages",
+    "id": _SET_BY_SERVICE,
+    "job_name": _SET_BY_SERVICE,
+    "utc_time_created": _SET_BY_SERVICE,
+    "datastore": "model folders are uploaded by the CLI/client, not read from a datastore",
+}
+ENDPOINT_IGNORED = {
+    "$schema": "an editor hint",
+    "auth_mode": "batchfn authenticates every call with the app's function keys (or Entra ID "
+                 "in front of the app), not per endpoint",
+    "identity": "jobs read and write storage with the scoring app's managed identity",
+    "properties": _NO_PROPERTIES,
+    "id": _SET_BY_SERVICE,
+    "location": _SET_BY_SERVICE,
+    "scoring_uri": _SET_BY_SERVICE,
+    "openapi_uri": _SET_BY_SERVICE,
+    "provisioning_state": _SET_BY_SERVICE,
+}
+ENDPOINT_FIELDS = frozenset({"name", "description", "tags", "defaults"})
+DEPLOYMENT_FIELDS = frozenset({
+    "name", "endpoint_name", "description", "tags", "type", "model", "code_configuration",
+    "settings", "resources", "environment_variables",
+}) | LEGACY_SETTING_KEYS
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+
+
+@dataclass(frozen=True)
+class IgnoredField:
+    """A field of the document that batchfn accepted but does not use, and why."""
+
+    field: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -58,7 +128,7 @@ class EndpointSpec:
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     default_deployment: str | None = None
-    ignored: tuple[str, ...] = ()
+    ignored: tuple[IgnoredField, ...] = ()
 
     @classmethod
     def from_document(cls, data: Any, *, name: str | None = None) -> EndpointSpec:
@@ -68,12 +138,16 @@ class EndpointSpec:
         default = defaults.get("deployment_name")
         if default is not None:
             check_resource_name("deployment", default)
+        if doc.get("auth_mode") is not None:
+            _auth_mode(doc["auth_mode"])
+        ignored = _ignored(doc, ENDPOINT_FIELDS, ENDPOINT_IGNORED)
+        ignored += _ignored(defaults, frozenset({"deployment_name"}), {}, prefix="defaults.")
         return cls(
             name=check_resource_name("endpoint", name if name is not None else doc.get("name")),
             description=text_field(doc.get("description"), "description"),
             tags=string_map(doc.get("tags"), "tags"),
             default_deployment=default,
-            ignored=_ignored(doc, ENDPOINT_KEYS),
+            ignored=ignored,
         )
 
 
@@ -88,17 +162,15 @@ class DeploymentSpec:
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     environment_variables: dict[str, str] = field(default_factory=dict)
-    ignored: tuple[str, ...] = ()
+    model_type: str | None = None  # Azure ML's model.type: custom_model, mlflow_model
+    ignored: tuple[IgnoredField, ...] = ()
 
     @classmethod
     def from_document(cls, data: Any, *, endpoint_name: str | None = None,
                       name: str | None = None) -> DeploymentSpec:
         """Validate a deployment document; explicit names win over the file's."""
         doc = _mapping(data, "deployment document")
-        kind = doc.get("type", "model")
-        if kind != "model":
-            raise InvalidRequest(f"deployment type {kind!r} is not supported: only 'model'",
-                                 details={"field": "type"}, code="invalid_deployment")
+        _check_type(doc.get("type"))
         endpoint = check_resource_name(
             "endpoint", endpoint_name if endpoint_name is not None else doc.get("endpoint_name"))
         deployment = check_resource_name(
@@ -108,31 +180,71 @@ class DeploymentSpec:
             raise InvalidRequest("code_configuration needs 'code' (a folder) and 'scoring_script'",
                                  details={"field": "code_configuration"},
                                  code="invalid_deployment")
-        resources = _mapping(doc.get("resources") or {}, "resources")
-        merged: dict[str, Any] = {k: doc[k] for k in LEGACY_SETTING_KEYS if k in doc}
-        if "instance_count" in resources:
-            merged["instance_count"] = resources["instance_count"]
-        merged.update(_mapping(doc.get("settings") or {}, "settings"))
-        ignored = _ignored(doc, DEPLOYMENT_KEYS | LEGACY_SETTING_KEYS)
-        ignored += tuple(f"resources.{k}" for k in sorted(resources) if k != "instance_count")
+        settings, environment = split_settings(doc)
+        model, model_type, model_ignored = _model_source(doc.get("model"))
+        ignored = _ignored(doc, DEPLOYMENT_FIELDS, DEPLOYMENT_IGNORED)
+        ignored += _ignored(_mapping(doc.get("resources") or {}, "resources"),
+                            frozenset({"instance_count"}), RESOURCES_IGNORED,
+                            prefix="resources.")
+        ignored += _ignored(code_cfg, frozenset({"code", "scoring_script"}), {},
+                            prefix="code_configuration.")
         return cls(
             name=deployment,
             endpoint_name=endpoint,
-            model=_model_source(doc.get("model")),
+            model=model,
             code=_code_source(code_cfg["code"]),
             scoring_script=check_relative_path(code_cfg["scoring_script"],
                                                field="scoring_script"),
-            settings=DeploymentSettings.from_dict(merged),
+            settings=DeploymentSettings.from_dict(settings),
             description=text_field(doc.get("description"), "description"),
             tags=string_map(doc.get("tags"), "tags"),
-            environment_variables=string_map(doc.get("environment_variables"),
-                                              "environment_variables"),
-            ignored=ignored,
+            environment_variables=environment,
+            model_type=model_type,
+            ignored=tuple(sorted(ignored + model_ignored, key=lambda item: item.field)),
         )
+
+
+def split_settings(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(settings, environment variables) of a deployment document or update.
+
+    Settings come from `settings:` and from the older top-level keys, `instance_count` also
+    from `resources.instance_count`; environment variables from the top-level
+    `environment_variables` and `settings.environment_variables`. A value given in two
+    places must agree.
+    """
+    nested = dict(_mapping(doc.get("settings") or {}, "settings"))
+    environment = _environment(doc.get("environment_variables"), "environment_variables")
+    nested_environment = _environment(nested.pop("environment_variables", None),
+                                      "settings.environment_variables")
+    settings: dict[str, Any] = {k: doc[k] for k in LEGACY_SETTING_KEYS if k in doc}
+    resources = _mapping(doc.get("resources") or {}, "resources")
+    if "instance_count" in resources:
+        settings["instance_count"] = resources["instance_count"]
+    for key, value in nested.items():
+        if key in settings and settings[key] != value:
+            where = "resources.instance_count" if key == "instance_count" else key
+            raise InvalidRequest(
+                f"settings.{key} ({value!r}) and {where} ({settings[key]!r}) disagree: give "
+                "the value once", details={"field": f"settings.{key}"}, code="invalid_setting")
+        settings[key] = value
+    for key, value in nested_environment.items():
+        if environment.get(key, value) != value:
+            raise InvalidRequest(
+                f"environment variable {key} is set twice with different values "
+                "(environment_variables and settings.environment_variables)",
+                details={"field": f"settings.environment_variables.{key}"},
+                code="invalid_setting")
+        environment[key] = value
+    if len(environment) > MAX_ENVIRONMENT_VARIABLES:
+        raise InvalidRequest(f"at most {MAX_ENVIRONMENT_VARIABLES} environment variables",
+                             details={"field": "environment_variables"}, code="invalid_setting")
+    return settings, environment
 
 
 def load_document(path: str | Path) -> dict[str, Any]:
     """Read a YAML (or JSON) file into a mapping; InvalidRequest with the line if malformed."""
+    import yaml  # only here: the API and most CLI commands never parse YAML
+
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -153,29 +265,84 @@ def load_document(path: str | Path) -> dict[str, Any]:
 
 def with_uploaded_assets(document: Mapping[str, Any], model: AssetReference,
                          code: AssetReference) -> dict[str, Any]:
-    """The document as the API takes it: local folders replaced by their registered assets."""
+    """The document as the API takes it: local folders replaced by their registered assets.
+
+    An inline model keeps its other fields (its `type` above all); only its folder becomes
+    the registered version.
+    """
     body = dict(document)
-    body["model"] = model.ref
+    original = document.get("model")
+    kept = ({k: v for k, v in original.items() if k not in ("path", "name", "version")}
+            if isinstance(original, Mapping) else {})
+    body["model"] = {**kept, "name": model.name, "version": model.version} if kept else model.ref
     body["code_configuration"] = {**dict(document["code_configuration"]), "code": code.ref}
     return body
 
 
-def _model_source(value: Any) -> FolderSource | AssetReference:
+def _check_type(kind: Any) -> None:
+    # No `type` is Azure ML's classic form, a model deployment.
+    if kind is None or kind == "model":
+        return
+    if kind == "pipeline":
+        raise InvalidRequest(
+            "pipeline deployments (type: pipeline) are not supported by batchfn: deploy a "
+            "model with a scoring script (type: model)",
+            details={"field": "type", "value": kind}, code="unsupported_deployment_type")
+    raise InvalidRequest(f"deployment type {kind!r} is not valid: expected model (or "
+                         "pipeline, which batchfn does not support)",
+                         details={"field": "type", "value": kind}, code="invalid_deployment")
+
+
+def _auth_mode(value: Any) -> str:
+    # Azure ML accepts the YAML spelling (aad_token) and the REST one (AADToken).
+    spelling = str(value).lower().replace("_", "")
+    for mode in AUTH_MODES:
+        if mode.replace("_", "") == spelling:
+            return mode
+    raise InvalidRequest(f"auth_mode {value!r} is not valid: expected one of "
+                         + ", ".join(AUTH_MODES),
+                         details={"field": "auth_mode", "value": value}, code="invalid_endpoint")
+
+
+def _model_source(value: Any) -> tuple[FolderSource | AssetReference, str | None,
+                                        tuple[IgnoredField, ...]]:
     if isinstance(value, str):
         if value.startswith("azureml:"):
-            return AssetReference(*parse_asset_ref(value))
-        return FolderSource(path=value)
+            return AssetReference(*parse_asset_ref(value)), None, ()
+        return FolderSource(path=value), None, ()
     model = _mapping(value, "model")
     name = model.get("name")
     if name is not None:
         check_asset_name(name)
+    model_type = _model_type(model.get("type"))
+    known = frozenset({"name", "path", "type"}) | (
+        frozenset() if model.get("path") else frozenset({"version"}))
+    ignored = _ignored(model, known, MODEL_IGNORED, prefix="model.")
     if model.get("path"):
-        return FolderSource(path=text_field(model["path"], "model.path"), name=name)
+        path = text_field(model["path"], "model.path")
+        if "://" in path:
+            raise InvalidRequest(
+                f"model.path {path!r} is not a local folder: batchfn uploads model folders "
+                "from this machine (or reference a registered model, azureml:<name>:<version>)",
+                details={"field": "model.path"}, code="invalid_deployment")
+        return FolderSource(path=path, name=name), model_type, ignored
     if name is not None and model.get("version") is not None:
-        return AssetReference(*parse_asset_ref(f"{name}:{model['version']}"))
+        return (AssetReference(*parse_asset_ref(f"{name}:{model['version']}")), model_type,
+                ignored)
     raise InvalidRequest("model needs 'path' (a folder) or a reference "
                          "azureml:<name>:<version> / azureml:<name>@latest",
                          details={"field": "model"}, code="invalid_deployment")
+
+
+def _model_type(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in MODEL_TYPES:
+        raise InvalidRequest(f"model.type {value!r} is not supported: expected one of "
+                             + ", ".join(MODEL_TYPES),
+                             details={"field": "model.type", "value": value},
+                             code="invalid_deployment")
+    return value
 
 
 def _code_source(value: Any) -> FolderSource | AssetReference:
@@ -185,6 +352,21 @@ def _code_source(value: Any) -> FolderSource | AssetReference:
         raise InvalidRequest("code_configuration.code must be a folder path or "
                              "azureml:<name>:<version>", code="invalid_deployment")
     return FolderSource(path=value)
+
+
+def _environment(value: Any, what: str) -> dict[str, str]:
+    variables = string_map(value, what)
+    for key, text in variables.items():
+        if not _ENV_NAME.fullmatch(key):
+            raise InvalidRequest(
+                f"{what}: {key!r} is not a valid environment variable name (letters, digits "
+                "and '_', not starting with a digit)",
+                details={"field": what, "value": key}, code="invalid_setting")
+        if len(text) > MAX_ENVIRONMENT_VALUE or "\x00" in text:
+            raise InvalidRequest(f"{what}.{key}: the value must be at most "
+                                 f"{MAX_ENVIRONMENT_VALUE} characters, without NUL",
+                                 details={"field": f"{what}.{key}"}, code="invalid_setting")
+    return variables
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:
@@ -212,5 +394,7 @@ def string_map(value: Any, what: str) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in mapping.items()}
 
 
-def _ignored(doc: Mapping[str, Any], known: frozenset[str]) -> tuple[str, ...]:
-    return tuple(sorted(k for k in doc if k not in known))
+def _ignored(doc: Mapping[str, Any], known: frozenset[str], reasons: Mapping[str, str], *,
+             prefix: str = "") -> tuple[IgnoredField, ...]:
+    return tuple(IgnoredField(f"{prefix}{key}", reasons.get(key, _UNKNOWN))
+                 for key in sorted(doc) if key not in known)

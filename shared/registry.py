@@ -27,6 +27,7 @@ from shared.deployment_spec import (
     AssetReference,
     DeploymentSpec,
     EndpointSpec,
+    split_settings,
     string_map,
     text_field,
 )
@@ -215,10 +216,11 @@ class Registry:
                 continue  # it appeared between the two reads
             data, etag = found
             current = DeploymentRecord.from_dict(data)
-            overrides: dict[str, Any] = dict(_as_mapping(changes.get("settings"), "settings"))
-            resources = _as_mapping(changes.get("resources"), "resources")
-            if "instance_count" in resources:
-                overrides["instance_count"] = resources["instance_count"]
+            overrides, environment = split_settings(
+                {key: changes[key] for key in ("settings", "resources", "environment_variables")
+                 if key in changes})
+            sets_environment = "environment_variables" in changes or "environment_variables" in (
+                _as_mapping(changes.get("settings"), "settings"))
             updated = replace(
                 current,
                 settings=current.settings.with_overrides(overrides, per_job=False),
@@ -226,9 +228,8 @@ class Registry:
                              if "description" in changes else current.description),
                 tags=(string_map(changes["tags"], "tags")
                       if "tags" in changes else current.tags),
-                environment_variables=(
-                    string_map(changes["environment_variables"], "environment_variables")
-                    if "environment_variables" in changes else current.environment_variables),
+                environment_variables=(environment if sets_environment
+                                       else current.environment_variables),
                 updated_at=_now(),
             )
             try:

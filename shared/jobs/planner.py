@@ -15,6 +15,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from shared.jobs import paths
+from shared.jobs.drop import is_drop_control_file
 from shared.jobs.messages import MiniBatchMessage, ensure_queue
 from shared.jobs.model import INPUT_FAILED_FILES, INPUT_FILE, JobRecord, JobStatus
 from shared.jobs.progress import Progress, create_ledgers
@@ -22,7 +23,6 @@ from shared.jobs.store import JobStore
 from shared.scoring.batch import InputFile
 
 MANIFEST_FILES = 5000  # files per manifest chunk: one read serves many mini-batches
-DROP_MARKER = "_start"  # blob-drop marker file: never an input itself
 _SEND_THREADS = 16
 
 
@@ -123,7 +123,7 @@ def list_input(store: JobStore, job: JobRecord) -> list[InputFile]:
                 continue
             if "/" in relative and not job.input.include_subfolders:
                 continue
-            if posixpath.basename(relative) == DROP_MARKER:
+            if is_drop_control_file(location.container, relative):
                 continue
             files.append(InputFile(location.container, name, relative))
     except ResourceNotFoundError:

@@ -1,18 +1,22 @@
-"""Blob drop end to end: a `_start` marker dropped into batchfn-drop starts one job."""
+"""Blob drop end to end: a `_start` marker dropped into batchfn-drop starts one job, and
+batchfn answers beside it (`_job.json`, `_error.json`, output under `_output/`)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
-from azure.storage.blob import BlobServiceClient
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from batchfn.client import BatchfnClient
 from devhost.testing import running_devhost
-from shared.jobs.drop import DROP_CONTAINER, drop_job_name
+from shared.jobs.drop import DROP_CONTAINER, MAX_MARKER_BYTES, drop_job_name
 from tests.conftest import REPO
 
 ENDPOINT = "drop-e2e"
+FEEDBACK_TIMEOUT_S = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def client(host, tmp_path_factory) -> BatchfnClient:
 
 
 @pytest.fixture(scope="module")
-def drop(storage_connection):
+def drop(storage_connection) -> ContainerClient:
     container = BlobServiceClient.from_connection_string(
         storage_connection).get_container_client(DROP_CONTAINER)
     if not container.exists():
@@ -49,39 +53,81 @@ def drop(storage_connection):
     return container
 
 
-def _wait_for_job(client: BatchfnClient, name: str, timeout: float = 60) -> dict:
+def _read_json(drop: ContainerClient, name: str, timeout: float = FEEDBACK_TIMEOUT_S) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        jobs = {job["name"]: job for job in client.list_jobs(ENDPOINT)}
-        job = jobs.get(name)
-        if job and job["status"] in ("Completed", "Failed", "Canceled"):
-            return client.get_job(name)
-        time.sleep(0.3)
-    raise AssertionError(f"job {name} did not finish within {timeout}s")
+        try:
+            return json.loads(drop.download_blob(name).readall())
+        except ResourceNotFoundError:
+            time.sleep(0.2)
+    raise AssertionError(f"{DROP_CONTAINER}/{name} did not appear within {timeout:.0f}s")
 
 
-def test_marker_starts_one_job_over_its_folder(client, drop):
-    for index in range(3):
-        drop.upload_blob(f"{ENDPOINT}/batch1/file{index}.bin", b"x" * (index + 1))
-    marker = drop.upload_blob(f"{ENDPOINT}/batch1/_start", b"")
-    name = drop_job_name(f"{ENDPOINT}/batch1/_start", marker.get_blob_properties().etag)
-    job = _wait_for_job(client, name)
-    assert job["status"] == "Completed", job
-    assert job["progress"]["files"]["succeeded"] == 3
-    # The marker fires once: no second job for the same drop appears later.
-    time.sleep(2)
-    drops = [j for j in client.list_jobs(ENDPOINT) if j["name"].startswith("drop-")]
-    assert [j["name"] for j in drops] == [name]
+def _wait_for_job(client: BatchfnClient, name: str) -> dict:
+    return client.wait_job(name, poll=0.3, timeout=FEEDBACK_TIMEOUT_S)
 
 
 def _drop_jobs(client: BatchfnClient) -> set[str]:
     return {job["name"] for job in client.list_jobs(ENDPOINT) if job["name"].startswith("drop-")}
 
 
-def test_files_without_a_marker_start_nothing_and_a_bad_marker_is_refused(client, drop):
+def test_marker_starts_one_job_and_answers_beside_the_drop(client, drop):
+    before = _drop_jobs(client)
+    for index in range(3):
+        drop.upload_blob(f"{ENDPOINT}/batch1/file{index}.bin", b"x" * (index + 1))
+    marker = drop.upload_blob(f"{ENDPOINT}/batch1/_start", b"")
+    name = drop_job_name(f"{ENDPOINT}/batch1/_start", marker.get_blob_properties().etag)
+    answer = _read_json(drop, f"{ENDPOINT}/batch1/_job.json")
+    assert (answer["name"], answer["endpoint"], answer["deployment"]) == (name, ENDPOINT, "echo")
+    assert answer["status_url"] == f"/api/jobs/{name}"
+    assert (answer["output"]["container"], answer["output"]["path"]) == (
+        DROP_CONTAINER, f"{ENDPOINT}/batch1/_output/predictions.csv")
+    job = _wait_for_job(client, name)
+    assert job["status"] == "Completed", job
+    # The answer itself and the marker are not inputs.
+    assert job["progress"]["files"]["succeeded"] == 3
+    output = drop.download_blob(f"{ENDPOINT}/batch1/_output/predictions.csv").readall()
+    assert len(output.decode().splitlines()) == 3
+    # Neither the answer nor the output fires the drop again.
+    time.sleep(2)
+    assert _drop_jobs(client) == before | {name}
+    assert not drop.get_blob_client(f"{ENDPOINT}/batch1/_error.json").exists()
+
+
+def test_a_marker_may_name_the_output(client, drop):
+    drop.upload_blob(f"{ENDPOINT}/named/a.bin", b"a")
+    options = {"output_path": f"{drop.url.rsplit('/', 1)[0]}/{DROP_CONTAINER}/results/named",
+               "output_file_name": "scores.txt"}
+    drop.upload_blob(f"{ENDPOINT}/named/_start", json.dumps(options).encode())
+    answer = _read_json(drop, f"{ENDPOINT}/named/_job.json")
+    assert answer["output"]["path"] == "results/named/scores.txt"
+    assert _wait_for_job(client, answer["name"])["status"] == "Completed"
+    assert drop.get_blob_client("results/named/scores.txt").exists()
+
+
+@pytest.mark.parametrize(("marker", "content", "code"), [
+    ("no-such-endpoint/batch/_start", b"", "endpoint_not_found"),
+    (f"{ENDPOINT}/broken/_start", b"{not json", "invalid_marker"),
+    (f"{ENDPOINT}/unknown-option/_start", b'{"colour": "blue"}', "invalid_marker"),
+    (f"{ENDPOINT}/bad-setting/_start", b'{"mini_batch_size": 0}', "invalid_setting"),
+    (f"{ENDPOINT}/_start", b"", "invalid_marker_location"),
+    (f"{ENDPOINT}/huge/_start", b" " * (MAX_MARKER_BYTES + 1), "marker_too_large"),
+])
+def test_a_refused_drop_answers_why_and_starts_nothing(client, drop, marker, content, code):
+    before = _drop_jobs(client)
+    folder = marker.rpartition("/")[0]
+    drop.upload_blob(f"{folder}/file.bin", b"x", overwrite=True)
+    drop.upload_blob(marker, content, overwrite=True)
+    answer = _read_json(drop, f"{folder}/_error.json")
+    assert answer["error"]["code"] == code, answer
+    assert answer["error"]["message"]
+    assert not drop.get_blob_client(f"{folder}/_job.json").exists()
+    assert _drop_jobs(client) == before
+
+
+def test_files_without_a_marker_start_nothing(client, drop):
     before = _drop_jobs(client)
     drop.upload_blob(f"{ENDPOINT}/loose/file.bin", b"x")
-    drop.upload_blob(f"{ENDPOINT}/broken/file.bin", b"x")
-    drop.upload_blob(f"{ENDPOINT}/broken/_start", b"{not json")
     time.sleep(3)  # several blob scans
     assert _drop_jobs(client) == before
+    assert not drop.get_blob_client(f"{ENDPOINT}/loose/_error.json").exists()

@@ -47,8 +47,9 @@ def test_azure_ml_tutorial_flow(env, unique_name):
     torch = run(env, "batch-deployment", "create",
                 "--file", str(SAMPLES / "deployment-torch" / "deployment.yml"),
                 "--endpoint-name", unique_name, "--set-default")
-    assert "note: ignored keys batchfn does not use: $schema, compute, environment" \
-        in torch.stderr
+    assert "note: batchfn ignores these fields:\n  $schema: " in torch.stderr
+    assert "\n  compute: batchfn has no compute clusters" in torch.stderr
+    assert "\n  environment: " in torch.stderr
     deployment = json.loads(torch.stdout)
     assert deployment["model"]["name"] == "mnist-classifier-torch"
     assert deployment["code_configuration"]["scoring_script"] == "batch_driver.py"
@@ -190,3 +191,39 @@ def test_update_from_file_pins_new_versions(env, tmp_path, unique_name):
     assert second["code_configuration"]["code"] == first["code_configuration"]["code"]
     assert second["created_at"] == first["created_at"]
     assert second["settings"]["mini_batch_size"] == 3
+
+
+def test_azure_ml_settings_form_with_environment_variables(env, tmp_path, unique_name):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w.bin").write_bytes(b"w")
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "score.py").write_text("def init():\n    pass\n\ndef run(b):\n"
+                                                "    return b\n")
+    file = tmp_path / "deployment.yml"
+    file.write_text(
+        "$schema: https://azuremlschemas.azureedge.net/latest/modelBatchDeployment.schema.json\n"
+        "name: blue\ntype: model\nmodel:\n  path: model\n  type: custom_model\n"
+        "code_configuration:\n  code: code\n  scoring_script: score.py\n"
+        "resources:\n  instance_type: Standard_NC6s_v3\n"
+        "environment_variables:\n  TOP: one\n"
+        "settings:\n  instance_count: 3\n  mini_batch_size: 4\n"
+        "  environment_variables:\n    MODE: fast\n    THREADS: 2\n")
+    run(env, "batch-endpoint", "create", "--name", unique_name)
+    created = run(env, "batch-deployment", "create", "-f", str(file), "-e", unique_name)
+    deployment = json.loads(created.stdout)
+    assert deployment["environment_variables"] == {"TOP": "one", "MODE": "fast", "THREADS": "2"}
+    assert (deployment["settings"]["instance_count"], deployment["settings"]["mini_batch_size"]) \
+        == (3, 4)
+    assert "\n  resources.instance_type: the host size" in created.stderr
+    run(env, "batch-deployment", "update", "-n", "blue", "-e", unique_name,
+        "--set", "settings.environment_variables.MODE=slow", "--set", "settings.instance_count=2")
+    shown = json.loads(run(env, "batch-deployment", "show", "-n", "blue", "-e",
+                           unique_name).stdout)
+    assert shown["environment_variables"] == {"MODE": "slow"}
+    assert shown["settings"]["instance_count"] == 2
+    file.write_text(file.read_text().replace("type: model", "type: pipeline"))
+    refused = run(env, "batch-deployment", "create", "-f", str(file), "-e", unique_name,
+                  "-n", "green", ok=False)
+    assert refused.exit_code == 1
+    assert "pipeline deployments (type: pipeline) are not supported" in refused.stderr
+    assert "[unsupported_deployment_type]" in refused.stderr

@@ -80,13 +80,14 @@ def test_lifecycle(client, tmp_path, unique_name):
         "$schema": "https://azuremlschemas.azureedge.net/latest/batchEndpoint.schema.json",
         "name": unique_name, "description": "digits", "tags": {"type": "dl"},
         "auth_mode": "aad_token"})
-    assert endpoint["ignored"] == ["$schema", "auth_mode"]
+    assert [item["field"] for item in endpoint["ignored"]] == ["$schema", "auth_mode"]
+    assert "function keys" in endpoint["ignored"][1]["reason"]
     assert endpoint["defaults"] == {"deployment_name": None}
     assert unique_name in [e["name"] for e in client.list_endpoints()]
 
     blue = client.create_deployment(project(tmp_path / "blue", unique_name, "blue"),
                                     set_default=True)
-    assert blue["ignored"] == ["$schema", "compute", "environment"]
+    assert [item["field"] for item in blue["ignored"]] == ["$schema", "compute", "environment"]
     assert blue["settings"]["mini_batch_size"] == 4
     assert blue["settings"]["instance_count"] == 2
     assert blue["settings"]["retry_settings"] == {"max_retries": 1, "timeout": 12.0}
@@ -164,7 +165,7 @@ def _folder(base: Path, name: str, text: str, file: str = "w.bin") -> Path:
     ({"model": "azureml:no-such-model:3"}, 404, "asset_not_found"),
     ({"model": {"path": "./model"}}, 400, "local_path_not_allowed"),
     ({"code_configuration": {"code": "azureml:x:1"}}, 400, "invalid_deployment"),
-    ({"type": "pipeline"}, 400, "invalid_deployment"),
+    ({"type": "pipeline"}, 400, "unsupported_deployment_type"),
 ])
 def test_bad_deployment_changes_nothing(host, client, tmp_path, unique_name, overrides,
                                         status, code):

@@ -355,10 +355,10 @@ def test_poison_handler_records_failure_once(env):
     assert store.read_json(paths.progress(job.id))["batches_failed"] == 1
 
 
-def test_blob_drop_marker_starts_one_job_per_marker_version(env):
+def test_blob_drop_marker_starts_one_job_per_marker_version_and_answers(env):
     from azure.core.exceptions import ResourceExistsError
 
-    from shared.jobs.drop import DROP_CONTAINER, start_from_marker
+    from shared.jobs.drop import DROP_CONTAINER, process_marker
 
     account, store, queue, data, name = env
     drop = account.blob_service().get_container_client(DROP_CONTAINER)
@@ -366,20 +366,29 @@ def test_blob_drop_marker_starts_one_job_per_marker_version(env):
         drop.create_container()
     except ResourceExistsError:
         pass
-    drop.upload_blob(f"ep1/{name}/a.txt", b"x")
-    marker = drop.upload_blob(f"ep1/{name}/_start", b'{"mini_batch_size": 1}')
-    etag = marker.get_blob_properties().etag
+    folder = f"ep1/{name}"
+    drop.upload_blob(f"{folder}/a.txt", b"x")
+    drop.upload_blob(f"{folder}/_start", b'{"mini_batch_size": 1}')
     service = JobService(store, FakeRegistry(DeploymentSettings()))
-    job, created = start_from_marker(service, f"ep1/{name}/_start", etag, b'{"mini_batch_size": 1}')
-    again, created_again = start_from_marker(service, f"ep1/{name}/_start", etag,
-                                             b'{"mini_batch_size": 1}')
-    assert created and not created_again and again.id == job.id
-    assert start_from_marker(service, f"ep1/{name}/a.txt", etag, b"") is None
-    with pytest.raises(InvalidRequest):
-        start_from_marker(service, f"ep1/{name}/_start", "other", b"not json")
-    result = _run(store, queue, job.id, MiniBatchWorker(store, FakeRuntime(), queue))
+    first = process_marker(service, drop.get_blob_client(f"{folder}/_start"))
+    again = process_marker(service, drop.get_blob_client(f"{folder}/_start"))
+    assert first.created and not again.created and again.job.id == first.job.id
+    answer = json.loads(drop.download_blob(f"{folder}/_job.json").readall())
+    assert (answer["name"], answer["output"]["path"]) == (
+        first.job.id, f"{folder}/_output/predictions.csv")
+    assert process_marker(service, drop.get_blob_client(f"{folder}/a.txt")) is None
+    result = _run(store, queue, first.job.id, MiniBatchWorker(store, FakeRuntime(), queue))
     assert result["status"] == "Completed"
-    assert service.show(job.id)["progress"]["files"]["total"] == 1  # the marker is no input
+    # Neither the marker nor the answer beside it is an input.
+    assert service.show(first.job.id)["progress"]["files"]["total"] == 1
+    assert drop.get_blob_client(f"{folder}/_output/predictions.csv").exists()
+    # Uploaded again, malformed: refused, answered, nothing starts.
+    drop.upload_blob(f"{folder}/_start", b"not json", overwrite=True)
+    refused = process_marker(service, drop.get_blob_client(f"{folder}/_start"))
+    assert refused.job is None and refused.error.code == "invalid_marker"
+    error = json.loads(drop.download_blob(f"{folder}/_error.json").readall())
+    assert error["error"]["code"] == "invalid_marker" and error["error"]["message"]
+    assert not drop.get_blob_client(f"{folder}/_job.json").exists()
 
 
 def test_upload_grant_writes_only_under_uploads(env):

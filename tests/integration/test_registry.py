@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from batchfn.uploads import upload_files
-from shared.assets import AssetStore, scan_folder
+from shared.asset_manifest import scan_folder
+from shared.assets import AssetStore
 from shared.deployment_spec import DeploymentSpec, EndpointSpec
 from shared.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from shared.registry import Registry

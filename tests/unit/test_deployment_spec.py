@@ -1,4 +1,12 @@
-"""Parsing Azure ML endpoint.yml / deployment.yml documents, and the scoring-script check."""
+"""Parsing Azure ML endpoint.yml / deployment.yml documents, and the scoring-script check.
+
+The field lists below are Azure ML's: the batch endpoint and model batch deployment YAML
+references, and the fields of azure-ai-ml's schema classes (DeploymentSchema,
+BatchDeploymentSchema, ModelBatchDeploymentSchema, ModelBatchDeploymentSettingsSchema,
+BatchRetrySettingsSchema, JobResourceConfigurationSchema, CodeConfigurationSchema, the
+model schema, EndpointSchema, BatchEndpointSchema, BatchEndpointsDefaultsSchema). Every one
+is fed to the parser: it is either honoured or reported in `ignored` with a reason.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ def test_sample_deployment_parses_with_ignored_keys():
     assert spec.model == FolderSource(path="model", name="mnist-classifier-torch")
     assert spec.code == FolderSource(path="code")
     assert spec.scoring_script == "batch_driver.py"
-    assert spec.ignored == ("$schema", "compute", "environment")
+    assert _fields(spec.ignored) == ["$schema", "compute", "environment"]
     assert spec.settings.mini_batch_size == 10
 
 
@@ -54,7 +62,7 @@ def test_legacy_top_level_settings_and_resources():
         3, "summary_only", "debug")
     assert settings.retry_settings.max_retries == 0 and settings.instance_count == 4
     assert settings.error_threshold == 7
-    assert spec.ignored == ("resources.instance_type",)
+    assert _fields(spec.ignored) == ["resources.instance_type"]
 
 
 @pytest.mark.parametrize(("model", "expected"), [
@@ -82,7 +90,16 @@ def test_explicit_names_win_and_body_for_api():
     ({"name": "b"}, "invalid deployment name"),
     ({"name": "../etc"}, "invalid deployment name"),
     ({"endpoint_name": "9lives"}, "invalid endpoint name"),
-    ({"type": "pipeline"}, "only 'model'"),
+    ({"type": "pipeline"}, "pipeline deployments"),
+    ({"type": "serving"}, "expected model"),
+    ({"model": {"path": "m", "type": "triton_model"}}, "model.type"),
+    ({"model": "azureml://registries/reg/models/m/versions/1"}, "registry"),
+    ({"model": {"path": "azureml://datastores/x/paths/m"}}, "not a local folder"),
+    ({"environment_variables": {"1BAD": "x"}}, "not a valid environment variable name"),
+    ({"environment_variables": {"A": "x"}, "settings": {"environment_variables": {"A": "y"}}},
+     "set twice"),
+    ({"resources": {"instance_count": 2}, "settings": {"instance_count": 3}}, "disagree"),
+    ({"mini_batch_size": 5, "settings": {"mini_batch_size": 6}}, "disagree"),
     ({"model": None}, "model must be a mapping"),
     ({"model": {"name": "x"}}, "model needs 'path'"),
     ({"model": "azureml:x"}, "invalid asset reference"),
@@ -93,6 +110,7 @@ def test_explicit_names_win_and_body_for_api():
     ({"settings": {"retry_settings": {"timeout": -1}}}, "timeout"),
     ({"settings": {"output_action": "explode"}}, "output_action"),
     ({"settings": {"unknown_thing": 1}}, "unknown setting"),
+    ({"settings": {"environment_variables": ["A=1"]}}, "must be a mapping"),
     ({"tags": ["a"]}, "tags must be a mapping"),
 ])
 def test_invalid_deployments(change, fragment):
@@ -100,14 +118,147 @@ def test_invalid_deployments(change, fragment):
         DeploymentSpec.from_document({**MINIMAL, **change})
 
 
+def _fields(ignored) -> list[str]:
+    assert all(item.reason for item in ignored)
+    return [item.field for item in ignored]
+
+
+# Every field of Azure ML's model batch deployment, `settings:` form (type: model).
+SETTINGS_FORM = {
+    "$schema": "https://azuremlschemas.azureedge.net/latest/modelBatchDeployment.schema.json",
+    "name": "blue", "endpoint_name": "mnist", "description": "d", "tags": {"team": "ml"},
+    "type": "model", "id": "/subscriptions/s/deployments/blue", "properties": {"p": "1"},
+    "provisioning_state": "Succeeded",
+    "model": {"$schema": "https://azuremlschemas.azureedge.net/latest/model.schema.json",
+              "name": "clf", "version": 3, "path": "model", "type": "custom_model",
+              "description": "m", "tags": {"a": "b"}, "properties": {"c": "d"},
+              "flavors": {"python_function": {}}, "stage": "Production"},
+    "code_configuration": {"code": "code", "scoring_script": "score.py"},
+    "environment": {"name": "env", "image": "mcr.microsoft.com/azureml/openmpi4.1.0",
+                    "conda_file": "environment/conda.yaml"},
+    "compute": "azureml:batch-cluster",
+    "resources": {"instance_count": 2, "instance_type": "Standard_NC6s_v3",
+                  "properties": {"x": 1}, "shm_size": "2g", "docker_args": "--ipc=host"},
+    "environment_variables": {"TOP": "1"},
+    "settings": {
+        "max_concurrency_per_instance": 3, "mini_batch_size": 7, "instance_count": 2,
+        "output_action": "append_row", "output_file_name": "out.csv",
+        "retry_settings": {"max_retries": 5, "timeout": 60}, "error_threshold": 10,
+        "logging_level": "warning", "environment_variables": {"BATCH_SIZE": 64, "EMPTY": None},
+    },
+}
+SETTINGS_FORM_IGNORED = [
+    "$schema", "compute", "environment", "id", "model.$schema", "model.description",
+    "model.flavors", "model.properties", "model.stage", "model.tags", "model.version",
+    "properties", "provisioning_state", "resources.docker_args", "resources.instance_type",
+    "resources.properties", "resources.shm_size",
+]
+
+
+def test_every_field_of_the_settings_form_is_honoured_or_ignored_with_a_reason():
+    spec = DeploymentSpec.from_document(SETTINGS_FORM)
+    assert _fields(spec.ignored) == SETTINGS_FORM_IGNORED
+    assert spec.model == FolderSource(path="model", name="clf")
+    assert spec.model_type == "custom_model"
+    assert (spec.description, spec.tags) == ("d", {"team": "ml"})
+    assert spec.environment_variables == {"TOP": "1", "BATCH_SIZE": "64", "EMPTY": ""}
+    assert spec.settings.to_dict() == {
+        "mini_batch_size": 7, "max_concurrency_per_instance": 3, "instance_count": 2,
+        "retry_settings": {"max_retries": 5, "timeout": 60.0}, "error_threshold": 10,
+        "output_action": "append_row", "output_file_name": "out.csv",
+        "output_format": "azureml", "logging_level": "warning"}
+
+
+def test_every_field_of_the_legacy_top_level_form():
+    legacy = {key: value for key, value in SETTINGS_FORM.items()
+              if key not in ("type", "settings")}
+    legacy.update({"model": "azureml:clf@latest", "max_concurrency_per_instance": 3,
+                   "mini_batch_size": 7, "output_action": "summary_only",
+                   "output_file_name": "out.csv", "error_threshold": 10,
+                   "retry_settings": {"max_retries": 5, "timeout": 60},
+                   "logging_level": "debug", "job_definition": {"type": "pipeline"},
+                   "component": "azureml:c:1"})
+    spec = DeploymentSpec.from_document(legacy)
+    assert spec.model == AssetReference("clf", "latest")
+    assert (spec.settings.mini_batch_size, spec.settings.output_action,
+            spec.settings.logging_level, spec.settings.instance_count) == (
+        7, "summary_only", "debug", 2)
+    ignored = {item.field: item.reason for item in spec.ignored}
+    assert "pipeline deployments" in ignored["component"]
+    assert "pipeline deployments" in ignored["job_definition"]
+    assert "compute clusters" in ignored["compute"]
+    assert spec.environment_variables == {"TOP": "1"}
+
+
+def test_settings_instance_count_and_environment_variables_stand_alone():
+    spec = DeploymentSpec.from_document({**MINIMAL, "settings": {
+        "instance_count": 4, "environment_variables": {"MODE": "fast"}}})
+    assert spec.settings.instance_count == 4
+    assert spec.environment_variables == {"MODE": "fast"}
+    assert spec.ignored == ()
+
+
+def test_unknown_fields_are_ignored_as_possible_typos():
+    spec = DeploymentSpec.from_document({**MINIMAL, "setings": {"mini_batch_size": 3}})
+    assert [(item.field, "typo" in item.reason) for item in spec.ignored] == [("setings", True)]
+
+
+@pytest.mark.parametrize(("reference", "expected"), [
+    ("azureml:/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/"
+     "workspaces/ws/codes/score-code/versions/4", AssetReference("score-code", "4")),
+    ("azureml:score-code:4", AssetReference("score-code", "4")),
+    ("azureml:score-code@latest", AssetReference("score-code", "latest")),
+])
+def test_registered_code_references(reference, expected):
+    spec = DeploymentSpec.from_document(
+        {**MINIMAL, "code_configuration": {"code": reference, "scoring_script": "score.py"}})
+    assert spec.code == expected
+
+
+def test_model_type_survives_the_upload():
+    document = {**MINIMAL, "model": {"path": "model", "type": "mlflow_model", "tags": {"a": 1}}}
+    body = with_uploaded_assets(document, AssetReference("m", "2"), AssetReference("c", "1"))
+    assert body["model"] == {"name": "m", "version": "2", "type": "mlflow_model",
+                             "tags": {"a": 1}}
+    spec = DeploymentSpec.from_document(body)
+    assert (spec.model, spec.model_type) == (AssetReference("m", "2"), "mlflow_model")
+
+
+# Every field of Azure ML's batch endpoint.
+ENDPOINT_FIELDS = {
+    "$schema": "https://azuremlschemas.azureedge.net/latest/batchEndpoint.schema.json",
+    "name": "mnist", "description": "d", "tags": {"k": "v"}, "auth_mode": "aad_token",
+    "defaults": {"deployment_name": "blue"}, "properties": {"p": 1},
+    "identity": {"type": "system_assigned"}, "id": "/subscriptions/s/endpoints/mnist",
+    "location": "westus2", "scoring_uri": "https://x/jobs", "openapi_uri": "https://x/swagger",
+    "provisioning_state": "Succeeded",
+}
+
+
+def test_every_endpoint_field_is_honoured_or_ignored_with_a_reason():
+    spec = EndpointSpec.from_document(ENDPOINT_FIELDS)
+    assert (spec.name, spec.description, spec.tags, spec.default_deployment) == (
+        "mnist", "d", {"k": "v"}, "blue")
+    assert _fields(spec.ignored) == ["$schema", "auth_mode", "id", "identity", "location",
+                                     "openapi_uri", "properties", "provisioning_state",
+                                     "scoring_uri"]
+
+
+@pytest.mark.parametrize("mode", ["aad_token", "key", "aml_token", "AADToken", "Key"])
+def test_auth_modes(mode):
+    EndpointSpec.from_document({"name": "mnist", "auth_mode": mode})
+
+
 def test_endpoint_document():
     spec = EndpointSpec.from_document(load_document(SAMPLES / "endpoint.yml"), name="other")
     assert spec.name == "other" and spec.tags == {"type": "deep-learning"}
-    assert spec.ignored == ("$schema",)
+    assert _fields(spec.ignored) == ["$schema"]
     with pytest.raises(InvalidRequest, match="invalid endpoint name"):
         EndpointSpec.from_document({"name": "x" * 33})
     with pytest.raises(InvalidRequest, match="must be a mapping"):
         EndpointSpec.from_document(["not", "a", "mapping"])
+    with pytest.raises(InvalidRequest, match="auth_mode"):
+        EndpointSpec.from_document({"name": "mnist", "auth_mode": "anonymous"})
 
 
 def test_load_document_errors(tmp_path):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from shared.errors import InvalidRequest
-from shared.jobs.drop import drop_job_name, is_marker
+from shared.jobs.drop import drop_job_name, is_drop_control_file, is_marker
 from shared.jobs.locations import resolve_location
 from shared.jobs.messages import InvalidMessage, MiniBatchMessage
 from shared.jobs.parts import encode_part
@@ -90,6 +90,11 @@ def test_part_formats():
 
 
 def test_drop_marker_rule():
-    assert is_marker("ep1/batch-7/_start")
-    assert not is_marker("ep1/_start") and not is_marker("ep1/batch/file.png")
+    assert is_marker("ep1/batch-7/_start") and is_marker("ep1/_start")  # the latter: refused
+    assert not is_marker("ep1/batch/file.png") and not is_marker("ep1/batch/_job.json")
+    assert is_drop_control_file("batchfn-drop", "_job.json")
+    assert is_drop_control_file("batchfn-drop", "_output/predictions.csv")
+    assert is_drop_control_file("batchfn-data", "sub/_start")
+    assert not is_drop_control_file("batchfn-data", "_job.json")
+    assert not is_drop_control_file("batchfn-drop", "images/_output.png")
     assert drop_job_name("ep1/b/_start", "e1") != drop_job_name("ep1/b/_start", "e2")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 import pytest
 
-from batchfn.cli import parse_sets
-from batchfn.client import devhost_key, resolve_target
+from batchfn.cli.common import parse_sets
 from batchfn.output import QueryError, render
-from shared.assets import AssetManifest, parse_asset_ref, scan_folder
+from batchfn.target import devhost_key, resolve_target
+from shared.asset_manifest import AssetManifest, parse_asset_ref, scan_folder
 from shared.errors import InvalidRequest
 
 ROWS = [{"name": "a", "n": 1, "tags": {"x": "y"}, "ok": True},

@@ -1,0 +1,89 @@
+"""`batchfn job ...`: follow and manage batch scoring jobs."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from batchfn.cli.common import emit, get_client
+from batchfn.client import JOB_TERMINAL_STATUSES
+from batchfn.output import progress_line
+
+
+@click.group("job")
+def job() -> None:
+    """Follow and manage batch scoring jobs."""
+
+
+@job.command("show")
+@click.option("--name", "-n", required=True, help="Job name.")
+def job_show(name: str) -> None:
+    """Status, files and mini-batches, rate, ETA, output location and error summary."""
+    emit(get_client().get_job(name))
+
+
+@job.command("list")
+@click.option("--endpoint-name", "-e", help="Only jobs of this endpoint.")
+def job_list(endpoint_name: str | None) -> None:
+    """All jobs, newest first."""
+    emit(get_client().list_jobs(endpoint_name))
+
+
+@job.command("stream")
+@click.option("--name", "-n", required=True, help="Job name.")
+@click.option("--poll", default=0.5, show_default=True, help="Seconds between updates.")
+def job_stream(name: str, poll: float) -> None:
+    """Show a live progress line until the job ends; exit 1 unless it Completed."""
+    interactive = sys.stderr.isatty()
+    last = [""]
+
+    def show(current: dict[str, Any]) -> None:
+        line = progress_line(current, current["status"] in JOB_TERMINAL_STATUSES)
+        if line != last[0]:
+            click.echo(("\r" if interactive else "") + line, err=True, nl=not interactive)
+            last[0] = line
+
+    final = get_client().wait_job(name, poll=poll, on_progress=show)
+    if interactive:
+        click.echo("", err=True)
+    emit({"name": final["name"], "status": final["status"], "reason": final.get("reason"),
+          "output": final.get("output")})
+    if final["status"] != "Completed":
+        raise SystemExit(1)
+
+
+@job.command("download")
+@click.option("--name", "-n", required=True, help="Job name.")
+@click.option("--output-name", default="score", show_default=True,
+              help="Named output: score (merged file) or errors (errors.jsonl).")
+@click.option("--download-path", default=".", show_default=True,
+              type=click.Path(file_okay=False), help="Folder to save into.")
+def job_download(name: str, output_name: str, download_path: str) -> None:
+    """Save an output to <download-path>/named-outputs/<output-name>/<file> (as az ml)."""
+    path = get_client().download_job_output(name, output_name, download_path)
+    emit({"path": str(path)})
+
+
+@job.command("cancel")
+@click.option("--name", "-n", required=True, help="Job name.")
+def job_cancel(name: str) -> None:
+    """Cancel a job: CancelRequested now, Canceled once its workers have stopped."""
+    emit(get_client().cancel_job(name))
+
+
+@job.command("rerun")
+@click.option("--name", "-n", required=True, help="Job name.")
+@click.option("--failed-only", is_flag=True, help="Score only the files that failed.")
+@click.option("--job-name", help="Name of the new job (idempotent).")
+def job_rerun(name: str, failed_only: bool, job_name: str | None) -> None:
+    """Start a new job over the same input (or only its failed files)."""
+    emit(get_client().rerun_job(name, failed_only=failed_only, new_name=job_name))
+
+
+@job.command("errors")
+@click.option("--name", "-n", required=True, help="Job name.")
+def job_errors(name: str) -> None:
+    """The per-file errors report: file, mini-batch, attempts, error, last traceback line."""
+    emit(get_client().job_errors(name))

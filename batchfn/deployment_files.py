@@ -1,0 +1,74 @@
+"""Local checks of an endpoint.yml / deployment.yml before anything is sent or uploaded:
+the document's fields, its folders (relative to the file) and the scoring script."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchfn.errors import local_checks
+from shared.deployment_spec import (
+    AssetReference,
+    DeploymentSpec,
+    EndpointSpec,
+    FolderSource,
+    load_document,
+)
+from shared.errors import InvalidRequest
+from shared.script_check import check_scoring_script
+
+
+@dataclass(frozen=True)
+class LocalDeployment:
+    """A checked deployment document and the local folders it uploads (None: registered)."""
+
+    document: dict[str, Any]
+    spec: DeploymentSpec
+    model_dir: Path | None
+    code_dir: Path | None
+
+
+def endpoint_document(file: str | Path | None, document: Mapping[str, Any] | None,
+                      name: str | None) -> tuple[dict[str, Any], EndpointSpec]:
+    """The endpoint document (from `document`, else the file) and its checked spec."""
+    with local_checks():
+        doc = dict(document or (load_document(file) if file else {}))
+        return doc, EndpointSpec.from_document(doc, name=name)
+
+
+def deployment_document(file: str | Path | None, document: Mapping[str, Any] | None,
+                        base_dir: str | Path | None, endpoint_name: str | None,
+                        name: str | None) -> LocalDeployment:
+    """Check a deployment: fields, folders (relative to the file or `base_dir`), script."""
+    with local_checks():
+        if document is None and file is None:
+            raise InvalidRequest("a deployment needs a file (deployment.yml) or a document",
+                                 code="missing_file")
+        doc = dict(document) if document is not None else load_document(file)  # type: ignore[arg-type]
+        base = Path(base_dir) if base_dir else (Path(file).parent if file else Path.cwd())
+        spec = DeploymentSpec.from_document(doc, endpoint_name=endpoint_name, name=name)
+        model_dir = _folder(base, spec.model)
+        code_dir = _folder(base, spec.code)
+        if code_dir is not None:
+            _check_script(code_dir, spec.scoring_script)
+    return LocalDeployment(doc, spec, model_dir, code_dir)
+
+
+def _folder(base: Path, source: FolderSource | AssetReference) -> Path | None:
+    if isinstance(source, AssetReference):
+        return None
+    folder = (base / source.path).resolve()
+    if not folder.is_dir():
+        raise InvalidRequest(f"folder {source.path!r} does not exist (looked in {folder})",
+                             details={"path": str(folder)}, code="folder_not_found")
+    return folder
+
+
+def _check_script(code_dir: Path, scoring_script: str) -> None:
+    script = code_dir / scoring_script
+    if not script.is_file():
+        raise InvalidRequest(f"scoring script {scoring_script!r} is not in {code_dir}",
+                             details={"path": str(script)}, code="script_not_found")
+    check_scoring_script(script.read_bytes(), scoring_script)
