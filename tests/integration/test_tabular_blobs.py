@@ -12,7 +12,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobClient, BlobSasPermissions, generate_blob_sas
 
 from shared.layout import DATA_CONTAINER
@@ -22,16 +21,6 @@ from shared.tabular.sources import BlobSource, SourceChanged
 from shared.tabular.split import RowBatcher, plan_table
 
 ROWS = 20_000
-
-
-@pytest.fixture(scope="module")
-def account(storage_connection: str) -> StorageAccount:
-    account = StorageAccount(connection_string=storage_connection)
-    try:
-        account.container(DATA_CONTAINER).create_container()
-    except ResourceExistsError:
-        pass
-    return account
 
 
 @pytest.fixture
