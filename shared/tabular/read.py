@@ -203,8 +203,9 @@ def parse_text_range(fmt: str, header: bytes, body: bytes, row_range: RowRange, 
         raise SourceChanged(f"{file}: bytes {row_range.start}..{row_range.end} hold "
                             f"{records.size} rows where {row_range.rows} were planned; "
                             "did the file change?")
-    spans = [(int(scan.starts[i]), int(ends[i])) for i in records.tolist()]
-    numbers = np.arange(row_range.first_row, row_range.first_row + len(spans), dtype=np.int64)
+    spans = _Spans(scan.starts[records], ends[records])
+    numbers = np.arange(row_range.first_row, row_range.first_row + records.size,
+                        dtype=np.int64)
     if fmt == JSONL:
         parsed = _parse_jsonl(body, spans, numbers, file)
     else:
@@ -212,6 +213,22 @@ def parse_text_range(fmt: str, header: bytes, body: bytes, row_range: RowRange, 
         open_quote = scan.in_quotes_after and records.size and records[-1] == scan.ends.size
         parsed = _parse_csv(header, body, spans, fields, bool(open_quote), numbers, file)
     return apply_column_types(parsed, file, column_types)
+
+
+class _Spans:
+    """Where each record of a body lies: [starts[i], stops[i]), line feed excluded."""
+
+    def __init__(self, starts: np.ndarray, stops: np.ndarray) -> None:
+        self.starts, self.stops = starts, stops
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+    def __getitem__(self, position: int) -> tuple[int, int]:
+        return int(self.starts[position]), int(self.stops[position])
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return list(zip(self.starts.tolist(), self.stops.tolist(), strict=True))
 
 
 def apply_column_types(parsed: RangeRows, file: str,
@@ -230,10 +247,9 @@ def apply_column_types(parsed: RangeRows, file: str,
                      _in_row_order(parsed.failed, failed))
 
 
-def _parse_jsonl(body: bytes, spans: list[tuple[int, int]], numbers: np.ndarray,
-                 file: str) -> RangeRows:
+def _parse_jsonl(body: bytes, spans: _Spans, numbers: np.ndarray, file: str) -> RangeRows:
     objects, keep, failed = [], [], []
-    for position, (start, end) in enumerate(spans):
+    for position, (start, end) in enumerate(spans.pairs()):
         try:
             value = json.loads(body[start:end])
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
@@ -250,7 +266,7 @@ def _parse_jsonl(body: bytes, spans: list[tuple[int, int]], numbers: np.ndarray,
     return RangeRows(pd.DataFrame(objects), numbers[keep], tuple(failed))
 
 
-def _parse_csv(header: bytes, body: bytes, spans: list[tuple[int, int]], fields: np.ndarray,
+def _parse_csv(header: bytes, body: bytes, spans: _Spans, fields: np.ndarray,
                open_quote: bool, numbers: np.ndarray, file: str) -> RangeRows:
     header = header.removeprefix(UTF8_BOM)
     if header and not header.endswith(b"\n"):
@@ -265,13 +281,15 @@ def _parse_csv(header: bytes, body: bytes, spans: list[tuple[int, int]], fields:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
-        for position, (start, end) in enumerate(spans):
+        for position, (start, end) in enumerate(spans.pairs()):
             try:
                 body[start:end].decode("utf-8")
             except UnicodeDecodeError as exc:
                 failed.setdefault(position, f"not valid UTF-8: {exc.reason} at byte "
                                             f"{exc.start} of the row")
-    good = [p for p in range(len(spans)) if p not in failed]
+    keep = np.ones(len(spans), dtype=bool)
+    keep[list(failed)] = False
+    good = np.flatnonzero(keep).tolist()
     data = body if not failed else b"".join(body[s:e] + b"\n" for s, e in
                                            (spans[p] for p in good))
     frame = _read_csv(header + data, len(good))
