@@ -5,7 +5,9 @@ about `mini_batch_size` rows without holding the file in memory (`split.py`), a 
 reads one range into a pandas DataFrame (`read.py`) over any `ByteSource` (`sources.py`:
 a blob, a SAS URL or a local file), and input columns may be carried to the output beside
 the predictions (`passthrough.py`). Rows that cannot be parsed are reported as
-`FailedInput`s with their file and row number (`failures.py`).
+`FailedInput`s with their file and row number (`failures.py`). The job settings
+`input_format` and `passthrough_columns` are validated by `options.py`, which loads no
+pandas (the CLI validates settings too).
 
 Modules are imported directly (`shared.tabular.split`, ...): this package module loads
 nothing, so a scoring worker that never sees tabular input does not pay for numpy.

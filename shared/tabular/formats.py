@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Any
-
-from shared.errors import InvalidRequest
 
 FILES = "files"
 CSV = "csv"
@@ -13,8 +10,6 @@ JSONL = "jsonl"
 PARQUET = "parquet"
 INPUT_FORMATS = (FILES, CSV, JSONL, PARQUET)
 TABULAR_FORMATS = (CSV, JSONL, PARQUET)
-# Formats whose rows are found by scanning bytes for record ends (parquet has a footer).
-TEXT_FORMATS = (CSV, JSONL)
 
 # Compressed files cannot be read from the middle: their rows cannot be split by byte range.
 COMPRESSED_SUFFIXES = (".gz", ".gzip", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".snappy")
@@ -30,19 +25,6 @@ class UnsplittableInput(ValueError):
         super().__init__(f"{file}: {reason}")
         self.file = file
         self.reason = reason
-
-
-def check_input_format(value: Any) -> str:
-    """The setting `input_format` as one of INPUT_FORMATS (case-insensitive)."""
-    text = value.strip().lower() if isinstance(value, str) else ""
-    if text not in INPUT_FORMATS:
-        raise InvalidRequest(
-            f"setting input_format={value!r} is invalid: expected one of "
-            + ", ".join(INPUT_FORMATS),
-            details={"setting": "input_format", "value": value},
-            code="invalid_setting",
-        )
-    return text
 
 
 def is_data_file(name: str) -> bool:

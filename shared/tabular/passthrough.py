@@ -2,10 +2,10 @@
 results to inputs without relying on row order (SageMaker's JoinSource, Vertex's
 key_field, the OpenAI batch API's custom_id).
 
-The setting `passthrough_columns` names input columns; each output row gets their values
-from the input row it belongs to, before the columns run() returned. That needs one
-output row per input row, in order: run() returning any other number of rows is an error
-with a clear message, never a silent misalignment.
+The setting `passthrough_columns` (validated in options.py) names input columns; each
+output row gets their values from the input row it belongs to, before the columns run()
+returned. That needs one output row per input row, in order: run() returning any other
+number of rows is an error with a clear message, never a silent misalignment.
 """
 
 from __future__ import annotations
@@ -15,39 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from shared.errors import InvalidRequest
-
 RESULT_COLUMN = "result"  # the column a list return becomes
-MAX_PASSTHROUGH_COLUMNS = 64
-MAX_COLUMN_NAME_CHARS = 256
 _LISTED_COLUMNS = 20  # how many of the input's columns an error message names
 
 
 class PassthroughError(ValueError):
     """Passthrough columns cannot be attached: a column is missing or the rows differ."""
-
-
-def check_passthrough_columns(value: Any) -> tuple[str, ...]:
-    """The setting `passthrough_columns`: a list of column names, or one comma-separated
-    string (as `--set passthrough_columns=id,region` gives it); () for none."""
-    if value is None or value == "":
-        return ()
-    names = value.split(",") if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)):
-        raise _bad(value, "a list of column names")
-    cleaned = []
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise _bad(value, "column names that are non-empty strings")
-        name = name.strip()
-        if len(name) > MAX_COLUMN_NAME_CHARS:
-            raise _bad(value, f"column names of at most {MAX_COLUMN_NAME_CHARS} characters")
-        if name in cleaned:
-            raise _bad(value, f"each column once ({name!r} is named twice)")
-        cleaned.append(name)
-    if len(cleaned) > MAX_PASSTHROUGH_COLUMNS:
-        raise _bad(value, f"at most {MAX_PASSTHROUGH_COLUMNS} columns")
-    return tuple(cleaned)
 
 
 def attach_passthrough(inputs: pd.DataFrame, result: pd.DataFrame | Sequence[Any],
@@ -77,11 +50,3 @@ def attach_passthrough(inputs: pd.DataFrame, result: pd.DataFrame | Sequence[Any
     carried = [name for name in columns if name not in table.columns]
     return pd.concat([inputs[carried].reset_index(drop=True), table.reset_index(drop=True)],
                      axis=1)
-
-
-def _bad(value: Any, expected: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"setting passthrough_columns={value!r} is invalid: expected {expected}",
-        details={"setting": "passthrough_columns"},
-        code="invalid_setting",
-    )

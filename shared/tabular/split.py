@@ -92,11 +92,14 @@ def plan_table(source: ByteSource, fmt: str, rows_per_range: int,
                          tuple(RowRange(f, n) for f, n in _cuts(rows, first, rows_per_range)))
     scan = _TextScan(source.name, quoted=fmt == CSV, first_cut=first,
                      rows_per_range=rows_per_range)
-    # A byte order mark is no text: JSONL ranges begin after it (JSON parsers refuse it),
-    # a CSV header keeps it in front (and the reader drops it).
-    data_start = len(UTF8_BOM) if source.read(0, len(UTF8_BOM)) == UTF8_BOM else 0
+    # The first chunk is read alone, so that a small file costs one request. A byte order
+    # mark is no text: JSONL ranges begin after it (JSON parsers refuse it), a CSV header
+    # keeps it in front (and the reader drops it).
+    first = source.read(0, max(chunk_bytes, len(UTF8_BOM)))
+    data_start = len(UTF8_BOM) if first.startswith(UTF8_BOM) else 0
     scan.begin(data_start)
-    for chunk in read_chunks(source, data_start, chunk_bytes):
+    scan.feed(first[data_start:])
+    for chunk in read_chunks(source, len(first), chunk_bytes):
         scan.feed(chunk)
     scan.finish(source.size)
     return TablePlan(fmt, source.size, scan.rows, tuple(scan.ranges))

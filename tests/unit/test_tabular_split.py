@@ -13,12 +13,8 @@ import pytest
 
 from shared.errors import InvalidRequest
 from shared.tabular import split as split_module
-from shared.tabular.formats import (
-    UnsplittableInput,
-    check_input_format,
-    check_splittable,
-    is_data_file,
-)
+from shared.tabular.formats import UnsplittableInput, check_splittable, is_data_file
+from shared.tabular.options import check_input_format
 from shared.tabular.read import BatchPiece, TableReader
 from shared.tabular.records import scan_bytes
 from shared.tabular.sources import LocalFileSource, read_chunks
@@ -157,6 +153,12 @@ def test_planning_a_parquet_file_reads_only_its_footer(tmp_path):
     # pyarrow reads the last 64 KiB, where the footer lies, and nothing else.
     assert source.reads <= 2
     assert source.bytes_read <= 64 * 1024 < source.size // 10
+
+
+def test_planning_a_small_csv_file_costs_one_read(tmp_path):
+    source = CountingSource(write(tmp_path, "small.csv", TRICKY_CSV))
+    assert plan_table(source, "csv", 2).rows == 7
+    assert source.reads == 1
 
 
 def test_a_file_that_is_not_parquet_is_unsplittable(tmp_path):
