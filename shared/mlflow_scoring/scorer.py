@@ -81,7 +81,11 @@ class MlflowScorer:
         return self.score_files(mini_batch)
 
     def score_files(self, paths: Sequence[str]) -> pd.DataFrame:
-        """Score each file on its own; failed files and rows are reported, not raised."""
+        """Score each file on its own; failed files and rows are reported, not raised.
+
+        Failures name a file by the path run() was given (the worker knows which input it
+        is); the output's `file_name` is its base name, as in Azure ML.
+        """
         tables = []
         for path in paths:
             name = os.path.basename(path)
@@ -92,7 +96,7 @@ class MlflowScorer:
                 table = self._score_image(path, name)
             else:
                 report(FailedInput.make(
-                    name, f"file type '{suffix.lstrip('.') or '(none)'}' is not supported by "
+                    path, f"file type '{suffix.lstrip('.') or '(none)'}' is not supported by "
                     f"the built-in MLflow scorer (it reads {', '.join(SUPPORTED_SUFFIXES)}); "
                     "deploy the model with a scoring script to read other files"))
                 continue
@@ -116,20 +120,23 @@ class MlflowScorer:
         try:
             plan = plan_table(source, fmt, rows_per_range=sys.maxsize)
         except UnsplittableInput as exc:
-            report(FailedInput.make(name, exc.reason))
+            report(FailedInput.make(path, exc.reason))
             return None
         if not plan.ranges:
             return None
-        rows = self._reader.read(BatchPiece(name, source, fmt, plan.ranges[0]))
+        rows = self._reader.read(BatchPiece(path, source, fmt, plan.ranges[0]))
         for failure in rows.failed:
             report(failure)
         if not len(rows.frame):
             return None
-        files = np.full(len(rows.frame), name, dtype=object)
-        return self._score_frame(rows.frame, files, rows.row_numbers)
+        return self._score_frame(rows.frame, np.full(len(rows.frame), path, dtype=object),
+                                 rows.row_numbers, np.full(len(rows.frame), name, dtype=object))
 
-    def _score_frame(self, frame: pd.DataFrame, files: np.ndarray,
-                     rows: np.ndarray) -> pd.DataFrame | None:
+    def _score_frame(self, frame: pd.DataFrame, files: np.ndarray, rows: np.ndarray,
+                     names: np.ndarray | None = None) -> pd.DataFrame | None:
+        """Predict `frame`'s rows: `files` and `rows` say where each row comes from (for
+        failures), `names` what the output calls its file (`files` when None)."""
+        names = files if names is None else names
         missing = [column for column in self._required if column not in frame.columns]
         if missing:
             message = (f"the model's signature needs column(s) {', '.join(missing)}, which the "
@@ -144,12 +151,12 @@ class MlflowScorer:
                                         row=int(rows[position])))
             keep = np.ones(len(frame), dtype=bool)
             keep[list(bad)] = False
-            frame, files, rows = frame[keep].reset_index(drop=True), files[keep], rows[keep]
+            frame, rows, names = frame[keep].reset_index(drop=True), rows[keep], names[keep]
             if not len(frame):
                 return None
         table = _prediction_table(self.model.predict(frame), len(frame))
         table.insert(0, ROW_COLUMN, pd.array(rows, dtype="Int64"))
-        table[FILE_COLUMN] = files
+        table[FILE_COLUMN] = names
         return table
 
     def _score_image(self, path: str, name: str) -> pd.DataFrame | None:
@@ -159,13 +166,13 @@ class MlflowScorer:
             with Image.open(path) as image:
                 array = np.asarray(image)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
-            report(FailedInput.make(name, f"cannot read the image: {exc}"))
+            report(FailedInput.make(path, f"cannot read the image: {exc}"))
             return None
         if self._tensor is not None:
             try:
                 array = _fit_tensor(array, *self._tensor)
             except ValueError as exc:
-                report(FailedInput.make(name, str(exc)))
+                report(FailedInput.make(path, str(exc)))
                 return None
         table = _prediction_table(self.model.predict(array), 1)
         table.insert(0, ROW_COLUMN, pd.array([None], dtype="Int64"))

@@ -24,8 +24,11 @@ class FailedInput:
     """Inputs that could not be scored: a whole file (`row` None), or `rows` consecutive
     rows of a file from row number `row` (one row, or a range that could not be read).
 
-    Row numbers count data rows from 0 after any header, as the output's `row` column
-    does. A failure counts `rows` inputs against error_threshold (a file counts 1).
+    `file` names the input as the scoring process knows it: its display name for rows of
+    a tabular mini-batch, the local path run() was given for a file of a mini-batch of
+    files (the worker maps it back to its input). Row numbers count data rows from 0
+    after any header, as the output's `row` column does. A failure counts `rows` inputs
+    against error_threshold (a file counts 1).
     """
 
     file: str

@@ -150,11 +150,11 @@ def test_a_file_of_another_type_fails_alone_when_the_worker_collects(tmp_path, s
         lines = scorer.run([paths[0], str(notes)])
 
     assert len(lines) == 40
-    assert [(f.file, f.row) for f in collected.items] == [("notes.avro", None)]
+    assert [(f.file, f.row) for f in collected.items] == [(str(notes), None)]
     assert collected.items[0].error.startswith(
         "file type 'avro' is not supported by the built-in MLflow scorer (it reads .bmp, "
         ".csv, .gif, .jpeg, .jpg, .parquet, .png, .pqt, .tif, .tiff)")
-    with pytest.raises(NoCollector, match="notes.avro: file type 'avro' is not supported"):
+    with pytest.raises(NoCollector, match="/notes.avro: file type 'avro' is not supported"):
         scorer.run([str(notes)])
 
 
@@ -170,7 +170,7 @@ def test_the_signature_types_fail_single_rows_not_the_file(tmp_path, sklearn_mod
 
     assert [line.split(",")[0] for line in lines] == ["0", "1", "3", "4"]
     assert [(f.file, f.row, f.error) for f in collected.items] == [
-        ("typed.csv", 2, "column 'mean radius': 'not a number' is not a valid double")]
+        (str(path), 2, "column 'mean radius': 'not a number' is not a valid double")]
 
 
 def test_a_missing_signature_column_fails_every_row(tmp_path, sklearn_model, driver):
@@ -182,7 +182,7 @@ def test_a_missing_signature_column_fails_every_row(tmp_path, sklearn_model, dri
         lines = driver(model_dir).run([str(path)])
 
     assert lines == []
-    assert [(f.file, f.row, f.rows) for f in collected.items] == [("narrow.csv", 0, 7)]
+    assert [(f.file, f.row, f.rows) for f in collected.items] == [(str(path), 0, 7)]
     assert "needs column(s) mean area, worst area" in collected.items[0].error
 
 
@@ -236,7 +236,7 @@ def test_images_are_arrays_shaped_by_the_tensor_signature(tmp_path, image_model,
         lines = driver(image_model).run(paths)
 
     assert lines == ["10.0,ten.png", "200.0,two-hundred.bmp"]
-    assert [f.file for f in collected.items] == ["rgb.png", "broken.jpg"]
+    assert [f.file for f in collected.items] == paths[2:]
     assert collected.items[0].error == ("the image's shape (8, 8, 3) does not fit the "
                                         "model's tensor shape (-1, 8, 8)")
     assert collected.items[1].error.startswith("cannot read the image:")
