@@ -95,11 +95,11 @@ def plan_table(source: ByteSource, fmt: str, rows_per_range: int,
     # The first chunk is read alone, so that a small file costs one request. A byte order
     # mark is no text: JSONL ranges begin after it (JSON parsers refuse it), a CSV header
     # keeps it in front (and the reader drops it).
-    first = source.read(0, max(chunk_bytes, len(UTF8_BOM)))
-    data_start = len(UTF8_BOM) if first.startswith(UTF8_BOM) else 0
+    head = source.read(0, max(chunk_bytes, len(UTF8_BOM)))
+    data_start = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
     scan.begin(data_start)
-    scan.feed(first[data_start:])
-    for chunk in read_chunks(source, len(first), chunk_bytes):
+    scan.feed(head[data_start:])
+    for chunk in read_chunks(source, len(head), chunk_bytes):
         scan.feed(chunk)
     scan.finish(source.size)
     return TablePlan(fmt, source.size, scan.rows, tuple(scan.ranges))
