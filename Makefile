@@ -11,7 +11,7 @@ install: $(PY_STAMP) $(NODE_STAMP)
 
 $(PY_STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[server,dev,samples]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[server,dev,samples,mlflow]'
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json

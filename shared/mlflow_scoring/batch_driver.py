@@ -1,0 +1,39 @@
+"""The scoring script of MLflow deployments that bring none (Azure ML generates one too).
+
+The worker runs it like a user's Azure ML script: init() once per worker process, then
+run() per mini-batch, with AZUREML_MODEL_DIR set. run() takes a list of file paths, or a
+DataFrame of rows when the job's input format is tabular; it returns Azure ML's MLflow
+output lines, or a DataFrame of real columns when the job writes csv, jsonl or parquet
+(BATCHFN_OUTPUT_FORMAT). Files and rows that cannot be scored are reported to the
+worker's failure collector (shared.tabular.failures).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pandas as pd
+
+from shared.mlflow_scoring.scorer import (
+    AZUREML_FORMAT,
+    OUTPUT_FORMAT_VARIABLE,
+    MlflowScorer,
+    as_output,
+)
+
+_scorer: MlflowScorer | None = None
+
+
+def init() -> None:
+    """Load the model under AZUREML_MODEL_DIR with mlflow.pyfunc."""
+    global _scorer
+    _scorer = MlflowScorer(os.environ["AZUREML_MODEL_DIR"])
+
+
+def run(mini_batch: Sequence[str] | pd.DataFrame) -> pd.DataFrame | list[str]:
+    """Score a mini-batch of files or rows (see the module docstring)."""
+    if _scorer is None:
+        raise RuntimeError("init() has not loaded the model")
+    table = _scorer.score(mini_batch)
+    return as_output(table, os.environ.get(OUTPUT_FORMAT_VARIABLE, AZUREML_FORMAT))
