@@ -262,7 +262,11 @@ def test_permanent_failure_error_threshold_counts(client, scratch, tmp_path):
     errors = client.job_errors(jobs[-1])
     assert [(e["file"], e["attempts"], e["status"]) for e in errors] == [
         ("b2-bad.bin", 1, "failed"), ("b3.bin", 1, "failed")]
-    assert errors[0]["traceback"] == "ValueError: bad input"
+    # The script's own frames, not the worker's that called it.
+    traceback = errors[0]["traceback"]
+    assert traceback.endswith("ValueError: bad input")
+    assert 'always_fails.py", line' in traceback and "in run" in traceback
+    assert "shared/scoring" not in traceback
 
 
 def test_fewer_rows_than_inputs(client, scratch, tmp_path):
