@@ -297,4 +297,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # The job commands attach themselves to the groups above.
-from batchfn import job_commands  # noqa: E402, F401
+from batchfn import job_commands, studio  # noqa: E402, F401
