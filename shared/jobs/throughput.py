@@ -2,15 +2,17 @@
 
 Each progress check that counts new completions adds one sample — the time of the latest
 completion and the files succeeded and failed so far — to progress.json. Cumulative counts
-survive thinning: when the series is full, every other sample is dropped (the first and the
-newest stay), so a job of any length keeps at most MAX_SAMPLES samples spread evenly over
-its run, and a job opened after it ended still shows how it ran. Rates are the differences
-between neighbouring samples.
+survive thinning: when the series is full, the sample whose neighbours are closest in time
+is dropped (never the first or the newest), so a job of any length keeps at most
+MAX_SAMPLES samples spread evenly over its run, and a job opened after it ended still shows
+how it ran. Rates are the differences between neighbouring samples.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from shared.jobs.model import parse_time
 
 MAX_SAMPLES = 240
 
@@ -29,8 +31,9 @@ def add_sample(samples: list[Sample], at: str | None, succeeded: int,
     grown = samples + [sample]
     if len(grown) <= MAX_SAMPLES:
         return grown
-    thinned = grown[:-1:2]
-    return thinned + [grown[-1]]
+    times = [parse_time(at).timestamp() for at, _, _ in grown]
+    drop = min(range(1, len(grown) - 1), key=lambda i: times[i + 1] - times[i - 1])
+    return grown[:drop] + grown[drop + 1:]
 
 
 def throughput_view(planned_at: str, first_completed_at: str | None, files: int,

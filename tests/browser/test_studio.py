@@ -14,8 +14,10 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from click.testing import CliRunner
 from playwright.sync_api import expect
 
+from batchfn.cli import cli
 from batchfn.client import BatchfnClient
 from tests.conftest import deploy_test_script, scoring_devhost
 
@@ -110,8 +112,13 @@ def test_a_refused_key_shows_no_data(page, studio):
     assert page.evaluate("() => sessionStorage.length") == 0
 
 
-def test_key_from_the_fragment_lists_endpoints_as_text(page, studio, screenshot):
-    _open(page, studio)
+def test_batchfn_studio_opens_the_console_listing_endpoints_as_text(page, studio, host,
+                                                                   screenshot):
+    # The CLI finds the local devhost's key by itself and puts it in the URL's fragment.
+    result = CliRunner().invoke(cli, ["studio", "--no-browser"], env={
+        "BATCHFN_URL": host.url, "DEVHOST_STATE_DIR": str(host.state_path.parent)})
+    assert result.exit_code == 0, result.output
+    page.goto(result.stdout.strip())
     card = page.locator(f'section[data-endpoint="{ENDPOINT}"]')
     expect(card).to_be_visible()
     # The key left the address bar and lives in this tab's sessionStorage only.
