@@ -211,13 +211,13 @@ def test_failing_files_show_their_traceback_as_text(page, studio, screenshot):
     expect(traceback).to_contain_text('always_fails.py", line')
     expect(traceback).to_contain_text(f"ValueError: {FAIL_MESSAGE}")
     expect(traceback).not_to_contain_text("shared/scoring")
+    assert page.locator("main img, main script, main b").count() == 0
+    screenshot("job-errors")
     # A failed attempt's log opens in the page.
     page.locator("table.logs tr", has_text="(failed)").first.locator("button",
                                                                       has_text="View").click()
     expect(page.locator(".log-viewer pre")).to_contain_text("about to fail")
-    assert page.locator("main img, main script, main b").count() == 0
     assert page.evaluate(PWNED)
-    screenshot("job-errors")
     # Rerun the failed files: a new job over just those two.
     page.click("#rerun-failed")
     page.wait_for_url(lambda url: "#/jobs/batchjob-" in url and not url.endswith(job))
