@@ -101,11 +101,11 @@ async function render() {
     return;
   }
   const [match, view] = found;
-  const params = match.slice(1).map((segment) => decodeURIComponent(segment));
   const controller = new AbortController();
   running = controller;
   replace(main, h("p", { class: "muted" }, "Loading…"));
   try {
+    const params = match.slice(1).map((segment) => decodeURIComponent(segment));
     await view(viewContext(controller.signal), params, query);
   } catch (error) {
     if (controller.signal.aborted || error.name === "AbortError") return;

@@ -27,8 +27,10 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
+    # Module scope: the sync API runs an asyncio loop in this thread while it is open, which
+    # would stop later tests from running their own.
     if not shutil.which(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: `make install` installs Debian's chromium")
     from playwright.sync_api import sync_playwright

@@ -6,7 +6,7 @@ import { bytes, count, when } from "../format.js";
 import { JobTable } from "./job_table.js";
 import { defaultBadge, setDefault, tagList } from "./endpoints.js";
 
-const REFRESH_MS = 2000;
+const REFRESH_MS = 3000;
 
 function settingsFacts(settings) {
   return facts([

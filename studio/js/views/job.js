@@ -115,7 +115,7 @@ export async function jobView(ctx, [name]) {
     logs: h("section", { class: "card", id: "logs" }),
   };
   const viewer = h("div", { class: "log-viewer" });
-  const state = { job: null, errorsFor: null, headFor: null, refreshes: 0,
+  const state = { job: null, errorsFor: null, headFor: null, throughputFor: null, refreshes: 0,
     confirmingCancel: false };
   const headKey = (job) => `${job.status}:${failedFiles(job)}:${state.confirmingCancel}`;
   // The heading is drawn again only when it changes: a button about to be clicked stays put.
@@ -209,8 +209,12 @@ export async function jobView(ctx, [name]) {
     const failed = failedFiles(job);
     const errorsKey = `${failed}:${terminal}`;
     const readLogs = state.refreshes % LOGS_EVERY === 0 || terminal || errorsKey !== state.errorsFor;
+    // The series only grows when files finish.
+    const files = job.progress ? job.progress.files : null;
+    const throughputKey = `${files ? files.succeeded + files.failed : -1}:${terminal}`;
     const [throughput, errors, logs] = await Promise.all([
-      api("GET", apiPath("jobs", name, "throughput"), { signal }),
+      throughputKey !== state.throughputFor
+        ? api("GET", apiPath("jobs", name, "throughput"), { signal }) : null,
       errorsKey !== state.errorsFor && (failed || terminal)
         ? api("GET", apiPath("jobs", name, "errors"), { signal }) : null,
       readLogs ? api("GET", apiPath("jobs", name, "logs"), { signal }) : null,
@@ -222,7 +226,10 @@ export async function jobView(ctx, [name]) {
       ? notice(job.status === "Failed" ? "error" : "info", job.reason) : null);
     replace(parts.summary, h("h2", {}, "Job"), summary(job));
     replace(parts.progress, h("h2", {}, "Progress"), progressSection(job));
-    replace(parts.chart, h("h2", {}, "Throughput"), throughputChart(throughput));
+    if (throughput) {
+      state.throughputFor = throughputKey;
+      replace(parts.chart, h("h2", {}, "Throughput"), throughputChart(throughput));
+    }
     if (errors) {
       state.errorsFor = errorsKey;
       replace(parts.errors, h("h2", {}, "Failed files"), errorsSection(job, errors.value));

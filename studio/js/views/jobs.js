@@ -6,7 +6,7 @@ import { STATUSES } from "../format.js";
 import { JobTable } from "./job_table.js";
 
 const PAGE_SIZE = 20;
-const REFRESH_MS = 2000;
+const REFRESH_MS = 3000;
 
 function select(name, label, options, chosen) {
   const element = h("select", { name, id: `filter-${name}` },
