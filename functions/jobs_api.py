@@ -132,8 +132,9 @@ def cancel_job(req: func.HttpRequest) -> func.HttpResponse:
 @api_errors
 def job_errors(req: func.HttpRequest) -> func.HttpResponse:
     """The per-file errors report: file, mini-batch, attempts, error, the traceback's frames
-    from the user's code. While the job runs: the failures so far."""
-    return json_response({"value": job_service().errors(req.route_params["job"])})
+    from the user's code (the first ?top= rows). While the job runs: the failures so far."""
+    top = _int_param(req, "top")
+    return json_response({"value": job_service().errors(req.route_params["job"], top)})
 
 
 @bp.route(route="jobs/{job}/throughput", methods=["GET"])
@@ -150,18 +151,20 @@ def job_logs(req: func.HttpRequest) -> func.HttpResponse:
     job, name = req.route_params["job"], req.route_params.get("name") or ""
     if not name:
         return json_response(job_service().logs(job))
-    tail = _int_param(req, "tail", MAX_LOG_BYTES)
-    file_name, content, size = job_service().log(job, name, tail)
+    tail = _int_param(req, "tail")
+    file_name, content, size = job_service().log(job, name,
+                                                 MAX_LOG_BYTES if tail is None else tail)
     return func.HttpResponse(content, status_code=200, mimetype="text/plain", charset="utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{file_name}"',
                                       "X-Content-Type-Options": "nosniff",
                                       "X-Log-Size": str(size)})
 
 
-def _int_param(req: func.HttpRequest, name: str, default: int) -> int:
+def _int_param(req: func.HttpRequest, name: str) -> int | None:
+    """A whole-number query parameter; None when absent."""
     value = req.params.get(name)
     if value is None or value == "":
-        return default
+        return None
     try:
         return int(value)
     except ValueError:
@@ -257,7 +260,9 @@ OPENAPI_PATHS: dict[str, Any] = {
         errors=(400, 404, 409))},
     "/jobs/{job}/errors": {"get": operation(
         "Per-file errors report (while the job runs: the failures so far)", "getJobErrors",
-        parameters=[_JOB], responses={200: "Errors"}, result=_LIST)},
+        parameters=[_JOB, query_param("top", "at most this many rows (the first ones)",
+                                      {"type": "integer", "minimum": 1})],
+        responses={200: "Errors"}, result=_LIST)},
     "/jobs/{job}/throughput": {"get": operation(
         "Files succeeded and failed over time", "getJobThroughput", parameters=[_JOB],
         responses={200: "Samples"}, result=_schema({

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_CHARS = 4000  # the excerpt's size limit
+MAX_CHARS = 3000  # the excerpt's size limit (the report repeats it for each file of a batch)
 MAX_FRAMES = 20  # frames kept per traceback (deep recursion keeps its ends)
 MAX_LINE = 300  # characters kept of any one line
 MAX_MESSAGE_LINES = 20  # lines kept of an exception's message

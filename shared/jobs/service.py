@@ -123,25 +123,39 @@ class JobService:
         rows = self.store.list(endpoint, deployment)
         return [row for row in rows if row["status"] == status] if status else rows
 
-    def errors(self, job_id: str) -> list[dict[str, Any]]:
-        """The per-file errors report, written when the job ends; while it runs, the rows of
-        the failure records so far (of the first MAX_LIVE_FAILURE_RECORDS mini-batches)."""
+    def errors(self, job_id: str, top: int | None = None) -> list[dict[str, Any]]:
+        """The per-file errors report (its first `top` rows), written when the job ends;
+        while it runs, the rows of the failure records so far (of the first
+        MAX_LIVE_FAILURE_RECORDS mini-batches)."""
+        if top is not None and top < 1:
+            raise InvalidRequest("top must be a positive number of rows",
+                                 details={"parameter": "top"}, code="invalid_parameter")
         job = self.store.get(job_id)
         try:
-            data = self.store.state.download_blob(paths.errors_report(job_id)).readall()
+            report = self.store.state.download_blob(paths.errors_report(job_id))
         except ResourceNotFoundError:
-            return [] if job.status in JobStatus.TERMINAL else self._live_errors(job_id)
-        return [json.loads(line) for line in data.splitlines() if line.strip()]
-
-    def _live_errors(self, job_id: str) -> list[dict[str, Any]]:
-        state = self.store.state
-        names = []
-        for name in state.list_blob_names(name_starts_with=paths.failures_prefix(job_id)):
-            names.append(name)
-            if len(names) >= MAX_LIVE_FAILURE_RECORDS:
-                break
+            rows = [] if job.status in JobStatus.TERMINAL else self._live_errors(job_id, top)
+            return rows[:top]
         rows = []
-        for name in names:
+        pending = b""
+        # Chunk by chunk: asking for the first rows stops early in a large report.
+        for chunk in report.chunks():
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            rows.extend(json.loads(line) for line in lines if line.strip())
+            if top is not None and len(rows) >= top:
+                return rows[:top]
+        if pending.strip():
+            rows.append(json.loads(pending))
+        return rows[:top]
+
+    def _live_errors(self, job_id: str, top: int | None) -> list[dict[str, Any]]:
+        state = self.store.state
+        rows: list[dict[str, Any]] = []
+        names = state.list_blob_names(name_starts_with=paths.failures_prefix(job_id))
+        for count, name in enumerate(names):
+            if count >= MAX_LIVE_FAILURE_RECORDS or (top is not None and len(rows) >= top):
+                break
             try:
                 record = json.loads(state.download_blob(name).readall())
             except ResourceNotFoundError:

@@ -451,8 +451,12 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
     with pytest.raises(NotFound):
         service.throughput("no-such-job")
 
+    assert [e["file"] for e in service.errors(job.id, top=1)] == ["f004.txt"]
     finalize_job(store, job.id, "completed")
     assert [e["file"] for e in service.errors(job.id)] == ["f004.txt", "f005.txt"]
+    assert [e["file"] for e in service.errors(job.id, top=1)] == ["f004.txt"]
+    with pytest.raises(InvalidRequest):
+        service.errors(job.id, top=0)
     assert job.id in [row["name"] for row in service.list(endpoint="ep1", status="Completed")]
     assert job.id not in [row["name"] for row in service.list(status="Running")]
     with pytest.raises(InvalidRequest):

@@ -98,8 +98,9 @@ function errorsSection(job, errors) {
     isTerminal(job.status) ? null
       : notice("info", "The job is still running: these are the failures so far."),
     table(["File", "Mini-batch", "Attempts", "Status", "Error"], rows, { class: "errors" }),
-    errors.length > ERRORS_SHOWN
-      ? h("p", { class: "muted" }, `${errors.length - ERRORS_SHOWN} more in errors.jsonl.`) : null,
+    failedFiles(job) > errors.length
+      ? h("p", { class: "muted" }, `The first ${errors.length} of ${count(failedFiles(job))} `
+        + "failed files: download errors.jsonl for all of them.") : null,
   ];
 }
 
@@ -216,7 +217,8 @@ export async function jobView(ctx, [name]) {
       throughputKey !== state.throughputFor
         ? api("GET", apiPath("jobs", name, "throughput"), { signal }) : null,
       errorsKey !== state.errorsFor && (failed || terminal)
-        ? api("GET", apiPath("jobs", name, "errors"), { signal }) : null,
+        ? api("GET", apiPath("jobs", name, "errors"), { query: { top: ERRORS_SHOWN }, signal })
+        : null,
       readLogs ? api("GET", apiPath("jobs", name, "logs"), { signal }) : null,
     ]);
     state.refreshes += 1;
