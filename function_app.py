@@ -10,6 +10,7 @@ from functions.jobs_api import bp as jobs_api
 from functions.openapi import bp as openapi
 from functions.orchestration import bp as orchestration
 from functions.scoring_queue import bp as scoring_queue
+from functions.studio import bp as studio
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health)
@@ -19,3 +20,4 @@ app.register_functions(jobs_api)
 app.register_functions(orchestration)
 app.register_functions(scoring_queue)
 app.register_functions(blob_drop)
+app.register_functions(studio)

@@ -1,4 +1,5 @@
-"""Jobs HTTP API: invoke, show, list, cancel, rerun, errors report and output downloads."""
+"""Jobs HTTP API: invoke, show, list, cancel, rerun, errors report, throughput, attempt logs
+and output downloads."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from functions.orchestration import ORCHESTRATOR, ensure_orchestration
 from shared.errors import BatchfnError, InvalidRequest
 from shared.jobs.context import job_service
 from shared.jobs.model import JobRecord, JobStatus
-from shared.jobs.service import job_view
+from shared.jobs.service import JOB_STATUSES, MAX_LOG_BYTES, job_view
 from shared.jobs.uploads import grant_input_upload
 
 bp = df.Blueprint()
@@ -99,9 +100,10 @@ async def rerun_job(req: func.HttpRequest,
 @bp.route(route="jobs", methods=["GET"])
 @api_errors
 def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
-    """All jobs, newest first; ?endpoint= and ?deployment= filter."""
+    """All jobs, newest first; ?endpoint=, ?deployment= and ?status= filter."""
     return json_response({"value": job_service().list(req.params.get("endpoint"),
-                                                      req.params.get("deployment"))})
+                                                      req.params.get("deployment"),
+                                                      req.params.get("status"))})
 
 
 @bp.route(route="endpoints/{endpoint}/deployments/{deployment}/jobs", methods=["GET"])
@@ -129,8 +131,45 @@ def cancel_job(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="jobs/{job}/errors", methods=["GET"])
 @api_errors
 def job_errors(req: func.HttpRequest) -> func.HttpResponse:
-    """The per-file errors report: file, mini-batch, attempts, error, last traceback line."""
-    return json_response({"value": job_service().errors(req.route_params["job"])})
+    """The per-file errors report: file, mini-batch, attempts, error, the traceback's frames
+    from the user's code (the first ?top= rows). While the job runs: the failures so far."""
+    top = _int_param(req, "top")
+    return json_response({"value": job_service().errors(req.route_params["job"], top)})
+
+
+@bp.route(route="jobs/{job}/throughput", methods=["GET"])
+@api_errors
+def job_throughput(req: func.HttpRequest) -> func.HttpResponse:
+    """Files succeeded and failed over time, for a throughput chart (live or after the end)."""
+    return json_response(job_service().throughput(req.route_params["job"]))
+
+
+@bp.route(route="jobs/{job}/logs/{*name}", methods=["GET"])
+@api_errors
+def job_logs(req: func.HttpRequest) -> func.HttpResponse:
+    """Without a name, the list of attempt logs; with one, that log (its end: ?tail=BYTES)."""
+    job, name = req.route_params["job"], req.route_params.get("name") or ""
+    if not name:
+        return json_response(job_service().logs(job))
+    tail = _int_param(req, "tail")
+    file_name, content, size = job_service().log(job, name,
+                                                 MAX_LOG_BYTES if tail is None else tail)
+    return func.HttpResponse(content, status_code=200, mimetype="text/plain", charset="utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{file_name}"',
+                                      "X-Content-Type-Options": "nosniff",
+                                      "X-Log-Size": str(size)})
+
+
+def _int_param(req: func.HttpRequest, name: str) -> int | None:
+    """A whole-number query parameter; None when absent."""
+    value = req.params.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequest(f"query parameter {name}={value!r} must be a whole number",
+                             details={"parameter": name}, code="invalid_parameter") from None
 
 
 @bp.route(route="jobs/{job}/outputs/{name}", methods=["GET"])
@@ -202,8 +241,10 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     "/jobs": {"get": operation("List jobs", "listJobs", responses={200: "Jobs"}, result=_LIST,
                                parameters=[query_param("endpoint", "Filter by endpoint"),
-                                           query_param("deployment", "Filter by deployment")],
-                               errors=())},
+                                           query_param("deployment", "Filter by deployment"),
+                                           query_param("status", "Filter by status",
+                                                       {"enum": list(JOB_STATUSES)})],
+                               errors=(400,))},
     "/endpoints/{endpoint}/deployments/{deployment}/jobs": {
         "get": operation("List a deployment's jobs", "listDeploymentJobs",
                          parameters=[_ENDPOINT, _DEPLOYMENT], responses={200: "Jobs"},
@@ -217,9 +258,29 @@ OPENAPI_PATHS: dict[str, Any] = {
         "Rerun a job (all files, or failed_only)", "rerunJob", parameters=[_JOB],
         body="RerunRequest", responses={202: "New job accepted"}, result=_JOB_REF,
         errors=(400, 404, 409))},
-    "/jobs/{job}/errors": {"get": operation("Per-file errors report", "getJobErrors",
-                                            parameters=[_JOB], responses={200: "Errors"},
-                                            result=_LIST)},
+    "/jobs/{job}/errors": {"get": operation(
+        "Per-file errors report (while the job runs: the failures so far)", "getJobErrors",
+        parameters=[_JOB, query_param("top", "at most this many rows (the first ones)",
+                                      {"type": "integer", "minimum": 1})],
+        responses={200: "Errors"}, result=_LIST)},
+    "/jobs/{job}/throughput": {"get": operation(
+        "Files succeeded and failed over time", "getJobThroughput", parameters=[_JOB],
+        responses={200: "Samples"}, result=_schema({
+            "planned_at": {"type": "string"}, "first_completed_at": {"type": "string"},
+            "files": {"type": "integer"},
+            "samples": {"type": "array", "items": _schema({
+                "at": {"type": "string"}, "files_succeeded": {"type": "integer"},
+                "files_failed": {"type": "integer"}})}}))},
+    "/jobs/{job}/logs": {"get": operation(
+        "List attempt logs (failed attempts, succeeded attempts' output)", "listJobLogs",
+        parameters=[_JOB], responses={200: "Logs"}, result=_LIST)},
+    "/jobs/{job}/logs/{name}": {"get": operation(
+        "One attempt log as text (its end when long)", "getJobLog",
+        parameters=[_JOB, path_param("name", "a name from the list, e.g. "
+                                             "00000003/attempt-1.log"),
+                    query_param("tail", f"bytes from the log's end (at most {MAX_LOG_BYTES})",
+                                {"type": "integer"})],
+        responses={200: "The log (text/plain)"})},
     "/data/uploads": {"post": operation(
         "Grant write URLs for a local input (CLI/client uploads)", "grantDataUpload",
         body="UploadRequest", responses={200: "Grant with uri and per-file urls"},

@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devhost.azurite import Azurite
+from devhost.testing import RunningDevHost, running_devhost
 
 REPO = Path(__file__).resolve().parent.parent
+SCORING_SCRIPTS = REPO / "tests" / "scoring_scripts"
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +31,32 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
 @pytest.fixture(scope="session")
 def storage_connection(azurite: Azurite) -> str:
     return azurite.connection_string
+
+
+@contextmanager
+def scoring_devhost(connection_string: str, scratch: Path,
+                    queue_lease: int = 4) -> Iterator[RunningDevHost]:
+    """devhost serving the app, its scoring runtime working under `scratch`; a short queue
+    lease brings a killed host's messages back within seconds."""
+    with running_devhost("function_app", script_root=REPO, connection_string=connection_string,
+                         env={"BATCHFN_WORK_DIR": str(scratch / "work"),
+                              "DEVHOST_QUEUE_LEASE": str(queue_lease)}) as running:
+        yield running
+
+
+def deploy_test_script(client: Any, scratch: Path, endpoint: str, name: str, script: str,
+                       settings: dict, env: dict[str, str] | None = None,
+                       set_default: bool = False, **fields: Any) -> None:
+    """Deploy one of tests/scoring_scripts (with a one-file model) through `client`."""
+    model = scratch / "model" / "model"
+    if not model.exists():
+        model.mkdir(parents=True)
+        (model / "weights.txt").write_text("1")
+    client.create_deployment(document={
+        "name": name, "endpoint_name": endpoint, "model": {"path": str(model)},
+        "code_configuration": {"code": str(SCORING_SCRIPTS), "scoring_script": script},
+        "settings": settings, "environment_variables": env or {}, **fields,
+    }, set_default=set_default)
 
 
 @pytest.fixture

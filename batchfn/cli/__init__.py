@@ -24,6 +24,7 @@ COMMANDS = {
     "batch-endpoint": "batchfn.cli.endpoints:batch_endpoint",
     "batch-deployment": "batchfn.cli.deployments:batch_deployment",
     "job": "batchfn.cli.jobs:job",
+    "studio": "batchfn.cli.studio:studio",
 }
 
 

@@ -85,5 +85,6 @@ def job_rerun(name: str, failed_only: bool, job_name: str | None) -> None:
 @job.command("errors")
 @click.option("--name", "-n", required=True, help="Job name.")
 def job_errors(name: str) -> None:
-    """The per-file errors report: file, mini-batch, attempts, error, last traceback line."""
+    """The per-file errors report: file, mini-batch, attempts, error, the traceback's frames
+    from your code (the failures so far while the job runs)."""
     emit(get_client().job_errors(name))

@@ -41,12 +41,16 @@ def failures_prefix(job_id: str) -> str:
     return f"{job_id}/failures/"
 
 
+def logs_prefix(job_id: str) -> str:
+    return f"{job_id}/logs/"
+
+
 def attempt_log(job_id: str, index: int, attempt: int) -> str:
-    return f"{job_id}/logs/{index:08d}/attempt-{attempt}.log"
+    return f"{logs_prefix(job_id)}{index:08d}/attempt-{attempt}.log"
 
 
 def succeeded_log(job_id: str, worker: str) -> str:
-    return f"{job_id}/logs/succeeded-{worker}.log"
+    return f"{logs_prefix(job_id)}succeeded-{worker}.log"
 
 
 def errors_report(job_id: str) -> str:

@@ -20,6 +20,7 @@ from azure.storage.blob import ContainerClient
 
 from shared.jobs import paths
 from shared.jobs.model import JobRecord, parse_time, utc_now
+from shared.jobs.throughput import Sample, add_sample
 
 SHARD_BATCHES = 4096  # mini-batches per ledger shard (an append blob takes 50,000 blocks)
 ERRORS_SAMPLE = 5
@@ -103,6 +104,7 @@ class Progress:
     offsets: dict[str, int] = field(default_factory=dict)
     done: bytearray = field(default_factory=bytearray)
     succeeded: bytearray = field(default_factory=bytearray)
+    history: list[Sample] = field(default_factory=list)  # see throughput.py
 
     @classmethod
     def start(cls, files: int, batches: int) -> Progress:
@@ -165,6 +167,9 @@ class Progress:
                     changed |= self.apply(Completion.from_line(line))
             if end:
                 self.offsets[str(shard)] = offset + end
+        if changed:
+            self.history = add_sample(self.history, self.last_completed_at,
+                                      self.files_succeeded, self.files_failed)
         return changed
 
     def view(self, now: datetime | None = None) -> dict[str, Any]:
@@ -202,6 +207,7 @@ class Progress:
             "errors_sample": self.errors_sample, "offsets": self.offsets,
             "done": base64.b64encode(bytes(self.done)).decode(),
             "succeeded": base64.b64encode(bytes(self.succeeded)).decode(),
+            "history": self.history,
         }
 
     @classmethod
@@ -217,6 +223,7 @@ class Progress:
             offsets=dict(data.get("offsets") or {}),
             done=bytearray(base64.b64decode(data["done"])),
             succeeded=bytearray(base64.b64decode(data["succeeded"])),
+            history=list(data.get("history") or []),
         )
 
 

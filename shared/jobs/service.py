@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import replace
 from typing import Any, Protocol
@@ -25,11 +26,21 @@ from shared.jobs.model import (
 from shared.jobs.progress import Progress
 from shared.jobs.request import InvokeRequest, parse_invoke
 from shared.jobs.store import JobStore
+from shared.jobs.throughput import throughput_view
 from shared.layout import JOBS_CONTAINER
 from shared.records import DeploymentRecord
 
 OUTPUT_NAMES = ("score", "errors")
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # larger outputs are read from storage directly
+JOB_STATUSES = (JobStatus.NOT_STARTED, JobStatus.QUEUED, JobStatus.RUNNING,
+                JobStatus.FINALIZING, JobStatus.COMPLETED, JobStatus.FAILED,
+                JobStatus.CANCEL_REQUESTED, JobStatus.CANCELED)
+MAX_LIVE_FAILURE_RECORDS = 100  # mini-batch failure records read for a job still running
+MAX_LOGS_LISTED = 1000
+MAX_LOG_BYTES = 4 * 1024 * 1024  # a longer log is served from its end
+# The names under a job's logs/ folder (paths.attempt_log, paths.succeeded_log).
+_LOG_NAME = re.compile(r"(?P<index>\d{8})/attempt-(?P<attempt>\d{1,6})\.log"
+                       r"|succeeded-[A-Za-z0-9-]{1,120}\.log")
 
 
 class DeploymentResolver(Protocol):
@@ -102,17 +113,110 @@ class JobService:
             view["progress"] = None
         return view
 
-    def list(self, endpoint: str | None = None, deployment: str | None = None) -> list[dict]:
-        return self.store.list(endpoint, deployment)
+    def list(self, endpoint: str | None = None, deployment: str | None = None,
+             status: str | None = None) -> list[dict]:
+        """Job summaries, newest first, of one endpoint, deployment or status if given."""
+        if status is not None and status not in JOB_STATUSES:
+            raise InvalidRequest(f"unknown job status {status!r}; statuses: "
+                                 + ", ".join(JOB_STATUSES),
+                                 details={"parameter": "status"}, code="invalid_parameter")
+        rows = self.store.list(endpoint, deployment)
+        return [row for row in rows if row["status"] == status] if status else rows
 
-    def errors(self, job_id: str) -> list[dict[str, Any]]:
-        """The per-file errors report (written at finalize; empty before)."""
-        self.store.get(job_id)
+    def errors(self, job_id: str, top: int | None = None) -> list[dict[str, Any]]:
+        """The per-file errors report (its first `top` rows), written when the job ends;
+        while it runs, the rows of the failure records so far (of the first
+        MAX_LIVE_FAILURE_RECORDS mini-batches)."""
+        if top is not None and top < 1:
+            raise InvalidRequest("top must be a positive number of rows",
+                                 details={"parameter": "top"}, code="invalid_parameter")
+        job = self.store.get(job_id)
         try:
-            data = self.store.state.download_blob(paths.errors_report(job_id)).readall()
+            report = self.store.state.download_blob(paths.errors_report(job_id))
         except ResourceNotFoundError:
-            return []
-        return [json.loads(line) for line in data.splitlines() if line.strip()]
+            rows = [] if job.status in JobStatus.TERMINAL else self._live_errors(job_id, top)
+            return rows[:top]
+        rows = []
+        pending = b""
+        # Chunk by chunk: asking for the first rows stops early in a large report.
+        for chunk in report.chunks():
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            rows.extend(json.loads(line) for line in lines if line.strip())
+            if top is not None and len(rows) >= top:
+                return rows[:top]
+        if pending.strip():
+            rows.append(json.loads(pending))
+        return rows[:top]
+
+    def _live_errors(self, job_id: str, top: int | None) -> list[dict[str, Any]]:
+        state = self.store.state
+        rows: list[dict[str, Any]] = []
+        names = state.list_blob_names(name_starts_with=paths.failures_prefix(job_id))
+        for count, name in enumerate(names):
+            if count >= MAX_LIVE_FAILURE_RECORDS or (top is not None and len(rows) >= top):
+                break
+            try:
+                record = json.loads(state.download_blob(name).readall())
+            except ResourceNotFoundError:
+                continue
+            rows.extend(error_rows(record))
+        return rows
+
+    def throughput(self, job_id: str) -> dict[str, Any]:
+        """Files succeeded and failed over time (a bounded series; see throughput.py)."""
+        self.store.get(job_id)
+        raw = self.store.read_json(paths.progress(job_id))
+        if raw is None:
+            return throughput_view("", None, 0, [])
+        progress = Progress.from_dict(raw)
+        return throughput_view(progress.planned_at, progress.first_completed_at, progress.files,
+                               progress.history)
+
+    def logs(self, job_id: str) -> dict[str, Any]:
+        """The job's attempt logs: each failed attempt's, then the succeeded attempts' logs."""
+        self.store.get(job_id)
+        prefix = paths.logs_prefix(job_id)
+        entries = []
+        truncated = False
+        for blob in self.store.state.list_blobs(name_starts_with=prefix):
+            name = blob.name[len(prefix):]
+            found = _LOG_NAME.fullmatch(name)
+            if found is None:
+                continue
+            if len(entries) >= MAX_LOGS_LISTED:
+                truncated = True
+                break
+            failed = found.group("index") is not None
+            entries.append({
+                "name": name,
+                "kind": "failed_attempt" if failed else "succeeded_attempts",
+                "mini_batch": int(found.group("index")) if failed else None,
+                "attempt": int(found.group("attempt")) if failed else None,
+                "size": blob.size,
+                "last_modified": blob.last_modified.isoformat() if blob.last_modified else None,
+            })
+        entries.sort(key=lambda e: (e["mini_batch"] is None, e["mini_batch"] or 0,
+                                    e["attempt"] or 0, e["name"]))
+        return {"value": entries, "truncated": truncated}
+
+    def log(self, job_id: str, name: str, tail: int = MAX_LOG_BYTES) -> tuple[str, bytes, int]:
+        """(file name, content, full size) of one attempt log: its last `tail` bytes."""
+        self.store.get(job_id)
+        if _LOG_NAME.fullmatch(name) is None:
+            raise NotFound(f"job {job_id!r} has no log {name!r}", code="log_not_found")
+        if not 0 < tail <= MAX_LOG_BYTES:
+            raise InvalidRequest(f"tail must be 1 to {MAX_LOG_BYTES} bytes",
+                                 details={"parameter": "tail"}, code="invalid_parameter")
+        blob = self.store.state.get_blob_client(paths.logs_prefix(job_id) + name)
+        try:
+            size = blob.get_blob_properties().size
+            offset = max(0, size - tail)
+            content = blob.download_blob(offset=offset, length=size - offset).readall() \
+                if size else b""
+        except ResourceNotFoundError:
+            raise NotFound(f"job {job_id!r} has no log {name!r}", code="log_not_found") from None
+        return f"{job_id}-{name.replace('/', '-')}", content, size
 
     def output(self, job_id: str, name: str) -> tuple[str, bytes]:
         """(file name, content) of a named output: `score` (merged file) or `errors`."""
@@ -180,6 +284,15 @@ def job_view(job: JobRecord) -> dict[str, Any]:
     body.pop("request_digest")
     body["status_url"] = f"/api/jobs/{job.id}"
     return body
+
+
+def error_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The errors report's rows of one mini-batch failure record: one per failed file."""
+    return [{"file": display, "container": container, "blob_name": blob_name,
+             "mini_batch": record["mini_batch"], "attempts": record["attempts"],
+             "status": record["status"], "error": record["error"],
+             "traceback": record["traceback"]}
+            for container, blob_name, display in record["files"]]
 
 
 def _digest(data: dict[str, Any]) -> str:

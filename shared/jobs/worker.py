@@ -32,6 +32,7 @@ from shared.jobs.progress import Completion, record_completion
 from shared.jobs.store import JobStore
 from shared.records import DeploymentRecord
 from shared.scoring.batch import SUCCEEDED, InputFile, MiniBatch, ScoringOutcome
+from shared.tracebacks import readable_traceback
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class MiniBatchWorker:
                               traceback: str | None) -> None:
         record = {
             "mini_batch": index, "attempts": attempts, "status": status, "error": error,
-            "traceback": _last_line(traceback),
+            "traceback": readable_traceback(traceback),
             "files": [[f.container, f.blob_name, f.display_name] for f in files],
         }
         try:
@@ -257,10 +258,3 @@ def _missing_files(outcome: ScoringOutcome, files: tuple[InputFile, ...]) -> tup
             return tuple(f for f in files if f.display_name not in values
                          and posixpath.basename(f.display_name) not in values)
     return files
-
-
-def _last_line(traceback: str | None) -> str | None:
-    if not traceback:
-        return None
-    lines = [line for line in traceback.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else None

@@ -23,14 +23,12 @@ from click.testing import CliRunner
 
 from batchfn.cli import cli
 from batchfn.client import ApiError, BatchfnClient
-from devhost.testing import running_devhost
 from shared.jobs import paths
 from shared.jobs.messages import MiniBatchMessage, minibatch_queue
 from shared.layout import DATA_CONTAINER, JOBS_CONTAINER, STATE_CONTAINER
 from shared.storage import StorageAccount
-from tests.conftest import REPO
+from tests.conftest import deploy_test_script, scoring_devhost
 
-SCRIPTS = REPO / "tests" / "scoring_scripts"
 ENDPOINT = "jobs-e2e"
 DATASTORE = "azureml://datastores/workspaceblobstore/paths"
 QUEUE_LEASE_SECONDS = 4
@@ -44,10 +42,7 @@ def scratch(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def host(storage_connection, scratch):
-    with running_devhost("function_app", script_root=REPO,
-                         connection_string=storage_connection,
-                         env={"BATCHFN_WORK_DIR": str(scratch / "work"),
-                              "DEVHOST_QUEUE_LEASE": str(QUEUE_LEASE_SECONDS)}) as running:
+    with scoring_devhost(storage_connection, scratch, QUEUE_LEASE_SECONDS) as running:
         yield running
 
 
@@ -68,15 +63,7 @@ def client(host, scratch):
 
 def _deploy(client: BatchfnClient, scratch: Path, name: str, script: str,
             settings: dict, env: dict[str, str] | None = None, set_default: bool = False) -> None:
-    model = scratch / "model" / "model"
-    if not model.exists():
-        model.mkdir(parents=True)
-        (model / "weights.txt").write_text("1")
-    client.create_deployment(document={
-        "name": name, "endpoint_name": ENDPOINT, "model": {"path": str(model)},
-        "code_configuration": {"code": str(SCRIPTS), "scoring_script": script},
-        "settings": settings, "environment_variables": env or {},
-    }, set_default=set_default)
+    deploy_test_script(client, scratch, ENDPOINT, name, script, settings, env, set_default)
 
 
 def _folder(tmp_path: Path, names: list[str] | int) -> Path:
@@ -262,7 +249,11 @@ def test_permanent_failure_error_threshold_counts(client, scratch, tmp_path):
     errors = client.job_errors(jobs[-1])
     assert [(e["file"], e["attempts"], e["status"]) for e in errors] == [
         ("b2-bad.bin", 1, "failed"), ("b3.bin", 1, "failed")]
-    assert errors[0]["traceback"] == "ValueError: bad input"
+    # The script's own frames, not the worker's that called it.
+    traceback = errors[0]["traceback"]
+    assert traceback.endswith("ValueError: bad input")
+    assert 'always_fails.py", line' in traceback and "in run" in traceback
+    assert "shared/scoring" not in traceback
 
 
 def test_fewer_rows_than_inputs(client, scratch, tmp_path):

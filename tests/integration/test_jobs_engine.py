@@ -171,7 +171,7 @@ def test_retries_then_success_and_permanent_failure_errors_report(env):
     assert view["progress"]["mini_batches"]["failed"] == 1
     errors = service.errors(job.id)
     assert [e["file"] for e in errors] == ["f004.txt", "f005.txt"]
-    assert errors[0]["attempts"] == 3 and errors[0]["traceback"] == "ValueError: boom"
+    assert errors[0]["attempts"] == 3 and errors[0]["traceback"].endswith("\nValueError: boom")
     name_, content = service.output(job.id, "score")
     assert content.decode().splitlines() == ["file,value"] + [
         f"f00{i}.txt,8" for i in range(4)]
@@ -421,3 +421,52 @@ def test_files_the_script_writes_land_in_the_output_folder(env):
     assert sorted(jobs.list_blob_names(name_starts_with=f"{job.id}/")) == [
         f"{job.id}/f000.txt.out", f"{job.id}/f002.txt.out", f"{job.id}/f004.txt.out"]
     assert jobs.download_blob(f"{job.id}/f004.txt.out").readall() == b"1"
+
+
+def test_console_reads_live_errors_throughput_and_attempt_logs(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 6)
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "max_retries": 0})
+    assert plan_job(store, queue, job.id)["ok"]
+    assert service.throughput(job.id)["samples"] == []
+    _drain(MiniBatchWorker(store, FakeRuntime(fail={"f004.txt": 99}), queue), queue)
+    # Before the job ends, errors come from the failure records written so far.
+    errors = service.errors(job.id)
+    assert [e["file"] for e in errors] == ["f004.txt", "f005.txt"]
+    assert errors[0]["traceback"].endswith("ValueError: boom")
+    assert check_progress(store, job.id)["action"] == FINALIZE
+    throughput = service.throughput(job.id)
+    assert throughput["files"] == 6 and throughput["planned_at"]
+    last = throughput["samples"][-1]
+    assert (last["files_succeeded"], last["files_failed"]) == (4, 2)
+
+    logs = service.logs(job.id)
+    assert logs["truncated"] is False
+    assert [(e["name"], e["kind"], e["mini_batch"], e["attempt"]) for e in logs["value"]] == [
+        ("00000002/attempt-1.log", "failed_attempt", 2, 1)]
+    file_name, content, size = service.log(job.id, "00000002/attempt-1.log")
+    assert file_name == f"{job.id}-00000002-attempt-1.log"
+    assert content.startswith(b"log line") and size == len(content)
+    assert service.log(job.id, "00000002/attempt-1.log", tail=6)[1] == content[-6:]
+    for bad in ("../job.json", "00000002/attempt-1.log/..", "00000009/attempt-1.log", ""):
+        with pytest.raises(NotFound):
+            service.log(job.id, bad)
+    for tail in (0, -1, 4 * 1024 * 1024 + 1):
+        with pytest.raises(InvalidRequest):
+            service.log(job.id, "00000002/attempt-1.log", tail=tail)
+    with pytest.raises(NotFound):
+        service.logs("no-such-job")
+    with pytest.raises(NotFound):
+        service.throughput("no-such-job")
+
+    assert [e["file"] for e in service.errors(job.id, top=1)] == ["f004.txt"]
+    finalize_job(store, job.id, "completed")
+    assert [e["file"] for e in service.errors(job.id)] == ["f004.txt", "f005.txt"]
+    assert [e["file"] for e in service.errors(job.id, top=1)] == ["f004.txt"]
+    with pytest.raises(InvalidRequest):
+        service.errors(job.id, top=0)
+    assert job.id in [row["name"] for row in service.list(endpoint="ep1", status="Completed")]
+    assert job.id not in [row["name"] for row in service.list(status="Running")]
+    with pytest.raises(InvalidRequest):
+        service.list(status="Done")

@@ -1,0 +1,249 @@
+// One job, live: status, progress, rate, ETA, throughput chart, per-file errors with their
+// tracebacks, attempt logs, output downloads; cancel and rerun.
+
+import { api, apiPath, apiText, download } from "../api.js";
+import { actionButton, facts, h, notice, replace, route, routeWithQuery, table } from "../dom.js";
+import { throughputChart } from "../chart.js";
+import { bytes, count, duration, isTerminal, progressBar, seconds, statusBadge, when }
+  from "../format.js";
+
+const REFRESH_MS = 1000;
+const LOGS_EVERY = 5; // refreshes between two reads of the log list while the job runs
+const ERRORS_SHOWN = 200;
+const LOG_TAIL_BYTES = 256 * 1024;
+const FRAME = /File "([^"]*)", line (\d+),? in (.+)$/;
+
+/** "score.py:18 in run": the innermost frame of a traceback excerpt. */
+export function failedAt(traceback) {
+  const frames = String(traceback || "").split("\n").map((line) => FRAME.exec(line))
+    .filter(Boolean);
+  if (!frames.length) return "";
+  const [, file, line, func] = frames[frames.length - 1];
+  return `${file.split("/").pop()}:${line} in ${func}`;
+}
+
+function failedFiles(job) {
+  return job.progress ? job.progress.files.failed : 0;
+}
+
+function logPath(jobName, logName) {
+  return `${apiPath("jobs", jobName, "logs")}/${logName.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+function summary(job) {
+  const settings = job.settings;
+  return facts([
+    ["Endpoint", h("a", { href: routeWithQuery("#/jobs", { endpoint: job.endpoint_name }) },
+      job.endpoint_name)],
+    ["Deployment", h("a", { href: route("endpoints", job.endpoint_name, "deployments",
+      job.deployment_name) }, job.deployment_name)],
+    ["Input", `${job.input.uri} (${job.input.type}${job.input.include_subfolders
+      ? ", with sub-folders" : ""})`],
+    ["Output", `${job.output.score.container}/${job.output.score.path}`],
+    ["Rerun of", job.rerun_of ? h("a", { href: route("jobs", job.rerun_of) }, job.rerun_of) : null],
+    ["Created", when(job.created_at)],
+    ["Started", when(job.started_at)],
+    ["Ended", when(job.ended_at)],
+    ["Duration", job.started_at ? duration(job.started_at, job.ended_at) : null],
+    ["Settings", `mini-batch size ${settings.mini_batch_size}, max retries `
+      + `${settings.retry_settings.max_retries}, timeout ${settings.retry_settings.timeout} s, `
+      + `error threshold ${settings.error_threshold}, output ${settings.output_format}`],
+    ["Warnings", job.warnings && job.warnings.length ? job.warnings.join("; ") : null],
+  ]);
+}
+
+function progressSection(job) {
+  const progress = job.progress;
+  if (!progress) {
+    return h("p", { class: "muted" }, isTerminal(job.status)
+      ? "The job ended before its input was planned." : "Listing the input files…");
+  }
+  const row = (label, part) => h("tr", {}, h("th", {}, label),
+    ["total", "succeeded", "failed", "pending"].map((key) =>
+      h("td", { class: `num ${key}` }, count(part[key]))));
+  return [
+    h("div", { class: "big-progress" }, progressBar(progress, job.status)),
+    table(["", "Total", "Succeeded", "Failed", "Pending"],
+      [row("Files", progress.files), row("Mini-batches", progress.mini_batches)],
+      { class: "counts" }),
+    facts([
+      ["Rate", `${progress.rate_files_per_second} files/s`],
+      ["ETA", isTerminal(job.status) ? null
+        : progress.eta_seconds === null ? "unknown" : seconds(progress.eta_seconds)],
+      ["Rows written", count(progress.rows)],
+    ]),
+  ];
+}
+
+function errorsSection(job, errors) {
+  if (!errors.length) {
+    return h("p", { class: "muted" }, failedFiles(job) ? "Reading the failure records…" : "No failed files.");
+  }
+  const rows = errors.slice(0, ERRORS_SHOWN).map((error) => [
+    h("tr", { class: "error-row" },
+      h("td", { class: "file" }, error.file),
+      h("td", { class: "num" }, String(error.mini_batch)),
+      h("td", { class: "num" }, String(error.attempts)),
+      h("td", {}, error.status),
+      h("td", { class: "message" }, error.error || "")),
+    h("tr", { class: "traceback-row" }, h("td", { colspan: 5 },
+      error.traceback
+        ? h("details", { class: "traceback" },
+          h("summary", {}, "Traceback", failedAt(error.traceback)
+            ? ` · failed at ${failedAt(error.traceback)}` : ""),
+          h("pre", {}, error.traceback))
+        : h("span", { class: "muted" }, "no traceback: see the attempt logs"))),
+  ]);
+  return [
+    isTerminal(job.status) ? null
+      : notice("info", "The job is still running: these are the failures so far."),
+    table(["File", "Mini-batch", "Attempts", "Status", "Error"], rows, { class: "errors" }),
+    failedFiles(job) > errors.length
+      ? h("p", { class: "muted" }, `The first ${errors.length} of ${count(failedFiles(job))} `
+        + "failed files: download errors.jsonl for all of them.") : null,
+  ];
+}
+
+export async function jobView(ctx, [name]) {
+  const { signal } = ctx;
+  const parts = {
+    head: h("div", { class: "page-head" }),
+    reason: h("div"),
+    summary: h("section", { class: "card" }),
+    progress: h("section", { class: "card", id: "progress" }),
+    chart: h("section", { class: "card", id: "throughput" }),
+    errors: h("section", { class: "card", id: "errors" }),
+    logs: h("section", { class: "card", id: "logs" }),
+  };
+  const viewer = h("div", { class: "log-viewer" });
+  const state = { job: null, errorsFor: null, headFor: null, throughputFor: null, refreshes: 0,
+    confirmingCancel: false };
+  const headKey = (job) => `${job.status}:${failedFiles(job)}:${state.confirmingCancel}`;
+  // The heading is drawn again only when it changes: a button about to be clicked stays put.
+  const drawHead = (job) => {
+    state.job = job;
+    state.headFor = headKey(job);
+    replace(parts.head, ...heading(job));
+    parts.head.dataset.status = job.status;
+  };
+
+  const heading = (job) => {
+    const actions = h("div", { class: "actions" });
+    const terminal = isTerminal(job.status);
+    const failed = failedFiles(job);
+    if (!terminal && job.status !== "CancelRequested") {
+      if (state.confirmingCancel) {
+        actions.append(h("span", {}, "Cancel this job?"),
+          actionButton("Yes, cancel it", async () => {
+            state.confirmingCancel = false;
+            await api("POST", apiPath("jobs", name, "cancel"));
+            await refresh();
+          }, { class: "danger", id: "confirm-cancel" }),
+          actionButton("No", async () => {
+            state.confirmingCancel = false;
+            drawHead(state.job);
+          }));
+      } else {
+        actions.append(actionButton("Cancel job", async () => {
+          state.confirmingCancel = true;
+          drawHead(state.job);
+        }, { id: "cancel-job" }));
+      }
+    }
+    if (terminal) {
+      const rerun = async (failedOnly) => {
+        const created = await api("POST", apiPath("jobs", name, "rerun"),
+          { body: { failed_only: failedOnly } });
+        location.hash = route("jobs", created.name);
+      };
+      if (failed) actions.append(actionButton("Rerun failed files", () => rerun(true), { id: "rerun-failed" }));
+      actions.append(actionButton("Rerun", () => rerun(false), { id: "rerun-all" }));
+      if (job.status === "Completed" && job.settings.output_action === "append_row") {
+        actions.append(actionButton(`Download ${job.settings.output_file_name}`,
+          () => download(apiPath("jobs", name, "outputs", "score"), job.settings.output_file_name),
+          { id: "download-score" }));
+      }
+      actions.append(actionButton("Download errors.jsonl",
+        () => download(apiPath("jobs", name, "outputs", "errors"), "errors.jsonl"),
+        { id: "download-errors" }));
+    }
+    return [h("h1", {}, job.name, " ", statusBadge(job.status)), actions];
+  };
+
+  const showLog = async (entry) => {
+    replace(viewer, h("p", { class: "muted" }, `Loading ${entry.name}…`));
+    const { text, size } = await apiText(logPath(name, entry.name),
+      { query: { tail: LOG_TAIL_BYTES }, signal });
+    replace(viewer,
+      h("h3", {}, entry.name),
+      size > LOG_TAIL_BYTES ? h("p", { class: "muted" },
+        `The last ${bytes(LOG_TAIL_BYTES)} of ${bytes(size)}: download it for the whole log.`)
+        : null,
+      h("pre", { class: "log" }, text || "(empty)"));
+  };
+
+  const logsSection = (logs) => {
+    if (!logs.value.length) {
+      return h("p", { class: "muted" }, "No attempt logs yet (a succeeded attempt writes one only "
+        + "when its script printed something).");
+    }
+    const rows = logs.value.map((entry) => h("tr", { "data-log": entry.name },
+      h("td", {}, entry.kind === "failed_attempt"
+        ? `mini-batch ${entry.mini_batch}, attempt ${entry.attempt} (failed)`
+        : `succeeded attempts: ${entry.name}`),
+      h("td", { class: "num" }, bytes(entry.size)),
+      h("td", {}, when(entry.last_modified)),
+      h("td", {},
+        actionButton("View", () => showLog(entry), { class: "small" }), " ",
+        actionButton("Download", () => download(logPath(name, entry.name),
+          entry.name.replace("/", "-")), { class: "small" }))));
+    return [
+      table(["Log", "Size", "Modified", ""], rows, { class: "logs" }),
+      logs.truncated ? h("p", { class: "muted" }, "More logs exist than are listed.") : null,
+      viewer,
+    ];
+  };
+
+  const refresh = async () => {
+    const job = await api("GET", apiPath("jobs", name), { signal });
+    const terminal = isTerminal(job.status);
+    const failed = failedFiles(job);
+    const errorsKey = `${failed}:${terminal}`;
+    const readLogs = state.refreshes % LOGS_EVERY === 0 || terminal || errorsKey !== state.errorsFor;
+    // The series only grows when files finish.
+    const files = job.progress ? job.progress.files : null;
+    const throughputKey = `${files ? files.succeeded + files.failed : -1}:${terminal}`;
+    const [throughput, errors, logs] = await Promise.all([
+      throughputKey !== state.throughputFor
+        ? api("GET", apiPath("jobs", name, "throughput"), { signal }) : null,
+      errorsKey !== state.errorsFor && (failed || terminal)
+        ? api("GET", apiPath("jobs", name, "errors"), { query: { top: ERRORS_SHOWN }, signal })
+        : null,
+      readLogs ? api("GET", apiPath("jobs", name, "logs"), { signal }) : null,
+    ]);
+    state.refreshes += 1;
+    if (signal.aborted) return false;
+    if (headKey(job) !== state.headFor) drawHead(job);
+    replace(parts.reason, job.reason
+      ? notice(job.status === "Failed" ? "error" : "info", job.reason) : null);
+    replace(parts.summary, h("h2", {}, "Job"), summary(job));
+    replace(parts.progress, h("h2", {}, "Progress"), progressSection(job));
+    if (throughput) {
+      state.throughputFor = throughputKey;
+      replace(parts.chart, h("h2", {}, "Throughput"), throughputChart(throughput));
+    }
+    if (errors) {
+      state.errorsFor = errorsKey;
+      replace(parts.errors, h("h2", {}, "Failed files"), errorsSection(job, errors.value));
+    } else if (!state.errorsFor) {
+      replace(parts.errors, h("h2", {}, "Failed files"), errorsSection(job, []));
+    }
+    if (logs) replace(parts.logs, h("h2", {}, "Attempt logs"), logsSection(logs));
+    return !terminal;
+  };
+
+  const running = await refresh();
+  ctx.show(parts.head, parts.reason, parts.summary, parts.progress, parts.chart, parts.errors,
+    parts.logs);
+  if (running) ctx.repeat(refresh, REFRESH_MS);
+}
