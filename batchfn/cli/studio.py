@@ -55,12 +55,12 @@ def studio(job: str | None, no_browser: bool) -> None:
     """Open batchfn studio, the web console, for the current target with its key."""
     client = get_client()
     check_served(client.url)
-    url = studio_url(client.url, client.key, job)
+    url = studio_url(client.url, client.transport.key, job)
     if no_browser:
         click.echo(url)
         return
     page = client.url.rstrip("/") + STUDIO_PATH
-    if not client.key:
+    if not client.transport.key:
         click.echo(f"no key for {client.url}: the console will ask for one", err=True)
     if not webbrowser.open(url):
         raise click.ClickException(f"no browser could be started: open {page} and paste "
