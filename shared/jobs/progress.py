@@ -44,19 +44,23 @@ class Completion:
     rows: int
     error: str | None = None
     at: str = ""
+    host: str | None = None  # the scoring host process that recorded it (worker_name())
 
     def to_line(self) -> bytes:
         body = {"i": self.index, "ok": self.succeeded, "s": self.files_succeeded,
                 "f": self.files_failed, "r": self.rows, "t": self.at or utc_now()}
         if self.error:
             body["e"] = self.error[:300]
+        if self.host:
+            body["h"] = self.host[:100]
         return (json.dumps(body, separators=(",", ":")) + "\n").encode()
 
     @classmethod
     def from_line(cls, line: bytes) -> Completion:
         body = json.loads(line)
         return cls(index=body["i"], succeeded=body["ok"], files_succeeded=body["s"],
-                   files_failed=body["f"], rows=body["r"], error=body.get("e"), at=body["t"])
+                   files_failed=body["f"], rows=body["r"], error=body.get("e"), at=body["t"],
+                   host=body.get("h"))
 
 
 def create_ledgers(state: ContainerClient, job_id: str, batches: int) -> None:

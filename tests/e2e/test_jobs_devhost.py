@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from shared.jobs import paths
 from shared.jobs.messages import MiniBatchMessage, minibatch_queue
 from shared.layout import DATA_CONTAINER, JOBS_CONTAINER, STATE_CONTAINER
 from shared.storage import StorageAccount
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 SCRIPTS = REPO / "tests" / "scoring_scripts"
 ENDPOINT = "jobs-e2e"
@@ -119,16 +118,6 @@ def _state_jobs(blobs: BlobServiceClient) -> set[str]:
             for name in _state_names(blobs, "")}
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 def test_happy_path_local_folder_rows_in_order(client, tmp_path):
     job = client.invoke(ENDPOINT, _folder(tmp_path, 8))
     assert job["status"] == "NotStarted" and job["status_url"].endswith(job["name"])
@@ -178,7 +167,7 @@ def retried_jobs(client, scratch, tmp_path_factory) -> dict[str, dict]:
                                 deployment_name="victim")["name"],
     }
     # Kill the worker process in the middle of its first run() of slow.bin.
-    child = int(_wait_for(lambda: victim_pid.exists() and victim_pid.read_text(), 60,
+    child = int(wait_until(lambda: victim_pid.exists() and victim_pid.read_text(), 60,
                           "run() to start"))
     worker = psutil.Process(child).parent()
     victim_pid.unlink()
@@ -292,7 +281,7 @@ def slow_echo(client, scratch) -> Path:
 
 def test_duplicate_queue_messages_add_no_rows(client, slow_echo, storage_connection, tmp_path):
     job = client.invoke(ENDPOINT, _folder(tmp_path, 9), deployment_name="slow-echo")["name"]
-    _wait_for(lambda: client.get_job(job)["status"] != "NotStarted", 30, "the plan")
+    wait_until(lambda: client.get_job(job)["status"] != "NotStarted", 30, "the plan")
     queue = minibatch_queue(StorageAccount(connection_string=storage_connection))
     for index in range(3):
         queue.send_message(MiniBatchMessage(job, index, 0).encode())
@@ -307,7 +296,7 @@ def test_duplicate_queue_messages_add_no_rows(client, slow_echo, storage_connect
 
 def test_cancel_stops_the_job(client, slow_echo, blobs, tmp_path):
     job = client.invoke(ENDPOINT, _folder(tmp_path, 30), deployment_name="slow-echo")["name"]
-    _wait_for(lambda: client.get_job(job)["status"] in ("Queued", "Running"), 30, "the plan")
+    wait_until(lambda: client.get_job(job)["status"] in ("Queued", "Running"), 30, "the plan")
     assert client.cancel_job(job)["status"] == "CancelRequested"
     final = client.wait_job(job, timeout=60)
     assert final["status"] == "Canceled" and final["reason"] == "canceled by request"
@@ -436,7 +425,7 @@ def test_ten_thousand_files_in_mini_batches_of_five_thousand(client, blobs, stor
 def test_devhost_killed_mid_job_and_restarted(client, host, slow_echo, tmp_path):
     # Runs last in the module: it restarts the shared devhost.
     job = client.invoke(ENDPOINT, _folder(tmp_path, 24), deployment_name="slow-echo")["name"]
-    _wait_for(lambda: (client.get_job(job).get("progress") or {}).get(
+    wait_until(lambda: (client.get_job(job).get("progress") or {}).get(
         "mini_batches", {}).get("succeeded", 0) >= 2, 60, "two mini-batches")
     host.kill()
     host.start()
