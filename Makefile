@@ -4,6 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# checkov runs the infra checks of `make test` from a venv of its own: it pins packages
+# (packaging, networkx) that the app's venv needs newer.
+CHECKOV := checkov==3.3.30
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .PHONY: install test serve demo lint bench clean
 
@@ -14,11 +19,16 @@ $(PY_STAMP): pyproject.toml requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,samples]'
 	touch $@
 
+$(CHECKOV_STAMP): Makefile
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check '$(CHECKOV)'
+	touch $@
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: install
+test: install $(CHECKOV_STAMP)
 	$(PY) -m ruff check --quiet .
 	$(PY) -m pytest
 
