@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import importlib
 import json
 import re
 from pathlib import Path
@@ -307,8 +308,9 @@ def settings_read_by_code() -> set[str]:
                      if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
                      and isinstance(node.value.value, str)
                      for target in node.targets if isinstance(target, ast.Name)}
-        imported = {alias.asname or alias.name: alias.name for node in ast.walk(tree)
-                    if isinstance(node, ast.ImportFrom) for alias in node.names}
+        imported = {alias.asname or alias.name: (node.module, alias.name)
+                    for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    and node.module for alias in node.names}
         for node in ast.walk(tree):
             argument = None
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
@@ -323,7 +325,10 @@ def settings_read_by_code() -> set[str]:
             elif isinstance(argument, ast.Name) and argument.id in constants:
                 found.add(constants[argument.id])
             elif isinstance(argument, ast.Name) and argument.id in imported:
-                found.add(_imported_constant(imported[argument.id]))
+                module, name = imported[argument.id]
+                value = getattr(importlib.import_module(module), name)
+                assert isinstance(value, str), f"{path.name}: {argument.id} is not a name"
+                found.add(value)
     return found
 
 
@@ -331,16 +336,6 @@ def _is_environment(node: ast.AST) -> bool:
     if isinstance(node, ast.Name):
         return node.id in ("env", "os")
     return isinstance(node, ast.Attribute) and node.attr == "environ"
-
-
-def _imported_constant(name: str) -> str:
-    from shared import roles
-    from shared.scoring import runtime
-
-    for module in (roles, runtime):
-        if isinstance(getattr(module, name, None), str):
-            return getattr(module, name)
-    raise AssertionError(f"cannot resolve the setting name {name}")
 
 
 def test_every_setting_read_by_the_code_is_set_for_the_app_whose_role_reads_it():
