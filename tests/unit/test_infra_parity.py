@@ -247,8 +247,8 @@ def control_settings_terraform() -> dict[str, str]:
 
 
 def scoring_settings_bicep() -> dict[str, str]:
-    return assignments(block(read(BICEP / "app" / "scoring-app.bicep"), "var appSettings = {"),
-                       ":")
+    settings = block(read(BICEP / "app" / "scoring-app.bicep"), "var appSettings = [")
+    return dict(re.findall(r"^\s*\{ name: '(\w+)', value: '?(.+?)'? \}$", settings, re.M))
 
 
 def scoring_settings_terraform() -> dict[str, str]:
@@ -267,6 +267,11 @@ def dockerfile_env() -> dict[str, str]:
 def test_both_stacks_set_the_same_app_settings_for_each_app():
     assert set(control_settings_bicep()) == set(control_settings_terraform())
     assert set(scoring_settings_bicep()) == set(scoring_settings_terraform())
+    # ... and hand them to the apps.
+    assert "env: appSettings" in read(BICEP / "app" / "scoring-app.bicep")
+    assert ("env = [for name, value in local.scoring_app_settings : "
+            "{ name = name, value = value }]") in read(TERRAFORM / "scoring_app.tf")
+    assert "properties = local.control_app_settings" in read(TERRAFORM / "function_app.tf")
     for settings in (control_settings_bicep(), scoring_settings_bicep()):
         assert {"APPLICATIONINSIGHTS_CONNECTION_STRING",
                 "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"} <= set(settings)

@@ -76,22 +76,24 @@ resource environmentLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
 }
 
 // What the scoring role reads (see docs/deploy-azure.md). Storage: blobs and queues only.
-var appSettings = {
-  BATCHFN_ROLE: 'scoring'
-  FUNCTIONS_WORKER_RUNTIME: 'python'
-  AzureWebJobsStorage__accountName: storage.name
-  AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
-  AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
-  AzureWebJobsStorage__credential: 'managedidentity'
-  AzureWebJobsStorage__clientId: identityClientId
+// A list, not an object turned into one: a loop over values known only at deployment
+// time (endpoints, the connection string) is not allowed.
+var appSettings = [
+  { name: 'BATCHFN_ROLE', value: 'scoring' }
+  { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'python' }
+  { name: 'AzureWebJobsStorage__accountName', value: storage.name }
+  { name: 'AzureWebJobsStorage__blobServiceUri', value: storage.properties.primaryEndpoints.blob }
+  { name: 'AzureWebJobsStorage__queueServiceUri', value: storage.properties.primaryEndpoints.queue }
+  { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+  { name: 'AzureWebJobsStorage__clientId', value: identityClientId }
   // Host keys live in the app's Container Apps secrets, never in the storage account.
-  AzureWebJobsSecretStorageType: 'containerapp'
+  { name: 'AzureWebJobsSecretStorageType', value: 'containerapp' }
   // A replica holds at most workerSlots mini-batches (infra/docker/Dockerfile explains).
-  AzureFunctionsJobHost__extensions__queues__batchSize: '1'
-  AzureFunctionsJobHost__extensions__queues__newBatchThreshold: string(workerSlots - 1)
-  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
-  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-}
+  { name: 'AzureFunctionsJobHost__extensions__queues__batchSize', value: '1' }
+  { name: 'AzureFunctionsJobHost__extensions__queues__newBatchThreshold', value: string(workerSlots - 1) }
+  { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: applicationInsights.properties.ConnectionString }
+  { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identityClientId};Authorization=AAD' }
+]
 
 resource scoringApp 'Microsoft.App/containerApps@2024-10-02-preview' = if (!empty(image)) {
   name: appName
@@ -131,7 +133,7 @@ resource scoringApp 'Microsoft.App/containerApps@2024-10-02-preview' = if (!empt
             cpu: json(profile.cpu)
             memory: profile.memory
           }
-          env: [for setting in items(appSettings): { name: setting.key, value: setting.value }]
+          env: appSettings
         }
       ]
       scale: {
