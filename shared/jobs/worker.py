@@ -216,13 +216,13 @@ class MiniBatchWorker:
                                        "missing_rows", error, None)
         return record_completion(self.store.state, job.id, Completion(
             outcome.index, True, outcome.succeeded, outcome.failed, rows, error, utc_now(),
-            self.logs.worker))
+            host=self.logs.worker))
 
     def _record_failure(self, job_id: str, index: int, files: tuple[InputFile, ...],
                         attempts: int, status: str, error: str, traceback: str | None) -> int:
         self._write_failure_record(job_id, index, files, attempts, status, error, traceback)
         return record_completion(self.store.state, job_id, Completion(
-            index, False, 0, len(files), 0, error, utc_now(), self.logs.worker))
+            index, False, 0, len(files), 0, error, utc_now(), host=self.logs.worker))
 
     def _write_failure_record(self, job_id: str, index: int, files: tuple[InputFile, ...],
                               attempts: int, status: str, error: str,

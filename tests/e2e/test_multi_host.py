@@ -150,6 +150,8 @@ def test_two_scoring_hosts_share_a_job_and_survive_losing_one(hosts, client, azu
     # The survivor finished what the victim left (which had at most its slots in flight).
     assert {_host_pid(c) for c in completions[recorded_before_kill + WORKER_SLOTS:]} == {
         survivor.pid}
+    # The scoring hosts ran with the image's queue settings, read from app settings.
+    assert "host.json extensions.queues.newBatchThreshold = 1" in survivor.logs()
     # The last ledger appends sent a shard-full hint that the control host relayed.
     assert re.search(r"Executed function=relay_shard_hint .*outcome=Succeeded",
                      hosts["control"].logs())
