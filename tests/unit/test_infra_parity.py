@@ -678,8 +678,10 @@ def test_every_copy_source_of_the_scoring_image_exists_in_the_build_context():
         Path(source).as_posix() for source in sources}
     for private in (".venv/bin/python", "tests/conftest.py", "local.settings.json",
                     "samples/mnist/demo.py", "node_modules/.bin/azurite",
-                    "infra/docker/Dockerfile"):
+                    "infra/bicep/main.bicep", "functions/__pycache__/health.cpython-311.pyc"):
         assert not dockerignore_allows(private), private
+    # az acr build uploads the context and then looks for the Dockerfile inside it.
+    assert dockerignore_allows(DOCKERFILE.relative_to(ROOT).as_posix())
 
 
 def test_the_scoring_image_sets_the_scoring_role_and_a_pinned_base():
