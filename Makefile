@@ -5,6 +5,11 @@ PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 CHROMIUM := /usr/bin/chromium
+# checkov runs the infra checks of `make test` from a venv of its own: it pins packages
+# (packaging, networkx) that the app's venv needs newer.
+CHECKOV := checkov==3.3.30
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .PHONY: install test serve demo lint bench clean
 
@@ -13,6 +18,11 @@ install: $(PY_STAMP) $(NODE_STAMP)
 $(PY_STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[server,dev,samples,mlflow]'
+	touch $@
+
+$(CHECKOV_STAMP): Makefile
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check '$(CHECKOV)'
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -24,7 +34,7 @@ $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: install $(CHROMIUM)
+test: install $(CHROMIUM) $(CHECKOV_STAMP)
 	$(PY) -m ruff check --quiet .
 	$(PY) -m pytest
 

@@ -1,23 +1,44 @@
-"""The batchfn Functions app: builds the app and registers one blueprint per concern."""
+"""The batchfn Functions app: serves the role the app setting BATCHFN_ROLE names (control,
+scoring or all; see shared/roles.py) and registers one blueprint per concern of that role."""
 
-import azure.durable_functions as df
 import azure.functions as func
 
-from functions.blob_drop import bp as blob_drop
-from functions.control_api import bp as control_api
 from functions.health import bp as health
-from functions.jobs_api import bp as jobs_api
-from functions.openapi import bp as openapi
-from functions.orchestration import bp as orchestration
-from functions.scoring_queue import bp as scoring_queue
-from functions.studio import bp as studio
+from shared.roles import CONTROL, SCORING, app_role, serves
 
-app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+def control_blueprints() -> list[func.Blueprint]:
+    """HTTP API, OpenAPI, orchestration and activities (with the shard-full hint relay),
+    blob drop, the studio console."""
+    from functions.blob_drop import bp as blob_drop
+    from functions.control_api import bp as control_api
+    from functions.jobs_api import bp as jobs_api
+    from functions.openapi import bp as openapi
+    from functions.orchestration import bp as orchestration
+    from functions.studio import bp as studio
+
+    return [control_api, openapi, jobs_api, orchestration, blob_drop, studio]
+
+
+def scoring_blueprints() -> list[func.Blueprint]:
+    """The mini-batch queue trigger and the poison-queue recorder: queues and blobs only."""
+    from functions.scoring_queue import bp as scoring_queue
+
+    return [scoring_queue]
+
+
+role = app_role()
+if serves(role, CONTROL):
+    import azure.durable_functions as df
+
+    app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+else:
+    # The scoring app never loads the Durable extension: no task hub, no durable client.
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health)
-app.register_functions(control_api)
-app.register_functions(openapi)
-app.register_functions(jobs_api)
-app.register_functions(orchestration)
-app.register_functions(scoring_queue)
-app.register_functions(blob_drop)
-app.register_functions(studio)
+if serves(role, CONTROL):
+    for blueprint in control_blueprints():
+        app.register_functions(blueprint)
+if serves(role, SCORING):
+    for blueprint in scoring_blueprints():
+        app.register_functions(blueprint)

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("devhost")
+
+# An app setting AzureFunctionsJobHost__a__b overrides host.json's a.b, as in the Functions host.
+HOST_OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
 
 
 class ConfigError(ValueError):
@@ -80,16 +87,21 @@ class HostConfig:
     function_timeout: float | None = 1800.0
 
     @classmethod
-    def load(cls, path: Path) -> HostConfig:
-        """Read host.json at `path`; a missing file gives the defaults."""
-        if not path.exists():
-            return cls()
-        try:
-            document = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: not readable JSON: {exc}") from exc
-        if not isinstance(document, dict):
-            raise ConfigError(f"{path}: the top level must be an object")
+    def load(cls, path: Path, env: Mapping[str, str] | None = None) -> HostConfig:
+        """Read host.json at `path` (a missing file gives the defaults), with the overrides
+        of `AzureFunctionsJobHost__...` app settings in `env` (default: the environment)."""
+        document: dict[str, Any] = {}
+        if path.exists():
+            try:
+                document = json.loads(path.read_text(encoding="utf-8-sig"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ConfigError(f"{path}: not readable JSON: {exc}") from exc
+            if not isinstance(document, dict):
+                raise ConfigError(f"{path}: the top level must be an object")
+        for name, value in host_overrides(os.environ if env is None else env):
+            set_path(document, name, value)
+            log.info("host.json %s = %r (app setting %s%s)", ".".join(name), value,
+                     HOST_OVERRIDE_PREFIX, "__".join(name))
         return cls.from_json(document)
 
     @classmethod
@@ -112,6 +124,49 @@ class HostConfig:
             hub_name=str(durable.get("hubName", "TestHubName")),
             function_timeout=timeout,
         )
+
+
+def host_overrides(env: Mapping[str, str]) -> list[tuple[tuple[str, ...], Any]]:
+    """The host.json paths and values that `AzureFunctionsJobHost__a__b` settings set.
+
+    Values are strings in the environment: whole numbers become integers and true/false
+    booleans, the rest (TimeSpans, names) stays text, as host.json would spell them.
+    """
+    prefix = HOST_OVERRIDE_PREFIX.lower()
+    overrides = []
+    for key in sorted(env):
+        if not key.lower().startswith(prefix):
+            continue
+        names = tuple(key[len(prefix):].split("__"))
+        if not all(names):
+            raise ConfigError(f"app setting {key}: empty name in the host.json path")
+        overrides.append((names, _setting_value(env[key])))
+    return overrides
+
+
+def set_path(document: dict[str, Any], names: tuple[str, ...], value: Any) -> None:
+    """Set document[a][b]... = value, matching existing keys case-insensitively as the
+    Functions host's configuration does."""
+    node = document
+    for depth, name in enumerate(names):
+        key = next((existing for existing in node if existing.lower() == name.lower()), name)
+        if depth == len(names) - 1:
+            node[key] = value
+            return
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"app setting {HOST_OVERRIDE_PREFIX}{'__'.join(names)}: "
+                              f"host.json {'.'.join(names[:depth + 1])} is not an object")
+        node = child
+
+
+def _setting_value(text: str) -> Any:
+    stripped = text.strip()
+    if re.fullmatch(r"-?\d+", stripped):
+        return int(stripped)
+    if stripped.lower() in ("true", "false"):
+        return stripped.lower() == "true"
+    return text
 
 
 def load_local_settings(path: Path) -> dict[str, str]:

@@ -34,8 +34,10 @@ def load_app(module_name: str) -> FunctionRegister:
     """Import `module_name` and return its one FunctionApp (as the Python worker finds it)."""
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import app module {module_name!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any import-time failure stops start-up
+        # The Python worker reports an app that fails to import the same way: no functions.
+        raise ConfigError(f"cannot import app module {module_name!r}: "
+                          f"{type(exc).__name__}: {exc}") from exc
     apps = [value for value in vars(module).values() if isinstance(value, FunctionRegister)]
     if len(apps) != 1:
         raise ConfigError(f"{module_name} must define exactly one FunctionApp, found {len(apps)}")

@@ -2,23 +2,29 @@
 
 The orchestrator is deterministic: every decision comes from activity results, history
 events and `current_utc_datetime`. Between checks it waits on a durable timer or on the
-`SHARD_FULL_EVENT` a worker raises when a ledger shard may be complete, whichever comes
-first. It continues as new every few polls, and after each event, so its history stays
-small and every generation waits on a fresh event task.
+`SHARD_FULL_EVENT`, whichever comes first. Scoring hosts have no Durable client: when a
+ledger shard may be complete they put a hint on the "shard-hints" queue, and
+`relay_shard_hint` (a control-app queue trigger) raises the event. The orchestrator
+continues as new every few polls, and after each event, so its history stays small and
+every generation waits on a fresh event task.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import azure.durable_functions as df
+import azure.functions as func
 
 from shared.jobs import finalize, monitor, planner
 from shared.jobs.context import job_store
-from shared.jobs.messages import minibatch_queue
+from shared.jobs.messages import InvalidMessage, minibatch_queue
 from shared.jobs.progress import poll_delay
+from shared.layout import SHARD_HINT_QUEUE
 
 bp = df.Blueprint()
+log = logging.getLogger("batchfn.orchestration")
 
 ORCHESTRATOR = "batch_job"
 POLLS_PER_GENERATION = 20  # then continue_as_new: replay cost stays bounded
@@ -73,6 +79,25 @@ async def ensure_orchestration(client: df.DurableOrchestrationClient, job_id: st
     status = await client.get_status(job_id)
     if status is None or getattr(status, "runtime_status", None) is None:
         await client.start_new(ORCHESTRATOR, instance_id=job_id)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=SHARD_HINT_QUEUE, connection="AzureWebJobsStorage")
+@bp.durable_client_input(client_name="client")
+async def relay_shard_hint(msg: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
+    """Raise a scoring host's shard-full hint as the event its job's orchestration waits for.
+
+    Never fails: a hint for an orchestration that has ended (or a lost one) changes nothing,
+    since the orchestrator's timer checks anyway.
+    """
+    try:
+        hint = monitor.ShardHint.decode(msg.get_body())
+    except InvalidMessage as exc:
+        log.error("dropping a message that is not a shard hint: %s", exc)
+        return
+    try:
+        await client.raise_event(hint.job, monitor.SHARD_FULL_EVENT)
+    except Exception as exc:  # noqa: BLE001 - e.g. the job already finished: nothing to wake
+        log.info("job %s: shard-full hint not raised (%s)", hint.job, exc)
 
 
 # Activities are called by function name, so each function is named as its activity.

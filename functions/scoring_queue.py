@@ -3,8 +3,9 @@
 A failed attempt with retries left raises, so the host redelivers the message after
 host.json's visibilityTimeout; the worker completes the message itself when the
 mini-batch is done for good (scored, or failed after max_retries retries). When its ledger
-append may have completed a ledger shard, the job's orchestration gets an event so that it
-checks at once instead of at its next timer.
+append may have completed a ledger shard, a hint goes to the "shard-hints" queue, which the
+control app turns into an event for the job's orchestration (functions/orchestration.py):
+the scoring app talks only to queues and blobs, never to the Durable task hub.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ import logging
 from functools import cache
 from pathlib import Path
 
-import azure.durable_functions as df
 import azure.functions as func
 
-from shared.jobs.context import job_store, minibatch_worker
+from shared.jobs.context import job_store, minibatch_worker, storage_account
 from shared.jobs.messages import InvalidMessage, MiniBatchMessage, poison_queue_name
-from shared.jobs.monitor import SHARD_FULL_EVENT, ShardFullHints
-from shared.jobs.worker import WorkResult
+from shared.jobs.monitor import ShardFullHints, shard_hint_queue
 from shared.layout import MINIBATCH_QUEUE
 
-bp = df.Blueprint()
+bp = func.Blueprint()
 log = logging.getLogger("batchfn.scoring")
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
@@ -31,12 +30,11 @@ HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 @cache
 def _hints() -> ShardFullHints:
-    return ShardFullHints(job_store())
+    return ShardFullHints(job_store(), shard_hint_queue(storage_account()))
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=MINIBATCH_QUEUE, connection="AzureWebJobsStorage")
-@bp.durable_client_input(client_name="client")
-async def score_minibatch(msg: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
+async def score_minibatch(msg: func.QueueMessage) -> None:
     """Score one mini-batch message (the blocking work runs in a worker thread)."""
     body = msg.get_body()
     try:
@@ -46,19 +44,10 @@ async def score_minibatch(msg: func.QueueMessage, client: df.DurableOrchestratio
         log.error("dropping a message that is not a mini-batch: %s", exc)
         return
     log.info("mini-batch message %s: %s %s", msg.id, result.action, result.detail)
-    await _hint_if_shard_full(client, MiniBatchMessage.decode(body), result)
-
-
-async def _hint_if_shard_full(client: df.DurableOrchestrationClient, message: MiniBatchMessage,
-                              result: WorkResult) -> None:
-    if result.ledger_blocks is None:
-        return
-    try:
-        if await asyncio.to_thread(_hints().may_complete_shard, message.job, message.index,
-                                   result.ledger_blocks):
-            await client.raise_event(message.job, SHARD_FULL_EVENT)
-    except Exception as exc:  # noqa: BLE001 - only a hint: the orchestrator's timer still runs
-        log.info("job %s: no shard-full hint sent (%s)", message.job, exc)
+    if result.ledger_blocks is not None:
+        message = MiniBatchMessage.decode(body)
+        await asyncio.to_thread(_hints().offer, message.job, message.index,
+                                result.ledger_blocks)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=poison_queue_name(),

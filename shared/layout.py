@@ -15,3 +15,5 @@ DEFAULT_DATASTORE = "workspaceblobstore"
 # Queues
 MINIBATCH_QUEUE = "minibatches"
 POISON_SUFFIX = "-poison"
+# Scoring hosts tell the control app here that a ledger shard may be complete.
+SHARD_HINT_QUEUE = "shard-hints"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,19 @@ def deploy_test_script(client: Any, scratch: Path, endpoint: str, name: str, scr
 def unique_name() -> str:
     """A short name unique to one test, valid for containers, queues and hubs."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.1) -> object:
+    """Poll `predicate` until it returns something truthy (returned); TimeoutError after
+    `timeout` seconds names `what` was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(autouse=True)

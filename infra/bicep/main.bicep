@@ -1,5 +1,9 @@
-// batchfn in Azure: a Flex Consumption Function App over one storage account, with a
-// user-assigned identity and identity-based connections only (the account refuses keys).
+// batchfn in Azure: one code base as two Function apps over one storage account.
+//   control: Flex Consumption (HTTP API, orchestration, blob drop), BATCHFN_ROLE=control;
+//   scoring: Azure Container Apps with a serverless GPU workload profile (kind: functionapp,
+//            the image of infra/docker/Dockerfile), BATCHFN_ROLE=scoring.
+// Each app runs as its own user-assigned identity with least-privilege roles; every
+// connection is identity based (the storage account refuses keys).
 // Deploy with: az deployment sub create --location <region> --template-file main.bicep
 //              --parameters main.parameters.json   (see docs/deploy-azure.md)
 targetScope = 'subscription'
@@ -10,13 +14,13 @@ targetScope = 'subscription'
 param environmentName string
 
 @minLength(1)
-@description('Region for every resource. Flex Consumption is not offered in every region: az functionapp list-flexconsumption-locations.')
+@description('Region for every resource. It must offer Flex Consumption (az functionapp list-flexconsumption-locations) and the scoring workload profile (az containerapp env workload-profile list-supported -l <region>).')
 param location string
 
 @description('Resource group to create; defaults to rg-<environmentName>.')
 param resourceGroupName string = ''
 
-@description('Object id of a user or group that gets the same storage data roles as the app (for the batchfn CLI and Storage Explorer). Empty: none.')
+@description('Object id of a user or group that gets what the batchfn CLI\'s user needs in storage (read large outputs, drop files). Empty: none.')
 param principalId string = ''
 
 @allowed(['User', 'Group', 'ServicePrincipal'])
@@ -24,29 +28,53 @@ param principalId string = ''
 param principalType string = 'User'
 
 @allowed([2048, 4096])
-@description('Memory of each Function App instance in MB; scoring scripts that load torch models want 4096.')
+@description('Memory of each control app instance in MB.')
 param instanceMemoryMB int = 2048
 
 @minValue(1)
 @maxValue(1000)
-@description('Most instances the app scales out to; batchfn\'s instance_count cannot go past it.')
+@description('Most instances the control app scales out to.')
 param maximumInstanceCount int = 100
 
-@secure()
-@description('The app\'s blobs_extension system key. Empty on the first deployment; set it on the second to subscribe the blob-drop container to Event Grid (docs/deploy-azure.md, step 4).')
-param blobsExtensionKey string = ''
+@description('Subscribe the blob-drop container to Event Grid. Needs the control app\'s code published (docs/deploy-azure.md, step 5): the webhook key is read from the app\'s host keys.')
+param subscribeBlobDrop bool = false
+
+@allowed(['Consumption-GPU-NC8as-T4', 'Consumption-GPU-NC24-A100', 'Consumption'])
+@description('Workload profile of the scoring app: a serverless NVIDIA T4 (16 GB) or A100 (80 GB) GPU per replica, or Consumption (CPU only, 4 vCPU / 8 GiB).')
+param scoringWorkloadProfile string = 'Consumption-GPU-NC8as-T4'
+
+@description('The scoring image, <registry login server>/batchfn-scoring:<tag>. Empty on the first deployment (the registry does not exist yet): everything but the scoring app is created.')
+param scoringImage string = ''
+
+@minValue(1)
+@maxValue(100)
+@description('Most scoring replicas (GPUs) at once; batchfn\'s instance_count cannot go past it. Keep it within your serverless GPU quota.')
+param scoringMaxReplicas int = 4
+
+@minValue(1)
+@maxValue(16)
+@description('Mini-batches one scoring replica runs at once; set it to your GPU deployments\' max_concurrency_per_instance.')
+param scoringWorkerSlots int = 1
+
+@allowed(['Basic', 'Standard', 'Premium'])
+@description('Container registry SKU; Premium adds artifact streaming for faster GPU cold starts.')
+param registrySku string = 'Basic'
 
 var tags = { 'azd-env-name': environmentName, application: 'batchfn' }
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 var names = {
   resourceGroup: empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
-  identity: 'id-batchfn-${token}'
+  controlIdentity: 'id-batchfn-${token}'
+  scoringIdentity: 'id-batchfn-scoring-${token}'
   storage: 'stbatchfn${take(token, 13)}'
   logAnalytics: 'log-batchfn-${token}'
   appInsights: 'appi-batchfn-${token}'
   plan: 'plan-batchfn-${token}'
   functionApp: 'func-batchfn-${token}'
   systemTopic: 'evgt-batchfn-${token}'
+  registry: 'crbatchfn${token}'
+  containerAppsEnvironment: 'cae-batchfn-${token}'
+  scoringApp: 'ca-scoring-${token}'
 }
 var deploymentContainerName = 'app-package-${take(token, 12)}'
 
@@ -56,11 +84,21 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: tags
 }
 
-module identity 'app/identity.bicep' = {
-  name: 'identity'
+module controlIdentity 'app/identity.bicep' = {
+  name: 'control-identity'
   scope: rg
   params: {
-    name: names.identity
+    name: names.controlIdentity
+    location: location
+    tags: tags
+  }
+}
+
+module scoringIdentity 'app/identity.bicep' = {
+  name: 'scoring-identity'
+  scope: rg
+  params: {
+    name: names.scoringIdentity
     location: location
     tags: tags
   }
@@ -88,13 +126,26 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
+module registry 'app/registry.bicep' = {
+  name: 'registry'
+  scope: rg
+  params: {
+    name: names.registry
+    location: location
+    tags: tags
+    sku: registrySku
+  }
+}
+
 module rbac 'rbac.bicep' = {
   name: 'rbac'
   scope: rg
   params: {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
-    appPrincipalId: identity.outputs.principalId
+    registryName: registry.outputs.name
+    controlPrincipalId: controlIdentity.outputs.principalId
+    scoringPrincipalId: scoringIdentity.outputs.principalId
     userPrincipalId: principalId
     userPrincipalType: principalType
   }
@@ -111,12 +162,35 @@ module functionApp 'app/function-app.bicep' = {
     storageAccountName: storage.outputs.name
     deploymentContainerName: deploymentContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
-    identityId: identity.outputs.id
-    identityClientId: identity.outputs.clientId
+    identityId: controlIdentity.outputs.id
+    identityClientId: controlIdentity.outputs.clientId
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
   }
   // The host reads its storage the moment the app starts: grant the roles first.
+  dependsOn: [rbac]
+}
+
+module scoringApp 'app/scoring-app.bicep' = {
+  name: 'scoring-app'
+  scope: rg
+  params: {
+    environmentName: names.containerAppsEnvironment
+    appName: names.scoringApp
+    location: location
+    tags: tags
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    storageAccountName: storage.outputs.name
+    registryLoginServer: registry.outputs.loginServer
+    identityId: scoringIdentity.outputs.id
+    identityClientId: scoringIdentity.outputs.clientId
+    workloadProfileType: scoringWorkloadProfile
+    image: scoringImage
+    maxReplicas: scoringMaxReplicas
+    workerSlots: scoringWorkerSlots
+  }
+  // The image pull and the queue listeners need AcrPull and the storage roles first.
   dependsOn: [rbac]
 }
 
@@ -129,8 +203,9 @@ module eventGrid 'app/event-grid.bicep' = {
     tags: tags
     storageAccountName: storage.outputs.name
     dropContainerName: storage.outputs.dropContainerName
-    functionAppHostName: functionApp.outputs.defaultHostName
-    blobsExtensionKey: blobsExtensionKey
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    functionAppName: functionApp.outputs.name
+    subscribeBlobDrop: subscribeBlobDrop
   }
 }
 
@@ -140,5 +215,10 @@ output FUNCTION_APP_NAME string = functionApp.outputs.name
 output FUNCTION_APP_HOSTNAME string = functionApp.outputs.defaultHostName
 output BATCHFN_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
-output IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output IDENTITY_CLIENT_ID string = controlIdentity.outputs.clientId
+output SCORING_IDENTITY_CLIENT_ID string = scoringIdentity.outputs.clientId
+output REGISTRY_NAME string = registry.outputs.name
+output REGISTRY_LOGIN_SERVER string = registry.outputs.loginServer
+output CONTAINER_APPS_ENVIRONMENT string = scoringApp.outputs.environmentName
+output SCORING_APP_NAME string = scoringApp.outputs.appName
 output EVENT_GRID_SYSTEM_TOPIC string = eventGrid.outputs.systemTopicName

@@ -1,12 +1,17 @@
 # Blob drop on Flex Consumption: Flex runs blob triggers only with the Event Grid source, so
-# BlobCreated events of the drop container are pushed to the blobs extension's webhook.
-# The webhook needs the app's `blobs_extension` system key, which exists only after the code
-# is published: the first apply creates the system topic, the second (with
-# blobs_extension_key) the subscription. Event Grid validates the endpoint when subscribing.
+# BlobCreated events of drop markers (batchfn-drop/<endpoint>/<folder>/_start) are pushed
+# to the blobs extension's webhook. Data files dropped beside a marker fire nothing.
+# The webhook needs the app's blobs_extension system key, which exists only once the
+# published code has started: the first apply creates the system topic, a second one with
+# subscribe_blob_drop reads the key from the app's host keys and subscribes. Event Grid
+# validates the endpoint when subscribing. Events it cannot deliver (after the retries) are
+# dead-lettered as blobs, written with the system topic's own identity.
 
 locals {
   # functions/blob_drop.py
   blob_drop_function = "blob_drop"
+  # shared/jobs/drop.py: a job starts from the marker blob named _start.
+  marker_suffix = "/_start"
 }
 
 resource "azurerm_eventgrid_system_topic" "storage" {
@@ -16,10 +21,28 @@ resource "azurerm_eventgrid_system_topic" "storage" {
   source_resource_id  = azurerm_storage_account.main.id
   topic_type          = "Microsoft.Storage.StorageAccounts"
   tags                = local.tags
+
+  identity {
+    type = "SystemAssigned"
+  }
+}
+
+# The topic writes undeliverable events into the dead-letter container, and nowhere else.
+resource "azurerm_role_assignment" "dead_letter_writer" {
+  scope                = azurerm_storage_container.dead_letter.resource_manager_id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = azurerm_eventgrid_system_topic.storage.identity[0].principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+data "azurerm_function_app_host_keys" "control" {
+  count               = var.subscribe_blob_drop ? 1 : 0
+  name                = azapi_resource.function_app.name
+  resource_group_name = azurerm_resource_group.main.name
 }
 
 resource "azurerm_eventgrid_system_topic_event_subscription" "blob_drop" {
-  count                 = var.blobs_extension_key == "" ? 0 : 1
+  count                 = var.subscribe_blob_drop ? 1 : 0
   name                  = "blob-drop"
   system_topic          = azurerm_eventgrid_system_topic.storage.name
   resource_group_name   = azurerm_resource_group.main.name
@@ -27,16 +50,28 @@ resource "azurerm_eventgrid_system_topic_event_subscription" "blob_drop" {
   included_event_types  = ["Microsoft.Storage.BlobCreated"]
 
   webhook_endpoint {
-    url                  = "https://${azurerm_function_app_flex_consumption.app.default_hostname}/runtime/webhooks/blobs?functionName=Host.Functions.${local.blob_drop_function}&code=${var.blobs_extension_key}"
+    url                  = "https://${azapi_resource.function_app.output.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${local.blob_drop_function}&code=${data.azurerm_function_app_host_keys.control[0].blobs_extension_key}"
     max_events_per_batch = 1
   }
 
   subject_filter {
-    subject_begins_with = "/blobServices/default/containers/${local.drop_container}/"
+    subject_begins_with = "/blobServices/default/containers/${local.drop_container}/blobs/"
+    subject_ends_with   = local.marker_suffix
   }
 
   retry_policy {
     max_delivery_attempts = 30
     event_time_to_live    = 1440
   }
+
+  dead_letter_identity {
+    type = "SystemAssigned"
+  }
+
+  storage_blob_dead_letter_destination {
+    storage_account_id          = azurerm_storage_account.main.id
+    storage_blob_container_name = azurerm_storage_container.dead_letter.name
+  }
+
+  depends_on = [azurerm_role_assignment.dead_letter_writer]
 }

@@ -3,16 +3,16 @@ output "resource_group" {
 }
 
 output "function_app_name" {
-  value = azurerm_function_app_flex_consumption.app.name
+  value = azapi_resource.function_app.name
 }
 
 output "function_app_hostname" {
-  value = azurerm_function_app_flex_consumption.app.default_hostname
+  value = azapi_resource.function_app.output.properties.defaultHostName
 }
 
 output "batchfn_url" {
   description = "What BATCHFN_URL should be for the batchfn CLI and client."
-  value       = "https://${azurerm_function_app_flex_consumption.app.default_hostname}"
+  value       = "https://${azapi_resource.function_app.output.properties.defaultHostName}"
 }
 
 output "storage_account_name" {
@@ -20,7 +20,30 @@ output "storage_account_name" {
 }
 
 output "identity_client_id" {
-  value = azurerm_user_assigned_identity.app.client_id
+  description = "The control app's identity."
+  value       = azurerm_user_assigned_identity.control.client_id
+}
+
+output "scoring_identity_client_id" {
+  value = azurerm_user_assigned_identity.scoring.client_id
+}
+
+output "registry_name" {
+  value = azurerm_container_registry.main.name
+}
+
+output "registry_login_server" {
+  description = "Where az acr build pushes the scoring image."
+  value       = azurerm_container_registry.main.login_server
+}
+
+output "container_apps_environment" {
+  value = azapi_resource.container_apps_environment.name
+}
+
+output "scoring_app_name" {
+  description = "Empty until scoring_image is set."
+  value       = var.scoring_image == "" ? "" : azapi_resource.scoring_app[0].name
 }
 
 output "event_grid_system_topic" {

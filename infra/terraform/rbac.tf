@@ -1,38 +1,124 @@
-# Role assignments: the app's identity on its storage account and Application Insights,
-# and optionally a user (the deployer) with the same storage data roles.
+# Role assignments, one identity per app, each with what its role needs and no more
+# (the same grants as infra/bicep/rbac.bicep, which explains each of them).
 #
-# Storage Blob Data Owner includes
-# Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action, so the app
-# can sign the user-delegation SAS URLs its upload grants hand out (shared/assets.py,
-# shared/jobs/uploads.py) without the separate Storage Blob Delegator role.
+# Control app: Storage Blob Data Owner (includes generateUserDelegationKey for the upload
+# SAS URLs it signs), Queue and Table Data Contributor on the account, Monitoring Metrics
+# Publisher. Scoring app: Storage Blob Data Contributor on the account under a condition
+# (nothing in the host's secrets, the registry container, the control app's package or the
+# Durable task hub; read-only on assets), Queue Data Contributor on the mini-batch queue and
+# its poison twin, Message Sender on the shard-hint queue, AcrPull, Monitoring Metrics
+# Publisher; no table role. Optional user: read large outputs, drop files.
 
 locals {
-  storage_data_roles = toset([
+  control_storage_roles = toset([
     "Storage Blob Data Owner",
     "Storage Queue Data Contributor",
     # Durable Functions' Azure Storage provider keeps instance and history tables.
     "Storage Table Data Contributor",
   ])
+  # shared/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages
+  # there) and SHARD_HINT_QUEUE (scoring hosts only send to it).
+  scoring_queue_grants = {
+    "minibatches"        = "Storage Queue Data Contributor"
+    "minibatches-poison" = "Storage Queue Data Contributor"
+    "shard-hints"        = "Storage Queue Data Message Sender"
+  }
+  user_container_grants = {
+    "batchfn-jobs" = "Storage Blob Data Reader"
+    "batchfn-data" = "Storage Blob Data Reader"
+    "batchfn-drop" = "Storage Blob Data Contributor"
+  }
+  # Containers the scoring identity never reads or writes: the Functions host's keys, the
+  # endpoint/deployment registry, the control app's code package and the Durable task hub
+  # (host.json hubName "batchfn"); and batchfn-assets, which it only reads.
+  scoring_blob_condition = <<-EOT
+    (
+     (
+      !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete'})
+      AND !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'})
+      AND !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write'})
+      AND !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action'})
+     )
+     OR
+     (
+      @Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals 'azure-webjobs-secrets'
+      AND @Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals 'batchfn-registry'
+      AND @Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotLike 'app-package-*'
+      AND @Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals 'batchfn-leases'
+      AND @Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals 'batchfn-applease'
+      AND @Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals 'batchfn-largemessages'
+     )
+    )
+    AND
+    (
+     (
+      !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete'})
+      AND !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write'})
+      AND !(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action'})
+     )
+     OR
+     (
+      @Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringNotEquals 'batchfn-assets'
+     )
+    )
+  EOT
 }
 
-resource "azurerm_role_assignment" "app_storage" {
-  for_each             = local.storage_data_roles
+# --- control app --------------------------------------------------------------------------
+
+resource "azurerm_role_assignment" "control_storage" {
+  for_each             = local.control_storage_roles
   scope                = azurerm_storage_account.main.id
   role_definition_name = each.value
-  principal_id         = azurerm_user_assigned_identity.app.principal_id
+  principal_id         = azurerm_user_assigned_identity.control.principal_id
   principal_type       = "ServicePrincipal"
 }
 
-resource "azurerm_role_assignment" "app_metrics_publisher" {
+resource "azurerm_role_assignment" "control_metrics_publisher" {
   scope                = azurerm_application_insights.main.id
   role_definition_name = "Monitoring Metrics Publisher"
-  principal_id         = azurerm_user_assigned_identity.app.principal_id
+  principal_id         = azurerm_user_assigned_identity.control.principal_id
   principal_type       = "ServicePrincipal"
 }
 
-resource "azurerm_role_assignment" "user_storage" {
-  for_each             = var.principal_id == "" ? toset([]) : local.storage_data_roles
+# --- scoring app --------------------------------------------------------------------------
+
+resource "azurerm_role_assignment" "scoring_blobs" {
   scope                = azurerm_storage_account.main.id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = azurerm_user_assigned_identity.scoring.principal_id
+  principal_type       = "ServicePrincipal"
+  condition            = local.scoring_blob_condition
+  condition_version    = "2.0"
+}
+
+resource "azurerm_role_assignment" "scoring_queues" {
+  for_each             = local.scoring_queue_grants
+  scope                = azurerm_storage_queue.app[each.key].resource_manager_id
+  role_definition_name = each.value
+  principal_id         = azurerm_user_assigned_identity.scoring.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+resource "azurerm_role_assignment" "scoring_acr_pull" {
+  scope                = azurerm_container_registry.main.id
+  role_definition_name = "AcrPull"
+  principal_id         = azurerm_user_assigned_identity.scoring.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+resource "azurerm_role_assignment" "scoring_metrics_publisher" {
+  scope                = azurerm_application_insights.main.id
+  role_definition_name = "Monitoring Metrics Publisher"
+  principal_id         = azurerm_user_assigned_identity.scoring.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+# --- optional user ------------------------------------------------------------------------
+
+resource "azurerm_role_assignment" "user_containers" {
+  for_each             = var.principal_id == "" ? {} : local.user_container_grants
+  scope                = azurerm_storage_container.app[each.key].resource_manager_id
   role_definition_name = each.value
   principal_id         = var.principal_id
   principal_type       = var.principal_type

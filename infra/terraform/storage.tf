@@ -1,6 +1,7 @@
 # The storage account batchfn lives in: Functions host storage (Durable task hub tables,
 # queues and blobs), the app's containers and queues (names as in shared/layout.py and
-# shared/jobs/drop.py), and the Flex Consumption deployment package container.
+# shared/jobs/drop.py), the Flex Consumption deployment package container and the
+# container where Event Grid leaves drop events it could not deliver.
 
 locals {
   # shared/layout.py: REGISTRY, ASSETS, DATA, JOBS, STATE; shared/jobs/drop.py: DROP_CONTAINER.
@@ -13,11 +14,13 @@ locals {
     "batchfn-drop",
   ]
   drop_container = "batchfn-drop"
-  # shared/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin.
+  # shared/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin, SHARD_HINT_QUEUE.
   app_queues = [
     "minibatches",
     "minibatches-poison",
+    "shard-hints",
   ]
+  dead_letter_container = "batchfn-drop-deadletter"
 }
 
 resource "azurerm_storage_account" "main" {
@@ -62,6 +65,13 @@ resource "azurerm_storage_account" "main" {
 resource "azurerm_storage_container" "deployment" {
   #checkov:skip=CKV2_AZURE_21:Blob read logging records every scored file; enable diagnostic settings when auditing (docs/deploy-azure.md)
   name                  = local.deployment_container_name
+  storage_account_id    = azurerm_storage_account.main.id
+  container_access_type = "private"
+}
+
+resource "azurerm_storage_container" "dead_letter" {
+  #checkov:skip=CKV2_AZURE_21:Blob read logging records every scored file; enable diagnostic settings when auditing (docs/deploy-azure.md)
+  name                  = local.dead_letter_container
   storage_account_id    = azurerm_storage_account.main.id
   container_access_type = "private"
 }

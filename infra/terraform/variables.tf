@@ -14,7 +14,7 @@ variable "environment_name" {
 }
 
 variable "location" {
-  description = "Region for every resource. Flex Consumption is not offered in every region: az functionapp list-flexconsumption-locations."
+  description = "Region for every resource. It must offer Flex Consumption (az functionapp list-flexconsumption-locations) and the scoring workload profile (az containerapp env workload-profile list-supported -l <region>)."
   type        = string
 }
 
@@ -25,7 +25,7 @@ variable "resource_group_name" {
 }
 
 variable "principal_id" {
-  description = "Object id of a user or group that gets the same storage data roles as the app (for the batchfn CLI and Storage Explorer). Empty: none."
+  description = "Object id of a user or group that gets what the batchfn CLI's user needs in storage (read large outputs, drop files). Empty: none."
   type        = string
   default     = ""
 }
@@ -41,7 +41,7 @@ variable "principal_type" {
 }
 
 variable "instance_memory_mb" {
-  description = "Memory of each Function App instance in MB; scoring scripts that load torch models want 4096."
+  description = "Memory of each control app instance in MB."
   type        = number
   default     = 2048
   validation {
@@ -51,7 +51,7 @@ variable "instance_memory_mb" {
 }
 
 variable "maximum_instance_count" {
-  description = "Most instances the app scales out to; batchfn's instance_count cannot go past it."
+  description = "Most instances the control app scales out to."
   type        = number
   default     = 100
   validation {
@@ -60,9 +60,54 @@ variable "maximum_instance_count" {
   }
 }
 
-variable "blobs_extension_key" {
-  description = "The app's blobs_extension system key. Empty on the first apply; set it on the second to subscribe the blob-drop container to Event Grid (docs/deploy-azure.md, step 4)."
+variable "subscribe_blob_drop" {
+  description = "Subscribe the blob-drop container to Event Grid. Needs the control app's code published (docs/deploy-azure.md, step 5): the webhook key is read from the app's host keys."
+  type        = bool
+  default     = false
+}
+
+variable "scoring_workload_profile" {
+  description = "Workload profile of the scoring app: a serverless NVIDIA T4 (16 GB) or A100 (80 GB) GPU per replica, or Consumption (CPU only, 4 vCPU / 8 GiB)."
+  type        = string
+  default     = "Consumption-GPU-NC8as-T4"
+  validation {
+    condition     = contains(["Consumption-GPU-NC8as-T4", "Consumption-GPU-NC24-A100", "Consumption"], var.scoring_workload_profile)
+    error_message = "scoring_workload_profile must be Consumption-GPU-NC8as-T4, Consumption-GPU-NC24-A100 or Consumption."
+  }
+}
+
+variable "scoring_image" {
+  description = "The scoring image, <registry login server>/batchfn-scoring:<tag>. Empty on the first apply (the registry does not exist yet): everything but the scoring app is created."
   type        = string
   default     = ""
-  sensitive   = true
+}
+
+variable "scoring_max_replicas" {
+  description = "Most scoring replicas (GPUs) at once; batchfn's instance_count cannot go past it. Keep it within your serverless GPU quota."
+  type        = number
+  default     = 4
+  validation {
+    condition     = var.scoring_max_replicas >= 1 && var.scoring_max_replicas <= 100
+    error_message = "scoring_max_replicas must be between 1 and 100."
+  }
+}
+
+variable "scoring_worker_slots" {
+  description = "Mini-batches one scoring replica runs at once; set it to your GPU deployments' max_concurrency_per_instance."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.scoring_worker_slots >= 1 && var.scoring_worker_slots <= 16
+    error_message = "scoring_worker_slots must be between 1 and 16."
+  }
+}
+
+variable "registry_sku" {
+  description = "Container registry SKU; Premium adds artifact streaming for faster GPU cold starts."
+  type        = string
+  default     = "Basic"
+  validation {
+    condition     = contains(["Basic", "Standard", "Premium"], var.registry_sku)
+    error_message = "registry_sku must be Basic, Standard or Premium."
+  }
 }

@@ -53,6 +53,11 @@ class MiniBatchMessage:
 
 def minibatch_queue(account: StorageAccount, name: str = MINIBATCH_QUEUE) -> QueueClient:
     """The mini-batch queue, base64-encoded like the Functions host expects."""
+    return trigger_queue(account, name)
+
+
+def trigger_queue(account: StorageAccount, name: str) -> QueueClient:
+    """A queue a queue trigger reads: messages base64-encoded like the Functions host expects."""
     return account.queue_service().get_queue_client(
         name, message_encode_policy=TextBase64EncodePolicy(),
         message_decode_policy=TextBase64DecodePolicy())

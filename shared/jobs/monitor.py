@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueClient
+
 from shared.jobs import paths
+from shared.jobs.messages import InvalidMessage, ensure_queue, trigger_queue
 from shared.jobs.model import JobRecord, JobStatus
 from shared.jobs.progress import Progress, shard_batches, shard_of, threshold_exceeded
 from shared.jobs.store import JobStore
+from shared.layout import SHARD_HINT_QUEUE
+from shared.storage import StorageAccount
 
-# The event a worker raises on the job's orchestration when its ledger append may have
-# completed a shard: the orchestrator checks at once instead of at its next timer.
+log = logging.getLogger(__name__)
+
+# The event the job's orchestration gets when a worker's ledger append may have completed a
+# shard: the orchestrator checks at once instead of at its next timer. Scoring hosts have no
+# Durable client: they send a `ShardHint` to SHARD_HINT_QUEUE and the control app raises it.
 SHARD_FULL_EVENT = "ledger_shard_full"
+MAX_JOB_ID_LENGTH = 128
 WAIT = "wait"
 FINALIZE = "finalize"
 # Finalize outcomes
@@ -67,20 +79,68 @@ def evaluate(store: JobStore, job_id: str) -> Check:
     return Check(decision, job, progress)
 
 
+@dataclass(frozen=True)
+class ShardHint:
+    """A scoring host's note that a ledger shard of `job` may be complete (a queue message)."""
+
+    job: str
+
+    def encode(self) -> str:
+        return json.dumps({"job": self.job}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str | bytes) -> ShardHint:
+        try:
+            job = json.loads(text)["job"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidMessage(f"not a shard hint: {text[:200]!r}") from exc
+        if not isinstance(job, str) or not job or len(job) > MAX_JOB_ID_LENGTH:
+            raise InvalidMessage(f"not a shard hint: {text[:200]!r}")
+        return cls(job)
+
+
+def shard_hint_queue(account: StorageAccount) -> QueueClient:
+    """The queue that carries `ShardHint`s from scoring hosts to the control app."""
+    return trigger_queue(account, SHARD_HINT_QUEUE)
+
+
 class ShardFullHints:
-    """Tells a worker when its ledger append may have completed its shard.
+    """Tells the job's orchestration when a worker's ledger append may have completed a shard.
 
     The append returns the shard's committed block count; when it reaches the number of
     mini-batches in the shard, every one of them may be recorded (duplicates count too, so
     this is a hint, and the orchestrator's check decides). The job's mini-batch count comes
-    from plan.json, read once per job and process.
+    from plan.json, read once per job and process. The hint is a `ShardHint` on `queue`.
     """
 
-    def __init__(self, store: JobStore, cached_jobs: int = 256) -> None:
+    def __init__(self, store: JobStore, queue: QueueClient, cached_jobs: int = 256) -> None:
         self.store = store
+        self.queue = queue
         self._cached_jobs = cached_jobs
         self._batches: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
+
+    def offer(self, job_id: str, index: int, committed_blocks: int) -> bool:
+        """Send a hint when the append may have completed the shard; True if one was sent.
+
+        Never raises: a lost hint costs the orchestrator's next timer, not the mini-batch.
+        """
+        try:
+            if not self.may_complete_shard(job_id, index, committed_blocks):
+                return False
+            self._send(ShardHint(job_id).encode())
+        except Exception as exc:  # noqa: BLE001 - only a hint: the orchestrator's timer still runs
+            log.info("job %s: no shard-full hint sent (%s)", job_id, exc)
+            return False
+        return True
+
+    def _send(self, body: str) -> None:
+        try:
+            self.queue.send_message(body)
+        except ResourceNotFoundError:
+            # Infra creates the queue in Azure; a fresh local account may lack it.
+            ensure_queue(self.queue)
+            self.queue.send_message(body)
 
     def may_complete_shard(self, job_id: str, index: int, committed_blocks: int) -> bool:
         """True when `committed_blocks` in mini-batch `index`'s shard may be all of them."""

@@ -124,7 +124,7 @@ class MiniBatchWorker:
             meta = props.metadata or {}
             record_completion(state, job.id, Completion(
                 message.index, True, int(meta.get("succeeded", 0)), int(meta.get("failed", 0)),
-                int(meta.get("rows", 0)), at=utc_now()))
+                int(meta.get("rows", 0)), at=utc_now(), host=self.logs.worker))
             return WorkResult("scored", "restored from part")
         files = self._files(message)
         attempts = message.prior_attempts + self.max_dequeue_count
@@ -216,13 +216,14 @@ class MiniBatchWorker:
             self._write_failure_record(job.id, outcome.index, missing, outcome.attempt,
                                        "missing_rows", error, None)
         return record_completion(self.store.state, job.id, Completion(
-            outcome.index, True, outcome.succeeded, outcome.failed, rows, error, utc_now()))
+            outcome.index, True, outcome.succeeded, outcome.failed, rows, error, utc_now(),
+            host=self.logs.worker))
 
     def _record_failure(self, job_id: str, index: int, files: tuple[InputFile, ...],
                         attempts: int, status: str, error: str, traceback: str | None) -> int:
         self._write_failure_record(job_id, index, files, attempts, status, error, traceback)
         return record_completion(self.store.state, job_id, Completion(
-            index, False, 0, len(files), 0, error, utc_now()))
+            index, False, 0, len(files), 0, error, utc_now(), host=self.logs.worker))
 
     def _write_failure_record(self, job_id: str, index: int, files: tuple[InputFile, ...],
                               attempts: int, status: str, error: str,

@@ -47,6 +47,36 @@ def test_bad_queue_settings_are_refused(queues: dict[str, object]) -> None:
         HostConfig.from_json({"extensions": {"queues": queues}})
 
 
+def test_app_settings_override_host_json(tmp_path: Path) -> None:
+    host_json = tmp_path / "host.json"
+    host_json.write_text(json.dumps({"extensions": {"queues": {"batchSize": 16,
+                                                               "maxPollingInterval": "00:00:02"}}}))
+    config = HostConfig.load(host_json, {
+        "AzureFunctionsJobHost__extensions__queues__batchSize": "1",
+        # Names match case-insensitively, as in the Functions host; new sections are created.
+        "azurefunctionsjobhost__Extensions__QUEUES__newBatchThreshold": " 3 ",
+        "AzureFunctionsJobHost__extensions__durableTask__hubName": "other",
+        "AzureFunctionsJobHost__functionTimeout": "00:10:00",
+        "UNRELATED": "x",
+    })
+    assert config.queues == QueueOptions(max_polling_interval=2.0, batch_size=1,
+                                         new_batch_threshold=3)
+    assert (config.hub_name, config.function_timeout) == ("other", 600.0)
+    assert HostConfig.load(tmp_path / "missing.json", {
+        "AzureFunctionsJobHost__extensions__http__routePrefix": "v2"}).route_prefix == "v2"
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("AzureFunctionsJobHost__extensions__queues__batchSize", "64"),
+    ("AzureFunctionsJobHost__extensions__queues__batchSize", "many"),
+    ("AzureFunctionsJobHost__extensions__queues____batchSize", "1"),
+    ("AzureFunctionsJobHost__version__major", "2"),
+])
+def test_bad_host_json_overrides_are_refused(setting: str, value: str) -> None:
+    with pytest.raises(ConfigError):
+        HostConfig.load(REPO / "host.json", {setting: value})
+
+
 def test_route_parameters_and_constraints() -> None:
     route = RouteTemplate.parse("items/{id:int:min(1)}/{*rest}", "api")
     assert route.match("/api/items/5") == {"id": "5"}
@@ -89,9 +119,10 @@ def test_key_levels() -> None:
     assert KeyRing.from_secrets(keys.to_secrets()) == keys
 
 
-def run_devhost(script_root: Path, connection: str) -> subprocess.CompletedProcess[str]:
+def run_devhost(script_root: Path, connection: str,
+                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "AzureWebJobsStorage": connection, "PYTHONPATH": str(REPO),
-           "DEVHOST_STATE_DIR": str(script_root / "state")}
+           "DEVHOST_STATE_DIR": str(script_root / "state"), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "devhost", "--script-root", str(script_root),
                            "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
 
@@ -119,3 +150,12 @@ def test_unsupported_binding_stops_start_up_with_a_message(tmp_path: Path,
     result = run_devhost(tmp_path, storage_connection)
     assert result.returncode == 2
     assert "binding 't' (table)" in result.stderr
+
+
+def test_an_app_that_fails_to_import_stops_start_up_with_its_message(
+        tmp_path: Path, storage_connection: str) -> None:
+    (tmp_path / "function_app.py").write_text("raise RuntimeError('no such role: x')\n")
+    result = run_devhost(tmp_path, storage_connection)
+    assert result.returncode == 2
+    assert "cannot import app module 'function_app': RuntimeError: no such role: x" in (
+        result.stderr)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from test_jobs_engine import FakeRegistry, FakeRuntime, _upload, _url, env  # noqa: F401
 
 from shared.jobs import paths
 from shared.jobs.finalize import FINALIZED, advance_job
-from shared.jobs.messages import MiniBatchMessage
-from shared.jobs.monitor import WAIT, ShardFullHints
+from shared.jobs.messages import InvalidMessage, MiniBatchMessage, trigger_queue
+from shared.jobs.monitor import WAIT, ShardFullHints, ShardHint
 from shared.jobs.planner import plan_job
 from shared.jobs.progress import Completion, create_ledgers, record_completion
 from shared.jobs.service import JobService
@@ -34,16 +35,36 @@ def test_ledger_append_returns_the_committed_block_count(env):  # noqa: F811
 
 
 def test_worker_reports_blocks_and_hints_say_when_a_shard_may_be_full(env):  # noqa: F811
-    _, store, queue, _, _ = env
+    account, store, queue, _, name = env
     job = _planned_job(env, 3, 1)
     worker = MiniBatchWorker(store, FakeRuntime(), queue)
-    hints = ShardFullHints(store)
-    blocks = [worker.process(MiniBatchMessage(job.id, i, 0).encode(), 1).ledger_blocks
-              for i in range(3)]
+    # The hint queue does not exist yet: the first hint creates it.
+    hint_queue = trigger_queue(account, name + "-hints")
+    hints = ShardFullHints(store, hint_queue)
+    results = [worker.process(MiniBatchMessage(job.id, i, 0).encode(), 1) for i in range(3)]
+    blocks = [result.ledger_blocks for result in results]
     assert blocks == [1, 2, 3]
-    assert [hints.may_complete_shard(job.id, i, b) for i, b in enumerate(blocks)] == [
-        False, False, True]
-    assert not hints.may_complete_shard("no-such-job", 0, 5)  # not planned: no hint
+    assert [hints.offer(job.id, i, b) for i, b in enumerate(blocks)] == [False, False, True]
+    assert not hints.offer("no-such-job", 0, 5)  # not planned: no hint
+    sent = [ShardHint.decode(m.content) for m in hint_queue.receive_messages(max_messages=32)]
+    assert sent == [ShardHint(job.id)]
+    # The ledger says which host process recorded each mini-batch.
+    ledger = store.state.download_blob(paths.ledger(job.id, 0)).readall().splitlines()
+    assert {Completion.from_line(line).host for line in ledger} == {worker.logs.worker}
+
+
+def test_a_hint_that_cannot_be_sent_is_dropped_not_raised(env):  # noqa: F811
+    account, store, queue, _, _ = env
+    job = _planned_job(env, 1, 1)
+    unreachable = trigger_queue(account, "Not_A_Valid_Queue_Name")
+    assert ShardFullHints(store, unreachable).offer(job.id, 0, 1) is False
+
+
+@pytest.mark.parametrize("body", [b"", b"[]", b'{"job": ""}', b'{"job": 7}', b"{",
+                                  b'{"job": "' + b"x" * 200 + b'"}'])
+def test_a_message_that_is_not_a_shard_hint_is_refused(body: bytes):
+    with pytest.raises(InvalidMessage):
+        ShardHint.decode(body)
 
 
 def test_advance_waits_then_finalizes_in_the_same_call(env):  # noqa: F811

@@ -1,13 +1,17 @@
-"""infra/bicep and infra/terraform deploy the same thing, and what the app uses.
+"""infra/bicep, infra/terraform and infra/docker deploy the same thing, and what the app uses.
 
-Neither the bicep CLI nor terraform runs here, so these checks read the files as text: the
-containers, queues, roles, app settings and Flex settings of both stacks against each other
-and against the names in shared/, plus the cross-file references a compiler would resolve
-(module parameters, variables, locals, resources).
+Neither the bicep CLI, terraform nor docker runs here, so these checks read the files as
+text: the containers, queues, identities, roles, app settings, GPU profiles and outputs of
+both stacks against each other and against the names in shared/ and functions/, the
+settings the code reads against the app of the role that reads them, the scoring image's
+build inputs, plus the cross-file references a compiler would resolve.
 """
 
 from __future__ import annotations
 
+import ast
+import fnmatch
+import importlib
 import json
 import re
 from pathlib import Path
@@ -17,25 +21,55 @@ import pytest
 from shared import layout
 from shared.jobs.drop import DROP_CONTAINER
 from shared.jobs.messages import poison_queue_name
+from shared.jobs.planner import DROP_MARKER
+from shared.roles import CONTROL, ROLE_SETTING, SCORING
+from shared.scoring.runtime import WORK_DIR_SETTING
+from shared.storage import DEFAULT_CONNECTION
 
 ROOT = Path(__file__).resolve().parents[2]
 BICEP = ROOT / "infra" / "bicep"
 TERRAFORM = ROOT / "infra" / "terraform"
+DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
 
 APP_CONTAINERS = {layout.REGISTRY_CONTAINER, layout.ASSETS_CONTAINER, layout.DATA_CONTAINER,
                   layout.JOBS_CONTAINER, layout.STATE_CONTAINER, DROP_CONTAINER}
-APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue_name()}
-STORAGE_DATA_ROLES = {"Storage Blob Data Owner", "Storage Queue Data Contributor",
-                      "Storage Table Data Contributor"}
+APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue_name(), layout.SHARD_HINT_QUEUE}
+GPU_PROFILES = {"Consumption-GPU-NC8as-T4", "Consumption-GPU-NC24-A100", "Consumption"}
 # Built-in role definition ids (the same in every tenant).
 ROLE_IDS = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+    "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
 }
-IDENTITY_SETTINGS = {"__accountName", "__blobServiceUri", "__queueServiceUri",
-                     "__tableServiceUri", "__credential", "__clientId"}
+CONTROL_STORAGE_ROLES = {"Storage Blob Data Owner", "Storage Queue Data Contributor",
+                         "Storage Table Data Contributor"}
+SCORING_QUEUE_GRANTS = {layout.MINIBATCH_QUEUE: "Storage Queue Data Contributor",
+                        poison_queue_name(): "Storage Queue Data Contributor",
+                        layout.SHARD_HINT_QUEUE: "Storage Queue Data Message Sender"}
+USER_CONTAINER_GRANTS = {layout.JOBS_CONTAINER: "Storage Blob Data Reader",
+                         layout.DATA_CONTAINER: "Storage Blob Data Reader",
+                         DROP_CONTAINER: "Storage Blob Data Contributor"}
+# Identity-based connection settings each app needs: the scoring app never uses tables.
+IDENTITY_SETTINGS = {CONTROL: {"__accountName", "__blobServiceUri", "__queueServiceUri",
+                               "__tableServiceUri", "__credential", "__clientId"},
+                     SCORING: {"__accountName", "__blobServiceUri", "__queueServiceUri",
+                               "__credential", "__clientId"}}
+# The app settings the code reads (found in the code by test_every_setting_read_...), and
+# which app reads each: a new setting fails that test until it is listed here and set.
+SETTINGS_BY_ROLE = {
+    ROLE_SETTING: {CONTROL, SCORING},  # function_app.py picks its blueprints
+    WORK_DIR_SETTING: {SCORING},  # shared/scoring/runtime.py: assets, worker folders
+}
+# Read from the environment but never an app setting, with the reason.
+ENVIRONMENT_ONLY = {
+    "CUDA_VISIBLE_DEVICES": "the GPU host's own; the runtime narrows it per worker slot",
+}
 
 
 def read(path: Path) -> str:
@@ -66,6 +100,14 @@ def block(text: str, opening: str) -> str:
     raise AssertionError(f"unbalanced block after {opening!r}")
 
 
+def resource_block(text: str, symbol: str) -> str:
+    """The body of Bicep `resource <symbol> '<type>' = {...}` (or a `[for ...]` loop)."""
+    start = text.index(f"resource {symbol} ")
+    equals = text.index(" = ", start)
+    opening = min(i for i in (text.find("{", equals), text.find("[", equals)) if i >= 0)
+    return block(text[start:], text[start:opening + 1])
+
+
 def quoted(text: str) -> set[str]:
     """The quoted strings in `text`, ignoring whole-line comments."""
     code = re.sub(r"^\s*(#|//).*$", "", text, flags=re.M)
@@ -73,16 +115,31 @@ def quoted(text: str) -> set[str]:
 
 
 def keys(text: str, separator: str) -> set[str]:
-    return set(re.findall(rf"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*{separator}", text, re.M))
+    return set(re.findall(rf"^\s*\"?([A-Za-z_][A-Za-z0-9_-]*)\"?\s*{separator}", text, re.M))
 
 
-# --- what the app uses --------------------------------------------------------------------
+def assignments(text: str, separator: str) -> dict[str, str]:
+    """`key <separator> value` lines of a block: value as written, quotes removed."""
+    found = re.findall(rf"^\s*\"?([A-Za-z_][A-Za-z0-9_-]*)\"?\s*{separator}\s*(.+?)\s*$",
+                       text, re.M)
+    return {key: value.strip("'\"") for key, value in found}
+
+
+def condition(text: str) -> str:
+    """An ABAC condition without its layout (Bicep ''' and Terraform heredoc indent it)."""
+    return " ".join(text.split())
+
+
+# --- what the app uses ---------------------------------------------------------------------
 
 def test_both_stacks_declare_the_apps_containers():
     storage_bicep = read(BICEP / "app" / "storage.bicep")
     storage_tf = read(TERRAFORM / "storage.tf")
     assert quoted(block(storage_bicep, "var appContainers = [")) == APP_CONTAINERS
     assert quoted(block(storage_tf, "app_containers = [")) == APP_CONTAINERS
+    dead_letter = re.search(r"var deadLetterContainerName = '([\w-]+)'", storage_bicep)[1]
+    assert f'dead_letter_container = "{dead_letter}"' in storage_tf
+    assert dead_letter not in APP_CONTAINERS
 
 
 def test_both_stacks_declare_the_apps_queues():
@@ -90,7 +147,7 @@ def test_both_stacks_declare_the_apps_queues():
     assert quoted(block(read(TERRAFORM / "storage.tf"), "app_queues = [")) == APP_QUEUES
 
 
-def test_both_stacks_watch_the_drop_container_for_the_blob_drop_function():
+def test_both_stacks_send_only_drop_markers_to_the_blob_drop_function():
     function_names = set(re.findall(r"^(?:async )?def (\w+)\(",
                                     read(ROOT / "functions" / "blob_drop.py"), re.M))
     event_grid_bicep = read(BICEP / "app" / "event-grid.bicep")
@@ -102,81 +159,424 @@ def test_both_stacks_watch_the_drop_container_for_the_blob_drop_function():
     assert f"output dropContainerName string = '{DROP_CONTAINER}'" in read(
         BICEP / "app" / "storage.bicep")
     assert f'drop_container = "{DROP_CONTAINER}"' in read(TERRAFORM / "storage.tf")
+    # Data files beside a marker fire nothing: the subscription filters on the marker name.
+    assert f"var markerSuffix = '/{DROP_MARKER}'" in event_grid_bicep
+    assert "subjectEndsWith: markerSuffix" in event_grid_bicep
+    assert f'marker_suffix = "/{DROP_MARKER}"' in event_grid_tf
+    assert "subject_ends_with   = local.marker_suffix" in event_grid_tf
     for text in (event_grid_bicep, event_grid_tf):
         assert "Microsoft.Storage.BlobCreated" in text
         assert "/runtime/webhooks/blobs?functionName=Host.Functions." in text
 
 
-def test_every_trigger_connection_is_configured_by_identity():
+def test_the_webhook_key_comes_from_the_apps_host_keys_and_misses_dead_letter():
+    event_grid_bicep = read(BICEP / "app" / "event-grid.bicep")
+    event_grid_tf = read(TERRAFORM / "event_grid.tf")
+    assert "listKeys('${functionApp.id}/host/default', '2024-04-01').systemKeys.blobs_extension" \
+        in event_grid_bicep
+    assert "data.azurerm_function_app_host_keys.control[0].blobs_extension_key" in event_grid_tf
+    everything = "\n".join(read(p) for p in bicep_files()) + terraform_text()
+    assert "blobsExtensionKey" not in everything and "blobs_extension_key\"" not in everything
+    assert "param subscribeBlobDrop bool = false" in read(BICEP / "main.bicep")
+    assert re.search(r'variable "subscribe_blob_drop"[^}]*default\s+= false',
+                     read(TERRAFORM / "variables.tf"), re.S)
+    # Undeliverable drop events land in the dead-letter container, written by the topic's
+    # own identity with a role on that container alone.
+    assert "deadLetterWithResourceIdentity" in event_grid_bicep
+    assert "identity: { type: 'SystemAssigned' }" in event_grid_bicep
+    assert "scope: deadLetterContainer" in event_grid_bicep
+    assert "dead_letter_identity {" in event_grid_tf
+    assert "storage_blob_dead_letter_destination {" in event_grid_tf
+    assert "azurerm_storage_container.dead_letter.resource_manager_id" in event_grid_tf
+
+
+def role_modules() -> dict[str, set[str]]:
+    """The functions/ modules each role registers, read from function_app.py."""
+    tree = ast.parse(read(ROOT / "function_app.py"))
+    shared_modules = {node.module for node in tree.body
+                      if isinstance(node, ast.ImportFrom) and node.module
+                      and node.module.startswith("functions.")}
+    modules = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name.endswith("_blueprints"):
+            imported = {inner.module for inner in ast.walk(node)
+                        if isinstance(inner, ast.ImportFrom) and inner.module}
+            modules[node.name.removesuffix("_blueprints")] = imported | shared_modules
+    assert set(modules) == {CONTROL, SCORING}
+    return modules
+
+
+def trigger_connections(modules: set[str]) -> set[str]:
     connections = set()
-    for path in (ROOT / "functions").glob("*.py"):
-        connections |= set(re.findall(r'connection="(\w+)"', read(path)))
-    assert connections, "no trigger connections found in functions/"
-    bicep_settings = bicep_app_settings()
-    tf_settings = terraform_app_settings()
-    for connection in connections:
-        expected = {connection + suffix for suffix in IDENTITY_SETTINGS}
-        assert expected <= bicep_settings
-        assert expected <= tf_settings
+    for module in modules:
+        connections |= set(re.findall(r'connection="(\w+)"',
+                                      read(ROOT / (module.replace(".", "/") + ".py"))))
+    return connections
 
 
-# --- the two stacks agree -------------------------------------------------------------------
+def test_every_trigger_connection_of_a_role_is_configured_by_identity_in_its_app():
+    modules = role_modules()
+    for role, settings in ((CONTROL, control_settings_bicep()),
+                           (CONTROL, control_settings_terraform()),
+                           (SCORING, scoring_settings_bicep()),
+                           (SCORING, scoring_settings_terraform())):
+        connections = trigger_connections(modules[role])
+        assert connections, f"no trigger connections found for {role}"
+        for connection in connections | {DEFAULT_CONNECTION}:
+            expected = {connection + suffix for suffix in IDENTITY_SETTINGS[role]}
+            assert expected <= set(settings), (role, expected - set(settings))
+            assert settings[f"{connection}__credential"] == "managedidentity"
+            assert connection not in settings, "a connection string setting beside identity"
 
-def bicep_app_settings() -> set[str]:
+
+# --- the app settings ------------------------------------------------------------------------
+
+def control_settings_bicep() -> dict[str, str]:
     text = read(BICEP / "app" / "function-app.bicep")
-    return (keys(block(text, "var storageSettings = {"), ":")
-            | keys(block(text, "var monitoringSettings = {"), ":"))
-
-
-def terraform_app_settings() -> set[str]:
-    text = read(TERRAFORM / "function_app.tf")
-    settings = (keys(block(text, "storage_settings = {"), "=")
-                | keys(block(text, "monitoring_settings = {"), "="))
-    if "application_insights_connection_string" in block(text, "site_config {"):
-        # The provider writes this app setting from site_config.
-        settings.add("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    settings = {}
+    for name in ("roleSettings", "storageSettings", "monitoringSettings"):
+        settings |= assignments(block(text, f"var {name} = {{"), ":")
+    assert f"union({', '.join(('roleSettings', 'storageSettings', 'monitoringSettings'))})" in (
+        text)
     return settings
 
 
-def test_both_stacks_set_the_same_app_settings():
-    assert bicep_app_settings() == terraform_app_settings()
-    assert {"APPLICATIONINSIGHTS_CONNECTION_STRING",
-            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"} <= bicep_app_settings()
+def control_settings_terraform() -> dict[str, str]:
+    return assignments(block(read(TERRAFORM / "function_app.tf"), "control_app_settings = {"),
+                       "=")
 
 
-def test_both_stacks_grant_the_same_roles():
-    rbac_bicep = read(BICEP / "rbac.bicep")
-    role_vars = {name: ROLE_IDS[role_id] for name, role_id in
-                 re.findall(r"(\w+): '([0-9a-f-]{36})'", block(rbac_bicep, "var roles = {"))}
-    storage_role_block = block(rbac_bicep, "var storageDataRoles = [")
-    bicep_storage_roles = {role_vars[name]
-                           for name in re.findall(r"roles\.(\w+)", storage_role_block)}
-    rbac_tf = read(TERRAFORM / "rbac.tf")
-    tf_storage_roles = quoted(block(rbac_tf, "storage_data_roles = toset(["))
-    tf_roles = tf_storage_roles | set(re.findall(r'role_definition_name = "([^"]+)"', rbac_tf))
-    assert bicep_storage_roles == tf_storage_roles == STORAGE_DATA_ROLES
-    assert set(role_vars.values()) == tf_roles == STORAGE_DATA_ROLES | {
-        "Monitoring Metrics Publisher"}
-    # The optional user gets the storage data roles in both.
-    assert "userPrincipalId" in rbac_bicep and "var.principal_id" in rbac_tf
+def scoring_settings_bicep() -> dict[str, str]:
+    settings = block(read(BICEP / "app" / "scoring-app.bicep"), "var appSettings = [")
+    return dict(re.findall(r"^\s*\{ name: '(\w+)', value: '?(.+?)'? \}$", settings, re.M))
 
 
-def test_both_stacks_run_python_311_on_flex_consumption_with_the_same_defaults():
+def scoring_settings_terraform() -> dict[str, str]:
+    return assignments(block(read(TERRAFORM / "scoring_app.tf"), "scoring_app_settings = {"),
+                       "=")
+
+
+def dockerfile_env() -> dict[str, str]:
+    text = read(DOCKERFILE).replace("\\\n", " ")
+    env = {}
+    for line in re.findall(r"^ENV (.+)$", text, re.M):
+        env |= dict(re.findall(r"(\S+?)=(\S+)", line))
+    return env
+
+
+def test_both_stacks_set_the_same_app_settings_for_each_app():
+    assert set(control_settings_bicep()) == set(control_settings_terraform())
+    assert set(scoring_settings_bicep()) == set(scoring_settings_terraform())
+    # ... and hand them to the apps.
+    assert "env: appSettings" in read(BICEP / "app" / "scoring-app.bicep")
+    assert ("env = [for name, value in local.scoring_app_settings : "
+            "{ name = name, value = value }]") in read(TERRAFORM / "scoring_app.tf")
+    assert "properties = local.control_app_settings" in read(TERRAFORM / "function_app.tf")
+    for settings in (control_settings_bicep(), scoring_settings_bicep()):
+        assert {"APPLICATIONINSIGHTS_CONNECTION_STRING",
+                "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"} <= set(settings)
+
+
+def test_each_app_runs_its_role():
+    assert control_settings_bicep()[ROLE_SETTING] == CONTROL
+    assert control_settings_terraform()[ROLE_SETTING] == CONTROL
+    assert scoring_settings_bicep()[ROLE_SETTING] == SCORING
+    assert scoring_settings_terraform()[ROLE_SETTING] == SCORING
+    assert dockerfile_env()[ROLE_SETTING] == SCORING
+
+
+def test_a_scoring_replica_takes_no_more_mini_batches_than_it_has_worker_slots():
+    prefix = "AzureFunctionsJobHost__extensions__queues__"
+    bicep, tf, image = scoring_settings_bicep(), scoring_settings_terraform(), dockerfile_env()
+    for settings in (bicep, tf, image):
+        assert settings[prefix + "batchSize"] == "1"
+    assert bicep[prefix + "newBatchThreshold"] == "string(workerSlots - 1)"
+    assert tf[prefix + "newBatchThreshold"] == "tostring(var.scoring_worker_slots - 1)"
+    assert image[prefix + "newBatchThreshold"] == "0"  # one slot unless the app says more
+    # The control app keeps host.json's settings: no override in its settings.
+    assert not any(key.startswith("AzureFunctionsJobHost__") for key in control_settings_bicep())
+    # Host keys never go to the storage account the scoring identity can read.
+    assert bicep["AzureWebJobsSecretStorageType"] == tf["AzureWebJobsSecretStorageType"] == (
+        "containerapp")
+
+
+def settings_read_by_code() -> set[str]:
+    """App settings read through os.environ / os.getenv / an `env` mapping in the app's code,
+    with names given as literals or module constants (connection names with their `__`
+    suffixes are dynamic: the connection tests cover them)."""
+    found = set()
+    paths = [ROOT / "function_app.py", *(ROOT / "functions").rglob("*.py"),
+             *(ROOT / "shared").rglob("*.py")]
+    for path in paths:
+        tree = ast.parse(read(path))
+        constants = {target.id: node.value.value for node in tree.body
+                     if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                     and isinstance(node.value.value, str)
+                     for target in node.targets if isinstance(target, ast.Name)}
+        imported = {alias.asname or alias.name: (node.module, alias.name)
+                    for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    and node.module for alias in node.names}
+        for node in ast.walk(tree):
+            argument = None
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                    node.func.attr in ("get", "getenv") and node.args
+                    and _is_environment(node.func.value)):
+                argument = node.args[0]
+            elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and (
+                    _is_environment(node.value)):
+                argument = node.slice
+            if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                found.add(argument.value)
+            elif isinstance(argument, ast.Name) and argument.id in constants:
+                found.add(constants[argument.id])
+            elif isinstance(argument, ast.Name) and argument.id in imported:
+                module, name = imported[argument.id]
+                value = getattr(importlib.import_module(module), name)
+                assert isinstance(value, str), f"{path.name}: {argument.id} is not a name"
+                found.add(value)
+    return found
+
+
+def _is_environment(node: ast.AST) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in ("env", "os")
+    return isinstance(node, ast.Attribute) and node.attr == "environ"
+
+
+def test_every_setting_read_by_the_code_is_set_for_the_app_whose_role_reads_it():
+    read_by_code = settings_read_by_code()
+    unknown = read_by_code - set(SETTINGS_BY_ROLE) - set(ENVIRONMENT_ONLY)
+    assert not unknown, f"say which app reads {sorted(unknown)} in SETTINGS_BY_ROLE, and set it"
+    assert set(SETTINGS_BY_ROLE) <= read_by_code, "SETTINGS_BY_ROLE lists a setting no one reads"
+    apps = {CONTROL: [control_settings_bicep(), control_settings_terraform()],
+            SCORING: [{**dockerfile_env(), **scoring_settings_bicep()},
+                      {**dockerfile_env(), **scoring_settings_terraform()}]}
+    for setting, roles in SETTINGS_BY_ROLE.items():
+        for role in roles:
+            for settings in apps[role]:
+                assert setting in settings, f"{setting} is not set for the {role} app"
+
+
+# --- identities and roles --------------------------------------------------------------------
+
+def bicep_roles() -> dict[str, str]:
+    rbac = read(BICEP / "rbac.bicep")
+    return {name: ROLE_IDS[role_id] for name, role_id in
+            re.findall(r"(\w+): '([0-9a-f-]{36})'", block(rbac, "var roles = {"))}
+
+
+def grants(bicep_var: str, field: str, tf_local: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A grant list of rbac.bicep (`{ <field>: '<name>', role: roles.<x> }`) and the map of
+    rbac.tf with the same grants, both as name -> role name."""
+    roles = bicep_roles()
+    bicep = {name: roles[role] for name, role in re.findall(
+        rf"\{{ {field}: '([\w-]+)', role: roles\.(\w+) \}}",
+        block(read(BICEP / "rbac.bicep"), f"var {bicep_var} = ["))}
+    terraform = dict(re.findall(r'"([\w-]+)"\s+=\s+"([^"]+)"',
+                                block(read(TERRAFORM / "rbac.tf"), f"{tf_local} = {{")))
+    return bicep, terraform
+
+
+def test_one_identity_per_app():
+    main_bicep = read(BICEP / "main.bicep")
+    assert main_bicep.count("'app/identity.bicep'") == 2
+    assert "identityId: controlIdentity.outputs.id" in block(main_bicep,
+                                                              "'app/function-app.bicep' = {")
+    assert "identityId: scoringIdentity.outputs.id" in block(main_bicep,
+                                                              "'app/scoring-app.bicep' = {")
+    tf = terraform_text()
+    assert set(re.findall(r'^resource "azurerm_user_assigned_identity" "(\w+)"', tf, re.M)) == {
+        CONTROL, SCORING}
+    function_app_tf = read(TERRAFORM / "function_app.tf")
+    scoring_app_tf = read(TERRAFORM / "scoring_app.tf")
+    assert "azurerm_user_assigned_identity.scoring" not in function_app_tf
+    assert "azurerm_user_assigned_identity.control" not in scoring_app_tf
+
+
+def test_both_stacks_grant_the_control_app_the_same_roles():
+    rbac_bicep, rbac_tf = read(BICEP / "rbac.bicep"), read(TERRAFORM / "rbac.tf")
+    roles = bicep_roles()
+    bicep_storage = {roles[name] for name in
+                     re.findall(r"roles\.(\w+)", block(rbac_bicep, "var controlStorageRoles = ["))}
+    tf_storage = quoted(block(rbac_tf, "control_storage_roles = toset(["))
+    assert bicep_storage == tf_storage == CONTROL_STORAGE_ROLES
+    assert "principalId: controlPrincipalId" in resource_block(rbac_bicep,
+                                                                "controlMetricsPublisher")
+    assert "azurerm_user_assigned_identity.control.principal_id" in block(
+        rbac_tf, 'resource "azurerm_role_assignment" "control_metrics_publisher" {')
+
+
+def test_the_scoring_identity_gets_least_privilege_in_both_stacks():
+    rbac_bicep, rbac_tf = read(BICEP / "rbac.bicep"), read(TERRAFORM / "rbac.tf")
+    roles = bicep_roles()
+    bicep_queues, tf_queues = grants("scoringQueueGrants", "queue", "scoring_queue_grants")
+    assert bicep_queues == tf_queues == SCORING_QUEUE_GRANTS
+    # Every scoring grant, by role: blobs (conditioned), queues, AcrPull, telemetry.
+    bicep_scoring = {roles[name] for name in re.findall(
+        r"roles\.(\w+)", "\n".join(resource_block(rbac_bicep, r) for r in (
+            "scoringBlobs", "scoringAcrPull", "scoringMetricsPublisher")))}
+    assert bicep_scoring == {"Storage Blob Data Contributor", "AcrPull",
+                             "Monitoring Metrics Publisher"}
+    tf_scoring = set(re.findall(
+        r'resource "azurerm_role_assignment" "scoring_\w+" \{[^}]*?role_definition_name = '
+        r'"([^"]+)"', rbac_tf, re.S))
+    assert tf_scoring == {"Storage Blob Data Contributor", "AcrPull",
+                          "Monitoring Metrics Publisher"}
+    # No table role (the Durable task hub's tables) but the control app's.
+    assert rbac_bicep.count("roles.storageTableDataContributor") == 1
+    assert "roles.storageTableDataContributor" in block(rbac_bicep, "var controlStorageRoles = [")
+    assert rbac_tf.count('"Storage Table Data Contributor"') == 1
+    bicep_condition = condition(re.search(r"var scoringBlobCondition = '''(.*?)'''",
+                                          rbac_bicep, re.S)[1])
+    tf_condition = condition(re.search(r"scoring_blob_condition = <<-EOT(.*?)EOT",
+                                       rbac_tf, re.S)[1])
+    assert bicep_condition == tf_condition
+    assert "condition: scoringBlobCondition" in rbac_bicep and "conditionVersion: '2.0'" in (
+        rbac_bicep)
+    assert "condition            = local.scoring_blob_condition" in rbac_tf
+    assert 'condition_version    = "2.0"' in rbac_tf
+
+
+def _allowed(container: str, action: str, text: str) -> bool:
+    """Evaluate the scoring condition for one container and data action (its two clauses)."""
+    actions = ("delete", "read", "write", "add/action")
+    assert action in actions
+    clauses = text.split(") AND (")
+    assert len(clauses) == 2
+    for clause in clauses:
+        guarded = set(re.findall(r"containers/blobs/([\w/]+)'", clause))
+        if action not in guarded:
+            continue
+        for operator, value in re.findall(r"containers:name\] (StringNot\w+) '([^']+)'", clause):
+            matches = fnmatch.fnmatchcase(container, value) if operator == "StringNotLike" \
+                else container == value
+            if matches:
+                return False
+    return True
+
+
+def test_the_scoring_condition_keeps_out_of_secrets_registry_package_and_task_hub():
+    text = condition(re.search(r"var scoringBlobCondition = '''(.*?)'''",
+                               read(BICEP / "rbac.bicep"), re.S)[1])
+    hub = json.loads(read(ROOT / "host.json"))["extensions"]["durableTask"]["hubName"]
+    package = re.search(r"var deploymentContainerName = '([\w-]+)\$",
+                        read(BICEP / "main.bicep"))[1] + "0123456789ab"
+    forbidden = ["azure-webjobs-secrets", layout.REGISTRY_CONTAINER, package,
+                 f"{hub}-leases", f"{hub}-applease", f"{hub}-largemessages"]
+    for container in forbidden:
+        for action in ("read", "write", "delete", "add/action"):
+            assert not _allowed(container, action, text), (container, action)
+    for action in ("write", "delete", "add/action"):
+        assert not _allowed(layout.ASSETS_CONTAINER, action, text)
+    assert _allowed(layout.ASSETS_CONTAINER, "read", text)
+    # What a mini-batch reads and writes: inputs anywhere a job may name, state, outputs,
+    # the host's locks.
+    for container in (layout.STATE_CONTAINER, layout.JOBS_CONTAINER, layout.DATA_CONTAINER,
+                      DROP_CONTAINER, "azure-webjobs-hosts", "customer-inputs"):
+        for action in ("read", "write", "add/action"):
+            assert _allowed(container, action, text), (container, action)
+
+
+def test_the_optional_user_gets_what_the_cli_needs_and_no_more():
+    rbac_bicep, rbac_tf = read(BICEP / "rbac.bicep"), read(TERRAFORM / "rbac.tf")
+    bicep_user, tf_user = grants("userContainerGrants", "container", "user_container_grants")
+    assert bicep_user == tf_user == USER_CONTAINER_GRANTS
+    assert rbac_bicep.count("userPrincipalId") == 4  # the parameter, its condition and use
+    assert rbac_tf.count("var.principal_id") == 2
+
+
+def test_both_stacks_use_only_known_built_in_roles():
+    tf_roles = set(re.findall(r'role_definition_name = "([^"]+)"', terraform_text()))
+    tf_roles |= set(re.findall(r'= "(Storage [^"]+|AcrPull)"', terraform_text()))
+    event_grid_bicep = read(BICEP / "app" / "event-grid.bicep")
+    bicep_ids = set(re.findall(r"'([0-9a-f-]{36})'", read(BICEP / "rbac.bicep")
+                               + event_grid_bicep))
+    assert bicep_ids <= set(ROLE_IDS)
+    assert tf_roles <= set(ROLE_IDS.values())
+
+
+# --- the two apps --------------------------------------------------------------------------
+
+def test_the_control_app_runs_python_311_on_flex_consumption_with_the_same_defaults():
     app_bicep = read(BICEP / "app" / "function-app.bicep")
     main_bicep = read(BICEP / "main.bicep")
     app_tf = read(TERRAFORM / "function_app.tf")
     variables_tf = read(TERRAFORM / "variables.tf")
     assert "name: 'FC1'" in app_bicep and 'sku_name            = "FC1"' in app_tf
     assert re.search(r"name: 'python'\s+version: '3.11'", app_bicep)
-    assert 'runtime_name           = "python"' in app_tf
-    assert 'runtime_version        = "3.11"' in app_tf
+    assert re.search(r'name\s+= "python"\s+version = "3.11"', app_tf)
+    for text in (app_bicep, app_tf):
+        assert "Microsoft.Web/sites@2024-04-01" in text and "functionapp,linux" in text
+        assert "UserAssignedIdentity" in text
     assert "@allowed([2048, 4096])\n" in main_bicep and "[2048, 4096]" in variables_tf
     assert "param instanceMemoryMB int = 2048" in main_bicep
     assert "param maximumInstanceCount int = 100" in main_bicep
     assert re.search(r'"instance_memory_mb"[^}]*default\s+= 2048', variables_tf, re.S)
     assert re.search(r'"maximum_instance_count"[^}]*default\s+= 100', variables_tf, re.S)
+    # No AzureWebJobsStorage setting beside the identity-based ones (azurerm's resource
+    # would add one, so Terraform declares the site through azapi as Bicep does).
+    assert 'resource "azurerm_function_app_flex_consumption"' not in terraform_text()
+    assert not re.search(r"^\s*AzureWebJobsStorage\s*[:=]", app_bicep + app_tf, re.M)
+
+
+def test_basic_publishing_is_off_in_both():
+    app_bicep = read(BICEP / "app" / "function-app.bicep")
+    app_tf = read(TERRAFORM / "function_app.tf")
+    for policy in ("ftp", "scm"):
+        assert re.search(rf"name: '{policy}'\s+properties: {{ allow: false }}", app_bicep)
+    assert 'for_each  = toset(["ftp", "scm"])' in app_tf
+    assert "Microsoft.Web/sites/basicPublishingCredentialsPolicies@" in app_tf
+    assert "properties = { allow = false }" in app_tf
+    assert "ftpsState: 'Disabled'" in app_bicep and 'ftpsState     = "Disabled"' in app_tf
+
+
+def bicep_profiles(text: str) -> dict[str, tuple[str, str, str]]:
+    return {key.strip("'"): (name, cpu, memory) for key, name, cpu, memory in re.findall(
+        r"('?[\w-]+'?): \{ name: '([\w-]+)', cpu: '(\d+)', memory: '(\w+)' \}", text)}
+
+
+def terraform_profiles(text: str) -> dict[str, tuple[str, str, str]]:
+    return {key: (name, cpu, memory) for key, name, cpu, memory in re.findall(
+        r'"([\w-]+)"\s+= \{ name = "([\w-]+)", cpu = (\d+), memory = "(\w+)" \}', text)}
+
+
+def test_both_stacks_run_the_scoring_app_on_the_chosen_gpu_profile():
+    main_bicep = read(BICEP / "main.bicep")
+    app_bicep = read(BICEP / "app" / "scoring-app.bicep")
+    app_tf = read(TERRAFORM / "scoring_app.tf")
+    variables_tf = read(TERRAFORM / "variables.tf")
+    allowed = set(re.findall(r"'([\w-]+)'", re.search(
+        r"@allowed\((\[[^\]]*\])\)\s*(?:@description\([^\n]*\)\s*)?param scoringWorkloadProfile",
+        main_bicep)[1]))
+    assert allowed == GPU_PROFILES
+    assert "param scoringWorkloadProfile string = 'Consumption-GPU-NC8as-T4'" in main_bicep
+    tf_variable = block(variables_tf, 'variable "scoring_workload_profile" {')
+    assert 'default     = "Consumption-GPU-NC8as-T4"' in tf_variable
+    assert quoted(block(tf_variable, "contains(")) - {"var.scoring_workload_profile"} >= (
+        GPU_PROFILES)
+    # Per-replica CPU and memory fit the profile, the same in both.
+    assert bicep_profiles(app_bicep) == terraform_profiles(app_tf)
+    assert set(bicep_profiles(app_bicep)) == GPU_PROFILES
     for text in (app_bicep, app_tf):
-        assert "UserAssignedIdentity" in text
+        assert "Microsoft.App/managedEnvironments@" in text
+        assert "Microsoft.App/containerApps@" in text
+    assert "kind: 'functionapp'" in app_bicep and 'kind = "functionapp"' in app_tf
+    # Scale to zero, out to the max replicas; workload profiles and Log Analytics.
+    assert "minReplicas: 0" in app_bicep and "minReplicas = 0" in app_tf
+    assert "maxReplicas: maxReplicas" in app_bicep
+    assert "maxReplicas = var.scoring_max_replicas" in app_tf
+    assert "workloadProfiles: concat([consumptionProfile], gpuProfiles)" in app_bicep
+    assert "workloadProfiles = concat(" in app_tf
+    assert "workspaceId: logAnalytics.id" in app_bicep
+    assert "log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id" in app_tf
+    # The image is pulled with the scoring identity, never with registry credentials.
+    assert "identity: identityId" in block(app_bicep, "registries: [")
+    assert "identity = azurerm_user_assigned_identity.scoring.id" in block(app_tf,
+                                                                           "registries = [")
+    assert "adminUserEnabled: false" in read(BICEP / "app" / "registry.bicep")
+    assert re.search(r"admin_enabled\s+= false", read(TERRAFORM / "registry.tf"))
+    # Container Apps scales Functions from their triggers only with ingress on.
+    assert "external: false" in app_bicep and "external      = false" in app_tf
 
 
 def test_both_stacks_refuse_keys():
@@ -192,22 +592,112 @@ def test_both_stacks_refuse_keys():
     assert re.search(r"local_authentication_disabled\s+= true",
                      read(TERRAFORM / "monitoring.tf"))
     everything = "\n".join(read(p) for p in bicep_files()) + terraform_text()
-    for secret in ("listKeys", "AccountKey=", "primary_access_key", "primary_connection_string",
-                   "instrumentation_key", "InstrumentationKey"):
+    for secret in ("AccountKey=", "primary_access_key", "primary_connection_string",
+                   "instrumentation_key", "InstrumentationKey", "sharedKey",
+                   "primary_shared_key", "adminUserEnabled: true"):
         assert secret not in everything
+    # The one key the templates read is the blobs extension's, for Event Grid's webhook.
+    assert re.findall(r"listKeys\('([^']+)'", everything) == ["${functionApp.id}/host/default"]
 
 
 def test_both_stacks_output_what_the_docs_use():
     main_bicep = read(BICEP / "main.bicep")
     outputs_tf = read(TERRAFORM / "outputs.tf")
-    for bicep_output, tf_output in [("FUNCTION_APP_NAME", "function_app_name"),
-                                    ("FUNCTION_APP_HOSTNAME", "function_app_hostname"),
-                                    ("STORAGE_ACCOUNT_NAME", "storage_account_name"),
-                                    ("IDENTITY_CLIENT_ID", "identity_client_id"),
-                                    ("BATCHFN_URL", "batchfn_url"),
-                                    ("RESOURCE_GROUP", "resource_group")]:
+    pairs = [("FUNCTION_APP_NAME", "function_app_name"),
+             ("FUNCTION_APP_HOSTNAME", "function_app_hostname"),
+             ("STORAGE_ACCOUNT_NAME", "storage_account_name"),
+             ("IDENTITY_CLIENT_ID", "identity_client_id"),
+             ("SCORING_IDENTITY_CLIENT_ID", "scoring_identity_client_id"),
+             ("BATCHFN_URL", "batchfn_url"),
+             ("RESOURCE_GROUP", "resource_group"),
+             ("REGISTRY_NAME", "registry_name"),
+             ("REGISTRY_LOGIN_SERVER", "registry_login_server"),
+             ("CONTAINER_APPS_ENVIRONMENT", "container_apps_environment"),
+             ("SCORING_APP_NAME", "scoring_app_name"),
+             ("EVENT_GRID_SYSTEM_TOPIC", "event_grid_system_topic")]
+    for bicep_output, tf_output in pairs:
         assert re.search(rf"^output {bicep_output} string", main_bicep, re.M)
         assert f'output "{tf_output}"' in outputs_tf
+    docs = read(ROOT / "docs" / "deploy-azure.md")
+    for bicep_output, tf_output in pairs:
+        assert bicep_output in docs and tf_output in docs, (bicep_output, tf_output)
+
+
+def test_both_stacks_take_the_same_scoring_parameters():
+    main_bicep = read(BICEP / "main.bicep")
+    variables_tf = read(TERRAFORM / "variables.tf")
+    for bicep_name, tf_name, default in [("scoringImage", "scoring_image", "''"),
+                                         ("scoringMaxReplicas", "scoring_max_replicas", "4"),
+                                         ("scoringWorkerSlots", "scoring_worker_slots", "1"),
+                                         ("registrySku", "registry_sku", "'Basic'")]:
+        assert re.search(rf"^param {bicep_name} \w+ = {re.escape(default)}$", main_bicep, re.M)
+        tf_default = default.replace("'", '"')
+        assert re.search(rf'variable "{tf_name}"[^}}]*default\s+= {re.escape(tf_default)}',
+                         variables_tf, re.S), tf_name
+
+
+# --- the scoring image ---------------------------------------------------------------------
+
+def dockerignore_allows(path: str) -> bool:
+    """Whether .dockerignore keeps `path` (relative, posix) in the build context."""
+    allowed = True
+    for line in read(DOCKERIGNORE).splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if pattern.startswith("**/"):
+            hit = any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts)
+        else:
+            hit = any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes)
+        if hit:
+            allowed = negate
+    return allowed
+
+
+def test_every_copy_source_of_the_scoring_image_exists_in_the_build_context():
+    text = read(DOCKERFILE).replace("\\\n", " ")
+    copies = re.findall(r"^COPY (.+)$", text, re.M)
+    assert copies
+    sources = []
+    for line in copies:
+        words = [word for word in line.split() if not word.startswith("--")]
+        sources += words[:-1]
+    for source in sources:
+        path = ROOT / source
+        assert path.exists(), source
+        files = [path] if path.is_file() else [p for p in path.rglob("*.py")]
+        for file in files:
+            relative = file.relative_to(ROOT).as_posix()
+            assert dockerignore_allows(relative), f".dockerignore drops {relative}"
+    # What the Functions host loads is all there: the app, host.json, its packages.
+    assert {"function_app.py", "host.json", "functions", "shared", "requirements.txt"} <= {
+        Path(source).as_posix() for source in sources}
+    for private in (".venv/bin/python", "tests/conftest.py", "local.settings.json",
+                    "samples/mnist/demo.py", "node_modules/.bin/azurite",
+                    "infra/bicep/main.bicep", "functions/__pycache__/health.cpython-311.pyc"):
+        assert not dockerignore_allows(private), private
+    # az acr build uploads the context and then looks for the Dockerfile inside it.
+    assert dockerignore_allows(DOCKERFILE.relative_to(ROOT).as_posix())
+
+
+def test_the_scoring_image_sets_the_scoring_role_and_a_pinned_base():
+    text = read(DOCKERFILE)
+    base = re.search(r"^FROM (\S+)$", text, re.M)[1]
+    image, _, tag = base.rpartition(":")
+    assert image == "mcr.microsoft.com/azure-functions/python"
+    assert tag.startswith("4-python3.11") and tag != "latest"
+    env = dockerfile_env()
+    assert env[ROLE_SETTING] == SCORING
+    assert env["AzureWebJobsScriptRoot"] == "/home/site/wwwroot"
+    # torch: a CPU build unless the build argument names a CUDA one.
+    assert re.search(r"^ARG TORCH_VARIANT=cpu$", text, re.M)
+    assert "download.pytorch.org/whl/${TORCH_VARIANT}" in text
+    assert re.search(r"^ARG TORCH_VERSION=([\d.]+)$", text, re.M)[1] in read(
+        ROOT / "pyproject.toml")
 
 
 # --- references a compiler would resolve ----------------------------------------------------
@@ -222,10 +712,11 @@ def test_bicep_modules_get_exactly_their_parameters():
     main = read(BICEP / "main.bicep")
     modules = re.findall(r"^module \w+ '([^']+)' = \{", main, re.M)
     assert {"app/identity.bicep", "app/storage.bicep", "app/monitoring.bicep", "rbac.bicep",
-            "app/function-app.bicep", "app/event-grid.bicep"} == set(modules)
-    for path in modules:
+            "app/function-app.bicep", "app/event-grid.bicep", "app/registry.bicep",
+            "app/scoring-app.bicep"} == set(modules)
+    for symbol, path in re.findall(r"^module (\w+) '([^']+)' = \{", main, re.M):
         params = bicep_params(read(BICEP / path))
-        module_body = block(main, f"'{path}' = {{")
+        module_body = block(main, f"module {symbol} '{path}' = {{")
         passed = keys(block(module_body, "params: {"), ":")
         assert passed <= set(params), f"{path}: unknown parameters {passed - set(params)}"
         required = {name for name, has_default in params.items() if not has_default}
@@ -254,19 +745,26 @@ def test_terraform_references_resolve():
         local_names |= keys(block(text[match.start():], "locals {"), "=")
     assert set(re.findall(r"\bvar\.(\w+)", text)) <= variables
     assert set(re.findall(r"\blocal\.(\w+)", text)) <= local_names
-    referenced = set(re.findall(r"(?<!data\.)\b(azurerm_\w+)\.(\w+)\b", text))
+    referenced = set(re.findall(r"(?<!data\.)\b((?:azurerm|azapi)_\w+)\.(\w+)\b", text))
     assert referenced <= resources
     assert set(re.findall(r"\bdata\.(\w+)\.(\w+)", text)) <= data_sources
+    providers = set(re.findall(r"^\s*(\w+) = \{\n\s*source", block(text, "required_providers {"),
+                               re.M))
+    assert {resource.split("_")[0] for resource, _ in resources} <= providers
     example = read(TERRAFORM / "terraform.tfvars.example")
     assert set(re.findall(r"^#?\s*(\w+)\s*=", example, re.M)) <= variables
 
 
 def bicep_code(text: str) -> str:
-    """`text` without comments and string contents (Bicep strings are '...' with \\ escapes)."""
+    """`text` without comments and string contents (Bicep strings are '...' with \\ escapes,
+    or '''...''' without)."""
     code, index = [], 0
     while index < len(text):
         if text.startswith("//", index):
             index = text.find("\n", index) if "\n" in text[index:] else len(text)
+        elif text.startswith("'''", index):
+            index = text.index("'''", index + 3) + 3
+            code.append("''")
         elif text[index] == "'":
             index += 1
             while text[index] != "'":

@@ -94,7 +94,7 @@ def test_plan_wait_check_then_finalize():
     # Nothing can be scored while planning: the first check waits for a timer or a hint.
     assert _names(steps) == ["plan_job", "wait:timer", "advance_job", "wait:timer",
                              "advance_job"]
-    assert [s[2] for s in steps if s[0] == "wait"] == [0.2, 0.3]
+    assert [s[2] for s in steps if s[0] == "wait"] == [0.1, 0.1]
     assert result == {"status": "Completed", "reason": None}
 
 

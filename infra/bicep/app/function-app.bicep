@@ -1,5 +1,7 @@
-// The Function App on a Flex Consumption plan (Linux, Python 3.11), running as the
-// user-assigned identity. All storage connections are identity based: no keys anywhere.
+// The control app: a Function App on a Flex Consumption plan (Linux, Python 3.11) serving
+// BATCHFN_ROLE=control (HTTP API, orchestration, blob drop; the scoring app runs the
+// mini-batch queues on Container Apps), as the control identity. All storage connections are
+// identity based: no keys anywhere.
 param planName string
 param name string
 param location string
@@ -49,6 +51,9 @@ var storageSettings = {
   AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
+}
+var roleSettings = {
+  BATCHFN_ROLE: 'control'
 }
 var monitoringSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
@@ -100,7 +105,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 
   resource appSettings 'config' = {
     name: 'appsettings'
-    properties: union(storageSettings, monitoringSettings)
+    properties: union(roleSettings, storageSettings, monitoringSettings)
   }
 
   // Publishing uses Entra ID (az / func with your login), never basic-auth credentials.

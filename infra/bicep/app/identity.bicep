@@ -1,5 +1,5 @@
-// The user-assigned identity the Function App runs as: host storage, app storage,
-// deployment package and Application Insights all authenticate with it.
+// A user-assigned identity an app runs as (one for the control app, one for the scoring
+// app): its storage connections, its registry pulls and its telemetry authenticate with it.
 param name string
 param location string
 param tags object = {}

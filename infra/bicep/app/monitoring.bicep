@@ -1,5 +1,6 @@
-// Log Analytics + workspace-based Application Insights. Local (key) auth is off: the app
-// sends telemetry with its identity (Monitoring Metrics Publisher, granted in rbac.bicep).
+// Log Analytics + workspace-based Application Insights. Local (key) auth is off: both apps
+// send telemetry with their identities (Monitoring Metrics Publisher, granted in rbac.bicep);
+// the Container Apps environment sends its logs through a diagnostic setting.
 param logAnalyticsName string
 param applicationInsightsName string
 param location string
@@ -31,3 +32,4 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 output applicationInsightsName string = applicationInsights.name
+output logAnalyticsName string = logAnalytics.name

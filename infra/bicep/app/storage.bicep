@@ -1,6 +1,7 @@
 // The storage account batchfn lives in: Functions host storage (Durable task hub tables,
 // queues and blobs), the app's containers and queues (names as in shared/layout.py and
-// shared/jobs/drop.py), and the Flex Consumption deployment package container.
+// shared/jobs/drop.py), the Flex Consumption deployment package container and the
+// container where Event Grid leaves drop events it could not deliver.
 param name string
 param location string
 param tags object = {}
@@ -15,11 +16,14 @@ var appContainers = [
   'batchfn-state'
   'batchfn-drop'
 ]
-// shared/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin.
+// shared/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin, SHARD_HINT_QUEUE.
 var appQueues = [
   'minibatches'
   'minibatches-poison'
+  'shard-hints'
 ]
+var deadLetterContainerName = 'batchfn-drop-deadletter'
+
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration reaches storage over its public endpoint; shared keys are disabled, so every request needs an Entra ID token with a data role
@@ -63,6 +67,12 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   properties: { publicAccess: 'None' }
 }
 
+resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobServices
+  name: deadLetterContainerName
+  properties: { publicAccess: 'None' }
+}
+
 resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for container in appContainers: {
   parent: blobServices
   name: container
@@ -81,3 +91,4 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
 
 output name string = storage.name
 output dropContainerName string = 'batchfn-drop'
+output deadLetterContainerName string = deadLetterContainer.name

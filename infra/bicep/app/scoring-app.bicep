@@ -1,0 +1,149 @@
+// The scoring app: the same code base as the control app, built into a container image
+// (infra/docker/Dockerfile) and run by Azure Container Apps as a Functions app
+// (kind: functionapp) on a serverless GPU workload profile. It serves BATCHFN_ROLE=scoring:
+// the mini-batch queue trigger and the poison-queue recorder, nothing else. Container Apps
+// derives its scale rules from those queue triggers: zero replicas while the queues are
+// empty, more as mini-batches wait, up to maxReplicas.
+param environmentName string
+param appName string
+param location string
+param tags object = {}
+param logAnalyticsName string
+param applicationInsightsName string
+param storageAccountName string
+param registryLoginServer string
+param identityId string
+param identityClientId string
+
+@allowed(['Consumption-GPU-NC8as-T4', 'Consumption-GPU-NC24-A100', 'Consumption'])
+param workloadProfileType string = 'Consumption-GPU-NC8as-T4'
+
+@description('The scoring image (<registry>/batchfn-scoring:<tag>); empty: the environment only, no app yet.')
+param image string = ''
+
+@minValue(1)
+@maxValue(100)
+param maxReplicas int = 4
+
+@minValue(1)
+@maxValue(16)
+@description('Mini-batches one replica runs at once: the deployments\' max_concurrency_per_instance (GPU memory bounds it).')
+param workerSlots int = 1
+
+// One replica takes a whole serverless GPU, so it gets the profile's CPU and memory too.
+var profiles = {
+  'Consumption-GPU-NC8as-T4': { name: 'gpu-t4', cpu: '8', memory: '56Gi' }
+  'Consumption-GPU-NC24-A100': { name: 'gpu-a100', cpu: '24', memory: '220Gi' }
+  Consumption: { name: 'Consumption', cpu: '4', memory: '8Gi' }
+}
+var profile = profiles[workloadProfileType]
+var consumptionProfile = { name: 'Consumption', workloadProfileType: 'Consumption' }
+var gpuProfiles = workloadProfileType == 'Consumption' ? [] : [
+  { name: profile.name, workloadProfileType: workloadProfileType }
+]
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
+  name: logAnalyticsName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource environment 'Microsoft.App/managedEnvironments@2024-10-02-preview' = {
+  name: environmentName
+  location: location
+  tags: tags
+  properties: {
+    // Logs reach Log Analytics through the diagnostic setting below: no workspace key.
+    appLogsConfiguration: { destination: 'azure-monitor' }
+    workloadProfiles: concat([consumptionProfile], gpuProfiles)
+    zoneRedundant: false
+  }
+}
+
+resource environmentLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: environment
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [{ categoryGroup: 'allLogs', enabled: true }]
+  }
+}
+
+// What the scoring role reads (see docs/deploy-azure.md). Storage: blobs and queues only.
+// A list, not an object turned into one: a loop over values known only at deployment
+// time (endpoints, the connection string) is not allowed.
+var appSettings = [
+  { name: 'BATCHFN_ROLE', value: 'scoring' }
+  { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'python' }
+  { name: 'AzureWebJobsStorage__accountName', value: storage.name }
+  { name: 'AzureWebJobsStorage__blobServiceUri', value: storage.properties.primaryEndpoints.blob }
+  { name: 'AzureWebJobsStorage__queueServiceUri', value: storage.properties.primaryEndpoints.queue }
+  { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+  { name: 'AzureWebJobsStorage__clientId', value: identityClientId }
+  // Host keys live in the app's Container Apps secrets, never in the storage account.
+  { name: 'AzureWebJobsSecretStorageType', value: 'containerapp' }
+  // A replica holds at most workerSlots mini-batches (infra/docker/Dockerfile explains).
+  { name: 'AzureFunctionsJobHost__extensions__queues__batchSize', value: '1' }
+  { name: 'AzureFunctionsJobHost__extensions__queues__newBatchThreshold', value: string(workerSlots - 1) }
+  { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: applicationInsights.properties.ConnectionString }
+  { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identityClientId};Authorization=AAD' }
+]
+
+resource scoringApp 'Microsoft.App/containerApps@2024-10-02-preview' = if (!empty(image)) {
+  name: appName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${identityId}': {} }
+  }
+  properties: {
+    managedEnvironmentId: environment.id
+    workloadProfileName: profile.name
+    configuration: {
+      activeRevisionsMode: 'Single'
+      // Functions on Container Apps scales from its triggers only with ingress on; inside
+      // the environment is enough (the app serves GET /api/health and nothing else).
+      ingress: {
+        external: false
+        targetPort: 80
+        allowInsecure: false
+        transport: 'auto'
+      }
+      registries: [
+        {
+          server: registryLoginServer
+          identity: identityId
+        }
+      ]
+    }
+    template: {
+      containers: [
+        {
+          name: 'scoring'
+          image: image
+          resources: {
+            cpu: json(profile.cpu)
+            memory: profile.memory
+          }
+          env: appSettings
+        }
+      ]
+      scale: {
+        minReplicas: 0
+        maxReplicas: maxReplicas
+      }
+    }
+  }
+}
+
+output environmentName string = environment.name
+output appName string = empty(image) ? '' : scoringApp.name
+output workloadProfileName string = profile.name

@@ -1,0 +1,135 @@
+# The scoring app: the same code base as the control app, built into a container image
+# (infra/docker/Dockerfile) and run by Azure Container Apps as a Functions app
+# (kind: functionapp) on a serverless GPU workload profile. It serves BATCHFN_ROLE=scoring:
+# the mini-batch queue trigger and the poison-queue recorder, nothing else. Container Apps
+# derives its scale rules from those queue triggers: zero replicas while the queues are
+# empty, more as mini-batches wait, up to scoring_max_replicas.
+#
+# azapi declares the environment and the app as infra/bicep/app/scoring-app.bicep does:
+# azurerm_container_app has no `kind`, and the serverless GPU profile types are newer than
+# azurerm's list of workload profiles.
+
+locals {
+  # One replica takes a whole serverless GPU, so it gets the profile's CPU and memory too.
+  scoring_profiles = {
+    "Consumption-GPU-NC8as-T4"  = { name = "gpu-t4", cpu = 8, memory = "56Gi" }
+    "Consumption-GPU-NC24-A100" = { name = "gpu-a100", cpu = 24, memory = "220Gi" }
+    "Consumption"               = { name = "Consumption", cpu = 4, memory = "8Gi" }
+  }
+  scoring_profile = local.scoring_profiles[var.scoring_workload_profile]
+  gpu_profiles = var.scoring_workload_profile == "Consumption" ? [] : [
+    { name = local.scoring_profile.name, workloadProfileType = var.scoring_workload_profile }
+  ]
+
+  # What the scoring role reads (see docs/deploy-azure.md). Storage: blobs and queues only.
+  scoring_app_settings = {
+    BATCHFN_ROLE                         = "scoring"
+    FUNCTIONS_WORKER_RUNTIME             = "python"
+    AzureWebJobsStorage__accountName     = azurerm_storage_account.main.name
+    AzureWebJobsStorage__blobServiceUri  = azurerm_storage_account.main.primary_blob_endpoint
+    AzureWebJobsStorage__queueServiceUri = azurerm_storage_account.main.primary_queue_endpoint
+    AzureWebJobsStorage__credential      = "managedidentity"
+    AzureWebJobsStorage__clientId        = azurerm_user_assigned_identity.scoring.client_id
+    # Host keys live in the app's Container Apps secrets, never in the storage account.
+    AzureWebJobsSecretStorageType = "containerapp"
+    # A replica holds at most scoring_worker_slots mini-batches (infra/docker/Dockerfile).
+    AzureFunctionsJobHost__extensions__queues__batchSize         = "1"
+    AzureFunctionsJobHost__extensions__queues__newBatchThreshold = tostring(var.scoring_worker_slots - 1)
+    APPLICATIONINSIGHTS_CONNECTION_STRING                        = azurerm_application_insights.main.connection_string
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING                    = "ClientId=${azurerm_user_assigned_identity.scoring.client_id};Authorization=AAD"
+  }
+}
+
+resource "azapi_resource" "container_apps_environment" {
+  type      = "Microsoft.App/managedEnvironments@2024-10-02-preview"
+  name      = local.names.container_apps_environment
+  parent_id = azurerm_resource_group.main.id
+  location  = azurerm_resource_group.main.location
+  tags      = local.tags
+
+  body = {
+    properties = {
+      # Logs reach Log Analytics through the diagnostic setting below: no workspace key.
+      appLogsConfiguration = { destination = "azure-monitor" }
+      workloadProfiles = concat(
+        [{ name = "Consumption", workloadProfileType = "Consumption" }],
+        local.gpu_profiles,
+      )
+      zoneRedundant = false
+    }
+  }
+}
+
+resource "azurerm_monitor_diagnostic_setting" "container_apps_environment" {
+  name                       = "to-log-analytics"
+  target_resource_id         = azapi_resource.container_apps_environment.id
+  log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+
+  enabled_log {
+    category_group = "allLogs"
+  }
+}
+
+resource "azapi_resource" "scoring_app" {
+  count     = var.scoring_image == "" ? 0 : 1
+  type      = "Microsoft.App/containerApps@2024-10-02-preview"
+  name      = local.names.scoring_app
+  parent_id = azurerm_resource_group.main.id
+  location  = azurerm_resource_group.main.location
+  tags      = local.tags
+
+  identity {
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.scoring.id]
+  }
+
+  body = {
+    kind = "functionapp"
+    properties = {
+      managedEnvironmentId = azapi_resource.container_apps_environment.id
+      workloadProfileName  = local.scoring_profile.name
+      configuration = {
+        activeRevisionsMode = "Single"
+        # Functions on Container Apps scales from its triggers only with ingress on; inside
+        # the environment is enough (the app serves GET /api/health and nothing else).
+        ingress = {
+          external      = false
+          targetPort    = 80
+          allowInsecure = false
+          transport     = "auto"
+        }
+        registries = [
+          {
+            server   = azurerm_container_registry.main.login_server
+            identity = azurerm_user_assigned_identity.scoring.id
+          }
+        ]
+      }
+      template = {
+        containers = [
+          {
+            name  = "scoring"
+            image = var.scoring_image
+            resources = {
+              cpu    = local.scoring_profile.cpu
+              memory = local.scoring_profile.memory
+            }
+            env = [for name, value in local.scoring_app_settings : { name = name, value = value }]
+          }
+        ]
+        scale = {
+          minReplicas = 0
+          maxReplicas = var.scoring_max_replicas
+        }
+      }
+    }
+  }
+
+  # The image pull and the queue listeners need AcrPull and the storage roles first.
+  depends_on = [
+    azurerm_role_assignment.scoring_blobs,
+    azurerm_role_assignment.scoring_queues,
+    azurerm_role_assignment.scoring_acr_pull,
+    azurerm_role_assignment.scoring_metrics_publisher,
+  ]
+}

@@ -1,0 +1,176 @@
+"""The split deployment on one machine: one control devhost and two scoring devhosts.
+
+The hosts share one Azurite of their own (other modules' queues cannot leak in) and run the
+same function_app with BATCHFN_ROLE=control or scoring, as the two Function apps do in
+Azure. Each scoring host takes at most two mini-batches at once through app settings that
+override host.json, as the scoring image sets them. A 2,000-file job must finish with every
+file exactly once, scored by both scoring hosts (the ledger names the host process of each
+mini-batch), although one scoring host is killed in the middle of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import requests
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient
+
+from batchfn.client import BatchfnClient
+from devhost.azurite import Azurite
+from devhost.testing import RunningDevHost, running_devhost
+from shared.jobs import paths
+from shared.jobs.messages import trigger_queue
+from shared.jobs.monitor import ShardHint
+from shared.jobs.progress import Completion
+from shared.layout import DATA_CONTAINER, POISON_SUFFIX, SHARD_HINT_QUEUE, STATE_CONTAINER
+from shared.storage import StorageAccount
+from tests.conftest import REPO, wait_until
+
+ENDPOINT = "split"
+FILES = 2_000
+MINI_BATCH = 10
+BATCHES = FILES // MINI_BATCH
+WORKER_SLOTS = 2
+QUEUE_LEASE_SECONDS = 4  # a killed host's messages come back this soon
+UPLOAD_THREADS = 32
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory) -> Iterator[Azurite]:
+    with Azurite(location=tmp_path_factory.mktemp("azurite-split")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hosts(azurite, tmp_path_factory) -> Iterator[dict[str, RunningDevHost]]:
+    work = tmp_path_factory.mktemp("split-hosts")
+    common = {"DEVHOST_QUEUE_LEASE": str(QUEUE_LEASE_SECONDS)}
+    scoring = {
+        **common, "BATCHFN_ROLE": "scoring",
+        # What infra/docker/Dockerfile sets for a replica with WORKER_SLOTS worker slots.
+        "AzureFunctionsJobHost__extensions__queues__batchSize": "1",
+        "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": str(WORKER_SLOTS - 1),
+    }
+    with ExitStack() as stack:
+        started = {"control": stack.enter_context(running_devhost(
+            script_root=REPO, connection_string=azurite.connection_string,
+            env={**common, "BATCHFN_ROLE": "control"}))}
+        for name in ("scoring-a", "scoring-b"):
+            started[name] = stack.enter_context(running_devhost(
+                script_root=REPO, connection_string=azurite.connection_string,
+                env={**scoring, "BATCHFN_WORK_DIR": str(work / name)}))
+        yield started
+
+
+@pytest.fixture(scope="module")
+def client(hosts, tmp_path_factory) -> BatchfnClient:
+    control = hosts["control"]
+    client = BatchfnClient(url=control.url, key=control.key)
+    model = tmp_path_factory.mktemp("split-model") / "model"
+    model.mkdir()
+    (model / "weights.txt").write_text("1")
+    client.create_endpoint(document={"name": ENDPOINT})
+    client.create_deployment(document={
+        "name": "echo", "endpoint_name": ENDPOINT, "model": {"path": str(model)},
+        "code_configuration": {"code": str(REPO / "tests" / "scoring_scripts"),
+                               "scoring_script": "echo.py"},
+        "settings": {"mini_batch_size": MINI_BATCH,
+                     "max_concurrency_per_instance": WORKER_SLOTS},
+        "environment_variables": {"ECHO_SLEEP": "0.1"},
+    }, set_default=True)
+    return client
+
+
+def _upload_inputs(connection: str, folder: str) -> list[str]:
+    session = requests.Session()  # one pooled connection per upload thread
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=UPLOAD_THREADS))
+    data = BlobServiceClient.from_connection_string(
+        connection, session=session).get_container_client(DATA_CONTAINER)
+    try:
+        data.create_container()
+    except ResourceExistsError:
+        pass
+    names = [f"{folder}/file{i:04d}.bin" for i in range(FILES)]
+    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+        list(pool.map(lambda name: data.upload_blob(name, b"x" * (1 + int(name[-8:-4]) % 7),
+                                                    overwrite=True), names))
+    return names
+
+
+def _completions(blobs: BlobServiceClient, job: str) -> list[Completion]:
+    try:
+        data = blobs.get_blob_client(STATE_CONTAINER, paths.ledger(job, 0)).download_blob()
+    except ResourceNotFoundError:
+        return []
+    return [Completion.from_line(line) for line in data.readall().splitlines() if line.strip()]
+
+
+def _host_pid(completion: Completion) -> int:
+    """The process id in a worker name `<host>-<pid>-<random>`."""
+    assert completion.host, completion
+    return int(completion.host.rsplit("-", 2)[-2])
+
+
+def test_two_scoring_hosts_share_a_job_and_survive_losing_one(hosts, client, azurite,
+                                                              tmp_path):
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
+    names = _upload_inputs(azurite.connection_string, "split-2k")
+    victim, survivor = hosts["scoring-a"], hosts["scoring-b"]
+    scoring_pids = {victim.pid, survivor.pid}
+    job = client.invoke(ENDPOINT, "azureml://datastores/workspaceblobstore/paths/split-2k"
+                        )["name"]
+
+    # Both hosts are scoring and the job is well under way: kill one, workers and all.
+    def both_scoring():
+        done = _completions(blobs, job)
+        return len(done) >= BATCHES // 5 and {_host_pid(c) for c in done} == scoring_pids
+    wait_until(both_scoring, 120, "both scoring hosts to record mini-batches")
+    recorded_before_kill = len(_completions(blobs, job))
+    victim.kill()
+    assert recorded_before_kill < BATCHES, "the job ended before a host could be killed"
+
+    final = client.wait_job(job, timeout=240)
+    assert final["status"] == "Completed", final
+    assert final["progress"]["files"] == {"total": FILES, "succeeded": FILES, "failed": 0,
+                                          "pending": 0}
+    output = client.download_job_output(job, "score", tmp_path / "out").read_text()
+    assert sorted(output.splitlines()) == sorted(
+        f"{Path(name).name} {1 + int(name[-8:-4]) % 7}" for name in names)
+
+    completions = _completions(blobs, job)  # in append order; redeliveries may repeat
+    assert {c.index for c in completions} == set(range(BATCHES))
+    assert {_host_pid(c) for c in completions} == scoring_pids
+    # The survivor finished what the victim left (which had at most its slots in flight).
+    assert {_host_pid(c) for c in completions[recorded_before_kill + WORKER_SLOTS:]} == {
+        survivor.pid}
+    # The scoring hosts ran with the image's queue settings, read from app settings.
+    assert "host.json extensions.queues.newBatchThreshold = 1" in survivor.logs()
+    # The last ledger appends sent a shard-full hint that the control host relayed.
+    assert re.search(r"Executed function=relay_shard_hint .*outcome=Succeeded",
+                     hosts["control"].logs())
+    assert "score_minibatch" not in hosts["control"].logs()
+
+
+def test_hints_for_ended_or_unknown_jobs_are_consumed_quietly(hosts, azurite):
+    account = StorageAccount(connection_string=azurite.connection_string)
+    hints = trigger_queue(account, SHARD_HINT_QUEUE)
+    try:
+        hints.create_queue()
+    except ResourceExistsError:
+        pass
+    for body in (ShardHint("no-such-job").encode(), json.dumps({"not": "a hint"})):
+        hints.send_message(body)
+    wait_until(lambda: hints.get_queue_properties().approximate_message_count == 0, 60,
+              "the control host to consume the hints")
+    poison = trigger_queue(account, SHARD_HINT_QUEUE + POISON_SUFFIX)
+    try:
+        assert poison.get_queue_properties().approximate_message_count == 0
+    except ResourceNotFoundError:
+        pass  # never needed: nothing was poisoned

@@ -1,0 +1,82 @@
+"""BATCHFN_ROLE: which functions each app serves, and that the scoring app needs no Durable.
+
+Each role is imported in a fresh interpreter, as the Functions host's Python worker does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shared.roles import ALL, CONTROL, SCORING, UnknownRole, app_role, serves
+from tests.conftest import REPO
+
+SCORING_FUNCTIONS = {"health", "score_minibatch", "record_poisoned_minibatch"}
+CONTROL_ONLY = {"batch_job", "plan_job", "advance_job", "fail_job", "relay_shard_hint",
+                "blob_drop", "invoke_endpoint", "list_endpoints", "openapi_document"}
+
+_LIST_APP = ("import json, sys, function_app\n"
+             "print(json.dumps({'functions': sorted(f.get_function_name() for f in "
+             "function_app.app.get_functions()), "
+             "'durable': 'azure.durable_functions' in sys.modules}))\n")
+
+
+def _import_app(role: str | None) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "BATCHFN_ROLE"}
+    if role is not None:
+        env["BATCHFN_ROLE"] = role
+    return subprocess.run([sys.executable, "-c", _LIST_APP], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _served(role: str | None) -> dict:
+    result = _import_app(role)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_the_role_setting_is_read_leniently_and_defaults_to_all():
+    assert app_role({}) == ALL
+    assert app_role({"BATCHFN_ROLE": ""}) == ALL
+    assert app_role({"BATCHFN_ROLE": " Scoring\n"}) == SCORING
+    assert serves(ALL, CONTROL) and serves(ALL, SCORING)
+    assert serves(CONTROL, CONTROL) and not serves(CONTROL, SCORING)
+
+
+@pytest.mark.parametrize("value", ["score", "control,scoring", "x" * 500])
+def test_an_unknown_role_is_refused_with_the_roles_it_could_be(value: str):
+    with pytest.raises(UnknownRole) as caught:
+        app_role({"BATCHFN_ROLE": value})
+    message = str(caught.value)
+    assert "control, scoring, all" in message and len(message) < 300
+
+
+def test_the_scoring_app_serves_the_queues_without_durable():
+    served = _served(SCORING)
+    assert set(served["functions"]) == SCORING_FUNCTIONS
+    assert served["durable"] is False
+
+
+def test_the_control_app_serves_everything_but_scoring():
+    served = _served(CONTROL)
+    assert CONTROL_ONLY <= set(served["functions"])
+    assert not set(served["functions"]) & (SCORING_FUNCTIONS - {"health"})
+    assert served["durable"] is True
+
+
+def test_all_is_the_default_and_serves_both():
+    default, everything = _served(None), _served(ALL)
+    assert default == everything
+    control, scoring = _served(CONTROL), _served(SCORING)
+    assert set(everything["functions"]) == set(control["functions"]) | set(
+        scoring["functions"])
+
+
+def test_an_unknown_role_stops_the_app_at_import():
+    result = _import_app("gpu")
+    assert result.returncode != 0
+    assert "UnknownRole: BATCHFN_ROLE='gpu' is not a batchfn role" in result.stderr
