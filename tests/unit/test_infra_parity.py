@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from shared import layout
-from shared.jobs.drop import DROP_CONTAINER
+from shared.jobs.drop import DROP_CONTAINER, DROP_MARKER
 from shared.jobs.messages import poison_queue_name
-from shared.jobs.planner import DROP_MARKER
 from shared.roles import CONTROL, ROLE_SETTING, SCORING
 from shared.scoring.runtime import WORK_DIR_SETTING
 from shared.storage import DEFAULT_CONNECTION
@@ -69,6 +68,9 @@ SETTINGS_BY_ROLE = {
 # Read from the environment but never an app setting, with the reason.
 ENVIRONMENT_ONLY = {
     "CUDA_VISIBLE_DEVICES": "the GPU host's own; the runtime narrows it per worker slot",
+    "AZUREML_MODEL_DIR": "set by the scoring worker for the scoring script (the built-in "
+                         "MLflow scorer reads it)",
+    "BATCHFN_OUTPUT_FORMAT": "set by the scoring worker for the built-in MLflow scorer",
 }
 
 
