@@ -29,12 +29,11 @@ from bench.harness import (  # noqa: E402
     REPO,
     RssSampler,
     data_container,
-    now_utc,
     run_job,
     running_stack,
     upload_blobs,
-    write_results,
 )
+from bench.report import now_utc, write_results  # noqa: E402
 
 ENDPOINT = "bench-large"
 INPUT_PREFIX = "bench/large"
