@@ -340,6 +340,21 @@ def test_default_runtime_is_one_per_process_in_the_configured_folder(
         first.close()
 
 
+def test_batchfn_prefetch_0_keeps_one_mini_batch_per_slot(
+        storage_connection, account, assets, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime_module, "_default", None)
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("BATCHFN_WORK_DIR", str(tmp_path / "host-work"))
+    monkeypatch.setenv("BATCHFN_PREFETCH", "0")
+    scoring = default_runtime()
+    try:
+        record = deployment(assets, "list_return.py", name="no-prefetch")
+        assert scoring.score(record, batch(three_files(account))).status == "succeeded"
+        assert [entry.pool.depth for entry in scoring._pools.values()] == [1]
+    finally:
+        scoring.close()
+
+
 def _ended(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # killed, not yet reaped
