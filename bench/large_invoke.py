@@ -1,4 +1,4 @@
-"""A large job: invoke returns < 1 s, no process above 1 GB RSS, finalize < 30 s (PRODUCT.md §5).
+"""A large job: invoke returns < 1 s, no process above 1 GB RSS, finalize < 30 s.
 
     .venv/bin/python bench/large_invoke.py [--files 20000] [--mini-batch-size 100]
     .venv/bin/python bench/large_invoke.py --files 100000     # the §5 size (~15-20 min here)
