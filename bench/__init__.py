@@ -1,1 +1,1 @@
-"""Benchmarks of PRODUCT.md §5: run each script with .venv/bin/python bench/<script>.py."""
+"""Benchmarks of batchfn's performance targets: run each with .venv/bin/python bench/<script>.py."""

@@ -1,4 +1,4 @@
-"""CLI start time: `batchfn job show` beside a bare interpreter (PRODUCT.md §5: ≤ 0.2 s).
+"""CLI start time: `batchfn job show` beside a bare interpreter (goal: ≤ 0.2 s).
 
     .venv/bin/python bench/cli_start.py [--repeats 20]
 

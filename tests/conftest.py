@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -85,3 +86,14 @@ def _no_leaked_storage_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("AzureWebJobsStorage") or key.startswith("BATCHFN_"):
             monkeypatch.delenv(key, raising=False)
+
+
+def jsonl_rows(data: bytes | None) -> list[dict]:
+    """The rows of a part encoded as jsonl (what the scoring tests ask workers for)."""
+    return [json.loads(line) for line in (data or b"").splitlines()]
+
+
+@pytest.fixture
+def part_rows():
+    """`jsonl_rows` for tests: the rows of a run()'s part encoded as jsonl."""
+    return jsonl_rows

@@ -1,7 +1,7 @@
 """Finalize: the errors report, then the merged output in input order, create-only.
 
-Parts are fetched a bounded window ahead of the writer and streamed into a temporary file,
-so memory stays flat whatever the number of parts; the upload refuses to replace an
+Parts are read from the ledgers shard by shard (parts.py) and streamed into a temporary
+file, so memory stays flat whatever the number of parts; the upload refuses to replace an
 existing blob (If-None-Match: *), so a job never overwrites an output.
 """
 
@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.parquet as pq
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -19,11 +16,13 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from shared.jobs import paths
 from shared.jobs.model import JobRecord, JobStatus
 from shared.jobs.monitor import CANCELED, COMPLETED, FINALIZE, STOPPED, THRESHOLD, evaluate
-from shared.jobs.parts import TEXT_FORMATS, header_from_metadata, read_parquet_part
+from shared.jobs.parts import parts_in_order, read_parquet_part
 from shared.jobs.progress import Progress
 from shared.jobs.store import JobStore
+from shared.scoring.encoding import TEXT_FORMATS
 
-PREFETCH_PARTS = 16
+# A merge of more parts than this shows Finalizing and checks the output before it starts.
+ANNOUNCED_MERGE_PARTS = 16
 JOB_METADATA_KEY = "batchfn_job"
 FINALIZED = "finalized"
 
@@ -57,7 +56,7 @@ def _finalize(store: JobStore, job: JobRecord, progress: Progress | None, outcom
     if progress is None:
         progress = Progress.from_dict(store.read_json(paths.progress(job.id)) or
                                       Progress.start(0, 0).to_dict())
-    if outcome == COMPLETED and progress.batches_succeeded > PREFETCH_PARTS:
+    if outcome == COMPLETED and progress.batches_succeeded > ANNOUNCED_MERGE_PARTS:
         # A merge that takes a while shows Finalizing meanwhile (a small one is done sooner
         # than a client could see it).
         job = store.update(job.id, lambda j: None if j.status in JobStatus.STOPPED
@@ -125,25 +124,25 @@ def merge_output(store: JobStore, job: JobRecord, progress: Progress) -> None:
     target = job.output_blob
     store.ensure_output_container(target.container)
     blob = store.service.get_blob_client(target.container, target.path)
-    if progress.batches_succeeded > PREFETCH_PARTS:
+    if progress.batches_succeeded > ANNOUNCED_MERGE_PARTS:
         # Fail before a long merge; a small one learns it from the create-only upload.
         _refuse_existing(blob, job)
     fmt = job.settings.output_format
     with tempfile.TemporaryFile() as spool:
-        parts = _parts_in_order(store, job.id, progress)
+        parts = parts_in_order(store.state, job.id, progress)
         if fmt in TEXT_FORMATS:
             header_written = False
-            for data, metadata in parts:
-                if fmt == "csv" and not header_written and data:
-                    spool.write(header_from_metadata(metadata.get("header")))
+            for part in parts:
+                if fmt == "csv" and not header_written and part.data:
+                    spool.write(part.header)
                     header_written = True
-                spool.write(data)
+                spool.write(part.data)
         else:
             writer = None
-            for data, _ in parts:
-                if not data:
+            for part in parts:
+                if not part.data:
                     continue
-                table = read_parquet_part(data)
+                table = read_parquet_part(part.data)
                 if writer is None:
                     writer = pq.ParquetWriter(spool, table.schema)
                 writer.write_table(table.cast(writer.schema) if table.schema != writer.schema
@@ -168,21 +167,3 @@ def _refuse_existing(blob, job: JobRecord) -> None:  # noqa: ANN001 - BlobClient
     raise OutputExists(
         f"output file {job.output_blob.container}/{job.output_blob.path} already exists; "
         "batchfn never overwrites outputs: choose another output_path or output_file_name")
-
-
-def _parts_in_order(store: JobStore, job_id: str,
-                    progress: Progress) -> Iterator[tuple[bytes, dict[str, str]]]:
-    state = store.state
-
-    def fetch(index: int) -> tuple[bytes, dict[str, str]]:
-        download = state.download_blob(paths.part(job_id, index))
-        return download.readall(), dict(download.properties.metadata or {})
-
-    with ThreadPoolExecutor(8) as pool:
-        window: deque = deque()
-        for index in progress.succeeded_indices():
-            window.append(pool.submit(fetch, index))
-            if len(window) >= PREFETCH_PARTS:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()

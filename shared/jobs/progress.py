@@ -1,16 +1,20 @@
 """Exactly-once progress that is cheap to read at any size.
 
 Each finished mini-batch appends one JSON line to its shard's append-blob ledger
-(`ledger/<index // SHARD_BATCHES>`). Duplicate deliveries may append twice; the aggregator
-keeps a bitmap of finished indices and counts only the first line per index. It reads each
-ledger from the offset where it stopped last time, so a check costs a few small reads
-whatever the job size, and `progress.json` holds the totals that `job show` reads.
+(`ledger/<index // SHARD_BATCHES>`); a succeeded one's line usually carries its part (its
+encoded rows, see parts.py), so recording a mini-batch is one write. Duplicate deliveries
+may append twice; the aggregator keeps a bitmap of finished indices and counts only the
+first line per index, and finalize merges that line's part. The aggregator reads each
+ledger from the offset where it stopped last time, in bounded chunks, so a check costs a
+few small reads whatever the job size, and `progress.json` holds the totals that `job show`
+reads.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +28,7 @@ from shared.jobs.throughput import Sample, add_sample
 
 SHARD_BATCHES = 4096  # mini-batches per ledger shard (an append blob takes 50,000 blocks)
 ERRORS_SAMPLE = 5
+LEDGER_READ_BYTES = 8 * 1024 * 1024  # one ranged read of a ledger: memory stays bounded
 
 
 def shard_of(index: int) -> int:
@@ -36,32 +41,95 @@ def shard_count(batches: int) -> int:
 
 @dataclass(frozen=True)
 class Completion:
-    """One ledger line: how mini-batch `index` ended."""
+    """One ledger line: how mini-batch `index` ended.
+
+    `part` holds a succeeded mini-batch's encoded rows when the line carries them (text as
+    is, other bytes in base64), `header` the csv header line; a succeeded line without a
+    part has it in the `parts/<index>` blob instead (parts.py).
+    """
 
     index: int
-    succeeded: bool  # run() returned (its part is written); False: failed for good
+    succeeded: bool  # run() returned (its part is recorded); False: failed for good
     files_succeeded: int
     files_failed: int
     rows: int
     error: str | None = None
     at: str = ""
+    part: bytes | None = None
+    header: bytes = b""
     host: str | None = None  # the scoring host process that recorded it (worker_name())
 
     def to_line(self) -> bytes:
-        body = {"i": self.index, "ok": self.succeeded, "s": self.files_succeeded,
-                "f": self.files_failed, "r": self.rows, "t": self.at or utc_now()}
+        body: dict[str, Any] = {"i": self.index, "ok": self.succeeded, "s": self.files_succeeded,
+                                "f": self.files_failed, "r": self.rows, "t": self.at or utc_now()}
         if self.error:
             body["e"] = self.error[:300]
+        if self.part is not None:
+            try:
+                body["d"] = self.part.decode("utf-8")
+            except UnicodeDecodeError:
+                body["b"] = base64.b64encode(self.part).decode()
+        if self.header:
+            body["h"] = base64.b64encode(self.header).decode()
         if self.host:
-            body["h"] = self.host[:100]
-        return (json.dumps(body, separators=(",", ":")) + "\n").encode()
+            body["w"] = self.host[:100]
+        # Raw UTF-8 rather than \u escapes: JSON still escapes every newline in the text.
+        return (json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
     @classmethod
     def from_line(cls, line: bytes) -> Completion:
         body = json.loads(line)
+        part = None
+        if "d" in body:
+            part = body["d"].encode("utf-8")
+        elif "b" in body:
+            part = base64.b64decode(body["b"])
         return cls(index=body["i"], succeeded=body["ok"], files_succeeded=body["s"],
                    files_failed=body["f"], rows=body["r"], error=body.get("e"), at=body["t"],
-                   host=body.get("h"))
+                   part=part, header=base64.b64decode(body["h"]) if "h" in body else b"",
+                   host=body.get("w"))
+
+
+def ledger_lines(state: ContainerClient, job_id: str, shard: int, offset: int = 0,
+                 chunk_bytes: int = LEDGER_READ_BYTES) -> Iterator[tuple[int, bytes]]:
+    """Each whole line of a ledger shard from `offset` on, with the offset just past it.
+
+    Reads `chunk_bytes` at a time, so memory stays bounded by that and one line (at most
+    an append block) whatever the shard's size. Yields nothing for a shard that does not
+    exist yet.
+    """
+    carry = b""
+    position = offset
+    while True:
+        try:
+            chunk = state.download_blob(paths.ledger(job_id, shard), offset=position,
+                                        length=chunk_bytes).readall()
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 416):  # not planned yet (404), nothing new (416)
+                return
+            raise
+        start = position - len(carry)
+        data = carry + chunk
+        position += len(chunk)
+        end = data.rfind(b"\n") + 1  # blocks end with a newline; keep whole lines only
+        cursor = 0
+        while cursor < end:
+            stop = data.index(b"\n", cursor) + 1
+            if data[cursor:stop].strip():
+                yield start + stop, data[cursor:stop]
+            cursor = stop
+        carry = data[end:]
+        if len(chunk) < chunk_bytes:
+            return
+
+
+def first_completion(state: ContainerClient, job_id: str, index: int) -> Completion | None:
+    """The first ledger line recorded for mini-batch `index` (the one that counts), if any."""
+    needle = f'{{"i":{index},'.encode()
+    for _, line in ledger_lines(state, job_id, shard_of(index)):
+        if line.startswith(needle):
+            return Completion.from_line(line)
+    return None
 
 
 def create_ledgers(state: ContainerClient, job_id: str, batches: int) -> None:
@@ -159,18 +227,9 @@ class Progress:
         changed = False
         for shard in range(shard_count(self.batches)):
             offset = self.offsets.get(str(shard), 0)
-            try:
-                data = state.download_blob(paths.ledger(job_id, shard), offset=offset).readall()
-            except HttpResponseError as exc:
-                if exc.status_code in (404, 416):  # nothing new (416) or not planned yet
-                    continue
-                raise
-            end = data.rfind(b"\n") + 1  # blocks end with a newline; keep whole lines only
-            for line in data[:end].splitlines():
-                if line.strip():
-                    changed |= self.apply(Completion.from_line(line))
-            if end:
-                self.offsets[str(shard)] = offset + end
+            for end, line in ledger_lines(state, job_id, shard, offset):
+                changed |= self.apply(Completion.from_line(line))
+                self.offsets[str(shard)] = end
         if changed:
             self.history = add_sample(self.history, self.last_completed_at,
                                       self.files_succeeded, self.files_failed)

@@ -1,24 +1,24 @@
-"""The scoring worker's job side: one queue message in, one part + one ledger line out.
+"""The scoring worker's job side: one queue message in, one ledger line (with its part) out.
 
 Storage round trips per mini-batch: the job record and the manifest chunk come from small
-per-process caches, so a mini-batch costs its N input downloads (in the runtime), one
-create-only part write and one ledger append (plus the host's message delete). A failed
-attempt's log is written at once; successful attempts' output is batched (attempt_logs.py).
+per-process caches, so a mini-batch costs its N input downloads (in the worker process) and
+one ledger append that carries its encoded rows (plus the host's message delete); only a
+part over parts.INLINE_PART_BYTES costs a blob write of its own. A failed attempt's log is
+written at once; successful attempts' output is batched (attempt_logs.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import posixpath
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
 from shared.errors import NotFound
@@ -26,9 +26,9 @@ from shared.jobs import paths
 from shared.jobs.attempt_logs import AttemptLogs
 from shared.jobs.messages import MiniBatchMessage
 from shared.jobs.model import JobRecord, JobStatus, utc_now
-from shared.jobs.parts import encode_part, header_to_metadata
+from shared.jobs.parts import restored_completion, with_part
 from shared.jobs.planner import ManifestChunk, read_manifest
-from shared.jobs.progress import Completion, record_completion
+from shared.jobs.progress import Completion, first_completion, record_completion
 from shared.jobs.store import JobStore
 from shared.records import DeploymentRecord
 from shared.scoring.batch import SUCCEEDED, InputFile, MiniBatch, ScoringOutcome
@@ -85,8 +85,10 @@ class MiniBatchWorker:
             return WorkResult("skipped", f"job is {job.status}")
         files = self._files(message)
         attempt = message.prior_attempts + dequeue_count
+        merged = job.settings.output_action == "append_row"
         batch = MiniBatch(job_id=job.id, index=message.index, files=files, attempt=attempt,
-                          timeout=job.settings.retry_settings.timeout)
+                          timeout=job.settings.retry_settings.timeout,
+                          output_format=job.settings.output_format if merged else None)
         outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record), batch)
         if outcome.status == SUCCEEDED:
             self.logs.add_succeeded(job.id, message.index, attempt, outcome.log)
@@ -115,16 +117,14 @@ class MiniBatchWorker:
         except NotFound:
             return WorkResult("skipped", "job not found")
         state = self.store.state
-        try:
-            props = state.get_blob_client(paths.part(job.id, message.index)).get_blob_properties()
-        except ResourceNotFoundError:
-            props = None
-        if props is not None:
-            # Scored, but the ledger line was lost: restore it from the part's metadata.
-            meta = props.metadata or {}
-            record_completion(state, job.id, Completion(
-                message.index, True, int(meta.get("succeeded", 0)), int(meta.get("failed", 0)),
-                int(meta.get("rows", 0)), at=utc_now(), host=self.logs.worker))
+        recorded = first_completion(state, job.id, message.index)
+        if recorded is not None:
+            # A delivery recorded it, then failed before the message was completed.
+            return WorkResult("skipped", "already recorded")
+        restored = restored_completion(state, job.id, message.index, utc_now())
+        if restored is not None:
+            # Scored with a part blob, but the ledger line was lost: restore it.
+            record_completion(state, job.id, replace(restored, host=self.logs.worker))
             return WorkResult("scored", "restored from part")
         files = self._files(message)
         attempts = message.prior_attempts + self.max_dequeue_count
@@ -195,29 +195,18 @@ class MiniBatchWorker:
 
     def _record_success(self, job: JobRecord, files: tuple[InputFile, ...],
                         outcome: ScoringOutcome) -> int:
-        rows = 0 if outcome.table is None else len(outcome.table)
-        settings = job.settings
-        if settings.output_action == "append_row":
-            part = encode_part(outcome.table, outcome.returned_list, settings.output_format)
-            metadata = {"succeeded": str(outcome.succeeded), "failed": str(outcome.failed),
-                        "rows": str(rows)}
-            if part.header:
-                metadata["header"] = header_to_metadata(part.header)
-            try:
-                self.store.state.upload_blob(paths.part(job.id, outcome.index), part.data,
-                                             overwrite=False, metadata=metadata)
-            except ResourceExistsError:
-                pass  # a duplicate delivery: the first part stands
         error = None
         if outcome.failed:
-            error = (f"run() returned {rows} rows for {len(files)} files: "
+            error = (f"run() returned {outcome.rows} rows for {len(files)} files: "
                      f"{outcome.failed} counted as failed")
-            missing = _missing_files(outcome, files)
-            self._write_failure_record(job.id, outcome.index, missing, outcome.attempt,
-                                       "missing_rows", error, None)
-        return record_completion(self.store.state, job.id, Completion(
-            outcome.index, True, outcome.succeeded, outcome.failed, rows, error, utc_now(),
-            host=self.logs.worker))
+            self._write_failure_record(job.id, outcome.index, outcome.missing or files,
+                                       outcome.attempt, "missing_rows", error, None)
+        completion = Completion(outcome.index, True, outcome.succeeded, outcome.failed,
+                                outcome.rows, error, utc_now(),
+                                host=self.logs.worker)
+        if job.settings.output_action == "append_row" and outcome.part is not None:
+            completion = with_part(self.store.state, job.id, completion, outcome.part)
+        return record_completion(self.store.state, job.id, completion)
 
     def _record_failure(self, job_id: str, index: int, files: tuple[InputFile, ...],
                         attempts: int, status: str, error: str, traceback: str | None) -> int:
@@ -247,15 +236,3 @@ class MiniBatchWorker:
         self.logs.write_failed(job_id, index, attempt, text)
 
 
-def _missing_files(outcome: ScoringOutcome, files: tuple[InputFile, ...]) -> tuple[InputFile, ...]:
-    """The inputs a short return left out, when a column names them; else all inputs."""
-    table = outcome.table
-    if table is None or len(table) == 0:
-        return files
-    names = {f.display_name for f in files} | {posixpath.basename(f.display_name) for f in files}
-    for column in table.columns:
-        values = {str(v) for v in table[column]}
-        if values and values <= names:
-            return tuple(f for f in files if f.display_name not in values
-                         and posixpath.basename(f.display_name) not in values)
-    return files

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import pandas
+from shared.scoring.encoding import EncodedPart
 
 SUCCEEDED = "succeeded"
 FAILED = "failed"
@@ -24,13 +22,18 @@ class InputFile:
 
 @dataclass(frozen=True)
 class MiniBatch:
-    """One `run()` call's worth of files, as carried by a queue message."""
+    """One `run()` call's worth of files, as carried by a queue message.
+
+    `output_format` is the format run()'s rows are encoded in (encoding.py), or None when
+    only their number matters (`output_action: summary_only`).
+    """
 
     job_id: str
     index: int
     files: tuple[InputFile, ...]
     attempt: int  # 1-based, from the queue message's dequeue count
     timeout: float  # seconds for one run() call (retry_settings.timeout)
+    output_format: str | None = "azureml"
 
 
 @dataclass(frozen=True)
@@ -40,16 +43,18 @@ class ScoringOutcome:
     `status` is "succeeded" when run() returned (even with fewer rows than inputs: the gap is
     counted in `failed`), "failed" when loading the script, init() or run() raised, the result
     was unusable or the worker process died, and "timed_out" when run() exceeded the timeout.
-    `table` holds run()'s rows: the DataFrame as returned, or a list return as one column named
-    "result" (then `returned_list` is True: Azure ML writes one str(element) line each).
+    `part` holds run()'s rows encoded for the batch's output format (None when it failed or
+    no format was asked for), `rows` their number, and `missing` the inputs a short return
+    left out (see encoding.EncodedResult).
     """
 
     job_id: str
     index: int
     attempt: int
     status: str
-    table: pandas.DataFrame | None
-    returned_list: bool
+    part: EncodedPart | None
+    rows: int
+    missing: tuple[InputFile, ...]
     succeeded: int
     failed: int
     error: str | None

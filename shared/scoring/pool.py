@@ -1,33 +1,40 @@
 """A pool of worker processes for one deployment version, seen from the host.
 
 At most `size` workers exist, one per slot, so at most `size` run() calls run at once.
-Workers are started lazily with the "spawn" start method (CUDA-safe), slot i gets GPU
-`gpus[i % len(gpus)]`, and a worker that times out, dies or fails init() leaves its slot
-empty so that the next mini-batch starts a fresh one.
+Each slot takes one mini-batch ahead of the one running (`prefetch`): it is sent to the
+worker at once, so its inputs download while the other's run() works, and its run()
+starts the moment the other's ends. Workers are started lazily with the "spawn" start
+method (CUDA-safe), slot i gets GPU `gpus[i % len(gpus)]`, and a worker that times out,
+dies or fails init() leaves its slot empty so that the next mini-batch starts a fresh one;
+a mini-batch that was waiting in a worker that died before its run() started is sent to
+the fresh worker (it was not attempted).
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 import psutil
 
-from shared.scoring.batch import FAILED, SUCCEEDED, TIMED_OUT, InputFile
+from shared.scoring.batch import FAILED, SUCCEEDED, TIMED_OUT
+from shared.scoring.encoding import EncodedPart
+from shared.scoring.inputs import InputDownload
 from shared.scoring.worker import (
     DUMP_SIGNAL,
-    Downloaded,
     Reply,
     RunRequest,
     ShutdownRequest,
+    Started,
     WorkerSpec,
     serve,
 )
@@ -35,11 +42,29 @@ from shared.scoring.worker import (
 LOG_LIMIT = 1024 * 1024  # bytes of an attempt's log kept (the end of it)
 DUMP_WAIT = 0.3  # seconds a timed-out worker gets to dump its stacks before it is killed
 SHUTDOWN_WAIT = 10.0  # seconds a retiring worker's shutdown() may take
+SLOT_DEPTH = 2  # mini-batches per slot: the one running and the one whose inputs download
+WORKER_LOSSES = 3  # workers a mini-batch may lose before its run() started, then it gives up
+READ_POLL = 0.5  # seconds between checks of a worker's pipe reader for its end
 
 
 def download_limit(files: int) -> float:
     """Seconds a worker may take to download `files` inputs before storage counts as failing."""
     return 60.0 + files / 10
+
+
+def worker_cpu_threads(concurrency: int, cpus: int | None = None) -> int:
+    """Math-library threads for each of `concurrency` workers on a host with `cpus` cores.
+
+    One core is left to the host process, which downloads the next mini-batches while
+    run() works; the rest is shared by the workers. Left to themselves, torch and numpy
+    start one thread per core in every worker: oversubscribed, their barrier waits make a
+    forward pass many times slower (measured on 2 loaded cores: 71 ms with 2 threads,
+    4 ms with 1, for a 10-image MNIST batch).
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+    return max(1, (cpus - 1) // max(1, concurrency))
 
 
 class PoolClosed(RuntimeError):
@@ -52,36 +77,86 @@ class InputsUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class RunResult:
-    """One attempt as seen by the pool: status per batch.py, run()'s value, log text."""
+    """One attempt as seen by the pool: status per batch.py, run()'s rows and part, log text."""
 
     status: str
-    value: Any
-    returned_list: bool
     rows: int
+    part: EncodedPart | None
+    missing: tuple[int, ...]
     error: str | None
     traceback: str | None
     log: str
     downloaded_at: float | None = None  # time.monotonic() when the inputs were in place
 
 
+@dataclass(frozen=True)
+class _Ended:
+    """The worker process is gone (died, was killed, or its pipe broke)."""
+
+    why: str
+
+
 class _Worker:
-    """One live worker process and the host's end of its pipe."""
+    """One live worker process and the host's end of its pipe.
+
+    A reader thread hands each message the worker sends to the mailbox of the request it
+    answers; requests run in the worker in the order they were sent.
+    """
 
     def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
         self.process = process
         self.conn = conn
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._mailboxes: dict[int, queue.SimpleQueue] = {}
+        self._order: list[int] = []  # requests sent and not yet answered, oldest first
+        self._head_since = time.monotonic()  # when the oldest request became the oldest
+        self._ended: _Ended | None = None
+        self._closing = False
+        self._reader = threading.Thread(target=self._read, name="batchfn-worker-pipe",
+                                        daemon=True)
+        self._reader.start()
 
     def alive(self) -> bool:
-        return self.process.is_alive()
+        return self._ended is None and self.process.is_alive()
 
-    def exit_code(self) -> int | None:
-        self.process.join(timeout=5)
-        return self.process.exitcode
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._order)
+
+    def send(self, request: RunRequest | ShutdownRequest) -> queue.SimpleQueue:
+        """Send `request`; its answers arrive in the returned mailbox."""
+        box: queue.SimpleQueue = queue.SimpleQueue()
+        with self._lock:
+            if self._ended is not None:
+                box.put(self._ended)
+                return box
+            if not self._order:
+                self._head_since = time.monotonic()
+            self._mailboxes[request.id] = box
+            self._order.append(request.id)
+        try:
+            with self._send_lock:
+                self.conn.send(request)
+        except (OSError, ValueError) as exc:
+            self._end(f"worker pipe broke: {exc}")
+        return box
+
+    def head_since(self, request_id: int) -> float | None:
+        """When `request_id` became the oldest unanswered request (None: it is not yet)."""
+        with self._lock:
+            if self._order and self._order[0] == request_id:
+                return self._head_since
+            return None
+
+    def forget(self, request_id: int) -> None:
+        with self._lock:
+            self._mailboxes.pop(request_id, None)
 
     def kill(self, dump_stacks: bool = False) -> None:
         """End the worker and every process it started (first dumping its stacks to its log)."""
         pid = self.process.pid
-        if dump_stacks and DUMP_SIGNAL is not None and self.alive():
+        if dump_stacks and DUMP_SIGNAL is not None and self.process.is_alive():
             try:
                 os.kill(pid, DUMP_SIGNAL)
                 time.sleep(DUMP_WAIT)
@@ -99,24 +174,79 @@ class _Worker:
         self.process.kill()
         self.process.join(timeout=5)
         # The killed descendants are not ours to reap (init adopts them), so no waiting.
+        self._end(f"worker process exited with code {self.process.exitcode}")
+
+    def _read(self) -> None:
+        while not self._closing:
+            try:
+                if not self.conn.poll(READ_POLL):
+                    continue
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                self.process.join(timeout=5)
+                self._end(f"worker process exited with code {self.process.exitcode}")
+                break
+            except Exception as exc:  # noqa: BLE001 - unreadable: nothing after it is trusted
+                self._end(f"could not read the worker's answer: {type(exc).__name__}: {exc}")
+                self.kill()
+                break
+            self._deliver(message)
         self.conn.close()
+
+    def _deliver(self, message: Started | Reply) -> None:
+        with self._lock:
+            box = self._mailboxes.get(message.request)
+            if isinstance(message, Reply) and message.request in self._order:
+                self._order.remove(message.request)
+                self._mailboxes.pop(message.request, None)
+                self._head_since = time.monotonic()
+            elif isinstance(message, Started) and message.error is not None:
+                # The worker skips run() after a failed download: this is the last word.
+                if message.request in self._order:
+                    self._order.remove(message.request)
+                self._head_since = time.monotonic()
+        if box is not None:
+            box.put(message)
+
+    def _end(self, why: str) -> None:
+        with self._lock:
+            if self._ended is None:
+                self._ended = _Ended(why)
+            ended = self._ended
+            boxes = list(self._mailboxes.values())
+            self._mailboxes.clear()
+            self._order.clear()
+            self._closing = True
+        for box in boxes:
+            box.put(ended)
+
+
+class _Slot:
+    """One worker's place in the pool and the mini-batches sent or about to be sent to it."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.worker: _Worker | None = None
+        self.taken = 0  # mini-batches holding this slot (at most the pool's depth)
+        self.starting = threading.Lock()  # held while a worker starts (init()) or is sent to
 
 
 class WorkerPool:
     """Up to `size` worker processes running one scoring script; thread-safe."""
 
     def __init__(self, spec: WorkerSpec, size: int, *, scratch_dir: Path,
-                 gpus: Sequence[str] = (), init_timeout: float = 600.0) -> None:
+                 gpus: Sequence[str] = (), init_timeout: float = 600.0,
+                 prefetch: bool = True) -> None:
         self.spec = spec
         self.size = size
+        self.depth = SLOT_DEPTH if prefetch else 1
         self._gpus = tuple(gpus)
         self._scratch = scratch_dir
         self._scratch.mkdir(parents=True, exist_ok=True)
         self._init_timeout = init_timeout
         self._context = multiprocessing.get_context("spawn")
-        self._workers: list[_Worker | None] = [None] * size
-        self._free = list(range(size - 1, -1, -1))
-        self._busy: set[int] = set()
+        self._slots = [_Slot(i) for i in range(size)]
+        self._ids = itertools.count(1)
         self._closed = False
         self._changed = threading.Condition()
 
@@ -124,18 +254,25 @@ class WorkerPool:
         """The GPU a worker in `slot` sees as CUDA_VISIBLE_DEVICES (None: left as is)."""
         return self._gpus[slot % len(self._gpus)] if self._gpus else None
 
-    def run(self, paths: Sequence[str], timeout: float, output_dir: str,
-            inputs: Sequence[InputFile] = ()) -> RunResult:
-        """Run the script's run() on `paths` in a free worker; waits for a free slot.
+    def run(self, paths: Sequence[str], timeout: float, output_dir: str, *,
+            downloads: Callable[[], Sequence[InputDownload]] | None = None,
+            output_format: str | None = None, names: Sequence[str] = (),
+            scratch: str | None = None) -> RunResult:
+        """Run the script's run() on `paths` in a worker; waits while every slot is full.
 
-        With `inputs`, the worker first downloads `inputs[i]` to `paths[i]` (their folders
-        must exist), within `download_limit`; `timeout` bounds run() alone. A missing input
-        blob is a failed result; a local write error raises OSError with its errno, other
-        download failures raise InputsUnavailable.
+        With `downloads` (called for fresh grants each time the request is sent), the
+        worker first downloads `downloads()[i]` to `paths[i]` — while the slot's previous
+        mini-batch still runs — within `download_limit` from when it is next in line;
+        `timeout` bounds run() alone. run()'s rows come back encoded for `output_format`
+        (None: counted only), `names` naming the inputs for a short return; `scratch` is
+        removed by the worker after run(). A missing input blob is a failed result; a
+        local write error raises OSError with its errno, other download failures raise
+        InputsUnavailable.
         """
         slot = self._acquire()
         try:
-            return self._run_in(slot, paths, timeout, output_dir, tuple(inputs))
+            return self._run_in(slot, paths, timeout, output_dir, downloads,
+                                output_format, tuple(names), scratch)
         finally:
             self._release(slot)
 
@@ -143,153 +280,195 @@ class WorkerPool:
         """Retire every worker: idle ones get shutdown(), busy ones are killed."""
         with self._changed:
             self._closed = True
-            idle = [(i, w) for i, w in enumerate(self._workers) if w and i not in self._busy]
-            busy = [w for i, w in enumerate(self._workers) if w and i in self._busy]
-            self._workers = [None] * self.size
+            workers = [slot.worker for slot in self._slots if slot.worker is not None]
+            for slot in self._slots:
+                slot.worker = None
             self._changed.notify_all()
-        for worker in busy:
-            worker.kill()
-        for _slot, worker in idle:
-            self._retire(worker)
+        for worker in workers:
+            if worker.pending():
+                worker.kill()
+            else:
+                self._retire(worker)
 
-    def _acquire(self) -> int:
+    def _acquire(self) -> _Slot:
         with self._changed:
-            while not self._free and not self._closed:
+            while not self._closed:
+                free = [slot for slot in self._slots if slot.taken < self.depth]
+                if free:
+                    slot = min(free, key=lambda s: s.taken)
+                    slot.taken += 1
+                    return slot
                 self._changed.wait()
-            if self._closed:
-                raise PoolClosed("worker pool is closed")
-            slot = self._free.pop()
-            self._busy.add(slot)
-            return slot
+            raise PoolClosed("worker pool is closed")
 
-    def _release(self, slot: int) -> None:
+    def _release(self, slot: _Slot) -> None:
         with self._changed:
-            self._busy.discard(slot)
-            self._free.append(slot)
+            slot.taken -= 1
             self._changed.notify()
 
-    def _run_in(self, slot: int, paths: Sequence[str], timeout: float, output_dir: str,
-                inputs: tuple[InputFile, ...]) -> RunResult:
-        init_log = ""
-        worker = self._workers[slot]
-        if worker is None or not worker.alive():
-            worker, failure, init_log = self._start(slot, output_dir)
-            if failure is not None:
-                return failure
-        log_path = self._log_path()
-        try:
-            worker.conn.send(RunRequest(tuple(paths), output_dir, str(log_path), inputs))
-            if inputs:
-                failure = self._await_inputs(worker, len(inputs))
-                if failure is not None:
-                    return replace(failure, log=init_log + _read_tail(log_path))
-            downloaded_at = time.monotonic()
-            reply, ended = self._await(worker, timeout)
-            result = self._result(reply, ended, timeout, init_log + _read_tail(log_path))
-            return replace(result, downloaded_at=downloaded_at)
-        finally:
-            log_path.unlink(missing_ok=True)
+    def _run_in(self, slot: _Slot, paths: Sequence[str], timeout: float, output_dir: str,
+                downloads: Callable[[], Sequence[InputDownload]] | None,
+                output_format: str | None, names: tuple[str, ...],
+                scratch: str | None) -> RunResult:
+        for _ in range(WORKER_LOSSES):
+            log_path = self._log_path()
+            try:
+                with slot.starting:
+                    worker, init_log, failure = self._worker_in(slot, output_dir)
+                    if failure is not None:
+                        return failure
+                    request = RunRequest(next(self._ids), tuple(paths), output_dir,
+                                         str(log_path),
+                                         tuple(downloads()) if downloads else (),
+                                         output_format, names, scratch)
+                    box = worker.send(request)
+                started = self._await_start(worker, request, box)
+                if isinstance(started, _Ended):
+                    continue  # the worker died before this run() started: not an attempt
+                if isinstance(started, RunResult):
+                    return replace(started, log=init_log + _read_tail(log_path))
+                downloaded_at = time.monotonic()
+                answer = _get(box, timeout)
+                if answer is None:
+                    worker.kill(dump_stacks=True)
+                    self._forget(slot, worker)
+                log = init_log + _read_tail(log_path)
+                return replace(self._result(answer, timeout, log), downloaded_at=downloaded_at)
+            finally:
+                log_path.unlink(missing_ok=True)
+        raise InputsUnavailable(f"{WORKER_LOSSES} worker processes ended before this "
+                                "mini-batch's run() could start")
 
-    def _await_inputs(self, worker: _Worker, files: int) -> RunResult | None:
-        """Wait for the worker's Downloaded report: None when the inputs are in place.
+    def _worker_in(self, slot: _Slot, output_dir: str) -> tuple[_Worker, str, RunResult | None]:
+        """The slot's live worker, started if needed: (worker, init log, init failure)."""
+        worker = slot.worker
+        if worker is not None and worker.alive():
+            return worker, "", None
+        if self._closed:
+            raise PoolClosed("worker pool is closed")
+        self._forget(slot, worker)
+        return self._start(slot, output_dir)
 
-        A missing input blob is the failed result and so is the worker's death; a local
-        write error raises OSError with its errno, other failures raise InputsUnavailable.
+    def _await_start(self, worker: _Worker, request: RunRequest,
+                     box: queue.SimpleQueue) -> Started | RunResult | _Ended:
+        """Wait until the request's run() starts; a failed download is a result or raises.
+
+        The download limit counts from when the request is next in line, so a mini-batch
+        that waits behind a long run() is not failed for it.
         """
-        limit = download_limit(files)
-        downloaded, ended = self._await(worker, limit, during="input download")
-        if ended == TIMED_OUT:
-            raise InputsUnavailable(f"input download timed out after {limit:g}s")
-        if ended is not None:
-            return self._result(None, ended, limit, "")
-        if not isinstance(downloaded, Downloaded):
-            # An unreadable report: the worker's next message cannot be trusted either.
+        limit = download_limit(len(request.paths))
+        while True:
+            since = worker.head_since(request.id)
+            wait = READ_POLL if since is None else since + limit - time.monotonic()
+            message = _get(box, max(wait, 0.0))
+            if message is not None:
+                break
+            if since is not None and time.monotonic() >= since + limit:
+                worker.kill(dump_stacks=True)
+                raise InputsUnavailable(f"input download timed out after {limit:g}s")
+        if isinstance(message, _Ended):
+            return message
+        if not isinstance(message, Started) or message.request != request.id:
+            # An answer out of protocol: nothing later from this worker can be trusted.
             worker.kill()
-            self._forget(worker)
-            raise InputsUnavailable(f"{downloaded.error}")
-        if downloaded.error is None:
-            return None
-        if downloaded.missing:
-            return RunResult(FAILED, None, False, 0, downloaded.error, None, "")
-        if downloaded.errno is not None:
-            raise OSError(downloaded.errno, downloaded.error)
-        raise InputsUnavailable(downloaded.error)
+            raise InputsUnavailable(f"worker answered out of turn: {type(message).__name__}")
+        if message.error is None:
+            return message
+        worker.forget(request.id)
+        if message.missing:
+            return RunResult(FAILED, 0, None, (), message.error, None, "")
+        if message.errno is not None:
+            raise OSError(message.errno, message.error)
+        raise InputsUnavailable(message.error)
 
-    def _start(self, slot: int, output_dir: str) -> tuple[_Worker, RunResult | None, str]:
-        """Start a worker in `slot`; on init failure return the failed result instead."""
+    def _start(self, slot: _Slot, output_dir: str) -> tuple[_Worker, str, RunResult | None]:
+        """Start a worker in `slot`; on init failure return the failed result too."""
         parent_conn, child_conn = self._context.Pipe()
         log_path = self._log_path()
         process = self._context.Process(
             target=serve,
-            args=(child_conn, self.spec, self.gpu_for(slot), output_dir, str(log_path)),
-            name=f"batchfn-worker-{slot}",
+            args=(child_conn, self.spec, self.gpu_for(slot.index), output_dir, str(log_path)),
+            name=f"batchfn-worker-{slot.index}",
         )
         process.start()
         child_conn.close()  # so the host sees EOF when the worker dies
-        worker = _Worker(process, parent_conn)
         try:
-            reply, ended = self._await(worker, self._init_timeout, during="init()")
+            reply = _init_reply(parent_conn, self._init_timeout)
+            if reply is None and process.is_alive():
+                if DUMP_SIGNAL is not None:
+                    os.kill(process.pid, DUMP_SIGNAL)
+                    time.sleep(DUMP_WAIT)
             log = _read_tail(log_path)
         finally:
             log_path.unlink(missing_ok=True)
-        if reply is not None and reply.ok:
+        worker = _Worker(process, parent_conn)
+        if isinstance(reply, Reply) and reply.ok:
             with self._changed:
                 if self._closed:
                     worker.kill()
                     raise PoolClosed("worker pool is closed")
-                self._workers[slot] = worker
-            return worker, None, log
-        if reply is not None:
-            worker.kill()
-        return worker, self._result(reply, ended, self._init_timeout, log, during="init()"), log
+                slot.worker = worker
+            return worker, log, None
+        worker.kill()
+        if reply is None:
+            failure = RunResult(FAILED, 0, None, (),
+                                f"init() timed out after {self._init_timeout:g}s",
+                                _stack_dump(log), log)
+        elif isinstance(reply, _Ended):
+            why = reply.why or f"worker process exited with code {process.exitcode}"
+            failure = RunResult(FAILED, 0, None, (), why, _stack_dump(log), log)
+        else:
+            failure = RunResult(FAILED, 0, None, (), reply.error, reply.traceback, log)
+        return worker, log, failure
 
-    def _await(self, worker: _Worker, timeout: float,
-               during: str = "run()") -> tuple[Reply | None, str | None]:
-        """Wait for the worker's reply; on timeout or death return why it ended instead."""
-        try:
-            if worker.conn.poll(timeout):
-                return worker.conn.recv(), None
-        except (EOFError, OSError):
-            code = worker.exit_code()
-            worker.kill()
-            self._forget(worker)
-            return None, f"worker process exited with code {code}"
-        except Exception as exc:  # noqa: BLE001 - a result the host cannot unpickle
-            return Reply(ok=False, error=f"could not read {during} result: "
-                                         f"{type(exc).__name__}: {exc}"), None
-        worker.kill(dump_stacks=True)
-        self._forget(worker)
-        return None, TIMED_OUT
-
-    def _forget(self, worker: _Worker) -> None:
+    def _forget(self, slot: _Slot, worker: _Worker | None) -> None:
         with self._changed:
-            self._workers = [None if w is worker else w for w in self._workers]
+            if slot.worker is worker:
+                slot.worker = None
 
-    def _result(self, reply: Reply | None, ended: str | None, timeout: float, log: str,
-                during: str = "run()") -> RunResult:
-        if reply is not None:
-            status = SUCCEEDED if reply.ok and during == "run()" else FAILED
-            return RunResult(status, reply.value, reply.returned_list, reply.rows,
-                             reply.error, reply.traceback, log)
-        if ended == TIMED_OUT:
-            prefix = "" if during == "run()" else f"{during} "
-            return RunResult(TIMED_OUT if during == "run()" else FAILED, None, False, 0,
-                             f"{prefix}timed out after {timeout:g}s", _stack_dump(log), log)
-        return RunResult(FAILED, None, False, 0, ended, _stack_dump(log), log)
+    @staticmethod
+    def _result(answer: Reply | _Ended | Started | None, timeout: float,
+                log: str) -> RunResult:
+        if isinstance(answer, Reply):
+            status = SUCCEEDED if answer.ok else FAILED
+            return RunResult(status, answer.rows, answer.part, answer.missing, answer.error,
+                             answer.traceback, log)
+        if answer is None:
+            return RunResult(TIMED_OUT, 0, None, (), f"timed out after {timeout:g}s",
+                             _stack_dump(log), log)
+        why = answer.why if isinstance(answer, _Ended) else "worker answered out of turn"
+        return RunResult(FAILED, 0, None, (), why, _stack_dump(log), log)
 
     def _retire(self, worker: _Worker) -> None:
         log_path = self._log_path()
         try:
-            worker.conn.send(ShutdownRequest(str(log_path)))
-            worker.conn.poll(SHUTDOWN_WAIT)
-        except (EOFError, OSError):
-            pass
+            box = worker.send(ShutdownRequest(next(self._ids), str(log_path)))
+            _get(box, SHUTDOWN_WAIT)
         finally:
             worker.kill()
             log_path.unlink(missing_ok=True)
 
     def _log_path(self) -> Path:
         return self._scratch / f"{uuid.uuid4().hex}.log"
+
+
+def _get(box: queue.SimpleQueue, timeout: float):  # noqa: ANN202 - a message or None
+    try:
+        return box.get(timeout=timeout)
+    except queue.Empty:
+        return None
+
+
+def _init_reply(conn: Connection, timeout: float) -> Reply | _Ended | None:
+    """The worker's answer to init(): its Reply, _Ended if it died, None on timeout."""
+    try:
+        if conn.poll(timeout):
+            return conn.recv()
+    except (EOFError, OSError):
+        return _Ended("")  # the caller names the exit code
+    except Exception as exc:  # noqa: BLE001 - a result the host cannot unpickle
+        return _Ended(f"could not read init() result: {type(exc).__name__}: {exc}")
+    return None
 
 
 def _read_tail(path: Path, limit: int = LOG_LIMIT) -> str:

@@ -1,9 +1,11 @@
 """The scoring runtime: one per host process, called by the mini-batch queue trigger.
 
 It turns a `MiniBatch` of a deployment into a `ScoringOutcome`: the deployment's model and
-code are downloaded once per version (`AssetCache`), the inputs of each attempt are
-downloaded concurrently into their own folder, and run() is called in a warm worker process
-of the deployment version's `WorkerPool`. Failures of user code are outcomes, never raised.
+code are downloaded once per version (`AssetCache`), and run() is called in a warm worker
+process of the deployment version's `WorkerPool`. The host signs short-lived read URLs of
+the attempt's inputs (`ReadGrants`); the worker downloads them into a folder of their own
+while the slot's previous mini-batch still runs, and encodes run()'s return into output
+lines. Failures of user code are outcomes, never raised.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import uuid
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +31,27 @@ from shared.records import DeploymentRecord
 from shared.scoring.assets import AssetCache
 from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.gpus import detect_gpus
+from shared.scoring.grants import ReadGrants
 from shared.scoring.inputs import (
+    InputDownload,
     is_local_write_error,
     local_paths,
-    make_folders,
     ram_scratch_folder,
 )
 from shared.scoring.paths import relative_parts, safe_segment
-from shared.scoring.pool import RunResult, WorkerPool
+from shared.scoring.pool import RunResult, WorkerPool, download_limit, worker_cpu_threads
 from shared.scoring.worker import WorkerSpec
 from shared.storage import StorageAccount
 
 log = logging.getLogger("batchfn.scoring")
 
-LIST_COLUMN = "result"  # the one column of the table made from a list return
+# How long an input's read URL outlives the download limit (retries, a slow start).
+GRANT_MARGIN = timedelta(minutes=5)
 # Asset files download on threads; the SDK's requests session keeps 10 connections per
 # host, and more threads than that open and discard connections.
 DOWNLOAD_THREADS = 10
 WORK_DIR_SETTING = "BATCHFN_WORK_DIR"
+PREFETCH_SETTING = "BATCHFN_PREFETCH"  # "0": no slot downloads its next mini-batch ahead
 
 
 @dataclass
@@ -68,10 +74,9 @@ class ScoringRuntime:
                  gpus: Sequence[str] | None = None, init_timeout: float = 600.0,
                  pool_idle_seconds: float = 900.0,
                  download_threads: int = DOWNLOAD_THREADS,
-                 scratch_dir: Path | None = None) -> None:
+                 scratch_dir: Path | None = None, prefetch: bool = True) -> None:
         self._blobs = account.blob_service(**download_client_options())
-        # A copy without the credential the account may have cached: workers make their own.
-        self._worker_storage = replace(account)
+        self._grants = ReadGrants(self._blobs)
         self._work_dir = Path(work_dir).resolve()
         self._work_dir.mkdir(parents=True, exist_ok=True)
         # Inputs and attempt logs live only while run() works: in RAM when there is room.
@@ -80,6 +85,7 @@ class ScoringRuntime:
         self._inputs_root = self._scratch / "inputs"
         self._gpus = tuple(gpus) if gpus is not None else detect_gpus()
         self._init_timeout = init_timeout
+        self._prefetch = prefetch
         self._pool_idle_seconds = pool_idle_seconds
         self._downloads = ThreadPoolExecutor(download_threads,
                                              thread_name_prefix="batchfn-download")
@@ -144,10 +150,19 @@ class ScoringRuntime:
                        name: str) -> tuple[Path, RunResult]:
         folder = root / safe_segment(batch.job_id) / name
         paths = local_paths(batch.files, folder)
+        lifetime = timedelta(seconds=download_limit(len(paths))) + GRANT_MARGIN
+
+        def downloads() -> list[InputDownload]:
+            urls = self._grants.urls(batch.files, lifetime)
+            return [InputDownload(url, file.display_name)
+                    for url, file in zip(urls, batch.files, strict=True)]
+
         try:
-            make_folders(paths)
             result = pool.run([str(path) for path in paths], batch.timeout,
-                              str(self.job_output_dir(batch.job_id)), batch.files)
+                              str(self.job_output_dir(batch.job_id)), downloads=downloads,
+                              output_format=batch.output_format,
+                              names=[file.display_name for file in batch.files],
+                              scratch=str(folder))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -184,7 +199,7 @@ class ScoringRuntime:
             if entry is None:
                 pool = WorkerPool(spec, deployment.settings.max_concurrency_per_instance,
                                   scratch_dir=self._scratch / "logs", gpus=self._gpus,
-                                  init_timeout=self._init_timeout)
+                                  init_timeout=self._init_timeout, prefetch=self._prefetch)
                 entry = self._pools[key] = _PoolEntry(pool)
             entry.users += 1
             return entry
@@ -218,23 +233,7 @@ class ScoringRuntime:
             logging_level=deployment.settings.logging_level,
             environment=dict(deployment.environment_variables),
             cpu_threads=worker_cpu_threads(deployment.settings.max_concurrency_per_instance),
-            storage=self._worker_storage,
         )
-
-
-def worker_cpu_threads(concurrency: int, cpus: int | None = None) -> int:
-    """Math-library threads for each of `concurrency` workers on a host with `cpus` cores.
-
-    One core is left to the host process, which downloads the next mini-batches while
-    run() works; the rest is shared by the workers. Left to themselves, torch and numpy
-    start one thread per core in every worker: oversubscribed, their barrier waits make a
-    forward pass many times slower (measured on 2 loaded cores: 71 ms with 2 threads,
-    4 ms with 1, for a 10-image MNIST batch).
-    """
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else os.cpu_count() or 1
-    return max(1, (cpus - 1) // max(1, concurrency))
 
 
 def download_client_options() -> dict[str, Any]:
@@ -262,18 +261,16 @@ def _pool_key(deployment: DeploymentRecord) -> tuple[Any, ...]:
 def _outcome(batch: MiniBatch, result: RunResult, started: float,
              download_seconds: float) -> ScoringOutcome:
     total = len(batch.files)
-    table = None
-    succeeded = 0
-    if result.status == SUCCEEDED:
-        table = _as_table(result.value, result.returned_list)
-        succeeded = min(result.rows, total)
+    succeeded = min(result.rows, total) if result.status == SUCCEEDED else 0
+    missing = tuple(batch.files[i] for i in result.missing if 0 <= i < total)
     return ScoringOutcome(
         job_id=batch.job_id,
         index=batch.index,
         attempt=batch.attempt,
         status=result.status,
-        table=table,
-        returned_list=result.returned_list,
+        part=result.part if result.status == SUCCEEDED else None,
+        rows=result.rows if result.status == SUCCEEDED else 0,
+        missing=missing if result.status == SUCCEEDED else (),
         succeeded=succeeded,
         failed=total - succeeded,
         error=result.error,
@@ -282,14 +279,6 @@ def _outcome(batch: MiniBatch, result: RunResult, started: float,
         duration=time.monotonic() - started,
         download_seconds=download_seconds,
     )
-
-
-def _as_table(value: Any, returned_list: bool) -> Any:
-    import pandas  # the host only needs pandas once results arrive
-
-    if returned_list:
-        return pandas.DataFrame({LIST_COLUMN: pandas.Series(value, dtype=object)})
-    return value
 
 
 _live_runtimes: weakref.WeakSet[ScoringRuntime] = weakref.WeakSet()
@@ -301,14 +290,18 @@ def default_runtime() -> ScoringRuntime:
     """The process-wide runtime over AzureWebJobsStorage, working in BATCHFN_WORK_DIR.
 
     Without BATCHFN_WORK_DIR it works in <temp dir>/batchfn-work, so a restarted host on
-    the same machine reuses the downloaded assets.
+    the same machine reuses the downloaded assets. BATCHFN_PREFETCH=0 turns off the
+    download of each slot's next mini-batch while run() works (for inputs so large that
+    two mini-batches of them do not fit the scratch folder).
     """
     global _default
     with _default_lock:
         if _default is None:
             work_dir = os.environ.get(WORK_DIR_SETTING) or os.path.join(
                 tempfile.gettempdir(), "batchfn-work")
-            _default = ScoringRuntime(StorageAccount.from_settings(), Path(work_dir))
+            prefetch = os.environ.get(PREFETCH_SETTING, "1").strip() != "0"
+            _default = ScoringRuntime(StorageAccount.from_settings(), Path(work_dir),
+                                      prefetch=prefetch)
         return _default
 
 

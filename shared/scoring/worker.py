@@ -3,33 +3,38 @@
 This module is the child side of `pool.py`. It is started with multiprocessing's "spawn"
 context (a fresh interpreter, so CUDA works), sets up the Azure ML environment, imports the
 scoring script by path, calls `init()` once, then answers `RunRequest`s until told to shut
-down or its pipe closes. Everything a script prints or logs during an attempt goes to that
-attempt's log file (file descriptors 1 and 2 are redirected, so output of C extensions and
-child processes is captured too). It keeps imports light: a worker that never sees pandas
-does not pay for it.
+down or its pipe closes. A request's inputs download (from signed URLs: the worker holds no
+storage credential) as soon as it arrives, so the next mini-batch's files arrive while
+run() works on this one; run()'s return is encoded into output lines here, not in the host.
+Everything a script prints or logs during an attempt goes to that attempt's log file (file
+descriptors 1 and 2 are redirected, so output of C extensions and child processes is
+captured too). It keeps imports light: a worker that never sees pandas does not pay for it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import faulthandler
 import importlib.util
 import logging
 import os
+import queue
+import shutil
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.scoring.batch import InputFile
+from shared.scoring.encoding import EncodedPart, encode_result
 
 if TYPE_CHECKING:
-    from shared.scoring.inputs import InputDownloader
-    from shared.storage import StorageAccount
+    from shared.scoring.inputs import InputDownload, InputDownloader
 
 # The pool sends this signal before killing a timed-out worker, so the log shows where
 # run() was stuck.
@@ -41,7 +46,10 @@ CPU_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THRE
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker process needs to load one deployment's scoring script."""
+    """Everything a worker process needs to load one deployment's scoring script.
+
+    It holds no storage credential: inputs arrive as signed read URLs (grants.py).
+    """
 
     script_path: str
     code_dir: str
@@ -49,23 +57,37 @@ class WorkerSpec:
     logging_level: str = "info"
     environment: dict[str, str] = field(default_factory=dict)
     cpu_threads: int | None = None  # math-library threads per worker (None: libraries decide)
-    storage: StorageAccount | None = None  # where RunRequest inputs are downloaded from
 
 
 @dataclass(frozen=True)
 class RunRequest:
-    """One run() call: on `paths`, after downloading `inputs[i]` to `paths[i]` (if any)."""
+    """One run() call on `paths`, after downloading `downloads[i]` to `paths[i]` (if any).
 
+    The worker starts the downloads as soon as the request arrives, even while an earlier
+    request's run() works; run()'s rows come back encoded for `output_format` (None: only
+    counted), with `names` (the inputs' display names) naming the files a short return
+    left out. `scratch` is the folder the inputs live in, removed once run() returned.
+    """
+
+    id: int
     paths: tuple[str, ...]
     output_dir: str
     log_path: str
-    inputs: tuple[InputFile, ...] = ()
+    downloads: tuple[InputDownload, ...] = ()
+    output_format: str | None = None
+    names: tuple[str, ...] = ()
+    scratch: str | None = None
 
 
 @dataclass(frozen=True)
-class Downloaded:
-    """A worker's report that a RunRequest's inputs are in place (`error` None), or why not."""
+class Started:
+    """A worker's report that a request's run() starts now (`error` None), or why it cannot.
 
+    Sent when the inputs are in place and every earlier request has been answered, so the
+    host times run() from here.
+    """
+
+    request: int
     error: str | None = None
     missing: bool = False  # an input blob does not exist: the attempt fails
     errno: int | None = None  # the local folder cannot take the inputs (full, read-only)
@@ -73,17 +95,23 @@ class Downloaded:
 
 @dataclass(frozen=True)
 class ShutdownRequest:
+    id: int
     log_path: str
 
 
 @dataclass(frozen=True)
 class Reply:
-    """A worker's answer: `ok` with `value` (run()'s return) or an error and its traceback."""
+    """A worker's answer to a request (`request` 0: to init()): `ok`, or an error.
 
+    For a run(): `rows` returned, their encoded `part`, and the positions of the inputs a
+    short return left out (see encoding.EncodedResult).
+    """
+
+    request: int
     ok: bool
-    value: Any = None
-    returned_list: bool = False
     rows: int = 0
+    part: EncodedPart | None = None
+    missing: tuple[int, ...] = ()
     error: str | None = None
     traceback: str | None = None
 
@@ -100,7 +128,9 @@ def serve(conn: Connection, spec: WorkerSpec, gpu: str | None, output_dir: str,
     """Entry point of a worker process: init, then answer requests until shutdown or EOF.
 
     `output_dir` is AZUREML_BI_OUTPUT_PATH during init(): the folder of the job whose
-    mini-batch started this worker; each RunRequest then names its own job's folder.
+    mini-batch started this worker; each RunRequest then names its own job's folder. A
+    thread receives requests and starts their downloads at once; this thread runs them in
+    the order they came.
     """
     _apply_environment(spec, gpu, output_dir)
     _configure_logging(spec.logging_level)
@@ -109,56 +139,94 @@ def serve(conn: Connection, spec: WorkerSpec, gpu: str | None, output_dir: str,
     conn.send(reply)
     if not reply.ok:
         return
-    inputs = _InputFetcher(spec.storage)
+    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    downloads = _Downloads()
+    threading.Thread(target=_receive, args=(conn, requests, downloads),
+                     name="batchfn-requests", daemon=True).start()
+    try:
+        _answer(conn, script, requests)
+    finally:
+        downloads.close()
+
+
+def _answer(conn: Connection, script: Any, requests: queue.SimpleQueue[Any]) -> None:
+    """Run the queued requests in order until shutdown or the end of the pipe."""
+    while True:
+        item = requests.get()
+        if item is None:
+            return  # the host went away
+        if isinstance(item, ShutdownRequest):
+            with captured_output(item.log_path):
+                reply = _call_shutdown(script)
+            conn.send(replace(reply, request=item.id))
+            return
+        request, download = item
+        os.environ["AZUREML_BI_OUTPUT_PATH"] = request.output_dir
+        with captured_output(request.log_path):
+            started = _wait_for_inputs(request, download)
+            conn.send(started)
+            if started.error is None:
+                reply = _run(script, request)
+            if request.scratch:
+                shutil.rmtree(request.scratch, ignore_errors=True)
+        if started.error is None:
+            conn.send(reply)
+
+
+class _Downloads:
+    """The worker's input downloader, made on its first request with inputs."""
+
+    def __init__(self) -> None:
+        self._downloader: InputDownloader | None = None
+
+    def start(self, request: RunRequest) -> concurrent.futures.Future:
+        # Imported here: a worker whose host sends local paths never loads aiohttp.
+        from shared.scoring.inputs import InputDownloader
+
+        if self._downloader is None:
+            self._downloader = InputDownloader()
+        return self._downloader.start(request.downloads, [Path(p) for p in request.paths])
+
+    def close(self) -> None:
+        if self._downloader is not None:
+            self._downloader.close()
+
+
+def _receive(conn: Connection, requests: queue.SimpleQueue[Any], downloads: _Downloads) -> None:
+    """Queue each request with its download, started at once (None at the end)."""
     while True:
         try:
             request = conn.recv()
-        except (EOFError, OSError):
-            return  # the host went away
-        if isinstance(request, ShutdownRequest):
-            with captured_output(request.log_path):
-                conn.send(_call_shutdown(script))
+        except Exception:  # noqa: BLE001 - EOF, or a request that cannot be read: stop
+            requests.put(None)
             return
-        os.environ["AZUREML_BI_OUTPUT_PATH"] = request.output_dir
-        with captured_output(request.log_path):
-            if request.inputs:
-                downloaded = inputs.fetch(request)
-                conn.send(downloaded)
-                if downloaded.error is not None:
-                    continue
-            reply = _run(script, list(request.paths))
-        try:
-            conn.send(reply)
-        except Exception as exc:  # noqa: BLE001 - an unpicklable result is the script's fault
-            conn.send(Reply(ok=False, error=f"run() returned a value that cannot be sent to the "
-                                            f"host: {describe(exc)}",
-                            traceback=traceback.format_exc()))
+        if isinstance(request, ShutdownRequest):
+            requests.put(request)
+            return
+        download = None
+        if request.downloads:
+            try:
+                download = downloads.start(request)
+            except Exception as exc:  # noqa: BLE001 - reported with the request
+                download = concurrent.futures.Future()
+                download.set_exception(exc)
+        requests.put((request, download))
 
 
-class _InputFetcher:
-    """The worker's input downloads, on an InputDownloader made at its first mini-batch."""
+def _wait_for_inputs(request: RunRequest, download: concurrent.futures.Future | None) -> Started:
+    """The request's Started report once its inputs are in place; failures are reported."""
+    if download is None:
+        return Started(request.id)
+    from shared.scoring.inputs import InputMissing, is_local_write_error
 
-    def __init__(self, storage: StorageAccount | None) -> None:
-        self._storage = storage
-        self._downloader: InputDownloader | None = None
-
-    def fetch(self, request: RunRequest) -> Downloaded:
-        """Download the request's inputs to its paths; any failure is reported, not raised."""
-        # Imported here: a worker whose host sends local paths never loads the async SDK.
-        from shared.scoring.inputs import InputDownloader, InputMissing, is_local_write_error
-
-        try:
-            if self._storage is None:
-                raise RuntimeError("the worker has no storage account to download inputs from")
-            if self._downloader is None:
-                self._downloader = InputDownloader(self._storage)
-            self._downloader.download(request.inputs, [Path(p) for p in request.paths])
-        except InputMissing as exc:
-            return Downloaded(error=str(exc), missing=True)
-        except Exception as exc:  # noqa: BLE001 - reported to the host, which raises it
-            errno = exc.errno if is_local_write_error(exc) else None
-            return Downloaded(error=describe(exc), errno=errno)
-        return Downloaded()
+    try:
+        download.result()
+    except InputMissing as exc:
+        return Started(request.id, error=str(exc), missing=True)
+    except Exception as exc:  # noqa: BLE001 - reported to the host, which raises it
+        errno = exc.errno if is_local_write_error(exc) else None
+        return Started(request.id, error=describe(exc), errno=errno)
+    return Started(request.id)
 
 
 @contextmanager
@@ -225,15 +293,16 @@ def _load_and_init(spec: WorkerSpec) -> tuple[Any, Reply]:
                 raise AttributeError(f"scoring script {script_path.name} has no {name}() function")
     except BaseException as exc:  # noqa: BLE001 - SystemExit from a script is a failure too
         traceback.print_exc()
-        return None, Reply(ok=False, error=f"could not load scoring script: {describe(exc)}",
+        return None, Reply(0, ok=False,
+                           error=f"could not load scoring script: {describe(exc)}",
                            traceback=traceback.format_exc())
     try:
         script.init()
     except BaseException as exc:  # noqa: BLE001
         traceback.print_exc()
-        return None, Reply(ok=False, error=f"init() failed: {describe(exc)}",
+        return None, Reply(0, ok=False, error=f"init() failed: {describe(exc)}",
                            traceback=traceback.format_exc())
-    return script, Reply(ok=True)
+    return script, Reply(0, ok=True)
 
 
 def _import_script(path: Path) -> Any:
@@ -246,31 +315,43 @@ def _import_script(path: Path) -> Any:
     return module
 
 
-def _run(script: Any, paths: list[str]) -> Reply:
+def _run(script: Any, request: RunRequest) -> Reply:
     try:
-        value = script.run(paths)
+        value = script.run(list(request.paths))
     except BaseException as exc:  # noqa: BLE001
         traceback.print_exc()
-        return Reply(ok=False, error=describe(exc), traceback=traceback.format_exc())
-    if isinstance(value, (list, tuple)):
-        return Reply(ok=True, value=list(value), returned_list=True, rows=len(value))
+        return Reply(request.id, ok=False, error=describe(exc), traceback=traceback.format_exc())
     pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(value, pandas.DataFrame):
-        return Reply(ok=True, value=value, rows=len(value))
-    message = (f"TypeError: run() must return a pandas.DataFrame or a list, "
-               f"got {type(value).__name__}")
-    print(message, file=sys.stderr)
-    return Reply(ok=False, error=message)
+    if isinstance(value, (list, tuple)):
+        value, returned_list = list(value), True
+    elif pandas is not None and isinstance(value, pandas.DataFrame):
+        returned_list = False
+    else:
+        message = (f"TypeError: run() must return a pandas.DataFrame or a list, "
+                   f"got {type(value).__name__}")
+        print(message, file=sys.stderr)
+        return Reply(request.id, ok=False, error=message)
+    names = request.names or tuple(os.path.basename(path) for path in request.paths)
+    try:
+        encoded = encode_result(value, returned_list, request.output_format, names)
+    except Exception as exc:  # noqa: BLE001 - a return the output format cannot hold
+        traceback.print_exc()
+        return Reply(request.id, ok=False,
+                     error=f"run()'s return cannot be written as {request.output_format} "
+                           f"output: {describe(exc)}",
+                     traceback=traceback.format_exc())
+    return Reply(request.id, ok=True, rows=encoded.rows, part=encoded.part,
+                 missing=encoded.missing)
 
 
 def _call_shutdown(script: Any) -> Reply:
     shutdown: Callable[[], Any] | None = getattr(script, "shutdown", None)
     if not callable(shutdown):
-        return Reply(ok=True)
+        return Reply(0, ok=True)
     try:
         shutdown()
     except BaseException as exc:  # noqa: BLE001
         traceback.print_exc()
-        return Reply(ok=False, error=f"shutdown() failed: {describe(exc)}",
+        return Reply(0, ok=False, error=f"shutdown() failed: {describe(exc)}",
                      traceback=traceback.format_exc())
-    return Reply(ok=True)
+    return Reply(0, ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import tempfile
@@ -23,6 +24,7 @@ from shared.jobs.store import JobStore
 from shared.jobs.worker import MiniBatchWorker, RetryMiniBatch
 from shared.records import AssetRef, DeploymentRecord
 from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.encoding import encode_result
 from shared.settings import DeploymentSettings
 from shared.storage import StorageAccount
 
@@ -68,7 +70,7 @@ class FakeRuntime:
                 if self.fail.get(f.display_name, 0):
                     self.fail[f.display_name] -= 1
                     return ScoringOutcome(batch.job_id, batch.index, batch.attempt, FAILED, None,
-                                          False, 0, len(batch.files), f"boom on {f.display_name}",
+                                          0, (), 0, len(batch.files), f"boom on {f.display_name}",
                                           "Traceback...\nValueError: boom", "log line\n", 0.0, 0.0)
         names = [f.display_name for f in batch.files]
         if self.script_writes:
@@ -76,11 +78,15 @@ class FakeRuntime:
         if self.short:
             names = names[:-1]
         if self.as_list:
-            table = pd.DataFrame({"result": [f"{n}:ok" for n in names]})
+            value = [f"{n}:ok" for n in names]
         else:
-            table = pd.DataFrame({"file": names, "value": [len(n) for n in names]})
-        return ScoringOutcome(batch.job_id, batch.index, batch.attempt, SUCCEEDED, table,
-                              self.as_list, len(names), len(batch.files) - len(names), None, None,
+            value = pd.DataFrame({"file": names, "value": [len(n) for n in names]})
+        # What the scoring worker process does with run()'s return.
+        encoded = encode_result(value, self.as_list, batch.output_format,
+                                [f.display_name for f in batch.files])
+        return ScoringOutcome(batch.job_id, batch.index, batch.attempt, SUCCEEDED, encoded.part,
+                              encoded.rows, tuple(batch.files[i] for i in encoded.missing),
+                              len(names), len(batch.files) - len(names), None, None,
                               "", 0.0, 0.0)
 
 
@@ -345,7 +351,7 @@ def test_poison_handler_records_failure_once(env):
     worker = MiniBatchWorker(store, FakeRuntime(), queue)
     body = MiniBatchMessage(job.id, 0, 0).encode()
     assert worker.record_poison(body).action == "failed"
-    assert worker.record_poison(body).action == "failed"
+    assert worker.record_poison(body).action == "skipped"  # recorded already
     decision = check_progress(store, job.id)
     assert decision["outcome"] == "completed"
     finalize_job(store, job.id, "completed")
@@ -470,3 +476,46 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
     assert job.id not in [row["name"] for row in service.list(status="Running")]
     with pytest.raises(InvalidRequest):
         service.list(status="Done")
+
+
+def test_ledgers_are_read_in_bounded_chunks_whatever_their_lines(env):
+    from shared.jobs.progress import Completion, create_ledgers, ledger_lines, record_completion
+
+    _, store, _, _, name = env
+    store.ensure_containers()
+    create_ledgers(store.state, name, 3)
+    lines = [Completion(i, True, 1, 0, 1, at="t", part=b"x" * (40 * i + 1)) for i in range(3)]
+    for completion in lines:
+        record_completion(store.state, name, completion)
+    read = list(ledger_lines(store.state, name, 0, chunk_bytes=16))
+    assert [Completion.from_line(line) for _, line in read] == lines
+    assert read[-1][0] == sum(len(c.to_line()) for c in lines)  # offset past the last line
+    assert list(ledger_lines(store.state, name, 0, offset=read[-1][0])) == []
+    assert list(ledger_lines(store.state, "no-such-job", 0)) == []
+
+
+def test_a_large_part_goes_to_a_blob_and_a_lost_ledger_line_is_restored(env, monkeypatch):
+    from shared.jobs import parts
+
+    account, store, queue, data, name = env
+    _upload(data, "in", 4)
+    monkeypatch.setattr(parts, "INLINE_PART_BYTES", 20)  # parts of 2 rows are larger
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "output_format": "csv"})
+    plan_job(store, queue, job.id)
+    worker = MiniBatchWorker(store, FakeRuntime(), queue)
+    assert worker.process(MiniBatchMessage(job.id, 0, 0).encode(), 1).action == "scored"
+    assert store.state.get_blob_client(paths.part(job.id, 0)).exists()
+    # Mini-batch 1 scored and wrote its part, then its host died before the ledger append.
+    runtime = FakeRuntime()
+    part = runtime.score(None, MiniBatch(job.id, 1, worker._files(
+        MiniBatchMessage(job.id, 1, 0)), 1, 30, "csv")).part
+    store.state.upload_blob(paths.part(job.id, 1), part.data, metadata={
+        "succeeded": "2", "failed": "0", "rows": "2",
+        "header": base64.b64encode(part.header).decode()})
+    assert worker.record_poison(MiniBatchMessage(job.id, 1, 0).encode()).detail == \
+        "restored from part"
+    decision = check_progress(store, job.id)
+    assert finalize_job(store, job.id, decision["outcome"])["status"] == "Completed"
+    _, content = service.output(job.id, "score")
+    assert content.decode().splitlines() == ["file,value"] + [f"f00{i}.txt,8" for i in range(4)]

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 from azure.core.exceptions import ResourceExistsError
+from conftest import jsonl_rows
 
 from shared.layout import ASSETS_CONTAINER, DATA_CONTAINER
 from shared.records import AssetRef, DeploymentRecord
@@ -91,8 +92,14 @@ def upload_inputs(account: StorageAccount, files: dict[str, bytes]) -> tuple[Inp
 
 
 def batch(files: tuple[InputFile, ...], *, job: str = "job-1", index: int = 0,
-          attempt: int = 1, timeout: float = 30) -> MiniBatch:
-    return MiniBatch(job_id=job, index=index, files=files, attempt=attempt, timeout=timeout)
+          attempt: int = 1, timeout: float = 30, output_format: str = "jsonl") -> MiniBatch:
+    return MiniBatch(job_id=job, index=index, files=files, attempt=attempt, timeout=timeout,
+                     output_format=output_format)
+
+
+def column(outcome: ScoringOutcome, name: str) -> list:
+    """One column of the outcome's rows (encoded as jsonl by the worker)."""
+    return [row[name] for row in jsonl_rows(outcome.part.data)]
 
 
 def three_files(account: StorageAccount) -> tuple[InputFile, ...]:
@@ -107,15 +114,14 @@ def test_rows_follow_input_order_with_the_azure_ml_environment(account, assets, 
                             batch(three_files(account), job="env-job"))
 
     assert (outcome.status, outcome.succeeded, outcome.failed) == ("succeeded", 3, 0)
-    assert outcome.error is None and not outcome.returned_list
-    table = outcome.table
-    assert list(table["file"]) == ["b.txt", "a.txt", "c.png"]
-    assert list(table["size"]) == [3, 1, 10]
-    assert set(table["GREETING"]) == {"hello"}
-    assert set(table["model"]) == {"weights-v1"}
-    model_dir = Path(table["AZUREML_MODEL_DIR"][0])
+    assert outcome.error is None and outcome.rows == 3 and outcome.missing == ()
+    assert column(outcome, "file") == ["b.txt", "a.txt", "c.png"]
+    assert column(outcome, "size") == [3, 1, 10]
+    assert set(column(outcome, "GREETING")) == {"hello"}
+    assert set(column(outcome, "model")) == {"weights-v1"}
+    model_dir = Path(column(outcome, "AZUREML_MODEL_DIR")[0])
     assert (model_dir / "model" / "weights.txt").read_text() == "weights-v1\n"
-    assert table["AZUREML_BI_OUTPUT_PATH"][0] == str(runtime.job_output_dir("env-job"))
+    assert column(outcome, "AZUREML_BI_OUTPUT_PATH")[0] == str(runtime.job_output_dir("env-job"))
     assert "echo init done" in outcome.log and "echo scoring 3 files" in outcome.log
     assert "INFO" in outcome.log and "echo info message" in outcome.log
     assert "echo debug message" not in outcome.log
@@ -131,7 +137,7 @@ def test_init_runs_once_per_worker_process(account, assets, runtime, tmp_path):
     outcomes = [runtime.score(record, batch(files, index=i)) for i in range(3)]
 
     assert [o.status for o in outcomes] == ["succeeded"] * 3
-    assert len({int(o.table["pid"][0]) for o in outcomes}) == 1
+    assert len({column(o, "pid")[0] for o in outcomes}) == 1
     assert len((tmp_path / "inits.log").read_text().splitlines()) == 1
     assert "echo init done" in outcomes[0].log and "echo init done" not in outcomes[1].log
     assert "echo debug message" in outcomes[1].log
@@ -146,7 +152,7 @@ def test_a_failing_attempt_is_an_outcome_and_the_retry_succeeds(account, assets,
     second = runtime.score(record, batch(files, attempt=2))
 
     assert (first.status, first.succeeded, first.failed) == ("failed", 0, 3)
-    assert first.table is None and first.attempt == 1
+    assert first.part is None and first.attempt == 1
     assert first.error == "RuntimeError: flaky failure 1 of 1"
     assert 'flaky.py", line' in first.traceback and first.traceback in first.log
     assert (second.status, second.succeeded, second.failed) == ("succeeded", 3, 0)
@@ -182,14 +188,16 @@ def test_timeout_kills_the_worker_and_its_children_then_a_fresh_worker_scores(
     assert "going to sleep" in stuck.log
     assert _ended(int(child_pid_file.read_text()))
     assert fresh.status == "succeeded"
-    assert int(fresh.table["pid"][0]) != int(warm.table["pid"][0])
+    assert column(fresh, "pid") != column(warm, "pid")
 
 
 def test_fewer_rows_than_inputs_count_the_gap_as_failed(account, assets, runtime):
-    outcome = runtime.score(deployment(assets, "fewer_rows.py"), batch(three_files(account)))
+    files = three_files(account)
+    outcome = runtime.score(deployment(assets, "fewer_rows.py"), batch(files))
 
     assert (outcome.status, outcome.succeeded, outcome.failed) == ("succeeded", 2, 1)
-    assert list(outcome.table["file"]) == ["b.txt", "a.txt"]
+    assert column(outcome, "file") == ["b.txt", "a.txt"]
+    assert outcome.missing == (files[2],)
 
 
 def test_a_worker_killed_mid_batch_fails_the_batch_and_is_replaced(account, assets, runtime):
@@ -200,15 +208,25 @@ def test_a_worker_killed_mid_batch_fails_the_batch_and_is_replaced(account, asse
     assert (doomed.status, doomed.failed) == ("failed", 1)
     assert doomed.error == "worker process exited with code -9"
     assert "ending my own process" in doomed.log
-    assert after.status == "succeeded" and list(after.table["file"]) == ["live.txt"]
+    assert after.status == "succeeded" and column(after, "file") == ["live.txt"]
 
 
 def test_a_list_return_becomes_one_column(account, assets, runtime):
     outcome = runtime.score(deployment(assets, "list_return.py"), batch(three_files(account)))
 
-    assert outcome.status == "succeeded" and outcome.returned_list
-    assert list(outcome.table.columns) == ["result"]
-    assert list(outcome.table["result"]) == ["b.txt 3", "a.txt 1", "c.png 10"]
+    assert outcome.status == "succeeded" and outcome.rows == 3
+    assert jsonl_rows(outcome.part.data) == [
+        {"result": "b.txt 3"}, {"result": "a.txt 1"}, {"result": "c.png 10"}]
+
+
+def test_rows_arrive_encoded_for_the_output_format_or_only_counted(account, assets, runtime):
+    files = three_files(account)
+    record = deployment(assets, "list_return.py")
+    azureml = runtime.score(record, batch(files, output_format="azureml"))
+    counted = runtime.score(record, batch(files, output_format=None))
+
+    assert azureml.part.data == b"b.txt 3\na.txt 1\nc.png 10\n"
+    assert (counted.status, counted.rows, counted.part) == ("succeeded", 3, None)
 
 
 def test_a_return_of_another_type_fails_the_batch(account, assets, runtime):
@@ -237,7 +255,7 @@ def test_a_missing_input_fails_the_batch(account, assets, runtime):
     outcome = runtime.score(deployment(assets, "echo.py"), batch(files))
 
     assert (outcome.status, outcome.succeeded, outcome.failed) == ("failed", 0, 2)
-    assert "input file not found: gone.txt" in outcome.error
+    assert outcome.error == "input file not found: gone.txt"
 
 
 def test_concurrent_runs_are_bounded_by_max_concurrency_per_instance(account, assets, runtime,
@@ -252,7 +270,7 @@ def test_concurrent_runs_are_bounded_by_max_concurrency_per_instance(account, as
                                  range(6)))
 
     assert [o.status for o in outcomes] == ["succeeded"] * 6
-    assert len({int(o.table["pid"][0]) for o in outcomes}) == 2
+    assert len({column(o, "pid")[0] for o in outcomes}) == 2
     assert len((tmp_path / "inits.log").read_text().splitlines()) == 2
     assert _max_overlap(tmp_path / "runs.log") == 2
 
@@ -274,7 +292,7 @@ def test_two_deployments_score_side_by_side(account, assets, runtime):
         thread.join()
 
     for tag, outcome in results.items():
-        assert outcome.status == "succeeded" and set(outcome.table["TAG"]) == {tag}
+        assert outcome.status == "succeeded" and set(column(outcome, "TAG")) == {tag}
 
 
 def test_close_calls_shutdown_and_refuses_further_work(account, assets, tmp_path):
@@ -322,6 +340,21 @@ def test_default_runtime_is_one_per_process_in_the_configured_folder(
         first.close()
 
 
+def test_batchfn_prefetch_0_keeps_one_mini_batch_per_slot(
+        storage_connection, account, assets, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime_module, "_default", None)
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection)
+    monkeypatch.setenv("BATCHFN_WORK_DIR", str(tmp_path / "host-work"))
+    monkeypatch.setenv("BATCHFN_PREFETCH", "0")
+    scoring = default_runtime()
+    try:
+        record = deployment(assets, "list_return.py", name="no-prefetch")
+        assert scoring.score(record, batch(three_files(account))).status == "succeeded"
+        assert [entry.pool.depth for entry in scoring._pools.values()] == [1]
+    finally:
+        scoring.close()
+
+
 def _ended(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # killed, not yet reaped
@@ -349,7 +382,7 @@ def test_inputs_are_downloaded_into_the_scratch_folder_and_removed(account, asse
     finally:
         scoring.close()
     assert outcome.status == "succeeded"
-    assert list(outcome.table["result"]) == ["b.txt 3", "a.txt 1", "c.png 10"]
+    assert column(outcome, "result") == ["b.txt 3", "a.txt 1", "c.png 10"]
     assert not (tmp_path / "work" / "inputs").exists()  # nothing went to the disk folder
     assert not scratch.exists()  # a scratch folder of its own is removed at close
 
@@ -366,7 +399,7 @@ def test_an_unwritable_scratch_folder_falls_back_to_the_work_folder(account, ass
     finally:
         scoring.close()
     assert [first.status, second.status] == ["succeeded", "succeeded"]
-    assert list(second.table["result"]) == ["b.txt 3", "a.txt 1", "c.png 10"]
+    assert column(second, "result") == ["b.txt 3", "a.txt 1", "c.png 10"]
     assert (tmp_path / "work" / "inputs").is_dir()
     assert not any(p.is_file() for p in (tmp_path / "work" / "inputs").rglob("*"))
 

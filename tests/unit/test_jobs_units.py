@@ -9,9 +9,9 @@ from shared.errors import InvalidRequest
 from shared.jobs.drop import drop_job_name, is_drop_control_file, is_marker
 from shared.jobs.locations import resolve_location
 from shared.jobs.messages import InvalidMessage, MiniBatchMessage
-from shared.jobs.parts import encode_part
 from shared.jobs.progress import Completion, Progress, poll_delay
 from shared.jobs.request import parse_invoke
+from shared.scoring.encoding import encode_part, encode_result
 
 ACCOUNT = "http://127.0.0.1:10000/devstoreaccount1/"
 
@@ -84,9 +84,23 @@ def test_part_formats():
     csv = encode_part(table, False, "csv")
     assert csv.header == b"file,label\n" and csv.data == b"a b.png,1\nc.png,2\n"
     assert encode_part(table, False, "jsonl").data.count(b"\n") == 2
-    listed = encode_part(pd.DataFrame({"result": [[1, 2], "x"]}), True, "azureml")
+    listed = encode_part([[1, 2], "x"], True, "azureml")
     assert listed.data == b"[1, 2]\nx\n"
+    assert encode_part([[1, 2], "x"], True, "jsonl").data == b'{"result":[1,2]}\n{"result":"x"}\n'
     assert encode_part(None, False, "parquet").data == b""
+    with pytest.raises(ValueError, match="unknown output format"):
+        encode_part(table, False, "xml")
+
+
+def test_a_short_return_names_what_it_left_out_through_a_column_of_file_names():
+    names = ["in/a.png", "in/b.png", "in/c.png"]
+    by_base_name = pd.DataFrame({"label": [1, 2], "file": ["a.png", "c.png"]})
+    assert encode_result(by_base_name, False, "csv", names).missing == (1,)
+    assert encode_result(["in/b.png"], True, None, names).missing == (0, 2)
+    unnamed = encode_result(pd.DataFrame({"label": [1]}), False, "azureml", names)
+    assert (unnamed.rows, unnamed.missing) == (1, (0, 1, 2))  # no column names the files
+    whole = encode_result(pd.DataFrame({"label": [1, 2, 3]}), False, None, names)
+    assert (whole.rows, whole.part, whole.missing) == (3, None, ())
 
 
 def test_drop_marker_rule():
@@ -98,3 +112,16 @@ def test_drop_marker_rule():
     assert not is_drop_control_file("batchfn-data", "_job.json")
     assert not is_drop_control_file("batchfn-drop", "images/_output.png")
     assert drop_job_name("ep1/b/_start", "e1") != drop_job_name("ep1/b/_start", "e2")
+
+
+@pytest.mark.parametrize("part", [b"a.png 1\nb \xc3\xa4 \"q\" 2\n", b"PAR1\x00\xff\x80binary", b""])
+def test_a_ledger_line_carries_its_part_byte_for_byte(part):
+    completion = Completion(7, True, 2, 0, 2, at="t", part=part, header=b"file,label\n")
+    line = completion.to_line()
+    assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    assert Completion.from_line(line) == completion
+
+
+def test_a_ledger_line_without_a_part_stays_small():
+    line = Completion(3, False, 0, 4, 0, "x" * 500, at="t").to_line()
+    assert Completion.from_line(line).part is None and len(line) < 400

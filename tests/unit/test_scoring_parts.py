@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.scoring.batch import FAILED, SUCCEEDED, InputFile, MiniBatch
+from shared.scoring.encoding import EncodedPart
 from shared.scoring.gpus import detect_gpus
 from shared.scoring.inputs import local_paths
 from shared.scoring.paths import relative_parts, safe_segment
@@ -112,27 +113,25 @@ def _batch(files: int) -> MiniBatch:
 
 
 def test_outcome_caps_succeeded_at_the_number_of_files():
-    import pandas
-
-    result = RunResult(SUCCEEDED, pandas.DataFrame({"x": range(5)}), False, 5, None, None, "")
+    part = EncodedPart(b"0\n1\n2\n3\n4\n")
+    result = RunResult(SUCCEEDED, 5, part, (), None, None, "")
     outcome = _outcome(_batch(3), result, time.monotonic(), 0.1)
 
-    assert (outcome.succeeded, outcome.failed, len(outcome.table)) == (3, 0, 5)
+    assert (outcome.succeeded, outcome.failed, outcome.rows, outcome.part) == (3, 0, 5, part)
     assert (outcome.job_id, outcome.index, outcome.attempt) == ("j", 4, 2)
 
 
-def test_outcome_of_a_list_has_one_column_even_for_tuples():
-    result = RunResult(SUCCEEDED, [("a", 1), ("b", 2)], True, 2, None, None, "")
-    outcome = _outcome(_batch(3), result, time.monotonic(), 0.0)
+def test_outcome_names_the_files_a_short_return_left_out():
+    batch = _batch(3)
+    result = RunResult(SUCCEEDED, 2, EncodedPart(b"a\nb\n"), (1,), None, None, "")
+    outcome = _outcome(batch, result, time.monotonic(), 0.0)
 
-    assert list(outcome.table.columns) == ["result"]
-    assert list(outcome.table["result"]) == [("a", 1), ("b", 2)]
-    assert (outcome.succeeded, outcome.failed, outcome.returned_list) == (2, 1, True)
+    assert (outcome.succeeded, outcome.failed, outcome.missing) == (2, 1, (batch.files[1],))
 
 
 def test_a_failed_outcome_fails_every_file():
-    result = RunResult(FAILED, None, False, 0, "ValueError: x", "Traceback...", "log")
+    result = RunResult(FAILED, 0, None, (), "ValueError: x", "Traceback...", "log")
     outcome = _outcome(_batch(3), result, time.monotonic() - 1, 0.2)
 
     assert (outcome.status, outcome.succeeded, outcome.failed) == ("failed", 0, 3)
-    assert outcome.table is None and outcome.duration >= 1
+    assert outcome.part is None and outcome.duration >= 1

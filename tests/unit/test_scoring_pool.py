@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.scoring.pool import WorkerPool
-from shared.scoring.runtime import worker_cpu_threads
+from shared.scoring.pool import WorkerPool, worker_cpu_threads
 from shared.scoring.worker import CPU_THREAD_VARIABLES, WorkerSpec
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
@@ -27,18 +26,20 @@ def inputs(tmp_path: Path) -> list[str]:
     return [str(path)]
 
 
-def test_each_worker_sees_its_own_gpu(tmp_path, inputs):
+def test_each_worker_sees_its_own_gpu(tmp_path, inputs, part_rows):
     pool = WorkerPool(spec(SCRIPTS / "echo.py", tmp_path, ECHO_SLEEP="0.5",
                            ECHO_ENV_COLUMNS="CUDA_VISIBLE_DEVICES"),
                       2, scratch_dir=tmp_path / "logs", gpus=["0", "1"])
     try:
         with ThreadPoolExecutor(2) as threads:
-            results = list(threads.map(lambda _: pool.run(inputs, 30, str(tmp_path)), range(2)))
+            results = list(threads.map(
+                lambda _: pool.run(inputs, 30, str(tmp_path), output_format="jsonl"), range(2)))
     finally:
         pool.close()
 
     assert [r.status for r in results] == ["succeeded"] * 2
-    assert sorted(r.value["CUDA_VISIBLE_DEVICES"][0] for r in results) == ["0", "1"]
+    assert sorted(part_rows(r.part.data)[0]["CUDA_VISIBLE_DEVICES"] for r in results) == [
+        "0", "1"]
     assert [pool.gpu_for(slot) for slot in range(3)] == ["0", "1", "0"]
 
 
@@ -95,38 +96,63 @@ def test_init_that_hangs_is_ended_after_the_init_timeout(tmp_path, inputs):
     assert 'slow_init.py", line 4' in result.traceback
 
 
-def test_an_unpicklable_result_fails_the_batch_but_keeps_the_worker(tmp_path, inputs):
-    script = tmp_path / "code" / "lambdas.py"
+def test_a_list_of_any_objects_becomes_their_str_lines(tmp_path, inputs):
+    script = tmp_path / "code" / "objects.py"
     script.parent.mkdir()
-    script.write_text("import os\n\ndef init():\n    pass\n\n"
+    script.write_text("class Thing:\n    def __str__(self):\n        return 'a thing'\n\n"
+                      "def init():\n    pass\n\n"
+                      "def run(mini_batch):\n    return [Thing(), lambda: 1, ('t', 1)]\n")
+    pool = WorkerPool(spec(script, tmp_path), 1, scratch_dir=tmp_path / "logs")
+    try:
+        result = pool.run(inputs, 30, str(tmp_path), output_format="azureml")
+    finally:
+        pool.close()
+
+    # Nothing is pickled back to the host: the worker writes str(element), as Azure ML does.
+    lines = result.part.data.decode().splitlines()
+    assert (result.status, result.rows) == ("succeeded", 3)
+    assert lines[0] == "a thing" and "<lambda>" in lines[1] and lines[2] == "('t', 1)"
+
+
+def test_a_return_the_output_format_cannot_hold_fails_the_batch_but_keeps_the_worker(
+        tmp_path, inputs):
+    script = tmp_path / "code" / "unprintable.py"
+    script.parent.mkdir()
+    script.write_text("import os\n\nclass Thing:\n    def __str__(self):\n"
+                      "        raise ValueError('no text for this')\n\n"
+                      "def init():\n    pass\n\n"
                       "def run(mini_batch):\n"
                       "    if os.path.exists(mini_batch[0] + '.ok'):\n"
                       "        return ['fine']\n"
-                      "    return [lambda: 1]\n")
+                      "    return [Thing()]\n")
     bad, good = _run_bad_then_good(script, tmp_path, inputs)
 
     assert bad.status == "failed"
-    assert bad.error.startswith("run() returned a value that cannot be sent to the host")
-    assert (good.status, good.value) == ("succeeded", ["fine"])
+    assert bad.error == ("run()'s return cannot be written as azureml output: "
+                         "ValueError: no text for this")
+    assert "Traceback" in bad.traceback
+    assert (good.status, good.part.data) == ("succeeded", b"fine\n")
 
 
-def test_a_result_the_host_cannot_import_fails_the_batch_but_keeps_the_worker(tmp_path,
-                                                                             inputs):
-    script = tmp_path / "code" / "custom.py"
-    script.parent.mkdir()
-    script.write_text("import os\n\nclass Thing:\n    pass\n\ndef init():\n    pass\n\n"
-                      "def run(mini_batch):\n"
-                      "    return [Thing()] if not os.path.exists(mini_batch[0] + '.ok') "
-                      "else [os.getpid()]\n")
-    bad, good = _run_bad_then_good(script, tmp_path, inputs)
+def test_a_short_return_names_the_inputs_it_left_out(tmp_path):
+    files = []
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tmp_path / name).write_text(name)
+        files.append(str(tmp_path / name))
+    pool = WorkerPool(spec(SCRIPTS / "fewer_rows.py", tmp_path), 1,
+                      scratch_dir=tmp_path / "logs")
+    try:
+        result = pool.run(files, 30, str(tmp_path), output_format=None,
+                          names=["in/a.txt", "in/b.txt", "in/c.txt"])
+    finally:
+        pool.close()
 
-    assert bad.status == "failed"
-    assert bad.error.startswith("could not read run() result: ModuleNotFoundError")
-    assert good.status == "succeeded"
+    assert (result.status, result.rows, result.part, result.missing) == (
+        "succeeded", 2, None, (2,))
 
 
 def test_workers_get_the_cpu_thread_count_unless_the_deployment_sets_one(tmp_path, inputs,
-                                                                         monkeypatch):
+                                                                         monkeypatch, part_rows):
     for name in CPU_THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     columns = ",".join(CPU_THREAD_VARIABLES)
@@ -136,13 +162,15 @@ def test_workers_get_the_cpu_thread_count_unless_the_deployment_sets_one(tmp_pat
                                      OMP_NUM_THREADS="7"), cpu_threads=3),
                         1, scratch_dir=tmp_path / "logs")
     try:
-        sized_value = sized.run(inputs, 30, str(tmp_path)).value
-        chosen_value = chosen.run(inputs, 30, str(tmp_path)).value
+        sized_row = part_rows(sized.run(inputs, 30, str(tmp_path), output_format="jsonl")
+                              .part.data)[0]
+        chosen_row = part_rows(chosen.run(inputs, 30, str(tmp_path), output_format="jsonl")
+                               .part.data)[0]
     finally:
         sized.close()
         chosen.close()
-    assert [sized_value[name][0] for name in CPU_THREAD_VARIABLES] == ["3", "3", "3"]
-    assert [chosen_value[name][0] for name in CPU_THREAD_VARIABLES] == ["7", "3", "3"]
+    assert [str(sized_row[name]) for name in CPU_THREAD_VARIABLES] == ["3", "3", "3"]
+    assert [str(chosen_row[name]) for name in CPU_THREAD_VARIABLES] == ["7", "3", "3"]
 
 
 @pytest.mark.parametrize(("concurrency", "cpus", "threads"), [
@@ -155,8 +183,8 @@ def _run_bad_then_good(script: Path, tmp_path: Path, inputs: list[str]) -> tuple
     """Run one batch, mark its first input `.ok`, run again in the same worker."""
     pool = WorkerPool(spec(script, tmp_path), 1, scratch_dir=tmp_path / "logs")
     try:
-        bad = pool.run(inputs, 30, str(tmp_path))
+        bad = pool.run(inputs, 30, str(tmp_path), output_format="azureml")
         Path(inputs[0] + ".ok").write_text("")
-        return bad, pool.run(inputs, 30, str(tmp_path))
+        return bad, pool.run(inputs, 30, str(tmp_path), output_format="azureml")
     finally:
         pool.close()
