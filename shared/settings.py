@@ -1,6 +1,6 @@
 """Deployment settings: Azure ML's defaults, validation, and per-job overrides.
 
-PRODUCT.md §2 fixes the defaults. Settings marked "not per job" there are rejected as
+The defaults are Azure ML's. Settings that belong to the deployment are rejected as
 job overrides.
 """
 
@@ -15,7 +15,7 @@ from shared.errors import InvalidRequest
 OUTPUT_ACTIONS = ("append_row", "summary_only")
 OUTPUT_FORMATS = ("azureml", "csv", "jsonl", "parquet")
 LOGGING_LEVELS = ("warning", "info", "debug")
-# Settings a job may not override (PRODUCT.md §2: "not per job").
+# Settings a job may not override: they shape the deployment's workers, not one job.
 DEPLOYMENT_ONLY = frozenset({"max_concurrency_per_instance", "output_action", "logging_level"})
 
 

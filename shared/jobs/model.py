@@ -12,7 +12,7 @@ from shared.settings import DeploymentSettings
 
 
 class JobStatus:
-    """The status values of PRODUCT.md §2, as Azure ML spells them."""
+    """Job status values, as Azure ML spells them."""
 
     NOT_STARTED = "NotStarted"
     QUEUED = "Queued"
