@@ -14,7 +14,6 @@ from pathlib import Path
 import psutil
 import pytest
 from azure.core.exceptions import ResourceExistsError
-from conftest import jsonl_rows
 
 from shared.layout import ASSETS_CONTAINER, DATA_CONTAINER
 from shared.records import AssetRef, DeploymentRecord
@@ -29,6 +28,7 @@ from shared.scoring import runtime as runtime_module
 from shared.scoring.inputs import RAM_PREFIX, ram_scratch_folder
 from shared.settings import DeploymentSettings
 from shared.storage import StorageAccount
+from tests.conftest import jsonl_rows
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 

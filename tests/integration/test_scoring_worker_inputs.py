@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from azure.core.exceptions import ResourceExistsError
 
 from shared.layout import DATA_CONTAINER
 from shared.scoring import pool as pool_module
@@ -28,16 +27,6 @@ from shared.scoring.worker import WorkerSpec
 from shared.storage import StorageAccount
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
-
-
-@pytest.fixture(scope="module")
-def account(storage_connection: str) -> StorageAccount:
-    account = StorageAccount(connection_string=storage_connection)
-    try:
-        account.container(DATA_CONTAINER).create_container()
-    except ResourceExistsError:
-        pass
-    return account
 
 
 @pytest.fixture(scope="module")
