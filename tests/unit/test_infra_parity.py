@@ -71,6 +71,8 @@ ENVIRONMENT_ONLY = {
     "AZUREML_MODEL_DIR": "set by the scoring worker for the scoring script (the built-in "
                          "MLflow scorer reads it)",
     "BATCHFN_OUTPUT_FORMAT": "set by the scoring worker for the built-in MLflow scorer",
+    "BATCHFN_PREFETCH": "an optional switch of the scoring host (prefetch is on unless it is "
+                        "0); the infra leaves it unset",
 }
 
 

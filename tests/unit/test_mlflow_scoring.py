@@ -257,13 +257,15 @@ def test_the_driver_runs_unchanged_in_a_worker_process(tmp_path, sklearn_model):
     spec = WorkerSpec(script_path=str(script), code_dir=str(tmp_path), model_dir=str(model_dir))
     pool = WorkerPool(spec, 1, scratch_dir=tmp_path / "logs")
     try:
-        result = pool.run(write_inputs(tmp_path / "in"), 120, str(tmp_path))
+        result = pool.run(write_inputs(tmp_path / "in"), 120, str(tmp_path),
+                          output_format="azureml")
     finally:
         pool.close()
 
     assert result.status == "succeeded", result.log
-    assert result.returned_list and result.rows == 100
-    assert result.value[99] == f"59,{model.predict(FEATURES.iloc[[99]])[0]},part-1.parquet"
+    assert result.rows == 100
+    lines = result.part.data.decode().splitlines()
+    assert lines[99] == f"59,{model.predict(FEATURES.iloc[[99]])[0]},part-1.parquet"
 
 
 def test_mlmodel_without_a_pyfunc_flavor_is_refused():
