@@ -157,8 +157,9 @@ class BatchfnClient:
         if grant["exists"]:
             return grant["asset"]
         upload_files(folder, manifest, grant)
+        # The server checks each staged file's sha256 before it records the version.
         return self.request("POST", f"assets/{segment}/{_quote(name)}/versions",
-                            manifest.to_dict())
+                            {**manifest.to_dict(), "upload_id": grant["upload_id"]})
 
     def get_asset(self, kind: str, name: str, version: str = "latest") -> dict[str, Any]:
         """One asset version (`latest` for the newest)."""

@@ -20,6 +20,7 @@ bp = func.Blueprint()
 
 # URL segment -> asset kind; the plural reads naturally in URLs, the singular is accepted too.
 _ASSET_KINDS = {"models": "model", "model": "model", "code": "code"}
+MAX_MANIFEST_BODY = 32 * 1024 * 1024  # a manifest of MAX_MANIFEST_FILES files fits
 
 
 @cache
@@ -115,7 +116,7 @@ def _asset_kind(req: func.HttpRequest) -> str:
 @api_errors
 def grant_asset_upload(req: func.HttpRequest) -> func.HttpResponse:
     """An upload grant for a folder's manifest, or the existing version with that content."""
-    manifest = AssetManifest.from_dict(read_json(req, max_bytes=32 * 1024 * 1024))
+    manifest = AssetManifest.from_dict(read_json(req, max_bytes=MAX_MANIFEST_BODY))
     grant = _registry().assets.grant_upload(_asset_kind(req), req.route_params["name"],
                                             manifest)
     return json_response(grant)
@@ -129,8 +130,9 @@ def asset_versions(req: func.HttpRequest) -> func.HttpResponse:
     assets = _registry().assets
     if req.method == "GET":
         return json_response({"value": [asdict(a) for a in assets.list_versions(kind, name)]})
-    manifest = AssetManifest.from_dict(read_json(req, max_bytes=32 * 1024 * 1024))
-    asset, created = assets.register(kind, name, manifest)
+    body = read_json(req, max_bytes=MAX_MANIFEST_BODY)
+    asset, created = assets.register(kind, name, AssetManifest.from_dict(body),
+                                     body.get("upload_id"))
     return json_response(asdict(asset), status=201 if created else 200)
 
 

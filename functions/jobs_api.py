@@ -1,11 +1,10 @@
-"""Jobs HTTP API: invoke, show, list, cancel, rerun, errors report, throughput, attempt logs
-and output downloads."""
+"""Jobs HTTP API: invoke, show, list, cancel, rerun, errors report, throughput, attempt logs,
+output downloads, and the datastores jobs may use."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,20 +12,31 @@ from urllib.parse import urlsplit
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions.http_edge import api_errors, error_response, json_response, query_flag, read_json
+from functions.http_edge import (
+    api_errors,
+    attachment,
+    error_response,
+    internal_error,
+    json_response,
+    query_flag,
+    query_int,
+    query_text,
+    read_json,
+)
 from functions.openapi import operation, path_param, query_param
 from functions.orchestration import ORCHESTRATOR, ensure_orchestration
 from shared.errors import BatchfnError, InvalidRequest
 from shared.jobs.context import job_service
 from shared.jobs.model import JobRecord, JobStatus
-from shared.jobs.service import JOB_STATUSES, MAX_LOG_BYTES, job_view
+from shared.jobs.service import JOB_STATUSES, MAX_ERROR_ROWS, MAX_LOG_BYTES, job_view
 from shared.jobs.uploads import grant_input_upload
+from shared.names import check_resource_name
 
 bp = df.Blueprint()
-log = logging.getLogger("batchfn.jobs")
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 MAX_INVOKE_BODY = 64 * 1024
+MAX_UPLOAD_REQUEST = 16 * 1024 * 1024  # a local input's file list
 
 AsyncHandler = Callable[[func.HttpRequest, df.DurableOrchestrationClient],
                         Awaitable[func.HttpResponse]]
@@ -43,10 +53,7 @@ def _async_api_errors(handler: AsyncHandler) -> AsyncHandler:
         except BatchfnError as exc:
             return error_response(exc)
         except Exception:
-            log.exception("unhandled error in %s %s", req.method, req.url)
-            return json_response({"error": {"code": "internal_error", "message":
-                                            "internal error; the host log has the details"}},
-                                 status=500)
+            return internal_error(req)
 
     return wrapper
 
@@ -101,17 +108,18 @@ async def rerun_job(req: func.HttpRequest,
 @api_errors
 def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
     """All jobs, newest first; ?endpoint=, ?deployment= and ?status= filter."""
-    return json_response({"value": job_service().list(req.params.get("endpoint"),
-                                                      req.params.get("deployment"),
-                                                      req.params.get("status"))})
+    return json_response({"value": job_service().list(query_text(req, "endpoint"),
+                                                      query_text(req, "deployment"),
+                                                      query_text(req, "status"))})
 
 
 @bp.route(route="endpoints/{endpoint}/deployments/{deployment}/jobs", methods=["GET"])
 @api_errors
 def list_deployment_jobs(req: func.HttpRequest) -> func.HttpResponse:
     """The jobs of one deployment, newest first."""
-    return json_response({"value": job_service().list(req.route_params["endpoint"],
-                                                      req.route_params["deployment"])})
+    endpoint = check_resource_name("endpoint", req.route_params["endpoint"])
+    deployment = check_resource_name("deployment", req.route_params["deployment"])
+    return json_response({"value": job_service().list(endpoint, deployment)})
 
 
 @bp.route(route="jobs/{job}", methods=["GET"])
@@ -133,7 +141,7 @@ def cancel_job(req: func.HttpRequest) -> func.HttpResponse:
 def job_errors(req: func.HttpRequest) -> func.HttpResponse:
     """The per-file errors report: file, mini-batch, attempts, error, the traceback's frames
     from the user's code (the first ?top= rows). While the job runs: the failures so far."""
-    top = _int_param(req, "top")
+    top = query_int(req, "top", minimum=1, maximum=MAX_ERROR_ROWS)
     return json_response({"value": job_service().errors(req.route_params["job"], top)})
 
 
@@ -151,25 +159,13 @@ def job_logs(req: func.HttpRequest) -> func.HttpResponse:
     job, name = req.route_params["job"], req.route_params.get("name") or ""
     if not name:
         return json_response(job_service().logs(job))
-    tail = _int_param(req, "tail")
+    tail = query_int(req, "tail", minimum=1, maximum=MAX_LOG_BYTES)
     file_name, content, size = job_service().log(job, name,
                                                  MAX_LOG_BYTES if tail is None else tail)
     return func.HttpResponse(content, status_code=200, mimetype="text/plain", charset="utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="{file_name}"',
+                             headers={"Content-Disposition": attachment(file_name),
                                       "X-Content-Type-Options": "nosniff",
                                       "X-Log-Size": str(size)})
-
-
-def _int_param(req: func.HttpRequest, name: str) -> int | None:
-    """A whole-number query parameter; None when absent."""
-    value = req.params.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidRequest(f"query parameter {name}={value!r} must be a whole number",
-                             details={"parameter": name}, code="invalid_parameter") from None
 
 
 @bp.route(route="jobs/{job}/outputs/{name}", methods=["GET"])
@@ -179,15 +175,24 @@ def job_output(req: func.HttpRequest) -> func.HttpResponse:
     query_flag(req, "download")  # accepted for symmetry with Azure ML; always downloads
     file_name, content = job_service().output(req.route_params["job"], req.route_params["name"])
     return func.HttpResponse(content, status_code=200, mimetype="application/octet-stream",
-                             headers={"Content-Disposition": f'attachment; filename="{file_name}"'})
+                             headers={"Content-Disposition": attachment(file_name),
+                                      "X-Content-Type-Options": "nosniff"})
 
 
 @bp.route(route="data/uploads", methods=["POST"])
 @api_errors
 def grant_data_upload(req: func.HttpRequest) -> func.HttpResponse:
     """Write URLs for a local input's files, and the datastore URI to invoke with."""
-    body = read_json(req, max_bytes=16 * 1024 * 1024)
+    body = read_json(req, max_bytes=MAX_UPLOAD_REQUEST)
     return json_response(grant_input_upload(job_service().store.service, body))
+
+
+@bp.route(route="datastores", methods=["GET"])
+@api_errors
+def list_datastores(req: func.HttpRequest) -> func.HttpResponse:
+    """The datastores jobs read from and write to, and where else outputs may go."""
+    service = job_service()
+    return json_response(service.boundaries.describe(service.store.service.url))
 
 
 _JOB = path_param("job", "Job name")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import InvalidRequest
 from shared.settings import DeploymentSettings
+from shared.timestamps import utc_now
 
 
 class JobStatus:
@@ -46,18 +46,6 @@ def check_job_name(name: Any) -> str:
             code="invalid_name",
         )
     return name
-
-
-def utc_now() -> str:
-    """The current time as an ISO 8601 UTC string (what records store)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """Parse a timestamp written by `utc_now`; None stays None."""
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pytest
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.jobs import paths
 from shared.jobs.finalize import finalize_job
+from shared.jobs.locations import DATASTORES_SETTING
 from shared.jobs.messages import MiniBatchMessage, minibatch_queue
 from shared.jobs.monitor import FINALIZE, check_progress
 from shared.jobs.planner import plan_job
@@ -91,7 +92,9 @@ class FakeRuntime:
 
 
 @pytest.fixture
-def env(storage_connection, unique_name):
+def env(storage_connection, unique_name, monkeypatch):
+    # Each test's container is a datastore of its own: jobs read only datastores.
+    monkeypatch.setenv(DATASTORES_SETTING, f"testdata={unique_name}")
     account = StorageAccount(connection_string=storage_connection)
     store = JobStore(account)
     queue = minibatch_queue(account, unique_name)
