@@ -13,6 +13,7 @@ from shared.jobs.progress import Completion, Progress, poll_delay
 from shared.jobs.request import parse_invoke
 from shared.scoring.encoding import encode_part, encode_result
 
+
 def test_parse_native_and_azureml_bodies():
     request = parse_invoke("ep1", {"input": {"uri": "u", "type": "uri_file"}, "timeout": 5,
                                    "settings": {"error_threshold": 2}})
