@@ -88,7 +88,7 @@ class HttpFrontend:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Register the catch-all route; add more specific routes before calling this."""
-        router.add_route("*", "/{tail:.*}", self.handle)
+        router.add_route("*", r"/{tail:[\s\S]*}", self.handle)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Route, authorize, invoke, answer."""

@@ -13,6 +13,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from functions.http_edge import (
+    MAX_QUERY_VALUE,
     api_errors,
     attachment,
     error_response,
@@ -23,14 +24,23 @@ from functions.http_edge import (
     query_text,
     read_json,
 )
-from functions.openapi import operation, path_param, query_param
+from functions.openapi import name_schema, operation, path_param, query_param
 from functions.orchestration import ORCHESTRATOR, ensure_orchestration
+from shared import settings
 from shared.errors import BatchfnError, InvalidRequest
 from shared.jobs.context import job_service
-from shared.jobs.model import JobRecord, JobStatus
-from shared.jobs.service import JOB_STATUSES, MAX_ERROR_ROWS, MAX_LOG_BYTES, job_view
+from shared.jobs.locations import MAX_URI_LENGTH
+from shared.jobs.model import JOB_NAME_PATTERN, JobRecord, JobStatus
+from shared.jobs.service import (
+    JOB_STATUSES,
+    MAX_ERROR_ROWS,
+    MAX_LOG_BYTES,
+    OUTPUT_NAMES,
+    job_view,
+)
+from shared.jobs.uploads import MAX_FILES as MAX_UPLOAD_FILES
 from shared.jobs.uploads import grant_input_upload
-from shared.names import check_resource_name
+from shared.names import MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN, check_resource_name
 
 bp = df.Blueprint()
 
@@ -195,78 +205,106 @@ def list_datastores(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(service.boundaries.describe(service.store.service.url))
 
 
-_JOB = path_param("job", "Job name")
-_ENDPOINT = path_param("endpoint", "Endpoint name")
-_DEPLOYMENT = path_param("deployment", "Deployment name")
+_RESOURCE_NAME = name_schema(RESOURCE_NAME_PATTERN, 32)
+_JOB_NAME = name_schema(JOB_NAME_PATTERN, 100)
+_JOB = path_param("job", "Job name", _JOB_NAME)
+_ENDPOINT = path_param("endpoint", "Endpoint name", _RESOURCE_NAME)
+_DEPLOYMENT = path_param("deployment", "Deployment name", _RESOURCE_NAME)
+_LOCATION = {"type": "string", "minLength": 1, "maxLength": MAX_URI_LENGTH,
+             "description": "a storage URL of the app's account or azureml://datastores/<name>/"
+                            "paths/<path> (GET /api/datastores)"}
+_SETTINGS = "#/components/schemas/Settings"  # declared by control_api
 
 
 def _schema(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, **extra}
 
 
+def _integer(minimum: int, maximum: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "InvokeRequest": _schema({
-        "input": {"oneOf": [{"type": "string"}, _schema({
-            "uri": {"type": "string"}, "type": {"enum": ["uri_folder", "uri_file"]},
-            "include_subfolders": {"type": "boolean"}})]},
+        "input": {"oneOf": [_LOCATION, _schema({
+            "uri": _LOCATION, "type": {"enum": ["uri_folder", "uri_file"]},
+            "include_subfolders": {"type": "boolean"}}, additionalProperties=False)]},
         "input_type": {"enum": ["uri_folder", "uri_file"]},
         "include_subfolders": {"type": "boolean"},
-        "deployment_name": {"type": "string"},
-        "name": {"type": "string", "description": "job name; makes invoke idempotent"},
-        "output_path": {"type": "string"},
-        "settings": {"type": "object"},
-        "mini_batch_size": {"type": "integer"}, "instance_count": {"type": "integer"},
-        "max_retries": {"type": "integer"}, "timeout": {"type": "number"},
-        "error_threshold": {"type": "integer"}, "output_file_name": {"type": "string"},
-        "output_format": {"enum": ["azureml", "csv", "jsonl", "parquet"]},
+        "deployment_name": _RESOURCE_NAME,
+        "name": {**_JOB_NAME, "description": "job name; makes invoke idempotent"},
+        "output_path": _LOCATION,
+        "settings": {"$ref": _SETTINGS},
+        "mini_batch_size": _integer(1, settings.MAX_MINI_BATCH_SIZE),
+        "instance_count": _integer(1, settings.MAX_INSTANCE_COUNT),
+        "max_retries": _integer(0, settings.MAX_RETRIES),
+        "timeout": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                    "maximum": settings.MAX_TIMEOUT_SECONDS},
+        "error_threshold": _integer(-1, settings.MAX_ERROR_THRESHOLD),
+        "output_file_name": {"type": "string", "minLength": 1,
+                             "maxLength": settings.MAX_FILE_NAME},
+        "output_format": {"enum": list(settings.OUTPUT_FORMATS)},
         "properties": {"type": "object", "description": "Azure ML REST body (InputData, "
                                                         "OutputData)"},
     }),
-    "UploadRequest": _schema({"name": {"type": "string"}, "files": {
-        "type": "array", "items": {"type": "string"}}}, required=["name", "files"]),
-    "RerunRequest": _schema({"failed_only": {"type": "boolean"}, "name": {"type": "string"}}),
-    "Job": _schema({"name": {"type": "string"}, "status": {"enum": [
-        "NotStarted", "Queued", "Running", "Finalizing", "Completed", "Failed",
-        "CancelRequested", "Canceled"]}, "progress": {"type": "object"},
-        "status_url": {"type": "string"}}),
+    "UploadRequest": _schema({
+        "name": {"type": "string", "minLength": 1, "maxLength": MAX_RELATIVE_PATH},
+        "files": {"type": "array", "minItems": 1, "maxItems": MAX_UPLOAD_FILES,
+                  "items": {"type": "string", "minLength": 1, "maxLength": MAX_RELATIVE_PATH}}},
+        required=["name", "files"], additionalProperties=False),
+    "RerunRequest": _schema({"failed_only": {"type": "boolean"}, "name": _JOB_NAME},
+                            additionalProperties=False),
+    "Job": _schema({"name": {"type": "string"}, "status": {"enum": list(JOB_STATUSES)},
+                    "progress": {"type": "object", "nullable": True},
+                    "status_url": {"type": "string"}}),
+    "Datastores": _schema({
+        "value": {"type": "array", "items": _schema({
+            "name": {"type": "string"}, "container": {"type": "string"},
+            "default": {"type": "boolean"}, "uri": {"type": "string"},
+            "url": {"type": "string"}})},
+        "inputs": {"type": "string"}, "outputs": {"type": "object"}}),
 }
 
 _JOB_REF = {"$ref": "#/components/schemas/Job"}
 _LIST = {"type": "object", "properties": {"value": {"type": "array", "items": {
     "type": "object"}}}}
+_FILTER = {"type": "string", "maxLength": MAX_QUERY_VALUE}
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/endpoints/{endpoint}/jobs": {
         "post": operation(
             "Invoke an endpoint (starts a batch job)", "invokeEndpoint",
             parameters=[_ENDPOINT, {"name": DEPLOYMENT_HEADER, "in": "header", "required": False,
-                                    "schema": {"type": "string"}}],
+                                    "schema": _RESOURCE_NAME}],
             body="InvokeRequest", responses={202: "Job accepted", 200: "Existing job (same name)"},
             result=_JOB_REF, errors=(400, 404, 409, 413)),
     },
     "/jobs": {"get": operation("List jobs", "listJobs", responses={200: "Jobs"}, result=_LIST,
-                               parameters=[query_param("endpoint", "Filter by endpoint"),
-                                           query_param("deployment", "Filter by deployment"),
+                               parameters=[query_param("endpoint", "Filter by endpoint",
+                                                       _FILTER),
+                                           query_param("deployment", "Filter by deployment",
+                                                       _FILTER),
                                            query_param("status", "Filter by status",
                                                        {"enum": list(JOB_STATUSES)})],
                                errors=(400,))},
     "/endpoints/{endpoint}/deployments/{deployment}/jobs": {
         "get": operation("List a deployment's jobs", "listDeploymentJobs",
                          parameters=[_ENDPOINT, _DEPLOYMENT], responses={200: "Jobs"},
-                         result=_LIST, errors=())},
+                         result=_LIST, errors=(400,))},
     "/jobs/{job}": {"get": operation("Show a job with progress", "getJob", parameters=[_JOB],
                                      responses={200: "The job"}, result=_JOB_REF)},
     "/jobs/{job}/cancel": {"post": operation("Cancel a job", "cancelJob", parameters=[_JOB],
                                              responses={202: "Cancel requested"},
-                                             result=_JOB_REF)},
+                                             result=_JOB_REF, errors=(400, 404, 409))},
     "/jobs/{job}/rerun": {"post": operation(
         "Rerun a job (all files, or failed_only)", "rerunJob", parameters=[_JOB],
-        body="RerunRequest", responses={202: "New job accepted"}, result=_JOB_REF,
-        errors=(400, 404, 409))},
+        body="RerunRequest", body_required=False, responses={202: "New job accepted",
+                                                             200: "Existing job (same name)"},
+        result=_JOB_REF, errors=(400, 404, 409, 413))},
     "/jobs/{job}/errors": {"get": operation(
         "Per-file errors report (while the job runs: the failures so far)", "getJobErrors",
         parameters=[_JOB, query_param("top", "at most this many rows (the first ones)",
-                                      {"type": "integer", "minimum": 1})],
+                                      _integer(1, MAX_ERROR_ROWS))],
         responses={200: "Errors"}, result=_LIST)},
     "/jobs/{job}/throughput": {"get": operation(
         "Files succeeded and failed over time", "getJobThroughput", parameters=[_JOB],
@@ -282,9 +320,10 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/jobs/{job}/logs/{name}": {"get": operation(
         "One attempt log as text (its end when long)", "getJobLog",
         parameters=[_JOB, path_param("name", "a name from the list, e.g. "
-                                             "00000003/attempt-1.log"),
+                                             "00000003/attempt-1.log",
+                                     {"type": "string", "maxLength": 256}),
                     query_param("tail", f"bytes from the log's end (at most {MAX_LOG_BYTES})",
-                                {"type": "integer"})],
+                                _integer(1, MAX_LOG_BYTES))],
         responses={200: "The log (text/plain)"})},
     "/data/uploads": {"post": operation(
         "Grant write URLs for a local input (CLI/client uploads)", "grantDataUpload",
@@ -292,6 +331,13 @@ OPENAPI_PATHS: dict[str, Any] = {
         result={"type": "object"}, errors=(400, 413))},
     "/jobs/{job}/outputs/{name}": {"get": operation(
         "Download a named output (score, errors)", "getJobOutput",
-        parameters=[_JOB, path_param("name", "score or errors")],
+        parameters=[_JOB, path_param("name", "score or errors",
+                                     {"type": "string", "enum": list(OUTPUT_NAMES)}),
+                    query_param("download", "accepted for Azure ML's sake; always downloads",
+                                {"type": "boolean"})],
         responses={200: "The file"})},
+    "/datastores": {"get": operation(
+        "The datastores jobs read from and write to, and where else outputs may go",
+        "listDatastores", responses={200: "Datastores"},
+        result={"$ref": "#/components/schemas/Datastores"}, errors=())},
 }

@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.asset_manifest import parse_asset_ref
 from shared.errors import InvalidRequest
-from shared.names import check_asset_name, check_relative_path, check_resource_name
+from shared.names import check_asset_name, check_relative_path, check_resource_name, shown
 from shared.settings import DeploymentSettings
 
 # Azure ML's older deployment.yml puts these settings at the top level.
@@ -374,9 +374,9 @@ def _environment(value: Any, what: str) -> dict[str, str]:
     for key, text in variables.items():
         if not _ENV_NAME.fullmatch(key):
             raise InvalidRequest(
-                f"{what}: {_shown(key)} is not a valid environment variable name (letters, "
+                f"{what}: {shown(key)} is not a valid environment variable name (letters, "
                 "digits and '_', not starting with a digit, at most 256 characters)",
-                details={"field": what, "value": _shown(key)}, code="invalid_setting")
+                details={"field": what, "value": shown(key)}, code="invalid_setting")
         if key in RESERVED_ENVIRONMENT or key.upper().startswith(RESERVED_ENVIRONMENT_PREFIX):
             raise InvalidRequest(
                 f"{what}: {key} is set by batchfn for the scoring script "
@@ -429,8 +429,3 @@ def _ignored(doc: Mapping[str, Any], known: frozenset[str], reasons: Mapping[str
              prefix: str = "") -> tuple[IgnoredField, ...]:
     return tuple(IgnoredField(f"{prefix}{key}", reasons.get(key, _UNKNOWN))
                  for key in sorted(doc) if key not in known)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from shared.errors import InvalidRequest
+from shared.names import shown
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
 OUTPUT_FORMATS = ("azureml", "csv", "jsonl", "parquet")
@@ -161,11 +162,9 @@ def _file_name(key: str, value: Any) -> str:
 
 
 def _bad(key: str, value: Any, expected: str) -> InvalidRequest:
-    shown = repr(value)
-    shown = shown if len(shown) <= 100 else shown[:97] + "..."
     return InvalidRequest(
-        f"setting {key}={shown} is invalid: expected {expected}",
-        details={"setting": key, "value": shown},
+        f"setting {key}={shown(value)} is invalid: expected {expected}",
+        details={"setting": key, "value": shown(value)},
         code="invalid_setting",
     )
 

@@ -30,7 +30,7 @@ from shared.errors import InvalidRequest
 from shared.jobs.drop import DROP_CONTAINER, OUTPUT_FOLDER
 from shared.jobs.model import BlobLocation
 from shared.layout import DATA_CONTAINER, DEFAULT_DATASTORE, JOBS_CONTAINER
-from shared.names import check_relative_path
+from shared.names import check_relative_path, shown
 
 DATASTORES_SETTING = "BATCHFN_DATASTORES"
 MAX_URI_LENGTH = 2048
@@ -131,9 +131,9 @@ class StorageBoundaries:
             store = self.datastore(match.group("store"))
             if store is None:
                 raise InvalidRequest(
-                    f"{field}: unknown datastore {_shown(match.group('store'))}; datastores: "
+                    f"{field}: unknown datastore {shown(match.group('store'))}; datastores: "
                     + ", ".join(s.name for s in self.datastores) + " (GET /api/datastores)",
-                    details={"field": field, "value": _shown(uri)}, code="unknown_datastore")
+                    details={"field": field, "value": shown(uri)}, code="unknown_datastore")
             return BlobLocation(store.container, _clean_path(match.group("path"), field, uri))
         scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
         if scheme in ("http", "https"):
@@ -150,7 +150,7 @@ class StorageBoundaries:
             f"{field}: container {location.container!r} is not allowed: {rule}; datastores: "
             + ", ".join(f"{s.name} ({s.container})" for s in self.datastores)
             + " (GET /api/datastores)",
-            details={"field": field, "value": _shown(uri)}, code="location_not_allowed")
+            details={"field": field, "value": shown(uri)}, code="location_not_allowed")
 
 
 def parse_datastores(text: str) -> tuple[Datastore, ...]:
@@ -185,9 +185,9 @@ def _from_url(uri: str, account_blob_url: str, field: str) -> BlobLocation:
         account.scheme.lower(), account.netloc.lower())
     if not same_host or not (given.path == base or given.path.startswith(base + "/")):
         raise InvalidRequest(
-            f"{field}: {_shown(uri)} is outside the configured storage account; use a URL under "
+            f"{field}: {shown(uri)} is outside the configured storage account; use a URL under "
             f"{account_blob_url.rstrip('/')}/ or a datastore path",
-            details={"field": field, "value": _shown(uri)}, code="input_outside_account")
+            details={"field": field, "value": shown(uri)}, code="input_outside_account")
     if given.query or given.fragment:
         raise _bad(field, uri, "a URL without query string (no SAS tokens: the app uses its own "
                                "identity)")
@@ -210,9 +210,9 @@ def _clean_path(path: str, field: str, uri: str) -> str:
         unsafe = True
     if unsafe or trailing_dot:
         raise InvalidRequest(
-            f"{field}: {_shown(uri)} has a path that is not a plain relative path (no '..', "
+            f"{field}: {shown(uri)} has a path that is not a plain relative path (no '..', "
             "'.', empty or dot-ended segments, backslashes or control characters)",
-            details={"field": field, "value": _shown(uri)}, code="invalid_location")
+            details={"field": field, "value": shown(uri)}, code="invalid_location")
     return path
 
 
@@ -220,12 +220,7 @@ def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + "/")
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def _bad(field: str, value: Any, expected: str) -> InvalidRequest:
-    return InvalidRequest(f"{field}: {_shown(value)} is not valid: expected {expected}",
-                          details={"field": field, "value": _shown(value)},
+    return InvalidRequest(f"{field}: {shown(value)} is not valid: expected {expected}",
+                          details={"field": field, "value": shown(value)},
                           code="invalid_location")

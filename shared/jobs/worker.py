@@ -82,8 +82,9 @@ class MiniBatchWorker:
         self._lock = threading.Lock()
         self._jobs: dict[str, tuple[float, JobRecord]] = {}
         self._manifests: OrderedDict[tuple[str, int], ManifestChunk] = OrderedDict()
-        # Script output files this process wrote: (size, mtime) of the local file, ETag.
-        self._uploaded: dict[tuple[str, str], tuple[tuple[int, int], str]] = {}
+        # Script output files this process sent: (size, mtime) of the local file, and the
+        # ETag of the blob it wrote (None: refused, the name was taken).
+        self._uploaded: dict[tuple[str, str], tuple[tuple[int, int], str | None]] = {}
 
     def process(self, body: str | bytes, dequeue_count: int) -> WorkResult:
         """Score one message. Raises RetryMiniBatch when the host should retry it."""
@@ -207,11 +208,19 @@ class MiniBatchWorker:
             return
         container = self.store.service.get_container_client(job.output.container)
         self.store.ensure_output_container(job.output.container)
+        refused: list[ScriptOutputExists] = []
         for path, relative, key, signature, sent in changed:
             blob = container.get_blob_client(job.output.child(relative).path)
-            etag = _upload_script_output(blob, path, None if sent is None else sent[1])
+            try:
+                etag = _upload_script_output(blob, path, None if sent is None else sent[1])
+            except ScriptOutputExists as exc:
+                # Blamed on this mini-batch once, not on every later one of this process.
+                etag = None
+                refused.append(exc)
             with self._lock:
                 self._uploaded[key] = (signature, etag)
+        if refused:
+            raise refused[0]
 
     def _record_success(self, job: JobRecord, files: tuple[InputFile, ...],
                         outcome: ScoringOutcome) -> int:
