@@ -52,7 +52,10 @@ _KIND_DIRS = {"model": "models", "code": "code"}
 UPLOAD_GRANT_TTL = timedelta(hours=2)
 STAGING_PREFIX = "staging/"
 MAX_VERSION_DIGITS = 9
-PARALLEL_FILES = 4  # files checked and published at once by a registration
+PARALLEL_FILES = 2  # files checked and published at once by a registration
+# Registration streams every staged byte through the API host: in chunks of this size (the
+# SDK's default first read is 32 MiB), so a 1 GB model costs a few chunks of memory.
+PUBLISH_CHUNK = 4 * 1024 * 1024
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _VERSION_ATTEMPTS = 20
 
@@ -69,7 +72,8 @@ class AssetStore:
     """Registers and resolves asset versions; issues upload grants for their files."""
 
     def __init__(self, account: StorageAccount) -> None:
-        self._service = account.blob_service()
+        self._service = account.blob_service(max_single_get_size=PUBLISH_CHUNK,
+                                             max_chunk_get_size=PUBLISH_CHUNK)
         registry = self._service.get_container_client(REGISTRY_CONTAINER)
         self._versions = BlobRecords(registry, load=lambda data: AssetRef(**data), dump=asdict,
                                      what="asset version")

@@ -28,7 +28,7 @@ from shared.jobs.store import JobStore
 from shared.jobs.throughput import throughput_view
 from shared.layout import JOBS_CONTAINER
 from shared.records import DeploymentRecord
-from shared.timestamps import utc_now
+from shared.timestamps import format_time, utc_now
 
 OUTPUT_NAMES = ("score", "errors")
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # larger outputs are read from storage directly
@@ -205,7 +205,7 @@ class JobService:
                 "mini_batch": int(found.group("index")) if failed else None,
                 "attempt": int(found.group("attempt")) if failed else None,
                 "size": blob.size,
-                "last_modified": blob.last_modified.isoformat() if blob.last_modified else None,
+                "last_modified": format_time(blob.last_modified) if blob.last_modified else None,
             })
         entries.sort(key=lambda e: (e["mini_batch"] is None, e["mini_batch"] or 0,
                                     e["attempt"] or 0, e["name"]))
