@@ -37,6 +37,10 @@ else:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health)
 if serves(role, CONTROL):
+    from shared.jobs.locations import StorageBoundaries
+
+    # A malformed BATCHFN_DATASTORES stops the app here, as an unknown role does.
+    StorageBoundaries.from_settings()
     for blueprint in control_blueprints():
         app.register_functions(blueprint)
 if serves(role, SCORING):

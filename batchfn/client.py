@@ -17,6 +17,7 @@ blob SDK) is imported by the methods that use it, so `batchfn job show` starts q
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -157,8 +158,9 @@ class BatchfnClient:
         if grant["exists"]:
             return grant["asset"]
         upload_files(folder, manifest, grant)
+        # The server checks each staged file's sha256 before it records the version.
         return self.request("POST", f"assets/{segment}/{_quote(name)}/versions",
-                            manifest.to_dict())
+                            {**manifest.to_dict(), "upload_id": grant["upload_id"]})
 
     def get_asset(self, kind: str, name: str, version: str = "latest") -> dict[str, Any]:
         """One asset version (`latest` for the newest)."""
@@ -265,9 +267,9 @@ class BatchfnClient:
         """Save a named output as Azure ML does: <path>/named-outputs/<output>/<file>."""
         path = f"jobs/{_quote(name)}/outputs/{_quote(output_name)}"
         with self.transport.open("GET", path) as response:
-            disposition = response.headers.get("Content-Disposition", "")
-            file_name = disposition.partition('filename="')[2].rstrip('"') or output_name
-            target = Path(download_path) / "named-outputs" / output_name / Path(file_name).name
+            file_name = attachment_name(response.headers.get("Content-Disposition", ""),
+                                        output_name)
+            target = Path(download_path) / "named-outputs" / output_name / file_name
             target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("wb") as stream:
                 while chunk := response.read(_DOWNLOAD_CHUNK):
@@ -312,3 +314,14 @@ def _asset_segment(kind: str) -> str:
 def _deployment_path(endpoint_name: str, name: str) -> str:
     return (f"endpoints/{_name('endpoint', endpoint_name)}/deployments/"
             f"{_name('deployment', name)}")
+
+
+def attachment_name(disposition: str, default: str) -> str:
+    """The file name a Content-Disposition header gives (RFC 5987 `filename*` first, then
+    `filename`), reduced to a plain name; `default` when there is none."""
+    extended = re.search(r"filename\*=UTF-8''([^;\s]+)", disposition, re.IGNORECASE)
+    plain = re.search(r'filename="([^"]*)"', disposition)
+    name = (urllib.parse.unquote(extended.group(1)) if extended
+            else plain.group(1) if plain else "")
+    name = Path(name.replace("\\", "/")).name
+    return default if name in ("", ".", "..") else name

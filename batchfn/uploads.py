@@ -25,7 +25,7 @@ def upload_files(folder: str | Path, manifest: AssetManifest, grant: Mapping[str
     base = Path(folder)
     urls = {entry["path"]: entry["url"] for entry in grant["files"]}
     with ThreadPoolExecutor(max_workers=PARALLEL_FILES) as pool:
-        futures = [pool.submit(_upload_asset_file, base / f.path, urls[f.path], f.size, f.md5)
+        futures = [pool.submit(_upload_asset_file, base / f.path, urls[f.path], f.size)
                    for f in manifest.files]
         for future in futures:
             future.result()
@@ -45,13 +45,11 @@ def upload_inputs(base: Path, files: Sequence[Mapping[str, str]]) -> None:
         list(pool.map(upload, files))
 
 
-def _upload_asset_file(path: Path, url: str, size: int, md5_hex: str) -> None:
-    from azure.storage.blob import BlobClient, ContentSettings
+def _upload_asset_file(path: Path, url: str, size: int) -> None:
+    from azure.storage.blob import BlobClient
 
     blob = BlobClient.from_blob_url(url, max_single_put_size=BLOCK_SIZE,
                                     max_block_size=BLOCK_SIZE)
-    # Content-MD5 lets the API check, at registration, that each blob is the file hashed.
-    settings = ContentSettings(content_md5=bytearray.fromhex(md5_hex))
+    # A staging URL of this upload alone; the API hashes the file at registration.
     with path.open("rb") as stream:
-        blob.upload_blob(stream, length=size, overwrite=True, content_settings=settings,
-                         max_concurrency=2)
+        blob.upload_blob(stream, length=size, overwrite=True, max_concurrency=2)

@@ -31,8 +31,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from batchfn.client import JOB_TERMINAL_STATUSES, BatchfnClient
 from devhost.azurite import Azurite
 from devhost.testing import RunningDevHost, running_devhost
-from shared.jobs.model import parse_time
 from shared.layout import DATA_CONTAINER
+from shared.timestamps import parse_time
 
 REPO = Path(__file__).resolve().parents[1]
 

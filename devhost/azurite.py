@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from devhost.private_files import private_folder
+
 DEV_ACCOUNT = "devstoreaccount1"
 # The storage emulator's published, well-known development key (not a secret).
 DEV_KEY = (
@@ -87,7 +89,8 @@ class Azurite:
 
     def start(self, timeout: float = 30.0) -> Azurite:
         """Start Azurite on this location, or take over the one still running there."""
-        self.location.mkdir(parents=True, exist_ok=True)
+        # Its blobs include the host's keys document: a folder only this user can read.
+        private_folder(self.location)
         if self._adopt():
             return self
         self.blob_port = self.blob_port or free_port()

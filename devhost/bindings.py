@@ -113,7 +113,7 @@ def json_properties(body: bytes) -> dict[str, str]:
     """Top-level properties of a JSON object body, as binding data (empty when not JSON)."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, or nested too deep
         return {}
     if not isinstance(document, dict):
         return {}

@@ -138,7 +138,7 @@ class DevHost:
         keys = await load_keys(self.clients.blob_service(self.connection_string))
         app = application()
         if self.runtime is not None:
-            self.runtime.add_routes(app.router)
+            self.runtime.add_routes(app.router, keys)
         HttpFrontend(self.http_functions, invoker=self.invoker, keys=keys).add_routes(app.router)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_grace,
                                handle_signals=False)

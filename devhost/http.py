@@ -9,6 +9,7 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
 from devhost.bindings import FunctionBindings, json_properties
@@ -87,7 +88,7 @@ class HttpFrontend:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Register the catch-all route; add more specific routes before calling this."""
-        router.add_route("*", "/{tail:.*}", self.handle)
+        router.add_route("*", r"/{tail:[\s\S]*}", self.handle)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Route, authorize, invoke, answer."""
@@ -114,6 +115,10 @@ class HttpFrontend:
         except web.HTTPRequestEntityTooLarge:
             return error_response(413, "PayloadTooLarge",
                                   f"request bodies are limited to {MAX_REQUEST_BYTES} bytes")
+        except (web.RequestPayloadError, HttpProcessingError):
+            # E.g. a Content-Encoding the body is not in: the request's fault, not the host's.
+            return error_response(400, "BadRequestBody", "the request body cannot be read: "
+                                  "its Content-Encoding or framing is wrong")
         return await self._invoke(function, request, route_params, body)
 
     async def _invoke(self, function: HttpFunction, request: web.Request,

@@ -1,8 +1,13 @@
-"""The local function and master keys, kept in storage like the Functions host keeps them,
-and the state file through which local tools find a running devhost and its key."""
+"""The local function, master and system keys, kept in storage like the Functions host
+keeps them, and the state file through which local tools find a running devhost and its key.
+
+State files hold keys: they are written `0600` in a `0700` folder, never through a symlink
+(devhost.private_files)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import os
@@ -14,9 +19,13 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient
 
+from devhost.private_files import private_folder, read_private, write_private
+
 SECRETS_CONTAINER = "azure-webjobs-secrets"
 SECRETS_BLOB = "devhost/host.json"
 KEY_HEADER = "x-functions-key"
+# The Durable extension's system key: its HTTP API takes it (or the master key), as in Azure.
+DURABLE_SYSTEM_KEY = "durabletask_extension"
 
 
 def _new_key() -> str:
@@ -25,10 +34,16 @@ def _new_key() -> str:
 
 @dataclass(frozen=True)
 class KeyRing:
-    """The keys a request may present: the function key, or the master key (admin)."""
+    """The keys a request may present: the function key, the Durable extension's system
+    key, or the master key (admin, and everything else)."""
 
     function_key: str
     master_key: str
+    system_key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.system_key:
+            object.__setattr__(self, "system_key", _derived_system_key(self.master_key))
 
     def allows(self, auth_level: str, presented: str | None) -> bool:
         """Whether `presented` opens a function of `auth_level` (anonymous/function/admin)."""
@@ -37,10 +52,14 @@ class KeyRing:
             return True
         if not presented:
             return False
-        if hmac.compare_digest(presented.encode(), self.master_key.encode()):
+        if _same(presented, self.master_key):
             return True
-        return level == "function" and hmac.compare_digest(
-            presented.encode(), self.function_key.encode())
+        return level == "function" and _same(presented, self.function_key)
+
+    def allows_system(self, presented: str | None) -> bool:
+        """Whether `presented` opens the Durable HTTP API (system or master key)."""
+        return bool(presented) and (_same(presented, self.system_key)
+                                    or _same(presented, self.master_key))
 
     def to_secrets(self) -> dict[str, Any]:
         """The host-style secrets document."""
@@ -48,14 +67,30 @@ class KeyRing:
             "masterKey": {"name": "master", "value": self.master_key, "encrypted": False},
             "functionKeys": [{"name": "default", "value": self.function_key,
                               "encrypted": False}],
+            "systemKeys": [{"name": DURABLE_SYSTEM_KEY, "value": self.system_key,
+                            "encrypted": False}],
         }
 
     @classmethod
     def from_secrets(cls, document: dict[str, Any]) -> KeyRing:
-        """Parse a host-style secrets document."""
+        """Parse a host-style secrets document (one without system keys derives its own)."""
         function_keys = document.get("functionKeys") or []
+        system = {str(k.get("name")): str(k.get("value"))
+                  for k in document.get("systemKeys") or [] if isinstance(k, dict)}
         return cls(function_key=str(function_keys[0]["value"]),
-                   master_key=str(document["masterKey"]["value"]))
+                   master_key=str(document["masterKey"]["value"]),
+                   system_key=system.get(DURABLE_SYSTEM_KEY, ""))
+
+
+def _same(presented: str, key: str) -> bool:
+    return hmac.compare_digest(presented.encode(), key.encode())
+
+
+def _derived_system_key(master_key: str) -> str:
+    # Keys stored before devhost had a system key: one derived from the master key, which it
+    # does not reveal.
+    digest = hmac.new(master_key.encode(), DURABLE_SYSTEM_KEY.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 async def load_keys(blob_service: BlobServiceClient) -> KeyRing:
@@ -79,7 +114,8 @@ async def load_keys(blob_service: BlobServiceClient) -> KeyRing:
                 raise RuntimeError("stored devhost keys vanished while being created") from None
     override = os.environ.get("DEVHOST_FUNCTION_KEY", "").strip()
     if override:
-        return KeyRing(function_key=override, master_key=stored.master_key)
+        return KeyRing(function_key=override, master_key=stored.master_key,
+                       system_key=stored.system_key)
     return stored
 
 
@@ -109,16 +145,12 @@ def state_file(port: int) -> Path:
 
 
 def write_state(port: int, *, url: str, keys: KeyRing, script_root: Path) -> Path:
-    """Record a running devhost (atomically, readable by its user only)."""
+    """Record a running devhost: atomically, readable by its user only."""
     path = state_file(port)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)
     document = {"url": url, "key": keys.function_key, "master_key": keys.master_key,
                 "pid": os.getpid(), "script_root": str(script_root)}
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(document, handle)
-    os.replace(temporary, path)
+    write_private(path, json.dumps(document).encode())
     return path
 
 
@@ -126,7 +158,7 @@ def remove_state(port: int) -> None:
     """Remove the state file if it is this process's."""
     path = state_file(port)
     try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
+        if json.loads(read_private(path)).get("pid") == os.getpid():
             path.unlink()
     except (OSError, ValueError):
         pass

@@ -135,7 +135,8 @@ class RouteTemplate:
             else:
                 regex += "/" + body
                 precedence.append(2 if not lone or last.checks else 3)
-        pattern = re.compile(regex + "/?$", re.IGNORECASE)
+        # \Z, not $ (which also matches before a final newline); a catch-all takes newlines.
+        pattern = re.compile(regex + r"/?\Z", re.IGNORECASE | re.DOTALL)
         return cls(template, pattern, tuple(parameters), tuple(precedence))
 
     @staticmethod

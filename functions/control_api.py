@@ -9,10 +9,23 @@ from typing import Any
 import azure.functions as func
 
 from functions.http_edge import api_errors, json_response, query_flag, read_json
-from functions.openapi import operation, path_param, query_param
-from shared.asset_manifest import AssetManifest
-from shared.deployment_spec import DeploymentSpec, EndpointSpec, IgnoredField
+from functions.openapi import name_schema, operation, path_param, query_param
+from shared import settings
+from shared.asset_manifest import MAX_MANIFEST_FILES, AssetManifest
+from shared.assets import MAX_VERSION_DIGITS
+from shared.deployment_spec import (
+    MAX_ENVIRONMENT_BYTES,
+    MAX_ENVIRONMENT_VALUE,
+    MAX_ENVIRONMENT_VARIABLES,
+    MAX_TAG_VALUE,
+    MAX_TAGS,
+    MAX_TEXT,
+    DeploymentSpec,
+    EndpointSpec,
+    IgnoredField,
+)
 from shared.errors import InvalidRequest
+from shared.names import ASSET_NAME_PATTERN, MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN
 from shared.registry import Registry
 from shared.storage import StorageAccount
 
@@ -20,6 +33,7 @@ bp = func.Blueprint()
 
 # URL segment -> asset kind; the plural reads naturally in URLs, the singular is accepted too.
 _ASSET_KINDS = {"models": "model", "model": "model", "code": "code"}
+MAX_MANIFEST_BODY = 32 * 1024 * 1024  # a manifest of MAX_MANIFEST_FILES files fits
 
 
 @cache
@@ -115,7 +129,7 @@ def _asset_kind(req: func.HttpRequest) -> str:
 @api_errors
 def grant_asset_upload(req: func.HttpRequest) -> func.HttpResponse:
     """An upload grant for a folder's manifest, or the existing version with that content."""
-    manifest = AssetManifest.from_dict(read_json(req, max_bytes=32 * 1024 * 1024))
+    manifest = AssetManifest.from_dict(read_json(req, max_bytes=MAX_MANIFEST_BODY))
     grant = _registry().assets.grant_upload(_asset_kind(req), req.route_params["name"],
                                             manifest)
     return json_response(grant)
@@ -129,8 +143,9 @@ def asset_versions(req: func.HttpRequest) -> func.HttpResponse:
     assets = _registry().assets
     if req.method == "GET":
         return json_response({"value": [asdict(a) for a in assets.list_versions(kind, name)]})
-    manifest = AssetManifest.from_dict(read_json(req, max_bytes=32 * 1024 * 1024))
-    asset, created = assets.register(kind, name, manifest)
+    body = read_json(req, max_bytes=MAX_MANIFEST_BODY)
+    asset, created = assets.register(kind, name, AssetManifest.from_dict(body),
+                                     body.get("upload_id"))
     return json_response(asdict(asset), status=201 if created else 200)
 
 
@@ -145,56 +160,112 @@ def asset_version(req: func.HttpRequest) -> func.HttpResponse:
 
 # ----- OpenAPI ---------------------------------------------------------------------------
 
-_ENDPOINT = path_param("endpoint", "Endpoint name")
-_DEPLOYMENT = path_param("deployment", "Deployment name")
-_KIND = path_param("kind", "Asset kind: models or code")
-_ASSET = path_param("name", "Asset name")
+_RESOURCE_NAME = name_schema(RESOURCE_NAME_PATTERN, 32)
+_ASSET_NAME = name_schema(ASSET_NAME_PATTERN, 255)
+_ENDPOINT = path_param("endpoint", "Endpoint name", _RESOURCE_NAME)
+_DEPLOYMENT = path_param("deployment", "Deployment name", _RESOURCE_NAME)
+_KIND = path_param("kind", "Asset kind", {"type": "string", "enum": sorted(_ASSET_KINDS)})
+_ASSET = path_param("name", "Asset name", _ASSET_NAME)
+_VERSION = path_param("version", "number or latest",
+                      name_schema(rf"(latest|[0-9]{{1,{MAX_VERSION_DIGITS}}})", 9))
 _CREATE_ONLY = {"name": "If-None-Match", "in": "header", "required": False,
                 "description": "`*`: create only; 409 if the name exists",
-                "schema": {"type": "string"}}
+                "schema": {"type": "string", "maxLength": 64}}
 _REF = "#/components/schemas/"
+_TEXT = {"type": "string", "maxLength": MAX_TEXT}
+_TAGS = {"type": "object", "maxProperties": MAX_TAGS,
+         "additionalProperties": {"type": "string", "maxLength": MAX_TAG_VALUE}}
+_ENVIRONMENT = {"type": "object", "maxProperties": MAX_ENVIRONMENT_VARIABLES,
+                "description": f"names of letters, digits and _; at most "
+                               f"{MAX_ENVIRONMENT_BYTES} bytes in all",
+                "additionalProperties": {"type": "string", "maxLength": MAX_ENVIRONMENT_VALUE}}
+_ASSET_REFERENCE = {"oneOf": [
+    {"type": "string", "maxLength": MAX_TEXT,
+     "description": "azureml:<name>:<version> or azureml:<name>@latest"},
+    {"type": "object", "properties": {"name": _ASSET_NAME,
+                                      "version": {"type": "string", "maxLength": 16},
+                                      "type": {"type": "string", "maxLength": 32}}}]}
 _IGNORED = {"type": "array", "description": "fields accepted but not used, with the reason",
             "items": {"type": "object", "properties": {"field": {"type": "string"},
                                                        "reason": {"type": "string"}}}}
 
+
+def _integer(minimum: int, maximum: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+_SETTINGS_PROPERTIES: dict[str, Any] = {
+    "mini_batch_size": _integer(1, settings.MAX_MINI_BATCH_SIZE),
+    "max_concurrency_per_instance": _integer(1, settings.MAX_CONCURRENCY_PER_INSTANCE),
+    "instance_count": _integer(1, settings.MAX_INSTANCE_COUNT),
+    "retry_settings": {"type": "object", "properties": {
+        "max_retries": _integer(0, settings.MAX_RETRIES),
+        "timeout": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                    "maximum": settings.MAX_TIMEOUT_SECONDS}}},
+    "error_threshold": _integer(-1, settings.MAX_ERROR_THRESHOLD),
+    "output_action": {"type": "string", "enum": list(settings.OUTPUT_ACTIONS)},
+    "output_file_name": {"type": "string", "minLength": 1,
+                         "maxLength": settings.MAX_FILE_NAME},
+    "output_format": {"type": "string", "enum": list(settings.OUTPUT_FORMATS)},
+    "logging_level": {"type": "string", "enum": list(settings.LOGGING_LEVELS)},
+}
+
 OPENAPI_SCHEMAS: dict[str, Any] = {
+    "Settings": {"type": "object", "description": "deployment settings (docs/jobs.md lists "
+                                                  "defaults and limits)",
+                 "properties": {**_SETTINGS_PROPERTIES, "environment_variables": _ENVIRONMENT}},
     "Endpoint": {"type": "object", "description": "endpoint.yml as JSON", "properties": {
-        "name": {"type": "string"}, "description": {"type": "string"},
-        "tags": {"type": "object", "additionalProperties": {"type": "string"}},
-        "defaults": {"type": "object",
-                     "properties": {"deployment_name": {"type": "string", "nullable": True}}},
+        "name": _RESOURCE_NAME, "description": _TEXT, "tags": _TAGS,
+        "defaults": {"type": "object", "properties": {
+            "deployment_name": {**_RESOURCE_NAME, "nullable": True}}},
         "created_at": {"type": "string"}, "updated_at": {"type": "string"},
         "ignored": _IGNORED}},
-    "EndpointUpdate": {"type": "object", "properties": {
-        "description": {"type": "string"},
-        "tags": {"type": "object", "additionalProperties": {"type": "string"}},
-        "defaults": {"type": "object", "properties": {"deployment_name": {"type": "string"}}}}},
+    "EndpointUpdate": {"type": "object", "additionalProperties": False, "properties": {
+        "description": _TEXT, "tags": _TAGS,
+        "defaults": {"type": "object", "properties": {"deployment_name": _RESOURCE_NAME}}}},
     "Deployment": {"type": "object",
                    "description": "deployment.yml as JSON; model and code_configuration.code "
-                                  "are registered assets (azureml:<name>:<version>)",
+                                  "are registered assets (azureml:<name>:<version>); the "
+                                  "settings may also stand at the top level, as in Azure ML's "
+                                  "older files",
                    "properties": {
-                       "name": {"type": "string"}, "endpoint_name": {"type": "string"},
-                       "description": {"type": "string"}, "tags": {"type": "object"},
-                       "model": {}, "code_configuration": {"type": "object"},
-                       "settings": {"type": "object"}, "resources": {"type": "object"},
-                       "environment_variables": {"type": "object"},
+                       "name": _RESOURCE_NAME, "endpoint_name": _RESOURCE_NAME,
+                       "description": _TEXT, "tags": _TAGS, "model": _ASSET_REFERENCE,
+                       "code_configuration": {"type": "object", "properties": {
+                           "code": _ASSET_REFERENCE,
+                           "scoring_script": {"type": "string", "maxLength": MAX_RELATIVE_PATH}}},
+                       "settings": {"$ref": _REF + "Settings"},
+                       "resources": {"type": "object", "properties": {
+                           "instance_count": _integer(1, settings.MAX_INSTANCE_COUNT)}},
+                       "environment_variables": _ENVIRONMENT,
                        "ignored": _IGNORED}},
-    "DeploymentUpdate": {"type": "object", "properties": {
-        "description": {"type": "string"}, "tags": {"type": "object"},
-        "settings": {"type": "object"}, "resources": {"type": "object"},
-        "environment_variables": {"type": "object"}}},
+    "DeploymentUpdate": {"type": "object", "additionalProperties": False, "properties": {
+        "description": _TEXT, "tags": _TAGS, "settings": {"$ref": _REF + "Settings"},
+        "resources": {"type": "object", "properties": {
+            "instance_count": _integer(1, settings.MAX_INSTANCE_COUNT)}},
+        "environment_variables": _ENVIRONMENT}},
     "AssetManifest": {"type": "object", "required": ["root", "files"], "properties": {
-        "root": {"type": "string", "description": "the folder's own name"},
-        "files": {"type": "array", "items": {"type": "object", "properties": {
-            "path": {"type": "string"}, "size": {"type": "integer"},
-            "sha256": {"type": "string"}, "md5": {"type": "string"}}}}}},
+        "root": {**_ASSET_NAME, "description": "the folder's own name"},
+        "files": {"type": "array", "minItems": 1, "maxItems": MAX_MANIFEST_FILES,
+                  "items": {"type": "object", "required": ["path", "size", "sha256", "md5"],
+                            "properties": {
+                                "path": {"type": "string", "minLength": 1,
+                                         "maxLength": MAX_RELATIVE_PATH},
+                                "size": {"type": "integer", "minimum": 0},
+                                "sha256": name_schema("[0-9a-fA-F]{64}", 64),
+                                "md5": name_schema("[0-9a-fA-F]{32}", 32)}}}}},
+    "AssetRegistration": {"allOf": [{"$ref": _REF + "AssetManifest"}, {
+        "type": "object", "required": ["upload_id"], "properties": {
+            "upload_id": {**name_schema("[0-9a-f]{32}", 32),
+                          "description": "the grant's upload_id (not needed when a version "
+                                         "with this content exists)"}}}]},
     "Asset": {"type": "object", "properties": {
         "kind": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"},
         "digest": {"type": "string"}, "prefix": {"type": "string"}, "root": {"type": "string"},
         "files": {"type": "integer"}, "size": {"type": "integer"}}},
     "UploadGrant": {"type": "object", "properties": {
         "exists": {"type": "boolean"}, "asset": {"$ref": _REF + "Asset"},
-        "digest": {"type": "string"}, "prefix": {"type": "string"},
+        "upload_id": {"type": "string"}, "digest": {"type": "string"},
         "expires_at": {"type": "string"},
         "files": {"type": "array", "items": {"type": "object", "properties": {
             "path": {"type": "string"}, "url": {"type": "string"}}}}}},
@@ -268,13 +339,13 @@ OPENAPI_PATHS: dict[str, Any] = {
                          result=_listing("Asset"), errors=(400,)),
         "post": operation("Register uploaded files as the next version (or the existing one "
                           "with identical content)", "registerAsset",
-                          parameters=[_KIND, _ASSET], body="AssetManifest",
+                          parameters=[_KIND, _ASSET], body="AssetRegistration",
                           responses={200: "Existing version", 201: "New version"},
-                          result=_ref("Asset"), errors=(400, 413, 422)),
+                          result=_ref("Asset"), errors=(400, 409, 413, 422)),
     },
     "/assets/{kind}/{name}/versions/{version}": {
         "get": operation("Show an asset version (`latest` for the newest)", "getAssetVersion",
-                         parameters=[_KIND, _ASSET, path_param("version", "number or latest")],
+                         parameters=[_KIND, _ASSET, _VERSION],
                          responses={200: "The asset"}, result=_ref("Asset")),
     },
 }

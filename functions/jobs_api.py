@@ -1,11 +1,10 @@
-"""Jobs HTTP API: invoke, show, list, cancel, rerun, errors report, throughput, attempt logs
-and output downloads."""
+"""Jobs HTTP API: invoke, show, list, cancel, rerun, errors report, throughput, attempt logs,
+output downloads, and the datastores jobs may use."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,20 +12,41 @@ from urllib.parse import urlsplit
 import azure.durable_functions as df
 import azure.functions as func
 
-from functions.http_edge import api_errors, error_response, json_response, query_flag, read_json
-from functions.openapi import operation, path_param, query_param
+from functions.http_edge import (
+    MAX_QUERY_VALUE,
+    api_errors,
+    attachment,
+    error_response,
+    internal_error,
+    json_response,
+    query_flag,
+    query_int,
+    query_text,
+    read_json,
+)
+from functions.openapi import name_schema, operation, path_param, query_param
 from functions.orchestration import ORCHESTRATOR, ensure_orchestration
+from shared import settings
 from shared.errors import BatchfnError, InvalidRequest
 from shared.jobs.context import job_service
-from shared.jobs.model import JobRecord, JobStatus
-from shared.jobs.service import JOB_STATUSES, MAX_LOG_BYTES, job_view
+from shared.jobs.locations import MAX_URI_LENGTH
+from shared.jobs.model import JOB_NAME_PATTERN, JobRecord, JobStatus
+from shared.jobs.service import (
+    JOB_STATUSES,
+    MAX_ERROR_ROWS,
+    MAX_LOG_BYTES,
+    OUTPUT_NAMES,
+    job_view,
+)
+from shared.jobs.uploads import MAX_FILES as MAX_UPLOAD_FILES
 from shared.jobs.uploads import grant_input_upload
+from shared.names import MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN, check_resource_name
 
 bp = df.Blueprint()
-log = logging.getLogger("batchfn.jobs")
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 MAX_INVOKE_BODY = 64 * 1024
+MAX_UPLOAD_REQUEST = 16 * 1024 * 1024  # a local input's file list
 
 AsyncHandler = Callable[[func.HttpRequest, df.DurableOrchestrationClient],
                         Awaitable[func.HttpResponse]]
@@ -43,10 +63,7 @@ def _async_api_errors(handler: AsyncHandler) -> AsyncHandler:
         except BatchfnError as exc:
             return error_response(exc)
         except Exception:
-            log.exception("unhandled error in %s %s", req.method, req.url)
-            return json_response({"error": {"code": "internal_error", "message":
-                                            "internal error; the host log has the details"}},
-                                 status=500)
+            return internal_error(req)
 
     return wrapper
 
@@ -101,17 +118,18 @@ async def rerun_job(req: func.HttpRequest,
 @api_errors
 def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
     """All jobs, newest first; ?endpoint=, ?deployment= and ?status= filter."""
-    return json_response({"value": job_service().list(req.params.get("endpoint"),
-                                                      req.params.get("deployment"),
-                                                      req.params.get("status"))})
+    return json_response({"value": job_service().list(query_text(req, "endpoint"),
+                                                      query_text(req, "deployment"),
+                                                      query_text(req, "status"))})
 
 
 @bp.route(route="endpoints/{endpoint}/deployments/{deployment}/jobs", methods=["GET"])
 @api_errors
 def list_deployment_jobs(req: func.HttpRequest) -> func.HttpResponse:
     """The jobs of one deployment, newest first."""
-    return json_response({"value": job_service().list(req.route_params["endpoint"],
-                                                      req.route_params["deployment"])})
+    endpoint = check_resource_name("endpoint", req.route_params["endpoint"])
+    deployment = check_resource_name("deployment", req.route_params["deployment"])
+    return json_response({"value": job_service().list(endpoint, deployment)})
 
 
 @bp.route(route="jobs/{job}", methods=["GET"])
@@ -133,7 +151,7 @@ def cancel_job(req: func.HttpRequest) -> func.HttpResponse:
 def job_errors(req: func.HttpRequest) -> func.HttpResponse:
     """The per-file errors report: file, mini-batch, attempts, error, the traceback's frames
     from the user's code (the first ?top= rows). While the job runs: the failures so far."""
-    top = _int_param(req, "top")
+    top = query_int(req, "top", minimum=1, maximum=MAX_ERROR_ROWS)
     return json_response({"value": job_service().errors(req.route_params["job"], top)})
 
 
@@ -151,25 +169,13 @@ def job_logs(req: func.HttpRequest) -> func.HttpResponse:
     job, name = req.route_params["job"], req.route_params.get("name") or ""
     if not name:
         return json_response(job_service().logs(job))
-    tail = _int_param(req, "tail")
+    tail = query_int(req, "tail", minimum=1, maximum=MAX_LOG_BYTES)
     file_name, content, size = job_service().log(job, name,
                                                  MAX_LOG_BYTES if tail is None else tail)
     return func.HttpResponse(content, status_code=200, mimetype="text/plain", charset="utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="{file_name}"',
+                             headers={"Content-Disposition": attachment(file_name),
                                       "X-Content-Type-Options": "nosniff",
                                       "X-Log-Size": str(size)})
-
-
-def _int_param(req: func.HttpRequest, name: str) -> int | None:
-    """A whole-number query parameter; None when absent."""
-    value = req.params.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidRequest(f"query parameter {name}={value!r} must be a whole number",
-                             details={"parameter": name}, code="invalid_parameter") from None
 
 
 @bp.route(route="jobs/{job}/outputs/{name}", methods=["GET"])
@@ -179,89 +185,126 @@ def job_output(req: func.HttpRequest) -> func.HttpResponse:
     query_flag(req, "download")  # accepted for symmetry with Azure ML; always downloads
     file_name, content = job_service().output(req.route_params["job"], req.route_params["name"])
     return func.HttpResponse(content, status_code=200, mimetype="application/octet-stream",
-                             headers={"Content-Disposition": f'attachment; filename="{file_name}"'})
+                             headers={"Content-Disposition": attachment(file_name),
+                                      "X-Content-Type-Options": "nosniff"})
 
 
 @bp.route(route="data/uploads", methods=["POST"])
 @api_errors
 def grant_data_upload(req: func.HttpRequest) -> func.HttpResponse:
     """Write URLs for a local input's files, and the datastore URI to invoke with."""
-    body = read_json(req, max_bytes=16 * 1024 * 1024)
+    body = read_json(req, max_bytes=MAX_UPLOAD_REQUEST)
     return json_response(grant_input_upload(job_service().store.service, body))
 
 
-_JOB = path_param("job", "Job name")
-_ENDPOINT = path_param("endpoint", "Endpoint name")
-_DEPLOYMENT = path_param("deployment", "Deployment name")
+@bp.route(route="datastores", methods=["GET"])
+@api_errors
+def list_datastores(req: func.HttpRequest) -> func.HttpResponse:
+    """The datastores jobs read from and write to, and where else outputs may go."""
+    service = job_service()
+    return json_response(service.boundaries.describe(service.store.service.url))
+
+
+_RESOURCE_NAME = name_schema(RESOURCE_NAME_PATTERN, 32)
+_JOB_NAME = name_schema(JOB_NAME_PATTERN, 100)
+_JOB = path_param("job", "Job name", _JOB_NAME)
+_ENDPOINT = path_param("endpoint", "Endpoint name", _RESOURCE_NAME)
+_DEPLOYMENT = path_param("deployment", "Deployment name", _RESOURCE_NAME)
+_LOCATION = {"type": "string", "minLength": 1, "maxLength": MAX_URI_LENGTH,
+             "description": "a storage URL of the app's account or azureml://datastores/<name>/"
+                            "paths/<path> (GET /api/datastores)"}
+_SETTINGS = "#/components/schemas/Settings"  # declared by control_api
 
 
 def _schema(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, **extra}
 
 
+def _integer(minimum: int, maximum: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "InvokeRequest": _schema({
-        "input": {"oneOf": [{"type": "string"}, _schema({
-            "uri": {"type": "string"}, "type": {"enum": ["uri_folder", "uri_file"]},
-            "include_subfolders": {"type": "boolean"}})]},
+        "input": {"oneOf": [_LOCATION, _schema({
+            "uri": _LOCATION, "type": {"enum": ["uri_folder", "uri_file"]},
+            "include_subfolders": {"type": "boolean"}}, additionalProperties=False)]},
         "input_type": {"enum": ["uri_folder", "uri_file"]},
         "include_subfolders": {"type": "boolean"},
-        "deployment_name": {"type": "string"},
-        "name": {"type": "string", "description": "job name; makes invoke idempotent"},
-        "output_path": {"type": "string"},
-        "settings": {"type": "object"},
-        "mini_batch_size": {"type": "integer"}, "instance_count": {"type": "integer"},
-        "max_retries": {"type": "integer"}, "timeout": {"type": "number"},
-        "error_threshold": {"type": "integer"}, "output_file_name": {"type": "string"},
-        "output_format": {"enum": ["azureml", "csv", "jsonl", "parquet"]},
+        "deployment_name": _RESOURCE_NAME,
+        "name": {**_JOB_NAME, "description": "job name; makes invoke idempotent"},
+        "output_path": _LOCATION,
+        "settings": {"$ref": _SETTINGS},
+        "mini_batch_size": _integer(1, settings.MAX_MINI_BATCH_SIZE),
+        "instance_count": _integer(1, settings.MAX_INSTANCE_COUNT),
+        "max_retries": _integer(0, settings.MAX_RETRIES),
+        "timeout": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                    "maximum": settings.MAX_TIMEOUT_SECONDS},
+        "error_threshold": _integer(-1, settings.MAX_ERROR_THRESHOLD),
+        "output_file_name": {"type": "string", "minLength": 1,
+                             "maxLength": settings.MAX_FILE_NAME},
+        "output_format": {"enum": list(settings.OUTPUT_FORMATS)},
         "properties": {"type": "object", "description": "Azure ML REST body (InputData, "
                                                         "OutputData)"},
     }),
-    "UploadRequest": _schema({"name": {"type": "string"}, "files": {
-        "type": "array", "items": {"type": "string"}}}, required=["name", "files"]),
-    "RerunRequest": _schema({"failed_only": {"type": "boolean"}, "name": {"type": "string"}}),
-    "Job": _schema({"name": {"type": "string"}, "status": {"enum": [
-        "NotStarted", "Queued", "Running", "Finalizing", "Completed", "Failed",
-        "CancelRequested", "Canceled"]}, "progress": {"type": "object"},
-        "status_url": {"type": "string"}}),
+    "UploadRequest": _schema({
+        "name": {"type": "string", "minLength": 1, "maxLength": MAX_RELATIVE_PATH},
+        "files": {"type": "array", "minItems": 1, "maxItems": MAX_UPLOAD_FILES,
+                  "items": {"type": "string", "minLength": 1, "maxLength": MAX_RELATIVE_PATH}}},
+        required=["name", "files"], additionalProperties=False),
+    "RerunRequest": _schema({"failed_only": {"type": "boolean"}, "name": _JOB_NAME},
+                            additionalProperties=False),
+    "Job": _schema({"name": {"type": "string"}, "status": {"enum": list(JOB_STATUSES)},
+                    "progress": {"type": "object", "nullable": True},
+                    "status_url": {"type": "string"}}),
+    "Datastores": _schema({
+        "value": {"type": "array", "items": _schema({
+            "name": {"type": "string"}, "container": {"type": "string"},
+            "default": {"type": "boolean"}, "uri": {"type": "string"},
+            "url": {"type": "string"}})},
+        "inputs": {"type": "string"}, "outputs": {"type": "object"}}),
 }
 
 _JOB_REF = {"$ref": "#/components/schemas/Job"}
 _LIST = {"type": "object", "properties": {"value": {"type": "array", "items": {
     "type": "object"}}}}
+_FILTER = {"type": "string", "maxLength": MAX_QUERY_VALUE}
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/endpoints/{endpoint}/jobs": {
         "post": operation(
             "Invoke an endpoint (starts a batch job)", "invokeEndpoint",
             parameters=[_ENDPOINT, {"name": DEPLOYMENT_HEADER, "in": "header", "required": False,
-                                    "schema": {"type": "string"}}],
+                                    "schema": _RESOURCE_NAME}],
             body="InvokeRequest", responses={202: "Job accepted", 200: "Existing job (same name)"},
             result=_JOB_REF, errors=(400, 404, 409, 413)),
     },
     "/jobs": {"get": operation("List jobs", "listJobs", responses={200: "Jobs"}, result=_LIST,
-                               parameters=[query_param("endpoint", "Filter by endpoint"),
-                                           query_param("deployment", "Filter by deployment"),
+                               parameters=[query_param("endpoint", "Filter by endpoint",
+                                                       _FILTER),
+                                           query_param("deployment", "Filter by deployment",
+                                                       _FILTER),
                                            query_param("status", "Filter by status",
                                                        {"enum": list(JOB_STATUSES)})],
                                errors=(400,))},
     "/endpoints/{endpoint}/deployments/{deployment}/jobs": {
         "get": operation("List a deployment's jobs", "listDeploymentJobs",
                          parameters=[_ENDPOINT, _DEPLOYMENT], responses={200: "Jobs"},
-                         result=_LIST, errors=())},
+                         result=_LIST, errors=(400,))},
     "/jobs/{job}": {"get": operation("Show a job with progress", "getJob", parameters=[_JOB],
                                      responses={200: "The job"}, result=_JOB_REF)},
     "/jobs/{job}/cancel": {"post": operation("Cancel a job", "cancelJob", parameters=[_JOB],
                                              responses={202: "Cancel requested"},
-                                             result=_JOB_REF)},
+                                             result=_JOB_REF, errors=(400, 404, 409))},
     "/jobs/{job}/rerun": {"post": operation(
         "Rerun a job (all files, or failed_only)", "rerunJob", parameters=[_JOB],
-        body="RerunRequest", responses={202: "New job accepted"}, result=_JOB_REF,
-        errors=(400, 404, 409))},
+        body="RerunRequest", body_required=False, responses={202: "New job accepted",
+                                                             200: "Existing job (same name)"},
+        result=_JOB_REF, errors=(400, 404, 409, 413))},
     "/jobs/{job}/errors": {"get": operation(
         "Per-file errors report (while the job runs: the failures so far)", "getJobErrors",
         parameters=[_JOB, query_param("top", "at most this many rows (the first ones)",
-                                      {"type": "integer", "minimum": 1})],
+                                      _integer(1, MAX_ERROR_ROWS))],
         responses={200: "Errors"}, result=_LIST)},
     "/jobs/{job}/throughput": {"get": operation(
         "Files succeeded and failed over time", "getJobThroughput", parameters=[_JOB],
@@ -277,9 +320,10 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/jobs/{job}/logs/{name}": {"get": operation(
         "One attempt log as text (its end when long)", "getJobLog",
         parameters=[_JOB, path_param("name", "a name from the list, e.g. "
-                                             "00000003/attempt-1.log"),
+                                             "00000003/attempt-1.log",
+                                     {"type": "string", "maxLength": 256}),
                     query_param("tail", f"bytes from the log's end (at most {MAX_LOG_BYTES})",
-                                {"type": "integer"})],
+                                _integer(1, MAX_LOG_BYTES))],
         responses={200: "The log (text/plain)"})},
     "/data/uploads": {"post": operation(
         "Grant write URLs for a local input (CLI/client uploads)", "grantDataUpload",
@@ -287,6 +331,13 @@ OPENAPI_PATHS: dict[str, Any] = {
         result={"type": "object"}, errors=(400, 413))},
     "/jobs/{job}/outputs/{name}": {"get": operation(
         "Download a named output (score, errors)", "getJobOutput",
-        parameters=[_JOB, path_param("name", "score or errors")],
+        parameters=[_JOB, path_param("name", "score or errors",
+                                     {"type": "string", "enum": list(OUTPUT_NAMES)}),
+                    query_param("download", "accepted for Azure ML's sake; always downloads",
+                                {"type": "boolean"})],
         responses={200: "The file"})},
+    "/datastores": {"get": operation(
+        "The datastores jobs read from and write to, and where else outputs may go",
+        "listDatastores", responses={200: "Datastores"},
+        result={"$ref": "#/components/schemas/Datastores"}, errors=())},
 }

@@ -3,8 +3,11 @@
 Each blueprint module in `functions/` that serves HTTP exposes `OPENAPI_PATHS` (OpenAPI
 path items keyed by route, relative to the `/api` server URL) and may expose
 `OPENAPI_SCHEMAS` (component schemas). `operation()` and `path_param()` build the common
-parts. `python -m functions.openapi --update-docs docs/http-api.md` rewrites the route
-reference between the markers of that file (`--markdown` prints it).
+parts. The document declares what the handlers accept — name patterns, lengths, number
+ranges, request bodies — and the error answers, so that an API fuzzer generates requests
+that reach the handlers (tests/e2e/test_api_fuzzing.py).
+`python -m functions.openapi --update-docs docs/http-api.md` rewrites the route reference
+between the markers of that file (`--markdown` prints it).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ ERROR_SCHEMA = {
                        "details": {}},
     }},
 }
-_ERROR_TEXT = {400: "Invalid request", 404: "Not found", 409: "Conflict",
+_ERROR_TEXT = {400: "Invalid request", 401: "No valid function key", 404: "Not found",
+               409: "Conflict (or busy: changed concurrently, try again)",
                412: "Precondition failed", 413: "Payload too large", 422: "Unprocessable"}
 
 _BASE_PATHS: dict[str, Any] = {
@@ -50,10 +54,16 @@ _BASE_PATHS: dict[str, Any] = {
 }
 
 
-def path_param(name: str, description: str) -> dict[str, Any]:
-    """A required string path parameter."""
+def path_param(name: str, description: str, schema: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """A required path parameter (a string unless `schema` says more)."""
     return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": {"type": "string"}}
+            "schema": schema or {"type": "string"}}
+
+
+def name_schema(pattern: str, max_length: int) -> dict[str, Any]:
+    """A string matching `pattern` (a whole-string regular expression)."""
+    return {"type": "string", "pattern": f"^{pattern}$", "maxLength": max_length}
 
 
 def query_param(name: str, description: str, schema: dict[str, Any] | None = None
@@ -66,22 +76,23 @@ def query_param(name: str, description: str, schema: dict[str, Any] | None = Non
 def operation(summary: str, operation_id: str, *, responses: dict[int, str],
               parameters: Iterable[dict[str, Any]] = (), body: str | None = None,
               result: dict[str, Any] | None = None, errors: Iterable[int] = (400, 404),
-              description: str | None = None) -> dict[str, Any]:
-    """An operation object: JSON request `body` (schema name), success `responses`, errors."""
+              description: str | None = None, body_required: bool = True) -> dict[str, Any]:
+    """An operation object: JSON request `body` (schema name), success `responses`, errors
+    (401, no valid key, is added: every operation built here needs a function key)."""
     op: dict[str, Any] = {"summary": summary, "operationId": operation_id}
     if description:
         op["description"] = description
     if parameters:
         op["parameters"] = list(parameters)
     if body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {
+        op["requestBody"] = {"required": body_required, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{body}"}}}}
     answers: dict[str, Any] = {}
     for status, text in responses.items():
         answers[str(status)] = {"description": text}
         if result is not None:
             answers[str(status)]["content"] = {"application/json": {"schema": result}}
-    for status in errors:
+    for status in sorted({*errors, 401}):
         answers[str(status)] = {"description": _ERROR_TEXT[status], "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     op["responses"] = answers

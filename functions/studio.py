@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
+from functions.http_edge import json_response
+from shared.errors import NotFound
+
 bp = func.Blueprint()
 
 STUDIO_DIR = Path(__file__).resolve().parent.parent / "studio"
@@ -73,9 +76,8 @@ def studio(req: func.HttpRequest) -> func.HttpResponse:
         path = "index.html"
     found = studio_files().get(path)
     if found is None:
-        return func.HttpResponse(f"batchfn studio has no file {path!r}\n", status_code=404,
-                                 mimetype="text/plain", charset="utf-8",
-                                 headers=SECURITY_HEADERS)
+        missing = NotFound(f"batchfn studio has no file {path[:200]!r}", code="file_not_found")
+        return json_response(missing.to_dict(), status=404, headers=SECURITY_HEADERS)
     headers = {**SECURITY_HEADERS, "ETag": found.etag, "Cache-Control": "no-cache"}
     if req.headers.get("If-None-Match") == found.etag:
         return func.HttpResponse(status_code=304, headers=headers)

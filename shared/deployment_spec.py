@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.asset_manifest import parse_asset_ref
 from shared.errors import InvalidRequest
-from shared.names import check_asset_name, check_relative_path, check_resource_name
+from shared.names import check_asset_name, check_relative_path, check_resource_name, shown
 from shared.settings import DeploymentSettings
 
 # Azure ML's older deployment.yml puts these settings at the top level.
@@ -31,6 +31,16 @@ MODEL_TYPES = ("custom_model", "mlflow_model")
 AUTH_MODES = ("aad_token", "key", "aml_token")
 MAX_ENVIRONMENT_VARIABLES = 256
 MAX_ENVIRONMENT_VALUE = 32 * 1024
+# All names and values together: a process's environment is limited (Linux: 2 MiB with the
+# arguments), and every worker process of the deployment carries it.
+MAX_ENVIRONMENT_BYTES = 64 * 1024
+# The scoring worker sets these for the script itself.
+RESERVED_ENVIRONMENT = frozenset({"AZUREML_MODEL_DIR", "AZUREML_BI_OUTPUT_PATH"})
+RESERVED_ENVIRONMENT_PREFIX = "BATCHFN_"
+MAX_TEXT = 8 * 1024  # characters of a description or a path
+MAX_TAGS = 100
+MAX_TAG_KEY = 256
+MAX_TAG_VALUE = 1024
 
 _SET_BY_SERVICE = "set by the service, not by the file"
 _PIPELINE_ONLY = "belongs to pipeline deployments, which batchfn does not run"
@@ -145,7 +155,7 @@ class EndpointSpec:
         return cls(
             name=check_resource_name("endpoint", name if name is not None else doc.get("name")),
             description=text_field(doc.get("description"), "description"),
-            tags=string_map(doc.get("tags"), "tags"),
+            tags=tags_field(doc.get("tags"), "tags"),
             default_deployment=default,
             ignored=ignored,
         )
@@ -197,7 +207,7 @@ class DeploymentSpec:
                                                field="scoring_script"),
             settings=DeploymentSettings.from_dict(settings),
             description=text_field(doc.get("description"), "description"),
-            tags=string_map(doc.get("tags"), "tags"),
+            tags=tags_field(doc.get("tags"), "tags"),
             environment_variables=environment,
             model_type=model_type,
             ignored=tuple(sorted(ignored + model_ignored, key=lambda item: item.field)),
@@ -237,6 +247,11 @@ def split_settings(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, st
         environment[key] = value
     if len(environment) > MAX_ENVIRONMENT_VARIABLES:
         raise InvalidRequest(f"at most {MAX_ENVIRONMENT_VARIABLES} environment variables",
+                             details={"field": "environment_variables"}, code="invalid_setting")
+    size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in environment.items())
+    if size > MAX_ENVIRONMENT_BYTES:
+        raise InvalidRequest(f"the environment variables take {size} bytes; at most "
+                             f"{MAX_ENVIRONMENT_BYTES} together",
                              details={"field": "environment_variables"}, code="invalid_setting")
     return settings, environment
 
@@ -359,9 +374,14 @@ def _environment(value: Any, what: str) -> dict[str, str]:
     for key, text in variables.items():
         if not _ENV_NAME.fullmatch(key):
             raise InvalidRequest(
-                f"{what}: {key!r} is not a valid environment variable name (letters, digits "
-                "and '_', not starting with a digit)",
-                details={"field": what, "value": key}, code="invalid_setting")
+                f"{what}: {shown(key)} is not a valid environment variable name (letters, "
+                "digits and '_', not starting with a digit, at most 256 characters)",
+                details={"field": what, "value": shown(key)}, code="invalid_setting")
+        if key in RESERVED_ENVIRONMENT or key.upper().startswith(RESERVED_ENVIRONMENT_PREFIX):
+            raise InvalidRequest(
+                f"{what}: {key} is set by batchfn for the scoring script "
+                f"({', '.join(sorted(RESERVED_ENVIRONMENT))}, {RESERVED_ENVIRONMENT_PREFIX}*)",
+                details={"field": f"{what}.{key}"}, code="invalid_setting")
         if len(text) > MAX_ENVIRONMENT_VALUE or "\x00" in text:
             raise InvalidRequest(f"{what}.{key}: the value must be at most "
                                  f"{MAX_ENVIRONMENT_VALUE} characters, without NUL",
@@ -377,13 +397,24 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
 
 
 def text_field(value: Any, what: str) -> str:
-    """A free-text field: a string, None meaning empty."""
+    """A free-text field: a string of at most MAX_TEXT characters, None meaning empty."""
     if value is None:
         return ""
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{what} must be a string", details={"field": what},
-                             code="invalid_document")
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise InvalidRequest(f"{what} must be a string of at most {MAX_TEXT} characters",
+                             details={"field": what}, code="invalid_document")
     return value
+
+
+def tags_field(value: Any, what: str) -> dict[str, str]:
+    """Tags: at most MAX_TAGS pairs, keys 1-MAX_TAG_KEY and values 0-MAX_TAG_VALUE chars."""
+    tags = string_map(value, what)
+    if len(tags) > MAX_TAGS or any(not 0 < len(k) <= MAX_TAG_KEY or len(v) > MAX_TAG_VALUE
+                                   for k, v in tags.items()):
+        raise InvalidRequest(f"{what}: at most {MAX_TAGS} tags, keys of 1 to {MAX_TAG_KEY} and "
+                             f"values of at most {MAX_TAG_VALUE} characters",
+                             details={"field": what}, code="invalid_document")
+    return tags
 
 
 def string_map(value: Any, what: str) -> dict[str, str]:

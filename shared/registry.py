@@ -1,34 +1,27 @@
 """The registry: endpoints and deployments stored as JSON blobs.
 
 Layout in the registry container: `endpoints/<endpoint>.json` and
-`deployments/<endpoint>/<deployment>.json` (assets: see shared/assets.py). Creates are
-create-only writes, so of two concurrent creates of one name one wins and the other gets
-Conflict; updates are conditional on the blob's ETag and retried on a lost race. Every
-check happens before the first write, so a refused request changes nothing.
+`deployments/<endpoint>/<deployment>.json` (assets: see shared/assets.py), written through
+shared.blob_records: creates are create-only, so of two concurrent creates of one name one
+wins and the other gets Conflict; updates are conditional on the blob's ETag and retried a
+bounded number of times on a lost race. Every check happens before the first write, so a
+refused request changes nothing.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
-
 from shared.assets import AssetStore
+from shared.blob_records import BlobRecords
 from shared.deployment_spec import (
     AssetReference,
     DeploymentSpec,
     EndpointSpec,
     split_settings,
-    string_map,
+    tags_field,
     text_field,
 )
 from shared.errors import Conflict, InvalidRequest, NotFound
@@ -37,35 +30,37 @@ from shared.names import check_resource_name
 from shared.records import AssetRef, DeploymentRecord, EndpointRecord
 from shared.script_check import check_scoring_script
 from shared.storage import StorageAccount
+from shared.timestamps import utc_now
 
 DEPLOYMENT_UPDATABLE = frozenset({"description", "tags", "settings", "resources",
                                   "environment_variables"})
 ENDPOINT_UPDATABLE = frozenset({"description", "tags", "defaults"})
-_RACE_RETRIES = 10
 
 
 class Registry:
     """Endpoint and deployment records, and the assets deployments pin."""
 
     def __init__(self, account: StorageAccount) -> None:
-        self._container = account.blob_service().get_container_client(REGISTRY_CONTAINER)
+        container = account.blob_service().get_container_client(REGISTRY_CONTAINER)
+        self._endpoints = BlobRecords(container, load=EndpointRecord.from_dict,
+                                      dump=EndpointRecord.to_dict, what="endpoint")
+        self._deployments = BlobRecords(container, load=DeploymentRecord.from_dict,
+                                        dump=DeploymentRecord.to_dict, what="deployment")
         self.assets = AssetStore(account)
-        self._container_ready = False
 
     # ----- endpoints -------------------------------------------------------------------
 
     def get_endpoint(self, name: str) -> EndpointRecord:
         """The endpoint `name`; NotFound if there is none."""
         check_resource_name("endpoint", name)
-        found = self._read(_endpoint_blob(name))
-        if found is None:
-            raise NotFound(f"endpoint {name!r} does not exist", details={"endpoint": name},
-                           code="endpoint_not_found")
-        return EndpointRecord.from_dict(found[0])
+        record = self._endpoints.read(_endpoint_blob(name))
+        if record is None:
+            raise _endpoint_not_found(name)
+        return record
 
     def list_endpoints(self) -> list[EndpointRecord]:
         """All endpoints, by name."""
-        return [EndpointRecord.from_dict(data) for data in self._read_all("endpoints/")]
+        return self._endpoints.list("endpoints/")
 
     def create_endpoint(self, spec: EndpointSpec) -> EndpointRecord:
         """Create a new endpoint; Conflict if the name is taken."""
@@ -74,27 +69,29 @@ class Registry:
                 f"defaults.deployment_name {spec.default_deployment!r} names a deployment that "
                 "does not exist yet: create the endpoint, then the deployment with --set-default",
                 details={"field": "defaults.deployment_name"}, code="unknown_deployment")
-        now = _now()
+        now = utc_now()
         record = EndpointRecord(name=spec.name, description=spec.description, tags=spec.tags,
                                 created_at=now, updated_at=now)
-        self._create(_endpoint_blob(spec.name), record.to_dict(),
-                     f"endpoint {spec.name!r} already exists: use update to change it")
+        if not self._endpoints.create(_endpoint_blob(spec.name), record):
+            raise Conflict(f"endpoint {spec.name!r} already exists: use update to change it",
+                           code="already_exists")
         return record
 
     def put_endpoint(self, spec: EndpointSpec) -> tuple[EndpointRecord, bool]:
         """Create the endpoint or replace its description, tags and default; (record, created)."""
-        for _ in range(_RACE_RETRIES):
-            found = self._read(_endpoint_blob(spec.name))
-            if found is None:
-                try:
-                    return self.create_endpoint(spec), True
-                except Conflict:
-                    continue
-            changes: dict[str, Any] = {"description": spec.description, "tags": spec.tags}
-            if spec.default_deployment is not None:
-                changes["defaults"] = {"deployment_name": spec.default_deployment}
-            return self.update_endpoint(spec.name, changes), False
-        raise Conflict(f"endpoint {spec.name!r} changed concurrently; try again", code="busy")
+        if spec.default_deployment is not None:
+            self._require_deployment(spec.name, spec.default_deployment, creating=True)
+
+        def build(current: EndpointRecord | None) -> EndpointRecord:
+            now = utc_now()
+            if current is None:
+                return EndpointRecord(name=spec.name, description=spec.description,
+                                      tags=spec.tags, created_at=now, updated_at=now)
+            return replace(current, description=spec.description, tags=spec.tags,
+                           default_deployment=spec.default_deployment
+                           or current.default_deployment, updated_at=now)
+
+        return self._endpoints.put(_endpoint_blob(spec.name), build)
 
     def update_endpoint(self, name: str, changes: Mapping[str, Any]) -> EndpointRecord:
         """Apply `description`, `tags` and/or `defaults.deployment_name` to an endpoint."""
@@ -104,7 +101,8 @@ class Registry:
                                  f"{', '.join(sorted(ENDPOINT_UPDATABLE))}",
                                  code="invalid_update")
         patch = EndpointSpec.from_document({**changes, "name": name})
-        set_default = "defaults" in changes and "deployment_name" in (changes["defaults"] or {})
+        defaults = changes.get("defaults")
+        set_default = isinstance(defaults, Mapping) and "deployment_name" in defaults
         if set_default and patch.default_deployment is not None:
             self._require_deployment(name, patch.default_deployment)
 
@@ -125,9 +123,9 @@ class Registry:
         self.get_endpoint(name)
         deleted = []
         for deployment in self.list_deployments(name):
-            self._delete(_deployment_blob(name, deployment.name))
+            self._deployments.delete(_deployment_blob(name, deployment.name))
             deleted.append(deployment.name)
-        self._delete(_endpoint_blob(name))
+        self._endpoints.delete(_endpoint_blob(name))
         return deleted
 
     # ----- deployments -----------------------------------------------------------------
@@ -136,19 +134,15 @@ class Registry:
         """The deployment `name` of `endpoint`; NotFound if either is missing."""
         check_resource_name("endpoint", endpoint)
         check_resource_name("deployment", name)
-        found = self._read(_deployment_blob(endpoint, name))
-        if found is None:
-            self.get_endpoint(endpoint)
-            raise NotFound(f"deployment {name!r} does not exist on endpoint {endpoint!r}",
-                           details={"endpoint": endpoint, "deployment": name},
-                           code="deployment_not_found")
-        return DeploymentRecord.from_dict(found[0])
+        record = self._deployments.read(_deployment_blob(endpoint, name))
+        if record is None:
+            raise self._deployment_not_found(endpoint, name)
+        return record
 
     def list_deployments(self, endpoint: str) -> list[DeploymentRecord]:
         """All deployments of an existing endpoint, by name."""
         self.get_endpoint(endpoint)
-        return [DeploymentRecord.from_dict(data)
-                for data in self._read_all(f"deployments/{endpoint}/")]
+        return self._deployments.list(f"deployments/{endpoint}/")
 
     def resolve_deployment(self, endpoint: str, name: str | None) -> DeploymentRecord:
         """The deployment a job runs on: `name`, or the endpoint's default when None."""
@@ -175,24 +169,23 @@ class Registry:
         code = self._resolve_asset("code", spec.code)
         source = self.assets.read_file(code, spec.scoring_script)
         check_scoring_script(source, spec.scoring_script)
-        now = _now()
+        now = utc_now()
         record = DeploymentRecord(
             name=spec.name, endpoint_name=spec.endpoint_name, model=model, code=code,
             scoring_script=spec.scoring_script, settings=spec.settings,
             description=spec.description, tags=spec.tags,
             environment_variables=spec.environment_variables, created_at=now, updated_at=now)
         blob = _deployment_blob(spec.endpoint_name, spec.name)
-        created = True
         if replace_existing:
-            found = self._read(blob)
-            if found is not None:
-                created = False
-                record = replace(record, created_at=found[0].get("created_at", now))
-                self._write(blob, record.to_dict(), etag=found[1])
-        if created:
-            self._create(blob, record.to_dict(),
-                         f"deployment {spec.name!r} already exists on endpoint "
-                         f"{spec.endpoint_name!r}: use update to change it")
+            record, created = self._deployments.put(
+                blob, lambda current: record if current is None
+                else replace(record, created_at=current.created_at))
+        else:
+            created = self._deployments.create(blob, record)
+            if not created:
+                raise Conflict(f"deployment {spec.name!r} already exists on endpoint "
+                               f"{spec.endpoint_name!r}: use update to change it",
+                               code="already_exists")
         if set_default or endpoint.default_deployment is None:
             self._modify_endpoint(
                 spec.endpoint_name,
@@ -209,35 +202,31 @@ class Registry:
                 f"cannot update {', '.join(unknown)} of a deployment (model and code are pinned "
                 f"at create: create a new deployment); updatable: "
                 f"{', '.join(sorted(DEPLOYMENT_UPDATABLE))}", code="invalid_update")
-        for _ in range(_RACE_RETRIES):
-            found = self._read(_deployment_blob(endpoint, name))
-            if found is None:
-                self.get_deployment(endpoint, name)  # raises the precise NotFound
-                continue  # it appeared between the two reads
-            data, etag = found
-            current = DeploymentRecord.from_dict(data)
-            overrides, environment = split_settings(
-                {key: changes[key] for key in ("settings", "resources", "environment_variables")
-                 if key in changes})
-            sets_environment = "environment_variables" in changes or "environment_variables" in (
-                _as_mapping(changes.get("settings"), "settings"))
-            updated = replace(
+        check_resource_name("endpoint", endpoint)
+        check_resource_name("deployment", name)
+        overrides, environment = split_settings(
+            {key: changes[key] for key in ("settings", "resources", "environment_variables")
+             if key in changes})
+        sets_environment = "environment_variables" in changes or "environment_variables" in (
+            _as_mapping(changes.get("settings"), "settings"))
+        description = (text_field(changes["description"], "description")
+                       if "description" in changes else None)
+        tags = tags_field(changes["tags"], "tags") if "tags" in changes else None
+
+        def apply(current: DeploymentRecord) -> DeploymentRecord:
+            return replace(
                 current,
                 settings=current.settings.with_overrides(overrides, per_job=False),
-                description=(text_field(changes["description"], "description")
-                             if "description" in changes else current.description),
-                tags=(string_map(changes["tags"], "tags")
-                      if "tags" in changes else current.tags),
+                description=current.description if description is None else description,
+                tags=current.tags if tags is None else tags,
                 environment_variables=(environment if sets_environment
                                        else current.environment_variables),
-                updated_at=_now(),
+                updated_at=utc_now(),
             )
-            try:
-                self._write(_deployment_blob(endpoint, name), updated.to_dict(), etag=etag)
-            except ResourceModifiedError:
-                continue
-            return updated
-        raise Conflict(f"deployment {name!r} changed concurrently; try again", code="busy")
+
+        return self._deployments.update(
+            _deployment_blob(endpoint, name), apply,
+            missing=lambda: self._deployment_not_found(endpoint, name))
 
     def delete_deployment(self, endpoint: str, name: str, *, force: bool = False) -> None:
         """Delete a deployment; refuses the default of an endpoint with others unless forced."""
@@ -253,14 +242,14 @@ class Registry:
                     f"defaults.deployment_name={others[0]}) or force the delete",
                     details={"endpoint": endpoint, "deployment": name, "others": others},
                     code="deployment_is_default")
-        self._delete(_deployment_blob(endpoint, name))
+        self._deployments.delete(_deployment_blob(endpoint, name))
         if record.default_deployment == name:
             self._modify_endpoint(
                 endpoint,
                 lambda current: replace(current, default_deployment=None)
                 if current.default_deployment == name else current)
 
-    # ----- storage helpers -------------------------------------------------------------
+    # ----- helpers ---------------------------------------------------------------------
 
     def _resolve_asset(self, kind: str, source: Any) -> AssetRef:
         if not isinstance(source, AssetReference):
@@ -270,77 +259,29 @@ class Registry:
                 details={"field": kind}, code="local_path_not_allowed")
         return self.assets.get(kind, source.name, source.version)
 
-    def _require_deployment(self, endpoint: str, name: str) -> None:
-        if self._read(_deployment_blob(endpoint, name)) is None:
-            self.get_endpoint(endpoint)
+    def _require_deployment(self, endpoint: str, name: str, *, creating: bool = False) -> None:
+        if self._deployments.read(_deployment_blob(endpoint, name)) is None:
+            if not creating:
+                self.get_endpoint(endpoint)
             raise InvalidRequest(
                 f"cannot make {name!r} the default of endpoint {endpoint!r}: no such deployment",
                 details={"endpoint": endpoint, "deployment": name}, code="unknown_deployment")
 
-    def _modify_endpoint(self, name: str, change) -> EndpointRecord:  # noqa: ANN001
-        for _ in range(_RACE_RETRIES):
-            found = self._read(_endpoint_blob(name))
-            if found is None:
-                self.get_endpoint(name)  # raises NotFound
-                continue  # it appeared between the two reads
-            data, etag = found
-            current = EndpointRecord.from_dict(data)
+    def _deployment_not_found(self, endpoint: str, name: str) -> NotFound:
+        if self._endpoints.read(_endpoint_blob(endpoint)) is None:
+            return _endpoint_not_found(endpoint)
+        return NotFound(f"deployment {name!r} does not exist on endpoint {endpoint!r}",
+                        details={"endpoint": endpoint, "deployment": name},
+                        code="deployment_not_found")
+
+    def _modify_endpoint(self, name: str,
+                         change: Callable[[EndpointRecord], EndpointRecord]) -> EndpointRecord:
+        def stamped(current: EndpointRecord) -> EndpointRecord | None:
             updated = change(current)
-            if updated == current:
-                return current
-            updated = replace(updated, updated_at=_now())
-            try:
-                self._write(_endpoint_blob(name), updated.to_dict(), etag=etag)
-            except ResourceModifiedError:
-                continue
-            return updated
-        raise Conflict(f"endpoint {name!r} changed concurrently; try again", code="busy")
+            return None if updated == current else replace(updated, updated_at=utc_now())
 
-    def _read(self, blob: str) -> tuple[dict[str, Any], str] | None:
-        try:
-            downloader = self._container.download_blob(blob)
-            return json.loads(downloader.readall()), downloader.properties.etag
-        except ResourceNotFoundError:
-            return None
-
-    def _read_all(self, prefix: str) -> list[dict[str, Any]]:
-        try:
-            names = sorted(self._container.list_blob_names(name_starts_with=prefix))
-        except ResourceNotFoundError:
-            return []
-        items = []
-        for blob in names:
-            if "/" in blob[len(prefix):]:
-                continue
-            found = self._read(blob)
-            if found is not None:  # deleted between list and read
-                items.append(found[0])
-        return items
-
-    def _create(self, blob: str, data: dict[str, Any], conflict_message: str) -> None:
-        self._ensure_container()
-        try:
-            self._container.upload_blob(blob, json.dumps(data), overwrite=False)
-        except ResourceExistsError:
-            raise Conflict(conflict_message, code="already_exists") from None
-
-    def _write(self, blob: str, data: dict[str, Any], *, etag: str) -> None:
-        self._container.upload_blob(blob, json.dumps(data), overwrite=True, etag=etag,
-                                    match_condition=MatchConditions.IfNotModified)
-
-    def _delete(self, blob: str) -> None:
-        try:
-            self._container.delete_blob(blob)
-        except ResourceNotFoundError:
-            pass
-
-    def _ensure_container(self) -> None:
-        if not self._container_ready:
-            try:
-                self._container.create_container()
-            except ResourceExistsError:
-                pass
-            self._container_ready = True
+        return self._endpoints.update(_endpoint_blob(name), stamped,
+                                      missing=lambda: _endpoint_not_found(name))
 
 
 def _endpoint_blob(name: str) -> str:
@@ -351,8 +292,9 @@ def _deployment_blob(endpoint: str, name: str) -> str:
     return f"deployments/{endpoint}/{name}.json"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def _endpoint_not_found(name: str) -> NotFound:
+    return NotFound(f"endpoint {name!r} does not exist", details={"endpoint": name},
+                    code="endpoint_not_found")
 
 
 def _as_mapping(value: Any, what: str) -> Mapping[str, Any]:

@@ -1,22 +1,38 @@
 """Deployment settings: Azure ML's defaults, validation, and per-job overrides.
 
 The defaults are Azure ML's. Settings that belong to the deployment are rejected as
-job overrides.
+job overrides. Every number is finite and capped (the caps below; docs/jobs.md lists
+them), and the output file name is a plain name that is safe on any disk and in a
+download header.
 """
 
 from __future__ import annotations
 
+import math
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from shared.errors import InvalidRequest
+from shared.names import shown
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
 OUTPUT_FORMATS = ("azureml", "csv", "jsonl", "parquet")
 LOGGING_LEVELS = ("warning", "info", "debug")
 # Settings a job may not override: they shape the deployment's workers, not one job.
 DEPLOYMENT_ONLY = frozenset({"max_concurrency_per_instance", "output_action", "logging_level"})
+
+# Upper bounds of the settings.
+MAX_MINI_BATCH_SIZE = 100_000  # files (or rows of a table) per run() call
+MAX_CONCURRENCY_PER_INSTANCE = 64  # worker processes per deployment on one host
+MAX_INSTANCE_COUNT = 1_000  # hosts: the scale-out limit of the apps
+MAX_RETRIES = 100
+MAX_TIMEOUT_SECONDS = 86_400.0  # one day for one run(mini_batch)
+MAX_ERROR_THRESHOLD = 1_000_000_000
+MAX_FILE_NAME = 255  # characters of output_file_name
+# Characters a file name may not hold on some disk (Windows' list) or in a header.
+_FILE_NAME_FORBIDDEN = frozenset('/\\:*?"<>|')
 
 
 @dataclass(frozen=True)
@@ -91,35 +107,42 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _int(minimum: int):
+def _int(minimum: int, maximum: int):
+    expected = f"an integer from {minimum} to {maximum}"
+
     def check(key: str, value: Any) -> int:
-        if isinstance(value, bool):
-            raise _bad(key, value, f"an integer >= {minimum}")
+        if isinstance(value, bool) or (isinstance(value, float) and not (
+                math.isfinite(value) and value.is_integer())):
+            raise _bad(key, value, expected)
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise _bad(key, value, f"an integer >= {minimum}") from None
-        if isinstance(value, float) and not value.is_integer():
-            raise _bad(key, value, f"an integer >= {minimum}")
-        if number < minimum:
-            raise _bad(key, value, f"an integer >= {minimum}")
+            raise _bad(key, value, expected) from None
+        if not minimum <= number <= maximum:
+            raise _bad(key, value, expected)
         return number
     return check
 
 
-def _positive_float(key: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise _bad(key, value, "a number of seconds > 0") from None
-    if isinstance(value, bool) or not number > 0 or number != number:
-        raise _bad(key, value, "a number of seconds > 0")
-    return number
+def _seconds(maximum: float):
+    expected = f"a number of seconds > 0 and at most {maximum:g}"
+
+    def check(key: str, value: Any) -> float:
+        if isinstance(value, bool):
+            raise _bad(key, value, expected)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise _bad(key, value, expected) from None
+        if not (math.isfinite(number) and 0 < number <= maximum):
+            raise _bad(key, value, expected)
+        return number
+    return check
 
 
 def _choice(options: tuple[str, ...]):
     def check(key: str, value: Any) -> str:
-        text = str(value).lower() if value is not None else ""
+        text = value.lower() if isinstance(value, str) else ""
         if text not in options:
             raise _bad(key, value, "one of " + ", ".join(options))
         return text
@@ -127,27 +150,32 @@ def _choice(options: tuple[str, ...]):
 
 
 def _file_name(key: str, value: Any) -> str:
-    text = str(value or "")
-    if not text or "/" in text or "\\" in text or text in (".", "..") or len(text) > 255:
-        raise _bad(key, value, "a plain file name (no folders)")
-    return text
+    expected = (f"a plain file name of 1 to {MAX_FILE_NAME} characters: no folders, none of "
+                '\\ / : * ? " < > |, no control characters, not ending in a dot or space')
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_FILE_NAME:
+        raise _bad(key, value, expected)
+    unsafe = any(c in _FILE_NAME_FORBIDDEN or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
+                 for c in value)
+    if unsafe or value in (".", "..") or value != value.strip() or value.endswith("."):
+        raise _bad(key, value, expected)
+    return value
 
 
 def _bad(key: str, value: Any, expected: str) -> InvalidRequest:
     return InvalidRequest(
-        f"setting {key}={value!r} is invalid: expected {expected}",
-        details={"setting": key, "value": value},
+        f"setting {key}={shown(value)} is invalid: expected {expected}",
+        details={"setting": key, "value": shown(value)},
         code="invalid_setting",
     )
 
 
 _FIELDS = {
-    "mini_batch_size": _int(1),
-    "max_concurrency_per_instance": _int(1),
-    "instance_count": _int(1),
-    "retry_settings.max_retries": _int(0),
-    "retry_settings.timeout": _positive_float,
-    "error_threshold": _int(-1),
+    "mini_batch_size": _int(1, MAX_MINI_BATCH_SIZE),
+    "max_concurrency_per_instance": _int(1, MAX_CONCURRENCY_PER_INSTANCE),
+    "instance_count": _int(1, MAX_INSTANCE_COUNT),
+    "retry_settings.max_retries": _int(0, MAX_RETRIES),
+    "retry_settings.timeout": _seconds(MAX_TIMEOUT_SECONDS),
+    "error_threshold": _int(-1, MAX_ERROR_THRESHOLD),
     "output_action": _choice(OUTPUT_ACTIONS),
     "output_file_name": _file_name,
     "output_format": _choice(OUTPUT_FORMATS),

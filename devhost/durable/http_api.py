@@ -1,9 +1,12 @@
-"""The Durable extension's HTTP API under `/runtime/webhooks/durabletask/`.
+"""The Durable extension's HTTP API, served twice as in Azure.
 
-`DurableOrchestrationClient` (azure-functions-durable) speaks to these routes through the
-`rpcBaseUrl` of its starter JSON, and users follow the management URLs that
-`create_check_status_response` hands out; status codes follow the real extension so that the
-client's own status handling works unchanged. Like Core Tools, no key is required locally.
+Under `/runtime/webhooks/durabletask/` on devhost's own port, for people and tools: every
+request needs the extension's system key or the master key (`code=` or x-functions-key),
+and the management URLs that `create_check_status_response` hands out carry the system key.
+Under `/durabletask/` on a listener of its own, bound to 127.0.0.1 on a free port: the
+`rpcBaseUrl` that `DurableOrchestrationClient` (azure-functions-durable) calls from inside
+the app, without a key, like the Functions host's local RPC endpoint. Status codes follow
+the real extension so that the client's own status handling works unchanged.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from devhost.durable.management import (
     ManagementError,
     serialized_payload,
 )
+from devhost.keys import KEY_HEADER, KeyRing
 
 WEBHOOK_PREFIX = "/runtime/webhooks/durabletask"
+RPC_PREFIX = "/durabletask"
 _RUNNING = {"Pending", "Running", "ContinuedAsNew"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,9 +44,9 @@ def _error(status: int, code: str, message: str) -> web.Response:
 class ManagementUrls:
     """The URL templates of the starter JSON and of check-status responses."""
 
-    def __init__(self, base_url: str, hub: str) -> None:
+    def __init__(self, base_url: str, hub: str, system_key: str) -> None:
         self.base = f"{base_url.rstrip('/')}{WEBHOOK_PREFIX}"
-        self.query = f"taskHub={hub}&connection=Storage"
+        self.query = f"taskHub={hub}&connection=Storage&code={system_key}"
 
     def for_instance(self, instance_id: str) -> dict[str, str]:
         base, query = f"{self.base}/instances/{instance_id}", self.query
@@ -72,8 +77,10 @@ class DurableHttpApi:
         self.manager = manager
         self.urls = urls
 
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        prefix = WEBHOOK_PREFIX
+    def add_routes(self, router: web.UrlDispatcher, keys: KeyRing | None, *,
+                   prefix: str = WEBHOOK_PREFIX) -> None:
+        """Serve the API under `prefix`; with `keys`, only to requests with the system or
+        master key (None: the local RPC listener, which nobody outside the host reaches)."""
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/orchestrators/{function}", self.start),
             ("POST", "/orchestrators/{function}/{instance}", self.start),
@@ -89,11 +96,16 @@ class DurableHttpApi:
              self.unsupported),
         ]
         for method, path, handler in routes:
-            router.add_route(method, prefix + path, self._guarded(handler))
+            router.add_route(method, prefix + path, self._guarded(handler, keys))
 
     @staticmethod
-    def _guarded(handler: Handler) -> Handler:
+    def _guarded(handler: Handler, keys: KeyRing | None) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
+            presented = request.headers.get(KEY_HEADER) or request.query.get("code")
+            if keys is not None and not keys.allows_system(presented):
+                return _error(401, "Unauthorized", "the Durable HTTP API needs the system key "
+                                                   "or the master key (x-functions-key header "
+                                                   "or ?code=)")
             try:
                 return await handler(request)
             except ManagementError as exc:

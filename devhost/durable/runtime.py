@@ -33,14 +33,16 @@ from azure.functions.durable_functions import (
 from devhost.durable.actions import Decision, DecisionError, decision_from_failure, parse_decision
 from devhost.durable.episode import Episode
 from devhost.durable.history import EventType, new_event, parse_time, utcnow
-from devhost.durable.http_api import DurableHttpApi, ManagementUrls
+from devhost.durable.http_api import RPC_PREFIX, DurableHttpApi, ManagementUrls
 from devhost.durable.management import InstanceManager, KeyedLocks
 from devhost.durable.records import ActivityWork, ControlMessage, MessageError
 from devhost.durable.store import ConcurrencyError, Received, TaskHubStorage
+from devhost.keys import KeyRing
 
 log = logging.getLogger("devhost.durable")
 
 _MAX_HELD_CONTROL = 512
+MAX_RPC_BODY = 100 * 1024 * 1024  # orchestration inputs, as large as an HTTP request may be
 _MAX_PARALLEL_EPISODES = 8
 _FIRST_POLL_DELAY = 0.05
 # A timer message shows up at most a second early (whole-second visibility); one that shows
@@ -80,7 +82,10 @@ class DurableRuntime:
         self.lease_seconds = max(2, lease_seconds)
         self.max_poll_interval = max_poll_interval
         self.stop_grace_seconds = stop_grace_seconds
-        self.urls = ManagementUrls(base_url, self.hub_name)
+        self.base_url = base_url
+        self.urls: ManagementUrls | None = None  # known once add_routes has the keys
+        self._rpc_runner: web.AppRunner | None = None
+        self._rpc_base_url = ""
         self.locks = KeyedLocks()
         self.manager = InstanceManager(self.storage, orchestrators, self.locks,
                                        self._wake_control)
@@ -102,12 +107,16 @@ class DurableRuntime:
 
     # ---- the fixed interface -------------------------------------------------------------
 
-    def add_routes(self, router: web.UrlDispatcher) -> None:
-        """Serve the Durable HTTP API (start, status, events, terminate, purge)."""
-        DurableHttpApi(self.manager, self.urls).add_routes(router)
+    def add_routes(self, router: web.UrlDispatcher, keys: KeyRing) -> None:
+        """Serve the Durable HTTP API (start, status, events, terminate, purge) to callers
+        with the system or master key of `keys`."""
+        self.urls = ManagementUrls(self.base_url, self.hub_name, keys.system_key)
+        DurableHttpApi(self.manager, self.urls).add_routes(router, keys)
 
     def client_binding(self, binding: dict[str, Any]) -> str:
         """The starter JSON the host passes for a `durableClient` binding."""
+        if self.urls is None or not self._rpc_base_url:
+            raise RuntimeError("the durable runtime serves no routes yet: add_routes, then start")
         hub = binding.get("taskHub") or self.hub_name
         if str(hub).lower() != self.hub_name:
             log.warning("durableClient %s asks for task hub %r; devhost serves only %r",
@@ -118,15 +127,19 @@ class DurableRuntime:
             "managementUrls": self.urls.for_instance("INSTANCEID"),
             "baseUrl": self.urls.base,
             "requiredQueryStringParameters": self.urls.query,
-            "rpcBaseUrl": f"{self.urls.base}/",
+            "rpcBaseUrl": self._rpc_base_url,
             "httpBaseUrl": "",
             "maxGrpcMessageSizeInBytes": 0,
             "grpcHttpClientTimeout": "00:01:40",
         })
 
     async def start(self) -> None:
-        """Create the hub's storage if needed and start processing (resumes what's queued)."""
+        """Create the hub's storage if needed, open the local RPC listener the app's durable
+        clients call, and start processing (resumes what's queued)."""
+        if self.urls is None:
+            raise RuntimeError("add_routes first: the management URLs need the system key")
         await self.storage.open()
+        await self._start_rpc()
         self._stopping.clear()
         self._loops = [asyncio.create_task(self._control_loop(), name="durable-control"),
                        asyncio.create_task(self._activity_loop(), name="durable-activities"),
@@ -156,8 +169,24 @@ class DurableRuntime:
                 await self.storage.renew(received, 0)
         self._held.clear()
         self._pending.clear()
+        if self._rpc_runner is not None:
+            await self._rpc_runner.cleanup()
+            self._rpc_runner = None
         await self.storage.close()
         log.info("durable runtime stopped")
+
+    async def _start_rpc(self) -> None:
+        # Like the Functions host's local RPC endpoint: loopback only, no key, its own port.
+        assert self.urls is not None
+        app = web.Application(client_max_size=MAX_RPC_BODY)
+        DurableHttpApi(self.manager, self.urls).add_routes(app.router, None, prefix=RPC_PREFIX)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        self._rpc_runner = runner
+        self._rpc_base_url = f"http://{host}:{port}{RPC_PREFIX}/"
 
     # ---- control queue: episodes ---------------------------------------------------------
 

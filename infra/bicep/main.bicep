@@ -36,6 +36,9 @@ param instanceMemoryMB int = 2048
 @description('Most instances the control app scales out to.')
 param maximumInstanceCount int = 100
 
+@description('Datastores jobs may read and write beside workspaceblobstore (the container batchfn-data): name=container pairs, comma separated, naming containers of this storage account (docs/security.md). Empty: only workspaceblobstore.')
+param datastores string = ''
+
 @description('Subscribe the blob-drop container to Event Grid. Needs the control app\'s code published (docs/deploy-azure.md, step 5): the webhook key is read from the app\'s host keys.')
 param subscribeBlobDrop bool = false
 
@@ -166,6 +169,7 @@ module functionApp 'app/function-app.bicep' = {
     identityClientId: controlIdentity.outputs.clientId
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    datastores: datastores
   }
   // The host reads its storage the moment the app starts: grant the roles first.
   dependsOn: [rbac]

@@ -9,10 +9,12 @@
 // Scoring app (mini-batch queue triggers): Storage Blob Data Contributor on the account
 // under a condition: nothing in the host's secrets, the registry container, the control
 // app's deployment package or the Durable task hub's containers, and read-only on assets.
-// Inputs and outputs may be in any container of the account a job names, so the grant is
-// account-wide with those exceptions. The role includes generateUserDelegationKey (a
-// replica may sign short-lived read SAS URLs for its worker processes; such a SAS never
-// grants more than the signer has). Queue Data Contributor on the mini-batch queue and its
+// Jobs read datastores and write to batchfn-jobs, datastores or a drop's _output/; an
+// operator's datastores are containers named in an app setting (BATCHFN_DATASTORES), so the
+// grant is account-wide with those exceptions, and batchfn's allow-list
+// (shared/jobs/locations.py) keeps jobs out of every other container. The role includes
+// generateUserDelegationKey (a replica may sign short-lived read SAS URLs for its worker
+// processes; such a SAS never grants more than the signer has). Queue Data Contributor on the mini-batch queue and its
 // poison twin only, Message Sender on the shard-hint queue, AcrPull on the registry,
 // Monitoring Metrics Publisher. No table role: it never touches the task hub.
 //

@@ -26,6 +26,7 @@ locals {
   # (shared/storage.py reads the same settings).
   control_app_settings = {
     BATCHFN_ROLE                              = "control"
+    BATCHFN_DATASTORES                        = var.datastores
     AzureWebJobsStorage__accountName          = azurerm_storage_account.main.name
     AzureWebJobsStorage__blobServiceUri       = azurerm_storage_account.main.primary_blob_endpoint
     AzureWebJobsStorage__queueServiceUri      = azurerm_storage_account.main.primary_queue_endpoint

@@ -60,6 +60,12 @@ variable "maximum_instance_count" {
   }
 }
 
+variable "datastores" {
+  description = "Datastores jobs may read and write beside workspaceblobstore (the container batchfn-data): name=container pairs, comma separated, naming containers of this storage account (docs/security.md). Empty: only workspaceblobstore."
+  type        = string
+  default     = ""
+}
+
 variable "subscribe_blob_drop" {
   description = "Subscribe the blob-drop container to Event Grid. Needs the control app's code published (docs/deploy-azure.md, step 5): the webhook key is read from the app's host keys."
   type        = bool

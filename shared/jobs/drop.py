@@ -12,8 +12,10 @@ marker starts a new one.
 Answers, beside the marker: `_job.json` (job name, endpoint, deployment, status route,
 output location) when a job starts, `_error.json` (`{"error": {"code", "message"}}`) when
 the drop is refused, which then starts nothing. The output goes to
-`<folder>/_output/<output_file_name>` unless the marker names an `output_path`. None of
-these files is a marker, so none fires the drop again.
+`<folder>/_output/<output_file_name>` unless the marker names an `output_path` (a datastore,
+or a folder under that `_output/`). Such a job may read its drop folder and write under its
+`_output/`; no other job may touch the drop container. None of these files is a marker,
+nor is anything under an `_output/` folder, so none fires the drop again.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
 
 from shared.errors import BatchfnError, InvalidRequest, PayloadTooLarge
-from shared.jobs.model import JobRecord
+from shared.jobs.model import BlobLocation, JobRecord
+from shared.json_input import parse_json_object
 
 if TYPE_CHECKING:
     from shared.jobs.service import JobService
@@ -57,8 +60,10 @@ class DropOutcome:
 
 
 def is_marker(blob_name: str) -> bool:
-    """True for a blob named `_start` (whether or not it sits where a marker belongs)."""
-    return posixpath.basename(blob_name) == DROP_MARKER
+    """True for a blob named `_start`, unless it is inside an `_output/` folder: what a job
+    writes there (its output may be named anything) never starts another job."""
+    parts = blob_name.split("/")
+    return parts[-1] == DROP_MARKER and OUTPUT_FOLDER not in parts[:-1]
 
 
 def is_drop_control_file(container: str, relative_path: str) -> bool:
@@ -138,7 +143,8 @@ def start_from_marker(service: JobService, blob_name: str, etag: str,
     drop_url = f"{service.store.service.url.rstrip('/')}/{DROP_CONTAINER}/{folder}"
     body = {"output_path": f"{drop_url}/{OUTPUT_FOLDER}", **options,
             "name": drop_job_name(blob_name, etag), "input": drop_url}
-    return service.invoke(endpoint, body)
+    # The one job that may read this folder of the drop container and write beside it.
+    return service.invoke(endpoint, body, drop_folder=BlobLocation(DROP_CONTAINER, folder))
 
 
 def job_feedback(job: JobRecord, account_url: str, marker: str, etag: str) -> dict[str, Any]:
@@ -174,13 +180,9 @@ def _options(content: bytes) -> dict[str, Any]:
     if not content.strip():
         return {}
     try:
-        options = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"the {DROP_MARKER} marker is not JSON: {exc}",
-                             code="invalid_marker") from None
-    if not isinstance(options, dict):
-        raise InvalidRequest(f"the {DROP_MARKER} marker must hold a JSON object",
-                             code="invalid_marker")
+        options = parse_json_object(content, what=f"the {DROP_MARKER} marker")
+    except InvalidRequest as exc:
+        raise InvalidRequest(exc.message, code="invalid_marker") from None
     unknown = sorted(set(options) - _OPTION_KEYS)
     if unknown:
         raise InvalidRequest(f"unknown option(s) in {DROP_MARKER}: {', '.join(unknown)}",

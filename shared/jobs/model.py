@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import InvalidRequest
+from shared.names import shown
 from shared.settings import DeploymentSettings
+from shared.timestamps import utc_now
 
 
 class JobStatus:
@@ -34,30 +35,19 @@ INPUT_FAILED_FILES = "failed_files"  # a rerun: the files in another job's error
 INPUT_KINDS = (INPUT_FOLDER, INPUT_FILE, INPUT_FAILED_FILES)
 
 JOB_NAME_RULE = "1-100 characters: letters, digits, '-' or '_', a letter or digit first"
-_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+JOB_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}"
+_JOB_NAME = re.compile(JOB_NAME_PATTERN)
 
 
 def check_job_name(name: Any) -> str:
     """Return `name` if it is a valid job name (it becomes a blob folder), else raise."""
     if not isinstance(name, str) or not _JOB_NAME.fullmatch(name):
         raise InvalidRequest(
-            f"invalid job name {name!r}: expected {JOB_NAME_RULE}",
-            details={"field": "name", "value": name, "rule": JOB_NAME_RULE},
+            f"invalid job name {shown(name)}: expected {JOB_NAME_RULE}",
+            details={"field": "name", "value": shown(name), "rule": JOB_NAME_RULE},
             code="invalid_name",
         )
     return name
-
-
-def utc_now() -> str:
-    """The current time as an ISO 8601 UTC string (what records store)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """Parse a timestamp written by `utc_now`; None stays None."""
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import ContainerClient
 
 from shared.jobs import paths
-from shared.jobs.model import JobRecord, parse_time, utc_now
+from shared.jobs.model import JobRecord
 from shared.jobs.throughput import Sample, add_sample
+from shared.timestamps import parse_time, utc_now
 
 SHARD_BATCHES = 4096  # mini-batches per ledger shard (an append blob takes 50,000 blocks)
 ERRORS_SAMPLE = 5

@@ -13,7 +13,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.jobs import paths
-from shared.jobs.locations import resolve_location
+from shared.jobs.locations import StorageBoundaries
 from shared.jobs.model import (
     INPUT_FAILED_FILES,
     BlobLocation,
@@ -21,7 +21,6 @@ from shared.jobs.model import (
     JobRecord,
     JobStatus,
     check_job_name,
-    utc_now,
 )
 from shared.jobs.progress import Progress
 from shared.jobs.request import InvokeRequest, parse_invoke
@@ -29,6 +28,7 @@ from shared.jobs.store import JobStore
 from shared.jobs.throughput import throughput_view
 from shared.layout import JOBS_CONTAINER
 from shared.records import DeploymentRecord
+from shared.timestamps import format_time, utc_now
 
 OUTPUT_NAMES = ("score", "errors")
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # larger outputs are read from storage directly
@@ -36,6 +36,7 @@ JOB_STATUSES = (JobStatus.NOT_STARTED, JobStatus.QUEUED, JobStatus.RUNNING,
                 JobStatus.FINALIZING, JobStatus.COMPLETED, JobStatus.FAILED,
                 JobStatus.CANCEL_REQUESTED, JobStatus.CANCELED)
 MAX_LIVE_FAILURE_RECORDS = 100  # mini-batch failure records read for a job still running
+MAX_ERROR_ROWS = 1_000_000  # the most rows ?top= may ask for
 MAX_LOGS_LISTED = 1000
 MAX_LOG_BYTES = 4 * 1024 * 1024  # a longer log is served from its end
 # The names under a job's logs/ folder (paths.attempt_log, paths.succeeded_log).
@@ -48,35 +49,45 @@ class DeploymentResolver(Protocol):
 
 
 class JobService:
-    """Job operations over a JobStore and the registry (anything with resolve_deployment)."""
+    """Job operations over a JobStore and the registry (anything with resolve_deployment);
+    `boundaries` says where jobs may read and write (the app settings' by default)."""
 
-    def __init__(self, store: JobStore, registry: DeploymentResolver) -> None:
+    def __init__(self, store: JobStore, registry: DeploymentResolver,
+                 boundaries: StorageBoundaries | None = None) -> None:
         self.store = store
         self.registry = registry
+        self.boundaries = boundaries or StorageBoundaries.from_settings()
 
     # --- invoke --------------------------------------------------------------------------
 
-    def invoke(self, endpoint: str, body: Any,
-               header_deployment: str | None = None) -> tuple[JobRecord, bool]:
-        """Validate and record a job; (job, created). Same name + other request → Conflict."""
+    def invoke(self, endpoint: str, body: Any, header_deployment: str | None = None, *,
+               drop_folder: BlobLocation | None = None) -> tuple[JobRecord, bool]:
+        """Validate and record a job; (job, created). Same name + other request → Conflict.
+
+        `drop_folder` (blob drop only, never from a request) lets the job read that folder
+        and write under its `_output/`.
+        """
         request = parse_invoke(endpoint, body, header_deployment)
-        return self.submit(self.prepare(request))
+        return self.submit(self.prepare(request, drop_folder=drop_folder))
 
     def prepare(self, request: InvokeRequest, *, rerun_of: str | None = None,
-                job_input: JobInput | None = None) -> JobRecord:
+                job_input: JobInput | None = None,
+                drop_folder: BlobLocation | None = None) -> JobRecord:
         """Resolve deployment, settings, input and output; nothing is written."""
         deployment = self.registry.resolve_deployment(request.endpoint, request.deployment)
         settings = deployment.settings.with_overrides(request.overrides, per_job=True)
         account_url = self.store.service.url
         if job_input is None:
-            location = resolve_location(request.input_uri, account_url, field="input")
+            location = self.boundaries.resolve_input(request.input_uri, account_url,
+                                                     drop_folder=drop_folder)
             if request.input_type == "uri_file" and not location.path:
                 raise InvalidRequest("a uri_file input must name a file, not a container",
                                      details={"field": "input"}, code="invalid_location")
             job_input = JobInput(request.input_type, location, request.input_uri,
                                  request.include_subfolders)
         job_id = request.job_name or f"batchjob-{uuid.uuid4().hex[:16]}"
-        output = (resolve_location(request.output_path, account_url, field="output_path")
+        output = (self.boundaries.resolve_output(request.output_path, account_url, job_id=job_id,
+                                                 drop_folder=drop_folder)
                   if request.output_path else BlobLocation(JOBS_CONTAINER, job_id))
         digest = _digest({
             "endpoint": request.endpoint, "deployment": deployment.name,
@@ -127,8 +138,8 @@ class JobService:
         """The per-file errors report (its first `top` rows), written when the job ends;
         while it runs, the rows of the failure records so far (of the first
         MAX_LIVE_FAILURE_RECORDS mini-batches)."""
-        if top is not None and top < 1:
-            raise InvalidRequest("top must be a positive number of rows",
+        if top is not None and not 0 < top <= MAX_ERROR_ROWS:
+            raise InvalidRequest(f"top must be a number of rows from 1 to {MAX_ERROR_ROWS}",
                                  details={"parameter": "top"}, code="invalid_parameter")
         job = self.store.get(job_id)
         try:
@@ -194,7 +205,7 @@ class JobService:
                 "mini_batch": int(found.group("index")) if failed else None,
                 "attempt": int(found.group("attempt")) if failed else None,
                 "size": blob.size,
-                "last_modified": blob.last_modified.isoformat() if blob.last_modified else None,
+                "last_modified": format_time(blob.last_modified) if blob.last_modified else None,
             })
         entries.sort(key=lambda e: (e["mini_batch"] is None, e["mini_batch"] or 0,
                                     e["attempt"] or 0, e["name"]))

@@ -1,4 +1,5 @@
-"""Job records in blob storage: create-only creation, etag-guarded updates, a cheap index."""
+"""Job records in blob storage: create-only creation, etag-guarded updates (through
+shared.blob_records), a cheap index."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from shared.blob_records import BlobRecords
 from shared.errors import NotFound
 from shared.jobs import paths
-from shared.jobs.model import JobRecord
+from shared.jobs.model import JobRecord, check_job_name
 from shared.layout import JOBS_CONTAINER, STATE_CONTAINER
 from shared.storage import StorageAccount
 
+# A job record has more writers than a registry record (orchestrator, cancel, rerun).
 _UPDATE_ATTEMPTS = 20
 
 
@@ -26,6 +28,9 @@ class JobStore:
         self.account = account
         self.service = service or account.blob_service()
         self.state: ContainerClient = self.service.get_container_client(STATE_CONTAINER)
+        self._records = BlobRecords(self.state, load=JobRecord.from_dict,
+                                    dump=JobRecord.to_dict, what="job",
+                                    attempts=_UPDATE_ATTEMPTS)
         self._containers_ready = False
         self._output_containers: set[str] = set()
 
@@ -55,45 +60,38 @@ class JobStore:
     def create(self, job: JobRecord) -> tuple[JobRecord, bool]:
         """Write `job` only if no job has its id; return (the stored job, created?)."""
         self.ensure_containers()
-        try:
-            self.state.upload_blob(paths.job_record(job.id), _dumps(job.to_dict()),
-                                   overwrite=False)
-        except ResourceExistsError:
+        if not self._records.create(paths.job_record(job.id), job):
             return self.get(job.id), False
         self._write_index(job)
         return job, True
 
     def get(self, job_id: str) -> JobRecord:
-        return self.get_with_etag(job_id)[0]
-
-    def get_with_etag(self, job_id: str) -> tuple[JobRecord, str]:
-        try:
-            download = self.state.download_blob(paths.job_record(job_id))
-        except ResourceNotFoundError:
-            raise NotFound(f"job {job_id!r} not found", code="job_not_found") from None
-        return JobRecord.from_dict(json.loads(download.readall())), download.properties.etag
+        """The job `job_id`; NotFound when there is none (or the id cannot be one)."""
+        check_job_name(job_id)
+        job = self._records.read(paths.job_record(job_id))
+        if job is None:
+            raise _job_not_found(job_id)
+        return job
 
     def update(self, job_id: str,
                change: Callable[[JobRecord], JobRecord | None]) -> JobRecord:
         """Apply `change` to the stored job under an etag condition, retrying on races.
 
-        `change` returns the new record, or None to leave the job as it is.
+        `change` returns the new record, or None to leave the job as it is; a job that keeps
+        changing under every try raises RecordBusy (409).
         """
-        for _ in range(_UPDATE_ATTEMPTS):
-            job, etag = self.get_with_etag(job_id)
-            new = change(job)
-            if new is None or new == job:
-                return job
-            try:
-                self.state.upload_blob(paths.job_record(job_id), _dumps(new.to_dict()),
-                                       overwrite=True, etag=etag,
-                                       match_condition=MatchConditions.IfNotModified)
-            except ResourceModifiedError:
-                continue
-            if new.status != job.status:
-                self._write_index(new)
-            return new
-        raise RuntimeError(f"job {job_id!r} kept changing under {_UPDATE_ATTEMPTS} updates")
+        check_job_name(job_id)
+        before: list[str] = []
+
+        def tracked(job: JobRecord) -> JobRecord | None:
+            before[:] = [job.status]
+            return change(job)
+
+        new = self._records.update(paths.job_record(job_id), tracked,
+                                   missing=lambda: _job_not_found(job_id))
+        if before and new.status != before[0]:
+            self._write_index(new)
+        return new
 
     def list(self, endpoint: str | None = None,
              deployment: str | None = None) -> list[dict[str, str]]:
@@ -137,6 +135,10 @@ class JobStore:
 
     def write_json(self, blob_name: str, data: Any) -> None:
         self.state.upload_blob(blob_name, _dumps(data), overwrite=True)
+
+
+def _job_not_found(job_id: str) -> NotFound:
+    return NotFound(f"job {job_id!r} not found", code="job_not_found")
 
 
 def _dumps(data: Any) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.jobs.model import parse_time
+from shared.timestamps import parse_time
 
 MAX_SAMPLES = 240
 

@@ -9,6 +9,7 @@ written at once; successful attempts' output is batched (attempt_logs.py).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -18,20 +19,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.storage.blob import BlobClient, ContentSettings
 from azure.storage.queue import QueueClient
 
 from shared.errors import NotFound
 from shared.jobs import paths
 from shared.jobs.attempt_logs import AttemptLogs
 from shared.jobs.messages import MiniBatchMessage
-from shared.jobs.model import JobRecord, JobStatus, utc_now
+from shared.jobs.model import JobRecord, JobStatus
 from shared.jobs.parts import restored_completion, with_part
 from shared.jobs.planner import ManifestChunk, read_manifest
 from shared.jobs.progress import Completion, first_completion, record_completion
 from shared.jobs.store import JobStore
 from shared.records import DeploymentRecord
 from shared.scoring.batch import SUCCEEDED, InputFile, MiniBatch, ScoringOutcome
+from shared.timestamps import utc_now
 from shared.tracebacks import readable_traceback
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 JOB_CACHE_SECONDS = 2.0  # how stale a worker's view of a job may be (cancel, threshold)
 MANIFEST_CACHE_CHUNKS = 16
 RETRY_DELAY_SECONDS = 5  # visibility delay of a self-re-enqueued retry, like host.json's
+_HASH_CHUNK = 4 * 1024 * 1024
 
 
 class Runtime(Protocol):
@@ -49,6 +54,10 @@ class Runtime(Protocol):
 
 class RetryMiniBatch(Exception):
     """This attempt failed and retries remain: let the host redeliver the message."""
+
+
+class ScriptOutputExists(Exception):
+    """A file the script wrote is in the output folder already, with other content."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,9 @@ class MiniBatchWorker:
         self._lock = threading.Lock()
         self._jobs: dict[str, tuple[float, JobRecord]] = {}
         self._manifests: OrderedDict[tuple[str, int], ManifestChunk] = OrderedDict()
-        self._uploaded: dict[tuple[str, str], tuple[int, int]] = {}  # script outputs sent
+        # Script output files this process sent: (size, mtime) of the local file, and the
+        # ETag of the blob it wrote (None: refused, the name was taken).
+        self._uploaded: dict[tuple[str, str], tuple[tuple[int, int], str | None]] = {}
 
     def process(self, body: str | bytes, dequeue_count: int) -> WorkResult:
         """Score one message. Raises RetryMiniBatch when the host should retry it."""
@@ -92,7 +103,13 @@ class MiniBatchWorker:
         outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record), batch)
         if outcome.status == SUCCEEDED:
             self.logs.add_succeeded(job.id, message.index, attempt, outcome.log)
-            self._upload_script_outputs(job)
+            try:
+                self._upload_script_outputs(job)
+            except ScriptOutputExists as exc:
+                # Deterministic: a retry would find the same file. The files count as failed.
+                blocks = self._record_failure(job.id, message.index, files, attempt,
+                                              "output_exists", str(exc), None)
+                return WorkResult("failed", str(exc), blocks)
             blocks = self._record_success(job, files, outcome)
             return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed",
                               blocks)
@@ -168,7 +185,10 @@ class MiniBatchWorker:
 
         Runs after each successful mini-batch, before its completion is recorded, so every
         file is in storage by the time finalize runs — whichever host scored it. Only new or
-        changed files are uploaded; the merged output's name is left to finalize.
+        changed files are uploaded; the merged output's name is left to finalize. Uploads are
+        create-only: a file already in storage is never replaced, unless it is the very blob
+        this process wrote (ETag-conditional), or holds the same bytes (a redelivered
+        mini-batch); anything else raises ScriptOutputExists.
         """
         folder = self.runtime.job_output_dir(job.id)
         merged = job.settings.output_file_name if job.settings.output_action == "append_row" \
@@ -180,18 +200,27 @@ class MiniBatchWorker:
             signature = (stat.st_size, stat.st_mtime_ns)
             key = (job.id, relative)
             with self._lock:
-                if relative == merged or self._uploaded.get(key) == signature:
-                    continue
-            changed.append((path, relative, key, signature))
+                sent = self._uploaded.get(key)
+            if relative == merged or (sent is not None and sent[0] == signature):
+                continue
+            changed.append((path, relative, key, signature, sent))
         if not changed:
             return
         container = self.store.service.get_container_client(job.output.container)
         self.store.ensure_output_container(job.output.container)
-        for path, relative, key, signature in changed:
-            with path.open("rb") as data:
-                container.upload_blob(job.output.child(relative).path, data, overwrite=True)
+        refused: list[ScriptOutputExists] = []
+        for path, relative, key, signature, sent in changed:
+            blob = container.get_blob_client(job.output.child(relative).path)
+            try:
+                etag = _upload_script_output(blob, path, None if sent is None else sent[1])
+            except ScriptOutputExists as exc:
+                # Blamed on this mini-batch once, not on every later one of this process.
+                etag = None
+                refused.append(exc)
             with self._lock:
-                self._uploaded[key] = signature
+                self._uploaded[key] = (signature, etag)
+        if refused:
+            raise refused[0]
 
     def _record_success(self, job: JobRecord, files: tuple[InputFile, ...],
                         outcome: ScoringOutcome) -> int:
@@ -236,3 +265,29 @@ class MiniBatchWorker:
         self.logs.write_failed(job_id, index, attempt, text)
 
 
+def _upload_script_output(blob: BlobClient, path: Path, own_etag: str | None) -> str:
+    """Upload one script output file without replacing anything this process did not write;
+    returns the blob's ETag."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as data:
+        while chunk := data.read(_HASH_CHUNK):
+            md5.update(chunk)
+    settings = ContentSettings(content_md5=bytearray(md5.digest()))
+    try:
+        with path.open("rb") as data:
+            if own_etag is None:
+                written = blob.upload_blob(data, overwrite=False, content_settings=settings)
+            else:
+                written = blob.upload_blob(data, overwrite=True, content_settings=settings,
+                                           etag=own_etag,
+                                           match_condition=MatchConditions.IfNotModified)
+        return written["etag"]
+    except (ResourceExistsError, ResourceModifiedError):
+        properties = blob.get_blob_properties()
+        stored = properties.content_settings.content_md5
+        if stored and bytes(stored) == md5.digest():
+            return properties.etag  # the same bytes: a redelivered mini-batch wrote it
+        raise ScriptOutputExists(
+            f"the script wrote {path.name!r}, but {blob.container_name}/{blob.blob_name} "
+            "already exists with other content; batchfn never replaces a file it did not "
+            "write (use a new output_path, or file names unique to each mini-batch)") from None

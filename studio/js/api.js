@@ -90,11 +90,13 @@ export async function apiText(path, options) {
 export async function download(path, fallbackName) {
   const response = await send("GET", path);
   const disposition = response.headers.get("Content-Disposition") || "";
-  const match = /filename="([^"]+)"/.exec(disposition);
+  // RFC 5987's filename* carries the exact name; filename="..." is its ASCII fallback.
+  const exact = /filename\*=UTF-8''([^;\s]+)/i.exec(disposition);
+  const plain = /filename="([^"]+)"/.exec(disposition);
   const url = URL.createObjectURL(await response.blob());
   const link = document.createElement("a");
   link.href = url;
-  link.download = match ? match[1] : fallbackName;
+  link.download = exact ? decodeURIComponent(exact[1]) : plain ? plain[1] : fallbackName;
   document.body.append(link);
   link.click();
   link.remove();

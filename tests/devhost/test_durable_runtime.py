@@ -28,8 +28,10 @@ from azure.durable_functions.models.utils import http_utils
 from devhost.azurite import free_port
 from devhost.durable import DurableRuntime
 from devhost.durable.history import parse_time
+from devhost.keys import KEY_HEADER, KeyRing
 
 APPS = Path(__file__).parent / "apps"
+KEYS = KeyRing(function_key="function-key", master_key="master-key")
 
 
 def _load_app() -> Any:
@@ -95,7 +97,7 @@ async def serving(connection: str, hub: str, **options: Any) -> AsyncIterator[Ha
                              activities=_of_type("activityTrigger"), invoker=DirectInvoker(),
                              base_url=f"http://127.0.0.1:{port}", **options)
     app = web.Application()
-    runtime.add_routes(app.router)
+    runtime.add_routes(app.router, KEYS)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -258,7 +260,7 @@ def test_bad_requests_get_clear_4xx(storage_connection: str, unique_name: str) -
             with pytest.raises(Exception, match="No instance with ID"):
                 await hub.client.terminate("missing", "why")
             base = f"{hub.url}/runtime/webhooks/durabletask"
-            async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession(headers={KEY_HEADER: KEYS.system_key}) as session:
                 async with session.post(f"{base}/orchestrators/approval",
                                         data=b"{not json") as reply:
                     assert reply.status == 400
@@ -274,6 +276,42 @@ def test_bad_requests_get_clear_4xx(storage_connection: str, unique_name: str) -
                     assert reply.status == 400
                 async with session.post(f"{base}/instances/dup/rewind") as reply:
                     assert reply.status == 501
+            await hub.client.terminate(instance, "done")
+    run(scenario)
+
+
+def test_the_http_api_needs_the_system_or_master_key(storage_connection: str,
+                                                     unique_name: str) -> None:
+    async def scenario() -> None:
+        async with serving(storage_connection, unique_name) as hub:
+            instance = await hub.client.start_new("approval")
+            await hub.wait(instance, until=lambda s: s.custom_status == "waiting")
+            base = f"{hub.url}/runtime/webhooks/durabletask"
+            attempts = [("GET", f"{base}/instances"), ("GET", f"{base}/instances/{instance}"),
+                        ("POST", f"{base}/instances/{instance}/terminate?reason=x"),
+                        ("POST", f"{base}/instances/{instance}/raiseEvent/approve"),
+                        ("DELETE", f"{base}/instances/{instance}"),
+                        ("DELETE", f"{base}/instances/?instanceIdPrefix="),
+                        ("POST", f"{base}/orchestrators/approval")]
+            async with aiohttp.ClientSession() as session:
+                for key in (None, "", KEYS.function_key, "wrong"):
+                    for method, url in attempts:
+                        headers = {KEY_HEADER: key} if key is not None else {}
+                        async with session.request(method, url, headers=headers) as reply:
+                            assert reply.status == 401, (method, url, key)
+                            assert (await reply.json())["error"]["code"] == "Unauthorized"
+                for key in (KEYS.system_key, KEYS.master_key):
+                    async with session.get(f"{base}/instances/{instance}?code={key}") as reply:
+                        assert reply.status == 202
+            status = await hub.client.get_status(instance)
+            assert status.runtime_status.value == "Running"  # nothing above touched it
+            # The app's own client calls a loopback listener of its own, without a key.
+            rpc = json.loads(hub.runtime.client_binding({}))["rpcBaseUrl"]
+            assert rpc.startswith("http://127.0.0.1:") and not rpc.startswith(hub.url)
+            # The management URLs users get carry the system key, never the master key.
+            links = json.loads(hub.runtime.client_binding({}))["managementUrls"]
+            assert f"code={KEYS.system_key}" in links["statusQueryGetUri"]
+            assert KEYS.master_key not in json.dumps(links)
             await hub.client.terminate(instance, "done")
     run(scenario)
 

@@ -75,6 +75,31 @@ def test_admin_level_needs_the_master_key(host: RunningDevHost) -> None:
     assert call(f"{host.url}/api/admin?code={state['master_key']}")[0] == 200
 
 
+def test_bodies_devhost_cannot_parse_still_reach_the_function(host: RunningDevHost) -> None:
+    # Binding data comes from a JSON body's top level: a body too deep to parse has none.
+    deep = b"[" * 5000 + b"]" * 5000
+    status, _, body = call(f"{host.url}/api/items/1/x?code={host.key}", method="POST",
+                           body=deep)
+    assert status == 200 and json.loads(body)["body"] == deep.decode()
+    status, headers, body = call(f"{host.url}/api/items/1/x?code={host.key}", method="POST",
+                                 body=b"not gzip", headers={"Content-Encoding": "gzip"})
+    assert 400 <= status < 500 and headers["Content-Type"].startswith("application/json")
+    assert json.loads(body)["error"]["code"]
+
+
+def test_logs_name_the_path_never_the_query_string_or_key(host: RunningDevHost) -> None:
+    secret = "do-not-log-" + uuid.uuid4().hex
+    assert call(f"{host.url}/api/boom?code={secret}&x={secret}")[0] == 500
+    assert call(f"{host.url}/api/items/1/y?code={host.key}")[0] == 200
+    logs = host.logs()
+    assert "/api/boom" in logs and secret not in logs and host.key not in logs
+
+
+def test_state_file_is_private(host: RunningDevHost) -> None:
+    assert host.state_path.stat().st_mode & 0o777 == 0o600
+    assert host.state_path.parent.stat().st_mode & 0o777 == 0o700
+
+
 def test_unknown_route_is_404_and_wrong_method_405(host: RunningDevHost) -> None:
     status, _, body = call(f"{host.url}/api/missing")
     assert status == 404

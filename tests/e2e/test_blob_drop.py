@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -13,6 +14,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from batchfn.client import BatchfnClient
 from devhost.testing import running_devhost
 from shared.jobs.drop import DROP_CONTAINER, MAX_MARKER_BYTES, drop_job_name
+from shared.layout import DATA_CONTAINER
 from tests.conftest import REPO
 
 ENDPOINT = "drop-e2e"
@@ -94,15 +96,34 @@ def test_marker_starts_one_job_and_answers_beside_the_drop(client, drop):
     assert not drop.get_blob_client(f"{ENDPOINT}/batch1/_error.json").exists()
 
 
-def test_a_marker_may_name_the_output(client, drop):
-    drop.upload_blob(f"{ENDPOINT}/named/a.bin", b"a")
-    options = {"output_path": f"{drop.url.rsplit('/', 1)[0]}/{DROP_CONTAINER}/results/named",
+def test_a_marker_may_name_the_output(client, drop, storage_connection):
+    drop.upload_blob(f"{ENDPOINT}/named/a.bin", b"a", overwrite=True)
+    results = f"results/{uuid.uuid4().hex[:8]}"
+    options = {"output_path": f"azureml://datastores/workspaceblobstore/paths/{results}",
                "output_file_name": "scores.txt"}
-    drop.upload_blob(f"{ENDPOINT}/named/_start", json.dumps(options).encode())
+    drop.upload_blob(f"{ENDPOINT}/named/_start", json.dumps(options).encode(), overwrite=True)
     answer = _read_json(drop, f"{ENDPOINT}/named/_job.json")
-    assert answer["output"]["path"] == "results/named/scores.txt"
+    assert (answer["output"]["container"], answer["output"]["path"]) == (
+        DATA_CONTAINER, f"{results}/scores.txt")
     assert _wait_for_job(client, answer["name"])["status"] == "Completed"
-    assert drop.get_blob_client("results/named/scores.txt").exists()
+    data = BlobServiceClient.from_connection_string(storage_connection).get_container_client(
+        DATA_CONTAINER)
+    assert data.get_blob_client(f"{results}/scores.txt").exists()
+
+
+def test_a_marker_cannot_send_the_output_elsewhere_in_the_drop_container(client, drop):
+    before = _drop_jobs(client)
+    drop.upload_blob(f"{ENDPOINT}/elsewhere/a.bin", b"a", overwrite=True)
+    account = drop.url.rsplit("/", 1)[0]
+    for target in (f"{DROP_CONTAINER}/results/elsewhere", f"{DROP_CONTAINER}/{ENDPOINT}/other",
+                   "batchfn-state/x"):
+        drop.upload_blob(f"{ENDPOINT}/elsewhere/_start",
+                         json.dumps({"output_path": f"{account}/{target}"}).encode(),
+                         overwrite=True)
+        answer = _read_json(drop, f"{ENDPOINT}/elsewhere/_error.json")
+        assert answer["error"]["code"] == "location_not_allowed", answer
+        drop.delete_blob(f"{ENDPOINT}/elsewhere/_error.json")
+    assert _drop_jobs(client) == before
 
 
 @pytest.mark.parametrize(("marker", "content", "code"), [

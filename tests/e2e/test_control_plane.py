@@ -240,8 +240,11 @@ def test_missing_folders_are_refused_before_upload(client, tmp_path, unique_name
      b'"size": 1, "sha256": "' + b"a" * 64 + b'", "md5": "' + b"a" * 32 + b'"}]}', 400,
      "invalid_path"),
     ("POST", "assets/models/x/versions", b'{"root": "m", "files": [{"path": "w", '
-     b'"size": 1, "sha256": "' + b"a" * 64 + b'", "md5": "' + b"a" * 32 + b'"}]}', 422,
-     "upload_incomplete"),
+     b'"size": 1, "sha256": "' + b"a" * 64 + b'", "md5": "' + b"a" * 32 + b'"}]}', 400,
+     "invalid_upload_id"),
+    ("POST", "assets/models/x/versions", b'{"root": "m", "upload_id": "' + b"0" * 32 + b'", '
+     b'"files": [{"path": "w", "size": 1, "sha256": "' + b"a" * 64 + b'", "md5": "'
+     + b"a" * 32 + b'"}]}', 422, "upload_incomplete"),
     ("GET", "assets/models/x/versions/7", None, 404, "asset_not_found"),
 ])
 def test_bad_requests_get_json_errors(host, unique_name, method, path, body, status, code):

@@ -16,6 +16,7 @@ import pytest
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.jobs import paths
 from shared.jobs.finalize import finalize_job
+from shared.jobs.locations import DATASTORES_SETTING
 from shared.jobs.messages import MiniBatchMessage, minibatch_queue
 from shared.jobs.monitor import FINALIZE, check_progress
 from shared.jobs.planner import plan_job
@@ -91,7 +92,9 @@ class FakeRuntime:
 
 
 @pytest.fixture
-def env(storage_connection, unique_name):
+def env(storage_connection, unique_name, monkeypatch):
+    # Each test's container is a datastore of its own: jobs read only datastores.
+    monkeypatch.setenv(DATASTORES_SETTING, f"testdata={unique_name}")
     account = StorageAccount(connection_string=storage_connection)
     store = JobStore(account)
     queue = minibatch_queue(account, unique_name)
@@ -427,6 +430,30 @@ def test_files_the_script_writes_land_in_the_output_folder(env):
     assert sorted(jobs.list_blob_names(name_starts_with=f"{job.id}/")) == [
         f"{job.id}/f000.txt.out", f"{job.id}/f002.txt.out", f"{job.id}/f004.txt.out"]
     assert jobs.download_blob(f"{job.id}/f004.txt.out").readall() == b"1"
+
+
+def test_script_outputs_are_create_only(env):
+    account, store, queue, data, name = env
+    _upload(data, "in", 6)
+    # The output folder is a datastore folder that already holds a file of that name.
+    data.upload_blob("out/f002.txt.out", b"someone else's")
+    service = JobService(store, FakeRegistry(DeploymentSettings(
+        mini_batch_size=2, output_action="summary_only")))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"),
+                                    "output_path": _url(account, name, "out")})
+    runtime = FakeRuntime()
+    runtime.script_writes = True
+    worker = MiniBatchWorker(store, runtime, queue)
+    assert plan_job(store, queue, job.id)["ok"]
+    _drain(worker, queue, duplicate=True)  # every message twice: same bytes are no clash
+    final = finalize_job(store, job.id, check_progress(store, job.id)["outcome"])
+    assert final["status"] == "Completed"
+    assert data.download_blob("out/f002.txt.out").readall() == b"someone else's"
+    assert data.download_blob("out/f000.txt.out").readall() == b"2"
+    rows = service.errors(job.id)
+    assert sorted(row["file"] for row in rows) == ["f002.txt", "f003.txt"]
+    assert {row["status"] for row in rows} == {"output_exists"}
+    assert "never replaces a file it did not write" in rows[0]["error"]
 
 
 def test_console_reads_live_errors_throughput_and_attempt_logs(env):

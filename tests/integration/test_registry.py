@@ -39,9 +39,10 @@ def make_folder(base: Path, name: str, files: dict[str, str]) -> Path:
 def register(store: AssetStore, kind: str, name: str, folder: Path):
     manifest = scan_folder(folder)
     grant = store.grant_upload(kind, name, manifest)
-    if not grant["exists"]:
-        upload_files(folder, manifest, grant)
-    return store.register(kind, name, manifest)
+    if grant["exists"]:
+        return store.register(kind, name, manifest)
+    upload_files(folder, manifest, grant)
+    return store.register(kind, name, manifest, grant["upload_id"])
 
 
 def test_identical_content_reuses_the_version(registry, tmp_path, unique_name):
@@ -60,8 +61,12 @@ def test_identical_content_reuses_the_version(registry, tmp_path, unique_name):
 
 def test_register_refuses_missing_uploads(registry, tmp_path, unique_name):
     folder = make_folder(tmp_path, "model", {"weights.bin": "abc"})
+    manifest = scan_folder(folder)
+    with pytest.raises(InvalidRequest, match="upload_id is required"):
+        registry.assets.register("model", unique_name, manifest)
+    grant = registry.assets.grant_upload("model", unique_name, manifest)
     with pytest.raises(Unprocessable) as info:
-        registry.assets.register("model", unique_name, scan_folder(folder))
+        registry.assets.register("model", unique_name, manifest, grant["upload_id"])
     assert info.value.details["missing"] == ["weights.bin"]
     with pytest.raises(NotFound):
         registry.assets.get("model", unique_name, "latest")
@@ -71,14 +76,15 @@ def test_concurrent_registration_makes_one_version(account, tmp_path, unique_nam
     folder = make_folder(tmp_path, "model", {"w.bin": "x" * 1000})
     manifest = scan_folder(folder)
     store = AssetStore(account)
-    upload_files(folder, manifest, store.grant_upload("model", unique_name, manifest))
+    grant = store.grant_upload("model", unique_name, manifest)
+    upload_files(folder, manifest, grant)
     results = []
     barrier = threading.Barrier(4)
 
     def worker():
         own = AssetStore(account)
         barrier.wait()
-        results.append(own.register("model", unique_name, manifest))
+        results.append(own.register("model", unique_name, manifest, grant["upload_id"]))
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:

@@ -25,10 +25,11 @@ _LIST_APP = ("import json, sys, function_app\n"
              "'durable': 'azure.durable_functions' in sys.modules}))\n")
 
 
-def _import_app(role: str | None) -> subprocess.CompletedProcess[str]:
+def _import_app(role: str | None, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key != "BATCHFN_ROLE"}
     if role is not None:
         env["BATCHFN_ROLE"] = role
+    env.update(settings)
     return subprocess.run([sys.executable, "-c", _LIST_APP], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -80,3 +81,11 @@ def test_an_unknown_role_stops_the_app_at_import():
     result = _import_app("gpu")
     assert result.returncode != 0
     assert "UnknownRole: BATCHFN_ROLE='gpu' is not a batchfn role" in result.stderr
+
+
+def test_a_datastore_setting_naming_batchfns_own_container_stops_the_control_app():
+    result = _import_app(CONTROL, BATCHFN_DATASTORES="keys=azure-webjobs-secrets")
+    assert result.returncode != 0
+    assert "DatastoreSettingError: BATCHFN_DATASTORES: container 'azure-webjobs-secrets'" in (
+        result.stderr)
+    assert _import_app(SCORING, BATCHFN_DATASTORES="keys=azure-webjobs-secrets").returncode == 0

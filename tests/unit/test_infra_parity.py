@@ -20,6 +20,7 @@ import pytest
 
 from shared import layout
 from shared.jobs.drop import DROP_CONTAINER, DROP_MARKER
+from shared.jobs.locations import DATASTORES_SETTING
 from shared.jobs.messages import poison_queue_name
 from shared.roles import CONTROL, ROLE_SETTING, SCORING
 from shared.scoring.runtime import WORK_DIR_SETTING
@@ -64,6 +65,7 @@ IDENTITY_SETTINGS = {CONTROL: {"__accountName", "__blobServiceUri", "__queueServ
 SETTINGS_BY_ROLE = {
     ROLE_SETTING: {CONTROL, SCORING},  # function_app.py picks its blueprints
     WORK_DIR_SETTING: {SCORING},  # shared/scoring/runtime.py: assets, worker folders
+    DATASTORES_SETTING: {CONTROL},  # shared/jobs/locations.py: checked at invoke
 }
 # Read from the environment but never an app setting, with the reason.
 ENVIRONMENT_ONLY = {

@@ -1,4 +1,5 @@
-"""Unit tests of the jobs engine's pure parts: invoke parsing, locations, progress, parts."""
+"""Unit tests of the jobs engine's pure parts: invoke parsing, progress, parts (locations:
+test_storage_boundaries.py)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,10 @@ import pytest
 
 from shared.errors import InvalidRequest
 from shared.jobs.drop import drop_job_name, is_drop_control_file, is_marker
-from shared.jobs.locations import resolve_location
 from shared.jobs.messages import InvalidMessage, MiniBatchMessage
 from shared.jobs.progress import Completion, Progress, poll_delay
 from shared.jobs.request import parse_invoke
 from shared.scoring.encoding import encode_part, encode_result
-
-ACCOUNT = "http://127.0.0.1:10000/devstoreaccount1/"
-
-
-def test_locations_accept_own_account_and_datastores():
-    loc = resolve_location(ACCOUNT + "data/in/folder/", ACCOUNT, field="input")
-    assert (loc.container, loc.path) == ("data", "in/folder")
-    loc = resolve_location("azureml://subscriptions/s/resourcegroups/r/workspaces/w/datastores/"
-                           "workspaceblobstore/paths/a/b", ACCOUNT, field="input")
-    assert (loc.container, loc.path) == ("batchfn-data", "a/b")
-
-
-@pytest.mark.parametrize("uri", [
-    "http://127.0.0.1:10001/devstoreaccount1/data/x",     # another port
-    "http://127.0.0.1:10000/otheraccount/data/x",        # another account
-    "https://127.0.0.1:10000/devstoreaccount1/data/x",   # another scheme
-    ACCOUNT + "data/x?sig=abc",
-    ACCOUNT + "batchfn-state/job/x",
-    ACCOUNT + "data/a/%2e%2e/b",
-    "file:///etc/passwd",
-    "azureml:my-data:1",
-    "",
-])
-def test_locations_refuse_everything_else(uri):
-    with pytest.raises(InvalidRequest):
-        resolve_location(uri, ACCOUNT, field="input")
 
 
 def test_parse_native_and_azureml_bodies():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import azure.functions as func
 import pytest
 
@@ -61,5 +63,6 @@ def test_an_unchanged_file_answers_304():
 def test_anything_else_is_not_found(path):
     answer = _get(path)
     assert answer.status_code == 404
-    assert answer.mimetype == "text/plain"
+    assert answer.mimetype == "application/json"  # the API's JSON error, like every 4xx
+    assert json.loads(answer.get_body())["error"]["code"] == "file_not_found"
     assert answer.headers["X-Content-Type-Options"] == "nosniff"

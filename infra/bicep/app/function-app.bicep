@@ -19,6 +19,9 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+@description('Datastores jobs may read and write beside workspaceblobstore: name=container pairs, comma separated (BATCHFN_DATASTORES).')
+param datastores string = ''
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -54,6 +57,7 @@ var storageSettings = {
 }
 var roleSettings = {
   BATCHFN_ROLE: 'control'
+  BATCHFN_DATASTORES: datastores
 }
 var monitoringSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
