@@ -47,6 +47,20 @@ def test_the_tutorials_deployment_entity_parses_like_its_yaml():
     assert [item.field for item in spec.ignored] == ["compute", "environment"]
 
 
+def test_an_mlflow_model_deployment_needs_no_code_configuration():
+    deployment = ModelBatchDeployment(
+        name="classifier-mlflow", endpoint_name="heart",
+        model=Model(name="heart-classifier", version="1", type=AssetTypes.MLFLOW_MODEL),
+        settings=ModelBatchDeploymentSettings(mini_batch_size=2))
+    document = deployment._to_document()
+    assert "code_configuration" not in document
+    spec = DeploymentSpec.from_document(document)
+    assert (spec.code, spec.scoring_script, spec.model_type) == (None, None, "mlflow_model")
+    record = {"name": "classifier-mlflow", "endpoint_name": "heart", "code_configuration": None,
+              "model": {"name": "heart-classifier", "version": "1"}, "settings": {}}
+    assert ModelBatchDeployment._from_api(record).code_configuration is None
+
+
 def test_promoted_code_path_and_the_older_flat_deployment():
     deployment = BatchDeployment(name="blue", endpoint_name="mnist", model="azureml:m@latest",
                                  code_path="code", scoring_script="score.py",
