@@ -175,7 +175,11 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                    "properties": {
                        "name": {"type": "string"}, "endpoint_name": {"type": "string"},
                        "description": {"type": "string"}, "tags": {"type": "object"},
-                       "model": {}, "code_configuration": {"type": "object"},
+                       "model": {},
+                       "code_configuration": {
+                           "type": "object", "nullable": True,
+                           "description": "none for an MLflow model, which the built-in "
+                                          "MLflow scorer scores"},
                        "settings": {"type": "object"}, "resources": {"type": "object"},
                        "environment_variables": {"type": "object"},
                        "ignored": _IGNORED}},
