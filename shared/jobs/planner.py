@@ -24,11 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from azure.core.exceptions import (
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from shared.errors import NotFound
@@ -40,7 +36,7 @@ from shared.jobs.model import INPUT_FAILED_FILES, INPUT_FILE, JobRecord, JobStat
 from shared.jobs.progress import (
     Completion,
     Progress,
-    create_ledgers,
+    create_ledger,
     record_completion,
     shard_of,
 )
@@ -242,8 +238,8 @@ class _PlanWriter:
     """Fills manifest chunks with mini-batches; writes each full chunk and sends its messages.
 
     Messages go out on threads (at most _SENDS_WAITING waiting), once their chunk and their
-    ledger shard exist. Leaving the `with` block after a clean listing waits for the
-    sends, then writes the totals.
+    ledger shard exist. Leaving the `with` block after a clean listing writes the totals
+    and the last chunk, and waits for the sends.
     """
 
     def __init__(self, store: JobStore, queue: QueueClient, job: JobRecord) -> None:
@@ -269,12 +265,14 @@ class _PlanWriter:
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
         try:
             if kind is None:
+                # The totals first: a worker that finishes the last mini-batches at once
+                # finds plan.json (its shard-full hint needs the mini-batch count).
+                self._write_totals()
                 self._flush()
         finally:
             self._sends.shutdown(wait=True)
         if kind is None:
             self._raise_send_error()
-            self._finish()
 
     def blob(self, file: InputFile):  # noqa: ANN201 - a BlobClient
         """The blob client of an input file (for the tabular scan)."""
@@ -339,11 +337,7 @@ class _PlanWriter:
     def _ensure_shards(self, last_index: int) -> None:
         """Create the ledger shards up to the one of mini-batch `last_index`."""
         while self._shards <= shard_of(last_index):
-            blob = self.store.state.get_blob_client(paths.ledger(self.job.id, self._shards))
-            try:
-                blob.create_append_blob(if_none_match="*")
-            except (ResourceExistsError, ResourceModifiedError):
-                pass  # a replanned job keeps its ledger
+            create_ledger(self.store.state, self.job.id, self._shards)
             self._shards += 1
 
     def _send(self, text: str) -> None:
@@ -361,10 +355,11 @@ class _PlanWriter:
         if self._errors:
             raise self._errors[0]
 
-    def _finish(self) -> None:
-        batches = self._next_index
-        self.plan = Plan(self.unit, self._inputs, batches, self._chunk_number)
-        create_ledgers(self.store.state, self.job.id, batches)  # an empty job has one too
+    def _write_totals(self) -> None:
+        batches = self._next_index + len(self._chunk)
+        self.plan = Plan(self.unit, self._inputs, batches,
+                         self._chunk_number + (1 if self._chunk else 0))
+        self._ensure_shards(max(batches, 1) - 1)  # an empty job has one too
         self.store.write_json(paths.plan(self.job.id), self.plan.to_dict())
         body = json.dumps(Progress.start(self._inputs, batches, self.unit).to_dict()).encode()
         try:  # a replanned job keeps the progress it has

@@ -132,14 +132,12 @@ def first_completion(state: ContainerClient, job_id: str, index: int) -> Complet
     return None
 
 
-def create_ledgers(state: ContainerClient, job_id: str, batches: int) -> None:
-    """Create the job's ledger shards; never truncates one that exists (replanning)."""
-    for shard in range(shard_count(batches)):
-        try:
-            state.get_blob_client(paths.ledger(job_id, shard)).create_append_blob(
-                if_none_match="*")
-        except (ResourceExistsError, ResourceModifiedError):
-            pass
+def create_ledger(state: ContainerClient, job_id: str, shard: int) -> None:
+    """Create one ledger shard of the job; never truncates one that exists (replanning)."""
+    try:
+        state.get_blob_client(paths.ledger(job_id, shard)).create_append_blob(if_none_match="*")
+    except (ResourceExistsError, ResourceModifiedError):
+        pass
 
 
 def record_completion(state: ContainerClient, job_id: str, completion: Completion) -> int:

@@ -203,12 +203,13 @@ class MiniBatchWorker:
         """Record a scored mini-batch: its part, and the inputs that failed in it."""
         error = None
         failures = list(outcome.failures)
-        gap = outcome.failed - _counted(batch, outcome)
+        reported = _counted(batch, outcome)
+        gap = outcome.failed - reported
         if gap > 0:
             # run() returned fewer rows than the inputs it was given (and did not say which).
             unit = "rows" if batch.pieces else "files"
-            error = (f"run() returned {outcome.rows} rows for {batch.inputs - gap} {unit}: "
-                     f"{gap} {unit} counted as failed")
+            error = (f"run() returned {outcome.rows} rows for {batch.inputs - reported} "
+                     f"{unit}: {gap} counted as failed")
             failures += _short_return(batch, outcome, error)
         if failures:
             status = MISSING_ROWS if not outcome.failures else INPUT_FAILED

@@ -480,11 +480,11 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
 
 
 def test_ledgers_are_read_in_bounded_chunks_whatever_their_lines(env):
-    from shared.jobs.progress import Completion, create_ledgers, ledger_lines, record_completion
+    from shared.jobs.progress import Completion, create_ledger, ledger_lines, record_completion
 
     _, store, _, _, name = env
     store.ensure_containers()
-    create_ledgers(store.state, name, 3)
+    create_ledger(store.state, name, 0)
     lines = [Completion(i, True, 1, 0, 1, at="t", part=b"x" * (40 * i + 1)) for i in range(3)]
     for completion in lines:
         record_completion(store.state, name, completion)

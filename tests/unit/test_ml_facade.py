@@ -102,6 +102,8 @@ def test_params_override_as_the_tutorial_writes_it():
                         "instance_count": "5"}
     assert path == "azureml://datastores/workspaceblobstore/paths/mnist-batch"
     assert _params_override([{"error_threshold": 3}]) == ({"error_threshold": 3}, None)
+    assert _params_override([{"input_format": "csv"}, {"passthrough_columns": "id"}]) == (
+        {"input_format": "csv", "passthrough_columns": "id"}, None)
     with pytest.raises(InvalidRequest, match="params_override key 'colour'"):
         _params_override([{"colour": "blue"}])
 
