@@ -151,7 +151,7 @@ def test_batchfn_studio_opens_the_console_listing_endpoints_as_text(page, studio
     expect(card.locator(".description")).to_have_text(ENDPOINT_DESCRIPTION)
     expect(card.locator(".tags li")).to_have_text([f"{k}: {v}" for k, v in TAGS.items()])
     rows = card.locator("tr[data-deployment]")
-    expect(rows).to_have_count(3)
+    expect(rows).to_have_count(4)
     expect(card.locator('tr[data-deployment="echo"] .badge.default')).to_be_visible()
     assert card.locator("script, img, b").count() == 0
     assert page.evaluate(PWNED)

@@ -127,6 +127,30 @@ def test_inputs_over_the_operator_caps_fail_the_job(jobs, account, monkeypatch):
     assert "more than 2 files" in plan_job(store, queue, files_job)["reason"]
 
 
+def test_a_job_canceled_while_it_is_planned_stops_planning(jobs, account, monkeypatch):
+    store, queue, data, folder = jobs
+    for name in ("a.csv", "b.csv", "c.csv"):
+        data.upload_blob(f"{folder}/{name}", _csv(range(2)))
+    monkeypatch.setattr(planner, "MANIFEST_ITEMS", 1)
+    service = JobService(store, Registry(DeploymentSettings(mini_batch_size=1)))
+    job_id = service.invoke("ep1", {
+        "input": f"{account.blob_service().url}/{DATA_CONTAINER}/{folder}"})[0].id
+    write_json = store.write_json
+
+    def cancel_after_the_first_chunk(name, body):  # noqa: ANN001
+        write_json(name, body)
+        if name == paths.manifest(job_id, 0):
+            service.cancel(job_id)
+
+    monkeypatch.setattr(store, "write_json", cancel_after_the_first_chunk)
+    result = plan_job(store, queue, job_id)
+
+    assert result["ok"] and result["skipped"] == "CancelRequested"
+    assert [MiniBatchMessage.decode(m.content).index
+            for m in queue.receive_messages(max_messages=32)] == [0]
+    assert store.read_json(paths.plan(job_id)) is None
+
+
 def test_a_failed_rows_rerun_replans_the_files_that_had_failures(jobs, account):
     store, queue, data, folder = jobs
     data.upload_blob(f"{folder}/a.csv", _csv(range(5)))
