@@ -1,4 +1,5 @@
-"""`make demo`: Azure ML's MNIST batch-endpoint tutorial, run locally with the batchfn CLI.
+"""The first part of `make demo` (samples/demo.py): Azure ML's MNIST batch-endpoint
+tutorial, run locally with the batchfn CLI.
 
 Starts devhost (which starts Azurite), then walks the tutorial, printing every `batchfn`
 command before running it: create the endpoint and the torch deployment (default), score
@@ -6,7 +7,7 @@ the 1,000-digit sample, add the keras deployment and invoke it by name, make it 
 default, invoke with overrides, download outputs, delete everything. devhost is stopped at
 the end, also on failure or Ctrl-C. Outputs stay in demo-output/.
 
-    python -m samples.mnist.demo [--port 7071]
+    python -m samples.mnist.demo [--port 7071]     # this tutorial alone
 """
 
 from __future__ import annotations

@@ -2,11 +2,10 @@
 
 Runs in an activity, never in the invoke request. The listing is streamed: files (or, for
 a tabular job, row ranges found by scanning each file, see shared/tabular/split.py) fill a
-manifest chunk, and as soon as a chunk is full it is written and its mini-batches' messages
-go out, so the planner holds one chunk whatever the input's size, and scoring starts while
-a large input is still being listed. The totals (plan.json, progress.json) are written
-once the listing ends. A job whose input has more files (or rows) than the operator's cap
-fails with the reason.
+manifest chunk, and each chunk is written as soon as it is full, so the planner holds one
+chunk whatever the input's size. Once the listing ends, the totals (plan.json,
+progress.json) are written and one small message per mini-batch goes out. A job whose
+input has more files (or rows) than the operator's cap fails with the reason.
 
 Every step is idempotent, so a planner that crashed and runs again writes the same
 manifests and re-sends messages that the ledger then deduplicates.
@@ -18,8 +17,8 @@ import json
 import logging
 import os
 import posixpath
-import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -49,7 +48,7 @@ log = logging.getLogger(__name__)
 MANIFEST_ITEMS = 5000  # files (or row pieces) per manifest chunk: one read serves many batches
 MAX_PIECES_PER_BATCH = 1000  # files one tabular mini-batch reads at most
 _SEND_THREADS = 16
-_SENDS_WAITING = 4096  # messages queued for the send threads at most: memory stays bounded
+_SENDS_WAITING = 4096  # messages submitted ahead of the sends at most: memory stays bounded
 # Operator caps (app settings of the control app): a larger input fails its job.
 MAX_FILES_SETTING = "BATCHFN_MAX_FILES_PER_JOB"
 MAX_ROWS_SETTING = "BATCHFN_MAX_ROWS_PER_JOB"
@@ -235,11 +234,12 @@ class _Stopped(Exception):
 
 
 class _PlanWriter:
-    """Fills manifest chunks with mini-batches; writes each full chunk and sends its messages.
+    """Fills manifest chunks with mini-batches and writes each chunk as soon as it is full.
 
-    Messages go out on threads (at most _SENDS_WAITING waiting), once their chunk and their
-    ledger shard exist. Leaving the `with` block after a clean listing writes the totals
-    and the last chunk, and waits for the sends.
+    Leaving the `with` block after a clean listing writes the last chunk, the ledger shards
+    and the totals, then sends one message per mini-batch on threads. Messages wait for the
+    end of the listing so that planning keeps the host to itself: scoring that started
+    early would stretch a long listing, and the planning activity with it.
     """
 
     def __init__(self, store: JobStore, queue: QueueClient, job: JobRecord) -> None:
@@ -249,13 +249,11 @@ class _PlanWriter:
         self.unit = "rows" if job.settings.tabular else "files"
         self._chunk: list[PlannedBatch] = []
         self._chunk_items = 0
-        self._chunk_number = 0
+        self._chunks: list[tuple[int, int]] = []  # (first index, mini-batches) per chunk
+        self._unplanned: set[int] = set()  # mini-batches of files that failed at planning
         self._next_index = 0  # index of the chunk's first mini-batch, then of the next one
         self._inputs = 0
         self._shards = 0  # ledger shards created so far
-        self._sends = ThreadPoolExecutor(_SEND_THREADS, thread_name_prefix="batchfn-plan")
-        self._waiting = threading.BoundedSemaphore(_SENDS_WAITING)
-        self._errors: list[BaseException] = []
         self._containers: dict[str, Any] = {}
         self.plan = Plan(self.unit, 0, 0, 0)
 
@@ -263,16 +261,10 @@ class _PlanWriter:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        try:
-            if kind is None:
-                # The totals first: a worker that finishes the last mini-batches at once
-                # finds plan.json (its shard-full hint needs the mini-batch count).
-                self._write_totals()
-                self._flush()
-        finally:
-            self._sends.shutdown(wait=True)
         if kind is None:
-            self._raise_send_error()
+            self._flush()
+            self._write_totals()
+            self._send_messages()
 
     def blob(self, file: InputFile):  # noqa: ANN201 - a BlobClient
         """The blob client of an input file (for the tabular scan)."""
@@ -299,33 +291,29 @@ class _PlanWriter:
         """
         index = self._next_index + len(self._chunk)
         self._ensure_shards(index)
+        error = f"cannot split {file.display_name} into rows: {reason}"
         write_record(self.store.state, self.job.id, index, attempts=0, status=UNPLANNED,
-                     error=f"cannot split {file.display_name} into rows: {reason}",
-                     traceback=None, inputs=[InputFailure(
-                         file, f"cannot split {file.display_name} into rows: {reason}", row)])
+                     error=error, traceback=None, inputs=[InputFailure(file, error, row)])
         record_completion(self.store.state, self.job.id, Completion(
             index, False, 0, 1, 0, f"{file.display_name}: {reason}"))
         log.info("job %s: %s cannot be planned: %s", self.job.id, file.display_name, reason)
+        self._unplanned.add(index)
         self.add(PlannedBatch(()), 1)
 
     def _flush(self) -> None:
         if not self._chunk:
             return
         self._check_still_wanted()
-        first, number = self._next_index, self._chunk_number
-        self.store.write_json(paths.manifest(self.job.id, number), {
+        first = self._next_index
+        self.store.write_json(paths.manifest(self.job.id, len(self._chunks)), {
             "first": first, "batches": [batch.entries() for batch in self._chunk]})
-        self._ensure_shards(first + len(self._chunk) - 1)
-        for offset, batch in enumerate(self._chunk):
-            if batch.files:
-                self._send(MiniBatchMessage(self.job.id, first + offset, number).encode())
+        self._chunks.append((first, len(self._chunk)))
         self._next_index += len(self._chunk)
-        self._chunk_number += 1
         self._chunk, self._chunk_items = [], 0
 
     def _check_still_wanted(self) -> None:
         """Stop planning a job that was canceled or ended meanwhile (one read per chunk)."""
-        if self._chunk_number == 0:
+        if not self._chunks:
             return
         try:
             status = self.store.get(self.job.id).status
@@ -340,25 +328,9 @@ class _PlanWriter:
             create_ledger(self.store.state, self.job.id, self._shards)
             self._shards += 1
 
-    def _send(self, text: str) -> None:
-        self._raise_send_error()
-        self._waiting.acquire()
-        future = self._sends.submit(_send, self.queue, text)
-        future.add_done_callback(self._sent)
-
-    def _sent(self, future: Future[None]) -> None:
-        self._waiting.release()
-        if future.exception() is not None:
-            self._errors.append(future.exception())
-
-    def _raise_send_error(self) -> None:
-        if self._errors:
-            raise self._errors[0]
-
     def _write_totals(self) -> None:
-        batches = self._next_index + len(self._chunk)
-        self.plan = Plan(self.unit, self._inputs, batches,
-                         self._chunk_number + (1 if self._chunk else 0))
+        batches = self._next_index
+        self.plan = Plan(self.unit, self._inputs, batches, len(self._chunks))
         self._ensure_shards(max(batches, 1) - 1)  # an empty job has one too
         self.store.write_json(paths.plan(self.job.id), self.plan.to_dict())
         body = json.dumps(Progress.start(self._inputs, batches, self.unit).to_dict()).encode()
@@ -366,6 +338,30 @@ class _PlanWriter:
             self.store.state.upload_blob(paths.progress(self.job.id), body, overwrite=False)
         except ResourceExistsError:
             pass
+
+    def _send_messages(self) -> None:
+        """One message per mini-batch (a few dozen bytes each: the files stay in manifests),
+        _SEND_THREADS at a time; messages are made as they are sent, not held."""
+        messages = (MiniBatchMessage(self.job.id, index, number).encode()
+                    for number, (first, count) in enumerate(self._chunks)
+                    for index in range(first, first + count) if index not in self._unplanned)
+        with ThreadPoolExecutor(_SEND_THREADS, thread_name_prefix="batchfn-plan") as pool:
+            for _ in _bounded_map(pool, lambda text: _send(self.queue, text), messages,
+                                  _SENDS_WAITING):
+                pass
+
+
+def _bounded_map(pool: ThreadPoolExecutor, function: Callable[[str], None],
+                 items: Iterable[str], window: int) -> Iterator[None]:
+    """`pool.map` that submits at most `window` items ahead of the results (bounded memory);
+    the first error is raised."""
+    pending: deque[Future[None]] = deque()
+    for item in items:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _send(queue: QueueClient, text: str) -> None:

@@ -146,8 +146,7 @@ def test_a_job_canceled_while_it_is_planned_stops_planning(jobs, account, monkey
     result = plan_job(store, queue, job_id)
 
     assert result["ok"] and result["skipped"] == "CancelRequested"
-    assert [MiniBatchMessage.decode(m.content).index
-            for m in queue.receive_messages(max_messages=32)] == [0]
+    assert list(queue.receive_messages(max_messages=32)) == []  # sent once planning ends
     assert store.read_json(paths.plan(job_id)) is None
 
 
