@@ -37,6 +37,10 @@ class TablePiece:
     row_range: tuple[int, ...]
 
 
+class TablesUnreadable(RuntimeError):
+    """Storage kept failing while the rows were read: worth retrying the mini-batch later."""
+
+
 class TableLoader:
     """Reads tabular mini-batches on one thread of its own (one loader per worker process)."""
 
@@ -58,6 +62,8 @@ class TableLoader:
             self._session.close()
 
     def _read(self, input_format: str, pieces: tuple[TablePiece, ...]) -> TabularBatch:
+        from azure.core.exceptions import AzureError, HttpResponseError
+
         from shared.tabular.read import BatchPiece, TableReader
         from shared.tabular.sources import BlobSource
         from shared.tabular.split import RowRange
@@ -67,12 +73,21 @@ class TableLoader:
 
             self._reader = TableReader()
             self._session = requests.Session()
-        return self._reader.read_batch([
-            BatchPiece(piece.file, BlobSource.from_url(piece.url, size=piece.size,
-                                                       etag=piece.etag,
-                                                       transport=self._transport()),
-                       input_format, RowRange.from_list(list(piece.row_range)))
-            for piece in pieces])
+        try:
+            return self._reader.read_batch([
+                BatchPiece(piece.file, BlobSource.from_url(piece.url, size=piece.size,
+                                                           etag=piece.etag,
+                                                           transport=self._transport()),
+                           input_format, RowRange.from_list(list(piece.row_range)))
+                for piece in pieces])
+        except HttpResponseError as exc:
+            # Storage refused or failed (after the SDK's retries): the mini-batch is retried.
+            # The message names the status, never the URL (its query is a signature).
+            raise TablesUnreadable(f"storage answered HTTP {exc.status_code} "
+                                   f"{exc.error_code or exc.reason or ''}".strip()) from None
+        except AzureError as exc:
+            raise TablesUnreadable(f"storage could not be reached: {type(exc).__name__}") \
+                from None
 
     def _transport(self) -> Any:
         """A transport over the loader's session, which the client it serves leaves open."""

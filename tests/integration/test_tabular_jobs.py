@@ -26,6 +26,7 @@ from shared.layout import ASSETS_CONTAINER, DATA_CONTAINER
 from shared.records import AssetRef, DeploymentRecord
 from shared.scoring import MiniBatch, ScoringRuntime
 from shared.scoring.batch import InputFile, RowPiece
+from shared.scoring.tables import TableLoader, TablePiece, TablesUnreadable
 from shared.settings import DeploymentSettings
 from shared.tabular.sources import BlobSource
 from shared.tabular.split import plan_table
@@ -254,3 +255,18 @@ def test_an_mlflow_deployment_scores_parquet_rows_with_the_built_in_scorer(accou
     assert [line.split(",")[0] for line in lines] == [str(i) for i in range(20, 30)]
     assert all(line.endswith(",rows.parquet") for line in lines)
     assert (outcome.succeeded, outcome.failed) == (10, 0)
+
+
+def test_a_refused_read_is_retried_and_never_shows_the_signed_url(account):
+    pieces = _pieces(account, "secret.csv", _csv(range(3)), "csv", 10)
+    url = (f"{account.container(DATA_CONTAINER).url}/{pieces[0].file.blob_name}"
+           "?sv=2024-08-04&sr=b&sp=r&se=2030-01-01T00:00:00Z&sig=bm90LWEtc2lnbmF0dXJl")
+    loader = TableLoader()
+    try:
+        future = loader.start("csv", [TablePiece("secret.csv", url, pieces[0].size,
+                                                 pieces[0].etag, pieces[0].row_range)])
+        with pytest.raises(TablesUnreadable) as refused:
+            future.result(timeout=60)
+    finally:
+        loader.close()
+    assert "HTTP 403" in str(refused.value) and "sig=" not in str(refused.value)
