@@ -6,6 +6,9 @@ scoring script by path, calls `init()` once, then answers `RunRequest`s until to
 down or its pipe closes. A request's inputs download (from signed URLs: the worker holds no
 storage credential) as soon as it arrives, so the next mini-batch's files arrive while
 run() works on this one; run()'s return is encoded into output lines here, not in the host.
+A tabular request's rows are read the same way (tables.py) and run() gets a DataFrame;
+inputs that fail on their own (unparseable rows, failures that run() reports through
+shared.tabular.failures) are collected and sent back with the reply.
 Everything a script prints or logs during an attempt goes to that attempt's log file (file
 descriptors 1 and 2 are redirected, so output of C extensions and child processes is
 captured too). It keeps imports light: a worker that never sees pandas does not pay for it.
