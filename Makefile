@@ -42,7 +42,7 @@ serve: install
 	$(PY) -m devhost --app function_app --port 7071
 
 demo: install
-	$(PY) -m samples.mnist.demo
+	$(PY) -m samples.demo
 
 lint: install
 	$(PY) -m ruff check .

@@ -114,8 +114,8 @@ class BatchfnClient:
             self._require_absent(spec.endpoint_name, spec.name)
         model = self._upload_source("model", spec.model, local.model_dir,
                                     f"{spec.endpoint_name}-{spec.name}-model")
-        code = self._upload_source("code", spec.code, local.code_dir,
-                                   f"{spec.endpoint_name}-{spec.name}-code")
+        code = None if spec.code is None else self._upload_source(
+            "code", spec.code, local.code_dir, f"{spec.endpoint_name}-{spec.name}-code")
         body = with_uploaded_assets(local.document, model, code)
         body["name"], body["endpoint_name"] = spec.name, spec.endpoint_name
         return self.request(

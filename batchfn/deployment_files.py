@@ -27,7 +27,7 @@ class LocalDeployment:
     document: dict[str, Any]
     spec: DeploymentSpec
     model_dir: Path | None
-    code_dir: Path | None
+    code_dir: Path | None  # None: registered code, or none (an MLflow model without a script)
 
 
 def endpoint_document(file: str | Path | None, document: Mapping[str, Any] | None,
@@ -50,9 +50,12 @@ def deployment_document(file: str | Path | None, document: Mapping[str, Any] | N
         base = Path(base_dir) if base_dir else (Path(file).parent if file else Path.cwd())
         spec = DeploymentSpec.from_document(doc, endpoint_name=endpoint_name, name=name)
         model_dir = _folder(base, spec.model)
-        code_dir = _folder(base, spec.code)
+        code_dir = _folder(base, spec.code) if spec.code is not None else None
         if code_dir is not None:
+            assert spec.scoring_script is not None  # the spec gives both or neither
             _check_script(code_dir, spec.scoring_script)
+        if spec.code is None and model_dir is not None:
+            _check_mlflow_model(model_dir)
     return LocalDeployment(doc, spec, model_dir, code_dir)
 
 
@@ -64,6 +67,21 @@ def _folder(base: Path, source: FolderSource | AssetReference) -> Path | None:
         raise InvalidRequest(f"folder {source.path!r} does not exist (looked in {folder})",
                              details={"path": str(folder)}, code="folder_not_found")
     return folder
+
+
+def _check_mlflow_model(model_dir: Path) -> None:
+    """A deployment without code_configuration needs an MLflow model the built-in scorer
+    loads (the registry checks a registered model the same way)."""
+    from shared.mlflow_scoring.mlmodel import MLMODEL_FILE, is_mlflow_model_folder, read_mlmodel
+
+    if not is_mlflow_model_folder(model_dir):
+        raise InvalidRequest(
+            f"the deployment has no code_configuration, and the model folder {model_dir} has no "
+            f"{MLMODEL_FILE} file: only MLflow models deploy without a scoring script; give "
+            "code_configuration (code and scoring_script)",
+            details={"field": "code_configuration", "path": str(model_dir)},
+            code="scoring_script_required")
+    read_mlmodel(model_dir)
 
 
 def _check_script(code_dir: Path, scoring_script: str) -> None:

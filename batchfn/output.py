@@ -40,22 +40,24 @@ def render(data: Any, output: str = "json", query: str | None = None) -> str:
 
 
 def progress_line(job: dict[str, Any], terminal: bool) -> str:
-    """`Running [#####.....] 50/100 files, 2 failed, 12.5 files/s, ETA 4s`.
+    """`Running [#####.....] 50/100 files, 2 failed, 12.5 files/s, ETA 4s` (rows instead of
+    files for a tabular job).
 
-    `terminal`: the job has ended (a job without files then shows a full bar).
+    `terminal`: the job has ended (a job without inputs then shows a full bar).
     """
     progress = job.get("progress") or {}
-    files = progress.get("files") or {}
-    total = files.get("total", 0)
-    done = files.get("succeeded", 0) + files.get("failed", 0)
+    unit = progress.get("unit", "files")
+    counts = progress.get("inputs") or progress.get("files") or {}
+    total = counts.get("total", 0)
+    done = counts.get("succeeded", 0) + counts.get("failed", 0)
     if total:
         filled = int(_PROGRESS_WIDTH * done / total)
     else:
         filled = _PROGRESS_WIDTH if terminal else 0
     eta = progress.get("eta_seconds")
+    rate = progress.get("rate_per_second", progress.get("rate_files_per_second", 0))
     return (f"{job['status']:<15} [{'#' * filled}{'.' * (_PROGRESS_WIDTH - filled)}] "
-            f"{done}/{total} files, {files.get('failed', 0)} failed, "
-            f"{progress.get('rate_files_per_second', 0)} files/s"
+            f"{done}/{total} {unit}, {counts.get('failed', 0)} failed, {rate} {unit}/s"
             + (f", ETA {eta:.0f}s" if eta else ""))
 
 

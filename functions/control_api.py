@@ -28,6 +28,8 @@ from shared.errors import InvalidRequest
 from shared.names import ASSET_NAME_PATTERN, MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN
 from shared.registry import Registry
 from shared.storage import StorageAccount
+from shared.tabular.formats import INPUT_FORMATS
+from shared.tabular.options import MAX_COLUMN_NAME_CHARS, MAX_PASSTHROUGH_COLUMNS
 
 bp = func.Blueprint()
 
@@ -208,6 +210,10 @@ _SETTINGS_PROPERTIES: dict[str, Any] = {
                          "maxLength": settings.MAX_FILE_NAME},
     "output_format": {"type": "string", "enum": list(settings.OUTPUT_FORMATS)},
     "logging_level": {"type": "string", "enum": list(settings.LOGGING_LEVELS)},
+    "input_format": {"type": "string", "enum": list(INPUT_FORMATS)},
+    "passthrough_columns": {"type": "array", "maxItems": MAX_PASSTHROUGH_COLUMNS,
+                            "items": {"type": "string", "minLength": 1,
+                                      "maxLength": MAX_COLUMN_NAME_CHARS}},
 }
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
@@ -231,9 +237,14 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                    "properties": {
                        "name": _RESOURCE_NAME, "endpoint_name": _RESOURCE_NAME,
                        "description": _TEXT, "tags": _TAGS, "model": _ASSET_REFERENCE,
-                       "code_configuration": {"type": "object", "properties": {
-                           "code": _ASSET_REFERENCE,
-                           "scoring_script": {"type": "string", "maxLength": MAX_RELATIVE_PATH}}},
+                       "code_configuration": {
+                           "type": "object", "nullable": True,
+                           "description": "none for an MLflow model, which the built-in "
+                                          "MLflow scorer scores",
+                           "properties": {
+                               "code": _ASSET_REFERENCE,
+                               "scoring_script": {"type": "string",
+                                                  "maxLength": MAX_RELATIVE_PATH}}},
                        "settings": {"$ref": _REF + "Settings"},
                        "resources": {"type": "object", "properties": {
                            "instance_count": _integer(1, settings.MAX_INSTANCE_COUNT)}},

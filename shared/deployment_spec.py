@@ -27,7 +27,9 @@ LEGACY_SETTING_KEYS = frozenset({
     "mini_batch_size", "max_concurrency_per_instance", "output_action", "output_file_name",
     "retry_settings", "error_threshold", "logging_level",
 })
-MODEL_TYPES = ("custom_model", "mlflow_model")
+CUSTOM_MODEL_TYPE = "custom_model"
+MLFLOW_MODEL_TYPE = "mlflow_model"
+MODEL_TYPES = (CUSTOM_MODEL_TYPE, MLFLOW_MODEL_TYPE)
 AUTH_MODES = ("aad_token", "key", "aml_token")
 MAX_ENVIRONMENT_VARIABLES = 256
 MAX_ENVIRONMENT_VALUE = 32 * 1024
@@ -166,8 +168,9 @@ class DeploymentSpec:
     name: str
     endpoint_name: str
     model: FolderSource | AssetReference
-    code: FolderSource | AssetReference
-    scoring_script: str
+    # None (no code_configuration): an MLflow model scored by the built-in MLflow scorer.
+    code: FolderSource | AssetReference | None
+    scoring_script: str | None
     settings: DeploymentSettings = field(default_factory=DeploymentSettings)
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
@@ -185,26 +188,22 @@ class DeploymentSpec:
             "endpoint", endpoint_name if endpoint_name is not None else doc.get("endpoint_name"))
         deployment = check_resource_name(
             "deployment", name if name is not None else doc.get("name"))
-        code_cfg = _mapping(doc.get("code_configuration"), "code_configuration")
-        if "code" not in code_cfg or "scoring_script" not in code_cfg:
-            raise InvalidRequest("code_configuration needs 'code' (a folder) and 'scoring_script'",
-                                 details={"field": "code_configuration"},
-                                 code="invalid_deployment")
         settings, environment = split_settings(doc)
         model, model_type, model_ignored = _model_source(doc.get("model"))
+        code_cfg = _code_configuration(doc.get("code_configuration"), model_type)
         ignored = _ignored(doc, DEPLOYMENT_FIELDS, DEPLOYMENT_IGNORED)
         ignored += _ignored(_mapping(doc.get("resources") or {}, "resources"),
                             frozenset({"instance_count"}), RESOURCES_IGNORED,
                             prefix="resources.")
-        ignored += _ignored(code_cfg, frozenset({"code", "scoring_script"}), {},
+        ignored += _ignored(code_cfg or {}, frozenset({"code", "scoring_script"}), {},
                             prefix="code_configuration.")
         return cls(
             name=deployment,
             endpoint_name=endpoint,
             model=model,
-            code=_code_source(code_cfg["code"]),
+            code=_code_source(code_cfg["code"]) if code_cfg else None,
             scoring_script=check_relative_path(code_cfg["scoring_script"],
-                                               field="scoring_script"),
+                                               field="scoring_script") if code_cfg else None,
             settings=DeploymentSettings.from_dict(settings),
             description=text_field(doc.get("description"), "description"),
             tags=tags_field(doc.get("tags"), "tags"),
@@ -279,19 +278,42 @@ def load_document(path: str | Path) -> dict[str, Any]:
 
 
 def with_uploaded_assets(document: Mapping[str, Any], model: AssetReference,
-                         code: AssetReference) -> dict[str, Any]:
+                         code: AssetReference | None) -> dict[str, Any]:
     """The document as the API takes it: local folders replaced by their registered assets.
 
     An inline model keeps its other fields (its `type` above all); only its folder becomes
-    the registered version.
+    the registered version. `code` is None for a deployment without code_configuration.
     """
     body = dict(document)
     original = document.get("model")
     kept = ({k: v for k, v in original.items() if k not in ("path", "name", "version")}
             if isinstance(original, Mapping) else {})
     body["model"] = {**kept, "name": model.name, "version": model.version} if kept else model.ref
-    body["code_configuration"] = {**dict(document["code_configuration"]), "code": code.ref}
+    if code is not None:
+        body["code_configuration"] = {**dict(document["code_configuration"]), "code": code.ref}
     return body
+
+
+def _code_configuration(value: Any, model_type: str | None) -> dict[str, Any] | None:
+    """The code_configuration mapping, or None where a deployment may go without one.
+
+    Like Azure ML, an MLflow model needs no scoring script; whether a model without a
+    declared type is an MLflow model (an MLmodel file in its folder) is checked where the
+    folder is (the CLI/client, and the registry for registered models).
+    """
+    if value is None:
+        if model_type == CUSTOM_MODEL_TYPE:
+            raise InvalidRequest(
+                "a custom_model deployment needs code_configuration ('code', a folder, and "
+                "'scoring_script'); only MLflow models deploy without a scoring script",
+                details={"field": "code_configuration"}, code="invalid_deployment")
+        return None
+    code_cfg = _mapping(value, "code_configuration")
+    if "code" not in code_cfg or "scoring_script" not in code_cfg:
+        raise InvalidRequest("code_configuration needs 'code' (a folder) and 'scoring_script'",
+                             details={"field": "code_configuration"},
+                             code="invalid_deployment")
+    return code_cfg
 
 
 def _check_type(kind: Any) -> None:

@@ -70,11 +70,14 @@ class EndpointRecord:
 
 @dataclass(frozen=True)
 class DeploymentRecord:
+    """A deployment as registered. Without `code` (and `scoring_script`) its model is an
+    MLflow model that the built-in MLflow scorer scores, as Azure ML does."""
+
     name: str
     endpoint_name: str
     model: AssetRef
-    code: AssetRef
-    scoring_script: str
+    code: AssetRef | None
+    scoring_script: str | None
     settings: DeploymentSettings = field(default_factory=DeploymentSettings)
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
@@ -89,7 +92,7 @@ class DeploymentRecord:
             "description": self.description,
             "tags": dict(self.tags),
             "model": asdict(self.model),
-            "code_configuration": {
+            "code_configuration": None if self.code is None else {
                 "code": asdict(self.code),
                 "scoring_script": self.scoring_script,
             },
@@ -102,15 +105,15 @@ class DeploymentRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeploymentRecord:
-        code_cfg = data["code_configuration"]
+        code_cfg = data.get("code_configuration")
         return cls(
             name=data["name"],
             endpoint_name=data["endpoint_name"],
             description=data.get("description", ""),
             tags=dict(data.get("tags") or {}),
             model=AssetRef(**data["model"]),
-            code=AssetRef(**code_cfg["code"]),
-            scoring_script=code_cfg["scoring_script"],
+            code=AssetRef(**code_cfg["code"]) if code_cfg else None,
+            scoring_script=code_cfg["scoring_script"] if code_cfg else None,
             settings=DeploymentSettings.from_dict(data.get("settings")),
             environment_variables=dict(data.get("environment_variables") or {}),
             created_at=data.get("created_at", ""),

@@ -24,8 +24,9 @@ from shared.deployment_spec import (
     tags_field,
     text_field,
 )
-from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from shared.layout import REGISTRY_CONTAINER
+from shared.mlflow_scoring.mlmodel import MAX_MLMODEL_BYTES, MLMODEL_FILE, parse_mlmodel
 from shared.names import check_resource_name
 from shared.records import AssetRef, DeploymentRecord, EndpointRecord
 from shared.script_check import check_scoring_script
@@ -166,9 +167,14 @@ class Registry:
         """
         endpoint = self.get_endpoint(spec.endpoint_name)
         model = self._resolve_asset("model", spec.model)
-        code = self._resolve_asset("code", spec.code)
-        source = self.assets.read_file(code, spec.scoring_script)
-        check_scoring_script(source, spec.scoring_script)
+        code = None
+        if spec.code is None:
+            self._check_mlflow_model(model)
+        else:
+            code = self._resolve_asset("code", spec.code)
+            assert spec.scoring_script is not None  # the spec gives both or neither
+            source = self.assets.read_file(code, spec.scoring_script)
+            check_scoring_script(source, spec.scoring_script)
         now = utc_now()
         record = DeploymentRecord(
             name=spec.name, endpoint_name=spec.endpoint_name, model=model, code=code,
@@ -258,6 +264,20 @@ class Registry:
                 f"(azureml:<name>:<version>); the CLI and client upload folders first",
                 details={"field": kind}, code="local_path_not_allowed")
         return self.assets.get(kind, source.name, source.version)
+
+    def _check_mlflow_model(self, model: AssetRef) -> None:
+        """A deployment without code_configuration: its model must be an MLflow model that
+        the built-in scorer loads (an MLmodel file with the python_function flavor)."""
+        try:
+            text = self.assets.read_file(model, MLMODEL_FILE, MAX_MLMODEL_BYTES)
+        except NotFound:
+            raise Unprocessable(
+                f"the deployment has no code_configuration, and model {model.ref} is not an "
+                f"MLflow model (no {MLMODEL_FILE} file at the top of its folder {model.root}/): "
+                "give code_configuration (code and scoring_script), or deploy an MLflow model",
+                details={"field": "code_configuration", "model": model.ref},
+                code="scoring_script_required") from None
+        parse_mlmodel(text, f"{model.root}/{MLMODEL_FILE} of model {model.ref}")
 
     def _require_deployment(self, endpoint: str, name: str, *, creating: bool = False) -> None:
         if self._deployments.read(_deployment_blob(endpoint, name)) is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.errors import InvalidRequest
 from shared.names import shown
+from shared.tabular.options import check_input_format, check_passthrough_columns
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
 OUTPUT_FORMATS = ("azureml", "csv", "jsonl", "parquet")
@@ -54,9 +55,17 @@ class DeploymentSettings:
     output_file_name: str = "predictions.csv"
     output_format: str = "azureml"
     logging_level: str = "info"
+    # Tabular inputs (docs/tabular.md): rows instead of files, input columns carried along.
+    input_format: str = "files"
+    passthrough_columns: tuple[str, ...] = ()
+
+    @property
+    def tabular(self) -> bool:
+        """Whether jobs split their input by rows (input_format csv, jsonl or parquet)."""
+        return self.input_format != "files"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "passthrough_columns": list(self.passthrough_columns)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> DeploymentSettings:
@@ -91,7 +100,7 @@ class DeploymentSettings:
                 retry = replace(retry, timeout=value)
             else:
                 top[key] = value
-        return replace(self, retry_settings=retry, **top)
+        return _check_tabular(replace(self, retry_settings=retry, **top))
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -161,6 +170,15 @@ def _file_name(key: str, value: Any) -> str:
     return value
 
 
+def _check_tabular(settings: DeploymentSettings) -> DeploymentSettings:
+    if settings.passthrough_columns and not settings.tabular:
+        raise InvalidRequest(
+            "setting passthrough_columns needs a tabular input_format (csv, jsonl or parquet): "
+            "with input_format files, run() gets file paths, which have no columns",
+            details={"setting": "passthrough_columns"}, code="invalid_setting")
+    return settings
+
+
 def _bad(key: str, value: Any, expected: str) -> InvalidRequest:
     return InvalidRequest(
         f"setting {key}={shown(value)} is invalid: expected {expected}",
@@ -180,4 +198,6 @@ _FIELDS = {
     "output_file_name": _file_name,
     "output_format": _choice(OUTPUT_FORMATS),
     "logging_level": _choice(LOGGING_LEVELS),
+    "input_format": lambda key, value: check_input_format(value),
+    "passthrough_columns": lambda key, value: check_passthrough_columns(value),
 }

@@ -253,14 +253,14 @@ class ModelBatchDeployment(_DeploymentBase):
     def _from_api(cls, record: dict[str, Any]) -> ModelBatchDeployment:
         settings = record.get("settings") or {}
         retry = settings.get("retry_settings") or {}
-        code = record["code_configuration"]
+        code = record.get("code_configuration")  # None: an MLflow model without a script
         return cls(
             name=record["name"], endpoint_name=record["endpoint_name"],
             description=record.get("description"), tags=dict(record.get("tags") or {}),
             model=Model._from_api(record["model"]),
             code_configuration=CodeConfiguration(
                 code=f"azureml:{code['code']['name']}:{code['code']['version']}",
-                scoring_script=code["scoring_script"]),
+                scoring_script=code["scoring_script"]) if code else None,
             resources=ResourceConfiguration(instance_count=settings.get("instance_count")),
             settings=ModelBatchDeploymentSettings(
                 **{key: settings.get(key) for key in _SETTING_FIELDS

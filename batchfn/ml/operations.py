@@ -41,6 +41,9 @@ _PARAMS_OVERRIDE_SETTINGS = {
     "retry_settings.max_retries": "retry_settings.max_retries",
     "retry_settings.timeout": "retry_settings.timeout",
     "logging_level": "logging_level",
+    # batchfn's own: tabular inputs split by rows (docs/tabular.md)
+    "input_format": "input_format",
+    "passthrough_columns": "passthrough_columns",
 }
 _OUTPUT_DATASTORE = "output_dataset.datastore_id"
 _OUTPUT_PATH = "output_dataset.path"

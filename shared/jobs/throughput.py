@@ -1,7 +1,8 @@
-"""A job's throughput over time: a bounded series of cumulative file counts.
+"""A job's throughput over time: a bounded series of cumulative input counts.
 
 Each progress check that counts new completions adds one sample — the time of the latest
-completion and the files succeeded and failed so far — to progress.json. Cumulative counts
+completion and the inputs (files, or rows of a tabular job) succeeded and failed so far —
+to progress.json. Cumulative counts
 survive thinning: when the series is full, the sample whose neighbours are closest in time
 is dropped (never the first or the newest), so a job of any length keeps at most
 MAX_SAMPLES samples spread evenly over its run, and a job opened after it ended still shows
@@ -16,7 +17,7 @@ from shared.timestamps import parse_time
 
 MAX_SAMPLES = 240
 
-# One sample: [ISO time, files succeeded, files failed] (a list: progress.json stays small).
+# One sample: [ISO time, inputs succeeded, inputs failed] (a list: progress.json stays small).
 Sample = list[Any]
 
 
@@ -36,15 +37,16 @@ def add_sample(samples: list[Sample], at: str | None, succeeded: int,
     return grown[:drop] + grown[drop + 1:]
 
 
-def throughput_view(planned_at: str, first_completed_at: str | None, files: int,
-                    samples: list[Sample]) -> dict[str, Any]:
+def throughput_view(planned_at: str, first_completed_at: str | None, inputs: int,
+                    samples: list[Sample], unit: str = "files") -> dict[str, Any]:
     """The API's form of a series: when planning ended and the first mini-batch finished
-    (the first sample's counts were reached between then and its time), the file total,
-    and the samples."""
+    (the first sample's counts were reached between then and its time), the job's unit
+    (files, or rows of a tabular job), its input total, and the samples."""
     return {
         "planned_at": planned_at,
         "first_completed_at": first_completed_at,
-        "files": files,
-        "samples": [{"at": at, "files_succeeded": succeeded, "files_failed": failed}
+        "unit": unit,
+        "inputs": inputs,
+        "samples": [{"at": at, "succeeded": succeeded, "failed": failed}
                     for at, succeeded, failed in samples],
     }

@@ -10,7 +10,6 @@ written at once; successful attempts' output is batched (attempt_logs.py).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -25,18 +24,23 @@ from azure.storage.blob import BlobClient, ContentSettings
 from azure.storage.queue import QueueClient
 
 from shared.errors import NotFound
-from shared.jobs import paths
 from shared.jobs.attempt_logs import AttemptLogs
+from shared.jobs.failure_records import (
+    INPUT_FAILED,
+    MISSING_ROWS,
+    POISONED,
+    whole,
+    write_record,
+)
 from shared.jobs.messages import MiniBatchMessage
 from shared.jobs.model import JobRecord, JobStatus
 from shared.jobs.parts import restored_completion, with_part
-from shared.jobs.planner import ManifestChunk, read_manifest
+from shared.jobs.planner import ManifestChunk, PlannedBatch, read_manifest
 from shared.jobs.progress import Completion, first_completion, record_completion
 from shared.jobs.store import JobStore
 from shared.records import DeploymentRecord
-from shared.scoring.batch import SUCCEEDED, InputFile, MiniBatch, ScoringOutcome
+from shared.scoring.batch import SUCCEEDED, InputFailure, MiniBatch, ScoringOutcome
 from shared.timestamps import utc_now
-from shared.tracebacks import readable_traceback
 
 log = logging.getLogger(__name__)
 
@@ -94,23 +98,25 @@ class MiniBatchWorker:
             return WorkResult("skipped", "job not found")
         if job.status in JobStatus.STOPPED:
             return WorkResult("skipped", f"job is {job.status}")
-        files = self._files(message)
+        planned = self._batch(message)
         attempt = message.prior_attempts + dequeue_count
         merged = job.settings.output_action == "append_row"
-        batch = MiniBatch(job_id=job.id, index=message.index, files=files, attempt=attempt,
-                          timeout=job.settings.retry_settings.timeout,
-                          output_format=job.settings.output_format if merged else None)
+        batch = MiniBatch(job_id=job.id, index=message.index, files=planned.files,
+                          attempt=attempt, timeout=job.settings.retry_settings.timeout,
+                          output_format=job.settings.output_format if merged else None,
+                          input_format=job.settings.input_format, pieces=planned.pieces,
+                          passthrough_columns=job.settings.passthrough_columns)
         outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record), batch)
         if outcome.status == SUCCEEDED:
             self.logs.add_succeeded(job.id, message.index, attempt, outcome.log)
             try:
                 self._upload_script_outputs(job)
             except ScriptOutputExists as exc:
-                # Deterministic: a retry would find the same file. The files count as failed.
-                blocks = self._record_failure(job.id, message.index, files, attempt,
+                # Deterministic: a retry would find the same file. The inputs count as failed.
+                blocks = self._record_failure(job.id, message.index, planned, attempt,
                                               "output_exists", str(exc), None)
                 return WorkResult("failed", str(exc), blocks)
-            blocks = self._record_success(job, files, outcome)
+            blocks = self._record_success(job, batch, outcome)
             return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed",
                               blocks)
         self._write_failed_log(job.id, message.index, attempt, outcome)
@@ -122,7 +128,7 @@ class MiniBatchWorker:
                 return WorkResult("requeued", f"attempt {attempt}: {outcome.error}")
             raise RetryMiniBatch(f"job {job.id} mini-batch {message.index} attempt {attempt} "
                                  f"{outcome.status}: {outcome.error}")
-        blocks = self._record_failure(job.id, message.index, files, attempt, outcome.status,
+        blocks = self._record_failure(job.id, message.index, planned, attempt, outcome.status,
                                       outcome.error or outcome.status, outcome.traceback)
         return WorkResult("failed", outcome.error or outcome.status, blocks)
 
@@ -143,9 +149,9 @@ class MiniBatchWorker:
             # Scored with a part blob, but the ledger line was lost: restore it.
             record_completion(state, job.id, replace(restored, host=self.logs.worker))
             return WorkResult("scored", "restored from part")
-        files = self._files(message)
+        planned = self._batch(message)
         attempts = message.prior_attempts + self.max_dequeue_count
-        self._record_failure(job.id, message.index, files, attempts, "poisoned",
+        self._record_failure(job.id, message.index, planned, attempts, POISONED,
                              "the message failed on every delivery (worker crashed or "
                              "storage errors); see the mini-batch logs", None)
         return WorkResult("failed", "poison")
@@ -166,7 +172,7 @@ class MiniBatchWorker:
             self._jobs[job_id] = (now, job)
         return job
 
-    def _files(self, message: MiniBatchMessage) -> tuple[InputFile, ...]:
+    def _batch(self, message: MiniBatchMessage) -> PlannedBatch:
         key = (message.job, message.chunk)
         with self._lock:
             chunk = self._manifests.get(key)
@@ -178,7 +184,7 @@ class MiniBatchWorker:
                 self._manifests[key] = chunk
                 while len(self._manifests) > MANIFEST_CACHE_CHUNKS:
                     self._manifests.popitem(last=False)
-        return chunk.files(message.index)
+        return chunk.batch(message.index)
 
     def _upload_script_outputs(self, job: JobRecord) -> None:
         """Copy files the script wrote to AZUREML_BI_OUTPUT_PATH into the job's output folder.
@@ -222,14 +228,28 @@ class MiniBatchWorker:
         if refused:
             raise refused[0]
 
-    def _record_success(self, job: JobRecord, files: tuple[InputFile, ...],
+    def _record_success(self, job: JobRecord, batch: MiniBatch,
                         outcome: ScoringOutcome) -> int:
+        """Record a scored mini-batch: its part, and the inputs that failed in it."""
         error = None
-        if outcome.failed:
-            error = (f"run() returned {outcome.rows} rows for {len(files)} files: "
-                     f"{outcome.failed} counted as failed")
-            self._write_failure_record(job.id, outcome.index, outcome.missing or files,
-                                       outcome.attempt, "missing_rows", error, None)
+        failures = list(outcome.failures)
+        reported = _counted(batch, outcome)
+        gap = outcome.failed - reported
+        if gap > 0:
+            # run() returned fewer rows than the inputs it was given (and did not say which).
+            unit = "rows" if batch.pieces else "files"
+            error = (f"run() returned {outcome.rows} rows for {batch.inputs - reported} "
+                     f"{unit}: {gap} counted as failed")
+            failures += _short_return(batch, outcome, error)
+        if failures:
+            status = MISSING_ROWS if not outcome.failures else INPUT_FAILED
+            summary = error or (f"{outcome.failed} of {batch.inputs} "
+                                f"{'rows' if batch.pieces else 'files'} failed: "
+                                f"{failures[0].error}")
+            write_record(self.store.state, job.id, outcome.index, attempts=outcome.attempt,
+                         status=status, error=summary, traceback=None, inputs=failures,
+                         unlisted=outcome.unlisted)
+            error = summary
         completion = Completion(outcome.index, True, outcome.succeeded, outcome.failed,
                                 outcome.rows, error, utc_now(),
                                 host=self.logs.worker)
@@ -237,25 +257,15 @@ class MiniBatchWorker:
             completion = with_part(self.store.state, job.id, completion, outcome.part)
         return record_completion(self.store.state, job.id, completion)
 
-    def _record_failure(self, job_id: str, index: int, files: tuple[InputFile, ...],
+    def _record_failure(self, job_id: str, index: int, planned: PlannedBatch,
                         attempts: int, status: str, error: str, traceback: str | None) -> int:
-        self._write_failure_record(job_id, index, files, attempts, status, error, traceback)
+        rows = [(p.first_row, p.rows) for p in planned.pieces]
+        files = [p.file for p in planned.pieces] if planned.pieces else planned.files
+        write_record(self.store.state, job_id, index, attempts=attempts, status=status,
+                     error=error, traceback=traceback, inputs=whole(files, error, rows))
+        inputs = sum(rows for _, rows in rows) if rows else len(planned.files)
         return record_completion(self.store.state, job_id, Completion(
-            index, False, 0, len(files), 0, error, utc_now(), host=self.logs.worker))
-
-    def _write_failure_record(self, job_id: str, index: int, files: tuple[InputFile, ...],
-                              attempts: int, status: str, error: str,
-                              traceback: str | None) -> None:
-        record = {
-            "mini_batch": index, "attempts": attempts, "status": status, "error": error,
-            "traceback": readable_traceback(traceback),
-            "files": [[f.container, f.blob_name, f.display_name] for f in files],
-        }
-        try:
-            self.store.state.upload_blob(paths.failure(job_id, index),
-                                         json.dumps(record).encode(), overwrite=False)
-        except ResourceExistsError:
-            pass
+            index, False, 0, inputs, 0, error, utc_now(), host=self.logs.worker))
 
     def _write_failed_log(self, job_id: str, index: int, attempt: int,
                           outcome: ScoringOutcome) -> None:
@@ -291,3 +301,19 @@ def _upload_script_output(blob: BlobClient, path: Path, own_etag: str | None) ->
             f"the script wrote {path.name!r}, but {blob.container_name}/{blob.blob_name} "
             "already exists with other content; batchfn never replaces a file it did not "
             "write (use a new output_path, or file names unique to each mini-batch)") from None
+
+
+def _counted(batch: MiniBatch, outcome: ScoringOutcome) -> int:
+    """The failed inputs the worker reported (rows, or files of the batch)."""
+    if batch.pieces:
+        return sum(f.rows for f in outcome.failures) + outcome.unlisted
+    return len({f.file for f in outcome.failures} & set(batch.files)) + outcome.unlisted
+
+
+def _short_return(batch: MiniBatch, outcome: ScoringOutcome, error: str) -> list[InputFailure]:
+    """What a short return failed: the files it left out (when a column of file names shows
+    which), else every input of the batch, each with the gap in the message."""
+    if batch.pieces:
+        return whole([p.file for p in batch.pieces], error,
+                     [(p.first_row, p.rows) for p in batch.pieces])
+    return whole(outcome.missing or batch.files, error)

@@ -2,10 +2,11 @@
 
 The worker runs it like a user's Azure ML script: init() once per worker process, then
 run() per mini-batch, with AZUREML_MODEL_DIR set. run() takes a list of file paths, or a
-DataFrame of rows when the job's input format is tabular; it returns Azure ML's MLflow
-output lines, or a DataFrame of real columns when the job writes csv, jsonl or parquet
-(BATCHFN_OUTPUT_FORMAT). Files and rows that cannot be scored are reported to the
-worker's failure collector (shared.tabular.failures).
+DataFrame of rows when the job's input format is tabular, and returns a DataFrame of
+Azure ML's MLflow output columns (row, the prediction, file_name): the worker writes it
+comma-separated without a header in the default output format, with real columns in csv,
+jsonl or parquet. Files and rows that cannot be scored are reported to the worker's
+failure collector (shared.tabular.failures).
 """
 
 from __future__ import annotations
@@ -15,12 +16,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from shared.mlflow_scoring.scorer import (
-    AZUREML_FORMAT,
-    OUTPUT_FORMAT_VARIABLE,
-    MlflowScorer,
-    as_output,
-)
+from shared.mlflow_scoring.scorer import MlflowScorer
 
 _scorer: MlflowScorer | None = None
 
@@ -31,9 +27,8 @@ def init() -> None:
     _scorer = MlflowScorer(os.environ["AZUREML_MODEL_DIR"])
 
 
-def run(mini_batch: Sequence[str] | pd.DataFrame) -> pd.DataFrame | list[str]:
+def run(mini_batch: Sequence[str] | pd.DataFrame) -> pd.DataFrame:
     """Score a mini-batch of files or rows (see the module docstring)."""
     if _scorer is None:
         raise RuntimeError("init() has not loaded the model")
-    table = _scorer.score(mini_batch)
-    return as_output(table, os.environ.get(OUTPUT_FORMAT_VARIABLE, AZUREML_FORMAT))
+    return _scorer.score(mini_batch)

@@ -17,7 +17,6 @@ from shared.errors import Unprocessable
 
 MLMODEL_FILE = "MLmodel"
 PYFUNC_FLAVOR = "python_function"
-MLFLOW_MODEL_TYPE = "mlflow_model"  # model.type of Azure ML's deployment YAML
 MAX_MLMODEL_BYTES = 1024 * 1024
 
 

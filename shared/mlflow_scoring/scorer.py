@@ -10,15 +10,12 @@ The model's signature is enforced when reading: a column signature converts each
 to its type row by row (a value that does not convert fails its row, not the file as in
 Azure ML; a missing column fails every row), a tensor signature reshapes an image to the
 tensor's shape and type. Predictions are returned "as is", one output row per input row
-(per image file), with Azure ML's columns: `row` (tabular inputs), the prediction, and
-`file_name`.
+(per image file), with Azure ML's columns: `row` (the row number in its file; left out of
+a mini-batch of images alone), the prediction, and `file_name`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -36,10 +33,6 @@ from shared.tabular.read import ROW_ORIGINS_ATTR, BatchPiece, TableReader, origi
 from shared.tabular.sources import LocalFileSource
 from shared.tabular.split import plan_table
 
-# The job's output format, set by the worker for each mini-batch: "azureml" (the default)
-# makes run() return Azure ML's lines, csv/jsonl/parquet a DataFrame of real columns.
-OUTPUT_FORMAT_VARIABLE = "BATCHFN_OUTPUT_FORMAT"
-AZUREML_FORMAT = "azureml"
 ROW_COLUMN = "row"
 PREDICTION_COLUMN = "prediction"
 FILE_COLUMN = "file_name"
@@ -102,7 +95,11 @@ class MlflowScorer:
                 continue
             if table is not None:
                 tables.append(table)
-        return _concat(tables)
+        table = _concat(tables)
+        if len(table) and table[ROW_COLUMN].isna().all():
+            # Only images: no row numbers (Azure ML writes the prediction and file name).
+            table = table.drop(columns=ROW_COLUMN)
+        return table
 
     def score_rows(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score a tabular mini-batch: its rows' file names and numbers come from
@@ -180,27 +177,6 @@ class MlflowScorer:
         return table
 
 
-def as_output(table: pd.DataFrame, output_format: str) -> pd.DataFrame | list[str]:
-    """run()'s return for `output_format`: Azure ML's lines for "azureml", else the table."""
-    return azureml_lines(table) if output_format == AZUREML_FORMAT else table
-
-
-def azureml_lines(table: pd.DataFrame) -> list[str]:
-    """Azure ML's MLflow output: one comma-separated line per row, no header: the row number
-    (tabular inputs only), the prediction(s) and the file name."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="")
-    lines = []
-    for record in table.itertuples(index=False, name=None):
-        row, *values, file = record
-        fields = ([] if pd.isna(row) else [int(row)]) + [_cell(v) for v in values] + [file]
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow(fields)
-        lines.append(buffer.getvalue())
-    return lines
-
-
 def _prediction_table(prediction: Any, rows: int) -> pd.DataFrame:
     """Predictions as columns: one named "prediction", or the model's own named columns.
 
@@ -256,15 +232,6 @@ def _runs(files: np.ndarray, rows: np.ndarray) -> list[tuple[str, int, int]]:
         else:
             runs.append((str(file), int(row), 1))
     return runs
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, (list, dict, tuple, np.ndarray)):
-        return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value,
-                          default=str)
-    if isinstance(value, np.generic):
-        return value.item()
-    return "" if value is None else value
 
 
 def _concat(tables: list[pd.DataFrame]) -> pd.DataFrame:

@@ -21,11 +21,47 @@ class InputFile:
 
 
 @dataclass(frozen=True)
+class RowPiece:
+    """Rows of one input file in a tabular mini-batch, as planned (shared/tabular/split.py).
+
+    `size` and `etag` are the file's when it was planned: a file changed since is never
+    read at the planned offsets. `row_range` is `RowRange.to_list()`: [first row, rows,
+    start byte, end byte, header end].
+    """
+
+    file: InputFile
+    size: int
+    etag: str | None
+    row_range: tuple[int, int, int, int, int]
+
+    @property
+    def first_row(self) -> int:
+        return self.row_range[0]
+
+    @property
+    def rows(self) -> int:
+        return self.row_range[1]
+
+
+@dataclass(frozen=True)
+class InputFailure:
+    """An input that could not be scored though its mini-batch ran: a whole file (`row`
+    None), or `rows` consecutive rows of a file from row number `row`."""
+
+    file: InputFile
+    error: str
+    row: int | None = None
+    rows: int = 1
+
+
+@dataclass(frozen=True)
 class MiniBatch:
-    """One `run()` call's worth of files, as carried by a queue message.
+    """One `run()` call's worth of files (or of rows), as carried by a queue message.
 
     `output_format` is the format run()'s rows are encoded in (encoding.py), or None when
-    only their number matters (`output_action: summary_only`).
+    only their number matters (`output_action: summary_only`). A tabular mini-batch
+    (`input_format` csv, jsonl or parquet) holds `pieces`, row ranges of `files`, and
+    `passthrough_columns` are copied from its input rows to its output rows.
     """
 
     job_id: str
@@ -34,6 +70,14 @@ class MiniBatch:
     attempt: int  # 1-based, from the queue message's dequeue count
     timeout: float  # seconds for one run() call (retry_settings.timeout)
     output_format: str | None = "azureml"
+    input_format: str = "files"
+    pieces: tuple[RowPiece, ...] = ()
+    passthrough_columns: tuple[str, ...] = ()
+
+    @property
+    def inputs(self) -> int:
+        """What the mini-batch scores, in the job's unit: rows (tabular) or files."""
+        return sum(piece.rows for piece in self.pieces) if self.pieces else len(self.files)
 
 
 @dataclass(frozen=True)
@@ -45,7 +89,10 @@ class ScoringOutcome:
     was unusable or the worker process died, and "timed_out" when run() exceeded the timeout.
     `part` holds run()'s rows encoded for the batch's output format (None when it failed or
     no format was asked for), `rows` their number, and `missing` the inputs a short return
-    left out (see encoding.EncodedResult).
+    left out (see encoding.EncodedResult). `succeeded` and `failed` count the batch's
+    inputs (files, or rows of a tabular batch); `failures` are the inputs that failed on
+    their own (rows that could not be read, files of a type the built-in MLflow scorer does
+    not read), reported by the worker, `unlisted` those beyond the ones it listed.
     """
 
     job_id: str
@@ -62,3 +109,5 @@ class ScoringOutcome:
     log: str
     duration: float
     download_seconds: float
+    failures: tuple[InputFailure, ...] = ()
+    unlisted: int = 0

@@ -45,18 +45,23 @@ class EncodedResult:
 
 
 def encode_result(value: Any, returned_list: bool, output_format: str | None,
-                  names: Sequence[str]) -> EncodedResult:
+                  names: Sequence[str], azureml_separator: str = " ") -> EncodedResult:
     """Encode run()'s `value` (a DataFrame, or a list when `returned_list`) for the host.
 
-    `names` are the display names of the mini-batch's inputs, in order.
+    `names` are the display names of the mini-batch's input files, in order (empty for a
+    mini-batch of rows, whose short returns are counted by the worker). The `azureml`
+    format separates a DataFrame's columns with `azureml_separator`: a space for scoring
+    scripts, a comma for the built-in MLflow scorer, as in Azure ML.
     """
     rows = len(value)
-    part = None if output_format is None else encode_part(value, returned_list, output_format)
+    part = None if output_format is None else encode_part(value, returned_list, output_format,
+                                                           azureml_separator)
     missing = missing_inputs(value, returned_list, names) if rows < len(names) else ()
     return EncodedResult(rows, part, missing)
 
 
-def encode_part(value: Any, returned_list: bool, output_format: str) -> EncodedPart:
+def encode_part(value: Any, returned_list: bool, output_format: str,
+                azureml_separator: str = " ") -> EncodedPart:
     """Serialise one run() return for `output_format` (see the module docstring)."""
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"unknown output format {output_format!r}")
@@ -67,7 +72,7 @@ def encode_part(value: Any, returned_list: bool, output_format: str) -> EncodedP
         return EncodedPart("".join(f"{element}\n" for element in value).encode())
     table = as_table(value, returned_list)
     if output_format == "azureml":
-        return EncodedPart(table.to_csv(sep=" ", header=False, index=False,
+        return EncodedPart(table.to_csv(sep=azureml_separator, header=False, index=False,
                                         lineterminator="\n").encode())
     if output_format == "csv":
         header = ",".join(_csv_cell(str(column)) for column in table.columns) + "\n"

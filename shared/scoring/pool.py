@@ -29,6 +29,7 @@ import psutil
 from shared.scoring.batch import FAILED, SUCCEEDED, TIMED_OUT
 from shared.scoring.encoding import EncodedPart
 from shared.scoring.inputs import InputDownload
+from shared.scoring.tables import TablePiece
 from shared.scoring.worker import (
     DUMP_SIGNAL,
     Reply,
@@ -38,6 +39,7 @@ from shared.scoring.worker import (
     WorkerSpec,
     serve,
 )
+from shared.tabular.failures import FailedInput
 
 LOG_LIMIT = 1024 * 1024  # bytes of an attempt's log kept (the end of it)
 DUMP_WAIT = 0.3  # seconds a timed-out worker gets to dump its stacks before it is killed
@@ -77,7 +79,8 @@ class InputsUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class RunResult:
-    """One attempt as seen by the pool: status per batch.py, run()'s rows and part, log text."""
+    """One attempt as seen by the pool: status per batch.py, run()'s rows and part, log text,
+    and the inputs that failed on their own (see worker.Reply)."""
 
     status: str
     rows: int
@@ -87,6 +90,9 @@ class RunResult:
     traceback: str | None
     log: str
     downloaded_at: float | None = None  # time.monotonic() when the inputs were in place
+    failed: tuple[FailedInput, ...] = ()
+    failed_inputs: int = 0
+    given: int = 0  # rows run() got (a tabular mini-batch)
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,9 @@ class WorkerPool:
     def run(self, paths: Sequence[str], timeout: float, output_dir: str, *,
             downloads: Callable[[], Sequence[InputDownload]] | None = None,
             output_format: str | None = None, names: Sequence[str] = (),
-            scratch: str | None = None) -> RunResult:
+            scratch: str | None = None, input_format: str = "files",
+            table_pieces: Callable[[], Sequence[TablePiece]] | None = None,
+            passthrough_columns: Sequence[str] = ()) -> RunResult:
         """Run the script's run() on `paths` in a worker; waits while every slot is full.
 
         With `downloads` (called for fresh grants each time the request is sent), the
@@ -267,12 +275,15 @@ class WorkerPool:
         (None: counted only), `names` naming the inputs for a short return; `scratch` is
         removed by the worker after run(). A missing input blob is a failed result; a
         local write error raises OSError with its errno, other download failures raise
-        InputsUnavailable.
+        InputsUnavailable. With `table_pieces` (fresh grants too) run() gets the rows of
+        those ranges of `input_format` files instead of paths, `passthrough_columns`
+        copied to its output.
         """
         slot = self._acquire()
         try:
             return self._run_in(slot, paths, timeout, output_dir, downloads,
-                                output_format, tuple(names), scratch)
+                                output_format, tuple(names), scratch, input_format,
+                                table_pieces, tuple(passthrough_columns))
         finally:
             self._release(slot)
 
@@ -309,7 +320,9 @@ class WorkerPool:
     def _run_in(self, slot: _Slot, paths: Sequence[str], timeout: float, output_dir: str,
                 downloads: Callable[[], Sequence[InputDownload]] | None,
                 output_format: str | None, names: tuple[str, ...],
-                scratch: str | None) -> RunResult:
+                scratch: str | None, input_format: str,
+                table_pieces: Callable[[], Sequence[TablePiece]] | None,
+                passthrough_columns: tuple[str, ...]) -> RunResult:
         for _ in range(WORKER_LOSSES):
             log_path = self._log_path()
             try:
@@ -320,7 +333,9 @@ class WorkerPool:
                     request = RunRequest(next(self._ids), tuple(paths), output_dir,
                                          str(log_path),
                                          tuple(downloads()) if downloads else (),
-                                         output_format, names, scratch)
+                                         output_format, names, scratch, input_format,
+                                         tuple(table_pieces()) if table_pieces else (),
+                                         passthrough_columns)
                     box = worker.send(request)
                 started = self._await_start(worker, request, box)
                 if isinstance(started, _Ended):
@@ -356,7 +371,7 @@ class WorkerPool:
         The download limit counts from when the request is next in line, so a mini-batch
         that waits behind a long run() is not failed for it.
         """
-        limit = download_limit(len(request.paths))
+        limit = download_limit(len(request.paths) or len(request.table_pieces))
         while True:
             since = worker.head_since(request.id)
             wait = READ_POLL if since is None else since + limit - time.monotonic()
@@ -432,7 +447,8 @@ class WorkerPool:
         if isinstance(answer, Reply):
             status = SUCCEEDED if answer.ok else FAILED
             return RunResult(status, answer.rows, answer.part, answer.missing, answer.error,
-                             answer.traceback, log)
+                             answer.traceback, log, failed=answer.failed,
+                             failed_inputs=answer.failed_inputs, given=answer.given)
         if answer is None:
             return RunResult(TIMED_OUT, 0, None, (), f"timed out after {timeout:g}s",
                              _stack_dump(log), log)

@@ -11,6 +11,7 @@ lines. Failures of user code are outcomes, never raised.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import logging
 import os
 import shutil
@@ -29,7 +30,7 @@ from typing import Any
 
 from shared.records import DeploymentRecord
 from shared.scoring.assets import AssetCache
-from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.batch import SUCCEEDED, InputFailure, InputFile, MiniBatch, ScoringOutcome
 from shared.scoring.gpus import detect_gpus
 from shared.scoring.grants import ReadGrants
 from shared.scoring.inputs import (
@@ -40,6 +41,7 @@ from shared.scoring.inputs import (
 )
 from shared.scoring.paths import relative_parts, safe_segment
 from shared.scoring.pool import RunResult, WorkerPool, download_limit, worker_cpu_threads
+from shared.scoring.tables import TablePiece
 from shared.scoring.worker import WorkerSpec
 from shared.storage import StorageAccount
 
@@ -52,6 +54,10 @@ GRANT_MARGIN = timedelta(minutes=5)
 DOWNLOAD_THREADS = 10
 WORK_DIR_SETTING = "BATCHFN_WORK_DIR"
 PREFETCH_SETTING = "BATCHFN_PREFETCH"  # "0": no slot downloads its next mini-batch ahead
+BUILTIN_MLFLOW = "builtin:mlflow"  # the "code" of a deployment scored by the MLflow scorer
+MLFLOW_AZUREML_SEPARATOR = ","  # Azure ML's MLflow output lines are comma-separated
+# The built-in MLflow scorer's script, found without importing it (it imports pandas).
+MLFLOW_SCRIPT = Path(importlib.util.find_spec("shared.mlflow_scoring.batch_driver").origin)
 
 
 @dataclass
@@ -149,6 +155,8 @@ class ScoringRuntime:
     def _run_in_folder(self, pool: WorkerPool, root: Path, batch: MiniBatch,
                        name: str) -> tuple[Path, RunResult]:
         folder = root / safe_segment(batch.job_id) / name
+        if batch.pieces:
+            return folder, self._run_rows(pool, batch)
         paths = local_paths(batch.files, folder)
         lifetime = timedelta(seconds=download_limit(len(paths))) + GRANT_MARGIN
 
@@ -167,6 +175,19 @@ class ScoringRuntime:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return folder, result
+
+    def _run_rows(self, pool: WorkerPool, batch: MiniBatch) -> RunResult:
+        """Run a tabular mini-batch: the worker reads its row ranges from read URLs."""
+        lifetime = timedelta(seconds=download_limit(len(batch.pieces))) + GRANT_MARGIN
+
+        def pieces() -> list[TablePiece]:
+            urls = dict(zip(batch.files, self._grants.urls(batch.files, lifetime), strict=True))
+            return [TablePiece(piece.file.display_name, urls[piece.file], piece.size,
+                               piece.etag, piece.row_range) for piece in batch.pieces]
+
+        return pool.run((), batch.timeout, str(self.job_output_dir(batch.job_id)),
+                        output_format=batch.output_format, input_format=batch.input_format,
+                        table_pieces=pieces, passthrough_columns=batch.passthrough_columns)
 
     def close(self) -> None:
         """Retire all workers: shutdown() in each idle one, then end them all."""
@@ -224,8 +245,18 @@ class ScoringRuntime:
 
     def _worker_spec(self, deployment: DeploymentRecord) -> WorkerSpec:
         model_dir = self._assets.folder(deployment.model)
-        code_dir = self._assets.folder(deployment.code) / deployment.code.root
-        script = code_dir.joinpath(*relative_parts(deployment.scoring_script))
+        separator = " "
+        if deployment.code is None:
+            # An MLflow model without a script: the built-in scorer is its script, run from
+            # an empty folder of its own (Azure ML runs scripts from their code folder).
+            script = MLFLOW_SCRIPT
+            code_dir = self._work_dir / "builtin" / "mlflow"
+            code_dir.mkdir(parents=True, exist_ok=True)
+            separator = MLFLOW_AZUREML_SEPARATOR
+        else:
+            assert deployment.scoring_script is not None  # a record has both or neither
+            code_dir = self._assets.folder(deployment.code) / deployment.code.root
+            script = code_dir.joinpath(*relative_parts(deployment.scoring_script))
         return WorkerSpec(
             script_path=str(script),
             code_dir=str(code_dir),
@@ -233,6 +264,7 @@ class ScoringRuntime:
             logging_level=deployment.settings.logging_level,
             environment=dict(deployment.environment_variables),
             cpu_threads=worker_cpu_threads(deployment.settings.max_concurrency_per_instance),
+            azureml_separator=separator,
         )
 
 
@@ -249,10 +281,11 @@ def download_client_options() -> dict[str, Any]:
 
 def _pool_key(deployment: DeploymentRecord) -> tuple[Any, ...]:
     """Everything a worker process depends on: a change means a new pool."""
+    code = deployment.code
     return (
         deployment.endpoint_name, deployment.name,
         deployment.model.name, deployment.model.version, deployment.model.digest,
-        deployment.code.name, deployment.code.version, deployment.code.digest,
+        (code.name, code.version, code.digest) if code is not None else BUILTIN_MLFLOW,
         deployment.scoring_script, tuple(sorted(deployment.environment_variables.items())),
         deployment.settings.logging_level, deployment.settings.max_concurrency_per_instance,
     )
@@ -260,24 +293,54 @@ def _pool_key(deployment: DeploymentRecord) -> tuple[Any, ...]:
 
 def _outcome(batch: MiniBatch, result: RunResult, started: float,
              download_seconds: float) -> ScoringOutcome:
-    total = len(batch.files)
-    succeeded = min(result.rows, total) if result.status == SUCCEEDED else 0
-    missing = tuple(batch.files[i] for i in result.missing if 0 <= i < total)
+    """The attempt's outcome, its inputs (files, or rows) counted.
+
+    Inputs that failed on their own (result.failed_inputs) are failed; of the others, as
+    many as run() returned rows for succeeded (Azure ML's rule: each returned row is one
+    succeeded input), and the rest failed too.
+    """
+    total = batch.inputs
+    if result.status != SUCCEEDED:
+        return _attempt(batch, result, started, download_seconds, succeeded=0, failed=total)
+    succeeded = max(0, min(result.rows, total - result.failed_inputs))
+    by_name = {file.display_name: file for file in batch.files}
+    failures = tuple(InputFailure(by_name.get(f.file, InputFile("", "", f.file)), f.error,
+                                  f.row, f.rows) for f in result.failed)
+    missing = () if batch.pieces else tuple(
+        batch.files[i] for i in result.missing if 0 <= i < total)
+    return _attempt(batch, result, started, download_seconds, succeeded=succeeded,
+                    failed=total - succeeded, failures=failures, missing=missing,
+                    unlisted=max(0, result.failed_inputs - _counted(batch, failures)))
+
+
+def _counted(batch: MiniBatch, failures: tuple[InputFailure, ...]) -> int:
+    """How many inputs the listed `failures` make: rows, or distinct files of the batch."""
+    if batch.pieces:
+        return sum(failure.rows for failure in failures)
+    return len({failure.file for failure in failures} & set(batch.files))
+
+
+def _attempt(batch: MiniBatch, result: RunResult, started: float, download_seconds: float, *,
+             succeeded: int, failed: int, failures: tuple[InputFailure, ...] = (),
+             missing: tuple[InputFile, ...] = (), unlisted: int = 0) -> ScoringOutcome:
+    ok = result.status == SUCCEEDED
     return ScoringOutcome(
         job_id=batch.job_id,
         index=batch.index,
         attempt=batch.attempt,
         status=result.status,
-        part=result.part if result.status == SUCCEEDED else None,
-        rows=result.rows if result.status == SUCCEEDED else 0,
-        missing=missing if result.status == SUCCEEDED else (),
+        part=result.part if ok else None,
+        rows=result.rows if ok else 0,
+        missing=missing,
         succeeded=succeeded,
-        failed=total - succeeded,
+        failed=failed,
         error=result.error,
         traceback=result.traceback,
         log=result.log,
         duration=time.monotonic() - started,
         download_seconds=download_seconds,
+        failures=failures,
+        unlisted=unlisted,
     )
 
 

@@ -6,6 +6,9 @@ scoring script by path, calls `init()` once, then answers `RunRequest`s until to
 down or its pipe closes. A request's inputs download (from signed URLs: the worker holds no
 storage credential) as soon as it arrives, so the next mini-batch's files arrive while
 run() works on this one; run()'s return is encoded into output lines here, not in the host.
+A tabular request's rows are read the same way (tables.py) and run() gets a DataFrame;
+inputs that fail on their own (unparseable rows, failures that run() reports through
+shared.tabular.failures) are collected and sent back with the reply.
 Everything a script prints or logs during an attempt goes to that attempt's log file (file
 descriptors 1 and 2 are redirected, so output of C extensions and child processes is
 captured too). It keeps imports light: a worker that never sees pandas does not pay for it.
@@ -32,9 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.scoring.encoding import EncodedPart, encode_result
+from shared.tabular import failures
+from shared.tabular.failures import FailedInput
 
 if TYPE_CHECKING:
     from shared.scoring.inputs import InputDownload, InputDownloader
+    from shared.scoring.tables import TableLoader, TablePiece
+    from shared.tabular.read import TabularBatch
 
 # The pool sends this signal before killing a timed-out worker, so the log shows where
 # run() was stuck.
@@ -42,6 +49,8 @@ DUMP_SIGNAL = getattr(signal, "SIGUSR1", None)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # The thread-pool sizes of OpenMP (torch, onnxruntime, oneDNN in TensorFlow), MKL, OpenBLAS.
 CPU_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Failed inputs one reply lists; beyond that they are only counted (a reply stays small).
+MAX_LISTED_FAILURES = 1000
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,9 @@ class WorkerSpec:
     logging_level: str = "info"
     environment: dict[str, str] = field(default_factory=dict)
     cpu_threads: int | None = None  # math-library threads per worker (None: libraries decide)
+    # What separates a DataFrame's columns in the azureml output format: a space for scoring
+    # scripts, a comma for the built-in MLflow scorer (as Azure ML writes each).
+    azureml_separator: str = " "
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,10 @@ class RunRequest:
     request's run() works; run()'s rows come back encoded for `output_format` (None: only
     counted), with `names` (the inputs' display names) naming the files a short return
     left out. `scratch` is the folder the inputs live in, removed once run() returned.
+
+    A tabular request has no paths: run() gets the rows of `table_pieces` (ranges of
+    `input_format` files) as one DataFrame, read as soon as the request arrives, and
+    `passthrough_columns` are copied from those rows to run()'s output rows.
     """
 
     id: int
@@ -77,6 +93,9 @@ class RunRequest:
     output_format: str | None = None
     names: tuple[str, ...] = ()
     scratch: str | None = None
+    input_format: str = "files"
+    table_pieces: tuple[TablePiece, ...] = ()
+    passthrough_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,7 +123,11 @@ class Reply:
     """A worker's answer to a request (`request` 0: to init()): `ok`, or an error.
 
     For a run(): `rows` returned, their encoded `part`, and the positions of the inputs a
-    short return left out (see encoding.EncodedResult).
+    short return left out (see encoding.EncodedResult). `failed` lists the inputs that
+    failed on their own (rows that could not be read, failures reported from inside run():
+    shared.tabular.failures), each file named by its display name, at most
+    MAX_LISTED_FAILURES of them; `failed_inputs` counts them all (rows, or files).
+    `given` is the number of rows run() got (tabular requests).
     """
 
     request: int
@@ -114,6 +137,9 @@ class Reply:
     missing: tuple[int, ...] = ()
     error: str | None = None
     traceback: str | None = None
+    failed: tuple[FailedInput, ...] = ()
+    failed_inputs: int = 0
+    given: int = 0
 
 
 def describe(exc: BaseException) -> str:
@@ -144,12 +170,13 @@ def serve(conn: Connection, spec: WorkerSpec, gpu: str | None, output_dir: str,
     threading.Thread(target=_receive, args=(conn, requests, downloads),
                      name="batchfn-requests", daemon=True).start()
     try:
-        _answer(conn, script, requests)
+        _answer(conn, script, requests, spec.azureml_separator)
     finally:
         downloads.close()
 
 
-def _answer(conn: Connection, script: Any, requests: queue.SimpleQueue[Any]) -> None:
+def _answer(conn: Connection, script: Any, requests: queue.SimpleQueue[Any],
+            azureml_separator: str) -> None:
     """Run the queued requests in order until shutdown or the end of the pipe."""
     while True:
         item = requests.get()
@@ -163,10 +190,10 @@ def _answer(conn: Connection, script: Any, requests: queue.SimpleQueue[Any]) -> 
         request, download = item
         os.environ["AZUREML_BI_OUTPUT_PATH"] = request.output_dir
         with captured_output(request.log_path):
-            started = _wait_for_inputs(request, download)
+            started, table = _wait_for_inputs(request, download)
             conn.send(started)
             if started.error is None:
-                reply = _run(script, request)
+                reply = _run(script, request, table, azureml_separator)
             if request.scratch:
                 shutil.rmtree(request.scratch, ignore_errors=True)
         if started.error is None:
@@ -174,12 +201,20 @@ def _answer(conn: Connection, script: Any, requests: queue.SimpleQueue[Any]) -> 
 
 
 class _Downloads:
-    """The worker's input downloader, made on its first request with inputs."""
+    """The worker's input downloader and table loader, each made on first use."""
 
     def __init__(self) -> None:
         self._downloader: InputDownloader | None = None
+        self._tables: TableLoader | None = None
 
     def start(self, request: RunRequest) -> concurrent.futures.Future:
+        """Start fetching the request's inputs: files to download, or rows to read."""
+        if request.table_pieces:
+            from shared.scoring.tables import TableLoader
+
+            if self._tables is None:
+                self._tables = TableLoader()
+            return self._tables.start(request.input_format, request.table_pieces)
         # Imported here: a worker whose host sends local paths never loads aiohttp.
         from shared.scoring.inputs import InputDownloader
 
@@ -190,6 +225,8 @@ class _Downloads:
     def close(self) -> None:
         if self._downloader is not None:
             self._downloader.close()
+        if self._tables is not None:
+            self._tables.close()
 
 
 def _receive(conn: Connection, requests: queue.SimpleQueue[Any], downloads: _Downloads) -> None:
@@ -204,7 +241,7 @@ def _receive(conn: Connection, requests: queue.SimpleQueue[Any], downloads: _Dow
             requests.put(request)
             return
         download = None
-        if request.downloads:
+        if request.downloads or request.table_pieces:
             try:
                 download = downloads.start(request)
             except Exception as exc:  # noqa: BLE001 - reported with the request
@@ -213,20 +250,22 @@ def _receive(conn: Connection, requests: queue.SimpleQueue[Any], downloads: _Dow
         requests.put((request, download))
 
 
-def _wait_for_inputs(request: RunRequest, download: concurrent.futures.Future | None) -> Started:
-    """The request's Started report once its inputs are in place; failures are reported."""
+def _wait_for_inputs(request: RunRequest, download: concurrent.futures.Future | None
+                     ) -> tuple[Started, TabularBatch | None]:
+    """The request's Started report once its inputs are in place (failures are reported),
+    with the rows of a tabular request."""
     if download is None:
-        return Started(request.id)
+        return Started(request.id), None
     from shared.scoring.inputs import InputMissing, is_local_write_error
 
     try:
-        download.result()
+        loaded = download.result()
     except InputMissing as exc:
-        return Started(request.id, error=str(exc), missing=True)
+        return Started(request.id, error=str(exc), missing=True), None
     except Exception as exc:  # noqa: BLE001 - reported to the host, which raises it
         errno = exc.errno if is_local_write_error(exc) else None
-        return Started(request.id, error=describe(exc), errno=errno)
-    return Started(request.id)
+        return Started(request.id, error=describe(exc), errno=errno), None
+    return Started(request.id), loaded if request.table_pieces else None
 
 
 @contextmanager
@@ -315,9 +354,22 @@ def _import_script(path: Path) -> Any:
     return module
 
 
-def _run(script: Any, request: RunRequest) -> Reply:
+def _run(script: Any, request: RunRequest, table: TabularBatch | None,
+         azureml_separator: str) -> Reply:
+    """Call run() on the request's files or rows; encode what it returned.
+
+    Failures reported from inside run() (shared.tabular.failures) are collected; with the
+    rows the reader could not parse they make the reply's failed inputs. A tabular
+    mini-batch whose rows all failed to parse does not call run().
+    """
+    unread = table.failed if table is not None else ()
+    if table is not None and not len(table.frame):
+        return _reply(request, 0, EncodedPart(b"") if request.output_format else None, (),
+                      unread, 0, ())
+    argument = table.frame if table is not None else list(request.paths)
     try:
-        value = script.run(list(request.paths))
+        with failures.collecting() as collector:
+            value = script.run(argument)
     except BaseException as exc:  # noqa: BLE001
         traceback.print_exc()
         return Reply(request.id, ok=False, error=describe(exc), traceback=traceback.format_exc())
@@ -331,17 +383,47 @@ def _run(script: Any, request: RunRequest) -> Reply:
                    f"got {type(value).__name__}")
         print(message, file=sys.stderr)
         return Reply(request.id, ok=False, error=message)
-    names = request.names or tuple(os.path.basename(path) for path in request.paths)
+    if request.passthrough_columns and table is not None:
+        from shared.tabular.passthrough import PassthroughError, attach_passthrough
+
+        try:
+            value = attach_passthrough(table.frame, value, request.passthrough_columns)
+        except PassthroughError as exc:
+            print(f"PassthroughError: {exc}", file=sys.stderr)
+            return Reply(request.id, ok=False, error=describe(exc))
+        returned_list = False
+    names = () if table is not None else (
+        request.names or tuple(os.path.basename(path) for path in request.paths))
     try:
-        encoded = encode_result(value, returned_list, request.output_format, names)
+        encoded = encode_result(value, returned_list, request.output_format, names,
+                                azureml_separator)
     except Exception as exc:  # noqa: BLE001 - a return the output format cannot hold
         traceback.print_exc()
         return Reply(request.id, ok=False,
                      error=f"run()'s return cannot be written as {request.output_format} "
                            f"output: {describe(exc)}",
                      traceback=traceback.format_exc())
-    return Reply(request.id, ok=True, rows=encoded.rows, part=encoded.part,
-                 missing=encoded.missing)
+    reported = collector.items
+    if table is None:  # name a file by its display name, not the local path run() got
+        display = dict(zip(request.paths, names, strict=True))
+        reported = tuple(replace(f, file=display.get(f.file, f.file)) for f in reported)
+    return _reply(request, encoded.rows, encoded.part, encoded.missing, (*unread, *reported),
+                  len(table.frame) if table is not None else 0, names)
+
+
+def _reply(request: RunRequest, rows: int, part: EncodedPart | None, missing: tuple[int, ...],
+           failed: tuple[FailedInput, ...], given: int, names: tuple[str, ...]) -> Reply:
+    """A successful run()'s reply; at most MAX_LISTED_FAILURES failures listed, all counted.
+
+    In a mini-batch of files a file of the mini-batch counts once however many of its rows
+    failed (a report naming another file is listed, not counted).
+    """
+    if request.table_pieces:
+        count = sum(f.rows for f in failed)
+    else:
+        count = len({f.file for f in failed} & set(names))
+    return Reply(request.id, ok=True, rows=rows, part=part, missing=missing,
+                 failed=failed[:MAX_LISTED_FAILURES], failed_inputs=count, given=given)
 
 
 def _call_shutdown(script: Any) -> Reply:

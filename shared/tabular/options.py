@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.errors import InvalidRequest
+from shared.names import shown
 from shared.tabular.formats import INPUT_FORMATS
 
 MAX_PASSTHROUGH_COLUMNS = 64
@@ -19,9 +20,9 @@ def check_input_format(value: Any) -> str:
     text = value.strip().lower() if isinstance(value, str) else ""
     if text not in INPUT_FORMATS:
         raise InvalidRequest(
-            f"setting input_format={value!r} is invalid: expected one of "
+            f"setting input_format={shown(value)} is invalid: expected one of "
             + ", ".join(INPUT_FORMATS),
-            details={"setting": "input_format", "value": value},
+            details={"setting": "input_format", "value": shown(value)},
             code="invalid_setting",
         )
     return text
@@ -52,7 +53,7 @@ def check_passthrough_columns(value: Any) -> tuple[str, ...]:
 
 def _bad(value: Any, expected: str) -> InvalidRequest:
     return InvalidRequest(
-        f"setting passthrough_columns={value!r} is invalid: expected {expected}",
-        details={"setting": "passthrough_columns", "value": value},
+        f"setting passthrough_columns={shown(value)} is invalid: expected {expected}",
+        details={"setting": "passthrough_columns", "value": shown(value)},
         code="invalid_setting",
     )

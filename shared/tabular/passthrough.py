@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-RESULT_COLUMN = "result"  # the column a list return becomes
+from shared.scoring.encoding import as_table
+
 _LISTED_COLUMNS = 20  # how many of the input's columns an error message names
 
 
@@ -28,7 +29,7 @@ def attach_passthrough(inputs: pd.DataFrame, result: pd.DataFrame | Sequence[Any
     """Output rows: `columns` of `inputs` row by row, then the columns of run()'s `result`.
 
     `inputs` is the frame run() was given; a list `result` becomes one column named
-    RESULT_COLUMN. A column that `result` has itself is kept as run() returned it.
+    encoding.LIST_COLUMN. A column that `result` has itself is kept as run() returned it.
     Raises PassthroughError when a column is not in `inputs` or when `result` does not
     hold exactly one row per input row.
     """
@@ -41,8 +42,7 @@ def attach_passthrough(inputs: pd.DataFrame, result: pd.DataFrame | Sequence[Any
         raise PassthroughError(
             f"passthrough column(s) {', '.join(missing)} not in the input; its columns are: "
             f"{shown or '(none)'}" + (f" and {more} more" if more > 0 else ""))
-    table = result if isinstance(result, pd.DataFrame) else \
-        pd.DataFrame({RESULT_COLUMN: pd.Series(list(result), dtype=object)})
+    table = as_table(result, not isinstance(result, pd.DataFrame))
     if len(table) != len(inputs):
         raise PassthroughError(
             f"run() returned {len(table)} rows for {len(inputs)} input rows: passthrough "

@@ -81,6 +81,21 @@ def plan_table(source: ByteSource, fmt: str, rows_per_range: int,
     cannot be split (not parquet, a runaway record) and SourceChanged when it disappears
     or changes while being read.
     """
+    ranges = tuple(iter_ranges(source, fmt, rows_per_range, first_range_rows,
+                               chunk_bytes=chunk_bytes))
+    return TablePlan(fmt, source.size, sum(r.rows for r in ranges), ranges)
+
+
+def iter_ranges(source: ByteSource, fmt: str, rows_per_range: int,
+                first_range_rows: int | None = None, *,
+                chunk_bytes: int = SCAN_CHUNK_BYTES) -> Iterator[RowRange]:
+    """The ranges of `plan_table`, each yielded as soon as the scan has found its end.
+
+    A planner that hands ranges on as they come holds none of a large file's ranges, and
+    its mini-batches can be scored while the rest of the file is scanned. The errors are
+    plan_table's; they can come after some ranges were yielded (a runaway record half-way
+    through the file).
+    """
     if fmt not in TABULAR_FORMATS:
         raise ValueError(f"not a tabular format: {fmt!r}")
     if rows_per_range < 1 or (first_range_rows is not None and first_range_rows < 1):
@@ -88,8 +103,8 @@ def plan_table(source: ByteSource, fmt: str, rows_per_range: int,
     first = rows_per_range if first_range_rows is None else first_range_rows
     if fmt == PARQUET:
         rows = parquet_rows(source)
-        return TablePlan(fmt, source.size, rows,
-                         tuple(RowRange(f, n) for f, n in _cuts(rows, first, rows_per_range)))
+        yield from (RowRange(f, n) for f, n in _cuts(rows, first, rows_per_range))
+        return
     scan = _TextScan(source.name, quoted=fmt == CSV, first_cut=first,
                      rows_per_range=rows_per_range)
     # The first chunk is read alone, so that a small file costs one request. A byte order
@@ -99,10 +114,12 @@ def plan_table(source: ByteSource, fmt: str, rows_per_range: int,
     data_start = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
     scan.begin(data_start)
     scan.feed(head[data_start:])
+    yield from scan.take()
     for chunk in read_chunks(source, len(head), chunk_bytes):
         scan.feed(chunk)
+        yield from scan.take()
     scan.finish(source.size)
-    return TablePlan(fmt, source.size, scan.rows, tuple(scan.ranges))
+    yield from scan.take()
 
 
 def parquet_rows(source: ByteSource) -> int:
@@ -143,6 +160,11 @@ class _TextScan:
         self._record_has_text = False  # whether it has a non-blank byte so far
         self._header_end: int | None = None  # CSV: unknown until the header ends
         self._range_start = 0
+
+    def take(self) -> list[RowRange]:
+        """The ranges found since the last call."""
+        found, self.ranges = self.ranges, []
+        return found
 
     def begin(self, data_start: int) -> None:
         self._offset = self._record_start = self._range_start = data_start
@@ -224,13 +246,16 @@ class RowBatcher(Generic[FileKey]):
     Plan each file with `first_range_rows=batcher.room`: its first range then completes the
     mini-batch the previous files began, and a folder of small files makes full
     mini-batches rather than one small mini-batch per file. A range that does not fit
-    starts a new mini-batch, so any plan is packed correctly.
+    starts a new mini-batch, so any plan is packed correctly. With `max_pieces` a
+    mini-batch also ends at that many pieces (files), so that a folder of many tiny files
+    does not make one mini-batch that reads thousands of files.
     """
 
-    def __init__(self, rows_per_batch: int) -> None:
-        if rows_per_batch < 1:
-            raise ValueError("mini-batches need at least one row")
+    def __init__(self, rows_per_batch: int, max_pieces: int | None = None) -> None:
+        if rows_per_batch < 1 or (max_pieces is not None and max_pieces < 1):
+            raise ValueError("mini-batches need at least one row and one piece")
         self.rows_per_batch = rows_per_batch
+        self.max_pieces = max_pieces
         self._pieces: list[RangePiece[FileKey]] = []
         self._rows = 0
 
@@ -248,7 +273,7 @@ class RowBatcher(Generic[FileKey]):
                 full.append(self._take())
             self._pieces.append(RangePiece(file, row_range))
             self._rows += row_range.rows
-            if self._rows >= self.rows_per_batch:
+            if self._rows >= self.rows_per_batch or len(self._pieces) == self.max_pieces:
                 full.append(self._take())
         return full
 

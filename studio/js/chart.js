@@ -1,4 +1,4 @@
-// The throughput chart: files per second over the job's run, drawn as SVG.
+// The throughput chart: files (or rows) per second over the job's run, drawn as SVG.
 //
 // The API gives cumulative counts at the times progress was checked; the rate of an
 // interval is the difference of its two counts over its length. Intervals shorter than
@@ -26,7 +26,7 @@ export function rates(throughput) {
   }
   for (const sample of throughput.samples) {
     const t = Math.max(0, (Date.parse(sample.at) - start) / 1000);
-    points.push({ t, ok: sample.files_succeeded, failed: sample.files_failed });
+    points.push({ t, ok: sample.succeeded, failed: sample.failed });
   }
   const span = points[points.length - 1].t;
   const step = span / MAX_POINTS;
@@ -77,6 +77,7 @@ export function throughputChart(throughput) {
   const x = (t) => PAD.left + ((WIDTH - PAD.left - PAD.right) * t) / span;
   const y = (v) => HEIGHT - PAD.bottom - ((HEIGHT - PAD.top - PAD.bottom) * v) / top;
   const anyFailed = series.some((p) => p.failed > 0);
+  const unit = throughput.unit || "files";
   const grid = [0, 0.5, 1].map((share) => {
     const value = top * share;
     return [
@@ -87,9 +88,9 @@ export function throughputChart(throughput) {
   });
   const chart = svg("svg", {
     viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: "chart", role: "img",
-    "aria-label": "files per second over time",
+    "aria-label": `${unit} per second over time`,
   },
-  svg("title", {}, "Files per second over time"),
+  svg("title", {}, `${unit[0].toUpperCase()}${unit.slice(1)} per second over time`),
   grid,
   svg("path", { d: stepPath(series, "ok", x, y), class: "line-ok" }),
   anyFailed ? svg("path", { d: stepPath(series, "failed", x, y), class: "line-failed" }) : null,
@@ -99,6 +100,6 @@ export function throughputChart(throughput) {
   svg("text", { x: (PAD.left + WIDTH - PAD.right) / 2, y: HEIGHT - 8, "text-anchor": "middle",
     class: "axis" }, "time since planning"));
   return h("figure", { class: "chart-box" }, chart,
-    h("figcaption", {}, h("span", { class: "key key-ok" }, "files/s succeeded"),
-      anyFailed ? h("span", { class: "key key-failed" }, "files/s failed") : null));
+    h("figcaption", {}, h("span", { class: "key key-ok" }, `${unit}/s succeeded`),
+      anyFailed ? h("span", { class: "key key-failed" }, `${unit}/s failed`) : null));
 }

@@ -57,20 +57,26 @@ export function duration(start, end) {
   return seconds(Math.max(0, (to - from) / 1000));
 }
 
-/** Files done (succeeded + failed) as a share of the total, 0..100. */
+/** The job's input counts ({total, succeeded, failed, pending}) and their unit. */
+export function inputs(progress) {
+  if (!progress) return { counts: null, unit: "files" };
+  return { counts: progress.inputs || progress.files || null, unit: progress.unit || "files" };
+}
+
+/** Inputs (files, or rows of a tabular job) done as a share of the total, 0..100. */
 export function percentDone(progress, status) {
-  const files = progress && progress.files;
-  if (!files || !files.total) return status === "Completed" ? 100 : 0;
-  return Math.min(100, (100 * (files.succeeded + files.failed)) / files.total);
+  const { counts } = inputs(progress);
+  if (!counts || !counts.total) return status === "Completed" ? 100 : 0;
+  return Math.min(100, (100 * (counts.succeeded + counts.failed)) / counts.total);
 }
 
 /** A progress bar with its figure beside it. */
 export function progressBar(progress, status) {
   const percent = percentDone(progress, status);
-  const files = (progress && progress.files) || null;
-  const bar = h("progress", { max: 100, value: percent.toFixed(1), "aria-label": "files done" });
-  const label = files
-    ? `${Math.floor(percent)} % · ${count(files.succeeded + files.failed)}/${count(files.total)} files`
+  const { counts, unit } = inputs(progress);
+  const bar = h("progress", { max: 100, value: percent.toFixed(1), "aria-label": `${unit} done` });
+  const label = counts
+    ? `${Math.floor(percent)} % · ${count(counts.succeeded + counts.failed)}/${count(counts.total)} ${unit}`
     : status === "Completed" ? "100 %" : "not planned yet";
   return h("span", { class: "progress" }, bar, h("span", { class: "progress-label" }, label));
 }

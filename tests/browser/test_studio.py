@@ -70,9 +70,15 @@ def studio(host, scratch):
             {"mini_batch_size": 1, "retry_settings": {"max_retries": 0}},
             {"ALWAYS_FAILS_MESSAGE": FAIL_MESSAGE, "ALWAYS_FAILS_WHEN_NAME_CONTAINS": "<"})
     _deploy(client, scratch, "slow", "echo.py", {"mini_batch_size": 1}, {"ECHO_SLEEP": "1"})
+    _deploy(client, scratch, "rows", "rows.py", {"mini_batch_size": 3, "input_format": "csv"})
+    table = scratch / "inputs" / "table.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text("id,value\n" + "".join(f"r{i},{i}\n" if i != 4 else "r4,4,extra\n"
+                                             for i in range(8)))
     inputs = {
         "digits": _upload(client, scratch, "digits", [f"d{i:02d}.png" for i in range(DIGITS)]),
         "evil": _upload(client, scratch, "evil", EVIL_NAMES + ["fine.bin"]),
+        "table": client.upload_input(table)[0],
     }
     return {"url": host.url, "key": host.key, "client": client, "inputs": inputs}
 
@@ -145,7 +151,7 @@ def test_batchfn_studio_opens_the_console_listing_endpoints_as_text(page, studio
     expect(card.locator(".description")).to_have_text(ENDPOINT_DESCRIPTION)
     expect(card.locator(".tags li")).to_have_text([f"{k}: {v}" for k, v in TAGS.items()])
     rows = card.locator("tr[data-deployment]")
-    expect(rows).to_have_count(3)
+    expect(rows).to_have_count(4)
     expect(card.locator('tr[data-deployment="echo"] .badge.default')).to_be_visible()
     assert card.locator("script, img, b").count() == 0
     assert page.evaluate(PWNED)
@@ -193,6 +199,23 @@ def test_invoke_form_runs_a_job_to_completed_at_100_percent(page, studio, screen
     # A finished job keeps its throughput chart.
     page.click(f'tr[data-job="{job}"] a')
     expect(page.locator("#throughput svg.chart path.line-ok")).to_be_visible()
+
+
+def test_a_tabular_job_shows_rows_and_its_failed_row(page, studio):
+    job = studio["client"].invoke(ENDPOINT, studio["inputs"]["table"], input_type="uri_file",
+                                  deployment_name="rows")["name"]
+    _open(page, studio, f"/jobs/{job}")
+    assert _wait_status(page, "Completed|Failed") == "Completed"
+    expect(page.locator(".big-progress")).to_contain_text("8/8 rows")
+    expect(page.locator("table.counts tr", has_text="Rows")).to_contain_text("7")
+    expect(page.locator(".facts")).to_contain_text(["Input formatcsv: mini-batches of rows"])
+    errors = page.locator("table.errors tr.error-row")
+    expect(errors).to_have_count(1)
+    expect(errors.locator("td.file")).to_have_text("table.csv")
+    expect(errors.locator("td.row")).to_have_text("4")
+    expect(errors.locator("td.message")).to_have_text(
+        "expected 2 fields as in the header, found 3")
+    expect(page.locator("#throughput figcaption")).to_contain_text("rows/s succeeded")
 
 
 def test_deployment_view_shows_settings_assets_and_jobs(page, studio, screenshot):

@@ -414,7 +414,7 @@ def test_ten_thousand_files_in_mini_batches_of_five_thousand(client, blobs, stor
     # Each message names its manifest chunk; the 5,000 file names stay in the manifest blob.
     plan = json.loads(blobs.get_container_client(STATE_CONTAINER).download_blob(
         paths.plan(job)).readall())
-    assert plan == {"files": 10_000, "batches": 2, "batches_per_chunk": 1}
+    assert plan == {"unit": "files", "inputs": 10_000, "batches": 2, "chunks": 2}
     assert len(MiniBatchMessage(job, 1, 1).encode()) < 200
 
 

@@ -10,7 +10,7 @@ from shared.jobs.finalize import FINALIZED, advance_job
 from shared.jobs.messages import InvalidMessage, MiniBatchMessage, trigger_queue
 from shared.jobs.monitor import WAIT, ShardFullHints, ShardHint
 from shared.jobs.planner import plan_job
-from shared.jobs.progress import Completion, create_ledgers, record_completion
+from shared.jobs.progress import Completion, create_ledger, record_completion
 from shared.jobs.service import JobService
 from shared.jobs.worker import MiniBatchWorker
 from shared.settings import DeploymentSettings
@@ -28,7 +28,7 @@ def _planned_job(env, files: int, size: int):  # noqa: F811 - the env fixture
 def test_ledger_append_returns_the_committed_block_count(env):  # noqa: F811
     _, store, _, _, name = env
     store.ensure_containers()
-    create_ledgers(store.state, name, 2)
+    create_ledger(store.state, name, 0)
     counts = [record_completion(store.state, name, Completion(i % 2, True, 1, 0, 1))
               for i in range(3)]
     assert counts == [1, 2, 3]  # duplicates count too: the count is only a hint

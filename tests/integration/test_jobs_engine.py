@@ -470,9 +470,10 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
     assert errors[0]["traceback"].endswith("ValueError: boom")
     assert check_progress(store, job.id)["action"] == FINALIZE
     throughput = service.throughput(job.id)
-    assert throughput["files"] == 6 and throughput["planned_at"]
+    assert throughput["inputs"] == 6 and throughput["unit"] == "files"
+    assert throughput["planned_at"]
     last = throughput["samples"][-1]
-    assert (last["files_succeeded"], last["files_failed"]) == (4, 2)
+    assert (last["succeeded"], last["failed"]) == (4, 2)
 
     logs = service.logs(job.id)
     assert logs["truncated"] is False
@@ -506,11 +507,11 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
 
 
 def test_ledgers_are_read_in_bounded_chunks_whatever_their_lines(env):
-    from shared.jobs.progress import Completion, create_ledgers, ledger_lines, record_completion
+    from shared.jobs.progress import Completion, create_ledger, ledger_lines, record_completion
 
     _, store, _, _, name = env
     store.ensure_containers()
-    create_ledgers(store.state, name, 3)
+    create_ledger(store.state, name, 0)
     lines = [Completion(i, True, 1, 0, 1, at="t", part=b"x" * (40 * i + 1)) for i in range(3)]
     for completion in lines:
         record_completion(store.state, name, completion)
@@ -535,8 +536,8 @@ def test_a_large_part_goes_to_a_blob_and_a_lost_ledger_line_is_restored(env, mon
     assert store.state.get_blob_client(paths.part(job.id, 0)).exists()
     # Mini-batch 1 scored and wrote its part, then its host died before the ledger append.
     runtime = FakeRuntime()
-    part = runtime.score(None, MiniBatch(job.id, 1, worker._files(
-        MiniBatchMessage(job.id, 1, 0)), 1, 30, "csv")).part
+    part = runtime.score(None, MiniBatch(job.id, 1, worker._batch(
+        MiniBatchMessage(job.id, 1, 0)).files, 1, 30, "csv")).part
     store.state.upload_blob(paths.part(job.id, 1), part.data, metadata={
         "succeeded": "2", "failed": "0", "rows": "2",
         "header": base64.b64encode(part.header).decode()})

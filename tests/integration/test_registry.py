@@ -168,6 +168,34 @@ def test_broken_scoring_script_is_refused_at_create(registry, tmp_path, unique_n
     assert registry.get_endpoint(unique_name).default_deployment is None
 
 
+def _script_less(registry, tmp_path, endpoint, name, files):
+    model = make_folder(tmp_path / name, "model", files)
+    model_ref, _ = register(registry.assets, "model", f"{endpoint}-{name}", model)
+    return DeploymentSpec.from_document({
+        "name": name, "endpoint_name": endpoint,
+        "model": {"name": model_ref.name, "version": model_ref.version}})
+
+
+def test_an_mlflow_model_deploys_without_a_scoring_script(registry, tmp_path, unique_name):
+    registry.create_endpoint(EndpointSpec(name=unique_name))
+    mlmodel = "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n"
+    record, _ = registry.create_deployment(_script_less(
+        registry, tmp_path, unique_name, "mlflow", {"MLmodel": mlmodel, "model.pkl": "x"}))
+    assert (record.code, record.scoring_script) == (None, None)
+    stored = registry.get_deployment(unique_name, "mlflow")
+    assert stored == record and stored.to_dict()["code_configuration"] is None
+
+    with pytest.raises(Unprocessable, match="is not an MLflow model") as plain:
+        registry.create_deployment(_script_less(registry, tmp_path, unique_name, "plain",
+                                                {"w.bin": "weights"}))
+    assert plain.value.code == "scoring_script_required"
+    with pytest.raises(Unprocessable, match="has no python_function flavor") as keras:
+        registry.create_deployment(_script_less(registry, tmp_path, unique_name, "keras", {
+            "MLmodel": "flavors:\n  keras:\n    keras_version: 3\n"}))
+    assert keras.value.code == "invalid_mlflow_model"
+    assert [d.name for d in registry.list_deployments(unique_name)] == ["mlflow"]
+
+
 def test_concurrent_endpoint_creates_one_wins(account, unique_name):
     outcomes = []
     barrier = threading.Barrier(3)

@@ -14,7 +14,8 @@ from samples.breast_cancer.dataset import SAMPLE_DIR
 from samples.breast_cancer.prepare_data import prepare
 from shared.mlflow_scoring import batch_driver
 from shared.mlflow_scoring.mlmodel import read_mlmodel
-from shared.mlflow_scoring.scorer import OUTPUT_FORMAT_VARIABLE
+from shared.scoring.encoding import encode_part
+from shared.scoring.runtime import MLFLOW_AZUREML_SEPARATOR
 from shared.tabular import failures
 from shared.tabular.passthrough import attach_passthrough
 from shared.tabular.read import BatchPiece, TableReader
@@ -33,7 +34,6 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def driver(monkeypatch):
     monkeypatch.setenv("AZUREML_MODEL_DIR", str(DEPLOYMENT))  # holds model/
-    monkeypatch.delenv(OUTPUT_FORMAT_VARIABLE, raising=False)
     batch_driver.init()
     return batch_driver
 
@@ -54,7 +54,8 @@ def test_a_folder_of_csv_files_scores_file_by_file(tmp_path, inputs, driver, cap
     lines = []
     files = sorted(str(p) for p in folder.iterdir())
     for batch in (files[:2], files[2:]):  # mini_batch_size 2, as the deployment says
-        lines += driver.run(batch)
+        part = encode_part(driver.run(batch), False, "azureml", MLFLOW_AZUREML_SEPARATOR)
+        lines += part.data.decode().splitlines()
     output = tmp_path / "predictions.csv"
     output.write_text("\n".join(lines) + "\n")
 
@@ -65,8 +66,7 @@ def test_a_folder_of_csv_files_scores_file_by_file(tmp_path, inputs, driver, cap
     assert capsys.readouterr().out.startswith("accuracy of predictions.csv: ")
 
 
-def test_the_parquet_file_scores_with_real_columns(tmp_path, inputs, driver, monkeypatch):
-    monkeypatch.setenv(OUTPUT_FORMAT_VARIABLE, "parquet")
+def test_the_parquet_file_scores_with_real_columns(tmp_path, inputs, driver):
     table = driver.run([str(p) for p in inputs["parquet_folder"].iterdir()])
     output = tmp_path / "predictions.parquet"
     table.to_parquet(output)
@@ -76,9 +76,7 @@ def test_the_parquet_file_scores_with_real_columns(tmp_path, inputs, driver, mon
     assert rows == 171 and value >= MIN_ACCURACY
 
 
-def test_one_csv_split_by_rows_scores_every_row_once_in_order(tmp_path, inputs, driver,
-                                                             monkeypatch):
-    monkeypatch.setenv(OUTPUT_FORMAT_VARIABLE, "csv")
+def test_one_csv_split_by_rows_scores_every_row_once_in_order(tmp_path, inputs, driver):
     source = LocalFileSource(inputs["single_csv"])
     batcher: RowBatcher[str] = RowBatcher(50)
     plan = plan_table(source, "csv", 50, first_range_rows=batcher.room)

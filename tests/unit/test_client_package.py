@@ -99,3 +99,8 @@ def test_the_client_installs_without_the_servers_dependencies():
     # requirements.txt is what Azure Functions installs: the [server] extra, in step.
     functions_app = _requirement_names((REPO / "requirements.txt").read_text().splitlines())
     assert functions_app == server
+    # The scoring image adds the built-in MLflow scorer's: the [mlflow] extra, in step.
+    scoring = (REPO / "requirements-scoring.txt").read_text().splitlines()
+    assert "-r requirements.txt" in scoring
+    mlflow = _requirement_names(project["optional-dependencies"]["mlflow"])
+    assert _requirement_names(line for line in scoring if not line.startswith("-r")) == mlflow

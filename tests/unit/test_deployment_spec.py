@@ -105,6 +105,12 @@ def test_explicit_names_win_and_body_for_api():
     ({"model": "azureml:x"}, "invalid asset reference"),
     ({"model": "azureml:x:v1"}, "invalid asset version"),
     ({"code_configuration": {"code": "code"}}, "needs 'code'"),
+    ({"code_configuration": None, "model": {"path": "m", "type": "custom_model"}},
+     "custom_model deployment needs code_configuration"),
+    ({"settings": {"input_format": "xlsx"}}, "input_format"),
+    ({"settings": {"passthrough_columns": ["id"]}}, "needs a tabular input_format"),
+    ({"settings": {"input_format": "csv", "passthrough_columns": ["id", "id"]}},
+     "named twice"),
     ({"code_configuration": {"code": "code", "scoring_script": "../s.py"}}, "invalid"),
     ({"mini_batch_size": 0}, "mini_batch_size"),
     ({"settings": {"retry_settings": {"timeout": -1}}}, "timeout"),
@@ -166,7 +172,8 @@ def test_every_field_of_the_settings_form_is_honoured_or_ignored_with_a_reason()
         "mini_batch_size": 7, "max_concurrency_per_instance": 3, "instance_count": 2,
         "retry_settings": {"max_retries": 5, "timeout": 60.0}, "error_threshold": 10,
         "output_action": "append_row", "output_file_name": "out.csv",
-        "output_format": "azureml", "logging_level": "warning"}
+        "output_format": "azureml", "logging_level": "warning", "input_format": "files",
+        "passthrough_columns": []}
 
 
 def test_every_field_of_the_legacy_top_level_form():
@@ -222,6 +229,30 @@ def test_model_type_survives_the_upload():
                              "tags": {"a": 1}}
     spec = DeploymentSpec.from_document(body)
     assert (spec.model, spec.model_type) == (AssetReference("m", "2"), "mlflow_model")
+
+
+def test_an_mlflow_model_needs_no_code_configuration():
+    document = {key: value for key, value in MINIMAL.items() if key != "code_configuration"}
+    document["model"] = {"path": "model", "type": "mlflow_model"}
+    spec = DeploymentSpec.from_document(document)
+    assert (spec.code, spec.scoring_script) == (None, None)
+    body = with_uploaded_assets(document, AssetReference("m", "2"), None)
+    assert "code_configuration" not in body
+    # Without a type the model folder decides (the client and the registry look for MLmodel).
+    untyped = DeploymentSpec.from_document({**document, "model": "azureml:m:2"})
+    assert untyped.code is None and untyped.model_type is None
+
+
+def test_tabular_settings_are_validated_and_kept():
+    spec = DeploymentSpec.from_document({**MINIMAL, "settings": {
+        "input_format": "CSV", "passthrough_columns": "id, region"}})
+    assert (spec.settings.input_format, spec.settings.passthrough_columns) == (
+        "csv", ("id", "region"))
+    assert spec.settings.tabular
+    job = spec.settings.with_overrides({"input_format": "parquet"}, per_job=True)
+    assert job.input_format == "parquet" and job.passthrough_columns == ("id", "region")
+    with pytest.raises(InvalidRequest, match="needs a tabular input_format"):
+        spec.settings.with_overrides({"input_format": "files"}, per_job=True)
 
 
 # Every field of Azure ML's batch endpoint.
@@ -295,3 +326,20 @@ def test_broken_scripts(source, code, fragment):
     with pytest.raises(Unprocessable) as info:
         check_scoring_script(source, "score.py")
     assert info.value.code == code and fragment in info.value.message
+
+
+def test_the_client_checks_a_script_less_model_folder_before_uploading(tmp_path):
+    from batchfn.deployment_files import deployment_document
+    from batchfn.errors import InvalidRequestError, UnprocessableError
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(b"w")
+    document = {"name": "dep", "endpoint_name": "ep1", "model": {"path": "model"}}
+    with pytest.raises(InvalidRequestError, match="has no MLmodel file"):
+        deployment_document(None, document, tmp_path, None, None)
+    (tmp_path / "model" / "MLmodel").write_text("flavors:\n  keras: {}\n")
+    with pytest.raises(UnprocessableError, match="no python_function flavor"):
+        deployment_document(None, document, tmp_path, None, None)
+    (tmp_path / "model" / "MLmodel").write_text("flavors:\n  python_function: {}\n")
+    local = deployment_document(None, document, tmp_path, None, None)
+    assert local.code_dir is None and local.model_dir == (tmp_path / "model").resolve()

@@ -75,6 +75,10 @@ ENVIRONMENT_ONLY = {
     "BATCHFN_OUTPUT_FORMAT": "set by the scoring worker for the built-in MLflow scorer",
     "BATCHFN_PREFETCH": "an optional switch of the scoring host (prefetch is on unless it is "
                         "0); the infra leaves it unset",
+    "BATCHFN_MAX_FILES_PER_JOB": "an optional cap of the control app's planner (default "
+                                 "1,000,000 files); the infra leaves it unset",
+    "BATCHFN_MAX_ROWS_PER_JOB": "an optional cap of the control app's planner (default "
+                                "1,000,000,000 rows); the infra leaves it unset",
 }
 
 

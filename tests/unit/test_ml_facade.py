@@ -47,6 +47,20 @@ def test_the_tutorials_deployment_entity_parses_like_its_yaml():
     assert [item.field for item in spec.ignored] == ["compute", "environment"]
 
 
+def test_an_mlflow_model_deployment_needs_no_code_configuration():
+    deployment = ModelBatchDeployment(
+        name="classifier-mlflow", endpoint_name="heart",
+        model=Model(name="heart-classifier", version="1", type=AssetTypes.MLFLOW_MODEL),
+        settings=ModelBatchDeploymentSettings(mini_batch_size=2))
+    document = deployment._to_document()
+    assert "code_configuration" not in document
+    spec = DeploymentSpec.from_document(document)
+    assert (spec.code, spec.scoring_script, spec.model_type) == (None, None, "mlflow_model")
+    record = {"name": "classifier-mlflow", "endpoint_name": "heart", "code_configuration": None,
+              "model": {"name": "heart-classifier", "version": "1"}, "settings": {}}
+    assert ModelBatchDeployment._from_api(record).code_configuration is None
+
+
 def test_promoted_code_path_and_the_older_flat_deployment():
     deployment = BatchDeployment(name="blue", endpoint_name="mnist", model="azureml:m@latest",
                                  code_path="code", scoring_script="score.py",
@@ -88,6 +102,8 @@ def test_params_override_as_the_tutorial_writes_it():
                         "instance_count": "5"}
     assert path == "azureml://datastores/workspaceblobstore/paths/mnist-batch"
     assert _params_override([{"error_threshold": 3}]) == ({"error_threshold": 3}, None)
+    assert _params_override([{"input_format": "csv"}, {"passthrough_columns": "id"}]) == (
+        {"input_format": "csv", "passthrough_columns": "id"}, None)
     with pytest.raises(InvalidRequest, match="params_override key 'colour'"):
         _params_override([{"colour": "blue"}])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -26,7 +25,8 @@ from shared.mlflow_scoring.mlmodel import (
     parse_mlmodel,
     read_mlmodel,
 )
-from shared.mlflow_scoring.scorer import OUTPUT_FORMAT_VARIABLE, azureml_lines
+from shared.scoring.encoding import encode_part
+from shared.scoring.runtime import MLFLOW_AZUREML_SEPARATOR
 from shared.tabular import failures
 from shared.tabular.failures import NoCollector
 from shared.tabular.passthrough import attach_passthrough
@@ -80,15 +80,17 @@ def image_model(tmp_path_factory) -> Path:
 @pytest.fixture
 def driver(monkeypatch):
     """The driver, initialised with a model folder by `load(model_dir)`."""
-    def load(model_dir: Path, output_format: str | None = None):
+    def load(model_dir: Path):
         monkeypatch.setenv("AZUREML_MODEL_DIR", str(model_dir))
-        if output_format:
-            monkeypatch.setenv(OUTPUT_FORMAT_VARIABLE, output_format)
-        else:
-            monkeypatch.delenv(OUTPUT_FORMAT_VARIABLE, raising=False)
         batch_driver.init()
         return batch_driver
     return load
+
+
+def azureml_lines(table: pd.DataFrame) -> list[str]:
+    """The lines the worker writes of run()'s return in the default (azureml) format."""
+    part = encode_part(table, False, "azureml", MLFLOW_AZUREML_SEPARATOR)
+    return part.data.decode().splitlines()
 
 
 def write_inputs(folder: Path) -> list[str]:
@@ -103,7 +105,7 @@ def test_csv_and_parquet_files_score_as_azure_ml_lines(tmp_path, sklearn_model, 
     model_dir, model = sklearn_model
     paths = write_inputs(tmp_path / "in")
 
-    lines = driver(model_dir).run(paths)
+    lines = azureml_lines(driver(model_dir).run(paths))
 
     expected = model.predict(FEATURES.iloc[:100])
     assert len(lines) == 100
@@ -120,17 +122,17 @@ def test_a_model_in_mlflow_s_default_skops_format_scores(tmp_path, driver):
     path = tmp_path / "rows.csv"
     FEATURES.iloc[:10].to_csv(path, index=False)
 
-    lines = driver(tmp_path).run([str(path)])
+    lines = azureml_lines(driver(tmp_path).run([str(path)]))
 
     assert [line.split(",")[1] for line in lines] == \
         [str(p) for p in model.predict(FEATURES.iloc[:10])]
 
 
-def test_with_a_real_output_format_run_returns_columns(tmp_path, sklearn_model, driver):
+def test_run_returns_azure_ml_s_columns(tmp_path, sklearn_model, driver):
     model_dir, model = sklearn_model
     paths = write_inputs(tmp_path / "in")
 
-    table = driver(model_dir, "parquet").run(paths)
+    table = driver(model_dir).run(paths)
 
     assert list(table.columns) == ["row", "prediction", "file_name"]
     assert table["row"].tolist() == list(range(40)) + list(range(60))
@@ -147,9 +149,9 @@ def test_a_file_of_another_type_fails_alone_when_the_worker_collects(tmp_path, s
 
     scorer = driver(model_dir)
     with failures.collecting() as collected:
-        lines = scorer.run([paths[0], str(notes)])
+        table = scorer.run([paths[0], str(notes)])
 
-    assert len(lines) == 40
+    assert len(table) == 40
     assert [(f.file, f.row) for f in collected.items] == [(str(notes), None)]
     assert collected.items[0].error.startswith(
         "file type 'avro' is not supported by the built-in MLflow scorer (it reads .bmp, "
@@ -166,9 +168,9 @@ def test_the_signature_types_fail_single_rows_not_the_file(tmp_path, sklearn_mod
     frame.to_csv(path, index=False)
 
     with failures.collecting() as collected:
-        lines = driver(model_dir).run([str(path)])
+        table = driver(model_dir).run([str(path)])
 
-    assert [line.split(",")[0] for line in lines] == ["0", "1", "3", "4"]
+    assert table["row"].tolist() == [0, 1, 3, 4]
     assert [(f.file, f.row, f.error) for f in collected.items] == [
         (str(path), 2, "column 'mean radius': 'not a number' is not a valid double")]
 
@@ -179,9 +181,9 @@ def test_a_missing_signature_column_fails_every_row(tmp_path, sklearn_model, dri
     FEATURES.iloc[:7].drop(columns=["mean area", "worst area"]).to_csv(path, index=False)
 
     with failures.collecting() as collected:
-        lines = driver(model_dir).run([str(path)])
+        table = driver(model_dir).run([str(path)])
 
-    assert lines == []
+    assert table.empty
     assert [(f.file, f.row, f.rows) for f in collected.items] == [(str(path), 0, 7)]
     assert "needs column(s) mean area, worst area" in collected.items[0].error
 
@@ -195,9 +197,9 @@ def test_unparseable_csv_rows_are_reported_with_their_row_number(tmp_path, sklea
         file.write("1,2,3\n")
 
     with failures.collecting() as collected:
-        lines = driver(model_dir).run([str(path)])
+        table = driver(model_dir).run([str(path)])
 
-    assert len(lines) == 3
+    assert len(table) == 3
     assert [(f.row, f.error) for f in collected.items] == [
         (3, "expected 30 fields as in the header, found 3")]
 
@@ -213,7 +215,7 @@ def test_tabular_rows_score_with_their_file_and_row_numbers(tmp_path, sklearn_mo
     batch = TableReader().read_batch([BatchPiece("ward/patients.csv", source, "csv",
                                                  plan.ranges[1])])
 
-    table = driver(model_dir, "csv").run(batch.frame)
+    table = driver(model_dir).run(batch.frame)
     output = attach_passthrough(batch.frame, table, ["patient_id"])
 
     assert list(output.columns) == ["patient_id", "row", "prediction", "file_name"]
@@ -233,7 +235,7 @@ def test_images_are_arrays_shaped_by_the_tensor_signature(tmp_path, image_model,
     paths = [str(folder / n) for n in ("ten.png", "two-hundred.bmp", "rgb.png", "broken.jpg")]
 
     with failures.collecting() as collected:
-        lines = driver(image_model).run(paths)
+        lines = azureml_lines(driver(image_model).run(paths))
 
     assert lines == ["10.0,ten.png", "200.0,two-hundred.bmp"]
     assert [f.file for f in collected.items] == paths[2:]
@@ -245,7 +247,7 @@ def test_images_are_arrays_shaped_by_the_tensor_signature(tmp_path, image_model,
 def test_azureml_lines_quote_multi_valued_predictions():
     table = pd.DataFrame({"row": pd.array([0, None], dtype="Int64"),
                           "prediction": [[0.25, 0.75], "a,b"], "file_name": ["x.csv", "y.png"]})
-    assert azureml_lines(table) == ['0,"[0.25, 0.75]",x.csv', '"a,b",y.png']
+    assert azureml_lines(table) == ['0,"[0.25, 0.75]",x.csv', ',"a,b",y.png']
 
 
 def test_the_driver_runs_unchanged_in_a_worker_process(tmp_path, sklearn_model):
@@ -254,11 +256,15 @@ def test_the_driver_runs_unchanged_in_a_worker_process(tmp_path, sklearn_model):
 
     model_dir, model = sklearn_model
     script = Path(batch_driver.__file__)
-    spec = WorkerSpec(script_path=str(script), code_dir=str(tmp_path), model_dir=str(model_dir))
+    spec = WorkerSpec(script_path=str(script), code_dir=str(tmp_path), model_dir=str(model_dir),
+                      azureml_separator=MLFLOW_AZUREML_SEPARATOR)
     pool = WorkerPool(spec, 1, scratch_dir=tmp_path / "logs")
+    paths = write_inputs(tmp_path / "in")
+    notes = tmp_path / "in" / "notes.txt"
+    notes.write_text("no rows here")
     try:
-        result = pool.run(write_inputs(tmp_path / "in"), 120, str(tmp_path),
-                          output_format="azureml")
+        result = pool.run([*paths, str(notes)], 120, str(tmp_path), output_format="azureml",
+                          names=["in/part-0.csv", "in/part-1.parquet", "in/notes.txt"])
     finally:
         pool.close()
 
@@ -266,6 +272,9 @@ def test_the_driver_runs_unchanged_in_a_worker_process(tmp_path, sklearn_model):
     assert result.rows == 100
     lines = result.part.data.decode().splitlines()
     assert lines[99] == f"59,{model.predict(FEATURES.iloc[[99]])[0]},part-1.parquet"
+    # The unsupported file fails alone, named as the job knows it; the others count.
+    assert result.failed_inputs == 1
+    assert [(f.file, f.row) for f in result.failed] == [("in/notes.txt", None)]
 
 
 def test_mlmodel_without_a_pyfunc_flavor_is_refused():
@@ -301,4 +310,3 @@ def test_the_model_folder_is_found_under_the_model_dir(tmp_path, sklearn_model):
         (tmp_path / name / "MLmodel").write_text("flavors: {}\n")
     with pytest.raises(FileNotFoundError, match="more than one MLmodel"):
         model_folder(tmp_path)
-    assert os.environ.get(OUTPUT_FORMAT_VARIABLE) is None

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from shared.errors import InvalidRequest
+from shared.scoring.encoding import LIST_COLUMN
 from shared.tabular import failures
 from shared.tabular.failures import FailedInput, NoCollector
 from shared.tabular.options import check_passthrough_columns
-from shared.tabular.passthrough import RESULT_COLUMN, PassthroughError, attach_passthrough
+from shared.tabular.passthrough import PassthroughError, attach_passthrough
 
 INPUTS = pd.DataFrame({"customer_id": ["c1", "c2", "c3"], "region": ["eu", "us", "eu"],
                        "amount": [10.0, 20.0, 30.0]}, index=[7, 8, 9])
@@ -29,8 +30,8 @@ def test_passthrough_columns_come_first_row_by_row():
 
 def test_a_list_return_becomes_the_result_column():
     output = attach_passthrough(INPUTS, ["a", "b", "c"], ["customer_id"])
-    assert list(output.columns) == ["customer_id", RESULT_COLUMN]
-    assert output[RESULT_COLUMN].tolist() == ["a", "b", "c"]
+    assert list(output.columns) == ["customer_id", LIST_COLUMN]
+    assert output[LIST_COLUMN].tolist() == ["a", "b", "c"]
 
 
 def test_a_column_run_returns_itself_is_kept_as_returned():

@@ -30,5 +30,5 @@ def test_a_long_run_stays_bounded_keeping_its_first_and_newest_samples():
 
 def test_view_names_the_fields():
     view = throughput_view(_at(0), _at(1), 10, [[_at(1), 4, 1]])
-    assert view == {"planned_at": _at(0), "first_completed_at": _at(1), "files": 10,
-                    "samples": [{"at": _at(1), "files_succeeded": 4, "files_failed": 1}]}
+    assert view == {"planned_at": _at(0), "first_completed_at": _at(1), "unit": "files",
+                    "inputs": 10, "samples": [{"at": _at(1), "succeeded": 4, "failed": 1}]}

@@ -9,8 +9,13 @@ import { defaultBadge, setDefault, tagList } from "./endpoints.js";
 const REFRESH_MS = 3000;
 
 function settingsFacts(settings) {
+  const tabular = settings.input_format && settings.input_format !== "files";
   return facts([
-    ["Mini-batch size (files)", String(settings.mini_batch_size)],
+    ["Mini-batch size (files)", tabular ? null : String(settings.mini_batch_size)],
+    ["Mini-batch size (rows)", tabular ? String(settings.mini_batch_size) : null],
+    ["Input format", tabular ? settings.input_format : null],
+    ["Passthrough columns", settings.passthrough_columns && settings.passthrough_columns.length
+      ? settings.passthrough_columns.join(", ") : null],
     ["Max concurrency per instance", String(settings.max_concurrency_per_instance)],
     ["Instance count", String(settings.instance_count)],
     ["Max retries", String(settings.retry_settings.max_retries)],
@@ -58,9 +63,12 @@ export async function deploymentView(ctx, [endpointName, name]) {
       h("section", { class: "card" }, h("h2", {}, "Assets"),
         table(["Asset", "Name", "Version", "Files", "Size", "Digest"], [
           assetRow("model", deployment.model),
-          assetRow("code", deployment.code_configuration.code),
-        ], { class: "assets" }),
-        facts([["Scoring script", deployment.code_configuration.scoring_script],
+          deployment.code_configuration ? assetRow("code", deployment.code_configuration.code)
+            : null,
+        ].filter(Boolean), { class: "assets" }),
+        facts([["Scoring script", deployment.code_configuration
+          ? deployment.code_configuration.scoring_script
+          : "none: the built-in MLflow scorer scores this MLflow model"],
           ["Created", when(deployment.created_at)], ["Updated", when(deployment.updated_at)]]),
         h("h3", {}, "Environment variables"),
         variables.length

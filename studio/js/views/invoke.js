@@ -5,14 +5,16 @@ import { h, notice, replace, route, routeWithQuery } from "../dom.js";
 
 // Per-job settings of the invoke body: [field, label, input type, hint].
 const SETTINGS = [
-  ["mini_batch_size", "Mini-batch size (files)", "number", "deployment's"],
+  ["mini_batch_size", "Mini-batch size (files, or rows of a tabular input)", "number",
+    "deployment's"],
   ["instance_count", "Instance count", "number", "deployment's"],
   ["max_retries", "Max retries", "number", "deployment's"],
   ["timeout", "Timeout per mini-batch (s)", "number", "deployment's"],
-  ["error_threshold", "Error threshold (files, -1: none)", "number", "deployment's"],
+  ["error_threshold", "Error threshold (files or rows, -1: none)", "number", "deployment's"],
   ["output_file_name", "Output file name", "text", "deployment's"],
 ];
 const OUTPUT_FORMATS = ["azureml", "csv", "jsonl", "parquet"];
+const INPUT_FORMATS = ["files", "csv", "jsonl", "parquet"];
 
 function field(name, label, control) {
   return h("div", { class: "field" }, h("label", { for: `invoke-${name}` }, label), control);
@@ -35,6 +37,12 @@ export function invokeBody(values) {
   if (values.name.trim()) body.name = values.name.trim();
   if (values.output_path.trim()) body.output_path = values.output_path.trim();
   if (values.output_format) body.output_format = values.output_format;
+  const settings = {};
+  if (values.input_format) settings.input_format = values.input_format;
+  if ((values.passthrough_columns || "").trim()) {
+    settings.passthrough_columns = values.passthrough_columns.trim();
+  }
+  if (Object.keys(settings).length) body.settings = settings;
   for (const [name, , type] of SETTINGS) {
     const raw = (values[name] || "").trim();
     if (raw) body[name] = type === "number" ? Number(raw) : raw;
@@ -84,6 +92,12 @@ export async function invokeView(ctx, params, query) {
         SETTINGS.map(([name, label, type, hint]) => field(name, label,
           input(name, type, type === "number" ? { step: "any", placeholder: hint }
             : { placeholder: hint }))),
+        field("input_format", "Input format (csv, jsonl, parquet: mini-batches of rows)",
+          h("select", { id: "invoke-input_format", name: "input_format" },
+            h("option", { value: "" }, "deployment's"),
+            INPUT_FORMATS.map((f) => h("option", { value: f }, f)))),
+        field("passthrough_columns", "Passthrough columns (tabular: id,region)",
+          input("passthrough_columns", "text", { placeholder: "none" })),
         field("output_format", "Output format", h("select", { id: "invoke-output_format",
           name: "output_format" }, h("option", { value: "" }, "deployment's"),
         OUTPUT_FORMATS.map((f) => h("option", { value: f }, f)))),

@@ -4,7 +4,7 @@
 import { api, apiPath, apiText, download } from "../api.js";
 import { actionButton, facts, h, notice, replace, route, routeWithQuery, table } from "../dom.js";
 import { throughputChart } from "../chart.js";
-import { bytes, count, duration, isTerminal, progressBar, seconds, statusBadge, when }
+import { bytes, count, duration, inputs, isTerminal, progressBar, seconds, statusBadge, when }
   from "../format.js";
 
 const REFRESH_MS = 1000;
@@ -22,8 +22,27 @@ export function failedAt(traceback) {
   return `${file.split("/").pop()}:${line} in ${func}`;
 }
 
-function failedFiles(job) {
-  return job.progress ? job.progress.files.failed : 0;
+/** Failed inputs so far: files, or rows of a tabular job. */
+function failedInputs(job) {
+  const { counts } = inputs(job.progress);
+  return counts ? counts.failed : 0;
+}
+
+/** "files" or "rows": what the job's mini-batches are made of. */
+function unitOf(job) {
+  if (job.progress) return inputs(job.progress).unit;
+  return job.settings.input_format && job.settings.input_format !== "files" ? "rows" : "files";
+}
+
+function capitalized(text) {
+  return text[0].toUpperCase() + text.slice(1);
+}
+
+/** "7" for one row, "7–9" for several, "" for a whole file. */
+function rowsText(error) {
+  if (error.row === null || error.row === undefined) return "";
+  const rows = error.rows || 1;
+  return rows > 1 ? `${error.row}–${error.row + rows - 1}` : String(error.row);
 }
 
 function logPath(jobName, logName) {
@@ -45,7 +64,12 @@ function summary(job) {
     ["Started", when(job.started_at)],
     ["Ended", when(job.ended_at)],
     ["Duration", job.started_at ? duration(job.started_at, job.ended_at) : null],
-    ["Settings", `mini-batch size ${settings.mini_batch_size}, max retries `
+    ["Input format", settings.input_format && settings.input_format !== "files"
+      ? `${settings.input_format}: mini-batches of rows`
+        + (settings.passthrough_columns && settings.passthrough_columns.length
+          ? `, passthrough columns ${settings.passthrough_columns.join(", ")}` : "")
+      : null],
+    ["Settings", `mini-batch size ${settings.mini_batch_size} ${unitOf(job)}, max retries `
       + `${settings.retry_settings.max_retries}, timeout ${settings.retry_settings.timeout} s, `
       + `error threshold ${settings.error_threshold}, output ${settings.output_format}`],
     ["Warnings", job.warnings && job.warnings.length ? job.warnings.join("; ") : null],
@@ -58,16 +82,17 @@ function progressSection(job) {
     return h("p", { class: "muted" }, isTerminal(job.status)
       ? "The job ended before its input was planned." : "Listing the input files…");
   }
+  const { counts, unit } = inputs(progress);
   const row = (label, part) => h("tr", {}, h("th", {}, label),
     ["total", "succeeded", "failed", "pending"].map((key) =>
       h("td", { class: `num ${key}` }, count(part[key]))));
   return [
     h("div", { class: "big-progress" }, progressBar(progress, job.status)),
     table(["", "Total", "Succeeded", "Failed", "Pending"],
-      [row("Files", progress.files), row("Mini-batches", progress.mini_batches)],
+      [row(capitalized(unit), counts), row("Mini-batches", progress.mini_batches)],
       { class: "counts" }),
     facts([
-      ["Rate", `${progress.rate_files_per_second} files/s`],
+      ["Rate", `${progress.rate_per_second ?? progress.rate_files_per_second} ${unit}/s`],
       ["ETA", isTerminal(job.status) ? null
         : progress.eta_seconds === null ? "unknown" : seconds(progress.eta_seconds)],
       ["Rows written", count(progress.rows)],
@@ -77,16 +102,19 @@ function progressSection(job) {
 
 function errorsSection(job, errors) {
   if (!errors.length) {
-    return h("p", { class: "muted" }, failedFiles(job) ? "Reading the failure records…" : "No failed files.");
+    return h("p", { class: "muted" }, failedInputs(job) ? "Reading the failure records…"
+      : `No failed ${unitOf(job)}.`);
   }
+  const tabular = unitOf(job) === "rows";
   const rows = errors.slice(0, ERRORS_SHOWN).map((error) => [
     h("tr", { class: "error-row" },
       h("td", { class: "file" }, error.file),
+      tabular ? h("td", { class: "num row" }, rowsText(error)) : null,
       h("td", { class: "num" }, String(error.mini_batch)),
       h("td", { class: "num" }, String(error.attempts)),
       h("td", {}, error.status),
       h("td", { class: "message" }, error.error || "")),
-    h("tr", { class: "traceback-row" }, h("td", { colspan: 5 },
+    h("tr", { class: "traceback-row" }, h("td", { colspan: tabular ? 6 : 5 },
       error.traceback
         ? h("details", { class: "traceback" },
           h("summary", {}, "Traceback", failedAt(error.traceback)
@@ -97,10 +125,14 @@ function errorsSection(job, errors) {
   return [
     isTerminal(job.status) ? null
       : notice("info", "The job is still running: these are the failures so far."),
-    table(["File", "Mini-batch", "Attempts", "Status", "Error"], rows, { class: "errors" }),
-    failedFiles(job) > errors.length
-      ? h("p", { class: "muted" }, `The first ${errors.length} of ${count(failedFiles(job))} `
+    table(["File", tabular ? "Row" : null, "Mini-batch", "Attempts", "Status", "Error"]
+      .filter(Boolean), rows, { class: "errors" }),
+    !tabular && failedInputs(job) > errors.length
+      ? h("p", { class: "muted" }, `The first ${errors.length} of ${count(failedInputs(job))} `
         + "failed files: download errors.jsonl for all of them.") : null,
+    tabular && errors.length >= ERRORS_SHOWN
+      ? h("p", { class: "muted" }, `The first ${errors.length} failures: download `
+        + "errors.jsonl for all of them.") : null,
   ];
 }
 
@@ -118,7 +150,7 @@ export async function jobView(ctx, [name]) {
   const viewer = h("div", { class: "log-viewer" });
   const state = { job: null, errorsFor: null, headFor: null, throughputFor: null, refreshes: 0,
     confirmingCancel: false };
-  const headKey = (job) => `${job.status}:${failedFiles(job)}:${state.confirmingCancel}`;
+  const headKey = (job) => `${job.status}:${failedInputs(job)}:${state.confirmingCancel}`;
   // The heading is drawn again only when it changes: a button about to be clicked stays put.
   const drawHead = (job) => {
     state.job = job;
@@ -130,7 +162,7 @@ export async function jobView(ctx, [name]) {
   const heading = (job) => {
     const actions = h("div", { class: "actions" });
     const terminal = isTerminal(job.status);
-    const failed = failedFiles(job);
+    const failed = failedInputs(job);
     if (!terminal && job.status !== "CancelRequested") {
       if (state.confirmingCancel) {
         actions.append(h("span", {}, "Cancel this job?"),
@@ -207,12 +239,12 @@ export async function jobView(ctx, [name]) {
   const refresh = async () => {
     const job = await api("GET", apiPath("jobs", name), { signal });
     const terminal = isTerminal(job.status);
-    const failed = failedFiles(job);
+    const failed = failedInputs(job);
     const errorsKey = `${failed}:${terminal}`;
     const readLogs = state.refreshes % LOGS_EVERY === 0 || terminal || errorsKey !== state.errorsFor;
-    // The series only grows when files finish.
-    const files = job.progress ? job.progress.files : null;
-    const throughputKey = `${files ? files.succeeded + files.failed : -1}:${terminal}`;
+    // The series only grows when inputs finish.
+    const { counts } = inputs(job.progress);
+    const throughputKey = `${counts ? counts.succeeded + counts.failed : -1}:${terminal}`;
     const [throughput, errors, logs] = await Promise.all([
       throughputKey !== state.throughputFor
         ? api("GET", apiPath("jobs", name, "throughput"), { signal }) : null,
@@ -234,9 +266,9 @@ export async function jobView(ctx, [name]) {
     }
     if (errors) {
       state.errorsFor = errorsKey;
-      replace(parts.errors, h("h2", {}, "Failed files"), errorsSection(job, errors.value));
+      replace(parts.errors, h("h2", {}, `Failed ${unitOf(job)}`), errorsSection(job, errors.value));
     } else if (!state.errorsFor) {
-      replace(parts.errors, h("h2", {}, "Failed files"), errorsSection(job, []));
+      replace(parts.errors, h("h2", {}, `Failed ${unitOf(job)}`), errorsSection(job, []));
     }
     if (logs) replace(parts.logs, h("h2", {}, "Attempt logs"), logsSection(logs));
     return !terminal;

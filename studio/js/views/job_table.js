@@ -2,7 +2,7 @@
 
 import { api, apiPath } from "../api.js";
 import { h, replace, route, table } from "../dom.js";
-import { count, isTerminal, progressBar, statusBadge, when } from "../format.js";
+import { count, inputs, isTerminal, progressBar, statusBadge, when } from "../format.js";
 
 const PARALLEL_READS = 4;
 
@@ -43,7 +43,7 @@ export class JobTable {
         cells.failed);
     });
     const headers = ["Job", "Status", showDeployment ? "Endpoint" : null, "Deployment", "Created",
-      "Progress", "Failed files"].filter(Boolean);
+      "Progress", "Failed"].filter(Boolean);
     this.element = table(headers, body, { class: "jobs" });
   }
 
@@ -66,7 +66,7 @@ export class JobTable {
     this.status.set(job.name, { status: job.status, loaded: true });
     replace(cells.status, statusBadge(job.status));
     replace(cells.progress, progressBar(job.progress, job.status));
-    const files = job.progress && job.progress.files;
-    replace(cells.failed, files ? count(files.failed) : "");
+    const { counts, unit } = inputs(job.progress);
+    replace(cells.failed, counts ? `${count(counts.failed)}${unit === "rows" ? " rows" : ""}` : "");
   }
 }
