@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +30,27 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_tmp() -> Iterator[Callable[[str], Path]]:
+    """Makes folders that scoring workers can reach and write in: `worker_tmp("name")`.
+
+    Where tests run as root, workers run as `nobody` (shared/scoring/isolation.py), and
+    pytest's own temporary folders are private to the user running the tests.
+    """
+    root = Path(tempfile.mkdtemp(prefix="batchfn-tests-"))
+    root.chmod(0o755)
+
+    def make(name: str) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+        folder.chmod(0o1777)  # sticky, like /tmp: each user removes only its own files
+        return folder
+
+    try:
+        yield make
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from shared.jobs.progress import Completion, first_completion, record_completion
 from shared.jobs.store import JobStore
 from shared.records import DeploymentRecord
 from shared.scoring.batch import SUCCEEDED, InputFile, MiniBatch, ScoringOutcome
+from shared.scoring.isolation import UnsafeWorkerFile, open_worker_file, worker_files
 from shared.tracebacks import readable_traceback
 
 log = logging.getLogger(__name__)
@@ -174,21 +175,24 @@ class MiniBatchWorker:
         merged = job.settings.output_file_name if job.settings.output_action == "append_row" \
             else None
         changed = []
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            relative = path.relative_to(folder).as_posix()
-            stat = path.stat()
+        for relative, stat in sorted(worker_files(folder)):  # links are left out
             signature = (stat.st_size, stat.st_mtime_ns)
             key = (job.id, relative)
             with self._lock:
                 if relative == merged or self._uploaded.get(key) == signature:
                     continue
-            changed.append((path, relative, key, signature))
+            changed.append((relative, key, signature))
         if not changed:
             return
         container = self.store.service.get_container_client(job.output.container)
         self.store.ensure_output_container(job.output.container)
-        for path, relative, key, signature in changed:
-            with path.open("rb") as data:
+        for relative, key, signature in changed:
+            try:
+                data = open_worker_file(folder, relative)
+            except (UnsafeWorkerFile, FileNotFoundError) as exc:
+                log.warning("job %s: script output %s not uploaded: %s", job.id, relative, exc)
+                continue
+            with data:
                 container.upload_blob(job.output.child(relative).path, data, overwrite=True)
             with self._lock:
                 self._uploaded[key] = signature
