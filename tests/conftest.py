@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -17,6 +20,7 @@ import pytest
 
 from devhost.azurite import Azurite
 from devhost.testing import RunningDevHost, running_devhost
+from shared.scoring.isolation import NOBODY_ID, WorkerAccount, unreachable
 
 REPO = Path(__file__).resolve().parent.parent
 SCORING_SCRIPTS = REPO / "tests" / "scoring_scripts"
@@ -51,6 +55,29 @@ def worker_tmp() -> Iterator[Callable[[str], Path]]:
         yield make
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def worker_user_python(worker_tmp) -> str:
+    """An interpreter with this project's packages that scoring workers can run as another
+    user (`nobody`): this one, or a venv of the system's Python of the same version when
+    this one lives in root's private home. Skips where the tests do not run as root (a
+    host can then only run workers as its own user)."""
+    if os.geteuid() != 0:
+        pytest.skip("workers run as another user only where the host runs as root")
+    nobody = WorkerAccount("nobody", NOBODY_ID, NOBODY_ID)
+    if not any(unreachable(Path(p), nobody) for p in (sys.executable, *sys.path) if p):
+        return sys.executable
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
+    if system is None or unreachable(Path(system), nobody):
+        pytest.skip(f"no {version} that the user nobody can run")
+    venv = worker_tmp("python")
+    venv.chmod(0o755)
+    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site_packages = next((venv / "lib").glob("python*/site-packages"))
+    (site_packages / "batchfn-tests.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return str(venv / "bin" / "python")
 
 
 @pytest.fixture(scope="session")
