@@ -17,7 +17,7 @@ from shared.jobs import paths
 from shared.jobs.model import JobRecord, JobStatus
 from shared.jobs.monitor import CANCELED, COMPLETED, FINALIZE, STOPPED, THRESHOLD, evaluate
 from shared.jobs.parts import parts_in_order, read_parquet_part
-from shared.jobs.progress import Progress
+from shared.jobs.progress import MISSING_ROWS, Progress
 from shared.jobs.store import JobStore
 from shared.scoring.encoding import TEXT_FORMATS
 
@@ -62,7 +62,8 @@ def _finalize(store: JobStore, job: JobRecord, progress: Progress | None, outcom
         job = store.update(job.id, lambda j: None if j.status in JobStatus.STOPPED
                            else j.with_status(JobStatus.FINALIZING))
     # Every failure record counts failed files: a job without any has nothing to list.
-    write_errors_report(store, job.id, listing=outcome != COMPLETED or progress.files_failed > 0)
+    write_errors_report(store, job.id, progress,
+                        listing=outcome != COMPLETED or progress.files_failed > 0)
     status, reason = JobStatus.COMPLETED, None
     if outcome == CANCELED:
         status, reason = JobStatus.CANCELED, "canceled by request"
@@ -97,16 +98,23 @@ def fail_job(store: JobStore, job_id: str, reason: str) -> dict:
     return {"status": final.status, "reason": final.reason}
 
 
-def write_errors_report(store: JobStore, job_id: str, listing: bool = True) -> int:
+def write_errors_report(store: JobStore, job_id: str, progress: Progress,
+                        listing: bool = True) -> int:
     """Write errors.jsonl (one line per failed file, mini-batch order); return its lines.
 
-    Without `listing` the job is known to have no failure records: the report is empty.
+    Only records that agree with the mini-batch's counted ledger line are reported: a
+    redelivered copy of a mini-batch that had succeeded may fail for good later (its
+    inputs deleted meanwhile) and leave a record, but the output holds that mini-batch's
+    rows. Without `listing` the job is known to have no failure records: the report is
+    empty.
     """
     lines = []
     names = sorted(store.state.list_blob_names(name_starts_with=paths.failures_prefix(job_id))
                    ) if listing else []
     for name in names:
         record = json.loads(store.state.download_blob(name).readall())
+        if progress.is_succeeded(record["mini_batch"]) and record["status"] != MISSING_ROWS:
+            continue
         for container, blob_name, display in record["files"]:
             lines.append(json.dumps({
                 "file": display, "container": container, "blob_name": blob_name,

@@ -26,6 +26,9 @@ from shared.jobs import paths
 from shared.jobs.model import JobRecord, parse_time, utc_now
 from shared.jobs.throughput import Sample, add_sample
 
+# The errors-report status of the files a succeeded run() returned no rows for; every other
+# status (failed, timed_out, poisoned) is of a mini-batch that failed for good.
+MISSING_ROWS = "missing_rows"
 SHARD_BATCHES = 4096  # mini-batches per ledger shard (an append blob takes 50,000 blocks)
 ERRORS_SAMPLE = 5
 LEDGER_READ_BYTES = 8 * 1024 * 1024  # one ranged read of a ledger: memory stays bounded

@@ -28,7 +28,12 @@ from shared.jobs.messages import MiniBatchMessage
 from shared.jobs.model import JobRecord, JobStatus, utc_now
 from shared.jobs.parts import restored_completion, with_part
 from shared.jobs.planner import ManifestChunk, read_manifest
-from shared.jobs.progress import Completion, first_completion, record_completion
+from shared.jobs.progress import (
+    MISSING_ROWS,
+    Completion,
+    first_completion,
+    record_completion,
+)
 from shared.jobs.store import JobStore
 from shared.records import DeploymentRecord
 from shared.scoring.batch import SUCCEEDED, InputFile, MiniBatch, ScoringOutcome
@@ -204,7 +209,7 @@ class MiniBatchWorker:
             error = (f"run() returned {outcome.rows} rows for {len(files)} files: "
                      f"{outcome.failed} counted as failed")
             self._write_failure_record(job.id, outcome.index, outcome.missing or files,
-                                       outcome.attempt, "missing_rows", error, None)
+                                       outcome.attempt, MISSING_ROWS, error, None)
         completion = Completion(outcome.index, True, outcome.succeeded, outcome.failed,
                                 outcome.rows, error, utc_now(),
                                 host=self.logs.worker)
