@@ -38,6 +38,8 @@ from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from shared.scoring.worker import CPU_THREAD_VARIABLES
+
 log = logging.getLogger("batchfn.scoring")
 
 WORKER_USER_SETTING = "BATCHFN_WORKER_USER"
@@ -59,10 +61,9 @@ ALLOWED_PREFIXES = ("LC_",)
 # Kept only without user:password in them (a proxy's credentials are the host's).
 PROXY_VARIABLES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
                              "http_proxy", "https_proxy", "all_proxy"})
-# Set for a worker under another account: its own, not the host's.
-ACCOUNT_VARIABLES = ("HOME", "USER", "LOGNAME")
-# The same account keeps these of the host's (not secrets: the account's own home).
-SAME_ACCOUNT_VARIABLES = frozenset(ACCOUNT_VARIABLES)
+# A worker in the host's own account keeps the host's (that account's home is no secret of
+# the host's); a worker under another account gets that account's.
+ACCOUNT_VARIABLES = frozenset({"HOME", "USER", "LOGNAME"})
 
 PLAIN_TYPES = (int, float, str, bytes, type(None))  # bool is an int
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
@@ -99,13 +100,13 @@ def worker_account(environ: Mapping[str, str] | None = None,
                    folders: Sequence[Path] = ()) -> WorkerAccount | None:
     """The account workers run as per BATCHFN_WORKER_USER (None: the host's own).
 
-    A user name or uid names the account; it must be able to run this interpreter, import
-    from every folder on sys.path and reach `folders` (the runtime's), and only a host
-    running as root can start workers as another user: otherwise WorkerAccountError. The
-    host's own account keeps workers in it (its files and processes are then theirs to
-    read). Unset, a host running as root runs its workers as `nobody` where that account
-    can run them, and as root otherwise (logged as a warning); any other host runs them
-    as itself.
+    A user name or uid names the account; it must be able to run this interpreter, read
+    its standard library and reach `folders` (the runtime's; a folder on sys.path it
+    cannot reach is logged as a warning), and only a host running as root can start
+    workers as another user: otherwise WorkerAccountError. The host's own account keeps
+    workers in it (its files and processes are then theirs to read). Unset, a host
+    running as root runs its workers as `nobody` where that account can run them, and as
+    root otherwise (logged as a warning); any other host runs them as itself.
     """
     environ = os.environ if environ is None else environ
     wanted = environ.get(WORKER_USER_SETTING, "").strip()
@@ -127,9 +128,13 @@ def worker_account(environ: Mapping[str, str] | None = None,
         raise WorkerAccountError(
             f"{WORKER_USER_SETTING}={wanted!r}: only a host running as root can start workers "
             "as another user; unset it to run them as the host's own user")
-    needed = [Path(sys.executable), *(Path(entry) for entry in sys.path if entry), *folders]
-    problem = next(filter(None, (unreachable(path, account) for path in needed)), None)
+    problem = unreachable(Path(sys.executable), account, run=True) or next(filter(None, (
+        unreachable(path, account) for path in (Path(os.__file__).parent, *folders))), None)
     if problem is None:
+        for entry in filter(None, sys.path):
+            missing = unreachable(Path(entry), account)
+            if missing:
+                log.warning("scoring workers cannot import from %s: %s", entry, missing)
         return account
     if wanted:
         raise WorkerAccountError(f"{WORKER_USER_SETTING}={wanted!r}: {problem}")
@@ -138,17 +143,18 @@ def worker_account(environ: Mapping[str, str] | None = None,
     return None
 
 
-def unreachable(path: Path, account: WorkerAccount) -> str | None:
-    """Why `account` cannot pass through every folder above `path` and `path` itself (run
-    it, if a file), or None where it can. Of a path that does not exist yet, the folders
-    that do are checked."""
+def unreachable(path: Path, account: WorkerAccount, run: bool = False) -> str | None:
+    """Why `account` cannot pass through every folder above `path` and `path` itself, read
+    it if it is a file (`run`: run it), or None where it can. Of a path that does not
+    exist yet, the folders that do are checked."""
     path = path.resolve()
     while not path.exists() and path != path.parent:
         path = path.parent
     for item in (*reversed(path.parents), path):
         info = item.stat()
         shift = 6 if info.st_uid == account.uid else 3 if info.st_gid == account.gid else 0
-        if not (info.st_mode >> shift) & 0o1:
+        needed = 0o1 if stat.S_ISDIR(info.st_mode) or run else 0o4
+        if not (info.st_mode >> shift) & needed:
             return (f"user {account.name!r} cannot reach {path} "
                     f"({item} is mode {stat.S_IMODE(info.st_mode):o})")
     return None
@@ -166,13 +172,13 @@ def worker_environment(host: Mapping[str, str], batchfn: Mapping[str, str],
     environment = {name: value for name, value in host.items()
                    if name in ALLOWED_VARIABLES or name.startswith(ALLOWED_PREFIXES)
                    or (name in PROXY_VARIABLES and not _has_credentials(value))
-                   or (account is None and name in SAME_ACCOUNT_VARIABLES)}
+                   or (account is None and name in ACCOUNT_VARIABLES)}
     if account is not None:
         environment.update(USER=account.name, LOGNAME=account.name)
         if home is not None:
             environment["HOME"] = home
     for name, value in batchfn.items():
-        if name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        if name in CPU_THREAD_VARIABLES:
             environment.setdefault(name, value)
         else:
             environment[name] = value

@@ -111,7 +111,7 @@ def test_unset_a_host_that_is_not_root_keeps_workers_in_its_account(monkeypatch)
 
 def test_a_root_host_runs_workers_as_nobody_where_nobody_can_run_them(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(isolation, "unreachable", lambda path, account: None)
+    monkeypatch.setattr(isolation, "unreachable", lambda path, account, run=False: None)
     assert worker_account({}) == NOBODY
     assert worker_account({"BATCHFN_WORKER_USER": "65534"}) == NOBODY
     assert worker_account({"BATCHFN_WORKER_USER": "root"}) is None  # on purpose
@@ -119,8 +119,8 @@ def test_a_root_host_runs_workers_as_nobody_where_nobody_can_run_them(monkeypatc
 
 def test_where_the_account_cannot_run_workers_unset_warns_and_set_fails(monkeypatch, caplog):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(isolation, "unreachable",
-                        lambda path, account: f"user {account.name!r} cannot reach {path}")
+    monkeypatch.setattr(isolation, "unreachable", lambda path, account, run=False:
+                        f"user {account.name!r} cannot reach {path}")
     assert worker_account({}) is None
     assert "scoring workers run as root" in caplog.text
     with pytest.raises(WorkerAccountError, match="cannot reach"):
