@@ -108,8 +108,8 @@ def worker_account(environ: Mapping[str, str] | None = None,
     running as root runs its workers as `nobody` where that account can run them, and as
     root otherwise (logged as a warning); any other host runs them as itself.
     """
-    environ = os.environ if environ is None else environ
-    wanted = environ.get(WORKER_USER_SETTING, "").strip()
+    env = os.environ if environ is None else environ
+    wanted = env.get(WORKER_USER_SETTING, "").strip()
     host_uid = os.geteuid()
     if not wanted and host_uid != 0:
         return None

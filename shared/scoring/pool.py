@@ -3,14 +3,13 @@
 At most `size` workers exist, one per slot, so at most `size` run() calls run at once.
 Each slot takes one mini-batch ahead of the one running (`prefetch`): it is sent to the
 worker at once, so its inputs download while the other's run() works, and its run()
-starts the moment the other's ends. Workers are started lazily with the "spawn" start
-method's way (a fresh interpreter: CUDA-safe) by isolation.start_worker, which hands
-them nothing of the host's but an allow-listed environment and their pipe, under another
-OS account where the host runs as root; slot i gets GPU `gpus[i % len(gpus)]`, and a
-worker that times out,
-dies or fails init() leaves its slot empty so that the next mini-batch starts a fresh one;
-a mini-batch that was waiting in a worker that died before its run() started is sent to
-the fresh worker (it was not attempted).
+starts the moment the other's ends. Workers are started lazily as fresh interpreters
+(CUDA-safe) by isolation.start_worker, which hands them nothing of the host's but an
+allow-listed environment and their pipe, under another OS account where the host runs as
+root. Slot i gets GPU `gpus[i % len(gpus)]`, and a worker that times out, dies or fails
+init() leaves its slot empty so that the next mini-batch starts a fresh one; a mini-batch
+that was waiting in a worker that died before its run() started is sent to the fresh
+worker (it was not attempted).
 """
 
 from __future__ import annotations
