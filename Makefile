@@ -11,7 +11,7 @@ CHECKOV := checkov==3.3.30
 CHECKOV_VENV := $(VENV)/tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: install test serve demo lint bench clean
+.PHONY: install test chaos serve demo lint bench clean
 
 install: $(PY_STAMP) $(NODE_STAMP)
 
@@ -37,6 +37,12 @@ $(CHROMIUM):
 test: install $(CHROMIUM) $(CHECKOV_STAMP)
 	$(PY) -m ruff check --quiet .
 	$(PY) -m pytest
+
+# The chaos suite's long form: CHAOS_ROUNDS rounds of 2,000-file jobs under faults
+# (`make test` runs 3); CHAOS_SEED=<seed> replays a run.
+CHAOS_ROUNDS ?= 20
+chaos: install
+	CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(PY) -m pytest tests/chaos -q -p no:cacheprovider --timeout=0
 
 serve: install
 	$(PY) -m devhost --app function_app --port 7071

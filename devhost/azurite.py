@@ -39,12 +39,12 @@ def free_port() -> int:
 
 
 def connection_string(blob_port: int, queue_port: int, table_port: int,
-                      host: str = "127.0.0.1") -> str:
+                      host: str = "127.0.0.1", account_key: str = DEV_KEY) -> str:
     """The connection string of the development account on the given ports."""
     base = f"http://{host}"
     return (
         "DefaultEndpointsProtocol=http;"
-        f"AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+        f"AccountName={DEV_ACCOUNT};AccountKey={account_key};"
         f"BlobEndpoint={base}:{blob_port}/{DEV_ACCOUNT};"
         f"QueueEndpoint={base}:{queue_port}/{DEV_ACCOUNT};"
         f"TableEndpoint={base}:{table_port}/{DEV_ACCOUNT};"
@@ -78,10 +78,14 @@ class Azurite:
     process: subprocess.Popen | None = None
     # An Azurite left running on this location by a host that was killed, taken over.
     adopted_pid: int | None = None
+    # The development account's key: the published one unless another is given, which
+    # Azurite then takes instead (the published key stops working).
+    account_key: str = DEV_KEY
 
     @property
     def connection_string(self) -> str:
-        return connection_string(self.blob_port, self.queue_port, self.table_port)
+        return connection_string(self.blob_port, self.queue_port, self.table_port,
+                                 account_key=self.account_key)
 
     @property
     def _record(self) -> Path:
@@ -97,6 +101,8 @@ class Azurite:
         self.queue_port = self.queue_port or free_port()
         self.table_port = self.table_port or free_port()
         log = open(self.location / "azurite.log", "ab")
+        accounts = {} if self.account_key == DEV_KEY else {
+            "AZURITE_ACCOUNTS": f"{DEV_ACCOUNT}:{self.account_key}"}
         self.process = subprocess.Popen(
             [
                 find_azurite(),
@@ -113,6 +119,7 @@ class Azurite:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, **accounts},
         )
         log.close()
         deadline = time.monotonic() + timeout

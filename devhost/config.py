@@ -181,6 +181,11 @@ def load_local_settings(path: Path) -> dict[str, str]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: 'Values' must be an object of strings")
     settings = {str(key): str(value) for key, value in values.items()}
+    mode = path.stat().st_mode
+    if settings and mode & 0o044:
+        # The app's code may run processes as other users (scoring workers do, as nobody).
+        log.warning("%s is readable by other users (mode %o) and holds settings such as "
+                    "connection strings: chmod 600 it", path, mode & 0o777)
     for key, value in settings.items():
         os.environ.setdefault(key, value)
     return settings

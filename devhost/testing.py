@@ -29,8 +29,10 @@ class RunningDevHost:
     """A devhost subprocess on a fixed port; it can be killed, stopped and started again."""
 
     def __init__(self, app: str, *, script_root: Path, connection_string: str,
-                 env: dict[str, str] | None, port: int, work_dir: Path) -> None:
+                 env: dict[str, str] | None, port: int, work_dir: Path,
+                 python: str = sys.executable) -> None:
         self.app = app
+        self.python = python
         self.script_root = Path(script_root).resolve()
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -73,7 +75,7 @@ class RunningDevHost:
             raise DevHostError("devhost is already running")
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "devhost", "--app", self.app,
+                [self.python, "-m", "devhost", "--app", self.app,
                  "--script-root", str(self.script_root), "--port", str(self.port)],
                 cwd=self.script_root, env=self._env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
@@ -137,11 +139,14 @@ def running_devhost(
     connection_string: str,
     env: dict[str, str] | None = None,
     port: int | None = None,
+    python: str = sys.executable,
 ) -> Iterator[RunningDevHost]:
-    """Start `python -m devhost` for `app` in `script_root`; stop it on exit."""
+    """Start `python -m devhost` for `app` in `script_root` (with the interpreter
+    `python`); stop it on exit."""
     with tempfile.TemporaryDirectory(prefix="devhost-") as work:
         host = RunningDevHost(app, script_root=script_root, connection_string=connection_string,
-                              env=env, port=port or free_port(), work_dir=Path(work))
+                              env=env, port=port or free_port(), work_dir=Path(work),
+                              python=python)
         host.start()
         try:
             yield host

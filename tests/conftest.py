@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
 
 from devhost.azurite import Azurite
 from devhost.testing import RunningDevHost, running_devhost
+from shared.layout import DATA_CONTAINER
+from shared.scoring.isolation import NOBODY_ID, WorkerAccount, unreachable
 
 REPO = Path(__file__).resolve().parent.parent
 SCORING_SCRIPTS = REPO / "tests" / "scoring_scripts"
@@ -28,6 +39,59 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_tmp() -> Iterator[Callable[[str], Path]]:
+    """Makes folders that scoring workers can reach and write in: `worker_tmp("name")`.
+
+    Where tests run as root, workers run as `nobody` (shared/scoring/isolation.py), and
+    pytest's own temporary folders are private to the user running the tests.
+    """
+    root = Path(tempfile.mkdtemp(prefix="batchfn-tests-"))
+    root.chmod(0o755)
+
+    def make(name: str) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+        folder.chmod(0o1777)  # sticky, like /tmp: each user removes only its own files
+        return folder
+
+    try:
+        yield make
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def worker_python(worker_tmp) -> str | None:
+    """An interpreter with this project's packages that scoring workers can run as another
+    user (`nobody`): this one, or a venv of the system's Python of the same version when
+    this one lives in root's private home; None where there is none, or where the tests
+    do not run as root (a host then runs workers as its own user)."""
+    if os.geteuid() != 0:
+        return None
+    nobody = WorkerAccount("nobody", NOBODY_ID, NOBODY_ID)
+    if not any(unreachable(Path(p), nobody) for p in (sys.executable, *sys.path) if p):
+        return sys.executable
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
+    if system is None or unreachable(Path(system), nobody):
+        return None
+    venv = worker_tmp("python")
+    venv.chmod(0o755)
+    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site_packages = next((venv / "lib").glob("python*/site-packages"))
+    (site_packages / "batchfn-tests.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return str(venv / "bin" / "python")
+
+
+@pytest.fixture(scope="session")
+def worker_user_python(worker_python) -> str:
+    """`worker_python`, or a skip where workers cannot run as another user."""
+    if worker_python is None:
+        pytest.skip("no interpreter that scoring workers can run as another user here "
+                    "(the tests must run as root)")
+    return worker_python
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +150,21 @@ def _no_leaked_storage_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("AzureWebJobsStorage") or key.startswith("BATCHFN_"):
             monkeypatch.delenv(key, raising=False)
+
+
+def upload_blobs(connection_string: str, blobs: dict[str, bytes], threads: int = 32) -> None:
+    """Upload many small blobs of the data container at once (one pooled connection per
+    thread), creating the container if needed."""
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=threads))
+    data = BlobServiceClient.from_connection_string(
+        connection_string, session=session).get_container_client(DATA_CONTAINER)
+    try:
+        data.create_container()
+    except ResourceExistsError:
+        pass
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda item: data.upload_blob(*item, overwrite=True), blobs.items()))
 
 
 def jsonl_rows(data: bytes | None) -> list[dict]:

@@ -27,6 +27,9 @@ INPUT_FAILED = "input_failed"  # inputs that failed alone in a mini-batch that w
 MISSING_ROWS = "missing_rows"  # run() returned fewer rows than it was given
 POISONED = "poisoned"  # the message failed on every delivery
 UNPLANNED = "unsplittable"  # a file whose rows could not be planned
+# Written for a mini-batch that was scored (and counted as succeeded); every other status is
+# of a mini-batch that failed for good.
+SCORED_STATUSES = frozenset({INPUT_FAILED, MISSING_ROWS})
 
 
 def whole(files: Iterable[InputFile], error: str, rows: Sequence[tuple[int, int]] = ()

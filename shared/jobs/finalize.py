@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.jobs import paths
-from shared.jobs.failure_records import error_rows
+from shared.jobs.failure_records import SCORED_STATUSES, error_rows
 from shared.jobs.model import JobRecord, JobStatus
 from shared.jobs.monitor import CANCELED, COMPLETED, FINALIZE, STOPPED, THRESHOLD, evaluate
 from shared.jobs.parts import parts_in_order, read_parquet_part
@@ -67,7 +67,8 @@ def _finalize(store: JobStore, job: JobRecord, progress: Progress | None, outcom
         job = store.update(job.id, lambda j: None if j.status in JobStatus.STOPPED
                            else j.with_status(JobStatus.FINALIZING))
     # Every failure record counts failed files: a job without any has nothing to list.
-    write_errors_report(store, job.id, listing=outcome != COMPLETED or progress.files_failed > 0)
+    write_errors_report(store, job.id, progress,
+                        listing=outcome != COMPLETED or progress.files_failed > 0)
     status, reason = JobStatus.COMPLETED, None
     if outcome == CANCELED:
         status, reason = JobStatus.CANCELED, "canceled by request"
@@ -103,12 +104,16 @@ def fail_job(store: JobStore, job_id: str, reason: str) -> dict:
     return {"status": final.status, "reason": final.reason}
 
 
-def write_errors_report(store: JobStore, job_id: str, listing: bool = True) -> int:
+def write_errors_report(store: JobStore, job_id: str, progress: Progress,
+                        listing: bool = True) -> int:
     """Write errors.jsonl (one line per failed input, mini-batch order); return its lines.
 
-    Without `listing` the job is known to have no failure records: the report is empty.
-    Records are read a few at a time ahead of the writing, and the report is spooled to a
-    temporary file, so memory stays bounded whatever the number of failures.
+    Only records that agree with the mini-batch's counted ledger line are reported: a
+    redelivered copy of a mini-batch that had succeeded may fail for good later (its
+    inputs deleted meanwhile) and leave a record, but the output holds that mini-batch's
+    rows. Without `listing` the job is known to have no failure records: the report is
+    empty. Records are read a few at a time ahead of the writing, and the report is spooled
+    to a temporary file, so memory stays bounded whatever the number of failures.
     """
     names = sorted(store.state.list_blob_names(name_starts_with=paths.failures_prefix(job_id))
                    ) if listing else []
@@ -123,6 +128,9 @@ def write_errors_report(store: JobStore, job_id: str, listing: bool = True) -> i
             following = next(pending, None)
             if following is not None:
                 window.append(pool.submit(_read_blob, store, following))
+            if (progress.is_succeeded(record["mini_batch"])
+                    and record["status"] not in SCORED_STATUSES):
+                continue
             for row in error_rows(record):
                 spool.write(json.dumps(row).encode() + b"\n")
                 count += 1

@@ -40,6 +40,7 @@ from shared.jobs.progress import Completion, first_completion, record_completion
 from shared.jobs.store import JobStore
 from shared.records import DeploymentRecord
 from shared.scoring.batch import SUCCEEDED, InputFailure, MiniBatch, ScoringOutcome
+from shared.scoring.isolation import UnsafeWorkerFile, open_worker_file, worker_files
 from shared.timestamps import utc_now
 
 log = logging.getLogger(__name__)
@@ -200,25 +201,27 @@ class MiniBatchWorker:
         merged = job.settings.output_file_name if job.settings.output_action == "append_row" \
             else None
         changed = []
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            relative = path.relative_to(folder).as_posix()
-            stat = path.stat()
+        for relative, stat in sorted(worker_files(folder)):  # links are left out
             signature = (stat.st_size, stat.st_mtime_ns)
             key = (job.id, relative)
             with self._lock:
                 sent = self._uploaded.get(key)
             if relative == merged or (sent is not None and sent[0] == signature):
                 continue
-            changed.append((path, relative, key, signature, sent))
+            changed.append((relative, key, signature, sent))
         if not changed:
             return
         container = self.store.service.get_container_client(job.output.container)
         self.store.ensure_output_container(job.output.container)
         refused: list[ScriptOutputExists] = []
-        for path, relative, key, signature, sent in changed:
+        for relative, key, signature, sent in changed:
             blob = container.get_blob_client(job.output.child(relative).path)
             try:
-                etag = _upload_script_output(blob, path, None if sent is None else sent[1])
+                etag = _upload_script_output(blob, folder, relative,
+                                             None if sent is None else sent[1])
+            except (UnsafeWorkerFile, FileNotFoundError) as exc:
+                log.warning("job %s: script output %s not uploaded: %s", job.id, relative, exc)
+                continue
             except ScriptOutputExists as exc:
                 # Blamed on this mini-batch once, not on every later one of this process.
                 etag = None
@@ -275,16 +278,18 @@ class MiniBatchWorker:
         self.logs.write_failed(job_id, index, attempt, text)
 
 
-def _upload_script_output(blob: BlobClient, path: Path, own_etag: str | None) -> str:
+def _upload_script_output(blob: BlobClient, folder: Path, relative: str,
+                          own_etag: str | None) -> str:
     """Upload one script output file without replacing anything this process did not write;
-    returns the blob's ETag."""
+    returns the blob's ETag. The file is opened link-proof (open_worker_file), twice: once
+    to hash it, once to send it."""
     md5 = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as data:
+    with open_worker_file(folder, relative) as data:
         while chunk := data.read(_HASH_CHUNK):
             md5.update(chunk)
     settings = ContentSettings(content_md5=bytearray(md5.digest()))
     try:
-        with path.open("rb") as data:
+        with open_worker_file(folder, relative) as data:
             if own_etag is None:
                 written = blob.upload_blob(data, overwrite=False, content_settings=settings)
             else:
@@ -298,7 +303,7 @@ def _upload_script_output(blob: BlobClient, path: Path, own_etag: str | None) ->
         if stored and bytes(stored) == md5.digest():
             return properties.etag  # the same bytes: a redelivered mini-batch wrote it
         raise ScriptOutputExists(
-            f"the script wrote {path.name!r}, but {blob.container_name}/{blob.blob_name} "
+            f"the script wrote {relative!r}, but {blob.container_name}/{blob.blob_name} "
             "already exists with other content; batchfn never replaces a file it did not "
             "write (use a new output_path, or file names unique to each mini-batch)") from None
 

@@ -3,17 +3,18 @@
 At most `size` workers exist, one per slot, so at most `size` run() calls run at once.
 Each slot takes one mini-batch ahead of the one running (`prefetch`): it is sent to the
 worker at once, so its inputs download while the other's run() works, and its run()
-starts the moment the other's ends. Workers are started lazily with the "spawn" start
-method (CUDA-safe), slot i gets GPU `gpus[i % len(gpus)]`, and a worker that times out,
-dies or fails init() leaves its slot empty so that the next mini-batch starts a fresh one;
-a mini-batch that was waiting in a worker that died before its run() started is sent to
-the fresh worker (it was not attempted).
+starts the moment the other's ends. Workers are started lazily as fresh interpreters
+(CUDA-safe) by isolation.start_worker, which hands them nothing of the host's but an
+allow-listed environment and their pipe, under another OS account where the host runs as
+root. Slot i gets GPU `gpus[i % len(gpus)]`, and a worker that times out, dies or fails
+init() leaves its slot empty so that the next mini-batch starts a fresh one; a mini-batch
+that was waiting in a worker that died before its run() started is sent to the fresh
+worker (it was not attempted).
 """
 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import queue
 import threading
@@ -29,15 +30,25 @@ import psutil
 from shared.scoring.batch import FAILED, SUCCEEDED, TIMED_OUT
 from shared.scoring.encoding import EncodedPart
 from shared.scoring.inputs import InputDownload
+from shared.scoring.isolation import (
+    UnsafeWorkerFile,
+    WorkerAccount,
+    WorkerProcess,
+    open_worker_file,
+    prepare_worker_folder,
+    receive,
+    start_worker,
+    worker_environment,
+)
 from shared.scoring.tables import TablePiece
 from shared.scoring.worker import (
+    CPU_THREAD_VARIABLES,
     DUMP_SIGNAL,
     Reply,
     RunRequest,
     ShutdownRequest,
     Started,
     WorkerSpec,
-    serve,
 )
 from shared.tabular.failures import FailedInput
 
@@ -109,7 +120,7 @@ class _Worker:
     answers; requests run in the worker in the order they were sent.
     """
 
-    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+    def __init__(self, process: WorkerProcess, conn: Connection) -> None:
         self.process = process
         self.conn = conn
         self._send_lock = threading.Lock()
@@ -187,7 +198,7 @@ class _Worker:
             try:
                 if not self.conn.poll(READ_POLL):
                     continue
-                message = self.conn.recv()
+                message = _receive(self.conn)
             except (EOFError, OSError):
                 self.process.join(timeout=5)
                 self._end(f"worker process exited with code {self.process.exitcode}")
@@ -242,15 +253,18 @@ class WorkerPool:
 
     def __init__(self, spec: WorkerSpec, size: int, *, scratch_dir: Path,
                  gpus: Sequence[str] = (), init_timeout: float = 600.0,
-                 prefetch: bool = True) -> None:
+                 prefetch: bool = True, account: WorkerAccount | None = None,
+                 home: Path | None = None) -> None:
+        """`account`: the OS account workers run as (None: the host's own), with `home`
+        as their HOME; `scratch_dir` holds the attempt logs workers write."""
         self.spec = spec
         self.size = size
         self.depth = SLOT_DEPTH if prefetch else 1
         self._gpus = tuple(gpus)
-        self._scratch = scratch_dir
-        self._scratch.mkdir(parents=True, exist_ok=True)
+        self._scratch = prepare_worker_folder(scratch_dir, account)
         self._init_timeout = init_timeout
-        self._context = multiprocessing.get_context("spawn")
+        self._account = account
+        self._home = home
         self._slots = [_Slot(i) for i in range(size)]
         self._ids = itertools.count(1)
         self._closed = False
@@ -398,15 +412,11 @@ class WorkerPool:
 
     def _start(self, slot: _Slot, output_dir: str) -> tuple[_Worker, str, RunResult | None]:
         """Start a worker in `slot`; on init failure return the failed result too."""
-        parent_conn, child_conn = self._context.Pipe()
         log_path = self._log_path()
-        process = self._context.Process(
-            target=serve,
-            args=(child_conn, self.spec, self.gpu_for(slot.index), output_dir, str(log_path)),
-            name=f"batchfn-worker-{slot.index}",
-        )
-        process.start()
-        child_conn.close()  # so the host sees EOF when the worker dies
+        gpu = self.gpu_for(slot.index)
+        process, parent_conn = start_worker(
+            (self.spec, str(log_path)),
+            self._environment(gpu, output_dir), self._account)
         try:
             reply = _init_reply(parent_conn, self._init_timeout)
             if reply is None and process.is_alive():
@@ -435,6 +445,18 @@ class WorkerPool:
         else:
             failure = RunResult(FAILED, 0, None, (), reply.error, reply.traceback, log)
         return worker, log, failure
+
+    def _environment(self, gpu: str | None, output_dir: str) -> dict[str, str]:
+        """The worker's environment: see isolation.worker_environment."""
+        batchfn = {"AZUREML_MODEL_DIR": self.spec.model_dir,
+                   "AZUREML_BI_OUTPUT_PATH": output_dir}
+        if gpu is not None:
+            batchfn["CUDA_VISIBLE_DEVICES"] = gpu
+        if self.spec.cpu_threads is not None:
+            # Read once by torch/numpy at import; a value the host was started with is kept.
+            batchfn.update(dict.fromkeys(CPU_THREAD_VARIABLES, str(self.spec.cpu_threads)))
+        return worker_environment(os.environ, batchfn, self.spec.environment, self._account,
+                                  None if self._home is None else str(self._home))
 
     def _forget(self, slot: _Slot, worker: _Worker | None) -> None:
         with self._changed:
@@ -475,27 +497,38 @@ def _get(box: queue.SimpleQueue, timeout: float):  # noqa: ANN202 - a message or
         return None
 
 
+def _receive(conn: Connection) -> Started | Reply:
+    """The worker's next message; only the pool's message classes are ever unpickled."""
+    return receive(conn, (Started, Reply), (EncodedPart, FailedInput))
+
+
 def _init_reply(conn: Connection, timeout: float) -> Reply | _Ended | None:
     """The worker's answer to init(): its Reply, _Ended if it died, None on timeout."""
     try:
-        if conn.poll(timeout):
-            return conn.recv()
+        if not conn.poll(timeout):
+            return None
+        reply = _receive(conn)
     except (EOFError, OSError):
         return _Ended("")  # the caller names the exit code
     except Exception as exc:  # noqa: BLE001 - a result the host cannot unpickle
         return _Ended(f"could not read init() result: {type(exc).__name__}: {exc}")
-    return None
+    return reply if isinstance(reply, Reply) else _Ended("worker answered out of turn")
 
 
 def _read_tail(path: Path, limit: int = LOG_LIMIT) -> str:
-    """The last `limit` bytes of a log file as text, noting what was cut."""
+    """The last `limit` bytes of a log file as text, noting what was cut.
+
+    The worker wrote it: it is opened without following a link (see isolation.py).
+    """
     try:
-        with path.open("rb") as file:
+        with open_worker_file(path.parent, path.name) as file:
             size = file.seek(0, os.SEEK_END)
             file.seek(max(0, size - limit))
             data = file.read()
     except FileNotFoundError:
         return ""
+    except UnsafeWorkerFile as exc:
+        return f"[batchfn: the attempt's log was not read: {exc}]\n"
     text = data.decode("utf-8", errors="replace")
     if size > limit:
         return f"[... {size - limit} bytes of earlier output cut ...]\n{text}"

@@ -5,7 +5,9 @@ code are downloaded once per version (`AssetCache`), and run() is called in a wa
 process of the deployment version's `WorkerPool`. The host signs short-lived read URLs of
 the attempt's inputs (`ReadGrants`); the worker downloads them into a folder of their own
 while the slot's previous mini-batch still runs, and encodes run()'s return into output
-lines. Failures of user code are outcomes, never raised.
+lines. Workers run as another OS account where the host runs as root (isolation.py): the
+folders they write in (inputs, attempt logs, job outputs, their home) are theirs, the
+rest of the work folder only readable. Failures of user code are outcomes, never raised.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ from shared.scoring.inputs import (
     is_local_write_error,
     local_paths,
     ram_scratch_folder,
+)
+from shared.scoring.isolation import (
+    WorkerAccount,
+    prepare_worker_folder,
+    unreachable,
+    worker_account,
 )
 from shared.scoring.paths import relative_parts, safe_segment
 from shared.scoring.pool import RunResult, WorkerPool, download_limit, worker_cpu_threads
@@ -80,15 +88,26 @@ class ScoringRuntime:
                  gpus: Sequence[str] | None = None, init_timeout: float = 600.0,
                  pool_idle_seconds: float = 900.0,
                  download_threads: int = DOWNLOAD_THREADS,
-                 scratch_dir: Path | None = None, prefetch: bool = True) -> None:
+                 scratch_dir: Path | None = None, prefetch: bool = True,
+                 worker_account: WorkerAccount | None = None) -> None:
+        """`worker_account`: the OS account workers run as (None: the host's own), who
+        must be able to reach `work_dir` and the scratch folder."""
         self._blobs = account.blob_service(**download_client_options())
         self._grants = ReadGrants(self._blobs)
         self._work_dir = Path(work_dir).resolve()
         self._work_dir.mkdir(parents=True, exist_ok=True)
         # Inputs and attempt logs live only while run() works: in RAM when there is room.
         self._scratch = scratch_dir or ram_scratch_folder() or self._work_dir
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        self._account = worker_account
+        for folder in (self._work_dir, self._scratch):
+            problem = worker_account and unreachable(folder, worker_account)
+            if problem:
+                raise PermissionError(f"scoring workers cannot run: {problem}")
         self._disk_inputs = self._work_dir / "inputs"
         self._inputs_root = self._scratch / "inputs"
+        self._home = None if worker_account is None else prepare_worker_folder(
+            self._work_dir / "home", worker_account)
         self._gpus = tuple(gpus) if gpus is not None else detect_gpus()
         self._init_timeout = init_timeout
         self._prefetch = prefetch
@@ -108,9 +127,9 @@ class ScoringRuntime:
 
     def job_output_dir(self, job_id: str) -> Path:
         """The job's local AZUREML_BI_OUTPUT_PATH folder, where scripts may write files."""
-        folder = self._work_dir / "outputs" / safe_segment(job_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        (self._work_dir / "outputs").mkdir(exist_ok=True)
+        return prepare_worker_folder(self._work_dir / "outputs" / safe_segment(job_id),
+                                     self._account)
 
     def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome:
         """Score one attempt of `batch` with `deployment`'s script; see ScoringOutcome.
@@ -154,6 +173,7 @@ class ScoringRuntime:
 
     def _run_in_folder(self, pool: WorkerPool, root: Path, batch: MiniBatch,
                        name: str) -> tuple[Path, RunResult]:
+        prepare_worker_folder(root, self._account)  # the worker makes the folders inside
         folder = root / safe_segment(batch.job_id) / name
         if batch.pieces:
             return folder, self._run_rows(pool, batch)
@@ -220,7 +240,8 @@ class ScoringRuntime:
             if entry is None:
                 pool = WorkerPool(spec, deployment.settings.max_concurrency_per_instance,
                                   scratch_dir=self._scratch / "logs", gpus=self._gpus,
-                                  init_timeout=self._init_timeout, prefetch=self._prefetch)
+                                  init_timeout=self._init_timeout, prefetch=self._prefetch,
+                                  account=self._account, home=self._home)
                 entry = self._pools[key] = _PoolEntry(pool)
             entry.users += 1
             return entry
@@ -355,7 +376,8 @@ def default_runtime() -> ScoringRuntime:
     Without BATCHFN_WORK_DIR it works in <temp dir>/batchfn-work, so a restarted host on
     the same machine reuses the downloaded assets. BATCHFN_PREFETCH=0 turns off the
     download of each slot's next mini-batch while run() works (for inputs so large that
-    two mini-batches of them do not fit the scratch folder).
+    two mini-batches of them do not fit the scratch folder). Workers run as
+    BATCHFN_WORKER_USER (isolation.worker_account).
     """
     global _default
     with _default_lock:
@@ -363,8 +385,9 @@ def default_runtime() -> ScoringRuntime:
             work_dir = os.environ.get(WORK_DIR_SETTING) or os.path.join(
                 tempfile.gettempdir(), "batchfn-work")
             prefetch = os.environ.get(PREFETCH_SETTING, "1").strip() != "0"
+            account = worker_account(folders=[Path(work_dir)])
             _default = ScoringRuntime(StorageAccount.from_settings(), Path(work_dir),
-                                      prefetch=prefetch)
+                                      prefetch=prefetch, worker_account=account)
         return _default
 
 

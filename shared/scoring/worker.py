@@ -1,17 +1,18 @@
 """The worker process: runs a user's Azure ML scoring script, one mini-batch at a time.
 
-This module is the child side of `pool.py`. It is started with multiprocessing's "spawn"
-context (a fresh interpreter, so CUDA works), sets up the Azure ML environment, imports the
-scoring script by path, calls `init()` once, then answers `RunRequest`s until told to shut
-down or its pipe closes. A request's inputs download (from signed URLs: the worker holds no
-storage credential) as soon as it arrives, so the next mini-batch's files arrive while
-run() works on this one; run()'s return is encoded into output lines here, not in the host.
-A tabular request's rows are read the same way (tables.py) and run() gets a DataFrame;
-inputs that fail on their own (unparseable rows, failures that run() reports through
-shared.tabular.failures) are collected and sent back with the reply.
-Everything a script prints or logs during an attempt goes to that attempt's log file (file
-descriptors 1 and 2 are redirected, so output of C extensions and child processes is
-captured too). It keeps imports light: a worker that never sees pandas does not pay for it.
+This module is the child side of `pool.py`. It is started as a fresh interpreter (so CUDA
+works) by `isolation.start_worker`, with the Azure ML environment and nothing of the host's
+secrets, imports the scoring script by path, calls `init()` once, then answers
+`RunRequest`s until told to shut down or its pipe closes. A request's inputs download (from
+signed URLs: the worker holds no storage credential) as soon as it arrives, so the next
+mini-batch's files arrive while run() works on this one; run()'s return is encoded into
+output lines here, not in the host. A tabular request's rows are read the same way
+(tables.py) and run() gets a DataFrame; inputs that fail on their own (unparseable rows,
+failures that run() reports through shared.tabular.failures) are collected and sent back
+with the reply. Everything a script prints or logs during an attempt goes to that attempt's
+log file (file descriptors 1 and 2 are redirected, so output of C extensions and child
+processes is captured too). It keeps imports light: a worker that never sees pandas does
+not pay for it.
 """
 
 from __future__ import annotations
@@ -149,16 +150,22 @@ def describe(exc: BaseException) -> str:
     return f"{name}: {message}" if message else name
 
 
-def serve(conn: Connection, spec: WorkerSpec, gpu: str | None, output_dir: str,
-          init_log_path: str) -> None:
-    """Entry point of a worker process: init, then answer requests until shutdown or EOF.
+def main(conn: Connection) -> None:
+    """Entry point of a worker process started by isolation.start_worker: its arguments
+    arrive first on the pipe (see serve)."""
+    spec, init_log_path = conn.recv()
+    serve(conn, spec, init_log_path)
 
-    `output_dir` is AZUREML_BI_OUTPUT_PATH during init(): the folder of the job whose
-    mini-batch started this worker; each RunRequest then names its own job's folder. A
-    thread receives requests and starts their downloads at once; this thread runs them in
+
+def serve(conn: Connection, spec: WorkerSpec, init_log_path: str) -> None:
+    """Init, then answer requests until shutdown or EOF.
+
+    AZUREML_BI_OUTPUT_PATH is, during init(), the folder of the job whose mini-batch
+    started this worker; each RunRequest then names its own job's folder. A thread
+    receives requests and starts their downloads at once; this thread runs them in
     the order they came.
     """
-    _apply_environment(spec, gpu, output_dir)
+    _enable_stack_dumps()
     _configure_logging(spec.logging_level)
     with captured_output(init_log_path):
         script, reply = _load_and_init(spec)
@@ -294,18 +301,9 @@ def captured_output(path: str) -> Iterator[None]:
         os.close(saved[1])
 
 
-def _apply_environment(spec: WorkerSpec, gpu: str | None, output_dir: str) -> None:
-    os.environ["AZUREML_MODEL_DIR"] = spec.model_dir
-    os.environ["AZUREML_BI_OUTPUT_PATH"] = output_dir
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    if spec.cpu_threads is not None:
-        # Set before the script imports torch/numpy, which read these once. A value the
-        # host was started with is kept.
-        for name in CPU_THREAD_VARIABLES:
-            os.environ.setdefault(name, str(spec.cpu_threads))
-    # The deployment's own variables win, including an explicit CUDA_VISIBLE_DEVICES.
-    os.environ.update(spec.environment)
+def _enable_stack_dumps() -> None:
+    # The environment (AZUREML_*, CUDA_VISIBLE_DEVICES, the deployment's variables) was
+    # given at the process's start: isolation.worker_environment.
     faulthandler.enable(file=sys.stderr, all_threads=True)
     if DUMP_SIGNAL is not None:
         faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True)

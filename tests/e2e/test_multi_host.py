@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-import requests
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
@@ -29,9 +27,9 @@ from shared.jobs import paths
 from shared.jobs.messages import trigger_queue
 from shared.jobs.monitor import ShardHint
 from shared.jobs.progress import Completion
-from shared.layout import DATA_CONTAINER, POISON_SUFFIX, SHARD_HINT_QUEUE, STATE_CONTAINER
+from shared.layout import POISON_SUFFIX, SHARD_HINT_QUEUE, STATE_CONTAINER
 from shared.storage import StorageAccount
-from tests.conftest import REPO, wait_until
+from tests.conftest import REPO, upload_blobs, wait_until
 
 ENDPOINT = "split"
 FILES = 2_000
@@ -39,7 +37,6 @@ MINI_BATCH = 10
 BATCHES = FILES // MINI_BATCH
 WORKER_SLOTS = 2
 QUEUE_LEASE_SECONDS = 4  # a killed host's messages come back this soon
-UPLOAD_THREADS = 32
 
 
 @pytest.fixture(scope="module")
@@ -89,18 +86,8 @@ def client(hosts, tmp_path_factory) -> BatchfnClient:
 
 
 def _upload_inputs(connection: str, folder: str) -> list[str]:
-    session = requests.Session()  # one pooled connection per upload thread
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=UPLOAD_THREADS))
-    data = BlobServiceClient.from_connection_string(
-        connection, session=session).get_container_client(DATA_CONTAINER)
-    try:
-        data.create_container()
-    except ResourceExistsError:
-        pass
     names = [f"{folder}/file{i:04d}.bin" for i in range(FILES)]
-    with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-        list(pool.map(lambda name: data.upload_blob(name, b"x" * (1 + int(name[-8:-4]) % 7),
-                                                    overwrite=True), names))
+    upload_blobs(connection, {name: b"x" * (1 + int(name[-8:-4]) % 7) for name in names})
     return names
 
 

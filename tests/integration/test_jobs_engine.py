@@ -547,3 +547,26 @@ def test_a_large_part_goes_to_a_blob_and_a_lost_ledger_line_is_restored(env, mon
     assert finalize_job(store, job.id, decision["outcome"])["status"] == "Completed"
     _, content = service.output(job.id, "score")
     assert content.decode().splitlines() == ["file,value"] + [f"f00{i}.txt,8" for i in range(4)]
+
+
+def test_a_late_copy_that_fails_for_good_leaves_the_output_and_errors_report_alone(env):
+    # Found by the chaos suite: queues deliver at least once, and a copy of a mini-batch
+    # that succeeded may fail for good later (its inputs deleted meanwhile); its failure
+    # record must not list files whose rows are in the output.
+    account, store, queue, data, name = env
+    _upload(data, "in", 4)
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "max_retries": 0,
+                                    "output_format": "csv"})
+    assert plan_job(store, queue, job.id)["ok"]
+    runtime = FakeRuntime(fail={"f002.txt": 99})  # mini-batch 1 fails for good
+    worker = MiniBatchWorker(store, runtime, queue)
+    _drain(worker, queue)
+    runtime.fail["f000.txt"] = 99
+    assert worker.process(MiniBatchMessage(job.id, 0, 0).encode(), 1).action == "failed"
+    decision = check_progress(store, job.id)
+    assert decision["action"] == FINALIZE
+    assert finalize_job(store, job.id, decision["outcome"])["status"] == "Completed"
+    _, content = service.output(job.id, "score")
+    assert content.decode().splitlines() == ["file,value", "f000.txt,8", "f001.txt,8"]
+    assert [e["file"] for e in service.errors(job.id)] == ["f002.txt", "f003.txt"]

@@ -23,6 +23,7 @@ from shared.jobs.drop import DROP_CONTAINER, DROP_MARKER
 from shared.jobs.locations import DATASTORES_SETTING
 from shared.jobs.messages import poison_queue_name
 from shared.roles import CONTROL, ROLE_SETTING, SCORING
+from shared.scoring.isolation import WORKER_USER_SETTING
 from shared.scoring.runtime import WORK_DIR_SETTING
 from shared.storage import DEFAULT_CONNECTION
 
@@ -66,6 +67,7 @@ SETTINGS_BY_ROLE = {
     ROLE_SETTING: {CONTROL, SCORING},  # function_app.py picks its blueprints
     WORK_DIR_SETTING: {SCORING},  # shared/scoring/runtime.py: assets, worker folders
     DATASTORES_SETTING: {CONTROL},  # shared/jobs/locations.py: checked at invoke
+    WORKER_USER_SETTING: {SCORING},  # shared/scoring/isolation.py: the workers' OS user
 }
 # Read from the environment but never an app setting, with the reason.
 ENVIRONMENT_ONLY = {

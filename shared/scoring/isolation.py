@@ -1,0 +1,379 @@
+"""What keeps the host's secrets out of reach of the scoring scripts its workers run.
+
+A scoring worker process runs user code, so the host starts it (`start_worker`):
+- with an environment built from an allow-list (`worker_environment`): the locale, paths,
+  Python, CUDA and math-library settings, never the host's storage connection settings,
+  keys, connection strings or identity endpoint variables, unless the deployment's own
+  environment_variables set one on purpose;
+- under another OS account when the host runs as root, as the Functions images do
+  (`WorkerAccount`, setting BATCHFN_WORKER_USER, default `nobody`): that account cannot
+  read the host's `/proc/<pid>/environ` or memory, nor files only root may read;
+- with no file descriptor of the host's but its own pipe, in the folder `/`.
+The host process is made non-dumpable before its first worker starts (`protect_host`), so
+that a worker of the same account cannot read its environment or memory through /proc, nor
+attach a debugger; the files a worker wrote are opened without following links
+(`worker_files`, `open_worker_file`), so a link cannot make the host read one of its own
+files into a job's logs or outputs; and what a worker sends the host is unpickled with only
+the pool's message classes allowed (`receive`), since an arbitrary pickle runs code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import io
+import logging
+import os
+import pickle
+import pwd
+import stat
+import subprocess
+import sys
+import threading
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from shared.scoring.worker import CPU_THREAD_VARIABLES
+
+log = logging.getLogger("batchfn.scoring")
+
+WORKER_USER_SETTING = "BATCHFN_WORKER_USER"
+DEFAULT_WORKER_USER = "nobody"
+NOBODY_ID = 65534  # the conventional uid and gid of `nobody`, where /etc/passwd lacks it
+
+# Host variables a worker keeps: none names or holds a credential.
+ALLOWED_VARIABLES = frozenset({
+    "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR", "TEMP", "TMP", "SHELL",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
+    "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONHASHSEED", "PYTHONWARNINGS", "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "CUDA_MODULE_LOADING", "CUDA_DEVICE_ORDER",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES",
+    "PYTORCH_CUDA_ALLOC_CONF", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "NO_PROXY", "no_proxy",
+})
+ALLOWED_PREFIXES = ("LC_",)
+# Kept only without user:password in them (a proxy's credentials are the host's).
+PROXY_VARIABLES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                             "http_proxy", "https_proxy", "all_proxy"})
+# A worker in the host's own account keeps the host's (that account's home is no secret of
+# the host's); a worker under another account gets that account's.
+ACCOUNT_VARIABLES = frozenset({"HOME", "USER", "LOGNAME"})
+
+PLAIN_TYPES = (int, float, str, bytes, type(None))  # bool is an int
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
+# Started with `python -c`: the host's sys.path arrives first on the pipe, then the worker's
+# arguments (worker.main). Only the standard library is imported before sys.path is set.
+BOOTSTRAP = (
+    "import sys\n"
+    "from multiprocessing.connection import Connection\n"
+    "conn = Connection(int(sys.argv[1]))\n"
+    "sys.path[:] = conn.recv()\n"
+    "from shared.scoring.worker import main\n"
+    "main(conn)\n"
+)
+
+
+class WorkerAccountError(RuntimeError):
+    """BATCHFN_WORKER_USER names an account the host cannot run workers as."""
+
+
+class UnsafeWorkerFile(OSError):
+    """A file a worker wrote is a link or not a regular file: the host does not read it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerAccount:
+    """The OS account scoring workers run as, when it is not the host's own."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def worker_account(environ: Mapping[str, str] | None = None,
+                   folders: Sequence[Path] = ()) -> WorkerAccount | None:
+    """The account workers run as per BATCHFN_WORKER_USER (None: the host's own).
+
+    A user name or uid names the account; it must be able to run this interpreter, read
+    its standard library and reach `folders` (the runtime's; a folder on sys.path it
+    cannot reach is logged as a warning), and only a host running as root can start
+    workers as another user: otherwise WorkerAccountError. The host's own account keeps
+    workers in it (its files and processes are then theirs to read). Unset, a host
+    running as root runs its workers as `nobody` where that account can run them, and as
+    root otherwise (logged as a warning); any other host runs them as itself.
+    """
+    env = os.environ if environ is None else environ
+    wanted = env.get(WORKER_USER_SETTING, "").strip()
+    host_uid = os.geteuid()
+    if not wanted and host_uid != 0:
+        return None
+    name = wanted or DEFAULT_WORKER_USER
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        account = WorkerAccount(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    except (KeyError, OverflowError):
+        if wanted:
+            raise WorkerAccountError(
+                f"{WORKER_USER_SETTING}={wanted!r}: no such user on this machine") from None
+        account = WorkerAccount(DEFAULT_WORKER_USER, NOBODY_ID, NOBODY_ID)
+    if account.uid == host_uid:
+        return None
+    if host_uid != 0:
+        raise WorkerAccountError(
+            f"{WORKER_USER_SETTING}={wanted!r}: only a host running as root can start workers "
+            "as another user; unset it to run them as the host's own user")
+    problem = unreachable(Path(sys.executable), account, run=True) or next(filter(None, (
+        unreachable(path, account) for path in (Path(os.__file__).parent, *folders))), None)
+    if problem is None:
+        for entry in filter(None, sys.path):
+            missing = unreachable(Path(entry), account)
+            if missing:
+                log.warning("scoring workers cannot import from %s: %s", entry, missing)
+        return account
+    if wanted:
+        raise WorkerAccountError(f"{WORKER_USER_SETTING}={wanted!r}: {problem}")
+    log.warning("scoring workers run as root, like the host, and can read what it can: %s "
+                "(set %s to a user who can)", problem, WORKER_USER_SETTING)
+    return None
+
+
+def unreachable(path: Path, account: WorkerAccount, run: bool = False) -> str | None:
+    """Why `account` cannot pass through every folder above `path` and `path` itself, read
+    it if it is a file (`run`: run it), or None where it can. Of a path that does not
+    exist yet, the folders that do are checked."""
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    for item in (*reversed(path.parents), path):
+        info = item.stat()
+        shift = 6 if info.st_uid == account.uid else 3 if info.st_gid == account.gid else 0
+        needed = 0o1 if stat.S_ISDIR(info.st_mode) or run else 0o4
+        if not (info.st_mode >> shift) & needed:
+            return (f"user {account.name!r} cannot reach {path} "
+                    f"({item} is mode {stat.S_IMODE(info.st_mode):o})")
+    return None
+
+
+def worker_environment(host: Mapping[str, str], batchfn: Mapping[str, str],
+                       deployment: Mapping[str, str], account: WorkerAccount | None,
+                       home: str | None) -> dict[str, str]:
+    """A worker's whole environment: allowed host variables, then `batchfn`'s, then the
+    deployment's own environment_variables (which win: they are set on purpose).
+
+    A worker under another `account` gets that account's name and `home` instead of the
+    host's. Variables the host was started with for math-library threads are kept.
+    """
+    environment = {name: value for name, value in host.items()
+                   if name in ALLOWED_VARIABLES or name.startswith(ALLOWED_PREFIXES)
+                   or (name in PROXY_VARIABLES and not _has_credentials(value))
+                   or (account is None and name in ACCOUNT_VARIABLES)}
+    if account is not None:
+        environment.update(USER=account.name, LOGNAME=account.name)
+        if home is not None:
+            environment["HOME"] = home
+    for name, value in batchfn.items():
+        if name in CPU_THREAD_VARIABLES:
+            environment.setdefault(name, value)
+        else:
+            environment[name] = value
+    environment.update(deployment)
+    return environment
+
+
+def _has_credentials(url: str) -> bool:
+    try:
+        parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    except ValueError:
+        return True  # unreadable: assume the worst
+    return parsed.username is not None or parsed.password is not None
+
+
+_protected = False
+_protect_lock = threading.Lock()
+
+
+def protect_host() -> bool:
+    """Make this process non-dumpable (Linux); True once it is.
+
+    Then /proc/<pid>/environ, /proc/<pid>/mem and ptrace of the host need CAP_SYS_PTRACE:
+    a worker of the same account can read neither the environment the host was started
+    with nor its memory. Core dumps of the host stop too, and debuggers and profilers
+    (py-spy) attach only as root.
+    """
+    global _protected
+    with _protect_lock:
+        if _protected or not sys.platform.startswith("linux"):
+            return _protected
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            log.warning("could not make the host process non-dumpable: %s",
+                        os.strerror(ctypes.get_errno()))
+            return False
+        _protected = True
+        return True
+
+
+class WorkerProcess:
+    """A started worker process, with the calls the pool makes of a multiprocessing one."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        """The exit status (negative: the signal that ended it); None while it runs."""
+        return self._popen.poll()
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+
+def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
+                 account: WorkerAccount | None) -> tuple[WorkerProcess, Connection]:
+    """Start `python -c BOOTSTRAP` with `environment` (and nothing else of the host's) under
+    `account`, and send it the host's sys.path and `arguments` (worker.main's); returns the
+    process and the host's end of its pipe."""
+    protect_host()
+    host_end, worker_end = Pipe()
+    identity: dict[str, Any] = {}
+    if account is not None:
+        identity = {"user": account.uid, "group": account.gid, "extra_groups": []}
+    try:
+        popen = subprocess.Popen(
+            [sys.executable, "-c", BOOTSTRAP, str(worker_end.fileno())],
+            env=dict(environment), cwd="/", stdin=subprocess.DEVNULL, close_fds=True,
+            pass_fds=(worker_end.fileno(),), **identity)
+    except BaseException:
+        host_end.close()
+        raise
+    finally:
+        worker_end.close()  # so the host sees EOF when the worker dies
+    try:
+        host_end.send([os.path.abspath(entry) for entry in sys.path])
+        host_end.send(arguments)
+    except OSError:
+        pass  # it died at once: the pool reads the EOF and reports its exit code
+    return WorkerProcess(popen), host_end
+
+
+class _MessageUnpickler(pickle.Unpickler):
+    """Builds only the classes a worker may send; anything else is refused unbuilt."""
+
+    def __init__(self, data: bytes, allowed: tuple[type, ...]) -> None:
+        super().__init__(io.BytesIO(data))
+        self.allowed = {(cls.__module__, cls.__qualname__): cls for cls in allowed}
+
+    def find_class(self, module: str, name: str) -> type:
+        found = self.allowed.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"a worker may not send {module}.{name}")
+        return found
+
+
+def receive(conn: Connection, messages: tuple[type, ...], contents: tuple[type, ...] = ()
+            ) -> Any:
+    """The next message a worker sent on `conn`: an instance of one of the `messages`
+    dataclasses whose fields hold plain values (numbers, text, bytes, None), instances of
+    `contents` whose fields are plain, or tuples of either. Raises EOFError/OSError at the pipe's end and
+    UnpicklingError for anything else, which is never built.
+    """
+    message = _MessageUnpickler(conn.recv_bytes(), messages + contents).load()
+    if not isinstance(message, messages) or not all(
+            _plain(getattr(message, field.name), contents)
+            for field in dataclasses.fields(message)):
+        raise pickle.UnpicklingError(f"a worker sent a malformed {type(message).__name__}")
+    return message
+
+
+def _plain(value: Any, contents: tuple[type, ...]) -> bool:
+    if isinstance(value, tuple):
+        return all(_flat(item, contents) for item in value)
+    return _flat(value, contents)
+
+
+def _flat(value: Any, contents: tuple[type, ...]) -> bool:
+    """A plain value, or an instance of `contents` whose fields are plain values."""
+    if isinstance(value, contents):
+        return all(isinstance(getattr(value, field.name), PLAIN_TYPES)
+                   for field in dataclasses.fields(value))
+    return isinstance(value, PLAIN_TYPES)
+
+
+def prepare_worker_folder(path: Path, account: WorkerAccount | None) -> Path:
+    """Create `path` (and its parents) for workers to write in: owned by `account`, 0700."""
+    path.mkdir(parents=True, exist_ok=True)
+    if account is not None:
+        os.chown(path, account.uid, account.gid, follow_symlinks=False)
+        os.chmod(path, 0o700, follow_symlinks=False)
+    return path
+
+
+def worker_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Each regular file under `root` (relative POSIX path, its lstat) that a worker may
+    have written, without following links; links and hard-linked files are left out."""
+    for folder, _, names, folder_fd in os.fwalk(root):
+        relative = os.path.relpath(folder, root)
+        for name in names:
+            try:
+                info = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+            except OSError:
+                continue  # removed meanwhile
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+                path = name if relative == "." else f"{relative}/{name}"
+                yield path.replace(os.sep, "/"), info
+
+
+def open_worker_file(root: Path, relative: str) -> BinaryIO:
+    """Open `root`/`relative` for reading without following a link anywhere below `root`.
+
+    Raises UnsafeWorkerFile where a part of the path is a link, or the file is not a
+    regular file or has other hard links (a link to a file the host may read and the
+    worker may not), FileNotFoundError where it is gone.
+    """
+    parts = [part for part in relative.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise UnsafeWorkerFile(f"not a path inside the worker's folder: {relative!r}")
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeWorkerFile(f"{relative}: {part} is not a folder") from None
+                raise
+            os.close(folder)
+            folder = inner
+        try:
+            fd = os.open(parts[-1], nofollow | os.O_NONBLOCK, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeWorkerFile(f"{relative} is a link") from None
+            raise
+    finally:
+        os.close(folder)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise UnsafeWorkerFile(f"{relative} is not a file of its own")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")

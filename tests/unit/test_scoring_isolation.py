@@ -1,0 +1,202 @@
+"""What keeps the host's secrets from scoring scripts (shared/scoring/isolation.py), piece by
+piece: the environment allow-list, the account workers run as, the pickle loader of their
+messages, the link-proof reads of the files they write, the non-dumpable host."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from multiprocessing.connection import Pipe
+from pathlib import Path
+
+import pytest
+
+from shared.scoring import isolation
+from shared.scoring.encoding import EncodedPart
+from shared.scoring.isolation import (
+    UnsafeWorkerFile,
+    WorkerAccount,
+    WorkerAccountError,
+    open_worker_file,
+    receive,
+    unreachable,
+    worker_account,
+    worker_environment,
+    worker_files,
+)
+from shared.scoring.pool import WorkerPool
+from shared.scoring.worker import Reply, Started, WorkerSpec
+from shared.tabular.failures import FailedInput
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
+NOBODY = WorkerAccount("nobody", 65534, 65534)
+
+# What a Functions host's environment holds, locally and in Azure.
+HOST_SECRETS = {
+    "AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0",
+    "AzureWebJobsStorage__accountName": "a",
+    "AzureWebJobsStorage__credential": "managedidentity",
+    "AzureWebJobsStorage__clientId": "00000000-0000-0000-0000-000000000000",
+    "IDENTITY_ENDPOINT": "http://localhost:42356/msi/token",
+    "IDENTITY_HEADER": "secret-header",
+    "MSI_ENDPOINT": "http://localhost:42356/msi/token",
+    "MSI_SECRET": "secret-header",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=k;IngestionEndpoint=x",
+    "WEBSITE_AUTH_ENCRYPTION_KEY": "k",
+    "CONTAINER_APP_REPLICA_NAME": "r",
+    "AzureWebJobsSecretStorageType": "containerapp",
+    "FUNCTIONS_WORKER_RUNTIME": "python",
+    "BATCHFN_WORK_DIR": "/tmp/batchfn-work",
+    "HTTPS_PROXY": "http://user:password@proxy:3128",
+}
+HOST_PLAIN = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC",
+              "PYTHONPATH": "/home/site/wwwroot", "LD_LIBRARY_PATH": "/usr/local/cuda/lib64",
+              "HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "localhost",
+              "OMP_NUM_THREADS": "3", "HOME": "/root", "USER": "root"}
+
+
+def test_a_worker_keeps_only_allowed_host_variables():
+    batchfn = {"AZUREML_MODEL_DIR": "/m", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    environment = worker_environment({**HOST_SECRETS, **HOST_PLAIN}, batchfn, {}, NOBODY,
+                                     "/work/home")
+    assert not set(HOST_SECRETS) & set(environment)
+    assert environment == {
+        **{name: HOST_PLAIN[name] for name in ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH",
+                                               "LD_LIBRARY_PATH", "HTTP_PROXY", "NO_PROXY")},
+        "OMP_NUM_THREADS": "3",  # the host was started with it: kept
+        "MKL_NUM_THREADS": "1", "AZUREML_MODEL_DIR": "/m",
+        "HOME": "/work/home", "USER": "nobody", "LOGNAME": "nobody",
+    }
+
+
+def test_the_deployments_own_variables_win_even_secret_ones():
+    deployment = {"AzureWebJobsStorage": "set on purpose", "AZUREML_MODEL_DIR": "/other"}
+    environment = worker_environment(HOST_SECRETS, {"AZUREML_MODEL_DIR": "/m"}, deployment,
+                                     None, None)
+    assert environment == deployment
+
+
+def test_the_hosts_own_account_keeps_its_home():
+    environment = worker_environment(HOST_PLAIN, {}, {}, None, None)
+    assert (environment["HOME"], environment["USER"]) == ("/root", "root")
+
+
+def test_a_worker_started_by_a_pool_sees_no_host_secret(tmp_path, monkeypatch, part_rows):
+    for name, value in HOST_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "input.txt").write_text("data")
+    spec = WorkerSpec(script_path=str(SCRIPTS / "echo.py"), code_dir=str(SCRIPTS),
+                      model_dir=str(tmp_path), environment={
+                          "ECHO_ENV_COLUMNS": ",".join([*HOST_SECRETS, "AZUREML_MODEL_DIR"])})
+    pool = WorkerPool(spec, 1, scratch_dir=tmp_path / "logs")
+    try:
+        result = pool.run([str(tmp_path / "input.txt")], 30, str(tmp_path),
+                          output_format="jsonl")
+    finally:
+        pool.close()
+    row = part_rows(result.part.data)[0]
+    assert {name: row[name] for name in HOST_SECRETS} == dict.fromkeys(HOST_SECRETS, "")
+    assert row["AZUREML_MODEL_DIR"] == str(tmp_path)
+
+
+def test_unset_a_host_that_is_not_root_keeps_workers_in_its_account(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert worker_account({}) is None
+    with pytest.raises(WorkerAccountError, match="only a host running as root"):
+        worker_account({"BATCHFN_WORKER_USER": "nobody"})
+    with pytest.raises(WorkerAccountError, match="no such user"):
+        worker_account({"BATCHFN_WORKER_USER": "no-such-user-here"})
+
+
+def test_a_root_host_runs_workers_as_nobody_where_nobody_can_run_them(monkeypatch, tmp_path):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(isolation, "unreachable", lambda path, account, run=False: None)
+    assert worker_account({}) == NOBODY
+    assert worker_account({"BATCHFN_WORKER_USER": "65534"}) == NOBODY
+    assert worker_account({"BATCHFN_WORKER_USER": "root"}) is None  # on purpose
+
+
+def test_where_the_account_cannot_run_workers_unset_warns_and_set_fails(monkeypatch, caplog):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(isolation, "unreachable", lambda path, account, run=False:
+                        f"user {account.name!r} cannot reach {path}")
+    assert worker_account({}) is None
+    assert "scoring workers run as root" in caplog.text
+    with pytest.raises(WorkerAccountError, match="cannot reach"):
+        worker_account({"BATCHFN_WORKER_USER": "nobody"})
+
+
+def test_unreachable_checks_every_folder_on_the_way(worker_tmp):
+    folder = worker_tmp("reachable")
+    private = folder / "private"
+    (private / "inner").mkdir(parents=True)
+    private.chmod(0o700)
+    open_folder = folder / "open"
+    open_folder.mkdir(mode=0o755)
+    problem = unreachable(private / "inner" / "not-yet", NOBODY)
+    assert problem and f"({private} is mode 700)" in problem
+    assert unreachable(open_folder / "not-yet", NOBODY) is None
+    assert unreachable(private, WorkerAccount("me", private.stat().st_uid, 0)) is None
+
+
+def _sent(message: object) -> object:
+    host, worker = Pipe()
+    worker.send_bytes(message if isinstance(message, bytes) else pickle.dumps(message))
+    return receive(host, (Started, Reply), (EncodedPart, FailedInput))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_the_host_builds_only_the_pools_messages_from_a_worker():
+    reply = Reply(3, True, rows=2, part=EncodedPart(b"a\nb\n", b"h\n"), missing=(1,),
+                  failed=(FailedInput("a.csv", "bad row", 4), FailedInput("b.csv", "gone")),
+                  failed_inputs=2)
+    assert _sent(reply) == reply
+    assert _sent(Started(4, error="x", errno=28)) == Started(4, error="x", errno=28)
+    for hostile in (_RunsCode(), Reply(1, True, part=_RunsCode()), [reply], EncodedPart(b""),
+                    Reply(1, True, missing=([1],)), Reply(1, True, error=Path("x")),
+                    Reply(1, True, failed=(FailedInput("a", "e", row=[1]),)),
+                    Reply(1, True, failed=((FailedInput("a", "e"),),))):
+        with pytest.raises(pickle.UnpicklingError):
+            _sent(hostile)
+
+
+def test_files_a_worker_wrote_are_read_without_following_links(tmp_path):
+    secret = tmp_path / "host-secret.json"
+    secret.write_text("the master key")
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "result.txt").write_text("rows")
+    (out / "key.json").symlink_to(secret)
+    (out / "linked-folder").symlink_to(tmp_path)
+    os.link(secret, out / "hard.json")
+    os.mkfifo(out / "pipe")
+    assert [name for name, _ in worker_files(out)] == ["sub/result.txt"]
+    with open_worker_file(out, "sub/result.txt") as file:
+        assert file.read() == b"rows"
+    for relative in ("key.json", "linked-folder/host-secret.json", "hard.json", "pipe",
+                     "../host-secret.json", "sub/../../host-secret.json"):
+        with pytest.raises(UnsafeWorkerFile):
+            open_worker_file(out, relative).close()
+    with pytest.raises(FileNotFoundError):
+        open_worker_file(out, "sub/gone.txt")
+
+
+def test_a_protected_host_is_not_dumpable():
+    # Non-dumpable, its /proc/<pid>/environ and memory belong to root and need
+    # CAP_SYS_PTRACE: a worker of the same user cannot read them (root can, which is why
+    # a root host runs its workers as another user).
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+    code = ("import ctypes, os\n"
+            "from shared.scoring.isolation import protect_host\n"
+            "assert protect_host()\n"
+            "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), os.stat('/proc/self/environ').st_uid)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], check=True)
+    assert run.stdout.split() == ["0", "0"]
