@@ -20,6 +20,7 @@ from playwright.sync_api import expect
 
 from batchfn.cli import cli
 from batchfn.client import BatchfnClient
+from samples.breast_cancer.dataset import SAMPLE_DIR as MLFLOW_SAMPLE
 from tests.conftest import deploy_test_script, scoring_devhost
 
 ENDPOINT = "studio-e2e"
@@ -71,6 +72,12 @@ def studio(host, scratch):
             {"ALWAYS_FAILS_MESSAGE": FAIL_MESSAGE, "ALWAYS_FAILS_WHEN_NAME_CONTAINS": "<"})
     _deploy(client, scratch, "slow", "echo.py", {"mini_batch_size": 1}, {"ECHO_SLEEP": "1"})
     _deploy(client, scratch, "rows", "rows.py", {"mini_batch_size": 3, "input_format": "csv"})
+    # An MLflow model alone: no code_configuration, the built-in scorer.
+    deployed = CliRunner().invoke(cli, [
+        "batch-deployment", "create", "--file",
+        str(MLFLOW_SAMPLE / "deployment-mlflow" / "deployment.yml"), "--endpoint-name", ENDPOINT,
+        "--name", "mlflow"], env={"BATCHFN_URL": host.url, "BATCHFN_KEY": host.key})
+    assert deployed.exit_code == 0, deployed.output
     table = scratch / "inputs" / "table.csv"
     table.parent.mkdir(parents=True, exist_ok=True)
     table.write_text("id,value\n" + "".join(f"r{i},{i}\n" if i != 4 else "r4,4,extra\n"
@@ -151,7 +158,9 @@ def test_batchfn_studio_opens_the_console_listing_endpoints_as_text(page, studio
     expect(card.locator(".description")).to_have_text(ENDPOINT_DESCRIPTION)
     expect(card.locator(".tags li")).to_have_text([f"{k}: {v}" for k, v in TAGS.items()])
     rows = card.locator("tr[data-deployment]")
-    expect(rows).to_have_count(4)
+    expect(rows).to_have_count(5)
+    expect(card.locator('tr[data-deployment="mlflow"] td').nth(2)).to_have_text(
+        "MLflow (built-in)")
     expect(card.locator('tr[data-deployment="echo"] .badge.default')).to_be_visible()
     assert card.locator("script, img, b").count() == 0
     assert page.evaluate(PWNED)

@@ -223,9 +223,11 @@ class Cluster:
                 time.sleep(0.2)
         queue = minibatch_queue(StorageAccount(connection_string=self.azurite.connection_string))
         for _ in range(copies):
-            index = rng.randrange(plan["batches"])
-            queue.send_message(MiniBatchMessage(job, index,
-                                                index // plan["batches_per_chunk"]).encode())
+            # Chunks hold as many mini-batches as fit: a copy names a chunk's own index.
+            chunk = rng.randrange(plan["chunks"])
+            manifest = json.loads(state.download_blob(paths.manifest(job, chunk)).readall())
+            index = manifest["first"] + rng.randrange(len(manifest["batches"]))
+            queue.send_message(MiniBatchMessage(job, index, chunk).encode())
         return copies
 
 

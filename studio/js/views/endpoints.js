@@ -27,7 +27,7 @@ function deploymentRows(ctx, endpoint, deployments) {
     h("td", {}, h("a", { href: route("endpoints", endpoint.name, "deployments", d.name) }, d.name),
       d.name === current ? [" ", defaultBadge()] : null),
     h("td", {}, `${d.model.name}:${d.model.version}`),
-    h("td", {}, d.code_configuration.scoring_script),
+    h("td", {}, d.code_configuration ? d.code_configuration.scoring_script : "MLflow (built-in)"),
     h("td", { class: "num" }, String(d.settings.mini_batch_size)),
     h("td", { class: "num" }, String(d.settings.instance_count)),
     h("td", {}, when(d.updated_at)),
