@@ -292,8 +292,8 @@ def receive(conn: Connection, messages: tuple[type, ...], contents: tuple[type, 
             ) -> Any:
     """The next message a worker sent on `conn`: an instance of one of the `messages`
     dataclasses whose fields hold plain values (numbers, text, bytes, None), instances of
-    `contents` whose fields are plain, or tuples of either. Raises EOFError/OSError at the pipe's end and
-    UnpicklingError for anything else, which is never built.
+    `contents` whose fields are plain, or tuples of either. Raises EOFError/OSError at the
+    pipe's end and UnpicklingError for anything else, which is never built.
     """
     message = _MessageUnpickler(conn.recv_bytes(), messages + contents).load()
     if not isinstance(message, messages) or not all(
