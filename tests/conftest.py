@@ -66,8 +66,9 @@ def worker_tmp() -> Iterator[Callable[[str], Path]]:
 def worker_python(worker_tmp) -> str | None:
     """An interpreter with this project's packages that scoring workers can run as another
     user (`nobody`): this one, or a venv of the system's Python of the same version when
-    this one lives in root's private home; None where there is none, or where the tests
-    do not run as root (a host then runs workers as its own user)."""
+    this one lives in root's private home; None where there is none, where the project or
+    its packages are out of that user's reach, or where the tests do not run as root (a
+    host then runs workers as its own user)."""
     if os.geteuid() != 0:
         return None
     nobody = WorkerAccount("nobody", NOBODY_ID, NOBODY_ID)
@@ -77,6 +78,8 @@ def worker_python(worker_tmp) -> str | None:
     system = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
     if system is None or unreachable(Path(system), nobody):
         return None
+    if any(unreachable(Path(p), nobody) for p in (REPO, *site.getsitepackages())):
+        return None  # the project or its packages sit below a folder private to root
     venv = worker_tmp("python")
     venv.chmod(0o755)
     subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -89,8 +92,9 @@ def worker_python(worker_tmp) -> str | None:
 def worker_user_python(worker_python) -> str:
     """`worker_python`, or a skip where workers cannot run as another user."""
     if worker_python is None:
-        pytest.skip("no interpreter that scoring workers can run as another user here "
-                    "(the tests must run as root)")
+        pytest.skip("no interpreter that scoring workers can run as another user here (the "
+                    "tests must run as root, and user nobody must reach the project and its "
+                    "packages: a checkout below a mode-700 folder is out of its reach)")
     return worker_python
 
 

@@ -66,6 +66,8 @@ PROXY_VARIABLES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
 ACCOUNT_VARIABLES = frozenset({"HOME", "USER", "LOGNAME"})
 
 PLAIN_TYPES = (int, float, str, bytes, type(None))  # bool is an int
+IMPORT_TRIAL_SECONDS = 60
+WORKER_MODULE = "shared.scoring.worker"
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 # Started with `python -c`: the host's sys.path arrives first on the pipe, then the worker's
 # arguments (worker.main). Only the standard library is imported before sys.path is set.
@@ -74,7 +76,7 @@ BOOTSTRAP = (
     "from multiprocessing.connection import Connection\n"
     "conn = Connection(int(sys.argv[1]))\n"
     "sys.path[:] = conn.recv()\n"
-    "from shared.scoring.worker import main\n"
+    f"from {WORKER_MODULE} import main\n"
     "main(conn)\n"
 )
 
@@ -101,12 +103,13 @@ def worker_account(environ: Mapping[str, str] | None = None,
     """The account workers run as per BATCHFN_WORKER_USER (None: the host's own).
 
     A user name or uid names the account; it must be able to run this interpreter, read
-    its standard library and reach `folders` (the runtime's; a folder on sys.path it
-    cannot reach is logged as a warning), and only a host running as root can start
-    workers as another user: otherwise WorkerAccountError. The host's own account keeps
-    workers in it (its files and processes are then theirs to read). Unset, a host
-    running as root runs its workers as `nobody` where that account can run them, and as
-    root otherwise (logged as a warning); any other host runs them as itself.
+    its standard library, reach `folders` (the runtime's) and import the scoring worker (a
+    trial start; another folder on sys.path it cannot reach is logged as a warning), and
+    only a host running as root can start workers as another user: otherwise
+    WorkerAccountError. The host's own account keeps workers in it (its files and
+    processes are then theirs to read). Unset, a host running as root runs its workers as
+    `nobody` where that account can run them, and as root otherwise (logged as a
+    warning); any other host runs them as itself.
     """
     env = os.environ if environ is None else environ
     wanted = env.get(WORKER_USER_SETTING, "").strip()
@@ -129,7 +132,8 @@ def worker_account(environ: Mapping[str, str] | None = None,
             f"{WORKER_USER_SETTING}={wanted!r}: only a host running as root can start workers "
             "as another user; unset it to run them as the host's own user")
     problem = unreachable(Path(sys.executable), account, run=True) or next(filter(None, (
-        unreachable(path, account) for path in (Path(os.__file__).parent, *folders))), None)
+        unreachable(path, account) for path in (Path(os.__file__).parent, *folders))), None
+    ) or import_problem(account)
     if problem is None:
         for entry in filter(None, sys.path):
             missing = unreachable(Path(entry), account)
@@ -141,6 +145,27 @@ def worker_account(environ: Mapping[str, str] | None = None,
     log.warning("scoring workers run as root, like the host, and can read what it can: %s "
                 "(set %s to a user who can)", problem, WORKER_USER_SETTING)
     return None
+
+
+def import_problem(account: WorkerAccount, module: str = WORKER_MODULE) -> str | None:
+    """Why a process of `account` cannot import the scoring worker (`module`) with the
+    host's sys.path, or None where it can: one trial start, as a worker starts. Folder
+    modes alone cannot tell, since the project and its packages may sit below a folder
+    private to the host's user (a checkout in a `mktemp -d` folder is mode 700)."""
+    paths = [os.path.abspath(entry) for entry in sys.path]
+    code = f"import sys\nsys.path[:] = {paths!r}\nimport {module}\n"
+    try:
+        trial = subprocess.run([sys.executable, "-c", code], env={"PATH": os.defpath},
+                               cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=IMPORT_TRIAL_SECONDS, user=account.uid,
+                               group=account.gid, extra_groups=[])
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"user {account.name!r} cannot start a scoring worker: {exc}"
+    if trial.returncode == 0:
+        return None
+    lines = trial.stderr.decode(errors="replace").strip().splitlines()
+    return (f"user {account.name!r} cannot import the scoring worker: "
+            f"{lines[-1] if lines else f'exit code {trial.returncode}'}")
 
 
 def unreachable(path: Path, account: WorkerAccount, run: bool = False) -> str | None:

@@ -19,6 +19,7 @@ from shared.scoring.isolation import (
     UnsafeWorkerFile,
     WorkerAccount,
     WorkerAccountError,
+    import_problem,
     open_worker_file,
     receive,
     unreachable,
@@ -113,6 +114,7 @@ def test_unset_a_host_that_is_not_root_keeps_workers_in_its_account(monkeypatch)
 def test_a_root_host_runs_workers_as_nobody_where_nobody_can_run_them(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(isolation, "unreachable", lambda path, account, run=False: None)
+    monkeypatch.setattr(isolation, "import_problem", lambda account: None)
     assert worker_account({}) == NOBODY
     assert worker_account({"BATCHFN_WORKER_USER": "65534"}) == NOBODY
     assert worker_account({"BATCHFN_WORKER_USER": "root"}) is None  # on purpose
@@ -200,3 +202,19 @@ def test_a_protected_host_is_not_dumpable():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2], check=True)
     assert run.stdout.split() == ["0", "0"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a trial start as another user needs root")
+def test_the_account_must_import_the_worker_not_just_reach_folders(monkeypatch, caplog):
+    root = WorkerAccount("root", 0, 0)
+    assert import_problem(root) is None
+    # Where the account cannot load the project's packages (below a folder it cannot pass,
+    # say), the trial fails, and an unset setting falls back to the host's account.
+    problem = import_problem(root, "shared.scoring.no_such_module")
+    assert problem and "cannot import the scoring worker" in problem
+    assert "ModuleNotFoundError" in problem
+    monkeypatch.setattr(isolation, "import_problem", lambda account: problem)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(isolation, "unreachable", lambda path, account, run=False: None)
+    assert worker_account({}) is None
+    assert "cannot import the scoring worker" in caplog.text
