@@ -114,6 +114,20 @@ def scoring_devhost(connection_string: str, scratch: Path,
         yield running
 
 
+@pytest.fixture(scope="module")
+def scratch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for one test module's files: models, inputs, the scoring runtime's work."""
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def host(storage_connection: str, scratch: Path) -> Iterator[RunningDevHost]:
+    """The devhost one test module talks to: the app with its scoring runtime
+    (scoring_devhost). A module that needs other settings defines its own."""
+    with scoring_devhost(storage_connection, scratch) as running:
+        yield running
+
+
 def deploy_test_script(client: Any, scratch: Path, endpoint: str, name: str, script: str,
                        settings: dict, env: dict[str, str] | None = None,
                        set_default: bool = False, **fields: Any) -> None:

@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 from batchfn.cli import cli
 from batchfn.client import BatchfnClient
 from samples.breast_cancer.dataset import SAMPLE_DIR as MLFLOW_SAMPLE
-from tests.conftest import deploy_test_script, scoring_devhost
+from tests.conftest import deploy_test_script
 
 ENDPOINT = "studio-e2e"
 ENDPOINT_DESCRIPTION = 'Digits <script>window.__pwned = 1</script> & "friends"'
@@ -32,17 +32,6 @@ EVIL_NAMES = ['<img src=x onerror="window.__pwned = 4"> & q.bin', "<script>x & \
 PWNED = "() => window.__pwned === undefined"
 TERMINAL = ("Completed", "Failed", "Canceled")
 DIGITS = 24
-
-
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("studio")
-
-
-@pytest.fixture(scope="module")
-def host(storage_connection, scratch):
-    with scoring_devhost(storage_connection, scratch) as running:
-        yield running
 
 
 def _deploy(client: BatchfnClient, scratch: Path, name: str, script: str, settings: dict,

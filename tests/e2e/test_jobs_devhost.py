@@ -26,23 +26,11 @@ from shared.jobs import paths
 from shared.jobs.messages import MiniBatchMessage, minibatch_queue
 from shared.layout import DATA_CONTAINER, JOBS_CONTAINER, STATE_CONTAINER
 from shared.storage import StorageAccount
-from tests.conftest import deploy_test_script, scoring_devhost, wait_until
+from tests.conftest import deploy_test_script, wait_until
 
 ENDPOINT = "jobs-e2e"
 DATASTORE = "azureml://datastores/workspaceblobstore/paths"
-QUEUE_LEASE_SECONDS = 4
 UPLOAD_THREADS = 32
-
-
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("jobs-e2e")
-
-
-@pytest.fixture(scope="module")
-def host(storage_connection, scratch):
-    with scoring_devhost(storage_connection, scratch, QUEUE_LEASE_SECONDS) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -25,11 +24,6 @@ from tests.conftest import REPO, deploy_test_script
 
 ENDPOINT = "security-e2e"
 EXTRA_CONTAINER = "operator-images"
-
-
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("security-e2e")
 
 
 @pytest.fixture(scope="module")

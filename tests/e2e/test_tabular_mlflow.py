@@ -23,22 +23,11 @@ from batchfn.client import BatchfnClient
 from samples.breast_cancer.accuracy import accuracy
 from samples.breast_cancer.dataset import SAMPLE_DIR
 from samples.breast_cancer.prepare_data import prepare
-from tests.conftest import deploy_test_script, scoring_devhost
+from tests.conftest import deploy_test_script
 
 ENDPOINT = "tabular-e2e"
 MIN_ACCURACY = 0.95
 BIG_ROWS = 200_000
-
-
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tabular-e2e")
-
-
-@pytest.fixture(scope="module")
-def host(storage_connection, scratch):
-    with scoring_devhost(storage_connection, scratch) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
