@@ -88,3 +88,16 @@ def test_descriptions_and_tags_are_bounded(fields):
         EndpointSpec.from_document({"name": "ep1", **fields})
     with pytest.raises(InvalidRequest):
         deployment(**fields)
+
+
+@pytest.mark.parametrize("key, bad", [
+    ("input_format", "x" * 5000), ("input_format", ["csv"]),
+    ("passthrough_columns", ["id", "c" * 5000]), ("passthrough_columns", ["id", "id"]),
+    ("passthrough_columns", [f"c{i}" for i in range(5000)]), ("passthrough_columns", 7),
+])
+def test_tabular_settings_refuse_bad_values_without_echoing_them_whole(key, bad):
+    settings = {"input_format": "csv", key: bad} if key != "input_format" else {key: bad}
+    with pytest.raises(InvalidRequest) as refused:
+        DeploymentSettings.from_dict(settings)
+    assert refused.value.details["setting"] == key
+    assert len(refused.value.message) < 400 and len(str(refused.value.details["value"])) < 200
