@@ -1,10 +1,11 @@
 """The batchfn Functions app: serves the role the app setting BATCHFN_ROLE names (control,
-scoring or all; see shared/roles.py) and registers one blueprint per concern of that role."""
+scoring or all; see shared/contract/roles.py) and registers one blueprint per concern of
+that role."""
 
 import azure.functions as func
 
 from functions.health import bp as health
-from shared.roles import CONTROL, SCORING, app_role, serves
+from shared.contract.roles import CONTROL, SCORING, app_role, serves
 
 
 def control_blueprints() -> list[func.Blueprint]:
@@ -37,7 +38,7 @@ else:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health)
 if serves(role, CONTROL):
-    from shared.jobs.locations import StorageBoundaries
+    from shared.control.datastores import StorageBoundaries
 
     # A malformed BATCHFN_DATASTORES stops the app here, as an unknown role does.
     StorageBoundaries.from_settings()

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchfn.contract.errors import InvalidRequest
+from batchfn.contract.names import check_resource_name
 from batchfn.errors import (
     ApiError,
     JobError,
@@ -34,11 +36,9 @@ from batchfn.errors import (
 )
 from batchfn.target import resolve_target
 from batchfn.transport import Transport
-from shared.errors import InvalidRequest
-from shared.names import check_resource_name
 
 if TYPE_CHECKING:
-    from shared.deployment_spec import AssetReference, FolderSource
+    from batchfn.contract.deployment_spec import AssetReference, FolderSource
 
 __all__ = ["ApiError", "BatchfnClient", "JOB_TERMINAL_STATUSES"]
 
@@ -104,8 +104,8 @@ class BatchfnClient:
         that can be checked here (names, settings, folders, the scoring script) is checked
         before anything is uploaded. `replace` creates or replaces.
         """
+        from batchfn.contract.deployment_spec import with_uploaded_assets
         from batchfn.deployment_files import deployment_document
-        from shared.deployment_spec import with_uploaded_assets
 
         local = deployment_document(file, document, base_dir, endpoint_name, name)
         spec = local.spec
@@ -147,8 +147,8 @@ class BatchfnClient:
 
     def upload_asset(self, kind: str, name: str, folder: str | Path) -> dict[str, Any]:
         """Register a folder as a model/code asset; identical content reuses its version."""
+        from batchfn.contract.asset_manifest import scan_folder
         from batchfn.uploads import upload_files
-        from shared.asset_manifest import scan_folder
 
         with local_checks():
             manifest = scan_folder(folder)
@@ -289,7 +289,7 @@ class BatchfnClient:
 
     def _upload_source(self, kind: str, source: FolderSource | AssetReference,
                        folder: Path | None, default_name: str) -> AssetReference:
-        from shared.deployment_spec import AssetReference
+        from batchfn.contract.deployment_spec import AssetReference
 
         if isinstance(source, AssetReference):
             return source

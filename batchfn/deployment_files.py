@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchfn.errors import local_checks
-from shared.deployment_spec import (
+from batchfn.contract.deployment_spec import (
     AssetReference,
     DeploymentSpec,
     EndpointSpec,
     FolderSource,
     load_document,
 )
-from shared.errors import InvalidRequest
-from shared.script_check import check_scoring_script
+from batchfn.contract.errors import InvalidRequest
+from batchfn.contract.script_check import check_scoring_script
+from batchfn.errors import local_checks
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _folder(base: Path, source: FolderSource | AssetReference) -> Path | None:
 def _check_mlflow_model(model_dir: Path) -> None:
     """A deployment without code_configuration needs an MLflow model the built-in scorer
     loads (the registry checks a registered model the same way)."""
-    from shared.mlflow_scoring.mlmodel import MLMODEL_FILE, is_mlflow_model_folder, read_mlmodel
+    from batchfn.contract.mlmodel import MLMODEL_FILE, is_mlflow_model_folder, read_mlmodel
 
     if not is_mlflow_model_folder(model_dir):
         raise InvalidRequest(

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from shared.errors import BatchfnError
+from batchfn.contract import errors as contract
 
 
 class BatchfnClientError(Exception):
@@ -112,5 +112,6 @@ def local_checks() -> Iterator[None]:
     """Raise a check made on this machine as the ApiError the API would answer with."""
     try:
         yield
-    except BatchfnError as exc:
-        raise api_error(exc.status, exc.code, exc.message, exc.details) from None
+    except contract.BatchfnError as exc:
+        raise api_error(contract.http_status(exc), exc.code, exc.message, exc.details) \
+            from None

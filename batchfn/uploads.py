@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from shared.asset_manifest import AssetManifest
+from batchfn.contract.asset_manifest import AssetManifest
 
 BLOCK_SIZE = 4 * 1024 * 1024
 PARALLEL_FILES = 4

@@ -42,7 +42,7 @@ from bench.report import now_utc, write_results  # noqa: E402
 from samples.imagenet.prepare_data import make_jpegs  # noqa: E402
 from shared.scoring.gpus import detect_gpus  # noqa: E402
 from shared.scoring.pool import SLOT_DEPTH, WorkerPool, worker_cpu_threads  # noqa: E402
-from shared.scoring.worker import WorkerSpec  # noqa: E402
+from shared.worker.protocol import WorkerSpec  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "imagenet" / "deployment"
 CODE = SAMPLE / "code"

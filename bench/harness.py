@@ -31,8 +31,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from batchfn.client import JOB_TERMINAL_STATUSES, BatchfnClient
 from devhost.azurite import Azurite
 from devhost.testing import RunningDevHost, running_devhost
-from shared.layout import DATA_CONTAINER
-from shared.timestamps import parse_time
+from shared.contract.layout import DATA_CONTAINER
+from shared.contract.timestamps import parse_time
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ def signed_get_download_rate(connection_string: str, container: str, names: Sequ
     flight: how a scoring worker downloads its inputs. Signing is included in the time."""
     import aiohttp
 
-    from shared.scoring.batch import InputFile
+    from shared.contract.manifest import InputFile
     from shared.scoring.grants import ReadGrants
 
     async def download_all() -> float:

@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness import blob_service, data_container, now_utc, write_results  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
-from shared.tabular.read import BatchPiece, TableReader  # noqa: E402
-from shared.tabular.sources import BlobSource, read_chunks  # noqa: E402
-from shared.tabular.split import plan_table  # noqa: E402
+from shared.worker.tabular.read import BatchPiece, TableReader  # noqa: E402
+from shared.worker.tabular.sources import BlobSource, read_chunks  # noqa: E402
+from shared.worker.tabular.split import plan_table  # noqa: E402
 
 
 def make_csv(rows: int) -> bytes:

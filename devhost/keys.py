@@ -19,7 +19,8 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient
 
-from devhost.private_files import private_folder, read_private, write_private
+from devhost.private_files import private_folder, write_private
+from devhost.state_file import read_state, state_file
 
 SECRETS_CONTAINER = "azure-webjobs-secrets"
 SECRETS_BLOB = "devhost/host.json"
@@ -133,17 +134,6 @@ async def _read_keys(blob: Any) -> KeyRing | None:
         ) from exc
 
 
-def state_dir() -> Path:
-    """Where state files live: $DEVHOST_STATE_DIR, else ~/.devhost."""
-    configured = os.environ.get("DEVHOST_STATE_DIR", "").strip()
-    return Path(configured).expanduser() if configured else Path.home() / ".devhost"
-
-
-def state_file(port: int) -> Path:
-    """The state file of the devhost on `port`."""
-    return state_dir() / f"{port}.json"
-
-
 def write_state(port: int, *, url: str, keys: KeyRing, script_root: Path) -> Path:
     """Record a running devhost: atomically, readable by its user only."""
     path = state_file(port)
@@ -156,9 +146,6 @@ def write_state(port: int, *, url: str, keys: KeyRing, script_root: Path) -> Pat
 
 def remove_state(port: int) -> None:
     """Remove the state file if it is this process's."""
-    path = state_file(port)
-    try:
-        if json.loads(read_private(path)).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
+    state = read_state(port)
+    if state is not None and state.pid == os.getpid():
+        state_file(port).unlink(missing_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from devhost.azurite import free_port
+from devhost.state_file import read_state, state_file
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 90.0
@@ -60,7 +60,7 @@ class RunningDevHost:
     @property
     def state_path(self) -> Path:
         """The state file this devhost writes while it runs."""
-        return self._state_dir / f"{self.port}.json"
+        return state_file(self.port, self._state_dir)
 
     def logs(self) -> str:
         """Everything devhost has written to stdout/stderr so far (across restarts)."""
@@ -86,14 +86,10 @@ class RunningDevHost:
             if self._process.poll() is not None:
                 raise DevHostError(f"devhost exited with {self._process.returncode}:\n"
                                    f"{self.logs()[-4000:]}")
-            if state.exists():
-                try:
-                    document = json.loads(state.read_text())
-                except ValueError:
-                    document = {}
-                if document.get("pid") == self._process.pid and self._answers():
-                    self.key = document["key"]
-                    return self
+            recorded = read_state(self.port, self._state_dir) if state.exists() else None
+            if recorded is not None and recorded.pid == self._process.pid and self._answers():
+                self.key = recorded.key
+                return self
             time.sleep(0.05)
         self.kill()
         raise DevHostError(f"devhost did not start within {timeout:.0f}s:\n{self.logs()[-4000:]}")

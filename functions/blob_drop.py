@@ -1,5 +1,5 @@
 """Blob drop: a `<endpoint>/<folder>/_start` marker in "batchfn-drop" starts a job and gets
-an answer beside it (see shared/jobs/drop.py for the rule)."""
+an answer beside it (see shared/control/blob_drop.py for the rule)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_types
 
 from functions.orchestration import ensure_orchestration
-from shared.jobs.context import job_service
-from shared.jobs.drop import DROP_CONTAINER, process_marker
-from shared.jobs.model import JobStatus
+from shared.contract.job_records import JobStatus
+from shared.contract.layout import DROP_CONTAINER
+from shared.control.blob_drop import process_marker
+from shared.control.context import job_service
 
 bp = df.Blueprint()
 log = logging.getLogger("batchfn.drop")

@@ -1,19 +1,17 @@
-"""Control plane HTTP API: endpoints, deployments and asset uploads (calls shared.registry)."""
+"""Control plane HTTP API: endpoints, deployments and asset uploads (shared/control/registry.py)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from functools import cache
 from typing import Any
 
 import azure.functions as func
 
 from functions.http_edge import api_errors, json_response, query_flag, read_json
 from functions.openapi import name_schema, operation, path_param, query_param
-from shared import settings
-from shared.asset_manifest import MAX_MANIFEST_FILES, AssetManifest
-from shared.assets import MAX_VERSION_DIGITS
-from shared.deployment_spec import (
+from shared.contract import settings
+from shared.contract.asset_manifest import MAX_MANIFEST_FILES, AssetManifest
+from shared.contract.deployment_spec import (
     MAX_ENVIRONMENT_BYTES,
     MAX_ENVIRONMENT_VALUE,
     MAX_ENVIRONMENT_VARIABLES,
@@ -24,23 +22,17 @@ from shared.deployment_spec import (
     EndpointSpec,
     IgnoredField,
 )
-from shared.errors import InvalidRequest
-from shared.names import ASSET_NAME_PATTERN, MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN
-from shared.registry import Registry
-from shared.storage import StorageAccount
-from shared.tabular.formats import INPUT_FORMATS
-from shared.tabular.options import MAX_COLUMN_NAME_CHARS, MAX_PASSTHROUGH_COLUMNS
+from shared.contract.errors import InvalidRequest
+from shared.contract.names import ASSET_NAME_PATTERN, MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN
+from shared.contract.settings import INPUT_FORMATS, MAX_COLUMN_NAME_CHARS, MAX_PASSTHROUGH_COLUMNS
+from shared.control.asset_store import MAX_VERSION_DIGITS
+from shared.control.context import registry as _registry
 
 bp = func.Blueprint()
 
 # URL segment -> asset kind; the plural reads naturally in URLs, the singular is accepted too.
 _ASSET_KINDS = {"models": "model", "model": "model", "code": "code"}
 MAX_MANIFEST_BODY = 32 * 1024 * 1024  # a manifest of MAX_MANIFEST_FILES files fits
-
-
-@cache
-def _registry() -> Registry:
-    return Registry(StorageAccount.from_settings())
 
 
 def _create_only(req: func.HttpRequest) -> bool:

@@ -13,8 +13,8 @@ from urllib.parse import quote, urlsplit
 
 import azure.functions as func
 
-from shared.errors import BatchfnError, InvalidRequest, PayloadTooLarge
-from shared.json_input import parse_json_object
+from shared.contract.errors import BatchfnError, InvalidRequest, PayloadTooLarge, http_status
+from shared.contract.json_input import parse_json_object
 
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_QUERY_VALUE = 256  # characters of one query parameter
@@ -33,7 +33,7 @@ def json_response(body: Any, status: int = 200,
 
 def error_response(exc: BatchfnError) -> func.HttpResponse:
     """The JSON error `{"error": {"code", "message", "details"}}` with the error's status."""
-    return json_response(exc.to_dict(), status=exc.status)
+    return json_response(exc.to_dict(), status=http_status(exc))
 
 
 def api_errors(handler: Callable[[func.HttpRequest], func.HttpResponse]

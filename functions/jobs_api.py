@@ -26,21 +26,21 @@ from functions.http_edge import (
 )
 from functions.openapi import name_schema, operation, path_param, query_param
 from functions.orchestration import ORCHESTRATOR, ensure_orchestration
-from shared import settings
-from shared.errors import BatchfnError, InvalidRequest
-from shared.jobs.context import job_service
-from shared.jobs.locations import MAX_URI_LENGTH
-from shared.jobs.model import JOB_NAME_PATTERN, JobRecord, JobStatus
-from shared.jobs.service import (
+from shared.contract import settings
+from shared.contract.errors import BatchfnError, InvalidRequest
+from shared.contract.job_records import JOB_NAME_PATTERN, JobRecord, JobStatus
+from shared.contract.names import MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN, check_resource_name
+from shared.control.context import job_service
+from shared.control.datastores import MAX_URI_LENGTH
+from shared.control.input_uploads import MAX_FILES as MAX_UPLOAD_FILES
+from shared.control.input_uploads import grant_input_upload
+from shared.control.job_service import (
     JOB_STATUSES,
     MAX_ERROR_ROWS,
     MAX_LOG_BYTES,
     OUTPUT_NAMES,
     job_view,
 )
-from shared.jobs.uploads import MAX_FILES as MAX_UPLOAD_FILES
-from shared.jobs.uploads import grant_input_upload
-from shared.names import MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN, check_resource_name
 
 bp = df.Blueprint()
 

@@ -1,7 +1,7 @@
 """Queue triggers: score mini-batches from "minibatches"; record what lands in the poison queue.
 
 A failed attempt with retries left raises, so the host redelivers the message after
-host.json's visibilityTimeout; the worker completes the message itself when the
+host.json's visibilityTimeout; the handler completes the message itself when the
 mini-batch is done for good (scored, or failed after max_retries retries). When its ledger
 append may have completed a ledger shard, a hint goes to the "shard-hints" queue, which the
 control app turns into an event for the job's orchestration (functions/orchestration.py):
@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from functools import cache
 from pathlib import Path
 
 import azure.functions as func
 
-from shared.jobs.context import job_store, minibatch_worker, storage_account
-from shared.jobs.messages import InvalidMessage, MiniBatchMessage, poison_queue_name
-from shared.jobs.monitor import ShardFullHints, shard_hint_queue
-from shared.layout import MINIBATCH_QUEUE
+from shared.contract.layout import MINIBATCH_QUEUE, poison_queue
+from shared.contract.messages import InvalidMessage, MiniBatchMessage
+from shared.scoring.context import minibatch_handler, shard_hints
 
 bp = func.Blueprint()
 log = logging.getLogger("batchfn.scoring")
@@ -28,17 +26,12 @@ log = logging.getLogger("batchfn.scoring")
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 
-@cache
-def _hints() -> ShardFullHints:
-    return ShardFullHints(job_store(), shard_hint_queue(storage_account()))
-
-
 @bp.queue_trigger(arg_name="msg", queue_name=MINIBATCH_QUEUE, connection="AzureWebJobsStorage")
 async def score_minibatch(msg: func.QueueMessage) -> None:
     """Score one mini-batch message (the blocking work runs in a worker thread)."""
     body = msg.get_body()
     try:
-        result = await asyncio.to_thread(minibatch_worker(HOST_JSON).process, body,
+        result = await asyncio.to_thread(minibatch_handler(HOST_JSON).process, body,
                                          msg.dequeue_count or 1)
     except InvalidMessage as exc:
         log.error("dropping a message that is not a mini-batch: %s", exc)
@@ -46,16 +39,16 @@ async def score_minibatch(msg: func.QueueMessage) -> None:
     log.info("mini-batch message %s: %s %s", msg.id, result.action, result.detail)
     if result.ledger_blocks is not None:
         message = MiniBatchMessage.decode(body)
-        await asyncio.to_thread(_hints().offer, message.job, message.index,
+        await asyncio.to_thread(shard_hints().offer, message.job, message.index,
                                 result.ledger_blocks)
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=poison_queue_name(),
+@bp.queue_trigger(arg_name="msg", queue_name=poison_queue(),
                   connection="AzureWebJobsStorage")
 def record_poisoned_minibatch(msg: func.QueueMessage) -> None:
     """Record a mini-batch whose message failed every delivery, so its job can finish."""
     try:
-        result = minibatch_worker(HOST_JSON).record_poison(msg.get_body())
+        result = minibatch_handler(HOST_JSON).record_poison(msg.get_body())
     except InvalidMessage as exc:
         log.error("dropping a poisoned message that is not a mini-batch: %s", exc)
         return

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from functions.http_edge import json_response
-from shared.errors import NotFound
+from shared.contract.errors import NotFound
 
 bp = func.Blueprint()
 

@@ -24,7 +24,7 @@ from azure.storage.blob import BlobServiceClient
 
 from devhost.azurite import Azurite
 from devhost.testing import RunningDevHost, running_devhost
-from shared.layout import DATA_CONTAINER
+from shared.contract.layout import DATA_CONTAINER
 from shared.scoring.isolation import NOBODY_ID, WorkerAccount, unreachable
 
 REPO = Path(__file__).resolve().parent.parent

@@ -122,7 +122,7 @@ def confirm(yes: bool, question: str) -> None:
 
 def load_file(file: str) -> dict[str, Any]:
     """An endpoint.yml / deployment.yml as a mapping, checked like the API checks it."""
-    from shared.deployment_spec import load_document
+    from batchfn.contract.deployment_spec import load_document
 
     with local_checks():
         return load_document(file)

@@ -64,7 +64,7 @@ def deployment_list(endpoint_name: str) -> None:
 def deployment_update(file: str | None, name: str | None, endpoint_name: str | None,
                       sets: tuple[str, ...]) -> None:
     """Update a deployment: --set settings.mini_batch_size=20 ..., or --file to replace it."""
-    from shared.deployment_spec import LEGACY_SETTING_KEYS
+    from batchfn.contract.deployment_spec import LEGACY_SETTING_KEYS
 
     if file:
         result = _put_deployment(file, endpoint_name, name, False, sets, replace=True)

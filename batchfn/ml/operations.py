@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from batchfn.client import JOB_TERMINAL_STATUSES, BatchfnClient
+from batchfn.contract.errors import InvalidRequest
+from batchfn.contract.layout import DEFAULT_DATASTORE
 from batchfn.errors import local_checks
 from batchfn.ml.constants import AssetTypes
 from batchfn.ml.entities import (
@@ -25,8 +27,6 @@ from batchfn.ml.entities import (
     Output,
 )
 from batchfn.output import progress_line
-from shared.errors import InvalidRequest
-from shared.layout import DEFAULT_DATASTORE
 
 T = TypeVar("T")
 log = logging.getLogger("batchfn.ml")

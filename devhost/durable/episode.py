@@ -48,6 +48,15 @@ _TASK_EVENTS = {
 }
 _ACTIVITY_KINDS = {ActionKind.CALL_ACTIVITY, ActionKind.CALL_ACTIVITY_WITH_RETRY}
 _SUB_KINDS = {ActionKind.CALL_SUB_ORCHESTRATOR, ActionKind.CALL_SUB_ORCHESTRATOR_WITH_RETRY}
+# The message ids of applied external events that a record keeps: the latest ones, across
+# executions, since a redelivered event can reach the execution after the one it was applied
+# to (continue-as-new). A window, not all of them: the record is written on every episode and
+# an eternal orchestration would grow it forever; 1,000 of devhost's ids are ~35 KB of JSON.
+# Copies come from one episode whose deletes were lost and reappear a lease (10 s) later or
+# when the host starts again; the runtime holds at most 512 control messages, so that episode
+# applied at most 512 events, and the window still holds all of them after about 500 newer
+# ones, however many executions those spanned.
+REMEMBERED_EVENT_IDS = 1000
 
 
 def execution_id_after(instance_id: str, execution_id: str, salt: str = "") -> str:
@@ -189,6 +198,7 @@ class Episode:
             execution_id=execution, status="Running", created=created,
             updated=format_time(self.now), input=event.get("Input"), parent=parent,
             custom_status=record.custom_status if record is not None else None,
+            raised=record.raised if record is not None else [],
             buffered=record.buffered if record is not None and not record.started else [],
         )
         self.changed = True
@@ -224,6 +234,7 @@ class Episode:
                 del record.open_tasks[task_key]
                 (first if self._takes_number(task, kind) else rest).append(
                     (message.event, task["retry"]))
+        del record.raised[:-REMEMBERED_EVENT_IDS]
         return first + rest
 
     def _takes_number(self, task: dict[str, Any], kind: EventType) -> bool:
@@ -412,7 +423,6 @@ class Episode:
         record.scheduled = []
         record.open_tasks = {}
         record.retries = {}
-        record.raised = []
         record.updated = format_time(self.now)
         self.messages.append((ControlMessage(uuid.uuid4().hex, record.instance_id, execution,
                                              start), None))

@@ -30,7 +30,7 @@ class ManagementError(Exception):
     code = "BadRequest"
 
 
-class InvalidRequest(ManagementError):
+class BadManagementRequest(ManagementError):
     status, code = 400, "BadRequest"
 
 
@@ -86,13 +86,13 @@ class InstanceQuery:
             created_to = (parse_time(params["createdTimeTo"])
                           if params.get("createdTimeTo") else None)
         except ValueError as exc:
-            raise InvalidRequest(f"invalid createdTimeFrom/createdTimeTo: {exc}") from exc
+            raise BadManagementRequest(f"invalid createdTimeFrom/createdTimeTo: {exc}") from exc
         statuses = frozenset(s.strip() for s in params.get("runtimeStatus", "").split(",")
                              if s.strip())
         unknown = statuses - RUNTIME_STATUSES
         if unknown:
-            raise InvalidRequest(f"unknown runtimeStatus {sorted(unknown)}; expected some of "
-                                 f"{sorted(RUNTIME_STATUSES)}")
+            raise BadManagementRequest(f"unknown runtimeStatus {sorted(unknown)}; expected "
+                                       f"some of {sorted(RUNTIME_STATUSES)}")
         return cls(created_from, created_to, statuses, params.get("instanceIdPrefix", ""))
 
     def matches(self, status: str, created: str) -> bool:
@@ -119,7 +119,7 @@ def serialized_payload(body: bytes) -> str | None:
     try:
         value = json.loads(body)
     except ValueError as exc:
-        raise InvalidRequest(f"request body is not JSON: {exc}") from exc
+        raise BadManagementRequest(f"request body is not JSON: {exc}") from exc
     if isinstance(value, str):
         try:
             json.loads(value)
@@ -132,9 +132,9 @@ def serialized_payload(body: bytes) -> str | None:
 def validate_instance_id(instance_id: str) -> str:
     """Instance ids as the Durable extension allows them."""
     if not instance_id or len(instance_id) > 256:
-        raise InvalidRequest("instance id must be 1-256 characters")
+        raise BadManagementRequest("instance id must be 1-256 characters")
     if any(c in _FORBIDDEN_ID_CHARS or ord(c) < 32 for c in instance_id):
-        raise InvalidRequest("instance id must not contain '/', '\\', '#', '?' or control "
+        raise BadManagementRequest("instance id must not contain '/', '\\', '#', '?' or control "
                              "characters")
     return instance_id
 
@@ -153,9 +153,9 @@ class InstanceManager:
                     version: str = "") -> InstanceRecord:
         """Create a Pending instance and queue its start (409 if one is still running)."""
         if name not in self.orchestrators:
-            raise InvalidRequest(f"The function '{name}' doesn't exist, is disabled, or is not "
-                                 f"an orchestrator function. Known orchestrators: "
-                                 f"{sorted(self.orchestrators)}")
+            raise BadManagementRequest(
+                f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator "
+                f"function. Known orchestrators: {sorted(self.orchestrators)}")
         instance_id = validate_instance_id(instance_id or uuid.uuid4().hex)
         async with self.locks.hold(instance_id):
             existing, etag = await self.storage.load(instance_id)

@@ -111,7 +111,8 @@ class InstanceRecord:
     open_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Retry state per with-retry action, keyed by its first task id.
     retries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Control message ids of external events already applied (redelivery must not repeat).
+    # Control message ids of the latest external events applied, across executions, oldest
+    # first (a redelivery must not apply one again; the episode bounds the window).
     raised: list[str] = field(default_factory=list)
     # Events that arrived before the instance's start was processed.
     buffered: list[dict[str, Any]] = field(default_factory=list)

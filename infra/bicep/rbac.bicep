@@ -12,7 +12,7 @@
 // Jobs read datastores and write to batchfn-jobs, datastores or a drop's _output/; an
 // operator's datastores are containers named in an app setting (BATCHFN_DATASTORES), so the
 // grant is account-wide with those exceptions, and batchfn's allow-list
-// (shared/jobs/locations.py) keeps jobs out of every other container. The role includes
+// (shared/control/datastores.py) keeps jobs out of every other container. The role includes
 // generateUserDelegationKey (a replica may sign short-lived read SAS URLs for its worker
 // processes; such a SAS never grants more than the signer has). Queue Data Contributor on the mini-batch queue and its
 // poison twin only, Message Sender on the shard-hint queue, AcrPull on the registry,
@@ -46,7 +46,7 @@ var controlStorageRoles = [
   roles.storageQueueDataContributor
   roles.storageTableDataContributor
 ]
-// shared/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages there)
+// shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages there)
 // and SHARD_HINT_QUEUE (scoring hosts only send to it).
 var scoringQueueGrants = [
   { queue: 'minibatches', role: roles.storageQueueDataContributor }

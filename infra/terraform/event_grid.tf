@@ -10,7 +10,7 @@
 locals {
   # functions/blob_drop.py
   blob_drop_function = "blob_drop"
-  # shared/jobs/drop.py: a job starts from the marker blob named _start.
+  # shared/control/blob_drop.py: a job starts from the marker blob named _start.
   marker_suffix = "/_start"
 }
 

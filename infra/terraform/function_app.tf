@@ -23,7 +23,7 @@ resource "azurerm_service_plan" "main" {
 locals {
   # What the control role reads. The connection "AzureWebJobsStorage" is both the host's
   # storage (Durable task hub, keys, blob trigger receipts) and batchfn's own
-  # (shared/storage.py reads the same settings).
+  # (shared/storage/account.py reads the same settings).
   control_app_settings = {
     BATCHFN_ROLE                              = "control"
     BATCHFN_DATASTORES                        = var.datastores

@@ -16,7 +16,7 @@ locals {
     # Durable Functions' Azure Storage provider keeps instance and history tables.
     "Storage Table Data Contributor",
   ])
-  # shared/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages
+  # shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages
   # there) and SHARD_HINT_QUEUE (scoring hosts only send to it).
   scoring_queue_grants = {
     "minibatches"        = "Storage Queue Data Contributor"

@@ -1,10 +1,10 @@
 # The storage account batchfn lives in: Functions host storage (Durable task hub tables,
-# queues and blobs), the app's containers and queues (names as in shared/layout.py and
-# shared/jobs/drop.py), the Flex Consumption deployment package container and the
+# queues and blobs), the app's containers and queues (names as in shared/contract/layout.py),
+# the Flex Consumption deployment package container and the
 # container where Event Grid leaves drop events it could not deliver.
 
 locals {
-  # shared/layout.py: REGISTRY, ASSETS, DATA, JOBS, STATE; shared/jobs/drop.py: DROP_CONTAINER.
+  # shared/contract/layout.py: REGISTRY, ASSETS, DATA, JOBS, STATE; DROP_CONTAINER.
   app_containers = [
     "batchfn-registry",
     "batchfn-assets",
@@ -14,7 +14,7 @@ locals {
     "batchfn-drop",
   ]
   drop_container = "batchfn-drop"
-  # shared/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin, SHARD_HINT_QUEUE.
+  # shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin, SHARD_HINT_QUEUE.
   app_queues = [
     "minibatches",
     "minibatches-poison",

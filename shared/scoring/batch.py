@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.scoring.encoding import EncodedPart
+from shared.contract.manifest import InputFile, RowPiece
+from shared.storage.failure_records import InputFailure
+from shared.worker.encoding import EncodedPart
 
 SUCCEEDED = "succeeded"
 FAILED = "failed"
@@ -12,54 +14,11 @@ TIMED_OUT = "timed_out"
 
 
 @dataclass(frozen=True)
-class InputFile:
-    """One input file of a mini-batch, stored in the app's storage account."""
-
-    container: str
-    blob_name: str
-    display_name: str  # what appears in outputs/errors (path relative to the input folder)
-
-
-@dataclass(frozen=True)
-class RowPiece:
-    """Rows of one input file in a tabular mini-batch, as planned (shared/tabular/split.py).
-
-    `size` and `etag` are the file's when it was planned: a file changed since is never
-    read at the planned offsets. `row_range` is `RowRange.to_list()`: [first row, rows,
-    start byte, end byte, header end].
-    """
-
-    file: InputFile
-    size: int
-    etag: str | None
-    row_range: tuple[int, int, int, int, int]
-
-    @property
-    def first_row(self) -> int:
-        return self.row_range[0]
-
-    @property
-    def rows(self) -> int:
-        return self.row_range[1]
-
-
-@dataclass(frozen=True)
-class InputFailure:
-    """An input that could not be scored though its mini-batch ran: a whole file (`row`
-    None), or `rows` consecutive rows of a file from row number `row`."""
-
-    file: InputFile
-    error: str
-    row: int | None = None
-    rows: int = 1
-
-
-@dataclass(frozen=True)
 class MiniBatch:
     """One `run()` call's worth of files (or of rows), as carried by a queue message.
 
-    `output_format` is the format run()'s rows are encoded in (encoding.py), or None when
-    only their number matters (`output_action: summary_only`). A tabular mini-batch
+    `output_format` is the format run()'s rows are encoded in (shared/worker/encoding.py),
+    or None when only their number matters (`output_action: summary_only`). A tabular mini-batch
     (`input_format` csv, jsonl or parquet) holds `pieces`, row ranges of `files`, and
     `passthrough_columns` are copied from its input rows to its output rows.
     """

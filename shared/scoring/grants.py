@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
 
-from shared.scoring.batch import InputFile
+from shared.contract.manifest import InputFile
 
 # Grants of one container share an expiry rounded up to this step, so a template serves
 # every mini-batch signed within it.

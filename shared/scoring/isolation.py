@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from shared.scoring.worker import CPU_THREAD_VARIABLES
+from shared.worker.protocol import CPU_THREAD_VARIABLES
 
 log = logging.getLogger("batchfn.scoring")
 
@@ -67,10 +67,10 @@ ACCOUNT_VARIABLES = frozenset({"HOME", "USER", "LOGNAME"})
 
 PLAIN_TYPES = (int, float, str, bytes, type(None))  # bool is an int
 IMPORT_TRIAL_SECONDS = 60
-WORKER_MODULE = "shared.scoring.worker"
+WORKER_MODULE = "shared.worker.serve"
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 # Started with `python -c`: the host's sys.path arrives first on the pipe, then the worker's
-# arguments (worker.main). Only the standard library is imported before sys.path is set.
+# arguments (serve.main). Only the standard library is imported before sys.path is set.
 BOOTSTRAP = (
     "import sys\n"
     "from multiprocessing.connection import Connection\n"
@@ -274,7 +274,7 @@ class WorkerProcess:
 def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
                  account: WorkerAccount | None) -> tuple[WorkerProcess, Connection]:
     """Start `python -c BOOTSTRAP` with `environment` (and nothing else of the host's) under
-    `account`, and send it the host's sys.path and `arguments` (worker.main's); returns the
+    `account`, and send it the host's sys.path and `arguments` (serve.main's); returns the
     process and the host's end of its pipe."""
     protect_host()
     host_end, worker_end = Pipe()

@@ -27,9 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from shared.contract.errors import StorageUnavailable
 from shared.scoring.batch import FAILED, SUCCEEDED, TIMED_OUT
-from shared.scoring.encoding import EncodedPart
-from shared.scoring.inputs import InputDownload
 from shared.scoring.isolation import (
     UnsafeWorkerFile,
     WorkerAccount,
@@ -40,17 +39,19 @@ from shared.scoring.isolation import (
     start_worker,
     worker_environment,
 )
-from shared.scoring.tables import TablePiece
-from shared.scoring.worker import (
+from shared.worker.encoding import EncodedPart
+from shared.worker.protocol import (
     CPU_THREAD_VARIABLES,
     DUMP_SIGNAL,
+    InputDownload,
     Reply,
     RunRequest,
     ShutdownRequest,
     Started,
+    TablePiece,
     WorkerSpec,
 )
-from shared.tabular.failures import FailedInput
+from shared.worker.tabular.failures import FailedInput
 
 LOG_LIMIT = 1024 * 1024  # bytes of an attempt's log kept (the end of it)
 DUMP_WAIT = 0.3  # seconds a timed-out worker gets to dump its stacks before it is killed
@@ -82,10 +83,6 @@ def worker_cpu_threads(concurrency: int, cpus: int | None = None) -> int:
 
 class PoolClosed(RuntimeError):
     """The pool was closed; a new one must be made for further work."""
-
-
-class InputsUnavailable(RuntimeError):
-    """A worker could not download the inputs (storage failing or too slow): retry later."""
 
 
 @dataclass(frozen=True)
@@ -289,7 +286,7 @@ class WorkerPool:
         (None: counted only), `names` naming the inputs for a short return; `scratch` is
         removed by the worker after run(). A missing input blob is a failed result; a
         local write error raises OSError with its errno, other download failures raise
-        InputsUnavailable. With `table_pieces` (fresh grants too) run() gets the rows of
+        StorageUnavailable. With `table_pieces` (fresh grants too) run() gets the rows of
         those ranges of `input_format` files instead of paths, `passthrough_columns`
         copied to its output.
         """
@@ -365,7 +362,7 @@ class WorkerPool:
                 return replace(self._result(answer, timeout, log), downloaded_at=downloaded_at)
             finally:
                 log_path.unlink(missing_ok=True)
-        raise InputsUnavailable(f"{WORKER_LOSSES} worker processes ended before this "
+        raise StorageUnavailable(f"{WORKER_LOSSES} worker processes ended before this "
                                 "mini-batch's run() could start")
 
     def _worker_in(self, slot: _Slot, output_dir: str) -> tuple[_Worker, str, RunResult | None]:
@@ -394,13 +391,13 @@ class WorkerPool:
                 break
             if since is not None and time.monotonic() >= since + limit:
                 worker.kill(dump_stacks=True)
-                raise InputsUnavailable(f"input download timed out after {limit:g}s")
+                raise StorageUnavailable(f"input download timed out after {limit:g}s")
         if isinstance(message, _Ended):
             return message
         if not isinstance(message, Started) or message.request != request.id:
             # An answer out of protocol: nothing later from this worker can be trusted.
             worker.kill()
-            raise InputsUnavailable(f"worker answered out of turn: {type(message).__name__}")
+            raise StorageUnavailable(f"worker answered out of turn: {type(message).__name__}")
         if message.error is None:
             return message
         worker.forget(request.id)
@@ -408,7 +405,7 @@ class WorkerPool:
             return RunResult(FAILED, 0, None, (), message.error, None, "")
         if message.errno is not None:
             raise OSError(message.errno, message.error)
-        raise InputsUnavailable(message.error)
+        raise StorageUnavailable(message.error)
 
     def _start(self, slot: _Slot, output_dir: str) -> tuple[_Worker, str, RunResult | None]:
         """Start a worker in `slot`; on init failure return the failed result too."""

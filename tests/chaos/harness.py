@@ -36,10 +36,11 @@ from batchfn.client import ApiError, BatchfnClient
 from batchfn.errors import TransportError
 from devhost.azurite import Azurite
 from devhost.testing import DevHostError, RunningDevHost, running_devhost
-from shared.jobs import paths
-from shared.jobs.messages import MiniBatchMessage, minibatch_queue
-from shared.layout import STATE_CONTAINER
-from shared.storage import StorageAccount
+from shared.contract import layout
+from shared.contract.layout import STATE_CONTAINER
+from shared.contract.messages import MiniBatchMessage
+from shared.storage.account import StorageAccount
+from shared.storage.queue_clients import minibatch_queue
 from tests.conftest import upload_blobs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,7 +176,7 @@ class Cluster:
                 continue
             for child in children:
                 try:
-                    if "shared.scoring.worker import main" in " ".join(child.cmdline()):
+                    if "shared.worker.serve import main" in " ".join(child.cmdline()):
                         workers.append(child)
                 except psutil.Error:
                     pass
@@ -215,7 +216,7 @@ class Cluster:
         state = self.blobs.get_container_client(STATE_CONTAINER)
         while True:
             try:
-                plan = json.loads(state.download_blob(paths.plan(job)).readall())
+                plan = json.loads(state.download_blob(layout.plan(job)).readall())
                 break
             except ResourceNotFoundError:
                 if is_over():
@@ -225,7 +226,7 @@ class Cluster:
         for _ in range(copies):
             # Chunks hold as many mini-batches as fit: a copy names a chunk's own index.
             chunk = rng.randrange(plan["chunks"])
-            manifest = json.loads(state.download_blob(paths.manifest(job, chunk)).readall())
+            manifest = json.loads(state.download_blob(layout.manifest(job, chunk)).readall())
             index = manifest["first"] + rng.randrange(len(manifest["batches"]))
             queue.send_message(MiniBatchMessage(job, index, chunk).encode())
         return copies

@@ -13,8 +13,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from batchfn.client import BatchfnClient
 from devhost.testing import running_devhost
-from shared.jobs.drop import DROP_CONTAINER, MAX_MARKER_BYTES, drop_job_name
-from shared.layout import DATA_CONTAINER
+from shared.contract.layout import DATA_CONTAINER, DROP_CONTAINER
+from shared.control.blob_drop import MAX_MARKER_BYTES, drop_job_name
 from tests.conftest import REPO
 
 ENDPOINT = "drop-e2e"

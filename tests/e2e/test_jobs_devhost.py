@@ -22,10 +22,11 @@ from click.testing import CliRunner
 
 from batchfn.cli import cli
 from batchfn.client import ApiError, BatchfnClient
-from shared.jobs import paths
-from shared.jobs.messages import MiniBatchMessage, minibatch_queue
-from shared.layout import DATA_CONTAINER, JOBS_CONTAINER, STATE_CONTAINER
-from shared.storage import StorageAccount
+from shared.contract import layout
+from shared.contract.layout import DATA_CONTAINER, JOBS_CONTAINER, STATE_CONTAINER
+from shared.contract.messages import MiniBatchMessage
+from shared.storage.account import StorageAccount
+from shared.storage.queue_clients import minibatch_queue
 from tests.conftest import deploy_test_script, wait_until
 
 ENDPOINT = "jobs-e2e"
@@ -166,7 +167,7 @@ def test_failing_twice_then_succeeding(client, retried_jobs, blobs, tmp_path):
         assert [name.rsplit("/", 1)[1] for name in attempts][:2] == [
             "attempt-1.log", "attempt-2.log"]
     log_text = blobs.get_container_client(STATE_CONTAINER).download_blob(
-        paths.attempt_log(job, 0, 1)).readall().decode()
+        layout.attempt_log(job, 0, 1)).readall().decode()
     assert "flaky failure 1 of 2" in log_text
     assert log_text.count("Traceback (most recent call last)") == 1
 
@@ -401,7 +402,7 @@ def test_ten_thousand_files_in_mini_batches_of_five_thousand(client, blobs, stor
     assert lines == [f"f{i:05d} 1" for i in range(10_000)]
     # Each message names its manifest chunk; the 5,000 file names stay in the manifest blob.
     plan = json.loads(blobs.get_container_client(STATE_CONTAINER).download_blob(
-        paths.plan(job)).readall())
+        layout.plan(job)).readall())
     assert plan == {"unit": "files", "inputs": 10_000, "batches": 2, "chunks": 2}
     assert len(MiniBatchMessage(job, 1, 1).encode()) < 200
 

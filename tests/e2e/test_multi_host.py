@@ -23,12 +23,12 @@ from azure.storage.blob import BlobServiceClient
 from batchfn.client import BatchfnClient
 from devhost.azurite import Azurite
 from devhost.testing import RunningDevHost, running_devhost
-from shared.jobs import paths
-from shared.jobs.messages import trigger_queue
-from shared.jobs.monitor import ShardHint
-from shared.jobs.progress import Completion
-from shared.layout import POISON_SUFFIX, SHARD_HINT_QUEUE, STATE_CONTAINER
-from shared.storage import StorageAccount
+from shared.contract import layout
+from shared.contract.layout import POISON_SUFFIX, SHARD_HINT_QUEUE, STATE_CONTAINER
+from shared.contract.ledger import Completion
+from shared.contract.messages import ShardHint
+from shared.storage.account import StorageAccount
+from shared.storage.queue_clients import trigger_queue
 from tests.conftest import REPO, upload_blobs, wait_until
 
 ENDPOINT = "split"
@@ -93,7 +93,7 @@ def _upload_inputs(connection: str, folder: str) -> list[str]:
 
 def _completions(blobs: BlobServiceClient, job: str) -> list[Completion]:
     try:
-        data = blobs.get_blob_client(STATE_CONTAINER, paths.ledger(job, 0)).download_blob()
+        data = blobs.get_blob_client(STATE_CONTAINER, layout.ledger(job, 0)).download_blob()
     except ResourceNotFoundError:
         return []
     return [Completion.from_line(line) for line in data.readall().splitlines() if line.strip()]

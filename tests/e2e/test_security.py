@@ -19,7 +19,7 @@ from azure.storage.blob import BlobServiceClient
 from batchfn.client import ApiError, BatchfnClient
 from devhost.keys import SECRETS_BLOB, SECRETS_CONTAINER
 from devhost.testing import running_devhost
-from shared.jobs.locations import DATASTORES_SETTING
+from shared.control.datastores import DATASTORES_SETTING
 from tests.conftest import REPO, deploy_test_script
 
 ENDPOINT = "security-e2e"

@@ -25,8 +25,8 @@ from azure.storage.blob import BlobServiceClient
 from batchfn.client import BatchfnClient
 from devhost.azurite import DEV_ACCOUNT, DEV_KEY, Azurite
 from devhost.testing import RunningDevHost, running_devhost
-from shared.jobs import paths
-from shared.layout import DATA_CONTAINER, STATE_CONTAINER
+from shared.contract import layout
+from shared.contract.layout import DATA_CONTAINER, STATE_CONTAINER
 from tests.conftest import REPO, deploy_test_script, wait_until
 
 ENDPOINT = "hunt"
@@ -127,7 +127,7 @@ def test_a_hostile_script_finds_no_credential_it_can_use(azurite, app_root, host
 
     def succeeded_log() -> str:
         return "".join(state.download_blob(name).readall().decode()
-                       for name in state.list_blob_names(name_starts_with=paths.logs_prefix(job))
+                       for name in state.list_blob_names(name_starts_with=layout.logs_prefix(job))
                        if "succeeded" in name)
     text = wait_until(succeeded_log, 30, "the attempt's log")
     assert "the attempt's log was not read" in text

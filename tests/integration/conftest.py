@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import ResourceExistsError
 
-from shared.layout import DATA_CONTAINER
-from shared.storage import StorageAccount
+from shared.contract.layout import DATA_CONTAINER
+from shared.storage.account import StorageAccount
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,11 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient
 
 from batchfn.uploads import upload_files
-from shared.asset_manifest import scan_folder
-from shared.assets import AssetStore
-from shared.errors import Unprocessable
-from shared.layout import ASSETS_CONTAINER
-from shared.storage import StorageAccount
+from shared.contract.asset_manifest import scan_folder
+from shared.contract.errors import Unprocessable
+from shared.contract.layout import ASSETS_CONTAINER
+from shared.control.asset_store import AssetStore
+from shared.storage.account import StorageAccount
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""shared.blob_records against a real Azurite: create-only writes, conditional updates with
-bounded retries, one 409 when they run out; shared.timestamps' one format."""
+"""storage.blob_records against a real Azurite: create-only writes, conditional updates with
+bounded retries, one 409 when they run out; contract.timestamps' one format."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, replace
 import pytest
 from azure.storage.blob import ContainerClient
 
-from shared.blob_records import BlobRecords, RecordBusy
-from shared.errors import NotFound
-from shared.timestamps import format_time, parse_time, utc_now
+from shared.contract.errors import Busy, NotFound, http_status
+from shared.contract.timestamps import format_time, parse_time, utc_now
+from shared.storage.blob_records import BlobRecords
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,9 @@ def test_a_record_that_keeps_changing_ends_in_one_409(container):
         other.update("c.json", lambda c: replace(c, value=c.value + 1), missing=missing)
         return replace(current, value=-1)
 
-    with pytest.raises(RecordBusy) as busy:
+    with pytest.raises(Busy) as busy:
         store.update("c.json", change, missing=missing)
-    assert busy.value.status == 409 and busy.value.code == "busy"
+    assert http_status(busy.value) == 409 and busy.value.code == "busy"
     assert len(tries) == 3 and store.read("c.json").value == 3
     with pytest.raises(NotFound):
         store.update("gone.json", change, missing=missing)

@@ -13,21 +13,22 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from shared.errors import Conflict, InvalidRequest, NotFound
-from shared.jobs import paths
-from shared.jobs.finalize import finalize_job
-from shared.jobs.locations import DATASTORES_SETTING
-from shared.jobs.messages import MiniBatchMessage, minibatch_queue
-from shared.jobs.monitor import FINALIZE, check_progress
-from shared.jobs.planner import plan_job
-from shared.jobs.service import JobService
-from shared.jobs.store import JobStore
-from shared.jobs.worker import MiniBatchWorker, RetryMiniBatch
-from shared.records import AssetRef, DeploymentRecord
+from shared.contract import layout
+from shared.contract.errors import Conflict, InvalidRequest, NotFound
+from shared.contract.messages import MiniBatchMessage
+from shared.contract.registry_records import AssetRef, DeploymentRecord
+from shared.contract.settings import DeploymentSettings
+from shared.control.datastores import DATASTORES_SETTING
+from shared.control.finalize import advance_job
+from shared.control.job_service import JobService
+from shared.control.monitor import Outcome, evaluate
+from shared.control.planner import plan_job
 from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
-from shared.scoring.encoding import encode_result
-from shared.settings import DeploymentSettings
-from shared.storage import StorageAccount
+from shared.scoring.minibatch_handler import MiniBatchHandler, RetryMiniBatch
+from shared.storage.account import StorageAccount
+from shared.storage.job_store import JobStore
+from shared.storage.queue_clients import minibatch_queue
+from shared.worker.encoding import encode_result
 
 
 class FakeRegistry:
@@ -111,7 +112,7 @@ def _upload(data, folder: str, count: int) -> list[str]:
     return names
 
 
-def _drain(worker: MiniBatchWorker, queue, *, duplicate: bool = False) -> list[str]:
+def _drain(worker: MiniBatchHandler, queue, *, duplicate: bool = False) -> list[str]:
     """Deliver every message like the host would (retry on RetryMiniBatch)."""
     actions = []
     while True:
@@ -133,11 +134,12 @@ def _drain(worker: MiniBatchWorker, queue, *, duplicate: bool = False) -> list[s
 
 
 def _run(store, queue, job_id, worker, **kw):
-    assert plan_job(store, queue, job_id)["ok"]
+    assert plan_job(store, queue, job_id).ok
     _drain(worker, queue, **kw)
-    decision = check_progress(store, job_id)
-    assert decision["action"] == FINALIZE
-    return finalize_job(store, job_id, decision["outcome"])
+    assert evaluate(store, job_id).outcome.ends_job
+    step = advance_job(store, job_id)
+    assert step.ended
+    return step
 
 
 def _url(account, container, path):
@@ -151,9 +153,9 @@ def test_happy_path_rows_in_input_order_azureml_format(env):
     service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=5)))
     job, created = service.invoke("ep1", {"input": _url(account, name, "in")})
     assert created and job.status == "NotStarted"
-    worker = MiniBatchWorker(store, FakeRuntime(), queue)
+    worker = MiniBatchHandler(store, FakeRuntime(), queue)
     result = _run(store, queue, job.id, worker, duplicate=True)
-    assert result["status"] == "Completed"
+    assert result.status == "Completed"
     out = account.blob_service().get_blob_client("batchfn-jobs", f"{job.id}/predictions.csv")
     text = out.download_blob().readall().decode()
     assert text == "".join(f"f{i:03d}.txt 8\n" for i in range(23))
@@ -173,8 +175,8 @@ def test_retries_then_success_and_permanent_failure_errors_report(env):
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in"),
                                     "max_retries": 2, "output_format": "csv"})
     runtime = FakeRuntime(fail={"f000.txt": 2, "f004.txt": 99})
-    result = _run(store, queue, job.id, MiniBatchWorker(store, runtime, queue))
-    assert result["status"] == "Completed"
+    result = _run(store, queue, job.id, MiniBatchHandler(store, runtime, queue))
+    assert result.status == "Completed"
     view = service.show(job.id)
     assert view["progress"]["files"]["failed"] == 2
     assert view["progress"]["mini_batches"]["failed"] == 1
@@ -187,7 +189,7 @@ def test_retries_then_success_and_permanent_failure_errors_report(env):
     rerun, created = service.rerun(job.id, failed_only=True)
     assert created and rerun.rerun_of == job.id
     runtime.fail.clear()
-    assert _run(store, queue, rerun.id, MiniBatchWorker(store, runtime, queue))["status"] == \
+    assert _run(store, queue, rerun.id, MiniBatchHandler(store, runtime, queue)).status == \
         "Completed"
     assert service.show(rerun.id)["progress"]["files"]["total"] == 2
 
@@ -201,10 +203,10 @@ def test_error_threshold(env, threshold, status):
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "max_retries": 0,
                                     "error_threshold": threshold})
     runtime = FakeRuntime(fail={"f000.txt": 99})
-    result = _run(store, queue, job.id, MiniBatchWorker(store, runtime, queue))
-    assert result["status"] == status
+    result = _run(store, queue, job.id, MiniBatchHandler(store, runtime, queue))
+    assert result.status == status
     if status == "Failed":
-        assert "error_threshold" in result["reason"]
+        assert "error_threshold" in result.reason
 
 
 def test_fewer_rows_than_inputs_counts_the_gap(env):
@@ -212,7 +214,7 @@ def test_fewer_rows_than_inputs_counts_the_gap(env):
     _upload(data, "in", 4)
     service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=4)))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "output_format": "jsonl"})
-    _run(store, queue, job.id, MiniBatchWorker(store, FakeRuntime(short=True), queue))
+    _run(store, queue, job.id, MiniBatchHandler(store, FakeRuntime(short=True), queue))
     view = service.show(job.id)
     assert view["progress"]["files"]["succeeded"] == 3
     assert view["progress"]["files"]["failed"] == 1
@@ -227,7 +229,7 @@ def test_parquet_and_list_returns(env):
     service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in"),
                                     "output_format": "parquet", "output_file_name": "p.parquet"})
-    _run(store, queue, job.id, MiniBatchWorker(store, FakeRuntime(as_list=True), queue))
+    _run(store, queue, job.id, MiniBatchHandler(store, FakeRuntime(as_list=True), queue))
     _, content = service.output(job.id, "score")
     table = pq.read_table(io.BytesIO(content))
     assert table.column("result").to_pylist() == [f"f00{i}.txt:ok" for i in range(5)]
@@ -240,8 +242,8 @@ def test_output_exists_fails_job_and_keeps_file(env):
     service = JobService(store, FakeRegistry(DeploymentSettings()))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in"),
                                     "output_path": _url(account, name, "out")})
-    result = _run(store, queue, job.id, MiniBatchWorker(store, FakeRuntime(), queue))
-    assert result["status"] == "Failed" and "already exists" in result["reason"]
+    result = _run(store, queue, job.id, MiniBatchHandler(store, FakeRuntime(), queue))
+    assert result.status == "Failed" and "already exists" in result.reason
     assert data.download_blob("out/predictions.csv").readall() == b"keep me"
 
 
@@ -249,8 +251,8 @@ def test_empty_folder_completes_with_zero_rows(env):
     account, store, queue, data, name = env
     service = JobService(store, FakeRegistry(DeploymentSettings()))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "nothing-here")})
-    result = _run(store, queue, job.id, MiniBatchWorker(store, FakeRuntime(), queue))
-    assert result["status"] == "Completed"
+    result = _run(store, queue, job.id, MiniBatchHandler(store, FakeRuntime(), queue))
+    assert result.status == "Completed"
     view = service.show(job.id)
     assert view["warnings"] and view["progress"]["files"]["total"] == 0
     assert service.output(job.id, "score")[1] == b""
@@ -261,7 +263,7 @@ def test_missing_input_file_fails_job_with_reason(env):
     service = JobService(store, FakeRegistry(DeploymentSettings()))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "nope.txt"),
                                     "input_type": "uri_file"})
-    assert plan_job(store, queue, job.id)["ok"] is False
+    assert plan_job(store, queue, job.id).ok is False
     assert "does not exist" in store.get(job.id).reason
 
 
@@ -273,10 +275,10 @@ def test_cancel_skips_remaining_and_ends_canceled(env):
     plan_job(store, queue, job.id)
     assert service.cancel(job.id).status == "CancelRequested"
     runtime = FakeRuntime()
-    actions = _drain(MiniBatchWorker(store, runtime, queue), queue)
+    actions = _drain(MiniBatchHandler(store, runtime, queue), queue)
     assert set(actions) == {"skipped"} and runtime.calls == 0
-    decision = check_progress(store, job.id)
-    assert finalize_job(store, job.id, decision["outcome"])["status"] == "Canceled"
+    assert evaluate(store, job.id).outcome is Outcome.CANCELED
+    assert advance_job(store, job.id).status == "Canceled"
     assert service.cancel(job.id).status == "Canceled"
 
 
@@ -336,7 +338,7 @@ def test_worker_requeues_when_retries_outnumber_dequeue_limit(env):
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "max_retries": 3})
     plan_job(store, queue, job.id)
     (message,) = queue.receive_messages(max_messages=1)
-    worker = MiniBatchWorker(store, FakeRuntime(fail={"f000.txt": 2}), queue, max_dequeue_count=1)
+    worker = MiniBatchHandler(store, FakeRuntime(fail={"f000.txt": 2}), queue, max_dequeue_count=1)
     assert worker.process(message.content, 1).action == "requeued"
     queue.delete_message(message)
     follow = list(queue.receive_messages(max_messages=1, visibility_timeout=1))
@@ -351,23 +353,23 @@ def test_poison_handler_records_failure_once(env):
     service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
     plan_job(store, queue, job.id)
-    worker = MiniBatchWorker(store, FakeRuntime(), queue)
+    worker = MiniBatchHandler(store, FakeRuntime(), queue)
     body = MiniBatchMessage(job.id, 0, 0).encode()
     assert worker.record_poison(body).action == "failed"
     assert worker.record_poison(body).action == "skipped"  # recorded already
-    decision = check_progress(store, job.id)
-    assert decision["outcome"] == "completed"
-    finalize_job(store, job.id, "completed")
+    assert evaluate(store, job.id).outcome is Outcome.COMPLETED
+    advance_job(store, job.id)
     view = service.show(job.id)
     assert view["progress"]["mini_batches"]["failed"] == 1
     assert view["progress"]["files"]["failed"] == 2
-    assert store.read_json(paths.progress(job.id))["batches_failed"] == 1
+    assert store.read_json(layout.progress(job.id))["batches_failed"] == 1
 
 
 def test_blob_drop_marker_starts_one_job_per_marker_version_and_answers(env):
     from azure.core.exceptions import ResourceExistsError
 
-    from shared.jobs.drop import DROP_CONTAINER, process_marker
+    from shared.contract.layout import DROP_CONTAINER
+    from shared.control.blob_drop import process_marker
 
     account, store, queue, data, name = env
     drop = account.blob_service().get_container_client(DROP_CONTAINER)
@@ -386,8 +388,8 @@ def test_blob_drop_marker_starts_one_job_per_marker_version_and_answers(env):
     assert (answer["name"], answer["output"]["path"]) == (
         first.job.id, f"{folder}/_output/predictions.csv")
     assert process_marker(service, drop.get_blob_client(f"{folder}/a.txt")) is None
-    result = _run(store, queue, first.job.id, MiniBatchWorker(store, FakeRuntime(), queue))
-    assert result["status"] == "Completed"
+    result = _run(store, queue, first.job.id, MiniBatchHandler(store, FakeRuntime(), queue))
+    assert result.status == "Completed"
     # Neither the marker nor the answer beside it is an input.
     assert service.show(first.job.id)["progress"]["files"]["total"] == 1
     assert drop.get_blob_client(f"{folder}/_output/predictions.csv").exists()
@@ -403,7 +405,7 @@ def test_blob_drop_marker_starts_one_job_per_marker_version_and_answers(env):
 def test_upload_grant_writes_only_under_uploads(env):
     from azure.storage.blob import BlobClient
 
-    from shared.jobs.uploads import grant_input_upload
+    from shared.control.input_uploads import grant_input_upload
 
     account, store, queue, data, name = env
     grant = grant_input_upload(store.service, {"name": "digits", "files": ["a.png", "s/b.png"]})
@@ -424,7 +426,7 @@ def test_files_the_script_writes_land_in_the_output_folder(env):
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
     runtime = FakeRuntime()
     runtime.script_writes = True
-    assert _run(store, queue, job.id, MiniBatchWorker(store, runtime, queue))["status"] == \
+    assert _run(store, queue, job.id, MiniBatchHandler(store, runtime, queue)).status == \
         "Completed"
     jobs = account.blob_service().get_container_client("batchfn-jobs")
     assert sorted(jobs.list_blob_names(name_starts_with=f"{job.id}/")) == [
@@ -443,11 +445,10 @@ def test_script_outputs_are_create_only(env):
                                     "output_path": _url(account, name, "out")})
     runtime = FakeRuntime()
     runtime.script_writes = True
-    worker = MiniBatchWorker(store, runtime, queue)
-    assert plan_job(store, queue, job.id)["ok"]
+    worker = MiniBatchHandler(store, runtime, queue)
+    assert plan_job(store, queue, job.id).ok
     _drain(worker, queue, duplicate=True)  # every message twice: same bytes are no clash
-    final = finalize_job(store, job.id, check_progress(store, job.id)["outcome"])
-    assert final["status"] == "Completed"
+    assert advance_job(store, job.id).status == "Completed"
     assert data.download_blob("out/f002.txt.out").readall() == b"someone else's"
     assert data.download_blob("out/f000.txt.out").readall() == b"2"
     rows = service.errors(job.id)
@@ -461,14 +462,14 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
     _upload(data, "in", 6)
     service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "max_retries": 0})
-    assert plan_job(store, queue, job.id)["ok"]
+    assert plan_job(store, queue, job.id).ok
     assert service.throughput(job.id)["samples"] == []
-    _drain(MiniBatchWorker(store, FakeRuntime(fail={"f004.txt": 99}), queue), queue)
+    _drain(MiniBatchHandler(store, FakeRuntime(fail={"f004.txt": 99}), queue), queue)
     # Before the job ends, errors come from the failure records written so far.
     errors = service.errors(job.id)
     assert [e["file"] for e in errors] == ["f004.txt", "f005.txt"]
     assert errors[0]["traceback"].endswith("ValueError: boom")
-    assert check_progress(store, job.id)["action"] == FINALIZE
+    assert evaluate(store, job.id).outcome is Outcome.COMPLETED
     throughput = service.throughput(job.id)
     assert throughput["inputs"] == 6 and throughput["unit"] == "files"
     assert throughput["planned_at"]
@@ -495,7 +496,7 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
         service.throughput("no-such-job")
 
     assert [e["file"] for e in service.errors(job.id, top=1)] == ["f004.txt"]
-    finalize_job(store, job.id, "completed")
+    assert advance_job(store, job.id).status == "Completed"
     assert [e["file"] for e in service.errors(job.id)] == ["f004.txt", "f005.txt"]
     assert [e["file"] for e in service.errors(job.id, top=1)] == ["f004.txt"]
     with pytest.raises(InvalidRequest):
@@ -507,7 +508,8 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
 
 
 def test_ledgers_are_read_in_bounded_chunks_whatever_their_lines(env):
-    from shared.jobs.progress import Completion, create_ledger, ledger_lines, record_completion
+    from shared.contract.ledger import Completion
+    from shared.storage.ledger_blobs import create_ledger, ledger_lines, record_completion
 
     _, store, _, _, name = env
     store.ensure_containers()
@@ -523,7 +525,7 @@ def test_ledgers_are_read_in_bounded_chunks_whatever_their_lines(env):
 
 
 def test_a_large_part_goes_to_a_blob_and_a_lost_ledger_line_is_restored(env, monkeypatch):
-    from shared.jobs import parts
+    from shared.storage import parts
 
     account, store, queue, data, name = env
     _upload(data, "in", 4)
@@ -531,20 +533,19 @@ def test_a_large_part_goes_to_a_blob_and_a_lost_ledger_line_is_restored(env, mon
     service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "output_format": "csv"})
     plan_job(store, queue, job.id)
-    worker = MiniBatchWorker(store, FakeRuntime(), queue)
+    worker = MiniBatchHandler(store, FakeRuntime(), queue)
     assert worker.process(MiniBatchMessage(job.id, 0, 0).encode(), 1).action == "scored"
-    assert store.state.get_blob_client(paths.part(job.id, 0)).exists()
+    assert store.state.get_blob_client(layout.part(job.id, 0)).exists()
     # Mini-batch 1 scored and wrote its part, then its host died before the ledger append.
     runtime = FakeRuntime()
     part = runtime.score(None, MiniBatch(job.id, 1, worker._batch(
         MiniBatchMessage(job.id, 1, 0)).files, 1, 30, "csv")).part
-    store.state.upload_blob(paths.part(job.id, 1), part.data, metadata={
+    store.state.upload_blob(layout.part(job.id, 1), part.data, metadata={
         "succeeded": "2", "failed": "0", "rows": "2",
         "header": base64.b64encode(part.header).decode()})
     assert worker.record_poison(MiniBatchMessage(job.id, 1, 0).encode()).detail == \
         "restored from part"
-    decision = check_progress(store, job.id)
-    assert finalize_job(store, job.id, decision["outcome"])["status"] == "Completed"
+    assert advance_job(store, job.id).status == "Completed"
     _, content = service.output(job.id, "score")
     assert content.decode().splitlines() == ["file,value"] + [f"f00{i}.txt,8" for i in range(4)]
 
@@ -558,15 +559,14 @@ def test_a_late_copy_that_fails_for_good_leaves_the_output_and_errors_report_alo
     service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "max_retries": 0,
                                     "output_format": "csv"})
-    assert plan_job(store, queue, job.id)["ok"]
+    assert plan_job(store, queue, job.id).ok
     runtime = FakeRuntime(fail={"f002.txt": 99})  # mini-batch 1 fails for good
-    worker = MiniBatchWorker(store, runtime, queue)
+    worker = MiniBatchHandler(store, runtime, queue)
     _drain(worker, queue)
     runtime.fail["f000.txt"] = 99
     assert worker.process(MiniBatchMessage(job.id, 0, 0).encode(), 1).action == "failed"
-    decision = check_progress(store, job.id)
-    assert decision["action"] == FINALIZE
-    assert finalize_job(store, job.id, decision["outcome"])["status"] == "Completed"
+    assert evaluate(store, job.id).outcome is Outcome.COMPLETED
+    assert advance_job(store, job.id).status == "Completed"
     _, content = service.output(job.id, "score")
     assert content.decode().splitlines() == ["file,value", "f000.txt,8", "f001.txt,8"]
     assert [e["file"] for e in service.errors(job.id)] == ["f002.txt", "f003.txt"]

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from batchfn.uploads import upload_files
-from shared.asset_manifest import scan_folder
-from shared.assets import AssetStore
-from shared.deployment_spec import DeploymentSpec, EndpointSpec
-from shared.errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from shared.registry import Registry
-from shared.storage import StorageAccount
+from shared.contract.asset_manifest import scan_folder
+from shared.contract.deployment_spec import DeploymentSpec, EndpointSpec
+from shared.contract.errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from shared.control.asset_store import AssetStore
+from shared.control.registry import Registry
+from shared.storage.account import StorageAccount
 
 SCORE = "def init():\n    pass\n\ndef run(mini_batch):\n    return mini_batch\n"
 

@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from azure.core.exceptions import ResourceExistsError
 
-from shared.errors import NotFound
-from shared.layout import ASSETS_CONTAINER
-from shared.records import AssetRef
-from shared.scoring.assets import AssetCache
-from shared.storage import StorageAccount
+from shared.contract.errors import NotFound
+from shared.contract.layout import ASSETS_CONTAINER
+from shared.contract.registry_records import AssetRef
+from shared.scoring.asset_cache import AssetCache
+from shared.storage.account import StorageAccount
 
 
 @pytest.fixture(scope="module")

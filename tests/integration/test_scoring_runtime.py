@@ -15,19 +15,15 @@ import psutil
 import pytest
 from azure.core.exceptions import ResourceExistsError
 
-from shared.layout import ASSETS_CONTAINER, DATA_CONTAINER
-from shared.records import AssetRef, DeploymentRecord
-from shared.scoring import (
-    InputFile,
-    MiniBatch,
-    ScoringOutcome,
-    ScoringRuntime,
-    default_runtime,
-)
-from shared.scoring import runtime as runtime_module
-from shared.scoring.inputs import RAM_PREFIX, ram_scratch_folder
-from shared.settings import DeploymentSettings
-from shared.storage import StorageAccount
+from shared.contract.layout import ASSETS_CONTAINER, DATA_CONTAINER
+from shared.contract.manifest import InputFile
+from shared.contract.registry_records import AssetRef, DeploymentRecord
+from shared.contract.settings import DeploymentSettings
+from shared.scoring import scoring_runtime as runtime_module
+from shared.scoring.batch import MiniBatch, ScoringOutcome
+from shared.scoring.scoring_runtime import ScoringRuntime, default_runtime
+from shared.scoring.work_folders import RAM_PREFIX, ram_scratch_folder
+from shared.storage.account import StorageAccount
 from tests.conftest import jsonl_rows
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"

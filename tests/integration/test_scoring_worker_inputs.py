@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from shared.layout import DATA_CONTAINER
+from shared.contract.errors import StorageUnavailable
+from shared.contract.layout import DATA_CONTAINER
+from shared.contract.manifest import InputFile
 from shared.scoring import pool as pool_module
-from shared.scoring.batch import FAILED, SUCCEEDED, InputFile
+from shared.scoring.batch import FAILED, SUCCEEDED
 from shared.scoring.grants import ReadGrants
-from shared.scoring.inputs import InputDownload
-from shared.scoring.pool import InputsUnavailable, WorkerPool
-from shared.scoring.worker import WorkerSpec
-from shared.storage import StorageAccount
+from shared.scoring.pool import WorkerPool
+from shared.storage.account import StorageAccount
+from shared.worker.protocol import InputDownload, WorkerSpec
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 
@@ -143,7 +144,7 @@ def test_a_refused_grant_raises_so_the_message_is_retried_and_never_shows_the_ur
         r"AccountKey=[^;]+", f"AccountKey={wrong_key}", account.connection_string))
     pool = make_pool(tmp_path)
     try:
-        with pytest.raises(InputsUnavailable) as raised:
+        with pytest.raises(StorageUnavailable) as raised:
             run(pool, bad, tmp_path / "one", inputs)
     finally:
         pool.close()
@@ -170,7 +171,7 @@ def test_downloads_over_their_limit_raise_and_the_next_batch_gets_a_fresh_worker
     try:
         with monkeypatch.context() as patch:
             patch.setattr(pool_module, "download_limit", lambda files: 0.001)
-            with pytest.raises(InputsUnavailable, match="input download timed out"):
+            with pytest.raises(StorageUnavailable, match="input download timed out"):
                 run(pool, account, tmp_path / "one", inputs)
         after = run(pool, account, tmp_path / "two", inputs)
     finally:

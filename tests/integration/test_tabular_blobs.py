@@ -14,11 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from azure.storage.blob import BlobClient, BlobSasPermissions, generate_blob_sas
 
-from shared.layout import DATA_CONTAINER
-from shared.storage import StorageAccount
-from shared.tabular.read import BatchPiece, TableReader
-from shared.tabular.sources import BlobSource, SourceChanged
-from shared.tabular.split import RowBatcher, plan_table
+from shared.contract.layout import DATA_CONTAINER
+from shared.storage.account import StorageAccount
+from shared.worker.input_errors import InputChanged
+from shared.worker.tabular.read import BatchPiece, TableReader
+from shared.worker.tabular.sources import BlobSource
+from shared.worker.tabular.split import RowBatcher, plan_table
 
 ROWS = 20_000
 
@@ -107,7 +108,7 @@ def test_a_blob_replaced_after_planning_fails_its_ranges(account, folder):
 
 def test_a_missing_blob_cannot_be_opened(account, folder):
     blob = account.blob_service().get_blob_client(DATA_CONTAINER, f"{folder}/none.csv")
-    with pytest.raises(SourceChanged, match="does not exist"):
+    with pytest.raises(InputChanged, match="does not exist"):
         BlobSource.open(blob)
 
 

@@ -16,20 +16,26 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from sklearn.datasets import load_breast_cancer
 
-from shared.jobs import paths, planner
-from shared.jobs.messages import MiniBatchMessage, minibatch_queue
-from shared.jobs.planner import plan_job, read_manifest
-from shared.jobs.progress import Progress
-from shared.jobs.service import JobService
-from shared.jobs.store import JobStore
-from shared.layout import ASSETS_CONTAINER, DATA_CONTAINER
-from shared.records import AssetRef, DeploymentRecord
-from shared.scoring import MiniBatch, ScoringRuntime
-from shared.scoring.batch import InputFile, RowPiece
-from shared.scoring.tables import TableLoader, TablePiece, TablesUnreadable
-from shared.settings import DeploymentSettings
-from shared.tabular.sources import BlobSource
-from shared.tabular.split import plan_table
+from shared.contract import layout
+from shared.contract.layout import ASSETS_CONTAINER, DATA_CONTAINER
+from shared.contract.manifest import InputFile, RowPiece
+from shared.contract.messages import MiniBatchMessage
+from shared.contract.registry_records import AssetRef, DeploymentRecord
+from shared.contract.settings import DeploymentSettings
+from shared.control import planner
+from shared.control.job_service import JobService
+from shared.control.orchestrator import PlanResult
+from shared.control.planner import plan_job
+from shared.control.progress import Progress
+from shared.scoring.batch import MiniBatch
+from shared.scoring.scoring_runtime import ScoringRuntime
+from shared.storage.job_store import JobStore
+from shared.storage.queue_clients import minibatch_queue
+from shared.worker.input_errors import StorageFailing
+from shared.worker.protocol import TablePiece
+from shared.worker.tables import TableLoader
+from shared.worker.tabular.sources import BlobSource
+from shared.worker.tabular.split import plan_table
 from tests.conftest import jsonl_rows
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
@@ -68,10 +74,10 @@ def _csv(rows: range) -> bytes:
 
 
 def _planned(store, queue, job_id: str) -> tuple[list, list[MiniBatchMessage]]:
-    plan = store.read_json(paths.plan(job_id))
+    plan = store.read_json(layout.plan(job_id))
     batches = []
     for chunk in range(plan["chunks"]):
-        manifest = read_manifest(store, job_id, chunk)
+        manifest = store.read_manifest(job_id, chunk)
         assert manifest.first_index == len(batches)
         batches += manifest.batches
     messages = [MiniBatchMessage.decode(m.content)
@@ -88,19 +94,19 @@ def test_a_folder_plans_into_row_ranges_in_streamed_chunks(jobs, account, monkey
     monkeypatch.setattr(planner, "MANIFEST_ITEMS", 2)  # a chunk per two pieces
     job_id = _invoke(account, store, folder, mini_batch_size=500)
 
-    assert plan_job(store, queue, job_id) == {"ok": True, "inputs": 1071, "batches": 4}
+    assert plan_job(store, queue, job_id) == PlanResult(ok=True, inputs=1071, batches=4)
 
     batches, messages = _planned(store, queue, job_id)
-    assert store.read_json(paths.plan(job_id)) == {"unit": "rows", "inputs": 1071,
+    assert store.read_json(layout.plan(job_id)) == {"unit": "rows", "inputs": 1071,
                                                    "batches": 4, "chunks": 2}
     # Small files fill the mini-batch a file before them began; the .gz file failed at
     # planning: a mini-batch of its own, recorded, never sent.
     assert [[(p.file.display_name, p.first_row, p.rows) for p in b.pieces] for b in batches] == [
         [("a.csv", 0, 500)], [("a.csv", 500, 500)], [], [("a.csv", 1000, 50), ("b.csv", 0, 20)]]
     assert [(m.index, m.chunk) for m in messages] == [(0, 0), (1, 0), (3, 1)]
-    progress = Progress.from_dict(store.read_json(paths.progress(job_id)))
+    progress = Progress.from_dict(store.read_json(layout.progress(job_id)))
     assert (progress.unit, progress.files, progress.batches) == ("rows", 1071, 4)
-    failure = json.loads(store.state.download_blob(paths.failure(job_id, 2)).readall())
+    failure = json.loads(store.state.download_blob(layout.failure(job_id, 2)).readall())
     assert failure["status"] == "unsplittable"
     assert failure["inputs"][0][:5] == [DATA_CONTAINER, f"{folder}/c.csv.gz", "c.csv.gz", None,
                                         1]
@@ -113,19 +119,19 @@ def test_inputs_over_the_operator_caps_fail_the_job(jobs, account, monkeypatch):
     monkeypatch.setenv(planner.MAX_FILES_SETTING, "2")
     job_id = _invoke(account, store, folder)
     result = plan_job(store, queue, job_id)
-    assert result["ok"] is False and "more than 2 files" in result["reason"]
+    assert result.ok is False and "more than 2 files" in result.reason
     assert "BATCHFN_MAX_FILES_PER_JOB" in store.get(job_id).reason
     assert store.get(job_id).status == "Failed"
 
     monkeypatch.setenv(planner.MAX_FILES_SETTING, "10")
     monkeypatch.setenv(planner.MAX_ROWS_SETTING, "25")
     job_id = _invoke(account, store, folder)
-    assert "more than 25 rows" in plan_job(store, queue, job_id)["reason"]
+    assert "more than 25 rows" in plan_job(store, queue, job_id).reason
 
     monkeypatch.setenv(planner.MAX_FILES_SETTING, "2")
     files_job = JobService(store, Registry(DeploymentSettings())).invoke("ep1", {
         "input": f"{account.blob_service().url}/{DATA_CONTAINER}/{folder}"})[0].id
-    assert "more than 2 files" in plan_job(store, queue, files_job)["reason"]
+    assert "more than 2 files" in plan_job(store, queue, files_job).reason
 
 
 def test_a_job_canceled_while_it_is_planned_stops_planning(jobs, account, monkeypatch):
@@ -140,15 +146,15 @@ def test_a_job_canceled_while_it_is_planned_stops_planning(jobs, account, monkey
 
     def cancel_after_the_first_chunk(name, body):  # noqa: ANN001
         write_json(name, body)
-        if name == paths.manifest(job_id, 0):
+        if name == layout.manifest(job_id, 0):
             service.cancel(job_id)
 
     monkeypatch.setattr(store, "write_json", cancel_after_the_first_chunk)
     result = plan_job(store, queue, job_id)
 
-    assert result["ok"] and result["skipped"] == "CancelRequested"
+    assert result.ok and result.skipped == "CancelRequested"
     assert list(queue.receive_messages(max_messages=32)) == []  # sent once planning ends
-    assert store.read_json(paths.plan(job_id)) is None
+    assert store.read_json(layout.plan(job_id)) is None
 
 
 def test_a_failed_rows_rerun_replans_the_files_that_had_failures(jobs, account):
@@ -160,14 +166,14 @@ def test_a_failed_rows_rerun_replans_the_files_that_had_failures(jobs, account):
     report = [{"file": "b.csv", "container": DATA_CONTAINER, "blob_name": f"{folder}/b.csv",
                "row": 3, "rows": 1}, {"file": "b.csv", "container": DATA_CONTAINER,
                                       "blob_name": f"{folder}/b.csv", "row": 5, "rows": 1}]
-    store.state.upload_blob(paths.errors_report(job_id),
+    store.state.upload_blob(layout.errors_report(job_id),
                             "".join(json.dumps(row) + "\n" for row in report).encode())
     store.update(job_id, lambda j: j.with_status("Completed"))
     service = JobService(store, Registry(DeploymentSettings.from_dict(
         {"input_format": "csv", "mini_batch_size": 4})))
     rerun, _ = service.rerun(job_id, failed_only=True)
     queue.clear_messages()
-    assert plan_job(store, queue, rerun.id) == {"ok": True, "inputs": 7, "batches": 2}
+    assert plan_job(store, queue, rerun.id) == PlanResult(ok=True, inputs=7, batches=2)
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +271,7 @@ def test_a_refused_read_is_retried_and_never_shows_the_signed_url(account):
     try:
         future = loader.start("csv", [TablePiece("secret.csv", url, pieces[0].size,
                                                  pieces[0].etag, pieces[0].row_range)])
-        with pytest.raises(TablesUnreadable) as refused:
+        with pytest.raises(StorageFailing) as refused:
             future.result(timeout=60)
     finally:
         loader.close()

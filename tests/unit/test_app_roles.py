@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from shared.roles import ALL, CONTROL, SCORING, UnknownRole, app_role, serves
+from shared.contract.roles import ALL, CONTROL, SCORING, UnknownRole, app_role, serves
 from tests.conftest import REPO
 
 SCORING_FUNCTIONS = {"health", "score_minibatch", "record_poisoned_minibatch"}

@@ -12,15 +12,15 @@ import yaml
 from samples.breast_cancer.accuracy import accuracy, print_accuracy
 from samples.breast_cancer.dataset import SAMPLE_DIR
 from samples.breast_cancer.prepare_data import prepare
-from shared.mlflow_scoring import batch_driver
-from shared.mlflow_scoring.mlmodel import read_mlmodel
-from shared.scoring.encoding import encode_part
-from shared.scoring.runtime import MLFLOW_AZUREML_SEPARATOR
-from shared.tabular import failures
-from shared.tabular.passthrough import attach_passthrough
-from shared.tabular.read import BatchPiece, TableReader
-from shared.tabular.sources import LocalFileSource
-from shared.tabular.split import RowBatcher, plan_table
+from shared.contract.mlmodel import read_mlmodel
+from shared.scoring.scoring_runtime import MLFLOW_AZUREML_SEPARATOR
+from shared.worker.encoding import encode_part
+from shared.worker.mlflow import batch_driver
+from shared.worker.tabular import failures
+from shared.worker.tabular.passthrough import attach_passthrough
+from shared.worker.tabular.read import BatchPiece, TableReader
+from shared.worker.tabular.sources import LocalFileSource
+from shared.worker.tabular.split import RowBatcher, plan_table
 
 DEPLOYMENT = SAMPLE_DIR / "deployment-mlflow"
 MIN_ACCURACY = 0.95

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.deployment_spec import (
+from shared.contract.deployment_spec import (
     AssetReference,
     DeploymentSpec,
     EndpointSpec,
@@ -22,9 +22,9 @@ from shared.deployment_spec import (
     load_document,
     with_uploaded_assets,
 )
-from shared.errors import InvalidRequest, Unprocessable
-from shared.script_check import check_scoring_script
-from shared.settings import DeploymentSettings
+from shared.contract.errors import InvalidRequest, Unprocessable
+from shared.contract.script_check import check_scoring_script
+from shared.contract.settings import DeploymentSettings
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "mnist"
 

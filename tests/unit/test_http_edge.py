@@ -10,7 +10,7 @@ import azure.functions as func
 import pytest
 
 from functions.http_edge import api_errors, attachment, query_int, read_json
-from shared.errors import InvalidRequest, PayloadTooLarge
+from shared.contract.errors import InvalidRequest, PayloadTooLarge
 
 
 def request(url: str = "http://host/api/x", body: bytes = b"",

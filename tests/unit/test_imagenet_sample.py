@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from samples.imagenet.prepare_data import make_jpegs
-from shared.deployment_spec import DeploymentSpec, load_document
-from shared.script_check import check_scoring_script
+from shared.contract.deployment_spec import DeploymentSpec, load_document
+from shared.contract.script_check import check_scoring_script
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "imagenet" / "deployment"
 

@@ -18,6 +18,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# checkov takes about 20 s: `make quick` leaves it to `make test`.
+pytestmark = pytest.mark.slow
+
 INFRA = REPO / "infra"
 FRAMEWORKS = ("bicep", "terraform", "dockerfile")
 SKIP_COMMENT = re.compile(r"checkov:skip=([A-Z0-9_]+):?(.*)$", re.M)

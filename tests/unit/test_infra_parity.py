@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from shared import layout
-from shared.jobs.drop import DROP_CONTAINER, DROP_MARKER
-from shared.jobs.locations import DATASTORES_SETTING
-from shared.jobs.messages import poison_queue_name
-from shared.roles import CONTROL, ROLE_SETTING, SCORING
+from shared.contract import layout
+from shared.contract.layout import DROP_CONTAINER, DROP_MARKER, poison_queue
+from shared.contract.roles import CONTROL, ROLE_SETTING, SCORING
+from shared.control.datastores import DATASTORES_SETTING
 from shared.scoring.isolation import WORKER_USER_SETTING
-from shared.scoring.runtime import WORK_DIR_SETTING
-from shared.storage import DEFAULT_CONNECTION
+from shared.scoring.scoring_runtime import WORK_DIR_SETTING
+from shared.storage.account import DEFAULT_CONNECTION
 
 ROOT = Path(__file__).resolve().parents[2]
 BICEP = ROOT / "infra" / "bicep"
@@ -35,7 +34,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 APP_CONTAINERS = {layout.REGISTRY_CONTAINER, layout.ASSETS_CONTAINER, layout.DATA_CONTAINER,
                   layout.JOBS_CONTAINER, layout.STATE_CONTAINER, DROP_CONTAINER}
-APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue_name(), layout.SHARD_HINT_QUEUE}
+APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), layout.SHARD_HINT_QUEUE}
 GPU_PROFILES = {"Consumption-GPU-NC8as-T4", "Consumption-GPU-NC24-A100", "Consumption"}
 # Built-in role definition ids (the same in every tenant).
 ROLE_IDS = {
@@ -51,7 +50,7 @@ ROLE_IDS = {
 CONTROL_STORAGE_ROLES = {"Storage Blob Data Owner", "Storage Queue Data Contributor",
                          "Storage Table Data Contributor"}
 SCORING_QUEUE_GRANTS = {layout.MINIBATCH_QUEUE: "Storage Queue Data Contributor",
-                        poison_queue_name(): "Storage Queue Data Contributor",
+                        poison_queue(): "Storage Queue Data Contributor",
                         layout.SHARD_HINT_QUEUE: "Storage Queue Data Message Sender"}
 USER_CONTAINER_GRANTS = {layout.JOBS_CONTAINER: "Storage Blob Data Reader",
                          layout.DATA_CONTAINER: "Storage Blob Data Reader",
@@ -65,8 +64,8 @@ IDENTITY_SETTINGS = {CONTROL: {"__accountName", "__blobServiceUri", "__queueServ
 # which app reads each: a new setting fails that test until it is listed here and set.
 SETTINGS_BY_ROLE = {
     ROLE_SETTING: {CONTROL, SCORING},  # function_app.py picks its blueprints
-    WORK_DIR_SETTING: {SCORING},  # shared/scoring/runtime.py: assets, worker folders
-    DATASTORES_SETTING: {CONTROL},  # shared/jobs/locations.py: checked at invoke
+    WORK_DIR_SETTING: {SCORING},  # shared/scoring/scoring_runtime.py: assets, worker folders
+    DATASTORES_SETTING: {CONTROL},  # shared/control/datastores.py: checked at invoke
     WORKER_USER_SETTING: {SCORING},  # shared/scoring/isolation.py: the workers' OS user
 }
 # Read from the environment but never an app setting, with the reason.

@@ -1,13 +1,47 @@
-"""The job orchestrator's decisions, driven with a recording context (no host needed)."""
+"""The job orchestrator (shared/control/orchestrator.py), tested two ways and with no host:
+
+- driven as the plain generator it is, with a recording context: every decision and the
+  typed payloads it sends and reads;
+- replayed by the Durable SDK itself from recorded histories (the JSON the Functions host
+  and devhost hand the registered handle), asserting on the actions it returns: first
+  episode, replay after an activity, timers, the SDK's activity retry, a shard-full event,
+  continue-as-new and a failed activity.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 
-import functions.orchestration as orchestration
+import azure.durable_functions as df
+import pytest
 
-ORCHESTRATOR = orchestration.batch_job._function.get_user_function().orchestrator_function
+from devhost.durable.actions import REPLAY_SCHEMA, ActionKind, Decision, parse_decision
+from devhost.durable.history import EventType, format_time, new_event
+from functions.orchestration import ACTIVITY_RETRY, batch_job
+from shared.control.orchestrator import (
+    ADVANCE_ACTIVITY,
+    FAIL_ACTIVITY,
+    ORCHESTRATOR,
+    PLAN_ACTIVITY,
+    POLLS_PER_GENERATION,
+    SHARD_FULL_EVENT,
+    FailRequest,
+    InvalidOrchestrationData,
+    JobEnd,
+    OrchestrationState,
+    PlanResult,
+    StepResult,
+    run_job,
+)
 
+JOB = "job-1"
+START = datetime(2024, 1, 1, tzinfo=UTC)
+WAITING = StepResult(ended=False, done=0, total=2)
+DONE = StepResult(ended=True, done=2, total=2, status="Completed")
+
+
+# ----- driven: the generator with a recording context ----------------------------------
 
 class FakeTask:
     """A timer or external-event task: completed by the driver, cancellable."""
@@ -23,8 +57,8 @@ class FakeTask:
 
 
 class RecordingContext:
-    instance_id = "job-1"
-    current_utc_datetime = datetime(2024, 1, 1, tzinfo=UTC)
+    instance_id = JOB
+    current_utc_datetime = START
 
     def __init__(self, state=None):
         self.state = state
@@ -38,6 +72,7 @@ class RecordingContext:
         return ("activity", name, input_)
 
     def call_activity_with_retry(self, name, retry_options, input_=None):
+        assert retry_options == "retry"
         return ("activity", name, input_)
 
     def create_timer(self, fire_at):
@@ -56,10 +91,11 @@ class RecordingContext:
 
 
 def _drive(context, answers):
-    """Run the generator, answering activities from `answers[name]` (a list per name) and
-    each task_any from `answers["any"]` ("timer" or "event"; a timer fires by default)."""
+    """Run the generator, answering activities from `answers[name]` (typed results, turned
+    into the JSON the host would hand back) and each task_any from `answers["any"]`
+    ("timer" or "event"; a timer fires by default)."""
     steps = []
-    generator = ORCHESTRATOR(context)
+    generator = run_job(context, "retry")
     value = None
     error = None
     try:
@@ -70,16 +106,16 @@ def _drive(context, answers):
                 task = next(t for t in step[1] if t.kind == winner)
                 task.is_completed = True
                 steps.append(("wait", winner, step[1][0].detail))
-                value = task
+                value, error = task, None
                 continue
             steps.append(step)
-            value = answers[step[1]].pop(0) if step[0] == "activity" else None
-            error, value = (value, None) if isinstance(value, Exception) else (None, value)
+            answer = answers[step[1]].pop(0)
+            if isinstance(answer, Exception):
+                error, value = answer, None
+            else:  # a typed result as the host hands it back, or a raw (malformed) one
+                error, value = None, answer if isinstance(answer, dict) else answer.to_dict()
     except StopIteration as stop:
         return steps, stop.value
-
-
-DONE = {"action": "finalized", "status": "Completed", "reason": None}
 
 
 def _names(steps):
@@ -88,66 +124,259 @@ def _names(steps):
 
 def test_plan_wait_check_then_finalize():
     steps, result = _drive(RecordingContext(), {
-        "plan_job": [{"ok": True, "batches": 2}],
-        "advance_job": [{"action": "wait"}, DONE],
+        PLAN_ACTIVITY: [PlanResult(ok=True, inputs=20, batches=2)],
+        ADVANCE_ACTIVITY: [WAITING, DONE],
     })
     # Nothing can be scored while planning: the first check waits for a timer or a hint.
-    assert _names(steps) == ["plan_job", "wait:timer", "advance_job", "wait:timer",
-                             "advance_job"]
+    assert _names(steps) == [PLAN_ACTIVITY, "wait:timer", ADVANCE_ACTIVITY, "wait:timer",
+                             ADVANCE_ACTIVITY]
+    assert steps[0][2] == JOB  # activities take the job id
     assert [s[2] for s in steps if s[0] == "wait"] == [0.1, 0.1]
-    assert result == {"status": "Completed", "reason": None}
+    assert JobEnd.from_dict(result) == JobEnd("Completed")
 
 
 def test_an_empty_job_is_checked_at_once():
     steps, _ = _drive(RecordingContext(), {
-        "plan_job": [{"ok": True, "batches": 0}],
-        "advance_job": [DONE],
+        PLAN_ACTIVITY: [PlanResult(ok=True, batches=0)],
+        ADVANCE_ACTIVITY: [DONE],
     })
-    assert _names(steps) == ["plan_job", "advance_job"]
+    assert _names(steps) == [PLAN_ACTIVITY, ADVANCE_ACTIVITY]
 
 
 def test_a_shard_full_hint_ends_the_wait_and_cancels_the_timer():
     context = RecordingContext()
     steps, result = _drive(context, {
-        "plan_job": [{"ok": True, "batches": 1}],
+        PLAN_ACTIVITY: [PlanResult(ok=True, batches=1)],
         "any": ["event"],
-        "advance_job": [DONE],
+        ADVANCE_ACTIVITY: [DONE],
     })
-    assert _names(steps) == ["plan_job", "wait:event", "advance_job"]
+    assert _names(steps) == [PLAN_ACTIVITY, "wait:event", ADVANCE_ACTIVITY]
     assert context.timers[0].cancelled
-    assert result == {"status": "Completed", "reason": None}
+    assert result == JobEnd("Completed").to_dict()
 
 
 def test_a_spent_hint_continues_as_new_after_its_check():
     context = RecordingContext({"planned": True, "polls": 3})
     steps, result = _drive(context, {
         "any": ["timer", "event"],
-        "advance_job": [{"action": "wait"}] * 3,
+        ADVANCE_ACTIVITY: [WAITING] * 3,
     })
-    assert _names(steps) == ["advance_job", "wait:timer", "advance_job", "wait:event",
-                             "advance_job"]
-    assert result is None and context.continued_with == {"planned": True, "polls": 5}
+    assert _names(steps) == [ADVANCE_ACTIVITY, "wait:timer", ADVANCE_ACTIVITY, "wait:event",
+                             ADVANCE_ACTIVITY]
+    assert result is None
+    assert OrchestrationState.from_dict(context.continued_with) == OrchestrationState(True, 5)
 
 
-def test_failed_plan_ends_without_polling():
-    steps, result = _drive(RecordingContext(), {"plan_job": [{"ok": False, "reason": "x"}]})
-    assert len(steps) == 1 and result["ok"] is False
+def test_a_failed_plan_ends_without_polling():
+    steps, result = _drive(RecordingContext(), {
+        PLAN_ACTIVITY: [PlanResult(ok=False, reason="input container 'x' does not exist")]})
+    assert len(steps) == 1
+    assert result == JobEnd("Failed", "input container 'x' does not exist").to_dict()
 
 
 def test_continues_as_new_after_a_generation_of_polls():
     context = RecordingContext({"planned": True, "polls": 7})
-    waits = [{"action": "wait"}] * orchestration.POLLS_PER_GENERATION
-    steps, _ = _drive(context, {"advance_job": list(waits)})
-    assert steps[0][1] == "advance_job"  # no replanning after continue_as_new
-    assert context.continued_with == {"planned": True,
-                                      "polls": 7 + orchestration.POLLS_PER_GENERATION}
+    steps, _ = _drive(context, {ADVANCE_ACTIVITY: [WAITING] * POLLS_PER_GENERATION})
+    assert steps[0][1] == ADVANCE_ACTIVITY  # no replanning after continue_as_new
+    assert context.continued_with == {"planned": True, "polls": 7 + POLLS_PER_GENERATION}
 
 
 def test_an_activity_failing_every_retry_fails_the_job():
     steps, result = _drive(RecordingContext(), {
-        "plan_job": [{"ok": True}],
-        "advance_job": [RuntimeError("storage down")],
-        "fail_job": [{"status": "Failed"}],
+        PLAN_ACTIVITY: [PlanResult(ok=True)],
+        ADVANCE_ACTIVITY: [RuntimeError("storage down")],
+        FAIL_ACTIVITY: [JobEnd("Failed", "internal error: storage down")],
     })
-    assert steps[-1][1] == "fail_job" and "storage down" in steps[-1][2]["reason"]
-    assert result == {"status": "Failed"}
+    request = FailRequest.from_dict(steps[-1][2])
+    assert steps[-1][1] == FAIL_ACTIVITY and request.job == JOB
+    assert "storage down" in request.reason
+    assert result == JobEnd("Failed", "internal error: storage down").to_dict()
+
+
+@pytest.mark.parametrize(("kind", "data"), [
+    (OrchestrationState, {"planned": "yes"}),
+    (OrchestrationState, {"polls": -1}),
+    (OrchestrationState, [True, 0]),
+    (PlanResult, {"ok": True, "batches": 1.5}),
+    (PlanResult, None),
+    (StepResult, {"ended": True, "status": 3}),
+    (FailRequest, {"job": "", "reason": "x"}),
+    (JobEnd, {"reason": "no status"}),
+])
+def test_payloads_that_are_not_their_type_are_refused(kind, data):
+    with pytest.raises(InvalidOrchestrationData):
+        kind.from_dict(data)
+
+
+def test_a_malformed_activity_result_fails_the_job_with_the_reason():
+    steps, result = _drive(RecordingContext(), {
+        PLAN_ACTIVITY: [PlanResult(ok=True, batches=0)],
+        ADVANCE_ACTIVITY: [{"ended": "maybe"}],
+        FAIL_ACTIVITY: [JobEnd("Failed", "internal error")],
+    })
+    assert _names(steps) == [PLAN_ACTIVITY, ADVANCE_ACTIVITY, FAIL_ACTIVITY]
+    assert "StepResult.ended must be true or false" in steps[-1][2]["reason"]
+
+
+# ----- replayed: the Durable SDK on recorded histories ----------------------------------
+
+HANDLE = df.Orchestrator.create(batch_job)
+
+
+class History:
+    """A recorded orchestration history, built event by event as the host records it."""
+
+    def __init__(self, state=None):
+        self.now = START
+        self.input = None if state is None else json.dumps(state)
+        self.events = [new_event(EventType.ORCHESTRATOR_STARTED, self.now),
+                       new_event(EventType.EXECUTION_STARTED, self.now, Name="batch_job",
+                                 Input=self.input, Version="")]
+        self.next_id = 0
+
+    def episode(self):
+        """A new episode begins: time moves on a little."""
+        self.now += timedelta(milliseconds=50)
+        self.events.append(new_event(EventType.ORCHESTRATOR_STARTED, self.now))
+
+    def scheduled(self, name, input_):
+        self.events.append(new_event(EventType.TASK_SCHEDULED, self.now,
+                                     event_id=self._id(), Name=name,
+                                     Input=json.dumps(input_)))
+        return self.next_id - 1
+
+    def completed(self, task, result):
+        self.events.append(new_event(EventType.TASK_COMPLETED, self.now,
+                                     TaskScheduledId=task, Result=json.dumps(result)))
+
+    def failed(self, task, reason):
+        self.events.append(new_event(EventType.TASK_FAILED, self.now, TaskScheduledId=task,
+                                     Reason=reason, Details=reason))
+
+    def timer(self, fire_at):
+        self.events.append(new_event(EventType.TIMER_CREATED, self.now, event_id=self._id(),
+                                     FireAt=format_time(fire_at)))
+        return self.next_id - 1, fire_at
+
+    def fired(self, timer):
+        task, fire_at = timer
+        self.events.append(new_event(EventType.TIMER_FIRED, fire_at, TimerId=task,
+                                     FireAt=format_time(fire_at)))
+
+    def raised(self, name):
+        self.events.append(new_event(EventType.EVENT_RAISED, self.now, Name=name,
+                                     Input=None))
+
+    def replay(self) -> Decision:
+        """The SDK's decision for this history, its actions flattened as devhost reads
+        them (replay schema V3, as devhost and the Functions host ask for)."""
+        context = {"history": self.events, "instanceId": JOB, "isReplaying": False,
+                   "parentInstanceId": None, "input": self.input,
+                   "upperSchemaVersion": REPLAY_SCHEMA}
+        return parse_decision(HANDLE(json.dumps(context)))
+
+    def _id(self):
+        self.next_id += 1
+        return self.next_id - 1
+
+
+def _kinds(decision: Decision) -> list[tuple[str, str]]:
+    """The decision's leaf actions: (kind, activity or event name)."""
+    return [(action.kind.name.lower(), action.name) for action in decision.actions]
+
+
+def test_the_registered_function_is_named_as_clients_start_it():
+    assert batch_job.__name__ == ORCHESTRATOR
+
+
+def test_the_first_episode_schedules_planning_with_retries():
+    decision = History().replay()
+    assert not decision.done
+    assert _kinds(decision) == [("call_activity_with_retry", PLAN_ACTIVITY)]
+    assert json.loads(decision.actions[0].input) == JOB
+    assert decision.actions[0].retry.max_attempts == ACTIVITY_RETRY.max_number_of_attempts
+
+
+def _planned_and_waiting(history):
+    plan = history.scheduled(PLAN_ACTIVITY, JOB)
+    history.episode()
+    history.completed(plan, PlanResult(ok=True, inputs=20, batches=2).to_dict())
+    return history.timer(history.now + timedelta(seconds=0.1))
+
+
+def test_replay_after_planning_waits_on_a_timer_and_the_shard_full_event():
+    history = History()
+    plan = history.scheduled(PLAN_ACTIVITY, JOB)
+    history.episode()
+    history.completed(plan, PlanResult(ok=True, inputs=20, batches=2).to_dict())
+    decision = history.replay()
+    assert not decision.done
+    # The plan call is in the history: only the new waits are decided.
+    assert _kinds(decision)[-2:] == [("create_timer", ""),
+                                     ("wait_for_external_event", SHARD_FULL_EVENT)]
+    timer = next(a for a in decision.actions if a.kind is ActionKind.CREATE_TIMER)
+    assert timer.fire_at - history.now == timedelta(seconds=0.1)
+
+
+def test_a_fired_timer_checks_progress_and_a_finished_check_completes_the_job():
+    history = History()
+    timer = _planned_and_waiting(history)
+    history.episode()
+    history.fired(timer)
+    decision = history.replay()
+    assert not decision.done
+    assert _kinds(decision)[-1] == ("call_activity_with_retry", ADVANCE_ACTIVITY)
+    check = history.scheduled(ADVANCE_ACTIVITY, JOB)
+    history.episode()
+    history.completed(check, DONE.to_dict())
+    decision = history.replay()
+    assert decision.done and JobEnd.from_dict(decision.output) == JobEnd("Completed")
+
+
+def test_the_shard_full_event_checks_at_once():
+    history = History()
+    _planned_and_waiting(history)
+    history.episode()
+    history.raised(SHARD_FULL_EVENT)
+    decision = history.replay()
+    assert not decision.done
+    assert _kinds(decision)[-1] == ("call_activity_with_retry", ADVANCE_ACTIVITY)
+
+
+def test_retried_attempts_that_all_fail_fail_the_job_with_the_reason():
+    # The host runs the retry policy (devhost's Episode records the retry timers and the
+    # attempts as below); the orchestrator sees the failure once every attempt failed.
+    history = History()
+    attempt = history.scheduled(PLAN_ACTIVITY, JOB)
+    history.episode()
+    history.failed(attempt, "storage down")
+    assert _kinds(history.replay()) == [("call_activity_with_retry", PLAN_ACTIVITY)]
+    for _ in range(ACTIVITY_RETRY.max_number_of_attempts - 1):
+        retry_timer = history.timer(history.now + timedelta(seconds=1))
+        history.episode()
+        history.fired(retry_timer)
+        attempt = history.scheduled(PLAN_ACTIVITY, JOB)
+        history.episode()
+        history.failed(attempt, "storage down")
+    # After its last attempt the SDK still waits on one timer, which fires at once.
+    history.fired(history.timer(history.now))
+    decision = history.replay()
+    assert not decision.done
+    assert _kinds(decision)[-1] == ("call_activity", FAIL_ACTIVITY)
+    request = FailRequest.from_dict(json.loads(decision.actions[-1].input))
+    assert request.job == JOB and "storage down" in request.reason
+
+
+def test_a_generation_of_checks_continues_as_new_with_its_state():
+    history = History({"planned": True, "polls": 0})
+    for _ in range(POLLS_PER_GENERATION):
+        check = history.scheduled(ADVANCE_ACTIVITY, JOB)
+        history.episode()
+        history.completed(check, WAITING.to_dict())
+        timer = history.timer(history.now + timedelta(seconds=0.1))
+        history.episode()
+        history.fired(timer)
+    decision = history.replay()
+    assert decision.done and decision.continue_as_new is not None
+    state = json.loads(decision.continue_as_new.input)
+    assert OrchestrationState.from_dict(state) == OrchestrationState(True, POLLS_PER_GENERATION)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from shared.errors import InvalidRequest
-from shared.jobs.drop import drop_job_name, is_drop_control_file, is_marker
-from shared.jobs.messages import InvalidMessage, MiniBatchMessage
-from shared.jobs.progress import Completion, Progress, poll_delay
-from shared.jobs.request import parse_invoke
-from shared.scoring.encoding import encode_part, encode_result
+from shared.contract.errors import InvalidRequest
+from shared.contract.ledger import Completion
+from shared.contract.messages import InvalidMessage, MiniBatchMessage
+from shared.control.blob_drop import drop_job_name, is_drop_control_file, is_marker
+from shared.control.invoke_request import parse_invoke
+from shared.control.orchestrator import poll_delay
+from shared.control.progress import Progress
+from shared.worker.encoding import encode_part, encode_result
 
 
 def test_parse_native_and_azureml_bodies():

@@ -4,6 +4,13 @@ and Azure ML's invoke arguments become batchfn job settings."""
 from __future__ import annotations
 
 import pytest
+from batchfn.contract.deployment_spec import (
+    AssetReference,
+    DeploymentSpec,
+    EndpointSpec,
+    FolderSource,
+)
+from batchfn.contract.errors import InvalidRequest
 
 from batchfn.ml.constants import AssetTypes, BatchDeploymentOutputAction
 from batchfn.ml.entities import (
@@ -20,8 +27,6 @@ from batchfn.ml.entities import (
     ResourceConfiguration,
 )
 from batchfn.ml.operations import Poller, _one_input, _output_path, _params_override
-from shared.deployment_spec import AssetReference, DeploymentSpec, EndpointSpec, FolderSource
-from shared.errors import InvalidRequest
 
 
 def test_the_tutorials_deployment_entity_parses_like_its_yaml():

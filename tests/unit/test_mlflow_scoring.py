@@ -17,22 +17,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from shared.errors import Unprocessable
-from shared.mlflow_scoring import batch_driver
-from shared.mlflow_scoring.mlmodel import (
-    is_mlflow_model_folder,
-    model_folder,
-    parse_mlmodel,
-    read_mlmodel,
-)
-from shared.scoring.encoding import encode_part
-from shared.scoring.runtime import MLFLOW_AZUREML_SEPARATOR
-from shared.tabular import failures
-from shared.tabular.failures import NoCollector
-from shared.tabular.passthrough import attach_passthrough
-from shared.tabular.read import BatchPiece, TableReader
-from shared.tabular.sources import LocalFileSource
-from shared.tabular.split import plan_table
+from shared.contract.errors import Unprocessable
+from shared.contract.mlmodel import is_mlflow_model_folder, parse_mlmodel, read_mlmodel
+from shared.scoring.scoring_runtime import MLFLOW_AZUREML_SEPARATOR
+from shared.worker.encoding import encode_part
+from shared.worker.mlflow import batch_driver
+from shared.worker.mlflow.scorer import model_folder
+from shared.worker.tabular import failures
+from shared.worker.tabular.failures import NoCollector
+from shared.worker.tabular.passthrough import attach_passthrough
+from shared.worker.tabular.read import BatchPiece, TableReader
+from shared.worker.tabular.sources import LocalFileSource
+from shared.worker.tabular.split import plan_table
 
 DATA = load_breast_cancer(as_frame=True)
 FEATURES: pd.DataFrame = DATA.data
@@ -252,7 +248,7 @@ def test_azureml_lines_quote_multi_valued_predictions():
 
 def test_the_driver_runs_unchanged_in_a_worker_process(tmp_path, sklearn_model):
     from shared.scoring.pool import WorkerPool
-    from shared.scoring.worker import WorkerSpec
+    from shared.worker.protocol import WorkerSpec
 
     model_dir, model = sklearn_model
     script = Path(batch_driver.__file__)

@@ -28,7 +28,7 @@ SCORED_FILES = 200
 # JSON line; "azureml_output" is what the platform's append_row writes for the returned frame.
 WORKER = """
 import json, sys
-from shared.scoring.encoding import encode_part
+from shared.worker.encoding import encode_part
 sys.path.insert(0, sys.argv[1])
 import batch_driver
 batch_driver.init()

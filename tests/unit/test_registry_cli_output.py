@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 import pytest
+from batchfn.contract.asset_manifest import AssetManifest, parse_asset_ref, scan_folder
+from batchfn.contract.errors import InvalidRequest
+from batchfn.devhost_state import local_key
 
 from batchfn.cli.common import parse_sets
 from batchfn.output import QueryError, render
-from batchfn.target import devhost_key, resolve_target
-from shared.asset_manifest import AssetManifest, parse_asset_ref, scan_folder
-from shared.errors import InvalidRequest
+from batchfn.target import resolve_target
 
 ROWS = [{"name": "a", "n": 1, "tags": {"x": "y"}, "ok": True},
         {"name": "bb", "n": None, "tags": {}, "ok": False}]
@@ -41,9 +42,12 @@ def test_parse_sets():
 
 def test_target_and_devhost_key(tmp_path, monkeypatch):
     monkeypatch.setenv("DEVHOST_STATE_DIR", str(tmp_path))
-    (tmp_path / "7071.json").write_text('{"url": "http://127.0.0.1:7071", "key": "k1", "pid": 1}')
+    (tmp_path / "7071.json").write_text(
+        '{"url": "http://127.0.0.1:7071", "key": "k1", "master_key": "m", "pid": 1, '
+        '"script_root": "/app"}')
     assert resolve_target() == ("http://127.0.0.1:7071", "k1")
-    assert devhost_key("https://myapp.azurewebsites.net") is None
+    assert local_key("https://myapp.azurewebsites.net") is None
+    assert local_key("http://127.0.0.1:7072") is None  # no devhost there
     monkeypatch.setenv("BATCHFN_URL", "https://myapp.azurewebsites.net/")
     monkeypatch.setenv("BATCHFN_KEY", "secret")
     assert resolve_target() == ("https://myapp.azurewebsites.net", "secret")

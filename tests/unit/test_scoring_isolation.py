@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from shared.scoring import isolation
-from shared.scoring.encoding import EncodedPart
 from shared.scoring.isolation import (
     UnsafeWorkerFile,
     WorkerAccount,
@@ -28,8 +27,9 @@ from shared.scoring.isolation import (
     worker_files,
 )
 from shared.scoring.pool import WorkerPool
-from shared.scoring.worker import Reply, Started, WorkerSpec
-from shared.tabular.failures import FailedInput
+from shared.worker.encoding import EncodedPart
+from shared.worker.protocol import Reply, Started, WorkerSpec
+from shared.worker.tabular.failures import FailedInput
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 NOBODY = WorkerAccount("nobody", 65534, 65534)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.scoring.batch import FAILED, SUCCEEDED, InputFile, MiniBatch
-from shared.scoring.encoding import EncodedPart
+from shared.contract.manifest import InputFile
+from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch
 from shared.scoring.gpus import detect_gpus
-from shared.scoring.inputs import local_paths
-from shared.scoring.paths import relative_parts, safe_segment
 from shared.scoring.pool import RunResult, _read_tail, _stack_dump
-from shared.scoring.runtime import _outcome
-from shared.scoring.worker import describe
+from shared.scoring.scoring_runtime import _outcome
+from shared.scoring.work_folders import local_paths, relative_parts, safe_segment
+from shared.worker.encoding import EncodedPart
+from shared.worker.protocol import describe
 
 
 @pytest.mark.parametrize(("visible", "expected"), [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.scoring.pool import WorkerPool, worker_cpu_threads
-from shared.scoring.worker import CPU_THREAD_VARIABLES, WorkerSpec
+from shared.worker.protocol import CPU_THREAD_VARIABLES, WorkerSpec
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from shared import settings as caps
-from shared.deployment_spec import DeploymentSpec, EndpointSpec
-from shared.errors import InvalidRequest
-from shared.settings import DeploymentSettings
+from shared.contract import settings as caps
+from shared.contract.deployment_spec import DeploymentSpec, EndpointSpec
+from shared.contract.errors import InvalidRequest
+from shared.contract.settings import DeploymentSettings
 
 LIMITS = [
     ("mini_batch_size", 1, caps.MAX_MINI_BATCH_SIZE),

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import InvalidRequest
-from shared.jobs.drop import is_marker
-from shared.jobs.locations import (
+from shared.contract.errors import InvalidRequest, http_status
+from shared.contract.job_records import BlobLocation
+from shared.control.blob_drop import is_marker
+from shared.control.datastores import (
     DATASTORES_SETTING,
     Datastore,
     DatastoreSettingError,
     StorageBoundaries,
     parse_datastores,
 )
-from shared.jobs.model import BlobLocation
 
 ACCOUNT = "http://127.0.0.1:10000/devstoreaccount1/"
 BOUNDARIES = StorageBoundaries.from_settings({DATASTORES_SETTING: "images=raw-images"})
@@ -79,7 +79,7 @@ def test_inputs_come_from_datastores_by_uri_or_url():
 def test_inputs_from_anywhere_else_are_refused(uri):
     with pytest.raises(InvalidRequest) as refused:
         BOUNDARIES.resolve_input(uri, ACCOUNT)
-    assert refused.value.status == 400
+    assert http_status(refused.value) == 400
 
 
 def test_outputs_go_to_the_jobs_own_folder_or_a_datastore():

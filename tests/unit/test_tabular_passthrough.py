@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
-from shared.errors import InvalidRequest
-from shared.scoring.encoding import LIST_COLUMN
-from shared.tabular import failures
-from shared.tabular.failures import FailedInput, NoCollector
-from shared.tabular.options import check_passthrough_columns
-from shared.tabular.passthrough import PassthroughError, attach_passthrough
+from shared.contract.errors import InvalidRequest
+from shared.contract.settings import check_passthrough_columns
+from shared.worker.encoding import LIST_COLUMN
+from shared.worker.tabular import failures
+from shared.worker.tabular.failures import FailedInput, NoCollector
+from shared.worker.tabular.passthrough import PassthroughError, attach_passthrough
 
 INPUTS = pd.DataFrame({"customer_id": ["c1", "c2", "c3"], "region": ["eu", "us", "eu"],
                        "amount": [10.0, 20.0, 30.0]}, index=[7, 8, 9])
@@ -94,13 +91,3 @@ def test_collectors_do_not_nest():
         with failures.collecting():
             pass
     assert not failures.is_collecting()
-
-
-def test_settings_validators_and_the_mlmodel_reader_load_no_pandas():
-    # Settings are validated in the CLI, deployments checked in the API: both stay light.
-    code = ("import sys, shared.tabular.options, shared.tabular.formats, "
-            "shared.mlflow_scoring.mlmodel; "
-            "print(sorted({'pandas', 'numpy', 'mlflow', 'pyarrow'} & set(sys.modules)))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    assert loaded == "[]"

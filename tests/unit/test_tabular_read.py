@@ -10,11 +10,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.tabular.column_types import coerce_columns
-from shared.tabular.failures import FailedInput
-from shared.tabular.read import ROW_ORIGINS_ATTR, BatchPiece, TableReader, origin_columns
-from shared.tabular.sources import LocalFileSource
-from shared.tabular.split import RowRange, plan_table
+from shared.worker.tabular.column_types import coerce_columns
+from shared.worker.tabular.failures import FailedInput
+from shared.worker.tabular.read import ROW_ORIGINS_ATTR, BatchPiece, TableReader, origin_columns
+from shared.worker.tabular.sources import LocalFileSource
+from shared.worker.tabular.split import RowRange, plan_table
 from tests.unit.test_tabular_split import CountingSource
 
 

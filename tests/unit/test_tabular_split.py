@@ -11,14 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.errors import InvalidRequest
-from shared.tabular import split as split_module
-from shared.tabular.formats import UnsplittableInput, check_splittable, is_data_file
-from shared.tabular.options import check_input_format
-from shared.tabular.read import BatchPiece, TableReader
-from shared.tabular.records import scan_bytes
-from shared.tabular.sources import LocalFileSource, read_chunks
-from shared.tabular.split import RowBatcher, RowRange, plan_table
+from shared.contract.errors import InvalidRequest
+from shared.contract.settings import check_input_format
+from shared.worker.input_errors import UnsplittableInput
+from shared.worker.tabular import split as split_module
+from shared.worker.tabular.formats import check_splittable, is_data_file
+from shared.worker.tabular.read import BatchPiece, TableReader
+from shared.worker.tabular.record_ends import scan_bytes
+from shared.worker.tabular.sources import LocalFileSource, read_chunks
+from shared.worker.tabular.split import RowBatcher, RowRange, plan_table
 
 # Quoted line feeds (LF and CRLF), doubled quotes, CRLF line ends, blank and
 # whitespace-only lines, a byte order mark and a blank line before the header.

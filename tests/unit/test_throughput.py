@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.jobs.throughput import MAX_SAMPLES, add_sample, throughput_view
+from shared.control.throughput import MAX_SAMPLES, add_sample, throughput_view
 
 
 def _at(second: int) -> str:

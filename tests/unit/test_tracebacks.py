@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import tracebacks
-from shared.tracebacks import FrameKinds, readable_traceback
+from shared.scoring import tracebacks
+from shared.scoring.tracebacks import FrameKinds, readable_traceback
 
 SCRIPT = '''
 import json
@@ -136,7 +136,7 @@ def test_a_stack_dump_of_host_and_library_frames_only_keeps_the_current_thread()
         "Thread 0x00007f01 (most recent call first):\n"
         '  File "/usr/lib/python3.11/threading.py", line 320 in wait\n\n'
         "Current thread 0x00007f02 (most recent call first):\n"
-        '  File "/opt/host/shared/scoring/worker.py", line 280 in _run\n'
+        '  File "/opt/host/shared/worker/serve.py", line 280 in _run\n'
         '  File "/usr/lib/python3.11/multiprocessing/process.py", line 108 in run\n'
     )
     kinds = FrameKinds(host_roots=("/opt/host/shared/",), library_roots=("/usr/lib/python3.11/",))
@@ -154,7 +154,7 @@ def test_user_frames_in_a_stack_dump_are_kept_and_other_threads_dropped():
         "Current thread 0x00007f02 (most recent call first):\n"
         '  File "/usr/lib/python3.11/time.py", line 1 in sleep\n'
         '  File "/work/code/sleepy.py", line 12 in run\n'
-        '  File "/opt/host/shared/scoring/worker.py", line 280 in _run\n'
+        '  File "/opt/host/shared/worker/serve.py", line 280 in _run\n'
         '  File "/usr/lib/python3.11/multiprocessing/process.py", line 108 in run\n'
         '  File "/usr/lib/python3.11/multiprocessing/spawn.py", line 1 in main\n'
     )

@@ -20,7 +20,7 @@ param functionName string = 'blob_drop'
 @description('Subscribe the drop container (the control app\'s code must be published first).')
 param subscribeBlobDrop bool = false
 
-// shared/jobs/drop.py: a job starts from the marker blob named _start.
+// shared/control/blob_drop.py: a job starts from the marker blob named _start.
 var markerSuffix = '/_start'
 var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'

@@ -46,7 +46,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 // The connection "AzureWebJobsStorage" is both the host's storage (Durable task hub, keys,
-// blob trigger receipts) and batchfn's own (shared/storage.py reads the same settings).
+// blob trigger receipts) and batchfn's own (shared/storage/account.py reads the same settings).
 var storageSettings = {
   AzureWebJobsStorage__accountName: storage.name
   AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob

@@ -1,13 +1,13 @@
 // The storage account batchfn lives in: Functions host storage (Durable task hub tables,
-// queues and blobs), the app's containers and queues (names as in shared/layout.py and
-// shared/jobs/drop.py), the Flex Consumption deployment package container and the
+// queues and blobs), the app's containers and queues (names as in shared/contract/layout.py),
+// the Flex Consumption deployment package container and the
 // container where Event Grid leaves drop events it could not deliver.
 param name string
 param location string
 param tags object = {}
 param deploymentContainerName string
 
-// shared/layout.py: REGISTRY, ASSETS, DATA, JOBS, STATE; shared/jobs/drop.py: DROP_CONTAINER.
+// shared/contract/layout.py: REGISTRY, ASSETS, DATA, JOBS, STATE; DROP_CONTAINER.
 var appContainers = [
   'batchfn-registry'
   'batchfn-assets'
@@ -16,7 +16,7 @@ var appContainers = [
   'batchfn-state'
   'batchfn-drop'
 ]
-// shared/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin, SHARD_HINT_QUEUE.
+// shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin, SHARD_HINT_QUEUE.
 var appQueues = [
   'minibatches'
   'minibatches-poison'

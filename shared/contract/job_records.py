@@ -1,0 +1,193 @@
+"""Job records: what a job scores, where its output goes, and where it stands."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import InvalidRequest
+from .names import shown
+from .settings import DeploymentSettings
+from .timestamps import utc_now
+
+
+class JobStatus:
+    """Job status values, as Azure ML spells them."""
+
+    NOT_STARTED = "NotStarted"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    FINALIZING = "Finalizing"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCEL_REQUESTED = "CancelRequested"
+    CANCELED = "Canceled"
+
+    TERMINAL = frozenset({COMPLETED, FAILED, CANCELED})
+    # Scoring hosts drop messages of jobs in these states instead of scoring them.
+    STOPPED = frozenset({COMPLETED, FAILED, CANCELED, CANCEL_REQUESTED})
+
+
+INPUT_FOLDER = "uri_folder"
+INPUT_FILE = "uri_file"
+INPUT_FAILED_FILES = "failed_files"  # a rerun: the files in another job's errors report
+INPUT_KINDS = (INPUT_FOLDER, INPUT_FILE, INPUT_FAILED_FILES)
+
+JOB_NAME_RULE = "1-100 characters: letters, digits, '-' or '_', a letter or digit first"
+JOB_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}"
+_JOB_NAME = re.compile(JOB_NAME_PATTERN)
+
+
+def check_job_name(name: Any) -> str:
+    """Return `name` if it is a valid job name (it becomes a blob folder), else raise."""
+    if not isinstance(name, str) or not _JOB_NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid job name {shown(name)}: expected {JOB_NAME_RULE}",
+            details={"field": "name", "value": shown(name), "rule": JOB_NAME_RULE},
+            code="invalid_name",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """A blob or a folder (prefix without trailing '/') in a container of the app's account."""
+
+    container: str
+    path: str = ""
+
+    def child(self, name: str) -> BlobLocation:
+        return BlobLocation(self.container, f"{self.path}/{name}" if self.path else name)
+
+    @property
+    def folder_prefix(self) -> str:
+        """The prefix that lists what is directly or deeply inside this folder."""
+        return f"{self.path}/" if self.path else ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"container": self.container, "path": self.path}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlobLocation:
+        return cls(container=data["container"], path=data.get("path", ""))
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """The input as resolved at invoke: a folder, one file, or another job's failed files."""
+
+    kind: str
+    location: BlobLocation
+    uri: str
+    include_subfolders: bool = False
+    source_job: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "uri": self.uri,
+            "location": self.location.to_dict(),
+            "include_subfolders": self.include_subfolders,
+            "source_job": self.source_job,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobInput:
+        return cls(
+            kind=data["type"],
+            uri=data["uri"],
+            location=BlobLocation.from_dict(data["location"]),
+            include_subfolders=bool(data.get("include_subfolders")),
+            source_job=data.get("source_job"),
+        )
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One batch scoring job. `deployment_record` pins the deployment as it was at invoke,
+    so updating or deleting the deployment never changes a running job."""
+
+    id: str
+    endpoint: str
+    deployment: str
+    deployment_record: dict[str, Any]
+    input: JobInput
+    output: BlobLocation
+    settings: DeploymentSettings
+    request_digest: str
+    status: str = JobStatus.NOT_STARTED
+    created_at: str = ""
+    updated_at: str = ""
+    started_at: str | None = None
+    ended_at: str | None = None
+    reason: str | None = None
+    rerun_of: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def output_blob(self) -> BlobLocation:
+        """Where the merged output goes: `<output path>/<output_file_name>`."""
+        return self.output.child(self.settings.output_file_name)
+
+    def with_status(self, status: str, *, reason: str | None = None) -> JobRecord:
+        now = utc_now()
+        changes: dict[str, Any] = {"status": status, "updated_at": now}
+        if status == JobStatus.RUNNING and not self.started_at:
+            changes["started_at"] = now
+        if status in JobStatus.TERMINAL:
+            changes["ended_at"] = now
+        if reason is not None:
+            changes["reason"] = reason
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.id,
+            "endpoint_name": self.endpoint,
+            "deployment_name": self.deployment,
+            "status": self.status,
+            "reason": self.reason,
+            "input": self.input.to_dict(),
+            "output": {
+                "score": {
+                    "container": self.output_blob.container,
+                    "path": self.output_blob.path,
+                    "folder": self.output.path,
+                },
+            },
+            "settings": self.settings.to_dict(),
+            "overrides": dict(self.overrides),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "rerun_of": self.rerun_of,
+            "warnings": list(self.warnings),
+            "request_digest": self.request_digest,
+            "deployment_record": self.deployment_record,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        score = data["output"]["score"]
+        return cls(
+            id=data["name"],
+            endpoint=data["endpoint_name"],
+            deployment=data["deployment_name"],
+            deployment_record=data["deployment_record"],
+            input=JobInput.from_dict(data["input"]),
+            output=BlobLocation(score["container"], score["folder"]),
+            settings=DeploymentSettings.from_dict(data["settings"]),
+            request_digest=data["request_digest"],
+            status=data["status"],
+            created_at=data.get("created_at", ""),
+            updated_at=data.get("updated_at", ""),
+            started_at=data.get("started_at"),
+            ended_at=data.get("ended_at"),
+            reason=data.get("reason"),
+            rerun_of=data.get("rerun_of"),
+            overrides=dict(data.get("overrides") or {}),
+            warnings=tuple(data.get("warnings") or ()),
+        )

@@ -1,0 +1,158 @@
+"""Where batchfn keeps things in its storage account: containers, queues, and the names of
+the blobs in them. The one place that answers "where is it" (docs/architecture.md shows
+the tree).
+
+Blob names are functions of the names they hold (an endpoint, a job id, a mini-batch
+index); callers check those names first (contract.names, contract.job_records).
+"""
+
+from __future__ import annotations
+
+# ----- containers -----------------------------------------------------------------------
+
+REGISTRY_CONTAINER = "batchfn-registry"  # endpoint and deployment records, asset indexes
+ASSETS_CONTAINER = "batchfn-assets"  # asset files: models/..., code/..., staging/...
+DATA_CONTAINER = "batchfn-data"  # the default datastore; CLI uploads land here
+JOBS_CONTAINER = "batchfn-jobs"  # default job outputs: <job id>/<output_file_name>
+STATE_CONTAINER = "batchfn-state"  # internal job state: <job id>/...
+DROP_CONTAINER = "batchfn-drop"  # blob drop: <endpoint>/<folder>/_start starts a job
+
+# The Azure ML name of the default datastore, mapped to DATA_CONTAINER.
+DEFAULT_DATASTORE = "workspaceblobstore"
+
+# ----- queues ---------------------------------------------------------------------------
+
+MINIBATCH_QUEUE = "minibatches"
+POISON_SUFFIX = "-poison"
+# Scoring hosts tell the control app here that a ledger shard may be complete.
+SHARD_HINT_QUEUE = "shard-hints"
+
+
+def poison_queue(queue: str = MINIBATCH_QUEUE) -> str:
+    """The queue the Functions host moves a message to after its last failed try."""
+    return queue + POISON_SUFFIX
+
+
+# ----- the registry container -----------------------------------------------------------
+
+ENDPOINTS_PREFIX = "endpoints/"
+
+
+def endpoint_record(endpoint: str) -> str:
+    return f"{ENDPOINTS_PREFIX}{endpoint}.json"
+
+
+def deployments_prefix(endpoint: str) -> str:
+    return f"deployments/{endpoint}/"
+
+
+def deployment_record(endpoint: str, deployment: str) -> str:
+    return f"{deployments_prefix(endpoint)}{deployment}.json"
+
+
+def asset_index(kind: str, name: str) -> str:
+    """The folder of an asset's records: `versions/<N>.json` and `digests/<sha>.json`."""
+    return f"assets/{kind}/{name}/"
+
+
+def asset_version_record(kind: str, name: str, version: str | int) -> str:
+    return f"{asset_versions_prefix(kind, name)}{version}.json"
+
+
+def asset_versions_prefix(kind: str, name: str) -> str:
+    return f"{asset_index(kind, name)}versions/"
+
+
+def asset_digest_record(kind: str, name: str, digest: str) -> str:
+    return f"{asset_index(kind, name)}digests/{digest}.json"
+
+
+# ----- the assets container -------------------------------------------------------------
+
+ASSET_FOLDERS = {"model": "models", "code": "code"}  # asset kind -> top folder
+STAGING_PREFIX = "staging/"
+
+
+def asset_content(kind: str, name: str, digest: str) -> str:
+    """The prefix of one asset version's files: `<prefix><root folder>/<path>`."""
+    return f"{ASSET_FOLDERS[kind]}/{name}/{digest}/"
+
+
+def staged_upload(upload_id: str) -> str:
+    """The prefix an upload grant writes under, before registration checks the files."""
+    return f"{STAGING_PREFIX}{upload_id}/"
+
+
+# ----- the state container: one folder per job ------------------------------------------
+
+JOB_INDEX_PREFIX = "_jobs/"  # one empty blob per job; its metadata makes `job list` one call
+
+
+def job_record(job_id: str) -> str:
+    return f"{job_id}/job.json"
+
+
+def job_index(job_id: str) -> str:
+    return f"{JOB_INDEX_PREFIX}{job_id}"
+
+
+def plan(job_id: str) -> str:
+    return f"{job_id}/plan.json"
+
+
+def manifest(job_id: str, chunk: int) -> str:
+    return f"{job_id}/manifests/{chunk:06d}.json"
+
+
+def ledger(job_id: str, shard: int) -> str:
+    return f"{job_id}/ledger/{shard:04d}"
+
+
+def progress(job_id: str) -> str:
+    return f"{job_id}/progress.json"
+
+
+def part(job_id: str, index: int) -> str:
+    return f"{job_id}/parts/{index:08d}"
+
+
+def failure(job_id: str, index: int) -> str:
+    return f"{failures_prefix(job_id)}{index:08d}.json"
+
+
+def failures_prefix(job_id: str) -> str:
+    return f"{job_id}/failures/"
+
+
+def logs_prefix(job_id: str) -> str:
+    return f"{job_id}/logs/"
+
+
+def attempt_log(job_id: str, index: int, attempt: int) -> str:
+    return f"{logs_prefix(job_id)}{index:08d}/attempt-{attempt}.log"
+
+
+def succeeded_log(job_id: str, worker: str) -> str:
+    return f"{logs_prefix(job_id)}succeeded-{worker}.log"
+
+
+def errors_report(job_id: str) -> str:
+    return f"{job_id}/errors.jsonl"
+
+
+# ----- the data container (the default datastore) -------------------------------------
+
+UPLOADS_PREFIX = "uploads/"  # local inputs the CLI uploads: uploads/<upload id>/<name>
+
+
+def input_upload(upload_id: str) -> str:
+    """The folder one upload of local inputs writes under."""
+    return f"{UPLOADS_PREFIX}{upload_id}/"
+
+
+# ----- the drop container ---------------------------------------------------------------
+
+DROP_MARKER = "_start"  # <endpoint>/<folder>/_start starts a job on <folder>
+JOB_FEEDBACK = "_job.json"  # written beside a marker that started a job
+ERROR_FEEDBACK = "_error.json"  # written beside a marker that was refused
+OUTPUT_FOLDER = "_output"  # a drop job's default output folder, beside its inputs

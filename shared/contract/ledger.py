@@ -1,0 +1,91 @@
+"""The ledger's format: one JSON line per finished mini-batch, in append-blob shards.
+
+Each finished mini-batch appends one `Completion` line to its shard's append blob
+(`ledger/<index // SHARD_BATCHES>`, see layout.ledger); a succeeded one's line usually
+carries its part (its encoded rows), so recording a mini-batch is one write. Duplicate
+deliveries may append twice: readers count only the first line per index.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .timestamps import utc_now
+
+SHARD_BATCHES = 4096  # mini-batches per ledger shard (an append blob takes 50,000 blocks)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A succeeded mini-batch's rows, encoded for the job's output format; `header` is the
+    csv header line, written once at the top of the merged output."""
+
+    data: bytes
+    header: bytes = b""
+
+
+def shard_of(index: int) -> int:
+    return index // SHARD_BATCHES
+
+
+def shard_count(batches: int) -> int:
+    return max(1, -(-batches // SHARD_BATCHES))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One ledger line: how mini-batch `index` ended.
+
+    `part` holds a succeeded mini-batch's encoded rows when the line carries them (text as
+    is, other bytes in base64), `header` the csv header line; a succeeded line without a
+    part has it in the `parts/<index>` blob instead (shared/storage/parts.py).
+    """
+
+    index: int
+    succeeded: bool  # run() returned (its part is recorded); False: failed for good
+    files_succeeded: int
+    files_failed: int
+    rows: int
+    error: str | None = None
+    at: str = ""
+    part: bytes | None = None
+    header: bytes = b""
+    host: str | None = None  # the scoring host process that recorded it (attempt_logs.host_name())
+
+    def to_line(self) -> bytes:
+        body: dict[str, Any] = {"i": self.index, "ok": self.succeeded, "s": self.files_succeeded,
+                                "f": self.files_failed, "r": self.rows, "t": self.at or utc_now()}
+        if self.error:
+            body["e"] = self.error[:300]
+        if self.part is not None:
+            try:
+                body["d"] = self.part.decode("utf-8")
+            except UnicodeDecodeError:
+                body["b"] = base64.b64encode(self.part).decode()
+        if self.header:
+            body["h"] = base64.b64encode(self.header).decode()
+        if self.host:
+            body["w"] = self.host[:100]
+        # Raw UTF-8 rather than \u escapes: JSON still escapes every newline in the text.
+        return (json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Completion:
+        body = json.loads(line)
+        part = None
+        if "d" in body:
+            part = body["d"].encode("utf-8")
+        elif "b" in body:
+            part = base64.b64decode(body["b"])
+        return cls(index=body["i"], succeeded=body["ok"], files_succeeded=body["s"],
+                   files_failed=body["f"], rows=body["r"], error=body.get("e"), at=body["t"],
+                   part=part, header=base64.b64decode(body["h"]) if "h" in body else b"",
+                   host=body.get("w"))
+
+
+def shard_batches(batches: int, shard: int) -> int:
+    """How many of a job's `batches` mini-batches record into ledger shard `shard`."""
+    return max(0, min(SHARD_BATCHES, batches - shard * SHARD_BATCHES))

@@ -1,0 +1,72 @@
+"""Queue messages between the apps: a few dozen bytes of JSON each.
+
+`MiniBatchMessage` goes from the control app's planner to the scoring hosts (the files
+stay in a manifest chunk); `ShardHint` from a scoring host back to the control app when a
+ledger shard may be complete.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+MAX_JOB_ID_LENGTH = 128
+
+
+class InvalidMessage(ValueError):
+    """A queue message that is not the kind its queue carries (it can never succeed)."""
+
+
+@dataclass(frozen=True)
+class MiniBatchMessage:
+    """Score mini-batch `index` of `job`, whose files are in manifest chunk `chunk`.
+
+    `prior_attempts` counts attempts made under earlier messages for the same mini-batch
+    (when retries outnumber the host's maxDequeueCount the handler re-enqueues it).
+    """
+
+    job: str
+    index: int
+    chunk: int
+    prior_attempts: int = 0
+
+    def encode(self) -> str:
+        body = {"job": self.job, "index": self.index, "chunk": self.chunk}
+        if self.prior_attempts:
+            body["prior"] = self.prior_attempts
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str | bytes) -> MiniBatchMessage:
+        try:
+            body = json.loads(text)
+            message = cls(job=body["job"], index=body["index"], chunk=body["chunk"],
+                          prior_attempts=body.get("prior", 0))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidMessage(f"not a mini-batch message: {text[:200]!r}") from exc
+        valid = (isinstance(message.job, str) and 0 < len(message.job) <= MAX_JOB_ID_LENGTH
+                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                         for n in (message.index, message.chunk, message.prior_attempts)))
+        if not valid:
+            raise InvalidMessage(f"not a mini-batch message: {text[:200]!r}")
+        return message
+
+
+@dataclass(frozen=True)
+class ShardHint:
+    """A scoring host's note that a ledger shard of `job` may be complete."""
+
+    job: str
+
+    def encode(self) -> str:
+        return json.dumps({"job": self.job}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str | bytes) -> ShardHint:
+        try:
+            job = json.loads(text)["job"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidMessage(f"not a shard hint: {text[:200]!r}") from exc
+        if not isinstance(job, str) or not job or len(job) > MAX_JOB_ID_LENGTH:
+            raise InvalidMessage(f"not a shard hint: {text[:200]!r}")
+        return cls(job)

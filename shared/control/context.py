@@ -1,0 +1,28 @@
+"""The control app's process-wide objects, built from the app settings once per process."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from shared.control.job_service import JobService
+from shared.control.registry import Registry
+from shared.storage.account import default_account
+from shared.storage.job_store import JobStore
+
+
+@cache
+def job_store() -> JobStore:
+    """The job records and job state of the app's storage account."""
+    return JobStore(default_account())
+
+
+@cache
+def registry() -> Registry:
+    """Endpoints, deployments and assets of the app's storage account."""
+    return Registry(default_account())
+
+
+@cache
+def job_service() -> JobService:
+    """The job operations of the HTTP API and blob drop."""
+    return JobService(job_store(), registry())

@@ -1,0 +1,330 @@
+"""The scoring host's job side: one queue message in, one ledger line (with its part) out.
+
+Storage round trips per mini-batch: the job record and the manifest chunk come from small
+per-process caches, so a mini-batch costs its N input downloads (in the worker process) and
+one ledger append that carries its encoded rows (plus the host's message delete); only a
+part over storage.parts.INLINE_PART_BYTES costs a blob write of its own. A failed attempt's log is
+written at once; successful attempts' output is batched (attempt_logs.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.storage.blob import BlobClient, ContentSettings
+from azure.storage.queue import QueueClient
+
+from shared.contract.errors import NotFound
+from shared.contract.job_records import JobRecord, JobStatus
+from shared.contract.ledger import Completion, Part
+from shared.contract.manifest import ManifestChunk, PlannedBatch
+from shared.contract.messages import MiniBatchMessage
+from shared.contract.registry_records import DeploymentRecord
+from shared.contract.timestamps import utc_now
+from shared.scoring.attempt_logs import AttemptLogs
+from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.isolation import UnsafeWorkerFile, open_worker_file, worker_files
+from shared.scoring.tracebacks import readable_traceback
+from shared.storage.failure_records import (
+    INPUT_FAILED,
+    MISSING_ROWS,
+    POISONED,
+    InputFailure,
+    whole,
+    write_record,
+)
+from shared.storage.job_store import JobStore
+from shared.storage.ledger_blobs import first_completion, record_completion
+from shared.storage.parts import restored_completion, with_part
+
+log = logging.getLogger(__name__)
+
+JOB_CACHE_SECONDS = 2.0  # how stale a host's view of a job may be (cancel, threshold)
+MANIFEST_CACHE_CHUNKS = 16
+RETRY_DELAY_SECONDS = 5  # visibility delay of a self-re-enqueued retry, like host.json's
+_HASH_CHUNK = 4 * 1024 * 1024
+
+
+class Runtime(Protocol):
+    def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome: ...
+
+    def job_output_dir(self, job_id: str) -> Path: ...
+
+
+class RetryMiniBatch(Exception):
+    """This attempt failed and retries remain: let the host redeliver the message."""
+
+
+class ScriptOutputExists(Exception):
+    """A file the script wrote is in the output folder already, with other content."""
+
+
+@dataclass(frozen=True)
+class WorkResult:
+    """What the handler did with one message (for logs and tests)."""
+
+    action: str  # scored | retry | requeued | failed | skipped
+    detail: str = ""
+    ledger_blocks: int | None = None  # the ledger shard's block count after our append
+
+
+class MiniBatchHandler:
+    """Processes mini-batch messages; thread-safe, one per process."""
+
+    def __init__(self, store: JobStore, runtime: Runtime, queue: QueueClient,
+                 max_dequeue_count: int = 5, logs: AttemptLogs | None = None) -> None:
+        self.store = store
+        self.logs = logs or AttemptLogs(store.state)
+        self.runtime = runtime
+        self.queue = queue
+        self.max_dequeue_count = max_dequeue_count
+        self._lock = threading.Lock()
+        self._jobs: dict[str, tuple[float, JobRecord]] = {}
+        self._manifests: OrderedDict[tuple[str, int], ManifestChunk] = OrderedDict()
+        # Script output files this process sent: (size, mtime) of the local file, and the
+        # ETag of the blob it wrote (None: refused, the name was taken).
+        self._uploaded: dict[tuple[str, str], tuple[tuple[int, int], str | None]] = {}
+
+    def process(self, body: str | bytes, dequeue_count: int) -> WorkResult:
+        """Score one message. Raises RetryMiniBatch when the host should retry it."""
+        message = MiniBatchMessage.decode(body)
+        job = self._job(message.job)
+        if job is None:
+            return WorkResult("skipped", "job not found")
+        if job.status in JobStatus.STOPPED:
+            return WorkResult("skipped", f"job is {job.status}")
+        planned = self._batch(message)
+        attempt = message.prior_attempts + dequeue_count
+        merged = job.settings.output_action == "append_row"
+        batch = MiniBatch(job_id=job.id, index=message.index, files=planned.files,
+                          attempt=attempt, timeout=job.settings.retry_settings.timeout,
+                          output_format=job.settings.output_format if merged else None,
+                          input_format=job.settings.input_format, pieces=planned.pieces,
+                          passthrough_columns=job.settings.passthrough_columns)
+        outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record), batch)
+        if outcome.status == SUCCEEDED:
+            self.logs.add_succeeded(job.id, message.index, attempt, outcome.log)
+            try:
+                self._upload_script_outputs(job)
+            except ScriptOutputExists as exc:
+                # Deterministic: a retry would find the same file. The inputs count as failed.
+                blocks = self._record_failure(job.id, message.index, planned, attempt,
+                                              "output_exists", str(exc), None)
+                return WorkResult("failed", str(exc), blocks)
+            blocks = self._record_success(job, batch, outcome)
+            return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed",
+                              blocks)
+        self._write_failed_log(job.id, message.index, attempt, outcome)
+        if attempt <= job.settings.retry_settings.max_retries:
+            if dequeue_count >= self.max_dequeue_count:
+                # The host would poison this message after this try: carry on in a new one.
+                retry = MiniBatchMessage(message.job, message.index, message.chunk, attempt)
+                self.queue.send_message(retry.encode(), visibility_timeout=RETRY_DELAY_SECONDS)
+                return WorkResult("requeued", f"attempt {attempt}: {outcome.error}")
+            raise RetryMiniBatch(f"job {job.id} mini-batch {message.index} attempt {attempt} "
+                                 f"{outcome.status}: {outcome.error}")
+        blocks = self._record_failure(job.id, message.index, planned, attempt, outcome.status,
+                                      outcome.error or outcome.status, outcome.traceback)
+        return WorkResult("failed", outcome.error or outcome.status, blocks)
+
+    def record_poison(self, body: str | bytes) -> WorkResult:
+        """Record a message the host gave up on (crashes or errors outside run())."""
+        message = MiniBatchMessage.decode(body)
+        try:
+            job = self.store.get(message.job)
+        except NotFound:
+            return WorkResult("skipped", "job not found")
+        state = self.store.state
+        recorded = first_completion(state, job.id, message.index)
+        if recorded is not None:
+            # A delivery recorded it, then failed before the message was completed.
+            return WorkResult("skipped", "already recorded")
+        restored = restored_completion(state, job.id, message.index, utc_now())
+        if restored is not None:
+            # Scored with a part blob, but the ledger line was lost: restore it.
+            record_completion(state, job.id, replace(restored, host=self.logs.host))
+            return WorkResult("scored", "restored from part")
+        planned = self._batch(message)
+        attempts = message.prior_attempts + self.max_dequeue_count
+        self._record_failure(job.id, message.index, planned, attempts, POISONED,
+                             "the message failed on every delivery (host crashed or "
+                             "storage errors); see the mini-batch logs", None)
+        return WorkResult("failed", "poison")
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> JobRecord | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._jobs.get(job_id)
+        if cached and now - cached[0] < JOB_CACHE_SECONDS:
+            return cached[1]
+        try:
+            job = self.store.get(job_id)
+        except NotFound:
+            return None
+        with self._lock:
+            self._jobs[job_id] = (now, job)
+        return job
+
+    def _batch(self, message: MiniBatchMessage) -> PlannedBatch:
+        key = (message.job, message.chunk)
+        with self._lock:
+            chunk = self._manifests.get(key)
+            if chunk is not None:
+                self._manifests.move_to_end(key)
+        if chunk is None:
+            chunk = self.store.read_manifest(message.job, message.chunk)
+            with self._lock:
+                self._manifests[key] = chunk
+                while len(self._manifests) > MANIFEST_CACHE_CHUNKS:
+                    self._manifests.popitem(last=False)
+        return chunk.batch(message.index)
+
+    def _upload_script_outputs(self, job: JobRecord) -> None:
+        """Copy files the script wrote to AZUREML_BI_OUTPUT_PATH into the job's output folder.
+
+        Runs after each successful mini-batch, before its completion is recorded, so every
+        file is in storage by the time finalize runs — whichever host scored it. Only new or
+        changed files are uploaded; the merged output's name is left to finalize. Uploads are
+        create-only: a file already in storage is never replaced, unless it is the very blob
+        this process wrote (ETag-conditional), or holds the same bytes (a redelivered
+        mini-batch); anything else raises ScriptOutputExists.
+        """
+        folder = self.runtime.job_output_dir(job.id)
+        merged = job.settings.output_file_name if job.settings.output_action == "append_row" \
+            else None
+        changed = []
+        for relative, stat in sorted(worker_files(folder)):  # links are left out
+            signature = (stat.st_size, stat.st_mtime_ns)
+            key = (job.id, relative)
+            with self._lock:
+                sent = self._uploaded.get(key)
+            if relative == merged or (sent is not None and sent[0] == signature):
+                continue
+            changed.append((relative, key, signature, sent))
+        if not changed:
+            return
+        container = self.store.service.get_container_client(job.output.container)
+        self.store.ensure_output_container(job.output.container)
+        refused: list[ScriptOutputExists] = []
+        for relative, key, signature, sent in changed:
+            blob = container.get_blob_client(job.output.child(relative).path)
+            try:
+                etag = _upload_script_output(blob, folder, relative,
+                                             None if sent is None else sent[1])
+            except (UnsafeWorkerFile, FileNotFoundError) as exc:
+                log.warning("job %s: script output %s not uploaded: %s", job.id, relative, exc)
+                continue
+            except ScriptOutputExists as exc:
+                # Blamed on this mini-batch once, not on every later one of this process.
+                etag = None
+                refused.append(exc)
+            with self._lock:
+                self._uploaded[key] = (signature, etag)
+        if refused:
+            raise refused[0]
+
+    def _record_success(self, job: JobRecord, batch: MiniBatch,
+                        outcome: ScoringOutcome) -> int:
+        """Record a scored mini-batch: its part, and the inputs that failed in it."""
+        error = None
+        failures = list(outcome.failures)
+        reported = _counted(batch, outcome)
+        gap = outcome.failed - reported
+        if gap > 0:
+            # run() returned fewer rows than the inputs it was given (and did not say which).
+            unit = "rows" if batch.pieces else "files"
+            error = (f"run() returned {outcome.rows} rows for {batch.inputs - reported} "
+                     f"{unit}: {gap} counted as failed")
+            failures += _short_return(batch, outcome, error)
+        if failures:
+            status = MISSING_ROWS if not outcome.failures else INPUT_FAILED
+            summary = error or (f"{outcome.failed} of {batch.inputs} "
+                                f"{'rows' if batch.pieces else 'files'} failed: "
+                                f"{failures[0].error}")
+            write_record(self.store.state, job.id, outcome.index, attempts=outcome.attempt,
+                         status=status, error=summary, traceback=None, inputs=failures,
+                         unlisted=outcome.unlisted)
+            error = summary
+        completion = Completion(outcome.index, True, outcome.succeeded, outcome.failed,
+                                outcome.rows, error, utc_now(),
+                                host=self.logs.host)
+        if job.settings.output_action == "append_row" and outcome.part is not None:
+            completion = with_part(self.store.state, job.id, completion,
+                                   Part(outcome.part.data, outcome.part.header))
+        return record_completion(self.store.state, job.id, completion)
+
+    def _record_failure(self, job_id: str, index: int, planned: PlannedBatch,
+                        attempts: int, status: str, error: str, traceback: str | None) -> int:
+        rows = [(p.first_row, p.rows) for p in planned.pieces]
+        files = [p.file for p in planned.pieces] if planned.pieces else planned.files
+        write_record(self.store.state, job_id, index, attempts=attempts, status=status,
+                     error=error, traceback=readable_traceback(traceback),
+                     inputs=whole(files, error, rows))
+        inputs = sum(rows for _, rows in rows) if rows else len(planned.files)
+        return record_completion(self.store.state, job_id, Completion(
+            index, False, 0, inputs, 0, error, utc_now(), host=self.logs.host))
+
+    def _write_failed_log(self, job_id: str, index: int, attempt: int,
+                          outcome: ScoringOutcome) -> None:
+        # The runtime's log already holds the script's traceback.
+        text = (outcome.log or "") + (f"\n[batchfn] attempt {attempt} {outcome.status}: "
+                                      f"{outcome.error}\n")
+        self.logs.write_failed(job_id, index, attempt, text)
+
+
+def _upload_script_output(blob: BlobClient, folder: Path, relative: str,
+                          own_etag: str | None) -> str:
+    """Upload one script output file without replacing anything this process did not write;
+    returns the blob's ETag. The file is opened link-proof (open_worker_file), twice: once
+    to hash it, once to send it."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    with open_worker_file(folder, relative) as data:
+        while chunk := data.read(_HASH_CHUNK):
+            md5.update(chunk)
+    settings = ContentSettings(content_md5=bytearray(md5.digest()))
+    try:
+        with open_worker_file(folder, relative) as data:
+            if own_etag is None:
+                written = blob.upload_blob(data, overwrite=False, content_settings=settings)
+            else:
+                written = blob.upload_blob(data, overwrite=True, content_settings=settings,
+                                           etag=own_etag,
+                                           match_condition=MatchConditions.IfNotModified)
+        return written["etag"]
+    except (ResourceExistsError, ResourceModifiedError):
+        properties = blob.get_blob_properties()
+        stored = properties.content_settings.content_md5
+        if stored and bytes(stored) == md5.digest():
+            return properties.etag  # the same bytes: a redelivered mini-batch wrote it
+        raise ScriptOutputExists(
+            f"the script wrote {relative!r}, but {blob.container_name}/{blob.blob_name} "
+            "already exists with other content; batchfn never replaces a file it did not "
+            "write (use a new output_path, or file names unique to each mini-batch)") from None
+
+
+def _counted(batch: MiniBatch, outcome: ScoringOutcome) -> int:
+    """The failed inputs the worker reported (rows, or files of the batch)."""
+    if batch.pieces:
+        return sum(f.rows for f in outcome.failures) + outcome.unlisted
+    return len({f.file for f in outcome.failures} & set(batch.files)) + outcome.unlisted
+
+
+def _short_return(batch: MiniBatch, outcome: ScoringOutcome, error: str) -> list[InputFailure]:
+    """What a short return failed: the files it left out (when a column of file names shows
+    which), else every input of the batch, each with the gap in the message."""
+    if batch.pieces:
+        return whole([p.file for p in batch.pieces], error,
+                     [(p.first_row, p.rows) for p in batch.pieces])
+    return whole(outcome.missing or batch.files, error)
+

@@ -1,0 +1,44 @@
+"""Queue clients of the storage account, encoded the way the Functions host reads them."""
+
+from __future__ import annotations
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from shared.contract.layout import MINIBATCH_QUEUE, SHARD_HINT_QUEUE
+from shared.storage.account import StorageAccount
+
+
+def trigger_queue(account: StorageAccount, name: str) -> QueueClient:
+    """A queue a queue trigger reads: messages base64-encoded like the Functions host expects."""
+    return account.queue_service().get_queue_client(
+        name, message_encode_policy=TextBase64EncodePolicy(),
+        message_decode_policy=TextBase64DecodePolicy())
+
+
+def minibatch_queue(account: StorageAccount, name: str = MINIBATCH_QUEUE) -> QueueClient:
+    """The mini-batch queue the scoring hosts read."""
+    return trigger_queue(account, name)
+
+
+def shard_hint_queue(account: StorageAccount) -> QueueClient:
+    """The queue that carries shard hints from scoring hosts to the control app."""
+    return trigger_queue(account, SHARD_HINT_QUEUE)
+
+
+def ensure_queue(queue: QueueClient) -> None:
+    """Create `queue` if it does not exist: the Functions host polls a missing queue as an
+    empty one and never creates it, so the first sender must."""
+    try:
+        queue.create_queue()
+    except ResourceExistsError:
+        pass
+
+
+def send(queue: QueueClient, text: str, **options: object) -> None:
+    """Send one message, creating the queue first where a fresh account lacks it."""
+    try:
+        queue.send_message(text, **options)
+    except ResourceNotFoundError:
+        ensure_queue(queue)
+        queue.send_message(text, **options)
