@@ -11,7 +11,12 @@ CHECKOV := checkov==3.3.30
 CHECKOV_VENV := $(VENV)/tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: install test chaos serve demo lint bench clean
+# Test processes `make test` runs at once (pytest-xdist; whole test files go to one process,
+# so module fixtures such as a devhost are shared as before). The suites spend much of
+# their time waiting on Azurite, devhost and worker processes, so two cores run three well.
+TEST_WORKERS ?= 3
+
+.PHONY: install test quick chaos serve demo lint bench clean
 
 install: $(PY_STAMP) $(NODE_STAMP)
 
@@ -34,9 +39,17 @@ $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: install $(CHROMIUM) $(CHECKOV_STAMP)
+# The full suite (what CI runs). The installs run side by side: they wait on downloads.
+test:
+	$(MAKE) --no-print-directory -j3 install $(CHROMIUM) $(CHECKOV_STAMP)
 	$(PY) -m ruff check --quiet .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# Fast feedback while editing: lint and the unit tests (no Azurite, no browser), under a
+# minute. `make test` stays the one full command.
+quick: $(PY_STAMP)
+	$(PY) -m ruff check --quiet .
+	$(PY) -m pytest tests/unit -q -n 2 --dist loadfile -m "not slow"
 
 # The chaos suite's long form: CHAOS_ROUNDS rounds of 2,000-file jobs under faults
 # (`make test` runs 3); CHAOS_SEED=<seed> replays a run.
