@@ -25,12 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import (  # noqa: E402
     data_container,
     median,
-    now_utc,
     percentile,
     running_stack,
     upload_blobs,
-    write_results,
 )
+from bench.report import now_utc, write_results  # noqa: E402
 from samples.mnist.naive_score import TORCH_DEPLOYMENT  # noqa: E402
 
 ENDPOINT = "bench-cli-start"
