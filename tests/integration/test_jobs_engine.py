@@ -59,6 +59,7 @@ class FakeRuntime:
         self.lock = threading.Lock()
         self.output_root = Path(tempfile.mkdtemp(prefix="fake-bi-output-"))
         self.script_writes = False  # write <first file>.out to the job's output folder
+        self.extra_outputs: dict[str, bytes] = {}  # written there by mini-batch 0
 
     def job_output_dir(self, job_id: str) -> Path:
         folder = self.output_root / job_id
@@ -77,6 +78,10 @@ class FakeRuntime:
         names = [f.display_name for f in batch.files]
         if self.script_writes:
             (self.job_output_dir(batch.job_id) / f"{names[0]}.out").write_text(str(len(names)))
+        for file_name, content in self.extra_outputs.items() if batch.index == 0 else ():
+            path = self.job_output_dir(batch.job_id) / file_name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
         if self.short:
             names = names[:-1]
         if self.as_list:
@@ -455,6 +460,59 @@ def test_script_outputs_are_create_only(env):
     assert sorted(row["file"] for row in rows) == ["f002.txt", "f003.txt"]
     assert {row["status"] for row in rows} == {"output_exists"}
     assert "never replaces a file it did not write" in rows[0]["error"]
+
+
+@pytest.mark.parametrize("written", [
+    "..\\victim\\x",  # storage reads "\\" as "/" and resolves "..": another job's folder
+    "..\\..\\batchfn-drop\\ep1\\f\\_start",  # a drop marker that would start a job
+    "dots.\\..\\..\\victim\\y", "line\nbreak", "trailing."])
+def test_script_output_names_stay_in_the_job_folder(env, written):
+    account, store, queue, data, name = env
+    _upload(data, "in", 4)
+    jobs = account.blob_service().get_container_client("batchfn-jobs")
+    store.ensure_containers()
+    service = JobService(store, FakeRegistry(DeploymentSettings(
+        mini_batch_size=2, output_action="summary_only")))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
+    runtime = FakeRuntime()
+    runtime.extra_outputs = {written: b"planted", "good/file.txt": b"fine"}
+    assert _run(store, queue, job.id, MiniBatchHandler(store, runtime, queue)).status == \
+        "Completed"
+    # Azurite turns "\\" into "/" and keeps "..": before names were checked, the job's
+    # folder held "<job>/../victim/x", which Azure resolves to "victim/x", outside it.
+    for container in account.blob_service().list_containers(name_starts_with="batchfn-"):
+        client = account.blob_service().get_container_client(container.name)
+        for blob_name in client.list_blob_names():
+            segments = blob_name.split("/")
+            assert ".." not in segments and not any(s.endswith(".") for s in segments), \
+                f"{container.name}/{blob_name}"
+            assert "\n" not in blob_name
+    assert sorted(jobs.list_blob_names(name_starts_with=f"{job.id}/")) == [
+        f"{job.id}/good/file.txt"]
+    # The mini-batch that wrote it failed, naming the file; later ones were not blamed.
+    rows = service.errors(job.id)
+    assert sorted(row["file"] for row in rows) == ["f000.txt", "f001.txt"]
+    assert {row["status"] for row in rows} == {"output_refused"}
+    assert repr(written)[1:-1] in rows[0]["error"] and "plain relative" in rows[0]["error"]
+
+
+def test_script_output_file_count_is_bounded(env, monkeypatch):
+    from shared.scoring import minibatch_handler
+
+    account, store, queue, data, name = env
+    _upload(data, "in", 2)
+    monkeypatch.setattr(minibatch_handler, "MAX_SCRIPT_OUTPUT_FILES", 3)
+    service = JobService(store, FakeRegistry(DeploymentSettings(
+        mini_batch_size=2, output_action="summary_only")))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
+    runtime = FakeRuntime()
+    runtime.extra_outputs = {f"many/{i}.txt": b"x" for i in range(4)}
+    _run(store, queue, job.id, MiniBatchHandler(store, runtime, queue))
+    jobs = account.blob_service().get_container_client("batchfn-jobs")
+    assert list(jobs.list_blob_names(name_starts_with=f"{job.id}/")) == []
+    rows = service.errors(job.id)
+    assert {row["status"] for row in rows} == {"output_refused"}
+    assert "more than 3 files" in rows[0]["error"]
 
 
 def test_console_reads_live_errors_throughput_and_attempt_logs(env):
