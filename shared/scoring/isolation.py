@@ -14,7 +14,8 @@ that a worker of the same account cannot read its environment or memory through 
 attach a debugger; the files a worker wrote are opened without following links
 (`worker_files`, `open_worker_file`), so a link cannot make the host read one of its own
 files into a job's logs or outputs; and what a worker sends the host is unpickled with only
-the pool's message classes allowed (`receive`), since an arbitrary pickle runs code.
+the pool's message classes allowed (`receive`), since an arbitrary pickle runs code, and
+only once its length is known to be within bounds.
 """
 
 from __future__ import annotations
@@ -313,14 +314,27 @@ class _MessageUnpickler(pickle.Unpickler):
         return found
 
 
-def receive(conn: Connection, messages: tuple[type, ...], contents: tuple[type, ...] = ()
-            ) -> Any:
+class WorkerMessageTooLarge(pickle.UnpicklingError):
+    """A worker sent a message longer than the host reads; the pipe is unusable after it."""
+
+
+def receive(conn: Connection, messages: tuple[type, ...], contents: tuple[type, ...] = (),
+            *, max_bytes: int) -> Any:
     """The next message a worker sent on `conn`: an instance of one of the `messages`
     dataclasses whose fields hold plain values (numbers, text, bytes, None), instances of
     `contents` whose fields are plain, or tuples of either. Raises EOFError/OSError at the
-    pipe's end and UnpicklingError for anything else, which is never built.
+    pipe's end, WorkerMessageTooLarge for a message of more than `max_bytes` (its length
+    comes first on the pipe: the rest is never read) and UnpicklingError for anything else,
+    which is never built.
     """
-    message = _MessageUnpickler(conn.recv_bytes(), messages + contents).load()
+    try:
+        data = conn.recv_bytes(max_bytes)
+    except OSError:
+        if conn.closed or not conn.readable:  # what recv_bytes does after a long message
+            raise WorkerMessageTooLarge(
+                f"a worker sent a message of more than {max_bytes:,} bytes") from None
+        raise
+    message = _MessageUnpickler(data, messages + contents).load()
     if not isinstance(message, messages) or not all(
             _plain(getattr(message, field.name), contents)
             for field in dataclasses.fields(message)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import subprocess
 import sys
 from multiprocessing.connection import Pipe
@@ -18,6 +19,7 @@ from shared.scoring.isolation import (
     UnsafeWorkerFile,
     WorkerAccount,
     WorkerAccountError,
+    WorkerMessageTooLarge,
     import_problem,
     open_worker_file,
     receive,
@@ -28,8 +30,17 @@ from shared.scoring.isolation import (
 )
 from shared.scoring.pool import WorkerPool
 from shared.worker.encoding import EncodedPart
-from shared.worker.protocol import Reply, Started, WorkerSpec
-from shared.worker.tabular.failures import FailedInput
+from shared.worker.protocol import (
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_FILE_NAME_CHARS,
+    MAX_LISTED_FAILURES,
+    MAX_TRACEBACK_CHARS,
+    Reply,
+    Started,
+    WorkerSpec,
+    bounded,
+)
+from shared.worker.tabular.failures import MAX_ERROR_CHARS, FailedInput
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 NOBODY = WorkerAccount("nobody", 65534, 65534)
@@ -143,10 +154,10 @@ def test_unreachable_checks_every_folder_on_the_way(worker_tmp):
     assert unreachable(private, WorkerAccount("me", private.stat().st_uid, 0)) is None
 
 
-def _sent(message: object) -> object:
+def _sent(message: object, max_bytes: int = 1024 * 1024) -> object:
     host, worker = Pipe()
     worker.send_bytes(message if isinstance(message, bytes) else pickle.dumps(message))
-    return receive(host, (Started, Reply), (EncodedPart, FailedInput))
+    return receive(host, (Started, Reply), (EncodedPart, FailedInput), max_bytes=max_bytes)
 
 
 class _RunsCode:
@@ -166,6 +177,36 @@ def test_the_host_builds_only_the_pools_messages_from_a_worker():
                     Reply(1, True, failed=((FailedInput("a", "e"),),))):
         with pytest.raises(pickle.UnpicklingError):
             _sent(hostile)
+
+
+def test_a_message_longer_than_the_cap_is_refused_before_it_is_read():
+    host, worker = Pipe()
+    # The length comes first: a worker announcing a terabyte is refused at once, without
+    # waiting for (or holding) any of it.
+    worker._send(struct.pack("!i", -1) + struct.pack("!Q", 1 << 40))
+    with pytest.raises(WorkerMessageTooLarge, match="more than 1,024 bytes"):
+        receive(host, (Started, Reply), (EncodedPart, FailedInput), max_bytes=1024)
+    with pytest.raises(WorkerMessageTooLarge):
+        _sent(Reply(1, True, part=EncodedPart(b"x" * 4096)), max_bytes=1024)
+    assert _sent(Reply(1, True, part=EncodedPart(b"x" * 512)), max_bytes=1024).ok
+
+
+def test_the_host_bounds_texts_and_lists_a_worker_sends():
+    huge = "x" * 20_000_000 + " the end"
+    reply = bounded(Reply(1, False, error=huge, traceback="Traceback\n" + huge,
+                          failed=tuple(FailedInput(f"f{i}" * 2000, huge, i)
+                                       for i in range(MAX_LISTED_FAILURES + 5))))
+    assert len(reply.error) <= MAX_ERROR_MESSAGE_CHARS and reply.error.endswith("the end")
+    assert "characters cut" in reply.error
+    assert len(reply.traceback) <= MAX_TRACEBACK_CHARS
+    assert reply.traceback.startswith("Traceback") and reply.traceback.endswith("the end")
+    assert len(reply.failed) == MAX_LISTED_FAILURES
+    assert all(len(f.error) <= MAX_ERROR_CHARS and len(f.file) <= MAX_FILE_NAME_CHARS
+               for f in reply.failed)
+    started = bounded(Started(2, error=huge, missing=True))
+    assert len(started.error) <= MAX_ERROR_MESSAGE_CHARS and started.missing
+    small = Reply(3, True, rows=1, error="fine")
+    assert bounded(small) is small
 
 
 def test_files_a_worker_wrote_are_read_without_following_links(tmp_path):
