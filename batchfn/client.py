@@ -17,10 +17,11 @@ blob SDK) is imported by the methods that use it, so `batchfn job show` starts q
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["ApiError", "BatchfnClient", "JOB_TERMINAL_STATUSES"]
 
 JOB_TERMINAL_STATUSES = ("Completed", "Failed", "Canceled")
+PAGE_SIZE = 1000  # items asked for per page of a paged listing (jobs, errors)
 _DOWNLOAD_CHUNK = 1024 * 1024
 
 
@@ -236,9 +238,28 @@ class BatchfnClient:
             body["name"] = new_name
         return self.request("POST", f"jobs/{_quote(name)}/rerun", body)
 
-    def job_errors(self, name: str) -> list[dict[str, Any]]:
-        """The per-file errors report of a finished job."""
-        return self.request("GET", f"jobs/{_quote(name)}/errors")["value"]
+    def job_errors(self, name: str, top: int | None = None) -> list[dict[str, Any]]:
+        """The per-file errors report (its first `top` rows; all by default): file,
+        mini-batch, attempts, error, traceback; the failures so far while the job runs."""
+        return list(itertools.islice(self.iter_job_errors(name), top))
+
+    def iter_job_errors(self, name: str, page_size: int = PAGE_SIZE
+                        ) -> Iterator[dict[str, Any]]:
+        """The errors report's rows, fetched a page of `page_size` at a time as they are
+        consumed (a report of millions of rows is never held)."""
+        return self._paged(f"jobs/{_quote(name)}/errors", {}, page_size)
+
+    def _paged(self, path: str, params: Mapping[str, Any],
+               page_size: int) -> Iterator[dict[str, Any]]:
+        """The items of a paged listing (`value` + `continuation`), page after page."""
+        token = None
+        while True:
+            page = self.request("GET", path,
+                                params={**params, "top": page_size, "continuation": token})
+            yield from page["value"]
+            token = page.get("continuation")
+            if not token:
+                return
 
     def wait_job(self, name: str, *, poll: float = 0.5, timeout: float | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,

@@ -32,15 +32,16 @@ from shared.contract.job_records import JOB_NAME_PATTERN, JobRecord, JobStatus
 from shared.contract.names import MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN, check_resource_name
 from shared.control.context import job_service
 from shared.control.datastores import MAX_URI_LENGTH
+from shared.control.error_pages import DEFAULT_ERROR_PAGE_ROWS, MAX_ERROR_ROWS
 from shared.control.input_uploads import MAX_FILES as MAX_UPLOAD_FILES
 from shared.control.input_uploads import grant_input_upload
 from shared.control.job_service import (
     JOB_STATUSES,
-    MAX_ERROR_ROWS,
     MAX_LOG_BYTES,
     OUTPUT_NAMES,
     job_view,
 )
+from shared.control.pages import MAX_TOKEN_CHARS
 
 bp = df.Blueprint()
 
@@ -150,9 +151,12 @@ def cancel_job(req: func.HttpRequest) -> func.HttpResponse:
 @api_errors
 def job_errors(req: func.HttpRequest) -> func.HttpResponse:
     """The per-file errors report: file, mini-batch, attempts, error, the traceback's frames
-    from the user's code (the first ?top= rows). While the job runs: the failures so far."""
+    from the user's code, a page at a time (?top= rows, ?continuation= from the previous
+    page). While the job runs: the failures so far."""
     top = query_int(req, "top", minimum=1, maximum=MAX_ERROR_ROWS)
-    return json_response({"value": job_service().errors(req.route_params["job"], top)})
+    page = job_service().errors(req.route_params["job"], top,
+                                query_text(req, "continuation", max_chars=MAX_TOKEN_CHARS))
+    return json_response(page.to_dict())
 
 
 @bp.route(route="jobs/{job}/throughput", methods=["GET"])
@@ -269,6 +273,12 @@ _JOB_REF = {"$ref": "#/components/schemas/Job"}
 _LIST = {"type": "object", "properties": {"value": {"type": "array", "items": {
     "type": "object"}}}}
 _FILTER = {"type": "string", "maxLength": MAX_QUERY_VALUE}
+_PAGE = {"type": "object", "properties": {
+    "value": {"type": "array", "items": {"type": "object"}},
+    "continuation": {"type": "string", "description": "pass as ?continuation= for the next "
+                                                      "page; absent on the last page"}}}
+_CONTINUATION = query_param("continuation", "the token of the previous page (opaque)",
+                            {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_CHARS})
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/endpoints/{endpoint}/jobs": {
@@ -302,10 +312,12 @@ OPENAPI_PATHS: dict[str, Any] = {
                                                              200: "Existing job (same name)"},
         result=_JOB_REF, errors=(400, 404, 409, 413))},
     "/jobs/{job}/errors": {"get": operation(
-        "Per-file errors report (while the job runs: the failures so far)", "getJobErrors",
-        parameters=[_JOB, query_param("top", "at most this many rows (the first ones)",
-                                      _integer(1, MAX_ERROR_ROWS))],
-        responses={200: "Errors"}, result=_LIST)},
+        "Per-file errors report, a page at a time (while the job runs: the failures so far)",
+        "getJobErrors",
+        parameters=[_JOB, query_param("top", f"at most this many rows in this page (default "
+                                             f"{DEFAULT_ERROR_PAGE_ROWS})",
+                                      _integer(1, MAX_ERROR_ROWS)), _CONTINUATION],
+        responses={200: "A page of errors"}, result=_PAGE)},
     "/jobs/{job}/throughput": {"get": operation(
         "Files succeeded and failed over time", "getJobThroughput", parameters=[_JOB],
         responses={200: "Samples"}, result=_schema({

@@ -84,7 +84,8 @@ def job_rerun(name: str, failed_only: bool, job_name: str | None) -> None:
 
 @job.command("errors")
 @click.option("--name", "-n", required=True, help="Job name.")
-def job_errors(name: str) -> None:
+@click.option("--top", type=click.IntRange(min=1), help="Only the first N rows (default: all).")
+def job_errors(name: str, top: int | None) -> None:
     """The per-file errors report: file, mini-batch, attempts, error, the traceback's frames
-    from your code (the failures so far while the job runs)."""
-    emit(get_client().job_errors(name))
+    from your code (the failures so far while the job runs), fetched page by page."""
+    emit(get_client().job_errors(name, top))

@@ -25,10 +25,11 @@ from shared.contract.layout import JOBS_CONTAINER
 from shared.contract.registry_records import DeploymentRecord
 from shared.contract.timestamps import format_time, utc_now
 from shared.control.datastores import StorageBoundaries
+from shared.control.error_pages import MAX_ERROR_ROWS, errors_page
 from shared.control.invoke_request import InvokeRequest, parse_invoke
+from shared.control.pages import Page
 from shared.control.progress import Progress
 from shared.control.throughput import throughput_view
-from shared.storage.failure_records import error_rows
 from shared.storage.job_store import JobStore
 
 OUTPUT_NAMES = ("score", "errors")
@@ -36,8 +37,6 @@ MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # larger outputs are read from storage d
 JOB_STATUSES = (JobStatus.NOT_STARTED, JobStatus.QUEUED, JobStatus.RUNNING,
                 JobStatus.FINALIZING, JobStatus.COMPLETED, JobStatus.FAILED,
                 JobStatus.CANCEL_REQUESTED, JobStatus.CANCELED)
-MAX_LIVE_FAILURE_RECORDS = 100  # mini-batch failure records read for a job still running
-MAX_ERROR_ROWS = 1_000_000  # the most rows ?top= may ask for
 MAX_LOGS_LISTED = 1000
 MAX_LOG_BYTES = 4 * 1024 * 1024  # a longer log is served from its end
 # The names under a job's logs/ folder (layout.attempt_log, layout.succeeded_log).
@@ -135,45 +134,16 @@ class JobService:
         rows = self.store.list(endpoint, deployment)
         return [row for row in rows if row["status"] == status] if status else rows
 
-    def errors(self, job_id: str, top: int | None = None) -> list[dict[str, Any]]:
-        """The per-file errors report (its first `top` rows), written when the job ends;
-        while it runs, the rows of the failure records so far (of the first
-        MAX_LIVE_FAILURE_RECORDS mini-batches)."""
+    def errors(self, job_id: str, top: int | None = None,
+               continuation: str | None = None) -> Page:
+        """A page of the per-file errors report (error_pages.py): at most `top` rows, and a
+        token for the next page; while the job runs, the failures recorded so far."""
         if top is not None and not 0 < top <= MAX_ERROR_ROWS:
             raise InvalidRequest(f"top must be a number of rows from 1 to {MAX_ERROR_ROWS}",
                                  details={"parameter": "top"}, code="invalid_parameter")
         job = self.store.get(job_id)
-        try:
-            report = self.store.state.download_blob(layout.errors_report(job_id))
-        except ResourceNotFoundError:
-            rows = [] if job.status in JobStatus.TERMINAL else self._live_errors(job_id, top)
-            return rows[:top]
-        rows = []
-        pending = b""
-        # Chunk by chunk: asking for the first rows stops early in a large report.
-        for chunk in report.chunks():
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            rows.extend(json.loads(line) for line in lines if line.strip())
-            if top is not None and len(rows) >= top:
-                return rows[:top]
-        if pending.strip():
-            rows.append(json.loads(pending))
-        return rows[:top]
-
-    def _live_errors(self, job_id: str, top: int | None) -> list[dict[str, Any]]:
-        state = self.store.state
-        rows: list[dict[str, Any]] = []
-        names = state.list_blob_names(name_starts_with=layout.failures_prefix(job_id))
-        for count, name in enumerate(names):
-            if count >= MAX_LIVE_FAILURE_RECORDS or (top is not None and len(rows) >= top):
-                break
-            try:
-                record = json.loads(state.download_blob(name).readall())
-            except ResourceNotFoundError:
-                continue
-            rows.extend(error_rows(record))
-        return rows
+        return errors_page(self.store.state, job_id, job.status in JobStatus.TERMINAL, top,
+                           continuation)
 
     def throughput(self, job_id: str) -> dict[str, Any]:
         """Inputs succeeded and failed over time (a bounded series; see throughput.py)."""
@@ -278,7 +248,7 @@ class JobService:
             if old.status not in JobStatus.TERMINAL:
                 raise Conflict(f"job {job_id!r} is {old.status}; rerun --failed-only needs a "
                                "finished job", code="job_not_finished")
-            if not self.errors(job_id):
+            if not self.errors(job_id, top=1).value:
                 raise InvalidRequest(f"job {job_id!r} has no failed files to rerun",
                                      code="nothing_to_rerun")
             job_input = JobInput(INPUT_FAILED_FILES, old.input.location,

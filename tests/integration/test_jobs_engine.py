@@ -60,6 +60,7 @@ class FakeRuntime:
         self.output_root = Path(tempfile.mkdtemp(prefix="fake-bi-output-"))
         self.script_writes = False  # write <first file>.out to the job's output folder
         self.extra_outputs: dict[str, bytes] = {}  # written there by mini-batch 0
+        self.score_failure: str | None = None  # the message of a failure (else names the file)
 
     def job_output_dir(self, job_id: str) -> Path:
         folder = self.output_root / job_id
@@ -72,8 +73,9 @@ class FakeRuntime:
             for f in batch.files:
                 if self.fail.get(f.display_name, 0):
                     self.fail[f.display_name] -= 1
+                    error = self.score_failure or f"boom on {f.display_name}"
                     return ScoringOutcome(batch.job_id, batch.index, batch.attempt, FAILED, None,
-                                          0, (), 0, len(batch.files), f"boom on {f.display_name}",
+                                          0, (), 0, len(batch.files), error,
                                           "Traceback...\nValueError: boom", "log line\n", 0.0, 0.0)
         names = [f.display_name for f in batch.files]
         if self.script_writes:
@@ -168,7 +170,7 @@ def test_happy_path_rows_in_input_order_azureml_format(env):
     assert view["status"] == "Completed"
     assert view["progress"]["files"] == {"total": 23, "succeeded": 23, "failed": 0, "pending": 0}
     assert view["progress"]["mini_batches"]["total"] == 5
-    assert service.errors(job.id) == []
+    assert service.errors(job.id).value == []
     assert [row["name"] for row in service.list(endpoint="ep1")].count(job.id) == 1
 
 
@@ -185,7 +187,7 @@ def test_retries_then_success_and_permanent_failure_errors_report(env):
     view = service.show(job.id)
     assert view["progress"]["files"]["failed"] == 2
     assert view["progress"]["mini_batches"]["failed"] == 1
-    errors = service.errors(job.id)
+    errors = service.errors(job.id).value
     assert [e["file"] for e in errors] == ["f004.txt", "f005.txt"]
     assert errors[0]["attempts"] == 3 and errors[0]["traceback"].endswith("\nValueError: boom")
     name_, content = service.output(job.id, "score")
@@ -223,7 +225,7 @@ def test_fewer_rows_than_inputs_counts_the_gap(env):
     view = service.show(job.id)
     assert view["progress"]["files"]["succeeded"] == 3
     assert view["progress"]["files"]["failed"] == 1
-    assert [e["file"] for e in service.errors(job.id)] == ["f003.txt"]
+    assert [e["file"] for e in service.errors(job.id).value] == ["f003.txt"]
     _, content = service.output(job.id, "score")
     assert json.loads(content.splitlines()[0]) == {"file": "f000.txt", "value": 8}
 
@@ -456,7 +458,7 @@ def test_script_outputs_are_create_only(env):
     assert advance_job(store, job.id).status == "Completed"
     assert data.download_blob("out/f002.txt.out").readall() == b"someone else's"
     assert data.download_blob("out/f000.txt.out").readall() == b"2"
-    rows = service.errors(job.id)
+    rows = service.errors(job.id).value
     assert sorted(row["file"] for row in rows) == ["f002.txt", "f003.txt"]
     assert {row["status"] for row in rows} == {"output_exists"}
     assert "never replaces a file it did not write" in rows[0]["error"]
@@ -490,7 +492,7 @@ def test_script_output_names_stay_in_the_job_folder(env, written):
     assert sorted(jobs.list_blob_names(name_starts_with=f"{job.id}/")) == [
         f"{job.id}/good/file.txt"]
     # The mini-batch that wrote it failed, naming the file; later ones were not blamed.
-    rows = service.errors(job.id)
+    rows = service.errors(job.id).value
     assert sorted(row["file"] for row in rows) == ["f000.txt", "f001.txt"]
     assert {row["status"] for row in rows} == {"output_refused"}
     assert repr(written)[1:-1] in rows[0]["error"] and "plain relative" in rows[0]["error"]
@@ -510,7 +512,7 @@ def test_script_output_file_count_is_bounded(env, monkeypatch):
     _run(store, queue, job.id, MiniBatchHandler(store, runtime, queue))
     jobs = account.blob_service().get_container_client("batchfn-jobs")
     assert list(jobs.list_blob_names(name_starts_with=f"{job.id}/")) == []
-    rows = service.errors(job.id)
+    rows = service.errors(job.id).value
     assert {row["status"] for row in rows} == {"output_refused"}
     assert "more than 3 files" in rows[0]["error"]
 
@@ -524,7 +526,7 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
     assert service.throughput(job.id)["samples"] == []
     _drain(MiniBatchHandler(store, FakeRuntime(fail={"f004.txt": 99}), queue), queue)
     # Before the job ends, errors come from the failure records written so far.
-    errors = service.errors(job.id)
+    errors = service.errors(job.id).value
     assert [e["file"] for e in errors] == ["f004.txt", "f005.txt"]
     assert errors[0]["traceback"].endswith("ValueError: boom")
     assert evaluate(store, job.id).outcome is Outcome.COMPLETED
@@ -553,16 +555,68 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
     with pytest.raises(NotFound):
         service.throughput("no-such-job")
 
-    assert [e["file"] for e in service.errors(job.id, top=1)] == ["f004.txt"]
+    assert [e["file"] for e in service.errors(job.id, top=1).value] == ["f004.txt"]
     assert advance_job(store, job.id).status == "Completed"
-    assert [e["file"] for e in service.errors(job.id)] == ["f004.txt", "f005.txt"]
-    assert [e["file"] for e in service.errors(job.id, top=1)] == ["f004.txt"]
+    assert [e["file"] for e in service.errors(job.id).value] == ["f004.txt", "f005.txt"]
+    assert [e["file"] for e in service.errors(job.id, top=1).value] == ["f004.txt"]
     with pytest.raises(InvalidRequest):
         service.errors(job.id, top=0)
     assert job.id in [row["name"] for row in service.list(endpoint="ep1", status="Completed")]
     assert job.id not in [row["name"] for row in service.list(status="Running")]
     with pytest.raises(InvalidRequest):
         service.list(status="Done")
+
+
+def _pages(service, job_id, top):
+    rows, token, pages = [], None, 0
+    while True:
+        page = service.errors(job_id, top, token)
+        rows += page.value
+        pages += 1
+        token = page.continuation
+        if token is None:
+            return rows, pages
+
+
+def test_a_repeated_message_is_stored_once_and_the_report_is_paged(env, monkeypatch):
+    from shared.control import error_pages
+    from shared.control.pages import make_token
+
+    account, store, queue, data, name = env
+    _upload(data, "in", 12)
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=4)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "max_retries": 0})
+    message = "boom " * 400  # 2,000 characters, repeated on each file of two mini-batches
+    runtime = FakeRuntime(fail={"f000.txt": 99, "f008.txt": 99})
+    runtime.score_failure = message
+    assert plan_job(store, queue, job.id).ok
+    _drain(MiniBatchHandler(store, runtime, queue), queue)
+    live, _ = _pages(service, job.id, 3)  # while it runs: from the failure records
+    assert advance_job(store, job.id).status == "Completed"
+    stored = store.state.download_blob(layout.errors_report(job.id)).readall()
+    assert stored.count(b"boom ") == 400 * 2  # once per mini-batch, not once per file
+    assert stored.count(b"ValueError: boom") == 2
+    whole, _ = _pages(service, job.id, 1000)
+    assert whole == live and len(whole) == 8
+    assert [row["file"] for row in whole] == [f"f{i:03d}.txt" for i in (0, 1, 2, 3, 8, 9, 10, 11)]
+    assert all(row["error"].startswith("boom boom") and row["traceback"].endswith(
+        "ValueError: boom") and "mini_batch_error" not in row for row in whole)
+    for top in (1, 2, 3, 5):  # pages that start inside a mini-batch restore its message
+        rows, pages = _pages(service, job.id, top)
+        assert rows == whole and pages == -(-8 // top)
+    # A page stops at about MAX_PAGE_BYTES of rows whatever top says.
+    monkeypatch.setattr(error_pages, "MAX_PAGE_BYTES", 5000)
+    rows, pages = _pages(service, job.id, 1000)
+    assert rows == whole and pages == 4
+    first = service.errors(job.id, 1000)
+    forged = [make_token("errors", offset=offset, first=first_at)
+              for offset, first_at in ((7, 0), (10 ** 9, 0), (3000, 10 ** 9), (3000, 5))]
+    for bad in ("not-a-token", first.continuation + "x", "eyJraW5kIjoiam9icyJ9",
+                first.continuation[:-4], make_token("jobs", after="x"), *forged):
+        with pytest.raises(InvalidRequest, match="continuation"):
+            service.errors(job.id, 2, bad)
+    rerun, created = service.rerun(job.id, failed_only=True)  # reads the report streamed
+    assert created
 
 
 def test_ledgers_are_read_in_bounded_chunks_whatever_their_lines(env):
@@ -627,4 +681,4 @@ def test_a_late_copy_that_fails_for_good_leaves_the_output_and_errors_report_alo
     assert advance_job(store, job.id).status == "Completed"
     _, content = service.output(job.id, "score")
     assert content.decode().splitlines() == ["file,value", "f000.txt,8", "f001.txt,8"]
-    assert [e["file"] for e in service.errors(job.id)] == ["f002.txt", "f003.txt"]
+    assert [e["file"] for e in service.errors(job.id).value] == ["f002.txt", "f003.txt"]
