@@ -39,9 +39,11 @@ else:
 app.register_functions(health)
 if serves(role, CONTROL):
     from shared.control.datastores import StorageBoundaries
+    from shared.control.planner import JobCaps
 
-    # A malformed BATCHFN_DATASTORES stops the app here, as an unknown role does.
+    # A malformed BATCHFN_DATASTORES or job cap stops the app here, as an unknown role does.
     StorageBoundaries.from_settings()
+    JobCaps.from_settings()
     for blueprint in control_blueprints():
         app.register_functions(blueprint)
 if serves(role, SCORING):

@@ -145,6 +145,15 @@ class JobService:
         return errors_page(self.store.state, job_id, job.status in JobStatus.TERMINAL, top,
                            continuation)
 
+    def _has_errors_report(self, job_id: str) -> bool:
+        """Whether the job's errors report lists anything (one properties read: the
+        rerun's planner streams the report itself)."""
+        blob = self.store.state.get_blob_client(layout.errors_report(job_id))
+        try:
+            return blob.get_blob_properties().size > 0
+        except ResourceNotFoundError:
+            return False
+
     def throughput(self, job_id: str) -> dict[str, Any]:
         """Inputs succeeded and failed over time (a bounded series; see throughput.py)."""
         self.store.get(job_id)
@@ -248,7 +257,7 @@ class JobService:
             if old.status not in JobStatus.TERMINAL:
                 raise Conflict(f"job {job_id!r} is {old.status}; rerun --failed-only needs a "
                                "finished job", code="job_not_finished")
-            if not self.errors(job_id, top=1).value:
+            if not self._has_errors_report(job_id):
                 raise InvalidRequest(f"job {job_id!r} has no failed files to rerun",
                                      code="nothing_to_rerun")
             job_input = JobInput(INPUT_FAILED_FILES, old.input.location,

@@ -89,3 +89,11 @@ def test_a_datastore_setting_naming_batchfns_own_container_stops_the_control_app
     assert "DatastoreSettingError: BATCHFN_DATASTORES: container 'azure-webjobs-secrets'" in (
         result.stderr)
     assert _import_app(SCORING, BATCHFN_DATASTORES="keys=azure-webjobs-secrets").returncode == 0
+
+
+@pytest.mark.parametrize("setting", ["BATCHFN_MAX_FILES_PER_JOB", "BATCHFN_MAX_ROWS_PER_JOB",
+                                     "BATCHFN_MAX_MINI_BATCHES_PER_JOB"])
+def test_a_job_cap_that_is_not_a_positive_number_stops_the_control_app(setting: str):
+    result = _import_app(CONTROL, **{setting: "0"})
+    assert result.returncode != 0 and f"{setting} must be a positive number" in result.stderr
+    assert _import_app(CONTROL, **{setting: "1000"}).returncode == 0
