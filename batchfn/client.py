@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["ApiError", "BatchfnClient", "JOB_TERMINAL_STATUSES"]
 
 JOB_TERMINAL_STATUSES = ("Completed", "Failed", "Canceled")
-PAGE_SIZE = 1000  # items asked for per page of a paged listing (jobs, errors)
+PAGE_SIZE = 1000  # items asked for per page of a paged listing (the most a job page holds)
 _DOWNLOAD_CHUNK = 1024 * 1024
 
 
@@ -217,14 +217,23 @@ class BatchfnClient:
         """A job with its progress, rate, ETA and error summary."""
         return self.request("GET", f"jobs/{_quote(name)}")
 
-    def list_jobs(self, endpoint_name: str | None = None,
-                  deployment_name: str | None = None) -> list[dict[str, Any]]:
-        """Jobs, newest first, optionally of one endpoint / deployment."""
+    def list_jobs(self, endpoint_name: str | None = None, deployment_name: str | None = None,
+                  *, status: str | None = None,
+                  max_results: int | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first, optionally of one endpoint / deployment / status: the first
+        `max_results` of them (all by default), fetched page by page."""
+        return list(itertools.islice(self.iter_jobs(endpoint_name, deployment_name,
+                                                    status=status), max_results))
+
+    def iter_jobs(self, endpoint_name: str | None = None, deployment_name: str | None = None,
+                  *, status: str | None = None,
+                  page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Jobs, newest first, fetched a page of `page_size` at a time as they are consumed."""
         if endpoint_name and deployment_name:
             path = (f"endpoints/{_quote(endpoint_name)}/deployments/"
                     f"{_quote(deployment_name)}/jobs")
-            return self.request("GET", path)["value"]
-        return self.request("GET", "jobs", params={"endpoint": endpoint_name})["value"]
+            return self._paged(path, {}, page_size)
+        return self._paged("jobs", {"endpoint": endpoint_name, "status": status}, page_size)
 
     def cancel_job(self, name: str) -> dict[str, Any]:
         """Ask a job to stop: CancelRequested now, Canceled once its workers have stopped."""

@@ -26,9 +26,12 @@ def job_show(name: str) -> None:
 
 @job.command("list")
 @click.option("--endpoint-name", "-e", help="Only jobs of this endpoint.")
-def job_list(endpoint_name: str | None) -> None:
-    """All jobs, newest first."""
-    emit(get_client().list_jobs(endpoint_name))
+@click.option("--status", help="Only jobs in this status (Completed, Failed, Running, ...).")
+@click.option("--max-results", "-r", type=click.IntRange(min=1),
+              help="Only the newest N jobs (default: all, fetched page by page).")
+def job_list(endpoint_name: str | None, status: str | None, max_results: int | None) -> None:
+    """Jobs, newest first."""
+    emit(get_client().list_jobs(endpoint_name, status=status, max_results=max_results))
 
 
 @job.command("stream")

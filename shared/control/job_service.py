@@ -9,7 +9,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Protocol
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.contract import layout
 from shared.contract.errors import Conflict, InvalidRequest, NotFound
@@ -27,7 +27,7 @@ from shared.contract.timestamps import format_time, utc_now
 from shared.control.datastores import StorageBoundaries
 from shared.control.error_pages import MAX_ERROR_ROWS, errors_page
 from shared.control.invoke_request import InvokeRequest, parse_invoke
-from shared.control.pages import Page
+from shared.control.pages import Page, bad_token, make_token, read_token
 from shared.control.progress import Progress
 from shared.control.throughput import throughput_view
 from shared.storage.job_store import JobStore
@@ -38,6 +38,9 @@ JOB_STATUSES = (JobStatus.NOT_STARTED, JobStatus.QUEUED, JobStatus.RUNNING,
                 JobStatus.FINALIZING, JobStatus.COMPLETED, JobStatus.FAILED,
                 JobStatus.CANCEL_REQUESTED, JobStatus.CANCELED)
 MAX_LOGS_LISTED = 1000
+DEFAULT_JOB_PAGE = 100  # jobs in a page of `job list` unless ?top= says otherwise
+MAX_JOB_PAGE = 1000
+_JOBS_TOKEN = "jobs"
 MAX_LOG_BYTES = 4 * 1024 * 1024  # a longer log is served from its end
 # The names under a job's logs/ folder (layout.attempt_log, layout.succeeded_log).
 _LOG_NAME = re.compile(r"(?P<index>\d{8})/attempt-(?P<attempt>\d{1,6})\.log"
@@ -125,14 +128,30 @@ class JobService:
         return view
 
     def list(self, endpoint: str | None = None, deployment: str | None = None,
-             status: str | None = None) -> list[dict]:
-        """Job summaries, newest first, of one endpoint, deployment or status if given."""
+             status: str | None = None, *, top: int | None = None,
+             continuation: str | None = None) -> Page:
+        """A page of job summaries, newest first, of one endpoint, deployment or status if
+        given: at most `top` (DEFAULT_JOB_PAGE when None), and a token for the next page."""
         if status is not None and status not in JOB_STATUSES:
             raise InvalidRequest(f"unknown job status {status!r}; statuses: "
                                  + ", ".join(JOB_STATUSES),
                                  details={"parameter": "status"}, code="invalid_parameter")
-        rows = self.store.list(endpoint, deployment)
-        return [row for row in rows if row["status"] == status] if status else rows
+        if top is not None and not 0 < top <= MAX_JOB_PAGE:
+            raise InvalidRequest(f"top must be a number of jobs from 1 to {MAX_JOB_PAGE}",
+                                 details={"parameter": "top"}, code="invalid_parameter")
+        _, at = read_token(continuation, {_JOBS_TOKEN: {"marker": str, "after": str}}) or (
+            _JOBS_TOKEN, {"marker": "", "after": ""})
+        try:
+            rows, following = self.store.list_page(
+                top=top or DEFAULT_JOB_PAGE, marker=at["marker"], after=at["after"],
+                endpoint=endpoint, deployment=deployment, status=status)
+        except HttpResponseError as exc:
+            if continuation is not None and exc.status_code == 400:
+                raise bad_token() from None  # storage refused the marker inside it
+            raise
+        token = None if following is None else make_token(
+            _JOBS_TOKEN, marker=following.marker, after=following.after)
+        return Page(rows, token)
 
     def errors(self, job_id: str, top: int | None = None,
                continuation: str | None = None) -> Page:

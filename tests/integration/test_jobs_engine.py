@@ -149,6 +149,16 @@ def _run(store, queue, job_id, worker, **kw):
     return step
 
 
+def _all_jobs(service, **filters):
+    rows, token = [], None
+    while True:
+        page = service.list(**filters, top=1000, continuation=token)
+        rows += page.value
+        token = page.continuation
+        if token is None:
+            return rows
+
+
 def _url(account, container, path):
     return account.blob_service().url.rstrip("/") + f"/{container}/{path}"
 
@@ -171,7 +181,7 @@ def test_happy_path_rows_in_input_order_azureml_format(env):
     assert view["progress"]["files"] == {"total": 23, "succeeded": 23, "failed": 0, "pending": 0}
     assert view["progress"]["mini_batches"]["total"] == 5
     assert service.errors(job.id).value == []
-    assert [row["name"] for row in service.list(endpoint="ep1")].count(job.id) == 1
+    assert [row["name"] for row in _all_jobs(service, endpoint="ep1")].count(job.id) == 1
 
 
 def test_retries_then_success_and_permanent_failure_errors_report(env):
@@ -303,7 +313,7 @@ def test_idempotent_invoke_by_name(env):
 def test_bad_invokes_create_nothing(env):
     account, store, queue, data, name = env
     service = JobService(store, FakeRegistry(DeploymentSettings()))
-    before = len(service.list())
+    before = len(_all_jobs(service))
     good = _url(account, name, "in")
     bad = [
         ("ep1", {"input": "https://evil.example.com/c/in"}, InvalidRequest),
@@ -322,7 +332,7 @@ def test_bad_invokes_create_nothing(env):
     for endpoint, body, error in bad:
         with pytest.raises(error):
             service.invoke(endpoint, body)
-    assert len(service.list()) == before
+    assert len(_all_jobs(service)) == before
 
 
 def test_azureml_rest_body_and_datastore_paths(env):
@@ -561,8 +571,9 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
     assert [e["file"] for e in service.errors(job.id, top=1).value] == ["f004.txt"]
     with pytest.raises(InvalidRequest):
         service.errors(job.id, top=0)
-    assert job.id in [row["name"] for row in service.list(endpoint="ep1", status="Completed")]
-    assert job.id not in [row["name"] for row in service.list(status="Running")]
+    assert job.id in [row["name"] for row in _all_jobs(service, endpoint="ep1",
+                                                        status="Completed")]
+    assert job.id not in [row["name"] for row in _all_jobs(service, status="Running")]
     with pytest.raises(InvalidRequest):
         service.list(status="Done")
 
@@ -617,6 +628,65 @@ def test_a_repeated_message_is_stored_once_and_the_report_is_paged(env, monkeypa
             service.errors(job.id, 2, bad)
     rerun, created = service.rerun(job.id, failed_only=True)  # reads the report streamed
     assert created
+
+
+def test_job_list_pages_newest_first(env, monkeypatch):
+    from shared.control.pages import make_token
+    from shared.storage import job_store
+
+    account, store, queue, data, name = env
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    body = {"input": _url(account, name, "in")}
+    created = []
+    for number in range(7):
+        job, _ = service.invoke("ep1", {**body, "name": f"{name}-{number}"})
+        created.append((job.created_at, job.id))
+        store.update(job.id, lambda j: j.with_status("Canceled") if number % 2 else None)
+    newest_first = [job_id for _, job_id in sorted(created, key=lambda c: (
+        layout.newest_first_key(c[0]), c[1]))]
+    assert newest_first[0] == max(created)[1]
+    mine = [row["name"] for row in _all_jobs(service) if row["name"].startswith(name)]
+    assert mine == newest_first
+    monkeypatch.setattr(job_store, "INDEX_PAGE_SIZE", 2)  # storage pages of two index blobs
+    for top in (1, 2, 3):
+        rows, token, pages = [], None, 0
+        while True:
+            page = service.list(top=top, continuation=token)
+            assert len(page.value) <= top
+            rows += page.value
+            pages += 1
+            token = page.continuation
+            if token is None:
+                break
+        assert [r["name"] for r in rows if r["name"].startswith(name)] == newest_first
+        assert len({r["name"] for r in rows}) == len(rows)
+    canceled = [r["name"] for r in _all_jobs(service, status="Canceled")
+                if r["name"].startswith(name)]
+    assert canceled == [job_id for job_id in newest_first if int(job_id.rsplit("-")[-1]) % 2]
+    # A rare filter reads a bounded number of index pages per call, then hands on a token.
+    monkeypatch.setattr(job_store, "MAX_INDEX_PAGES", 1)
+    page = service.list(endpoint="no-such-endpoint", top=5)
+    assert page.value == [] and page.continuation is not None
+    for bad in ("x", make_token("errors", offset=1, first=0), make_token("jobs", marker=1,
+                                                                           after="")):
+        with pytest.raises(InvalidRequest, match="continuation"):
+            service.list(continuation=bad)
+    with pytest.raises(InvalidRequest, match="top"):
+        service.list(top=1001)
+
+
+def test_an_index_blob_of_the_older_layout_moves_to_its_newest_first_name(env):
+    account, store, queue, data, name = env
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "name": f"{name}-old"})
+    new_name = layout.job_index(job.id, job.created_at)
+    metadata = store.state.get_blob_client(new_name).get_blob_properties().metadata
+    store.state.delete_blob(new_name)
+    store.state.upload_blob(f"{layout.JOB_INDEX_PREFIX}{job.id}", b"", metadata=metadata)
+    _all_jobs(service)
+    assert store.state.get_blob_client(new_name).exists()
+    assert not store.state.get_blob_client(f"{layout.JOB_INDEX_PREFIX}{job.id}").exists()
+    assert [r["name"] for r in _all_jobs(service)].count(job.id) == 1
 
 
 def test_ledgers_are_read_in_bounded_chunks_whatever_their_lines(env):
