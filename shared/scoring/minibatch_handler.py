@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -38,14 +38,13 @@ from shared.scoring.tracebacks import readable_traceback
 from shared.storage.failure_records import (
     INPUT_FAILED,
     MISSING_ROWS,
-    POISONED,
     InputFailure,
     whole,
     write_record,
 )
 from shared.storage.job_store import JobStore
-from shared.storage.ledger_blobs import first_completion, record_completion
-from shared.storage.parts import restored_completion, with_part
+from shared.storage.ledger_blobs import record_completion
+from shared.storage.parts import with_part
 
 log = logging.getLogger(__name__)
 
@@ -148,30 +147,6 @@ class MiniBatchHandler:
         blocks = self._record_failure(job.id, message.index, planned, attempt, outcome.status,
                                       outcome.error or outcome.status, outcome.traceback)
         return WorkResult("failed", outcome.error or outcome.status, blocks)
-
-    def record_poison(self, body: str | bytes) -> WorkResult:
-        """Record a message the host gave up on (crashes or errors outside run())."""
-        message = MiniBatchMessage.decode(body)
-        try:
-            job = self.store.get(message.job)
-        except NotFound:
-            return WorkResult("skipped", "job not found")
-        state = self.store.state
-        recorded = first_completion(state, job.id, message.index)
-        if recorded is not None:
-            # A delivery recorded it, then failed before the message was completed.
-            return WorkResult("skipped", "already recorded")
-        restored = restored_completion(state, job.id, message.index, utc_now())
-        if restored is not None:
-            # Scored with a part blob, but the ledger line was lost: restore it.
-            record_completion(state, job.id, replace(restored, host=self.logs.host))
-            return WorkResult("scored", "restored from part")
-        planned = self._batch(message)
-        attempts = message.prior_attempts + self.max_dequeue_count
-        self._record_failure(job.id, message.index, planned, attempts, POISONED,
-                             "the message failed on every delivery (host crashed or "
-                             "storage errors); see the mini-batch logs", None)
-        return WorkResult("failed", "poison")
 
     # --- internals -----------------------------------------------------------------------
 

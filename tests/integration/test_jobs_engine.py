@@ -23,6 +23,7 @@ from shared.control.finalize import advance_job
 from shared.control.job_service import JobService
 from shared.control.monitor import Outcome, evaluate
 from shared.control.planner import plan_job
+from shared.control.poison import record_poisoned
 from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.minibatch_handler import MiniBatchHandler, RetryMiniBatch
 from shared.storage.account import StorageAccount
@@ -370,10 +371,9 @@ def test_poison_handler_records_failure_once(env):
     service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
     plan_job(store, queue, job.id)
-    worker = MiniBatchHandler(store, FakeRuntime(), queue)
     body = MiniBatchMessage(job.id, 0, 0).encode()
-    assert worker.record_poison(body).action == "failed"
-    assert worker.record_poison(body).action == "skipped"  # recorded already
+    assert record_poisoned(store, body, 5) == "failed: poisoned"
+    assert record_poisoned(store, body, 5) == "skipped: already recorded"
     assert evaluate(store, job.id).outcome is Outcome.COMPLETED
     advance_job(store, job.id)
     view = service.show(job.id)
@@ -726,8 +726,8 @@ def test_a_large_part_goes_to_a_blob_and_a_lost_ledger_line_is_restored(env, mon
     store.state.upload_blob(layout.part(job.id, 1), part.data, metadata={
         "succeeded": "2", "failed": "0", "rows": "2",
         "header": base64.b64encode(part.header).decode()})
-    assert worker.record_poison(MiniBatchMessage(job.id, 1, 0).encode()).detail == \
-        "restored from part"
+    assert record_poisoned(store, MiniBatchMessage(job.id, 1, 0).encode(), 5) == \
+        "scored: restored from part"
     assert advance_job(store, job.id).status == "Completed"
     _, content = service.output(job.id, "score")
     assert content.decode().splitlines() == ["file,value"] + [f"f00{i}.txt,8" for i in range(4)]

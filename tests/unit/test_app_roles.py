@@ -15,9 +15,11 @@ import pytest
 from shared.contract.roles import ALL, CONTROL, SCORING, UnknownRole, app_role, serves
 from tests.conftest import REPO
 
-SCORING_FUNCTIONS = {"health", "score_minibatch", "record_poisoned_minibatch"}
+# The poison-queue recorder runs on the control app: a poison message must not wake a GPU.
+SCORING_FUNCTIONS = {"health", "score_minibatch"}
 CONTROL_ONLY = {"batch_job", "plan_job", "advance_job", "fail_job", "relay_shard_hint",
-                "blob_drop", "invoke_endpoint", "list_endpoints", "openapi_document"}
+                "blob_drop", "invoke_endpoint", "list_endpoints", "openapi_document",
+                "record_poisoned_minibatch"}
 
 _LIST_APP = ("import json, sys, function_app\n"
              "print(json.dumps({'functions': sorted(f.get_function_name() for f in "
