@@ -955,3 +955,21 @@ def test_bicep_brackets_balance(path: Path):
     code = bicep_code(read(path))
     for opening, closing in ("{}", "[]", "()"):
         assert code.count(opening) == code.count(closing), f"{path.name}: {opening}{closing}"
+
+
+# --- the deploy guide ------------------------------------------------------------------------
+
+def test_the_deploy_guide_packages_what_the_control_app_serves_and_ends_with_a_smoke_test():
+    guide = read(ROOT / "docs" / "deploy-azure.md")
+    command = re.search(r"zip -r /tmp/batchfn-app\.zip (.*?) -x", guide.replace("\\\n", " "),
+                        re.S)[1].split()
+    # The control app reads these at run time; studio/ holds the console (/api/studio/).
+    assert {"function_app.py", "host.json", "requirements.txt", "functions", "shared",
+            "studio"} <= set(command)
+    assert "STUDIO_DIR = Path(__file__).resolve().parent.parent / \"studio\"" in read(
+        ROOT / "functions" / "studio.py")
+    last = guide[guide.rindex("\n## "):]
+    assert last.startswith("\n## Smoke test")
+    assert 'infra/scripts/verify "$RG" "$APP" "$SCORING"' in last
+    assert "batchfn job stream" in last and "batchfn batch-endpoint invoke" in last
+    assert (ROOT / "infra" / "scripts" / "verify").stat().st_mode & 0o111
