@@ -43,7 +43,7 @@ from shared.control.job_service import (
     OUTPUT_NAMES,
     job_view,
 )
-from shared.control.pages import MAX_TOKEN_CHARS
+from shared.control.pages import MAX_TOKEN_CHARS, TOKEN_PATTERN
 
 bp = df.Blueprint()
 
@@ -288,7 +288,8 @@ _PAGE = {"type": "object", "properties": {
 _JOBS_TOP = query_param("top", f"at most this many jobs in this page (default "
                               f"{DEFAULT_JOB_PAGE})", _integer(1, MAX_JOB_PAGE))
 _CONTINUATION = query_param("continuation", "the token of the previous page (opaque)",
-                            {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_CHARS})
+                            {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_CHARS,
+                             "pattern": f"^{TOKEN_PATTERN}$"})
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/endpoints/{endpoint}/jobs": {

@@ -12,13 +12,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from shared.contract.errors import InvalidRequest
 
 MAX_PAGE_BYTES = 4 * 1024 * 1024  # JSON of one page's items, about
-MAX_TOKEN_CHARS = 2048
+MAX_TOKEN_CHARS = 1024
+# What a token is made of (base64url): a URL carries it as it is, a request line stays short.
+TOKEN_PATTERN = r"[A-Za-z0-9_-]{1,1024}"
+_TOKEN = re.compile(TOKEN_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,8 @@ def read_token(token: str | None, kinds: dict[str, dict[str, type]]
     if token is None:
         return None
     try:
-        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
-            raise ValueError("length")
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise ValueError("not a token")
         state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise bad_token() from None

@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -318,7 +318,7 @@ def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
 
 
 def relay_output(stream: IO[bytes], pid: int, *, lines_per_minute: int = WORKER_LINES_PER_MINUTE,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
     """Log what a worker writes to its stdout and stderr (`stream`) until it closes: one
     host log line per line, `worker <pid>: ` first, control characters escaped, at most
     MAX_WORKER_LINE_BYTES of it, at most `lines_per_minute` lines a minute (the rest is

@@ -10,6 +10,7 @@ written at once; successful attempts' output is batched (attempt_logs.py).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 import time
@@ -194,13 +195,14 @@ class MiniBatchHandler:
         folder = self.runtime.job_output_dir(job.id)
         merged = job.settings.output_file_name if job.settings.output_action == "append_row" \
             else None
+        # worker_files leaves links out; the walk stops past the cap.
+        files = list(itertools.islice(worker_files(folder), MAX_SCRIPT_OUTPUT_FILES + 1))
+        if len(files) > MAX_SCRIPT_OUTPUT_FILES:
+            raise ScriptOutputRefused(
+                f"the script wrote more than {MAX_SCRIPT_OUTPUT_FILES:,} files to "
+                "AZUREML_BI_OUTPUT_PATH for this job; write fewer, larger files")
         changed = []
-        for count, (relative, stat) in enumerate(sorted(worker_files(folder)), 1):
-            # worker_files leaves links out.
-            if count > MAX_SCRIPT_OUTPUT_FILES:
-                raise ScriptOutputRefused(
-                    f"the script wrote more than {MAX_SCRIPT_OUTPUT_FILES:,} files to "
-                    "AZUREML_BI_OUTPUT_PATH for this job; write fewer, larger files")
+        for relative, stat in sorted(files):
             signature = (stat.st_size, stat.st_mtime_ns)
             key = (job.id, relative)
             with self._lock:
