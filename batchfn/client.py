@@ -17,10 +17,11 @@ blob SDK) is imported by the methods that use it, so `batchfn job show` starts q
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["ApiError", "BatchfnClient", "JOB_TERMINAL_STATUSES"]
 
 JOB_TERMINAL_STATUSES = ("Completed", "Failed", "Canceled")
+PAGE_SIZE = 1000  # items asked for per page of a paged listing (the most a job page holds)
 _DOWNLOAD_CHUNK = 1024 * 1024
 
 
@@ -215,14 +217,23 @@ class BatchfnClient:
         """A job with its progress, rate, ETA and error summary."""
         return self.request("GET", f"jobs/{_quote(name)}")
 
-    def list_jobs(self, endpoint_name: str | None = None,
-                  deployment_name: str | None = None) -> list[dict[str, Any]]:
-        """Jobs, newest first, optionally of one endpoint / deployment."""
+    def list_jobs(self, endpoint_name: str | None = None, deployment_name: str | None = None,
+                  *, status: str | None = None,
+                  max_results: int | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first, optionally of one endpoint / deployment / status: the first
+        `max_results` of them (all by default), fetched page by page."""
+        return list(itertools.islice(self.iter_jobs(endpoint_name, deployment_name,
+                                                    status=status), max_results))
+
+    def iter_jobs(self, endpoint_name: str | None = None, deployment_name: str | None = None,
+                  *, status: str | None = None,
+                  page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Jobs, newest first, fetched a page of `page_size` at a time as they are consumed."""
         if endpoint_name and deployment_name:
             path = (f"endpoints/{_quote(endpoint_name)}/deployments/"
                     f"{_quote(deployment_name)}/jobs")
-            return self.request("GET", path)["value"]
-        return self.request("GET", "jobs", params={"endpoint": endpoint_name})["value"]
+            return self._paged(path, {}, page_size)
+        return self._paged("jobs", {"endpoint": endpoint_name, "status": status}, page_size)
 
     def cancel_job(self, name: str) -> dict[str, Any]:
         """Ask a job to stop: CancelRequested now, Canceled once its workers have stopped."""
@@ -236,9 +247,28 @@ class BatchfnClient:
             body["name"] = new_name
         return self.request("POST", f"jobs/{_quote(name)}/rerun", body)
 
-    def job_errors(self, name: str) -> list[dict[str, Any]]:
-        """The per-file errors report of a finished job."""
-        return self.request("GET", f"jobs/{_quote(name)}/errors")["value"]
+    def job_errors(self, name: str, top: int | None = None) -> list[dict[str, Any]]:
+        """The per-file errors report (its first `top` rows; all by default): file,
+        mini-batch, attempts, error, traceback; the failures so far while the job runs."""
+        return list(itertools.islice(self.iter_job_errors(name), top))
+
+    def iter_job_errors(self, name: str, page_size: int = PAGE_SIZE
+                        ) -> Iterator[dict[str, Any]]:
+        """The errors report's rows, fetched a page of `page_size` at a time as they are
+        consumed (a report of millions of rows is never held)."""
+        return self._paged(f"jobs/{_quote(name)}/errors", {}, page_size)
+
+    def _paged(self, path: str, params: Mapping[str, Any],
+               page_size: int) -> Iterator[dict[str, Any]]:
+        """The items of a paged listing (`value` + `continuation`), page after page."""
+        token = None
+        while True:
+            page = self.request("GET", path,
+                                params={**params, "top": page_size, "continuation": token})
+            yield from page["value"]
+            token = page.get("continuation")
+            if not token:
+                return
 
     def wait_job(self, name: str, *, poll: float = 0.5, timeout: float | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,

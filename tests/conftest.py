@@ -190,6 +190,34 @@ def jsonl_rows(data: bytes | None) -> list[dict]:
     return [json.loads(line) for line in (data or b"").splitlines()]
 
 
+def parquet_claiming(rows: int, *, row_groups_too: bool = True) -> bytes:
+    """A parquet file that holds one row while its footer claims `rows` (for the file, and
+    unless `row_groups_too` is False for its row group too): a hostile or broken file whose
+    footer is not to be trusted."""
+    import io
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"v": [7]}), sink)
+    data = sink.getvalue()
+    length = struct.unpack("<I", data[-8:-4])[0]
+    footer = data[-8 - length:-8]
+    zigzag, varint = rows * 2, b""  # thrift's compact encoding of an i64
+    while zigzag >= 0x80:
+        varint += bytes([zigzag & 0x7F | 0x80])
+        zigzag >>= 7
+    varint += bytes([zigzag])
+    # Field 3 (i64) right after field 2, with the value 1: the file's and the row group's
+    # num_rows, and the column chunk's num_values.
+    forged = footer.replace(b"\x16\x02", b"\x16" + varint, -1 if row_groups_too else 1)
+    claimed = data[:-8 - length] + forged + struct.pack("<I", len(forged)) + b"PAR1"
+    assert pq.ParquetFile(io.BytesIO(claimed)).metadata.num_rows == rows
+    return claimed
+
+
 @pytest.fixture
 def part_rows():
     """`jsonl_rows` for tests: the rows of a run()'s part encoded as jsonl."""

@@ -26,9 +26,12 @@ def job_show(name: str) -> None:
 
 @job.command("list")
 @click.option("--endpoint-name", "-e", help="Only jobs of this endpoint.")
-def job_list(endpoint_name: str | None) -> None:
-    """All jobs, newest first."""
-    emit(get_client().list_jobs(endpoint_name))
+@click.option("--status", help="Only jobs in this status (Completed, Failed, Running, ...).")
+@click.option("--max-results", "-r", type=click.IntRange(min=1),
+              help="Only the newest N jobs (default: all, fetched page by page).")
+def job_list(endpoint_name: str | None, status: str | None, max_results: int | None) -> None:
+    """Jobs, newest first."""
+    emit(get_client().list_jobs(endpoint_name, status=status, max_results=max_results))
 
 
 @job.command("stream")
@@ -84,7 +87,8 @@ def job_rerun(name: str, failed_only: bool, job_name: str | None) -> None:
 
 @job.command("errors")
 @click.option("--name", "-n", required=True, help="Job name.")
-def job_errors(name: str) -> None:
+@click.option("--top", type=click.IntRange(min=1), help="Only the first N rows (default: all).")
+def job_errors(name: str, top: int | None) -> None:
     """The per-file errors report: file, mini-batch, attempts, error, the traceback's frames
-    from your code (the failures so far while the job runs)."""
-    emit(get_client().job_errors(name))
+    from your code (the failures so far while the job runs), fetched page by page."""
+    emit(get_client().job_errors(name, top))

@@ -115,9 +115,10 @@ class BatchEndpointOperations:
         self._client.delete_endpoint(name)
         return Poller.finished(None)
 
-    def list_jobs(self, endpoint_name: str) -> list[BatchJob]:
-        """The jobs of an endpoint, newest first."""
-        return [BatchJob._from_api(job) for job in self._client.list_jobs(endpoint_name)]
+    def list_jobs(self, endpoint_name: str, *, max_results: int | None = None) -> list[BatchJob]:
+        """The jobs of an endpoint, newest first (the newest `max_results` if given)."""
+        return [BatchJob._from_api(job) for job in self._client.list_jobs(
+            endpoint_name, max_results=max_results)]
 
     def invoke(self, endpoint_name: str, *, deployment_name: str | None = None,
                inputs: Mapping[str, Input] | None = None, input: Input | None = None,
@@ -177,9 +178,12 @@ class BatchDeploymentOperations:
         self._client.delete_deployment(endpoint_name, name)
         return Poller.finished(None)
 
-    def list_jobs(self, endpoint_name: str, *, name: str | None = None) -> list[BatchJob]:
-        """The jobs of an endpoint, or of one of its deployments, newest first."""
-        return [BatchJob._from_api(job) for job in self._client.list_jobs(endpoint_name, name)]
+    def list_jobs(self, endpoint_name: str, *, name: str | None = None,
+                  max_results: int | None = None) -> list[BatchJob]:
+        """The jobs of an endpoint, or of one of its deployments, newest first (the newest
+        `max_results` if given)."""
+        return [BatchJob._from_api(job) for job in self._client.list_jobs(
+            endpoint_name, name, max_results=max_results)]
 
 
 class JobOperations:
@@ -192,9 +196,11 @@ class JobOperations:
         """A job with its status and progress."""
         return BatchJob._from_api(self._client.get_job(name))
 
-    def list(self) -> list[BatchJob]:
-        """All jobs, newest first."""
-        return [BatchJob._from_api(job) for job in self._client.list_jobs()]
+    def list(self, *, max_results: int | None = None) -> list[BatchJob]:
+        """All jobs, newest first (the newest `max_results` if given), fetched page by
+        page."""
+        return [BatchJob._from_api(job)
+                for job in self._client.list_jobs(max_results=max_results)]
 
     def stream(self, name: str, *, poll: float = 1.0) -> None:
         """Print the job's progress until it ends; JobError unless it Completed."""

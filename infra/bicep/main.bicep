@@ -31,10 +31,22 @@ param principalType string = 'User'
 @description('Memory of each control app instance in MB.')
 param instanceMemoryMB int = 2048
 
-@minValue(1)
+@minValue(40)
 @maxValue(1000)
-@description('Most instances the control app scales out to.')
+@description('Most instances the control app scales out to (Flex Consumption takes 40 at least).')
 param maximumInstanceCount int = 100
+
+@minValue(1)
+@description('Most input files one job may have (BATCHFN_MAX_FILES_PER_JOB); a larger input fails its job before any mini-batch is sent.')
+param maxFilesPerJob int = 1000000
+
+@minValue(1)
+@description('Most rows one tabular job may have (BATCHFN_MAX_ROWS_PER_JOB), counted as planned (a parquet file: as its footer claims).')
+param maxRowsPerJob int = 1000000000
+
+@minValue(1)
+@description('Most mini-batches (queue messages) one job may have (BATCHFN_MAX_MINI_BATCHES_PER_JOB).')
+param maxMiniBatchesPerJob int = 1000000
 
 @description('Datastores jobs may read and write beside workspaceblobstore (the container batchfn-data): name=container pairs, comma separated, naming containers of this storage account (docs/security.md). Empty: only workspaceblobstore.')
 param datastores string = ''
@@ -170,6 +182,9 @@ module functionApp 'app/function-app.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     datastores: datastores
+    maxFilesPerJob: maxFilesPerJob
+    maxRowsPerJob: maxRowsPerJob
+    maxMiniBatchesPerJob: maxMiniBatchesPerJob
   }
   // The host reads its storage the moment the app starts: grant the roles first.
   dependsOn: [rbac]

@@ -1,15 +1,19 @@
 # The scoring app: the same code base as the control app, built into a container image
 # (infra/docker/Dockerfile) and run by Azure Container Apps as a Functions app
 # (kind: functionapp) on a serverless GPU workload profile. It serves BATCHFN_ROLE=scoring:
-# the mini-batch queue trigger and the poison-queue recorder, nothing else. Container Apps
-# derives its scale rules from those queue triggers: zero replicas while the queues are
-# empty, more as mini-batches wait, up to scoring_max_replicas.
+# the mini-batch queue trigger, nothing else. It scales on the mini-batch queue's depth by a
+# rule declared here (zero replicas while it is empty, one per scoring_worker_slots waiting
+# messages, up to scoring_max_replicas), not by the rules Container Apps would generate from
+# the triggers: it skips those for a Functions app whose storage connection uses a
+# user-assigned identity, so mini-batches could wait forever (docs/deploy-azure.md).
 #
 # azapi declares the environment and the app as infra/bicep/app/scoring-app.bicep does:
 # azurerm_container_app has no `kind`, and the serverless GPU profile types are newer than
 # azurerm's list of workload profiles.
 
 locals {
+  # shared/contract/layout.py: MINIBATCH_QUEUE. The poison queue is the control app's.
+  minibatch_queue = "minibatches"
   # One replica takes a whole serverless GPU, so it gets the profile's CPU and memory too.
   scoring_profiles = {
     "Consumption-GPU-NC8as-T4"  = { name = "gpu-t4", cpu = 8, memory = "56Gi" }
@@ -72,11 +76,14 @@ resource "azurerm_monitor_diagnostic_setting" "container_apps_environment" {
 
 resource "azapi_resource" "scoring_app" {
   count     = var.scoring_image == "" ? 0 : 1
-  type      = "Microsoft.App/containerApps@2024-10-02-preview"
+  type      = "Microsoft.App/containerApps@2026-03-02-preview"
   name      = local.names.scoring_app
   parent_id = azurerm_resource_group.main.id
   location  = azurerm_resource_group.main.location
   tags      = local.tags
+  # allowScalingRuleOverride needs this API version, which azapi releases may not embed a
+  # schema for yet: ARM validates the body instead.
+  schema_validation_enabled = false
 
   identity {
     type         = "UserAssigned"
@@ -120,6 +127,24 @@ resource "azapi_resource" "scoring_app" {
         scale = {
           minReplicas = 0
           maxReplicas = var.scoring_max_replicas
+          # The rules below replace the generated ones (none would be made: see the top).
+          allowScalingRuleOverride = true
+          rules = [
+            {
+              name = "minibatch-queue"
+              custom = {
+                # KEDA's azure-queue scaler, reading the queue as the scoring identity: a
+                # replica per queueLength messages, one per worker slot.
+                type = "azure-queue"
+                metadata = {
+                  accountName = azurerm_storage_account.main.name
+                  queueName   = local.minibatch_queue
+                  queueLength = tostring(var.scoring_worker_slots)
+                }
+                identity = azurerm_user_assigned_identity.scoring.id
+              }
+            }
+          ]
         }
       }
     }

@@ -51,12 +51,42 @@ variable "instance_memory_mb" {
 }
 
 variable "maximum_instance_count" {
-  description = "Most instances the control app scales out to."
+  description = "Most instances the control app scales out to (Flex Consumption takes 40 at least)."
   type        = number
   default     = 100
   validation {
-    condition     = var.maximum_instance_count >= 1 && var.maximum_instance_count <= 1000
-    error_message = "maximum_instance_count must be between 1 and 1000."
+    condition     = var.maximum_instance_count >= 40 && var.maximum_instance_count <= 1000
+    error_message = "maximum_instance_count must be between 40 (the Flex Consumption minimum) and 1000."
+  }
+}
+
+variable "max_files_per_job" {
+  description = "Most input files one job may have (BATCHFN_MAX_FILES_PER_JOB); a larger input fails its job before any mini-batch is sent."
+  type        = number
+  default     = 1000000
+  validation {
+    condition     = var.max_files_per_job >= 1
+    error_message = "max_files_per_job must be at least 1."
+  }
+}
+
+variable "max_rows_per_job" {
+  description = "Most rows one tabular job may have (BATCHFN_MAX_ROWS_PER_JOB), counted as planned (a parquet file: as its footer claims)."
+  type        = number
+  default     = 1000000000
+  validation {
+    condition     = var.max_rows_per_job >= 1
+    error_message = "max_rows_per_job must be at least 1."
+  }
+}
+
+variable "max_mini_batches_per_job" {
+  description = "Most mini-batches (queue messages) one job may have (BATCHFN_MAX_MINI_BATCHES_PER_JOB)."
+  type        = number
+  default     = 1000000
+  validation {
+    condition     = var.max_mini_batches_per_job >= 1
+    error_message = "max_mini_batches_per_job must be at least 1."
   }
 }
 

@@ -8,6 +8,8 @@ index); callers check those names first (contract.names, contract.job_records).
 
 from __future__ import annotations
 
+from .timestamps import parse_time
+
 # ----- containers -----------------------------------------------------------------------
 
 REGISTRY_CONTAINER = "batchfn-registry"  # endpoint and deployment records, asset indexes
@@ -85,15 +87,26 @@ def staged_upload(upload_id: str) -> str:
 
 # ----- the state container: one folder per job ------------------------------------------
 
-JOB_INDEX_PREFIX = "_jobs/"  # one empty blob per job; its metadata makes `job list` one call
+# One empty blob per job, its metadata the job's summary: `job list` reads pages of them.
+# Named `_jobs/<newest-first key>/<job id>`, so that a listing in name order is newest first.
+JOB_INDEX_PREFIX = "_jobs/"
+_LATEST_MILLISECONDS = 10 ** 13 - 1  # the key's 13 digits last until the year 2286
 
 
 def job_record(job_id: str) -> str:
     return f"{job_id}/job.json"
 
 
-def job_index(job_id: str) -> str:
-    return f"{JOB_INDEX_PREFIX}{job_id}"
+def job_index(job_id: str, created_at: str) -> str:
+    """The index blob of a job created at `created_at` (the stored timestamp format)."""
+    return f"{JOB_INDEX_PREFIX}{newest_first_key(created_at)}/{job_id}"
+
+
+def newest_first_key(created_at: str) -> str:
+    """13 digits that sort later times first (ties: by job id, after the key)."""
+    moment = parse_time(created_at)
+    milliseconds = round(moment.timestamp() * 1000) if moment is not None else 0
+    return f"{_LATEST_MILLISECONDS - milliseconds:013d}"
 
 
 def plan(job_id: str) -> str:

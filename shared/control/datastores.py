@@ -35,7 +35,7 @@ from shared.contract.layout import (
     JOBS_CONTAINER,
     OUTPUT_FOLDER,
 )
-from shared.contract.names import check_relative_path, shown
+from shared.contract.names import relative_path_problem, shown
 
 DATASTORES_SETTING = "BATCHFN_DATASTORES"
 MAX_URI_LENGTH = 2048
@@ -205,15 +205,7 @@ def _from_url(uri: str, account_blob_url: str, field: str) -> BlobLocation:
 
 def _clean_path(path: str, field: str, uri: str) -> str:
     path = path.strip("/")
-    if not path:
-        return path
-    unsafe = any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)
-    trailing_dot = any(part.endswith(".") for part in path.split("/"))
-    try:
-        check_relative_path(path, field=field)
-    except InvalidRequest:
-        unsafe = True
-    if unsafe or trailing_dot:
+    if path and relative_path_problem(path, allow_dot_ended=False) is not None:
         raise InvalidRequest(
             f"{field}: {shown(uri)} has a path that is not a plain relative path (no '..', "
             "'.', empty or dot-ended segments, backslashes or control characters)",

@@ -22,7 +22,7 @@ from shared.contract.settings import TEXT_OUTPUT_FORMATS
 from shared.control.monitor import Outcome, evaluate
 from shared.control.orchestrator import FailRequest, JobEnd, StepResult
 from shared.control.progress import Progress
-from shared.storage.failure_records import SCORED_STATUSES, error_rows
+from shared.storage.failure_records import SCORED_STATUSES, report_rows
 from shared.storage.job_store import JobStore
 from shared.storage.parts import parts_in_order, read_parquet_part
 
@@ -99,7 +99,8 @@ def fail_job(store: JobStore, request: FailRequest) -> JobEnd:
 
 def write_errors_report(store: JobStore, job_id: str, progress: Progress,
                         listing: bool = True) -> int:
-    """Write errors.jsonl (one line per failed input, mini-batch order); return its lines.
+    """Write errors.jsonl (one line per failed input, mini-batch order, each mini-batch's
+    message and traceback once: failure_records.report_rows); return its lines.
 
     Only records that agree with the mini-batch's counted ledger line are reported: a
     redelivered copy of a mini-batch that had succeeded may fail for good later (its
@@ -124,7 +125,7 @@ def write_errors_report(store: JobStore, job_id: str, progress: Progress,
             if (progress.is_succeeded(record["mini_batch"])
                     and record["status"] not in SCORED_STATUSES):
                 continue
-            for row in error_rows(record):
+            for row in report_rows(record):
                 spool.write(json.dumps(row).encode() + b"\n")
                 count += 1
         spool.seek(0)

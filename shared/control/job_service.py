@@ -9,7 +9,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Protocol
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.contract import layout
 from shared.contract.errors import Conflict, InvalidRequest, NotFound
@@ -25,10 +25,11 @@ from shared.contract.layout import JOBS_CONTAINER
 from shared.contract.registry_records import DeploymentRecord
 from shared.contract.timestamps import format_time, utc_now
 from shared.control.datastores import StorageBoundaries
+from shared.control.error_pages import MAX_ERROR_ROWS, errors_page
 from shared.control.invoke_request import InvokeRequest, parse_invoke
+from shared.control.pages import Page, bad_token, make_token, read_token
 from shared.control.progress import Progress
 from shared.control.throughput import throughput_view
-from shared.storage.failure_records import error_rows
 from shared.storage.job_store import JobStore
 
 OUTPUT_NAMES = ("score", "errors")
@@ -36,9 +37,10 @@ MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # larger outputs are read from storage d
 JOB_STATUSES = (JobStatus.NOT_STARTED, JobStatus.QUEUED, JobStatus.RUNNING,
                 JobStatus.FINALIZING, JobStatus.COMPLETED, JobStatus.FAILED,
                 JobStatus.CANCEL_REQUESTED, JobStatus.CANCELED)
-MAX_LIVE_FAILURE_RECORDS = 100  # mini-batch failure records read for a job still running
-MAX_ERROR_ROWS = 1_000_000  # the most rows ?top= may ask for
 MAX_LOGS_LISTED = 1000
+DEFAULT_JOB_PAGE = 100  # jobs in a page of `job list` unless ?top= says otherwise
+MAX_JOB_PAGE = 1000
+_JOBS_TOKEN = "jobs"
 MAX_LOG_BYTES = 4 * 1024 * 1024  # a longer log is served from its end
 # The names under a job's logs/ folder (layout.attempt_log, layout.succeeded_log).
 _LOG_NAME = re.compile(r"(?P<index>\d{8})/attempt-(?P<attempt>\d{1,6})\.log"
@@ -126,54 +128,50 @@ class JobService:
         return view
 
     def list(self, endpoint: str | None = None, deployment: str | None = None,
-             status: str | None = None) -> list[dict]:
-        """Job summaries, newest first, of one endpoint, deployment or status if given."""
+             status: str | None = None, *, top: int | None = None,
+             continuation: str | None = None) -> Page:
+        """A page of job summaries, newest first, of one endpoint, deployment or status if
+        given: at most `top` (DEFAULT_JOB_PAGE when None), and a token for the next page."""
         if status is not None and status not in JOB_STATUSES:
             raise InvalidRequest(f"unknown job status {status!r}; statuses: "
                                  + ", ".join(JOB_STATUSES),
                                  details={"parameter": "status"}, code="invalid_parameter")
-        rows = self.store.list(endpoint, deployment)
-        return [row for row in rows if row["status"] == status] if status else rows
+        if top is not None and not 0 < top <= MAX_JOB_PAGE:
+            raise InvalidRequest(f"top must be a number of jobs from 1 to {MAX_JOB_PAGE}",
+                                 details={"parameter": "top"}, code="invalid_parameter")
+        _, at = read_token(continuation, {_JOBS_TOKEN: {"marker": str, "after": str}}) or (
+            _JOBS_TOKEN, {"marker": "", "after": ""})
+        try:
+            rows, following = self.store.list_page(
+                top=top or DEFAULT_JOB_PAGE, marker=at["marker"], after=at["after"],
+                endpoint=endpoint, deployment=deployment, status=status)
+        except HttpResponseError as exc:
+            if continuation is not None and exc.status_code == 400:
+                raise bad_token() from None  # storage refused the marker inside it
+            raise
+        token = None if following is None else make_token(
+            _JOBS_TOKEN, marker=following.marker, after=following.after)
+        return Page(rows, token)
 
-    def errors(self, job_id: str, top: int | None = None) -> list[dict[str, Any]]:
-        """The per-file errors report (its first `top` rows), written when the job ends;
-        while it runs, the rows of the failure records so far (of the first
-        MAX_LIVE_FAILURE_RECORDS mini-batches)."""
+    def errors(self, job_id: str, top: int | None = None,
+               continuation: str | None = None) -> Page:
+        """A page of the per-file errors report (error_pages.py): at most `top` rows, and a
+        token for the next page; while the job runs, the failures recorded so far."""
         if top is not None and not 0 < top <= MAX_ERROR_ROWS:
             raise InvalidRequest(f"top must be a number of rows from 1 to {MAX_ERROR_ROWS}",
                                  details={"parameter": "top"}, code="invalid_parameter")
         job = self.store.get(job_id)
-        try:
-            report = self.store.state.download_blob(layout.errors_report(job_id))
-        except ResourceNotFoundError:
-            rows = [] if job.status in JobStatus.TERMINAL else self._live_errors(job_id, top)
-            return rows[:top]
-        rows = []
-        pending = b""
-        # Chunk by chunk: asking for the first rows stops early in a large report.
-        for chunk in report.chunks():
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            rows.extend(json.loads(line) for line in lines if line.strip())
-            if top is not None and len(rows) >= top:
-                return rows[:top]
-        if pending.strip():
-            rows.append(json.loads(pending))
-        return rows[:top]
+        return errors_page(self.store.state, job_id, job.status in JobStatus.TERMINAL, top,
+                           continuation)
 
-    def _live_errors(self, job_id: str, top: int | None) -> list[dict[str, Any]]:
-        state = self.store.state
-        rows: list[dict[str, Any]] = []
-        names = state.list_blob_names(name_starts_with=layout.failures_prefix(job_id))
-        for count, name in enumerate(names):
-            if count >= MAX_LIVE_FAILURE_RECORDS or (top is not None and len(rows) >= top):
-                break
-            try:
-                record = json.loads(state.download_blob(name).readall())
-            except ResourceNotFoundError:
-                continue
-            rows.extend(error_rows(record))
-        return rows
+    def _has_errors_report(self, job_id: str) -> bool:
+        """Whether the job's errors report lists anything (one properties read: the
+        rerun's planner streams the report itself)."""
+        blob = self.store.state.get_blob_client(layout.errors_report(job_id))
+        try:
+            return blob.get_blob_properties().size > 0
+        except ResourceNotFoundError:
+            return False
 
     def throughput(self, job_id: str) -> dict[str, Any]:
         """Inputs succeeded and failed over time (a bounded series; see throughput.py)."""
@@ -278,7 +276,7 @@ class JobService:
             if old.status not in JobStatus.TERMINAL:
                 raise Conflict(f"job {job_id!r} is {old.status}; rerun --failed-only needs a "
                                "finished job", code="job_not_finished")
-            if not self.errors(job_id):
+            if not self._has_errors_report(job_id):
                 raise InvalidRequest(f"job {job_id!r} has no failed files to rerun",
                                      code="nothing_to_rerun")
             job_input = JobInput(INPUT_FAILED_FILES, old.input.location,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
 
@@ -10,9 +9,7 @@ from shared.scoring.minibatch_handler import MiniBatchHandler
 from shared.scoring.shard_hints import ShardFullHints
 from shared.storage.account import default_account
 from shared.storage.job_store import JobStore
-from shared.storage.queue_clients import minibatch_queue, shard_hint_queue
-
-DEFAULT_MAX_DEQUEUE_COUNT = 5  # the Functions host's default
+from shared.storage.queue_clients import max_dequeue_count, minibatch_queue, shard_hint_queue
 
 
 @cache
@@ -34,11 +31,3 @@ def minibatch_handler(host_json: Path | None = None) -> MiniBatchHandler:
 def shard_hints() -> ShardFullHints:
     """Sends shard-full hints to the control app."""
     return ShardFullHints(job_store(), shard_hint_queue(default_account()))
-
-
-def max_dequeue_count(host_json: Path | None) -> int:
-    """`extensions.queues.maxDequeueCount` from host.json (the host's default if unset)."""
-    if host_json is None or not host_json.is_file():
-        return DEFAULT_MAX_DEQUEUE_COUNT
-    queues = json.loads(host_json.read_text()).get("extensions", {}).get("queues", {})
-    return int(queues.get("maxDequeueCount", DEFAULT_MAX_DEQUEUE_COUNT))

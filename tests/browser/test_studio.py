@@ -288,3 +288,27 @@ def test_static_files_are_served_strictly(studio):
         assert requests.get(base + path, timeout=10).status_code == 404, path
     # The API itself still asks for the key.
     assert requests.get(f"{studio['url']}/api/endpoints", timeout=10).status_code == 401
+
+
+def test_the_jobs_list_pages_with_the_apis_continuation(page, studio):
+    # More jobs of one deployment than a page shows (20): the second page comes from the
+    # API's continuation token, with none of the first page's jobs.
+    client = studio["client"]
+    for number in range(21):
+        client.invoke(ENDPOINT, studio["inputs"]["table"], input_type="uri_file",
+                      deployment_name="rows", job_name=f"paged-{number:02d}")
+    _open(page, studio, f"/jobs?endpoint={ENDPOINT}&deployment=rows")
+    rows = page.locator("table.jobs tr[data-job]")
+    expect(rows).to_have_count(20)
+    first = set(rows.evaluate_all("rows => rows.map(row => row.dataset.job)"))
+    assert "paged-20" in first  # newest first
+    expect(page.locator("nav.pager")).to_contain_text("page 1")
+    page.click("nav.pager a:has-text('Older')")
+    expect(page.locator("nav.pager")).to_contain_text("page 2")
+    assert "continuation=" in page.url
+    expect(rows.first).to_be_visible()
+    second = set(rows.evaluate_all("rows => rows.map(row => row.dataset.job)"))
+    assert second and not second & first and "paged-00" in second | first
+    page.click("nav.pager a:has-text('Newest')")
+    expect(page.locator("nav.pager")).to_contain_text("page 1")
+    expect(rows).to_have_count(20)

@@ -1,9 +1,11 @@
 // The scoring app: the same code base as the control app, built into a container image
 // (infra/docker/Dockerfile) and run by Azure Container Apps as a Functions app
 // (kind: functionapp) on a serverless GPU workload profile. It serves BATCHFN_ROLE=scoring:
-// the mini-batch queue trigger and the poison-queue recorder, nothing else. Container Apps
-// derives its scale rules from those queue triggers: zero replicas while the queues are
-// empty, more as mini-batches wait, up to maxReplicas.
+// the mini-batch queue trigger, nothing else. It scales on the mini-batch queue's depth by a
+// rule declared here (zero replicas while it is empty, one per workerSlots waiting
+// messages, up to maxReplicas), not by the rules Container Apps would generate from the
+// triggers: it skips those for a Functions app whose storage connection uses a
+// user-assigned identity, so mini-batches could wait forever (docs/deploy-azure.md).
 param environmentName string
 param appName string
 param location string
@@ -95,7 +97,10 @@ var appSettings = [
   { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identityClientId};Authorization=AAD' }
 ]
 
-resource scoringApp 'Microsoft.App/containerApps@2024-10-02-preview' = if (!empty(image)) {
+// shared/contract/layout.py: MINIBATCH_QUEUE. The poison queue is the control app's.
+var minibatchQueue = 'minibatches'
+
+resource scoringApp 'Microsoft.App/containerApps@2026-03-02-preview' = if (!empty(image)) {
   name: appName
   location: location
   tags: tags
@@ -139,6 +144,24 @@ resource scoringApp 'Microsoft.App/containerApps@2024-10-02-preview' = if (!empt
       scale: {
         minReplicas: 0
         maxReplicas: maxReplicas
+        // The rules below replace the generated ones (none would be made: see the top).
+        allowScalingRuleOverride: true
+        rules: [
+          {
+            name: 'minibatch-queue'
+            custom: {
+              // KEDA's azure-queue scaler, reading the queue as the scoring identity: a
+              // replica per queueLength messages, one per worker slot.
+              type: 'azure-queue'
+              metadata: {
+                accountName: storage.name
+                queueName: minibatchQueue
+                queueLength: string(workerSlots)
+              }
+              identity: identityId
+            }
+          }
+        ]
       }
     }
   }
