@@ -38,10 +38,13 @@ else:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health)
 if serves(role, CONTROL):
+    from shared.control.computes import ScoringProfiles
     from shared.control.datastores import StorageBoundaries
 
-    # A malformed BATCHFN_DATASTORES stops the app here, as an unknown role does.
+    # A malformed BATCHFN_DATASTORES, BATCHFN_INPUT_ALIASES or BATCHFN_SCORING_PROFILES
+    # stops the app here, as an unknown role does.
     StorageBoundaries.from_settings()
+    ScoringProfiles.from_settings()
     for blueprint in control_blueprints():
         app.register_functions(blueprint)
 if serves(role, SCORING):
