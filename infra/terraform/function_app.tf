@@ -27,6 +27,8 @@ locals {
   control_app_settings = {
     BATCHFN_ROLE                              = "control"
     BATCHFN_DATASTORES                        = var.datastores
+    BATCHFN_INPUT_ALIASES                     = var.input_aliases
+    BATCHFN_SCORING_PROFILES                  = join(",", concat([local.main_scoring_profile], local.profile_apps))
     AzureWebJobsStorage__accountName          = azurerm_storage_account.main.name
     AzureWebJobsStorage__blobServiceUri       = azurerm_storage_account.main.primary_blob_endpoint
     AzureWebJobsStorage__queueServiceUri      = azurerm_storage_account.main.primary_queue_endpoint

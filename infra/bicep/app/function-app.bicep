@@ -22,6 +22,12 @@ param maximumInstanceCount int = 100
 @description('Datastores jobs may read and write beside workspaceblobstore: name=container pairs, comma separated (BATCHFN_DATASTORES).')
 param datastores string = ''
 
+@description('Input URLs that stand for a datastore path or a data asset (BATCHFN_INPUT_ALIASES).')
+param inputAliases string = ''
+
+@description('The main scoring app\'s profile, then those with scoring apps of their own (BATCHFN_SCORING_PROFILES).')
+param scoringProfiles string
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -58,6 +64,8 @@ var storageSettings = {
 var roleSettings = {
   BATCHFN_ROLE: 'control'
   BATCHFN_DATASTORES: datastores
+  BATCHFN_INPUT_ALIASES: inputAliases
+  BATCHFN_SCORING_PROFILES: scoringProfiles
 }
 var monitoringSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString

@@ -1,9 +1,13 @@
-// The scoring app: the same code base as the control app, built into a container image
-// (infra/docker/Dockerfile) and run by Azure Container Apps as a Functions app
-// (kind: functionapp) on a serverless GPU workload profile. It serves BATCHFN_ROLE=scoring:
+// The scoring apps: the same code base as the control app, built into a container image
+// (infra/docker/Dockerfile) and run by Azure Container Apps as Functions apps
+// (kind: functionapp) on serverless GPU workload profiles. Each serves BATCHFN_ROLE=scoring:
 // the mini-batch queue trigger and the poison-queue recorder, nothing else. Container Apps
-// derives its scale rules from those queue triggers: zero replicas while the queues are
-// empty, more as mini-batches wait, up to maxReplicas.
+// derives their scale rules from those queue triggers: minReplicas while the queues are
+// empty (0 scales to zero), more as mini-batches wait, up to maxReplicas.
+//
+// The main app reads `minibatches` on workloadProfileType. Each profile of profileApps
+// (gpu-t4, gpu-a100, cpu) gets an app of its own reading `minibatches-<profile>`
+// (BATCHFN_SCORING_PROFILE): computes whose size maps to that profile run there.
 param environmentName string
 param appName string
 param location string
@@ -25,10 +29,22 @@ param image string = ''
 @maxValue(100)
 param maxReplicas int = 4
 
+@minValue(0)
+@maxValue(100)
+@description('Replicas the main app keeps warm (the min_instances of its computes).')
+param minReplicas int = 0
+
 @minValue(1)
 @maxValue(16)
 @description('Mini-batches one replica runs at once: the deployments\' max_concurrency_per_instance (GPU memory bounds it).')
 param workerSlots int = 1
+
+@allowed(['gpu-t4', 'gpu-a100', 'cpu'])
+@description('Scoring profiles with an app of their own beside the main one.')
+param profileApps array = []
+
+@description('Replicas each profile app keeps warm, by profile; absent: 0.')
+param profileMinReplicas object = {}
 
 // One replica takes a whole serverless GPU, so it gets the profile's CPU and memory too.
 var profiles = {
@@ -36,11 +52,29 @@ var profiles = {
   'Consumption-GPU-NC24-A100': { name: 'gpu-a100', cpu: '24', memory: '220Gi' }
   Consumption: { name: 'Consumption', cpu: '4', memory: '8Gi' }
 }
-var profile = profiles[workloadProfileType]
+// The workload profile type of each compute profile (shared/contract/compute_spec.py), and
+// the short name of its app (Container Apps names have at most 32 characters).
+var computeProfiles = {
+  'gpu-t4': { type: 'Consumption-GPU-NC8as-T4', suffix: 't4' }
+  'gpu-a100': { type: 'Consumption-GPU-NC24-A100', suffix: 'a100' }
+  cpu: { type: 'Consumption', suffix: 'cpu' }
+}
 var consumptionProfile = { name: 'Consumption', workloadProfileType: 'Consumption' }
-var gpuProfiles = workloadProfileType == 'Consumption' ? [] : [
-  { name: profile.name, workloadProfileType: workloadProfileType }
-]
+var gpuTypes = filter(union([workloadProfileType], map(profileApps, p => computeProfiles[p].type)),
+  t => t != 'Consumption')
+var gpuProfiles = map(gpuTypes, t => { name: profiles[t].name, workloadProfileType: t })
+// The main app, then one per profile app: name, workload profile, warm replicas, settings.
+var apps = concat([{
+  name: appName
+  workload: workloadProfileType
+  minReplicas: minReplicas
+  settings: []
+}], map(profileApps, p => {
+  name: '${appName}-${computeProfiles[p].suffix}'
+  workload: computeProfiles[p].type
+  minReplicas: contains(profileMinReplicas, p) ? profileMinReplicas[p] : 0
+  settings: [{ name: 'BATCHFN_SCORING_PROFILE', value: p }]
+}))
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -95,8 +129,8 @@ var appSettings = [
   { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identityClientId};Authorization=AAD' }
 ]
 
-resource scoringApp 'Microsoft.App/containerApps@2024-10-02-preview' = if (!empty(image)) {
-  name: appName
+resource scoringApps 'Microsoft.App/containerApps@2024-10-02-preview' = [for app in apps: if (!empty(image)) {
+  name: app.name
   location: location
   tags: tags
   kind: 'functionapp'
@@ -106,7 +140,7 @@ resource scoringApp 'Microsoft.App/containerApps@2024-10-02-preview' = if (!empt
   }
   properties: {
     managedEnvironmentId: environment.id
-    workloadProfileName: profile.name
+    workloadProfileName: profiles[app.workload].name
     configuration: {
       activeRevisionsMode: 'Single'
       // Functions on Container Apps scales from its triggers only with ingress on; inside
@@ -130,20 +164,21 @@ resource scoringApp 'Microsoft.App/containerApps@2024-10-02-preview' = if (!empt
           name: 'scoring'
           image: image
           resources: {
-            cpu: json(profile.cpu)
-            memory: profile.memory
+            cpu: json(profiles[app.workload].cpu)
+            memory: profiles[app.workload].memory
           }
-          env: appSettings
+          env: concat(appSettings, app.settings)
         }
       ]
       scale: {
-        minReplicas: 0
+        minReplicas: app.minReplicas
         maxReplicas: maxReplicas
       }
     }
   }
-}
+}]
 
 output environmentName string = environment.name
-output appName string = empty(image) ? '' : scoringApp.name
-output workloadProfileName string = profile.name
+output appName string = empty(image) ? '' : scoringApps[0].name
+output profileAppNames array = empty(image) ? [] : map(skip(apps, 1), app => app.name)
+output workloadProfileName string = profiles[workloadProfileType].name
