@@ -143,6 +143,21 @@ def deploy_test_script(client: Any, scratch: Path, endpoint: str, name: str, scr
     }, set_default=set_default)
 
 
+SAMPLE_COMPUTE = "batch-cluster"  # what Azure ML's sample deployments name
+
+
+def ensure_compute(client: Any, name: str = SAMPLE_COMPUTE, max_instances: int = 5) -> None:
+    """Create the compute a deployment names, as Azure ML's tutorials do before deploying
+    (`compute create -n batch-cluster --max-instances 5`), unless an earlier test did."""
+    from batchfn.errors import ConflictError
+
+    try:
+        client.create_compute(document={"type": "amlcompute", "max_instances": max_instances},
+                              name=name)
+    except ConflictError:
+        pass
+
+
 @pytest.fixture
 def unique_name() -> str:
     """A short name unique to one test, valid for containers, queues and hubs."""

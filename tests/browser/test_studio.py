@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 from batchfn.cli import cli
 from batchfn.client import BatchfnClient
 from samples.breast_cancer.dataset import SAMPLE_DIR as MLFLOW_SAMPLE
-from tests.conftest import deploy_test_script
+from tests.conftest import deploy_test_script, ensure_compute
 
 ENDPOINT = "studio-e2e"
 ENDPOINT_DESCRIPTION = 'Digits <script>window.__pwned = 1</script> & "friends"'
@@ -52,6 +52,7 @@ def _upload(client: BatchfnClient, scratch: Path, name: str, files: list[str]) -
 def studio(host, scratch):
     """The devhost, its key, and the inputs the tests invoke on."""
     client = BatchfnClient(url=host.url, key=host.key)
+    ensure_compute(client)  # the MLflow sample deployment's batch-cluster
     client.create_endpoint(document={"name": ENDPOINT, "description": ENDPOINT_DESCRIPTION,
                                      "tags": TAGS})
     _deploy(client, scratch, "echo", "echo.py", {"mini_batch_size": 2},

@@ -23,7 +23,7 @@ from batchfn.client import BatchfnClient
 from samples.breast_cancer.accuracy import accuracy
 from samples.breast_cancer.dataset import SAMPLE_DIR
 from samples.breast_cancer.prepare_data import prepare
-from tests.conftest import deploy_test_script
+from tests.conftest import deploy_test_script, ensure_compute
 
 ENDPOINT = "tabular-e2e"
 MIN_ACCURACY = 0.95
@@ -38,6 +38,7 @@ def env(host) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def client(host, scratch) -> BatchfnClient:
     client = BatchfnClient(url=host.url, key=host.key)
+    ensure_compute(client)  # the sample deployment's batch-cluster
     client.create_endpoint(document={"name": ENDPOINT})
     deploy_test_script(client, scratch, ENDPOINT, "rows", "rows.py",
                        {"mini_batch_size": 1000, "input_format": "csv",
