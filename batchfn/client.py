@@ -361,8 +361,9 @@ class BatchfnClient:
     def download_job_output(self, name: str, output_name: str = "score",
                             download_path: str | Path = ".") -> Path:
         """Save a named output folder as Azure ML does: every file of it under
-        <path>/named-outputs/<output>/; returns that folder. NotFoundError when it holds no
-        file (yet)."""
+        <path>/named-outputs/<output>/. Returns the output's own file where it has one (the
+        merged file of `score`, errors.jsonl), else the folder (a summary_only job's files).
+        NotFoundError when it holds no file (yet)."""
         from batchfn.contract.names import check_relative_path
 
         files = self.list_job_output(name, output_name)
@@ -372,6 +373,7 @@ class BatchfnClient:
                             f"output {output_name!r} of job {name!r} has no files (job status "
                             f"{job['status']})")
         folder = Path(download_path) / "named-outputs" / output_name
+        main = folder
         for entry in files:
             with local_checks():
                 relative = check_relative_path(entry["path"], field="output file")
@@ -382,7 +384,9 @@ class BatchfnClient:
             with self.transport.open("GET", path) as response, target.open("wb") as stream:
                 while chunk := response.read(_DOWNLOAD_CHUNK):
                     stream.write(chunk)
-        return folder
+            if entry.get("main"):
+                main = target
+        return main
 
     # ----- helpers ---------------------------------------------------------------------
 

@@ -359,7 +359,8 @@ OPENAPI_PATHS: dict[str, Any] = {
         "scoring script wrote to AZUREML_BI_OUTPUT_PATH", "listJobOutputFiles",
         parameters=[_JOB, _OUTPUT_NAME], responses={200: "Files"},
         result=_schema({"value": {"type": "array", "items": _schema({
-            "path": {"type": "string"}, "size": {"type": "integer"}})},
+            "path": {"type": "string"}, "size": {"type": "integer"},
+            "main": {"type": "boolean", "description": "the merged file (errors.jsonl)"}})},
             "truncated": {"type": "boolean"}}))},
     "/jobs/{job}/outputs/{name}/files/{path}": {"get": operation(
         "Download one file of a named output folder", "getJobOutputFile",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -72,7 +73,8 @@ def job_stream(name: str, poll: float) -> None:
 def job_download(name: str, output_name: str, download_path: str) -> None:
     """Save an output folder to <download-path>/named-outputs/<output-name>/ (as az ml)."""
     path = get_client().download_job_output(name, output_name, download_path)
-    emit({"path": str(path)})
+    emit({"path": str(path),
+          "folder": str(Path(download_path) / "named-outputs" / output_name)})
 
 
 @job.command("cancel")

@@ -275,8 +275,9 @@ class JobService:
 
     def output_files(self, job_id: str, name: str) -> dict[str, Any]:
         """The files of a named output, as Azure ML's `score` output folder holds them:
-        the merged file where there is one and every file the scoring script wrote to
-        AZUREML_BI_OUTPUT_PATH (`errors`: errors.jsonl). Paths are relative to the folder."""
+        the merged file where there is one (`main`) and every file the scoring script wrote
+        to AZUREML_BI_OUTPUT_PATH (`errors`: errors.jsonl). Paths are relative to the
+        folder."""
         job = self._job_with_output(job_id, name)
         if name == "errors":
             blob = self.store.state.get_blob_client(layout.errors_report(job_id))
@@ -284,12 +285,14 @@ class JobService:
                 size = blob.get_blob_properties().size
             except ResourceNotFoundError:
                 return {"value": [], "truncated": False}
-            return {"value": [{"path": "errors.jsonl", "size": size}], "truncated": False}
+            return {"value": [{"path": "errors.jsonl", "size": size, "main": True}],
+                    "truncated": False}
         container = self.store.service.get_container_client(job.output.container)
         prefix = job.output.folder_prefix
         # The job's own folder of the jobs container holds only its outputs; a folder other
         # jobs may share (a datastore path) shows the blobs this job wrote, by their metadata.
         own_folder = job.output == BlobLocation(JOBS_CONTAINER, job.id)
+        merged = job.output_blob.path if job.settings.output_action == "append_row" else None
         files: list[dict[str, Any]] = []
         truncated = False
         try:
@@ -300,7 +303,8 @@ class JobService:
                     truncated = True
                     break
                 if own_folder or (blob.metadata or {}).get(JOB_METADATA_KEY) == job.id:
-                    files.append({"path": blob.name[len(prefix):], "size": blob.size})
+                    files.append({"path": blob.name[len(prefix):], "size": blob.size,
+                                  "main": blob.name == merged})
         except ResourceNotFoundError:
             pass  # the container is not there yet: nothing was written
         return {"value": files, "truncated": truncated}

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 JOB_CACHE_SECONDS = 2.0  # how stale a host's view of a job may be (cancel, threshold)
 MANIFEST_CACHE_CHUNKS = 16
 RETRY_DELAY_SECONDS = 5  # visibility delay of a self-re-enqueued retry, like host.json's
-ADMISSION_DELAY_SECONDS = 3  # the most a mini-batch of a full pool waits before another try
+ADMISSION_DELAY_SECONDS = 2  # the most a mini-batch of a full pool waits before another try
 _HASH_CHUNK = 4 * 1024 * 1024
 
 
