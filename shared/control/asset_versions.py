@@ -83,14 +83,12 @@ class AssetVersions:
         check_kind(kind)
         prefix = layout.asset_kind_prefix(kind)
         try:
-            folders = [item.name for item in self._registry.walk_blobs(name_starts_with=prefix,
-                                                                        delimiter="/")
-                       if item.name.endswith("/")]
+            names = [item.name[len(prefix):-1] for item in self._registry.walk_blobs(
+                name_starts_with=prefix, delimiter="/") if item.name.endswith("/")]
         except ResourceNotFoundError:
             return []
         listed = []
-        for folder in sorted(folders)[:MAX_ASSETS_LISTED]:
-            name = folder[len(prefix):-1]
+        for name in sorted(names)[:MAX_ASSETS_LISTED]:
             versions = self.list_versions(kind, name, include_archived=include_archived)
             if versions:
                 listed.append(versions[-1])
