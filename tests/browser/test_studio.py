@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pandas as pd
 import pytest
 import requests
 from click.testing import CliRunner
@@ -289,3 +290,22 @@ def test_static_files_are_served_strictly(studio):
         assert requests.get(base + path, timeout=10).status_code == 404, path
     # The API itself still asks for the key.
     assert requests.get(f"{studio['url']}/api/endpoints", timeout=10).status_code == 401
+
+
+def test_a_summary_only_jobs_output_folder_downloads_file_by_file(page, studio, scratch):
+    client = studio["client"]
+    deploy_test_script(client, scratch, ENDPOINT, "files", "writes_files.py",
+                       {"mini_batch_size": 8, "output_action": "summary_only"})
+    job = client.invoke(ENDPOINT, studio["inputs"]["digits"], deployment_name="files")["name"]
+    _open(page, studio, f"/jobs/{job}")
+    assert _wait_status(page, "Completed|Failed") == "Completed"
+    expect(page.locator(".facts")).to_contain_text(["Computedefault"])
+    # Azure ML's `score` output folder: what the script wrote, one file per mini-batch.
+    rows = page.locator("#outputs table.outputs tr[data-output]")
+    expect(rows).to_have_count(DIGITS // 8)
+    expect(page.locator("#download-score")).to_have_count(0)  # nothing merged
+    with page.expect_download() as caught:
+        page.locator('tr[data-output="part-d08.parquet"] button').click()
+    assert caught.value.suggested_filename == "part-d08.parquet"
+    frame = pd.read_parquet(caught.value.path())
+    assert list(frame["file"]) == [f"d{i:02d}.png" for i in range(8, 16)]
