@@ -57,6 +57,34 @@ def cli_run(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def test_the_mlflow_tutorial_with_its_registered_model_and_data(env, client, scratch,
+                                                              cancer_data, tmp_path):
+    # Azure ML's MLflow tutorial registers the model and the data, then invokes the data
+    # asset; these are its `az ml` lines with the sample's names (docs/tutorial.md).
+    endpoint = "cancer-registered"
+    model = json.loads(cli_run(env, "model", "create", "--name", "cancer-classifier-mlflow",
+                               "--type", "mlflow_model", "--path",
+                               str(SAMPLE_DIR / "deployment-mlflow" / "model")))
+    cli_run(env, "data", "create", "--name", "cancer-dataset-unlabeled", "--type",
+            "uri_folder", "--path", str(cancer_data["folder"]))
+    cli_run(env, "batch-endpoint", "create", "-n", endpoint, "-f",
+            str(SAMPLE_DIR / "endpoint.yml"))
+    deployment = json.loads(cli_run(
+        env, "batch-deployment", "create",
+        "--file", str(SAMPLE_DIR / "deployment-mlflow" / "deployment.yml"),
+        "--endpoint-name", endpoint, "--set-default"))
+    assert deployment["model"]["version"] == model["version"]  # the registered one
+    job = cli_run(env, "batch-endpoint", "invoke", "--name", endpoint, "--input",
+                  "azureml:cancer-dataset-unlabeled@latest", "--query", "name",
+                  "-o", "tsv").strip()
+    cli_run(env, "job", "stream", "-n", job)
+    cli_run(env, "job", "download", "--name", job, "--output-name", "score",
+            "--download-path", str(tmp_path))
+    value, rows = accuracy(tmp_path / "named-outputs" / "score" / "predictions.csv",
+                           cancer_data["labels"])
+    assert rows == 171 and value >= MIN_ACCURACY
+
+
 def test_an_mlflow_model_without_a_script_scores_a_folder_of_csv_files(env, client, scratch,
                                                                        cancer_data):
     endpoint = "cancer-e2e"
