@@ -60,21 +60,26 @@ var computeProfiles = {
   cpu: { type: 'Consumption', suffix: 'cpu' }
 }
 var consumptionProfile = { name: 'Consumption', workloadProfileType: 'Consumption' }
-var gpuTypes = filter(union([workloadProfileType], map(profileApps, p => computeProfiles[p].type)),
-  t => t != 'Consumption')
-var gpuProfiles = map(gpuTypes, t => { name: profiles[t].name, workloadProfileType: t })
+// The GPU workload profiles the environment needs: the main app's and its profile apps'.
+var needsT4 = workloadProfileType == 'Consumption-GPU-NC8as-T4' || contains(profileApps, 'gpu-t4')
+var needsA100 = workloadProfileType == 'Consumption-GPU-NC24-A100' || contains(profileApps, 'gpu-a100')
+var t4Profiles = needsT4 ? [{ name: 'gpu-t4', workloadProfileType: 'Consumption-GPU-NC8as-T4' }] : []
+var a100Profiles = needsA100 ? [{ name: 'gpu-a100', workloadProfileType: 'Consumption-GPU-NC24-A100' }] : []
+var gpuProfiles = concat(t4Profiles, a100Profiles)
 // The main app, then one per profile app: name, workload profile, warm replicas, settings.
+var profileAppSpecs = [for p in profileApps: {
+  name: '${appName}-${computeProfiles[p].suffix}'
+  workload: computeProfiles[p].type
+  minReplicas: contains(profileMinReplicas, p) ? profileMinReplicas[p] : 0
+  settings: [{ name: 'BATCHFN_SCORING_PROFILE', value: p }]
+}]
+var profileAppNames = [for p in profileApps: '${appName}-${computeProfiles[p].suffix}']
 var apps = concat([{
   name: appName
   workload: workloadProfileType
   minReplicas: minReplicas
   settings: []
-}], map(profileApps, p => {
-  name: '${appName}-${computeProfiles[p].suffix}'
-  workload: computeProfiles[p].type
-  minReplicas: contains(profileMinReplicas, p) ? profileMinReplicas[p] : 0
-  settings: [{ name: 'BATCHFN_SCORING_PROFILE', value: p }]
-}))
+}], profileAppSpecs)
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -180,5 +185,5 @@ resource scoringApps 'Microsoft.App/containerApps@2024-10-02-preview' = [for app
 
 output environmentName string = environment.name
 output appName string = empty(image) ? '' : scoringApps[0].name
-output profileAppNames array = empty(image) ? [] : map(skip(apps, 1), app => app.name)
+output profileAppNames array = empty(image) ? [] : profileAppNames
 output workloadProfileName string = profiles[workloadProfileType].name
