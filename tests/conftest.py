@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,29 @@ def scoring_devhost(connection_string: str, scratch: Path,
                          env={"BATCHFN_WORK_DIR": str(scratch / "work"),
                               "DEVHOST_QUEUE_LEASE": str(queue_lease)}) as running:
         yield running
+
+
+@contextmanager
+def split_devhosts(connection_string: str, work: Path, worker_slots: int,
+                   env: dict[str, str] | None = None) -> Iterator[dict[str, RunningDevHost]]:
+    """One control devhost and two scoring devhosts (`scoring-a`, `scoring-b`) on one
+    Azurite, as the two Function apps run in Azure; each scoring host takes at most
+    `worker_slots` mini-batches at once, through the app settings the scoring image sets."""
+    common = dict(env or {})
+    scoring = {
+        **common, "BATCHFN_ROLE": "scoring",
+        "AzureFunctionsJobHost__extensions__queues__batchSize": "1",
+        "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": str(worker_slots - 1),
+    }
+    with ExitStack() as stack:
+        started = {"control": stack.enter_context(running_devhost(
+            script_root=REPO, connection_string=connection_string,
+            env={**common, "BATCHFN_ROLE": "control"}))}
+        for name in ("scoring-a", "scoring-b"):
+            started[name] = stack.enter_context(running_devhost(
+                script_root=REPO, connection_string=connection_string,
+                env={**scoring, "BATCHFN_WORK_DIR": str(work / name)}))
+        yield started
 
 
 @pytest.fixture(scope="module")

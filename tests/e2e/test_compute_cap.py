@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,11 @@ from azure.storage.blob import BlobServiceClient
 
 from batchfn.client import BatchfnClient
 from devhost.azurite import Azurite
-from devhost.testing import RunningDevHost, running_devhost
+from devhost.testing import RunningDevHost
 from shared.contract import layout
 from shared.contract.layout import STATE_CONTAINER
 from shared.contract.ledger import Completion
-from tests.conftest import REPO, SCORING_SCRIPTS, upload_blobs
+from tests.conftest import SCORING_SCRIPTS, split_devhosts, upload_blobs
 
 ENDPOINT = "capped"
 FILES = 24  # one mini-batch each
@@ -40,20 +39,8 @@ def azurite(tmp_path_factory) -> Iterator[Azurite]:
 
 @pytest.fixture(scope="module")
 def hosts(azurite, tmp_path_factory) -> Iterator[dict[str, RunningDevHost]]:
-    work = tmp_path_factory.mktemp("cap-hosts")
-    scoring = {
-        "BATCHFN_ROLE": "scoring",
-        "AzureFunctionsJobHost__extensions__queues__batchSize": "1",
-        "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": str(WORKER_SLOTS - 1),
-    }
-    with ExitStack() as stack:
-        started = {"control": stack.enter_context(running_devhost(
-            script_root=REPO, connection_string=azurite.connection_string,
-            env={"BATCHFN_ROLE": "control"}))}
-        for name in ("scoring-a", "scoring-b"):
-            started[name] = stack.enter_context(running_devhost(
-                script_root=REPO, connection_string=azurite.connection_string,
-                env={**scoring, "BATCHFN_WORK_DIR": str(work / name)}))
+    with split_devhosts(azurite.connection_string, tmp_path_factory.mktemp("cap-hosts"),
+                        WORKER_SLOTS) as started:
         yield started
 
 
