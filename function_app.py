@@ -40,11 +40,14 @@ else:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health)
 if serves(role, CONTROL):
+    from shared.control.computes import ScoringProfiles
     from shared.control.datastores import StorageBoundaries
     from shared.control.planner import JobCaps
 
-    # A malformed BATCHFN_DATASTORES or job cap stops the app here, as an unknown role does.
+    # A malformed BATCHFN_DATASTORES, BATCHFN_INPUT_ALIASES, BATCHFN_SCORING_PROFILES or job
+    # cap stops the app here, as an unknown role does.
     StorageBoundaries.from_settings()
+    ScoringProfiles.from_settings()
     JobCaps.from_settings()
     for blueprint in control_blueprints():
         app.register_functions(blueprint)

@@ -201,6 +201,21 @@ def job_output(req: func.HttpRequest) -> func.HttpResponse:
                                       "X-Content-Type-Options": "nosniff"})
 
 
+@bp.route(route="jobs/{job}/outputs/{name}/files/{*path}", methods=["GET"])
+@api_errors
+def job_output_files(req: func.HttpRequest) -> func.HttpResponse:
+    """Without a path, the files of a named output folder (`score`: the merged file and
+    every file the script wrote to AZUREML_BI_OUTPUT_PATH); with one, that file."""
+    job, name = req.route_params["job"], req.route_params["name"]
+    path = req.route_params.get("path") or ""
+    if not path:
+        return json_response(job_service().output_files(job, name))
+    file_name, content = job_service().output_file(job, name, path)
+    return func.HttpResponse(content, status_code=200, mimetype="application/octet-stream",
+                             headers={"Content-Disposition": attachment(file_name),
+                                      "X-Content-Type-Options": "nosniff"})
+
+
 @bp.route(route="data/uploads", methods=["POST"])
 @api_errors
 def grant_data_upload(req: func.HttpRequest) -> func.HttpResponse:
@@ -223,9 +238,12 @@ _JOB = path_param("job", "Job name", _JOB_NAME)
 _ENDPOINT = path_param("endpoint", "Endpoint name", _RESOURCE_NAME)
 _DEPLOYMENT = path_param("deployment", "Deployment name", _RESOURCE_NAME)
 _LOCATION = {"type": "string", "minLength": 1, "maxLength": MAX_URI_LENGTH,
-             "description": "a storage URL of the app's account or azureml://datastores/<name>/"
-                            "paths/<path> (GET /api/datastores)"}
+             "description": "a storage URL of the app's account, azureml://datastores/<name>/"
+                            "paths/<path> (GET /api/datastores), or a data asset: "
+                            "azureml:<name>@latest or azureml:<name>:<version>"}
 _SETTINGS = "#/components/schemas/Settings"  # declared by control_api
+_OUTPUT_NAME = path_param("name", "score or errors",
+                          {"type": "string", "enum": list(OUTPUT_NAMES)})
 
 
 def _schema(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -356,11 +374,25 @@ OPENAPI_PATHS: dict[str, Any] = {
         body="UploadRequest", responses={200: "Grant with uri and per-file urls"},
         result={"type": "object"}, errors=(400, 413))},
     "/jobs/{job}/outputs/{name}": {"get": operation(
-        "Download a named output (score, errors)", "getJobOutput",
-        parameters=[_JOB, path_param("name", "score or errors",
-                                     {"type": "string", "enum": list(OUTPUT_NAMES)}),
+        "Download a named output's file (score: the merged file; errors: errors.jsonl)",
+        "getJobOutput",
+        parameters=[_JOB, _OUTPUT_NAME,
                     query_param("download", "accepted for Azure ML's sake; always downloads",
                                 {"type": "boolean"})],
+        responses={200: "The file"})},
+    "/jobs/{job}/outputs/{name}/files": {"get": operation(
+        "The files of a named output folder: score holds the merged file and every file the "
+        "scoring script wrote to AZUREML_BI_OUTPUT_PATH", "listJobOutputFiles",
+        parameters=[_JOB, _OUTPUT_NAME], responses={200: "Files"},
+        result=_schema({"value": {"type": "array", "items": _schema({
+            "path": {"type": "string"}, "size": {"type": "integer"},
+            "main": {"type": "boolean", "description": "the merged file (errors.jsonl)"}})},
+            "truncated": {"type": "boolean"}}))},
+    "/jobs/{job}/outputs/{name}/files/{path}": {"get": operation(
+        "Download one file of a named output folder", "getJobOutputFile",
+        parameters=[_JOB, _OUTPUT_NAME,
+                    path_param("path", "a path from the listing, e.g. part-0001.parquet",
+                               {"type": "string", "maxLength": MAX_RELATIVE_PATH})],
         responses={200: "The file"})},
     "/datastores": {"get": operation(
         "The datastores jobs read from and write to, and where else outputs may go",

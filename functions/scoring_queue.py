@@ -1,4 +1,5 @@
-"""Queue trigger: score mini-batches from "minibatches".
+"""Queue trigger: score mini-batches from "minibatches" (or the queue of the scoring profile
+this app serves).
 
 A failed attempt with retries left raises, so the host redelivers the message after
 host.json's visibilityTimeout; the handler completes the message itself when the
@@ -18,17 +19,18 @@ from pathlib import Path
 
 import azure.functions as func
 
-from shared.contract.layout import MINIBATCH_QUEUE
 from shared.contract.messages import InvalidMessage, MiniBatchMessage
 from shared.scoring.context import minibatch_handler, shard_hints
+from shared.scoring.scoring_profile import served_queue
 
 bp = func.Blueprint()
 log = logging.getLogger("batchfn.scoring")
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+QUEUE = served_queue()  # "minibatches", or the queue of this app's scoring profile
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=MINIBATCH_QUEUE, connection="AzureWebJobsStorage")
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE, connection="AzureWebJobsStorage")
 async def score_minibatch(msg: func.QueueMessage) -> None:
     """Score one mini-batch message (the blocking work runs in a worker thread)."""
     body = msg.get_body()

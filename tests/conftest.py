@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,29 @@ def scoring_devhost(connection_string: str, scratch: Path,
         yield running
 
 
+@contextmanager
+def split_devhosts(connection_string: str, work: Path, worker_slots: int,
+                   env: dict[str, str] | None = None) -> Iterator[dict[str, RunningDevHost]]:
+    """One control devhost and two scoring devhosts (`scoring-a`, `scoring-b`) on one
+    Azurite, as the two Function apps run in Azure; each scoring host takes at most
+    `worker_slots` mini-batches at once, through the app settings the scoring image sets."""
+    common = dict(env or {})
+    scoring = {
+        **common, "BATCHFN_ROLE": "scoring",
+        "AzureFunctionsJobHost__extensions__queues__batchSize": "1",
+        "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": str(worker_slots - 1),
+    }
+    with ExitStack() as stack:
+        started = {"control": stack.enter_context(running_devhost(
+            script_root=REPO, connection_string=connection_string,
+            env={**common, "BATCHFN_ROLE": "control"}))}
+        for name in ("scoring-a", "scoring-b"):
+            started[name] = stack.enter_context(running_devhost(
+                script_root=REPO, connection_string=connection_string,
+                env={**scoring, "BATCHFN_WORK_DIR": str(work / name)}))
+        yield started
+
+
 @pytest.fixture(scope="module")
 def scratch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder for one test module's files: models, inputs, the scoring runtime's work."""
@@ -141,6 +164,21 @@ def deploy_test_script(client: Any, scratch: Path, endpoint: str, name: str, scr
         "code_configuration": {"code": str(SCORING_SCRIPTS), "scoring_script": script},
         "settings": settings, "environment_variables": env or {}, **fields,
     }, set_default=set_default)
+
+
+SAMPLE_COMPUTE = "batch-cluster"  # what Azure ML's sample deployments name
+
+
+def ensure_compute(client: Any, name: str = SAMPLE_COMPUTE, max_instances: int = 5) -> None:
+    """Create the compute a deployment names, as Azure ML's tutorials do before deploying
+    (`compute create -n batch-cluster --max-instances 5`), unless an earlier test did."""
+    from batchfn.errors import ConflictError
+
+    try:
+        client.create_compute(document={"type": "amlcompute", "max_instances": max_instances},
+                              name=name)
+    except ConflictError:
+        pass
 
 
 @pytest.fixture

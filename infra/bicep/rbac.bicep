@@ -48,11 +48,17 @@ var controlStorageRoles = [
   roles.storageQueueDataContributor
   roles.storageTableDataContributor
 ]
-// shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages there)
-// and SHARD_HINT_QUEUE (scoring hosts only send to it).
+// shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages there),
+// the same two of each scoring profile's app, and SHARD_HINT_QUEUE (scoring hosts only send to it).
 var scoringQueueGrants = [
   { queue: 'minibatches', role: roles.storageQueueDataContributor }
   { queue: 'minibatches-poison', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-gpu-t4', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-gpu-t4-poison', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-gpu-a100', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-gpu-a100-poison', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-cpu', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-cpu-poison', role: roles.storageQueueDataContributor }
   { queue: 'shard-hints', role: roles.storageQueueDataMessageSender }
 ]
 var userContainerGrants = [

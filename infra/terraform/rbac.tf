@@ -18,11 +18,18 @@ locals {
     "Storage Table Data Contributor",
   ])
   # shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages
-  # there) and SHARD_HINT_QUEUE (scoring hosts only send to it).
+  # there), the same two of each scoring profile's app, and SHARD_HINT_QUEUE (scoring hosts
+  # only send to it).
   scoring_queue_grants = {
-    "minibatches"        = "Storage Queue Data Contributor"
-    "minibatches-poison" = "Storage Queue Data Contributor"
-    "shard-hints"        = "Storage Queue Data Message Sender"
+    "minibatches"                 = "Storage Queue Data Contributor"
+    "minibatches-poison"          = "Storage Queue Data Contributor"
+    "minibatches-gpu-t4"          = "Storage Queue Data Contributor"
+    "minibatches-gpu-t4-poison"   = "Storage Queue Data Contributor"
+    "minibatches-gpu-a100"        = "Storage Queue Data Contributor"
+    "minibatches-gpu-a100-poison" = "Storage Queue Data Contributor"
+    "minibatches-cpu"             = "Storage Queue Data Contributor"
+    "minibatches-cpu-poison"      = "Storage Queue Data Contributor"
+    "shard-hints"                 = "Storage Queue Data Message Sender"
   }
   user_container_grants = {
     "batchfn-jobs" = "Storage Blob Data Reader"

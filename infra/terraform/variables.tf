@@ -147,3 +147,35 @@ variable "registry_sku" {
     error_message = "registry_sku must be Basic, Standard or Premium."
   }
 }
+
+variable "scoring_profiles" {
+  description = "Scoring profiles that get a scoring app of their own beside the main one: computes whose size maps to one (gpu-t4: a T4 GPU, gpu-a100: an A100 GPU, cpu: CPU only) run there (docs/concepts.md). Empty: every compute runs on the main scoring app, and a size that needs another profile is refused at compute create."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for profile in var.scoring_profiles : contains(["gpu-t4", "gpu-a100", "cpu"], profile)])
+    error_message = "scoring_profiles may hold gpu-t4, gpu-a100 and cpu."
+  }
+}
+
+variable "scoring_min_replicas" {
+  description = "Replicas the main scoring app keeps warm: the min_instances of the computes it serves (0 scales to zero)."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.scoring_min_replicas >= 0 && var.scoring_min_replicas <= 100
+    error_message = "scoring_min_replicas must be between 0 and 100."
+  }
+}
+
+variable "scoring_profile_min_replicas" {
+  description = "Replicas each profile app keeps warm, by profile (e.g. { gpu-a100 = 1 }): the min_instances of the computes of that size. A profile not named keeps none."
+  type        = map(number)
+  default     = {}
+}
+
+variable "input_aliases" {
+  description = "Input URLs that stand for a datastore path or a data asset: <URL prefix>=<target> pairs separated by \";\" (BATCHFN_INPUT_ALIASES, docs/security.md). Empty: none."
+  type        = string
+  default     = ""
+}

@@ -25,10 +25,11 @@ from .names import check_asset_name, check_relative_path
 MAX_MANIFEST_FILES = 100_000
 # Names the digest's encoding, so that no digest of another encoding can equal one of this.
 DIGEST_SCHEME = "batchfn-asset-digest/2"
+SINGLE_FILE_ROOT = "file"  # the root folder of a one-file asset (scan_file)
 _HASH_CHUNK = 4 * 1024 * 1024
 _RESOURCE_ID = re.compile(
     r"(?:azureml:)?/subscriptions/[^/]+/resource[gG]roups/[^/]+/providers/"
-    r"Microsoft\.MachineLearningServices/workspaces/[^/]+/(?:models|codes)/"
+    r"Microsoft\.MachineLearningServices/workspaces/[^/]+/(?:models|codes|data)/"
     r"(?P<name>[^/]+)/versions/(?P<version>[^/]+)")
 
 
@@ -113,17 +114,32 @@ def scan_folder(folder: str | os.PathLike[str]) -> AssetManifest:
         if "__pycache__" in relative.split("/"):
             continue
         check_relative_path(relative, field=f"file name in {str(base)!r}")
-        sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-        with path.open("rb") as stream:
-            while chunk := stream.read(_HASH_CHUNK):
-                sha256.update(chunk)
-                md5.update(chunk)
-                size += len(chunk)
-        files.append(ManifestFile(relative, size, sha256.hexdigest(), md5.hexdigest()))
+        files.append(_hashed(path, relative))
     if not files:
         raise InvalidRequest(f"folder {str(base)!r} is empty", details={"path": str(base)},
                              code="folder_empty")
     return AssetManifest(root=check_asset_name(base.resolve().name), files=tuple(files))
+
+
+def scan_file(file: str | os.PathLike[str]) -> AssetManifest:
+    """One file as an asset (a uri_file data asset): under the root folder `file`."""
+    path = Path(file)
+    if not path.is_file():
+        raise InvalidRequest(f"file {str(path)!r} does not exist or is not a file",
+                             details={"path": str(path)}, code="file_not_found")
+    return AssetManifest(root=SINGLE_FILE_ROOT, files=(
+        _hashed(path, check_relative_path(path.name, field="file name")),))
+
+
+def _hashed(path: Path, relative: str) -> ManifestFile:
+    """Hash one file in fixed-size chunks."""
+    sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(_HASH_CHUNK):
+            sha256.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+    return ManifestFile(relative, size, sha256.hexdigest(), md5.hexdigest())
 
 
 def parse_asset_ref(text: Any) -> tuple[str, str]:
@@ -131,7 +147,7 @@ def parse_asset_ref(text: Any) -> tuple[str, str]:
 
     Accepts `azureml:name:version`, `name:version`, `azureml:name@latest` and Azure ML's
     resource ids (`azureml:/subscriptions/.../workspaces/<w>/models/<name>/versions/<v>`,
-    also `codes/...`): batchfn has one workspace, so only the name and version count.
+    also `codes/...` and `data/...`): batchfn has one workspace, so only the name and version count.
     Registry references (`azureml://registries/...`) are refused: batchfn has no registries.
     """
     if not isinstance(text, str) or not text:

@@ -35,6 +35,12 @@ def poison_queue(queue: str = MINIBATCH_QUEUE) -> str:
     return queue + POISON_SUFFIX
 
 
+def minibatch_queue_for(profile: str | None) -> str:
+    """The mini-batch queue of a scoring profile's own scoring app (contract.compute_spec);
+    None: the main scoring app's queue."""
+    return MINIBATCH_QUEUE if profile is None else f"{MINIBATCH_QUEUE}-{profile}"
+
+
 # ----- the registry container -----------------------------------------------------------
 
 ENDPOINTS_PREFIX = "endpoints/"
@@ -69,15 +75,34 @@ def asset_digest_record(kind: str, name: str, digest: str) -> str:
     return f"{asset_index(kind, name)}digests/{digest}.json"
 
 
+def asset_kind_prefix(kind: str) -> str:
+    """The folder holding one folder per asset of `kind`."""
+    return f"assets/{kind}/"
+
+
+COMPUTES_PREFIX = "computes/"
+
+
+def compute_record(name: str) -> str:
+    return f"{COMPUTES_PREFIX}{name}.json"
+
+
 # ----- the assets container -------------------------------------------------------------
 
-ASSET_FOLDERS = {"model": "models", "code": "code"}  # asset kind -> top folder
+# asset kind -> top folder of its files: models and code in ASSETS_CONTAINER, data assets
+# in the default datastore (DATA_CONTAINER), where jobs read them.
+ASSET_FOLDERS = {"model": "models", "code": "code", "data": "assets"}
 STAGING_PREFIX = "staging/"
 
 
 def asset_content(kind: str, name: str, digest: str) -> str:
     """The prefix of one asset version's files: `<prefix><root folder>/<path>`."""
     return f"{ASSET_FOLDERS[kind]}/{name}/{digest}/"
+
+
+def asset_container(kind: str) -> str:
+    """The container of an asset kind's files."""
+    return DATA_CONTAINER if kind == "data" else ASSETS_CONTAINER
 
 
 def staged_upload(upload_id: str) -> str:
@@ -91,6 +116,13 @@ def staged_upload(upload_id: str) -> str:
 # Named `_jobs/<newest-first key>/<job id>`, so that a listing in name order is newest first.
 JOB_INDEX_PREFIX = "_jobs/"
 _LATEST_MILLISECONDS = 10 ** 13 - 1  # the key's 13 digits last until the year 2286
+COMPUTE_SLOTS_PREFIX = "_compute/"  # host slots of capped scoring pools (leased blobs)
+
+
+def compute_slot(compute: str, slot: int) -> str:
+    """One of a pool's `max_instances` host slots: a scoring host leases it while it works
+    on the pool's mini-batches (shared/scoring/compute_admission.py)."""
+    return f"{COMPUTE_SLOTS_PREFIX}{compute}/slot-{slot:04d}"
 
 
 def job_record(job_id: str) -> str:
@@ -153,9 +185,16 @@ def errors_report(job_id: str) -> str:
     return f"{job_id}/errors.jsonl"
 
 
+# Metadata of every output blob a job writes (the merged file, the script's files): which
+# job wrote it, so a folder several jobs share shows each job its own outputs.
+JOB_METADATA_KEY = "batchfn_job"
+
+
 # ----- the data container (the default datastore) -------------------------------------
 
 UPLOADS_PREFIX = "uploads/"  # local inputs the CLI uploads: uploads/<upload id>/<name>
+# Registered data assets' files (asset_content("data", ...)): jobs read them, never write.
+DATA_ASSETS_PREFIX = ASSET_FOLDERS["data"] + "/"
 
 
 def input_upload(upload_id: str) -> str:

@@ -18,6 +18,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.contract import layout
 from shared.contract.job_records import JobRecord, JobStatus
+from shared.contract.layout import JOB_METADATA_KEY
 from shared.contract.settings import TEXT_OUTPUT_FORMATS
 from shared.control.monitor import Outcome, evaluate
 from shared.control.orchestrator import FailRequest, JobEnd, StepResult
@@ -28,7 +29,6 @@ from shared.storage.parts import parts_in_order, read_parquet_part
 
 # A merge of more parts than this shows Finalizing and checks the output before it starts.
 ANNOUNCED_MERGE_PARTS = 16
-JOB_METADATA_KEY = "batchfn_job"
 RECORD_READS = 8  # failure records read at once while the errors report is written
 
 

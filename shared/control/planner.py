@@ -47,7 +47,7 @@ from shared.control.progress import Progress
 from shared.storage.failure_records import UNPLANNED, InputFailure, write_record
 from shared.storage.job_store import JobStore
 from shared.storage.ledger_blobs import create_ledger, record_completion
-from shared.storage.queue_clients import send
+from shared.storage.queue_clients import minibatch_queue, send
 from shared.worker.input_errors import UnsplittableInput
 from shared.worker.tabular.formats import check_splittable, is_data_file
 
@@ -123,6 +123,10 @@ def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResult:
     if job.status in JobStatus.STOPPED:
         return PlanResult(ok=True, skipped=job.status)
     caps = JobCaps.from_settings()
+    if job.compute.queue != layout.MINIBATCH_QUEUE:
+        # `queue` is the main scoring app's; the job's compute runs on an app of its own
+        # scoring profile, which reads its own queue.
+        queue = minibatch_queue(store.account, job.compute.queue)
     writer = _PlanWriter(store, queue, job, caps.batches)
     try:
         with writer:

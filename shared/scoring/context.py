@@ -6,6 +6,7 @@ from functools import cache
 from pathlib import Path
 
 from shared.scoring.minibatch_handler import MiniBatchHandler
+from shared.scoring.scoring_profile import served_queue
 from shared.scoring.shard_hints import ShardFullHints
 from shared.storage.account import default_account
 from shared.storage.job_store import JobStore
@@ -23,7 +24,8 @@ def minibatch_handler(host_json: Path | None = None) -> MiniBatchHandler:
     """The handler over the default scoring runtime; retries honour host.json's limit."""
     from shared.scoring.scoring_runtime import default_runtime
 
-    return MiniBatchHandler(job_store(), default_runtime(), minibatch_queue(default_account()),
+    return MiniBatchHandler(job_store(), default_runtime(),
+                            minibatch_queue(default_account(), served_queue()),
                             max_dequeue_count(host_json))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from azure.storage.queue import QueueClient
 
 from shared.contract.errors import NotFound
 from shared.contract.job_records import JobRecord, JobStatus
+from shared.contract.layout import JOB_METADATA_KEY
 from shared.contract.ledger import Completion, Part
 from shared.contract.manifest import ManifestChunk, PlannedBatch
 from shared.contract.messages import MiniBatchMessage
@@ -34,6 +36,7 @@ from shared.contract.registry_records import DeploymentRecord
 from shared.contract.timestamps import utc_now
 from shared.scoring.attempt_logs import AttemptLogs
 from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.compute_admission import ComputeAdmission
 from shared.scoring.isolation import UnsafeWorkerFile, open_worker_file, worker_files
 from shared.scoring.tracebacks import readable_traceback
 from shared.storage.failure_records import (
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 JOB_CACHE_SECONDS = 2.0  # how stale a host's view of a job may be (cancel, threshold)
 MANIFEST_CACHE_CHUNKS = 16
 RETRY_DELAY_SECONDS = 5  # visibility delay of a self-re-enqueued retry, like host.json's
+ADMISSION_DELAY_SECONDS = 2  # the most a mini-batch of a full pool waits before another try
 _HASH_CHUNK = 4 * 1024 * 1024
 # Files a script may keep in a job's AZUREML_BI_OUTPUT_PATH folder on one host.
 MAX_SCRIPT_OUTPUT_FILES = 10_000
@@ -85,7 +89,7 @@ class ScriptOutputExists(ScriptOutputRefused):
 class WorkResult:
     """What the handler did with one message (for logs and tests)."""
 
-    action: str  # scored | retry | requeued | failed | skipped
+    action: str  # scored | retry | requeued | deferred | failed | skipped
     detail: str = ""
     ledger_blocks: int | None = None  # the ledger shard's block count after our append
 
@@ -94,9 +98,11 @@ class MiniBatchHandler:
     """Processes mini-batch messages; thread-safe, one per process."""
 
     def __init__(self, store: JobStore, runtime: Runtime, queue: QueueClient,
-                 max_dequeue_count: int = 5, logs: AttemptLogs | None = None) -> None:
+                 max_dequeue_count: int = 5, logs: AttemptLogs | None = None,
+                 admission: ComputeAdmission | None = None) -> None:
         self.store = store
         self.logs = logs or AttemptLogs(store.state)
+        self.admission = admission or ComputeAdmission(store.state)
         self.runtime = runtime
         self.queue = queue
         self.max_dequeue_count = max_dequeue_count
@@ -115,6 +121,15 @@ class MiniBatchHandler:
             return WorkResult("skipped", "job not found")
         if job.status in JobStatus.STOPPED:
             return WorkResult("skipped", f"job is {job.status}")
+        if not self.admission.enter(job.compute):
+            return self._defer(message, dequeue_count, job)
+        try:
+            return self._score(message, job, dequeue_count)
+        finally:
+            self.admission.leave(job.compute)
+
+    def _score(self, message: MiniBatchMessage, job: JobRecord,
+               dequeue_count: int) -> WorkResult:
         planned = self._batch(message)
         attempt = message.prior_attempts + dequeue_count
         merged = job.settings.output_action == "append_row"
@@ -148,6 +163,16 @@ class MiniBatchHandler:
         blocks = self._record_failure(job.id, message.index, planned, attempt, outcome.status,
                                       outcome.error or outcome.status, outcome.traceback)
         return WorkResult("failed", outcome.error or outcome.status, blocks)
+
+    def _defer(self, message: MiniBatchMessage, dequeue_count: int,
+               job: JobRecord) -> WorkResult:
+        """Every host slot of the job's pool is taken: the mini-batch waits in a copy of
+        its message, visible again in a moment; this delivery counts as no attempt."""
+        later = MiniBatchMessage(message.job, message.index, message.chunk,
+                                 message.prior_attempts + dequeue_count - 1)
+        self.queue.send_message(later.encode(), visibility_timeout=random.randint(
+            1, ADMISSION_DELAY_SECONDS))
+        return WorkResult("deferred", f"compute {job.compute.name} has no free host slot")
 
     # --- internals -----------------------------------------------------------------------
 
@@ -220,7 +245,7 @@ class MiniBatchHandler:
                 _check_output_name(job, relative)
                 blob = container.get_blob_client(job.output.child(relative).path)
                 etag = _upload_script_output(blob, folder, relative,
-                                             None if sent is None else sent[1])
+                                             None if sent is None else sent[1], job.id)
             except (UnsafeWorkerFile, FileNotFoundError) as exc:
                 log.warning("job %s: script output %s not uploaded: %s", job.id, relative, exc)
                 continue
@@ -305,10 +330,10 @@ def _check_output_name(job: JobRecord, name: str) -> None:
 
 
 def _upload_script_output(blob: BlobClient, folder: Path, relative: str,
-                          own_etag: str | None) -> str:
+                          own_etag: str | None, job_id: str) -> str:
     """Upload one script output file without replacing anything this process did not write;
     returns the blob's ETag. The file is opened link-proof (open_worker_file), twice: once
-    to hash it, once to send it."""
+    to hash it, once to send it. Its metadata names the job (layout.JOB_METADATA_KEY)."""
     md5 = hashlib.md5(usedforsecurity=False)
     with open_worker_file(folder, relative) as data:
         while chunk := data.read(_HASH_CHUNK):
@@ -316,11 +341,13 @@ def _upload_script_output(blob: BlobClient, folder: Path, relative: str,
     settings = ContentSettings(content_md5=bytearray(md5.digest()))
     try:
         with open_worker_file(folder, relative) as data:
+            metadata = {JOB_METADATA_KEY: job_id}
             if own_etag is None:
-                written = blob.upload_blob(data, overwrite=False, content_settings=settings)
+                written = blob.upload_blob(data, overwrite=False, content_settings=settings,
+                                           metadata=metadata)
             else:
                 written = blob.upload_blob(data, overwrite=True, content_settings=settings,
-                                           etag=own_etag,
+                                           metadata=metadata, etag=own_etag,
                                            match_condition=MatchConditions.IfNotModified)
         return written["etag"]
     except (ResourceExistsError, ResourceModifiedError):

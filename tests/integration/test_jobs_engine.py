@@ -15,8 +15,9 @@ import pytest
 
 from shared.contract import layout
 from shared.contract.errors import Conflict, InvalidRequest, NotFound
+from shared.contract.job_records import JobCompute
 from shared.contract.messages import MiniBatchMessage
-from shared.contract.registry_records import AssetRef, DeploymentRecord
+from shared.contract.registry_records import AssetRef, AssetVersion, DeploymentRecord
 from shared.contract.settings import DeploymentSettings
 from shared.control.datastores import DATASTORES_SETTING
 from shared.control.finalize import advance_job
@@ -39,6 +40,12 @@ class FakeRegistry:
             name="blue", endpoint_name="ep1", model=asset,
             code=AssetRef("code", "c", "1", "d", "code/c/1/", "code"),
             scoring_script="score.py", settings=settings)
+
+    def job_compute(self, name: str) -> JobCompute:
+        return JobCompute(name)
+
+    def resolve_data(self, name: str, version: str) -> AssetVersion:
+        raise NotFound(f"data asset {name}:{version} does not exist")
 
     def resolve_deployment(self, endpoint: str, name: str | None) -> DeploymentRecord:
         if endpoint != "ep1":

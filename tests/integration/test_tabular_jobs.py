@@ -17,10 +17,12 @@ from azure.core.exceptions import ResourceExistsError
 from sklearn.datasets import load_breast_cancer
 
 from shared.contract import layout
+from shared.contract.errors import NotFound
+from shared.contract.job_records import JobCompute
 from shared.contract.layout import ASSETS_CONTAINER, DATA_CONTAINER
 from shared.contract.manifest import InputFile, RowPiece
 from shared.contract.messages import MiniBatchMessage
-from shared.contract.registry_records import AssetRef, DeploymentRecord
+from shared.contract.registry_records import AssetRef, AssetVersion, DeploymentRecord
 from shared.contract.settings import DeploymentSettings
 from shared.control import planner
 from shared.control.job_service import JobService
@@ -48,6 +50,12 @@ class Registry:
         asset = AssetRef("model", "m", "1", "d", "models/m/1/", "model")
         self.deployment = DeploymentRecord(name="rows", endpoint_name="ep1", model=asset,
                                            code=None, scoring_script=None, settings=settings)
+
+    def job_compute(self, name: str) -> JobCompute:
+        return JobCompute(name)
+
+    def resolve_data(self, name: str, version: str) -> AssetVersion:
+        raise NotFound(f"data asset {name}:{version} does not exist")
 
     def resolve_deployment(self, endpoint: str, name: str | None) -> DeploymentRecord:
         return self.deployment

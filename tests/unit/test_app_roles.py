@@ -99,3 +99,13 @@ def test_a_job_cap_that_is_not_a_positive_number_stops_the_control_app(setting: 
     result = _import_app(CONTROL, **{setting: "0"})
     assert result.returncode != 0 and f"{setting} must be a positive number" in result.stderr
     assert _import_app(CONTROL, **{setting: "1000"}).returncode == 0
+
+
+def test_the_control_app_records_the_poison_queue_of_every_scoring_app():
+    # Scoring profiles with apps of their own have queues (and poison queues) of their own.
+    result = _import_app(CONTROL, BATCHFN_SCORING_PROFILES="gpu-t4,gpu-a100,cpu")
+    assert result.returncode == 0, result.stderr
+    names = set(json.loads(result.stdout.splitlines()[-1])["functions"])
+    assert {"record_poisoned_minibatch", "record_poisoned_minibatch_gpu_a100",
+            "record_poisoned_minibatch_cpu"} <= names
+    assert "record_poisoned_minibatch_gpu_t4" not in names  # the main app reads minibatches

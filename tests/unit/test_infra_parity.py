@@ -22,9 +22,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from shared.contract import layout
-from shared.contract.layout import DROP_CONTAINER, DROP_MARKER, poison_queue
+from shared.contract.compute_spec import PROFILE_WORKLOAD_TYPES, PROFILES
+from shared.contract.layout import DROP_CONTAINER, DROP_MARKER, minibatch_queue_for, poison_queue
 from shared.contract.roles import CONTROL, ROLE_SETTING, SCORING
-from shared.control.datastores import DATASTORES_SETTING
+from shared.control.computes import SCORING_PROFILES_SETTING
+from shared.control.datastores import ALIASES_SETTING, DATASTORES_SETTING
 from shared.control.planner import (
     DEFAULT_MAX_BATCHES,
     DEFAULT_MAX_FILES,
@@ -34,6 +36,7 @@ from shared.control.planner import (
     MAX_ROWS_SETTING,
 )
 from shared.scoring.isolation import WORKER_USER_SETTING
+from shared.scoring.scoring_profile import SCORING_PROFILE_SETTING
 from shared.scoring.scoring_runtime import WORK_DIR_SETTING
 from shared.storage.account import DEFAULT_CONNECTION
 
@@ -45,7 +48,10 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 APP_CONTAINERS = {layout.REGISTRY_CONTAINER, layout.ASSETS_CONTAINER, layout.DATA_CONTAINER,
                   layout.JOBS_CONTAINER, layout.STATE_CONTAINER, DROP_CONTAINER}
-APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), layout.SHARD_HINT_QUEUE}
+PROFILE_QUEUES = {queue for profile in PROFILES
+                  for queue in (minibatch_queue_for(profile),
+                                poison_queue(minibatch_queue_for(profile)))}
+APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), layout.SHARD_HINT_QUEUE, *PROFILE_QUEUES}
 GPU_PROFILES = {"Consumption-GPU-NC8as-T4", "Consumption-GPU-NC24-A100", "Consumption"}
 # Built-in role definition ids (the same in every tenant).
 ROLE_IDS = {
@@ -62,6 +68,7 @@ CONTROL_STORAGE_ROLES = {"Storage Blob Data Owner", "Storage Queue Data Contribu
                          "Storage Table Data Contributor"}
 SCORING_QUEUE_GRANTS = {layout.MINIBATCH_QUEUE: "Storage Queue Data Contributor",
                         poison_queue(): "Storage Queue Data Contributor",
+                        **dict.fromkeys(PROFILE_QUEUES, "Storage Queue Data Contributor"),
                         layout.SHARD_HINT_QUEUE: "Storage Queue Data Message Sender"}
 USER_CONTAINER_GRANTS = {layout.JOBS_CONTAINER: "Storage Blob Data Reader",
                          layout.DATA_CONTAINER: "Storage Blob Data Reader",
@@ -77,12 +84,16 @@ SETTINGS_BY_ROLE = {
     ROLE_SETTING: {CONTROL, SCORING},  # function_app.py picks its blueprints
     WORK_DIR_SETTING: {SCORING},  # shared/scoring/scoring_runtime.py: assets, worker folders
     DATASTORES_SETTING: {CONTROL},  # shared/control/datastores.py: checked at invoke
+    ALIASES_SETTING: {CONTROL},  # shared/control/datastores.py: input URL aliases
+    SCORING_PROFILES_SETTING: {CONTROL},  # shared/control/computes.py: routes computes' jobs
     WORKER_USER_SETTING: {SCORING},  # shared/scoring/isolation.py: the workers' OS user
     # shared/control/planner.py: the operator's caps on one job
     MAX_FILES_SETTING: {CONTROL},
     MAX_ROWS_SETTING: {CONTROL},
     MAX_BATCHES_SETTING: {CONTROL},
 }
+# Set on some apps of a role only: the profile apps (test_each_profile_app_...).
+PROFILE_APP_SETTINGS = {SCORING_PROFILE_SETTING}
 # Read from the environment but never an app setting, with the reason.
 ENVIRONMENT_ONLY = {
     "CUDA_VISIBLE_DEVICES": "the GPU host's own; the runtime narrows it per worker slot",
@@ -290,9 +301,10 @@ def test_both_stacks_set_the_same_app_settings_for_each_app():
     assert set(control_settings_bicep()) == set(control_settings_terraform())
     assert set(scoring_settings_bicep()) == set(scoring_settings_terraform())
     # ... and hand them to the apps.
-    assert "env: appSettings" in read(BICEP / "app" / "scoring-app.bicep")
-    assert ("env = [for name, value in local.scoring_app_settings : "
-            "{ name = name, value = value }]") in read(TERRAFORM / "scoring_app.tf")
+    assert "env: concat(appSettings, app.settings)" in read(BICEP / "app" / "scoring-app.bicep")
+    assert ("env = [for name, value in merge(local.scoring_app_settings, "
+            "{ BATCHFN_SCORING_PROFILE = each.value.profile }) :") in read(
+        TERRAFORM / "scoring_app.tf")
     assert "properties = local.control_app_settings" in read(TERRAFORM / "function_app.tf")
     for settings in (control_settings_bicep(), scoring_settings_bicep()):
         assert {"APPLICATIONINSIGHTS_CONNECTION_STRING",
@@ -367,7 +379,8 @@ def _is_environment(node: ast.AST) -> bool:
 
 def test_every_setting_read_by_the_code_is_set_for_the_app_whose_role_reads_it():
     read_by_code = settings_read_by_code()
-    unknown = read_by_code - set(SETTINGS_BY_ROLE) - set(ENVIRONMENT_ONLY)
+    unknown = (read_by_code - set(SETTINGS_BY_ROLE) - set(ENVIRONMENT_ONLY)
+               - PROFILE_APP_SETTINGS)
     assert not unknown, f"say which app reads {sorted(unknown)} in SETTINGS_BY_ROLE, and set it"
     assert set(SETTINGS_BY_ROLE) <= read_by_code, "SETTINGS_BY_ROLE lists a setting no one reads"
     apps = {CONTROL: [control_settings_bicep(), control_settings_terraform()],
@@ -618,8 +631,12 @@ def test_both_stacks_run_the_scoring_app_on_the_chosen_gpu_profile():
         assert "Microsoft.App/managedEnvironments@" in text
         assert "Microsoft.App/containerApps@" in text
     assert "kind: 'functionapp'" in app_bicep and 'kind = "functionapp"' in app_tf
-    # Scale to zero, out to the max replicas; workload profiles and Log Analytics.
-    assert "minReplicas: 0" in app_bicep and "minReplicas = 0" in app_tf
+    # Scale to the warm replicas asked for (zero by default), out to the max replicas;
+    # workload profiles and Log Analytics.
+    assert "minReplicas: app.minReplicas" in app_bicep
+    assert "minReplicas = each.value.minReplicas" in app_tf
+    assert "param scoringMinReplicas int = 0" in main_bicep
+    assert re.search(r'variable "scoring_min_replicas"[^}]*default\s+= 0', variables_tf, re.S)
     assert "maxReplicas: maxReplicas" in app_bicep
     assert "maxReplicas = var.scoring_max_replicas" in app_tf
     assert "workloadProfiles: concat([consumptionProfile], gpuProfiles)" in app_bicep
@@ -671,9 +688,10 @@ def test_both_stacks_output_what_the_docs_use():
              ("REGISTRY_LOGIN_SERVER", "registry_login_server"),
              ("CONTAINER_APPS_ENVIRONMENT", "container_apps_environment"),
              ("SCORING_APP_NAME", "scoring_app_name"),
+             ("SCORING_PROFILE_APP_NAMES", "scoring_profile_app_names"),
              ("EVENT_GRID_SYSTEM_TOPIC", "event_grid_system_topic")]
     for bicep_output, tf_output in pairs:
-        assert re.search(rf"^output {bicep_output} string", main_bicep, re.M)
+        assert re.search(rf"^output {bicep_output} (string|array)", main_bicep, re.M)
         assert f'output "{tf_output}"' in outputs_tf
     docs = read(ROOT / "docs" / "deploy-azure.md")
     for bicep_output, tf_output in pairs:
@@ -691,6 +709,41 @@ def test_both_stacks_take_the_same_scoring_parameters():
         tf_default = default.replace("'", '"')
         assert re.search(rf'variable "{tf_name}"[^}}]*default\s+= {re.escape(tf_default)}',
                          variables_tf, re.S), tf_name
+
+
+def test_both_stacks_give_each_scoring_profile_an_app_of_its_own_when_asked():
+    main_bicep = read(BICEP / "main.bicep")
+    app_bicep = read(BICEP / "app" / "scoring-app.bicep")
+    app_tf = read(TERRAFORM / "scoring_app.tf")
+    variables_tf = read(TERRAFORM / "variables.tf")
+    # The same profiles, workload profile types and app name suffixes as the code's.
+    bicep_map = {profile: (kind, suffix) for profile, kind, suffix in re.findall(
+        r"'?([\w-]+)'?: \{ type: '([\w-]+)', suffix: '(\w+)' \}", app_bicep)}
+    tf_map = {profile: (kind, suffix) for profile, kind, suffix in re.findall(
+        r'"([\w-]+)"\s+= \{ type = "([\w-]+)", suffix = "(\w+)" \}', app_tf)}
+    assert bicep_map == tf_map
+    assert {profile: kind for profile, (kind, _) in bicep_map.items()} == PROFILE_WORKLOAD_TYPES
+    # Parameters: the profiles (none by default), their warm replicas; allowed values.
+    assert "param scoringProfiles array = []" in main_bicep
+    assert "param scoringProfileMinReplicas object = {}" in main_bicep
+    assert set(re.findall(r"'([\w-]+)'", re.search(
+        r"@allowed\((\[[^\]]*\])\)\s*(?:@description\([^\n]*\)\s*)?param scoringProfiles",
+        main_bicep)[1])) == set(PROFILES)
+    tf_profiles = block(variables_tf, 'variable "scoring_profiles" {')
+    assert "default     = []" in tf_profiles
+    assert quoted(block(tf_profiles, "contains(")) == set(PROFILES)
+    assert 'variable "scoring_profile_min_replicas"' in variables_tf
+    # A profile app reads its profile's queue: the setting the scoring code reads.
+    assert f"settings: [{{ name: '{SCORING_PROFILE_SETTING}', value: p }}]" in app_bicep
+    assert f"{{ {SCORING_PROFILE_SETTING} = each.value.profile }}" in app_tf
+    assert "for_each  = var.scoring_image == \"\" ? {} : local.scoring_apps" in app_tf
+    assert "[for app in apps: if (!empty(image))" in app_bicep
+    # The control app learns the main app's profile first, then the profile apps'.
+    assert f"{SCORING_PROFILES_SETTING}: scoringProfiles" in read(
+        BICEP / "app" / "function-app.bicep")
+    assert "scoringProfiles: join(concat([mainScoringProfile], profileApps), ',')" in main_bicep
+    assert 'join(",", concat([local.main_scoring_profile], local.profile_apps))' in read(
+        TERRAFORM / "function_app.tf")
 
 
 # --- the scoring image ---------------------------------------------------------------------

@@ -35,6 +35,12 @@ param maxRowsPerJob int = 1000000000
 @description('BATCHFN_MAX_MINI_BATCHES_PER_JOB: most mini-batches of one job.')
 param maxMiniBatchesPerJob int = 1000000
 
+@description('Input URLs that stand for a datastore path or a data asset (BATCHFN_INPUT_ALIASES).')
+param inputAliases string = ''
+
+@description('The main scoring app\'s profile, then those with scoring apps of their own (BATCHFN_SCORING_PROFILES).')
+param scoringProfiles string
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -75,6 +81,8 @@ var roleSettings = {
   BATCHFN_MAX_FILES_PER_JOB: string(maxFilesPerJob)
   BATCHFN_MAX_ROWS_PER_JOB: string(maxRowsPerJob)
   BATCHFN_MAX_MINI_BATCHES_PER_JOB: string(maxMiniBatchesPerJob)
+  BATCHFN_INPUT_ALIASES: inputAliases
+  BATCHFN_SCORING_PROFILES: scoringProfiles
 }
 var monitoringSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
