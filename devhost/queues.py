@@ -5,7 +5,9 @@ batch of `batchSize` is fetched whenever no more than `newBatchThreshold` messag
 running. Each message is received with a lease (10 minutes) renewed at half-time while
 its function runs; it is deleted on success, made visible again after
 `visibilityTimeout` on failure, and copied to `<queue>-poison` (original text) and deleted
-once its dequeue count reaches `maxDequeueCount`.
+once its dequeue count reaches `maxDequeueCount`. A message stops counting against
+`newBatchThreshold` when its function returns: the delete (or update) that settles it runs
+meanwhile, so it never holds up the next receive.
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ class QueueListener:
         self._connection = connection
         self._lease = lease or queue_lease()
         self._queue = clients.queue(connection, self.queue_name)
-        self._running: dict[str, _InFlight] = {}
+        self._running: dict[str, _InFlight] = {}  # functions running
+        self._settling: set[asyncio.Task[None]] = set()  # returned, being deleted or updated
         self._slot = asyncio.Event()
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
@@ -110,6 +113,7 @@ class QueueListener:
         if self._poller is not None:
             await self._poller
         tasks = [entry.task for entry in self._running.values() if entry.task is not None]
+        tasks += self._settling
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
         for entry in list(self._running.values()):
@@ -162,6 +166,8 @@ class QueueListener:
         entry.renewal = asyncio.get_running_loop().call_later(
             self._lease / 2, self._schedule_renewal, entry)
         entry.task = asyncio.create_task(self._process(entry))
+        self._settling.add(entry.task)
+        entry.task.add_done_callback(self._settling.discard)
         entry.task.add_done_callback(lambda _: self._finished(message.id))
 
     def _finished(self, message_id: str) -> None:
@@ -218,6 +224,7 @@ class QueueListener:
             await self._poison(entry)
             return
         succeeded = await self._run(entry, body, count)
+        self._finished(message.id)  # its slot is free: the delete below need not hold it
         await self._settle(entry)
         if succeeded:
             await self._queue.delete_message(message.id, entry.pop_receipt)

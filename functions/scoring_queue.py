@@ -2,10 +2,9 @@
 
 A failed attempt with retries left raises, so the host redelivers the message after
 host.json's visibilityTimeout; the handler completes the message itself when the
-mini-batch is done for good (scored, or failed after max_retries retries). When its ledger
-append may have completed a ledger shard, a hint goes to the "shard-hints" queue, which the
-control app turns into an event for the job's orchestration (functions/orchestration.py):
-the scoring app talks only to queues and blobs, never to the Durable task hub.
+mini-batch is done for good (scored, or failed after max_retries retries). Its ledger line
+is all the control app needs: the job's monitor reads the ledger (the scoring app talks
+only to queues and blobs, never to the Durable task hub).
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from pathlib import Path
 import azure.functions as func
 
 from shared.contract.layout import MINIBATCH_QUEUE, poison_queue
-from shared.contract.messages import InvalidMessage, MiniBatchMessage
-from shared.scoring.context import minibatch_handler, shard_hints
+from shared.contract.messages import InvalidMessage
+from shared.scoring.context import minibatch_handler
 
 bp = func.Blueprint()
 log = logging.getLogger("batchfn.scoring")
@@ -37,10 +36,6 @@ async def score_minibatch(msg: func.QueueMessage) -> None:
         log.error("dropping a message that is not a mini-batch: %s", exc)
         return
     log.info("mini-batch message %s: %s %s", msg.id, result.action, result.detail)
-    if result.ledger_blocks is not None:
-        message = MiniBatchMessage.decode(body)
-        await asyncio.to_thread(shard_hints().offer, message.job, message.index,
-                                result.ledger_blocks)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=poison_queue(),

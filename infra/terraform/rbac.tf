@@ -6,8 +6,7 @@
 # Publisher. Scoring app: Storage Blob Data Contributor on the account under a condition
 # (nothing in the host's secrets, the registry container, the control app's package or the
 # Durable task hub; read-only on assets), Queue Data Contributor on the mini-batch queue and
-# its poison twin, Message Sender on the shard-hint queue, AcrPull, Monitoring Metrics
-# Publisher; no table role. Optional user: read large outputs, drop files.
+# its poison twin, AcrPull, Monitoring Metrics Publisher; no table role. Optional user: read large outputs, drop files.
 
 locals {
   control_storage_roles = toset([
@@ -16,12 +15,11 @@ locals {
     # Durable Functions' Azure Storage provider keeps instance and history tables.
     "Storage Table Data Contributor",
   ])
-  # shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages
-  # there) and SHARD_HINT_QUEUE (scoring hosts only send to it).
+  # shared/contract/layout.py: MINIBATCH_QUEUE and its poison twin (the host moves failed
+  # messages there).
   scoring_queue_grants = {
     "minibatches"        = "Storage Queue Data Contributor"
     "minibatches-poison" = "Storage Queue Data Contributor"
-    "shard-hints"        = "Storage Queue Data Message Sender"
   }
   user_container_grants = {
     "batchfn-jobs" = "Storage Blob Data Reader"

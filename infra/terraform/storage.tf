@@ -14,11 +14,10 @@ locals {
     "batchfn-drop",
   ]
   drop_container = "batchfn-drop"
-  # shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin, SHARD_HINT_QUEUE.
+  # shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin.
   app_queues = [
     "minibatches",
     "minibatches-poison",
-    "shard-hints",
   ]
   dead_letter_container = "batchfn-drop-deadletter"
 }

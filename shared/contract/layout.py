@@ -24,8 +24,6 @@ DEFAULT_DATASTORE = "workspaceblobstore"
 
 MINIBATCH_QUEUE = "minibatches"
 POISON_SUFFIX = "-poison"
-# Scoring hosts tell the control app here that a ledger shard may be complete.
-SHARD_HINT_QUEUE = "shard-hints"
 
 
 def poison_queue(queue: str = MINIBATCH_QUEUE) -> str:

@@ -1,8 +1,7 @@
 """Queue messages between the apps: a few dozen bytes of JSON each.
 
-`MiniBatchMessage` goes from the control app's planner to the scoring hosts (the files
-stay in a manifest chunk); `ShardHint` from a scoring host back to the control app when a
-ledger shard may be complete.
+`MiniBatchMessage` goes from the control app's planner to the scoring hosts; the files
+stay in a manifest chunk.
 """
 
 from __future__ import annotations
@@ -51,22 +50,3 @@ class MiniBatchMessage:
             raise InvalidMessage(f"not a mini-batch message: {text[:200]!r}")
         return message
 
-
-@dataclass(frozen=True)
-class ShardHint:
-    """A scoring host's note that a ledger shard of `job` may be complete."""
-
-    job: str
-
-    def encode(self) -> str:
-        return json.dumps({"job": self.job}, separators=(",", ":"))
-
-    @classmethod
-    def decode(cls, text: str | bytes) -> ShardHint:
-        try:
-            job = json.loads(text)["job"]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise InvalidMessage(f"not a shard hint: {text[:200]!r}") from exc
-        if not isinstance(job, str) or not job or len(job) > MAX_JOB_ID_LENGTH:
-            raise InvalidMessage(f"not a shard hint: {text[:200]!r}")
-        return cls(job)

@@ -37,7 +37,8 @@ def advance_job(store: JobStore, job_id: str) -> StepResult:
     so, finalize in the same call (one activity round trip instead of two)."""
     check = evaluate(store, job_id)
     if not check.outcome.ends_job:
-        return StepResult(ended=False, done=check.done, total=check.total)
+        return StepResult(ended=False, done=check.done, total=check.total,
+                          near_end=check.near_end)
     end = _finalize(store, check.job, check.progress, check.outcome)
     return StepResult(ended=True, done=check.done, total=check.total, status=end.status,
                       reason=end.reason)

@@ -17,7 +17,7 @@ from typing import Any
 from azure.storage.blob import ContainerClient
 
 from shared.contract.job_records import JobRecord
-from shared.contract.ledger import Completion, shard_count
+from shared.contract.ledger import SHARD_BATCHES, Completion, shard_batches, shard_count
 from shared.contract.timestamps import parse_time, utc_now
 from shared.control.throughput import Sample, add_sample
 from shared.storage.ledger_blobs import ledger_lines
@@ -94,10 +94,28 @@ class Progress:
             self.errors_sample.append({"mini_batch": index, "error": completion.error})
         return True
 
+    def shard_finished(self, shard: int) -> bool:
+        """Whether every mini-batch of ledger shard `shard` is counted."""
+        first = shard * SHARD_BATCHES // 8  # SHARD_BATCHES is a multiple of 8
+        done = bytes(self.done[first:first + SHARD_BATCHES // 8])
+        return int.from_bytes(done, "little").bit_count() >= shard_batches(self.batches, shard)
+
+    def seconds_to_finish(self, now: datetime | None = None) -> float | None:
+        """The time the rest of the job takes at the rate it has kept since it was planned
+        (None before its first completion: no rate yet)."""
+        started = parse_time(self.planned_at)
+        if not self.batches_done or started is None:
+            return None
+        elapsed = ((now or datetime.now(UTC)) - started).total_seconds()
+        return (self.batches - self.batches_done) * max(elapsed, 0.0) / self.batches_done
+
     def catch_up(self, state: ContainerClient, job_id: str) -> bool:
-        """Read every ledger shard past its last offset; True if anything new was counted."""
+        """Read every unfinished ledger shard past its last offset; True if anything new
+        was counted. (A finished shard's later lines are late duplicates: none counts.)"""
         changed = False
         for shard in range(shard_count(self.batches)):
+            if self.shard_finished(shard):
+                continue
             offset = self.offsets.get(str(shard), 0)
             for end, line in ledger_lines(state, job_id, shard, offset):
                 changed |= self.apply(Completion.from_line(line))

@@ -7,10 +7,9 @@ from functools import cache
 from pathlib import Path
 
 from shared.scoring.minibatch_handler import MiniBatchHandler
-from shared.scoring.shard_hints import ShardFullHints
 from shared.storage.account import default_account
 from shared.storage.job_store import JobStore
-from shared.storage.queue_clients import minibatch_queue, shard_hint_queue
+from shared.storage.queue_clients import minibatch_queue
 
 DEFAULT_MAX_DEQUEUE_COUNT = 5  # the Functions host's default
 
@@ -28,12 +27,6 @@ def minibatch_handler(host_json: Path | None = None) -> MiniBatchHandler:
 
     return MiniBatchHandler(job_store(), default_runtime(), minibatch_queue(default_account()),
                             max_dequeue_count(host_json))
-
-
-@cache
-def shard_hints() -> ShardFullHints:
-    """Sends shard-full hints to the control app."""
-    return ShardFullHints(job_store(), shard_hint_queue(default_account()))
 
 
 def max_dequeue_count(host_json: Path | None) -> int:

@@ -2,9 +2,11 @@
 
 Storage round trips per mini-batch: the job record and the manifest chunk come from small
 per-process caches, so a mini-batch costs its N input downloads (in the worker process) and
-one ledger append that carries its encoded rows (plus the host's message delete); only a
-part over storage.parts.INLINE_PART_BYTES costs a blob write of its own. A failed attempt's log is
-written at once; successful attempts' output is batched (attempt_logs.py).
+its share of a ledger append that carries its encoded rows (plus the host's message
+delete): mini-batches of one shard that finish close together share one append
+(ledger_commits.py). Only a part over storage.parts.INLINE_PART_BYTES costs a blob write of
+its own. A failed attempt's log is written at once; successful attempts' output is batched
+(attempt_logs.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from shared.contract.timestamps import utc_now
 from shared.scoring.attempt_logs import AttemptLogs
 from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.isolation import UnsafeWorkerFile, open_worker_file, worker_files
+from shared.scoring.ledger_commits import LedgerCommits
 from shared.scoring.tracebacks import readable_traceback
 from shared.storage.failure_records import (
     INPUT_FAILED,
@@ -43,7 +46,7 @@ from shared.storage.failure_records import (
     write_record,
 )
 from shared.storage.job_store import JobStore
-from shared.storage.ledger_blobs import first_completion, record_completion
+from shared.storage.ledger_blobs import append_lines, first_completion
 from shared.storage.parts import restored_completion, with_part
 
 log = logging.getLogger(__name__)
@@ -74,16 +77,18 @@ class WorkResult:
 
     action: str  # scored | retry | requeued | failed | skipped
     detail: str = ""
-    ledger_blocks: int | None = None  # the ledger shard's block count after our append
 
 
 class MiniBatchHandler:
     """Processes mini-batch messages; thread-safe, one per process."""
 
     def __init__(self, store: JobStore, runtime: Runtime, queue: QueueClient,
-                 max_dequeue_count: int = 5, logs: AttemptLogs | None = None) -> None:
+                 max_dequeue_count: int = 5, logs: AttemptLogs | None = None,
+                 ledger: LedgerCommits | None = None) -> None:
         self.store = store
         self.logs = logs or AttemptLogs(store.state)
+        self.ledger = ledger or LedgerCommits(
+            lambda job_id, shard, lines: append_lines(store.state, job_id, shard, lines))
         self.runtime = runtime
         self.queue = queue
         self.max_dequeue_count = max_dequeue_count
@@ -111,18 +116,24 @@ class MiniBatchHandler:
                           input_format=job.settings.input_format, pieces=planned.pieces,
                           passthrough_columns=job.settings.passthrough_columns)
         outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record), batch)
+        with self.ledger.recording(job.id, message.index):
+            return self._record(job, message, planned, batch, outcome, dequeue_count)
+
+    def _record(self, job: JobRecord, message: MiniBatchMessage, planned: PlannedBatch,
+                batch: MiniBatch, outcome: ScoringOutcome, dequeue_count: int) -> WorkResult:
+        """Record an attempt's outcome, or ask for a retry."""
+        attempt = batch.attempt
         if outcome.status == SUCCEEDED:
             self.logs.add_succeeded(job.id, message.index, attempt, outcome.log)
             try:
                 self._upload_script_outputs(job)
             except ScriptOutputExists as exc:
                 # Deterministic: a retry would find the same file. The inputs count as failed.
-                blocks = self._record_failure(job.id, message.index, planned, attempt,
-                                              "output_exists", str(exc), None)
-                return WorkResult("failed", str(exc), blocks)
-            blocks = self._record_success(job, batch, outcome)
-            return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed",
-                              blocks)
+                self._record_failure(job.id, message.index, planned, attempt,
+                                     "output_exists", str(exc), None)
+                return WorkResult("failed", str(exc))
+            self._record_success(job, batch, outcome)
+            return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed")
         self._write_failed_log(job.id, message.index, attempt, outcome)
         if attempt <= job.settings.retry_settings.max_retries:
             if dequeue_count >= self.max_dequeue_count:
@@ -132,9 +143,9 @@ class MiniBatchHandler:
                 return WorkResult("requeued", f"attempt {attempt}: {outcome.error}")
             raise RetryMiniBatch(f"job {job.id} mini-batch {message.index} attempt {attempt} "
                                  f"{outcome.status}: {outcome.error}")
-        blocks = self._record_failure(job.id, message.index, planned, attempt, outcome.status,
-                                      outcome.error or outcome.status, outcome.traceback)
-        return WorkResult("failed", outcome.error or outcome.status, blocks)
+        self._record_failure(job.id, message.index, planned, attempt, outcome.status,
+                             outcome.error or outcome.status, outcome.traceback)
+        return WorkResult("failed", outcome.error or outcome.status)
 
     def record_poison(self, body: str | bytes) -> WorkResult:
         """Record a message the host gave up on (crashes or errors outside run())."""
@@ -151,7 +162,7 @@ class MiniBatchHandler:
         restored = restored_completion(state, job.id, message.index, utc_now())
         if restored is not None:
             # Scored with a part blob, but the ledger line was lost: restore it.
-            record_completion(state, job.id, replace(restored, host=self.logs.host))
+            self.ledger.record(job.id, replace(restored, host=self.logs.host))
             return WorkResult("scored", "restored from part")
         planned = self._batch(message)
         attempts = message.prior_attempts + self.max_dequeue_count
@@ -235,7 +246,7 @@ class MiniBatchHandler:
             raise refused[0]
 
     def _record_success(self, job: JobRecord, batch: MiniBatch,
-                        outcome: ScoringOutcome) -> int:
+                        outcome: ScoringOutcome) -> None:
         """Record a scored mini-batch: its part, and the inputs that failed in it."""
         error = None
         failures = list(outcome.failures)
@@ -262,18 +273,18 @@ class MiniBatchHandler:
         if job.settings.output_action == "append_row" and outcome.part is not None:
             completion = with_part(self.store.state, job.id, completion,
                                    Part(outcome.part.data, outcome.part.header))
-        return record_completion(self.store.state, job.id, completion)
+        self.ledger.record(job.id, completion)
 
     def _record_failure(self, job_id: str, index: int, planned: PlannedBatch,
-                        attempts: int, status: str, error: str, traceback: str | None) -> int:
+                        attempts: int, status: str, error: str, traceback: str | None) -> None:
         rows = [(p.first_row, p.rows) for p in planned.pieces]
         files = [p.file for p in planned.pieces] if planned.pieces else planned.files
         write_record(self.store.state, job_id, index, attempts=attempts, status=status,
                      error=error, traceback=readable_traceback(traceback),
                      inputs=whole(files, error, rows))
         inputs = sum(rows for _, rows in rows) if rows else len(planned.files)
-        return record_completion(self.store.state, job_id, Completion(
-            index, False, 0, inputs, 0, error, utc_now(), host=self.logs.host))
+        self.ledger.record(job_id, Completion(index, False, 0, inputs, 0, error, utc_now(),
+                                              host=self.logs.host))
 
     def _write_failed_log(self, job_id: str, index: int, attempt: int,
                           outcome: ScoringOutcome) -> None:

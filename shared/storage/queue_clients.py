@@ -5,7 +5,7 @@ from __future__ import annotations
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from shared.contract.layout import MINIBATCH_QUEUE, SHARD_HINT_QUEUE
+from shared.contract.layout import MINIBATCH_QUEUE
 from shared.storage.account import StorageAccount
 
 
@@ -19,11 +19,6 @@ def trigger_queue(account: StorageAccount, name: str) -> QueueClient:
 def minibatch_queue(account: StorageAccount, name: str = MINIBATCH_QUEUE) -> QueueClient:
     """The mini-batch queue the scoring hosts read."""
     return trigger_queue(account, name)
-
-
-def shard_hint_queue(account: StorageAccount) -> QueueClient:
-    """The queue that carries shard hints from scoring hosts to the control app."""
-    return trigger_queue(account, SHARD_HINT_QUEUE)
 
 
 def ensure_queue(queue: QueueClient) -> None:

@@ -10,25 +10,20 @@ mini-batch), although one scoring host is killed in the middle of it.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 from batchfn.client import BatchfnClient
 from devhost.azurite import Azurite
 from devhost.testing import RunningDevHost, running_devhost
 from shared.contract import layout
-from shared.contract.layout import POISON_SUFFIX, SHARD_HINT_QUEUE, STATE_CONTAINER
+from shared.contract.layout import STATE_CONTAINER
 from shared.contract.ledger import Completion
-from shared.contract.messages import ShardHint
-from shared.storage.account import StorageAccount
-from shared.storage.queue_clients import trigger_queue
 from tests.conftest import REPO, upload_blobs, wait_until
 
 ENDPOINT = "split"
@@ -141,25 +136,4 @@ def test_two_scoring_hosts_share_a_job_and_survive_losing_one(hosts, client, azu
         survivor.pid}
     # The scoring hosts ran with the image's queue settings, read from app settings.
     assert "host.json extensions.queues.newBatchThreshold = 1" in survivor.logs()
-    # The last ledger appends sent a shard-full hint that the control host relayed.
-    assert re.search(r"Executed function=relay_shard_hint .*outcome=Succeeded",
-                     hosts["control"].logs())
     assert "score_minibatch" not in hosts["control"].logs()
-
-
-def test_hints_for_ended_or_unknown_jobs_are_consumed_quietly(hosts, azurite):
-    account = StorageAccount(connection_string=azurite.connection_string)
-    hints = trigger_queue(account, SHARD_HINT_QUEUE)
-    try:
-        hints.create_queue()
-    except ResourceExistsError:
-        pass
-    for body in (ShardHint("no-such-job").encode(), json.dumps({"not": "a hint"})):
-        hints.send_message(body)
-    wait_until(lambda: hints.get_queue_properties().approximate_message_count == 0, 60,
-              "the control host to consume the hints")
-    poison = trigger_queue(account, SHARD_HINT_QUEUE + POISON_SUFFIX)
-    try:
-        assert poison.get_queue_properties().approximate_message_count == 0
-    except ResourceNotFoundError:
-        pass  # never needed: nothing was poisoned

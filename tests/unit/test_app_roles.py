@@ -16,8 +16,8 @@ from shared.contract.roles import ALL, CONTROL, SCORING, UnknownRole, app_role, 
 from tests.conftest import REPO
 
 SCORING_FUNCTIONS = {"health", "score_minibatch", "record_poisoned_minibatch"}
-CONTROL_ONLY = {"batch_job", "plan_job", "advance_job", "fail_job", "relay_shard_hint",
-                "blob_drop", "invoke_endpoint", "list_endpoints", "openapi_document"}
+CONTROL_ONLY = {"batch_job", "plan_job", "advance_job", "fail_job", "blob_drop",
+                "invoke_endpoint", "list_endpoints", "openapi_document"}
 
 _LIST_APP = ("import json, sys, function_app\n"
              "print(json.dumps({'functions': sorted(f.get_function_name() for f in "

@@ -34,7 +34,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 APP_CONTAINERS = {layout.REGISTRY_CONTAINER, layout.ASSETS_CONTAINER, layout.DATA_CONTAINER,
                   layout.JOBS_CONTAINER, layout.STATE_CONTAINER, DROP_CONTAINER}
-APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), layout.SHARD_HINT_QUEUE}
+APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue()}
 GPU_PROFILES = {"Consumption-GPU-NC8as-T4", "Consumption-GPU-NC24-A100", "Consumption"}
 # Built-in role definition ids (the same in every tenant).
 ROLE_IDS = {
@@ -50,8 +50,7 @@ ROLE_IDS = {
 CONTROL_STORAGE_ROLES = {"Storage Blob Data Owner", "Storage Queue Data Contributor",
                          "Storage Table Data Contributor"}
 SCORING_QUEUE_GRANTS = {layout.MINIBATCH_QUEUE: "Storage Queue Data Contributor",
-                        poison_queue(): "Storage Queue Data Contributor",
-                        layout.SHARD_HINT_QUEUE: "Storage Queue Data Message Sender"}
+                        poison_queue(): "Storage Queue Data Contributor"}
 USER_CONTAINER_GRANTS = {layout.JOBS_CONTAINER: "Storage Blob Data Reader",
                          layout.DATA_CONTAINER: "Storage Blob Data Reader",
                          DROP_CONTAINER: "Storage Blob Data Contributor"}

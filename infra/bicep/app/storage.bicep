@@ -16,11 +16,10 @@ var appContainers = [
   'batchfn-state'
   'batchfn-drop'
 ]
-// shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin, SHARD_HINT_QUEUE.
+// shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin.
 var appQueues = [
   'minibatches'
   'minibatches-poison'
-  'shard-hints'
 ]
 var deadLetterContainerName = 'batchfn-drop-deadletter'
 
