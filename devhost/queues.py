@@ -17,7 +17,6 @@ import base64
 import binascii
 import logging
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,31 +26,16 @@ from azure.functions import queue as func_queue
 from azure.storage.queue import QueueMessage as SdkMessage
 
 from devhost.bindings import FunctionBindings, expand_settings, json_properties
-from devhost.config import ConfigError, QueueOptions
+from devhost.config import QueueOptions
 from devhost.connections import StorageClients
 from devhost.invoker import Invoker
 
 log = logging.getLogger("devhost.queues")
 
 MIN_POLLING_INTERVAL = 0.1
+# The Functions host's lease, which no setting changes: a killed host's messages come back
+# after it, unless the app recovers them sooner itself.
 DEFAULT_LEASE = 600.0
-
-
-def queue_lease() -> float:
-    """Seconds a received message stays invisible: $DEVHOST_QUEUE_LEASE, else 10 minutes.
-
-    A shorter lease makes a killed host's messages come back sooner (crash tests).
-    """
-    text = os.environ.get("DEVHOST_QUEUE_LEASE", "").strip()
-    if not text:
-        return DEFAULT_LEASE
-    try:
-        lease = float(text)
-    except ValueError as exc:
-        raise ConfigError(f"DEVHOST_QUEUE_LEASE must be seconds, got {text!r}") from exc
-    if not 2 <= lease <= 7 * 86400:
-        raise ConfigError("DEVHOST_QUEUE_LEASE must be between 2 seconds and 7 days")
-    return lease
 
 
 def next_polling_delay(previous: float, maximum: float) -> float:
@@ -95,7 +79,7 @@ class QueueListener:
         self._invoker = invoker
         self._options = options
         self._connection = connection
-        self._lease = lease or queue_lease()
+        self._lease = lease or DEFAULT_LEASE
         self._queue = clients.queue(connection, self.queue_name)
         self._running: dict[str, _InFlight] = {}  # functions running
         self._settling: set[asyncio.Task[None]] = set()  # returned, being deleted or updated

@@ -8,7 +8,7 @@ import logging
 import azure.durable_functions as df
 
 from shared.control import finalize, planner
-from shared.control.context import job_store, scoring_queue
+from shared.control.context import job_store, recovery_settings, scoring_queue
 from shared.control.orchestrator import (
     ADVANCE_ACTIVITY,
     FAIL_ACTIVITY,
@@ -56,10 +56,11 @@ def plan_job(jobId: str) -> dict:  # noqa: N803 - binding name
 
 @bp.activity_trigger(input_name="jobId", activity=ADVANCE_ACTIVITY)
 def advance_job(jobId: str) -> dict:  # noqa: N803 - binding name
-    """Fold new completions into progress.json; finalize (errors report, merged output,
-    final status) when every mini-batch is done, the error threshold is exceeded or cancel
-    was asked."""
-    return finalize.advance_job(job_store(), jobId).to_dict()
+    """Fold new completions into progress.json, re-send stalled and slow mini-batches;
+    finalize (errors report, merged output, final status) when every mini-batch is done,
+    the error threshold is exceeded or cancel was asked."""
+    return finalize.advance_job(job_store(), jobId,
+                                (scoring_queue(), recovery_settings())).to_dict()
 
 
 @bp.activity_trigger(input_name="request", activity=FAIL_ACTIVITY)

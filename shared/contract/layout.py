@@ -118,6 +118,15 @@ def failure(job_id: str, index: int) -> str:
     return f"{failures_prefix(job_id)}{index:08d}.json"
 
 
+def heartbeats_prefix(job_id: str) -> str:
+    return f"{job_id}/heartbeats/"
+
+
+def heartbeat(job_id: str, host: str) -> str:
+    """A scoring host's heartbeat for the job (contract.heartbeats)."""
+    return f"{heartbeats_prefix(job_id)}{host}.json"
+
+
 def failures_prefix(job_id: str) -> str:
     return f"{job_id}/failures/"
 

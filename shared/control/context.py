@@ -7,6 +7,7 @@ from functools import cache
 from azure.storage.queue import QueueClient
 
 from shared.control.job_service import JobService
+from shared.control.recovery import RecoverySettings
 from shared.control.registry import Registry
 from shared.storage.account import default_account
 from shared.storage.job_store import JobStore
@@ -23,6 +24,12 @@ def job_store() -> JobStore:
 def scoring_queue() -> QueueClient:
     """The queue of mini-batch messages (the planner's and the monitor's)."""
     return minibatch_queue(default_account())
+
+
+@cache
+def recovery_settings() -> RecoverySettings:
+    """How the job monitor re-sends stalled and slow mini-batches (app settings)."""
+    return RecoverySettings.from_environment()
 
 
 @cache

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 
+from azure.storage.queue import QueueClient
+
 from shared.contract import layout
 from shared.contract.job_records import JobRecord, JobStatus
 from shared.contract.timestamps import parse_time
 from shared.control.progress import Progress, threshold_exceeded
+from shared.control.recovery import RecoverySettings, recover
 from shared.storage.job_store import JobStore
 
 
@@ -76,9 +79,12 @@ def may_end_within(progress: Progress, seconds: float) -> bool:
     return fresh and progress.batches - progress.batches_done <= WATCH_BATCHES
 
 
-def evaluate(store: JobStore, job_id: str, watch_seconds: float = WATCH_SECONDS) -> Check:
+def evaluate(store: JobStore, job_id: str, watch_seconds: float = WATCH_SECONDS,
+             recovery: tuple[QueueClient, RecoverySettings] | None = None) -> Check:
     """Update progress.json from the ledgers and decide whether the job ends now; when it
     may end within `watch_seconds`, watch the ledger that long first (module docstring).
+    With `recovery` (the mini-batch queue and the settings), a job that goes on has its
+    stalled and slow mini-batches sent again (control/recovery.py).
 
     A job whose first completions arrive is marked Running, unless this check already ends
     it: then the final status update records the start too (one write instead of two).
@@ -100,6 +106,8 @@ def evaluate(store: JobStore, job_id: str, watch_seconds: float = WATCH_SECONDS)
                and time.monotonic() < deadline):
             time.sleep(WATCH_POLL_SECONDS)
             changed |= progress.catch_up(store.state, job_id)
+    if recovery is not None and not progress.finished and not threshold_exceeded(job, progress):
+        changed |= recover(store, recovery[0], job_id, progress, recovery[1])
     if changed:
         store.write_json(layout.progress(job_id), progress.to_dict())
     if threshold_exceeded(job, progress):

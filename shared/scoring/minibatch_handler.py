@@ -33,7 +33,8 @@ from shared.contract.messages import MiniBatchMessage
 from shared.contract.registry_records import DeploymentRecord
 from shared.contract.timestamps import utc_now
 from shared.scoring.attempt_logs import AttemptLogs
-from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.batch import STOPPED, SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.heartbeats import Holding, Holdings
 from shared.scoring.isolation import UnsafeWorkerFile, open_worker_file, worker_files
 from shared.scoring.ledger_commits import LedgerCommits
 from shared.scoring.tracebacks import readable_traceback
@@ -58,7 +59,8 @@ _HASH_CHUNK = 4 * 1024 * 1024
 
 
 class Runtime(Protocol):
-    def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome: ...
+    def score(self, deployment: DeploymentRecord, batch: MiniBatch,
+              holding: Holding | None = None) -> ScoringOutcome: ...
 
     def job_output_dir(self, job_id: str) -> Path: ...
 
@@ -72,10 +74,19 @@ class ScriptOutputExists(Exception):
 
 
 @dataclass(frozen=True)
+class _Stamp:
+    """What a ledger line says of the attempt beside its result: which copy of the message
+    it came from and how long it took from its worker slot on."""
+
+    copy: int = 0
+    scoring_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class WorkResult:
     """What the handler did with one message (for logs and tests)."""
 
-    action: str  # scored | retry | requeued | failed | skipped
+    action: str  # scored | retry | requeued | failed | skipped | stopped
     detail: str = ""
 
 
@@ -84,9 +95,11 @@ class MiniBatchHandler:
 
     def __init__(self, store: JobStore, runtime: Runtime, queue: QueueClient,
                  max_dequeue_count: int = 5, logs: AttemptLogs | None = None,
-                 ledger: LedgerCommits | None = None) -> None:
+                 ledger: LedgerCommits | None = None,
+                 holdings: Holdings | None = None) -> None:
         self.store = store
         self.logs = logs or AttemptLogs(store.state)
+        self.holdings = holdings or Holdings(store.state, self.logs.host)
         self.ledger = ledger or LedgerCommits(
             lambda job_id, shard, lines: append_lines(store.state, job_id, shard, lines))
         self.runtime = runtime
@@ -115,12 +128,24 @@ class MiniBatchHandler:
                           output_format=job.settings.output_format if merged else None,
                           input_format=job.settings.input_format, pieces=planned.pieces,
                           passthrough_columns=job.settings.passthrough_columns)
-        outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record), batch)
-        with self.ledger.recording(job.id, message.index):
-            return self._record(job, message, planned, batch, outcome, dequeue_count)
+        holding = self.holdings.hold(job.id, message.index, message.copy, attempt,
+                                     job.settings.max_concurrency_per_instance)
+        try:
+            outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record),
+                                         batch, holding)
+            if outcome.status == STOPPED:
+                return WorkResult("stopped", "another copy of the mini-batch finished first")
+            holding.recording(outcome.rows)
+            stamp = _Stamp(message.copy, round(holding.seconds() * 1000))
+            with self.ledger.recording(job.id, message.index):
+                return self._record(job, message, planned, batch, outcome, dequeue_count,
+                                    stamp)
+        finally:
+            self.holdings.release(holding)
 
     def _record(self, job: JobRecord, message: MiniBatchMessage, planned: PlannedBatch,
-                batch: MiniBatch, outcome: ScoringOutcome, dequeue_count: int) -> WorkResult:
+                batch: MiniBatch, outcome: ScoringOutcome, dequeue_count: int,
+                stamp: _Stamp) -> WorkResult:
         """Record an attempt's outcome, or ask for a retry."""
         attempt = batch.attempt
         if outcome.status == SUCCEEDED:
@@ -130,21 +155,22 @@ class MiniBatchHandler:
             except ScriptOutputExists as exc:
                 # Deterministic: a retry would find the same file. The inputs count as failed.
                 self._record_failure(job.id, message.index, planned, attempt,
-                                     "output_exists", str(exc), None)
+                                     "output_exists", str(exc), None, stamp)
                 return WorkResult("failed", str(exc))
-            self._record_success(job, batch, outcome)
+            self._record_success(job, batch, outcome, stamp)
             return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed")
         self._write_failed_log(job.id, message.index, attempt, outcome)
         if attempt <= job.settings.retry_settings.max_retries:
             if dequeue_count >= self.max_dequeue_count:
                 # The host would poison this message after this try: carry on in a new one.
-                retry = MiniBatchMessage(message.job, message.index, message.chunk, attempt)
+                retry = MiniBatchMessage(message.job, message.index, message.chunk, attempt,
+                                         message.copy)
                 self.queue.send_message(retry.encode(), visibility_timeout=RETRY_DELAY_SECONDS)
                 return WorkResult("requeued", f"attempt {attempt}: {outcome.error}")
             raise RetryMiniBatch(f"job {job.id} mini-batch {message.index} attempt {attempt} "
                                  f"{outcome.status}: {outcome.error}")
         self._record_failure(job.id, message.index, planned, attempt, outcome.status,
-                             outcome.error or outcome.status, outcome.traceback)
+                             outcome.error or outcome.status, outcome.traceback, stamp)
         return WorkResult("failed", outcome.error or outcome.status)
 
     def record_poison(self, body: str | bytes) -> WorkResult:
@@ -245,8 +271,8 @@ class MiniBatchHandler:
         if refused:
             raise refused[0]
 
-    def _record_success(self, job: JobRecord, batch: MiniBatch,
-                        outcome: ScoringOutcome) -> None:
+    def _record_success(self, job: JobRecord, batch: MiniBatch, outcome: ScoringOutcome,
+                        stamp: _Stamp) -> None:
         """Record a scored mini-batch: its part, and the inputs that failed in it."""
         error = None
         failures = list(outcome.failures)
@@ -268,23 +294,26 @@ class MiniBatchHandler:
                          unlisted=outcome.unlisted)
             error = summary
         completion = Completion(outcome.index, True, outcome.succeeded, outcome.failed,
-                                outcome.rows, error, utc_now(),
-                                host=self.logs.host)
+                                outcome.rows, error, utc_now(), host=self.logs.host,
+                                copy=stamp.copy, scoring_ms=stamp.scoring_ms)
         if job.settings.output_action == "append_row" and outcome.part is not None:
             completion = with_part(self.store.state, job.id, completion,
                                    Part(outcome.part.data, outcome.part.header))
         self.ledger.record(job.id, completion)
 
     def _record_failure(self, job_id: str, index: int, planned: PlannedBatch,
-                        attempts: int, status: str, error: str, traceback: str | None) -> None:
+                        attempts: int, status: str, error: str, traceback: str | None,
+                        stamp: _Stamp | None = None) -> None:
         rows = [(p.first_row, p.rows) for p in planned.pieces]
         files = [p.file for p in planned.pieces] if planned.pieces else planned.files
         write_record(self.store.state, job_id, index, attempts=attempts, status=status,
                      error=error, traceback=readable_traceback(traceback),
                      inputs=whole(files, error, rows))
         inputs = sum(rows for _, rows in rows) if rows else len(planned.files)
+        stamp = stamp or _Stamp()
         self.ledger.record(job_id, Completion(index, False, 0, inputs, 0, error, utc_now(),
-                                              host=self.logs.host))
+                                              host=self.logs.host, copy=stamp.copy,
+                                              scoring_ms=stamp.scoring_ms))
 
     def _write_failed_log(self, job_id: str, index: int, attempt: int,
                           outcome: ScoringOutcome) -> None:

@@ -79,6 +79,14 @@ ENVIRONMENT_ONLY = {
                                  "1,000,000 files); the infra leaves it unset",
     "BATCHFN_MAX_ROWS_PER_JOB": "an optional cap of the control app's planner (default "
                                 "1,000,000,000 rows); the infra leaves it unset",
+    "BATCHFN_HEARTBEAT_SECONDS": "optional tuning of the scoring host's heartbeats (default "
+                                 "3 s); the infra leaves it unset",
+    "BATCHFN_STALL_SECONDS": "optional tuning of the job monitor (default 20 s); the infra "
+                             "leaves it unset",
+    "BATCHFN_BACKUPS": "an optional switch of the job monitor (backups are on unless it is "
+                       "off); the infra leaves it unset",
+    "BATCHFN_BACKUP_FACTOR": "optional tuning of the job monitor (default 2); the infra "
+                             "leaves it unset",
 }
 
 
