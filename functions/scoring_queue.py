@@ -29,9 +29,12 @@ HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 async def score_minibatch(msg: func.QueueMessage) -> None:
     """Score one mini-batch message (the blocking work runs in a worker thread)."""
     body = msg.get_body()
+    count = msg.dequeue_count or 1
+    handler = minibatch_handler(HOST_JSON)
     try:
-        result = await asyncio.to_thread(minibatch_handler(HOST_JSON).process, body,
-                                         msg.dequeue_count or 1)
+        # Held (in the heartbeats) from now on, even while it waits for a thread.
+        holding = handler.hold(body, count)
+        result = await asyncio.to_thread(handler.process, body, count, holding)
     except InvalidMessage as exc:
         log.error("dropping a message that is not a mini-batch: %s", exc)
         return

@@ -99,12 +99,12 @@ class Holdings:
         self._closed = threading.Event()
 
     def hold(self, job_id: str, index: int, copy: int, attempt: int, slots: int) -> Holding:
-        """Start holding a mini-batch (reported from the next heartbeat on)."""
+        """Start holding a mini-batch (reported from the next heartbeat on); `slots`: the
+        worker slots of its deployment on this host (0: not known yet, set it later)."""
         holding = Holding(job_id, index, copy, attempt, slots)
         with self._lock:
             job = self._jobs.setdefault(job_id, _Job())
             job.holdings.append(holding)
-            job.slots = slots
             if self._thread is None and not self._closed.is_set():
                 self._thread = threading.Thread(target=self._loop, daemon=True,
                                                 name="batchfn-heartbeats")
@@ -123,6 +123,8 @@ class Holdings:
         was held at the previous beat); returns the number of writes."""
         with self._beating:
             with self._lock:
+                for job in self._jobs.values():
+                    job.slots = max([job.slots, *(h.slots for h in job.holdings)])
                 due = [(job_id, job, [h.report() for h in job.holdings], job.slots)
                        for job_id, job in self._jobs.items()]
                 for job_id, _, held, _ in due:

@@ -112,9 +112,25 @@ class MiniBatchHandler:
         # ETag of the blob it wrote (None: refused, the name was taken).
         self._uploaded: dict[tuple[str, str], tuple[tuple[int, int], str | None]] = {}
 
-    def process(self, body: str | bytes, dequeue_count: int) -> WorkResult:
-        """Score one message. Raises RetryMiniBatch when the host should retry it."""
+    def hold(self, body: str | bytes, dequeue_count: int) -> Holding:
+        """Report the message in this host's heartbeats from now on (the trigger calls it as
+        the message arrives, before it waits for a thread); `process` releases it."""
         message = MiniBatchMessage.decode(body)
+        return self.holdings.hold(message.job, message.index, message.copy,
+                                  message.prior_attempts + dequeue_count, slots=0)
+
+    def process(self, body: str | bytes, dequeue_count: int,
+                holding: Holding | None = None) -> WorkResult:
+        """Score one message (held by `holding`, else from now on). Raises RetryMiniBatch
+        when the host should retry it."""
+        holding = holding or self.hold(body, dequeue_count)
+        try:
+            return self._process(MiniBatchMessage.decode(body), dequeue_count, holding)
+        finally:
+            self.holdings.release(holding)
+
+    def _process(self, message: MiniBatchMessage, dequeue_count: int,
+                 holding: Holding) -> WorkResult:
         job = self._job(message.job)
         if job is None:
             return WorkResult("skipped", "job not found")
@@ -122,26 +138,21 @@ class MiniBatchHandler:
             return WorkResult("skipped", f"job is {job.status}")
         planned = self._batch(message)
         attempt = message.prior_attempts + dequeue_count
+        holding.slots = job.settings.max_concurrency_per_instance
         merged = job.settings.output_action == "append_row"
         batch = MiniBatch(job_id=job.id, index=message.index, files=planned.files,
                           attempt=attempt, timeout=job.settings.retry_settings.timeout,
                           output_format=job.settings.output_format if merged else None,
                           input_format=job.settings.input_format, pieces=planned.pieces,
                           passthrough_columns=job.settings.passthrough_columns)
-        holding = self.holdings.hold(job.id, message.index, message.copy, attempt,
-                                     job.settings.max_concurrency_per_instance)
-        try:
-            outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record),
-                                         batch, holding)
-            if outcome.status == STOPPED:
-                return WorkResult("stopped", "another copy of the mini-batch finished first")
-            holding.recording(outcome.rows)
-            stamp = _Stamp(message.copy, round(holding.seconds() * 1000))
-            with self.ledger.recording(job.id, message.index):
-                return self._record(job, message, planned, batch, outcome, dequeue_count,
-                                    stamp)
-        finally:
-            self.holdings.release(holding)
+        outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record),
+                                     batch, holding)
+        if outcome.status == STOPPED:
+            return WorkResult("stopped", "another copy of the mini-batch finished first")
+        holding.recording(outcome.rows)
+        stamp = _Stamp(message.copy, round(holding.seconds() * 1000))
+        with self.ledger.recording(job.id, message.index):
+            return self._record(job, message, planned, batch, outcome, dequeue_count, stamp)
 
     def _record(self, job: JobRecord, message: MiniBatchMessage, planned: PlannedBatch,
                 batch: MiniBatch, outcome: ScoringOutcome, dequeue_count: int,
