@@ -95,6 +95,12 @@ class Progress:
         """Count a copy of mini-batch `index` sent now (REDELIVERY or BACKUP)."""
         self.copies.setdefault(str(index), []).append([kind, utc_now()])
 
+    def seconds_since_copy(self, index: int, now: datetime) -> float:
+        """Seconds since the last copy of mini-batch `index` was sent (inf: none was)."""
+        sent = self.copies.get(str(index))
+        at = parse_time(sent[-1][1]) if sent else None
+        return float("inf") if at is None else (now - at).total_seconds()
+
     @property
     def recovery(self) -> dict[str, int]:
         """Copies sent of stalled mini-batches, backups sent, backups whose result counted."""

@@ -110,8 +110,10 @@ def decide(progress: Progress, beats: list[StoredHeartbeat], settings: RecoveryS
     if settings.backups and not copies:
         for index, prior in _backups(progress, fresh, live, settings):
             copies[index] = Copy(index, BACKUP, prior)
+    # A copy sent within the threshold may not be taken and reported yet: no second one.
     allowed = tuple(copy for copy in copies.values()
-                    if progress.copies_sent(copy.index) < MAX_COPIES)
+                    if progress.copies_sent(copy.index) < MAX_COPIES
+                    and progress.seconds_since_copy(copy.index, now) >= settings.stall_seconds)
     stops = []
     for stored in fresh:
         done = tuple(sorted({held.index for held in stored.beat.held

@@ -105,12 +105,17 @@ def test_no_backups_when_turned_off_or_without_idle_slots():
     assert len(decide(progress, beats, SETTINGS, NOW).copies) == 2
 
 
-def test_copies_of_a_mini_batch_are_capped():
+def test_copies_of_a_mini_batch_are_capped_and_spaced():
     progress = _progress(10, [0, 1, 2])
     for _ in range(3):
         progress.note_copy(3, REDELIVERY)
     beats = [_beat("dead", [_held(3), _held(4)], age=60)]
-    assert [c.index for c in decide(progress, beats, SETTINGS, NOW).copies] == [4]
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    assert [c.index for c in decide(progress, beats, SETTINGS, later).copies] == [4]
+    # A copy sent a moment ago may still wait in the queue: no second copy yet.
+    progress.note_copy(4, REDELIVERY)
+    assert decide(progress, beats, SETTINGS, datetime.now(UTC)).copies == ()
+    assert [c.index for c in decide(progress, beats, SETTINGS, later).copies] == [4]
 
 
 def test_a_finished_mini_batch_still_held_as_a_copy_is_stopped_at_its_host():
