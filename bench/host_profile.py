@@ -25,7 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import data_container, run_job, running_stack, upload_blobs  # noqa: E402
+from bench.harness import (  # noqa: E402
+    TUTORIAL_COMPUTE,
+    data_container,
+    run_job,
+    running_stack,
+    upload_blobs,
+)
 from bench.report import now_utc, write_results  # noqa: E402
 from samples.mnist.dataset import DATA_DIR  # noqa: E402
 from samples.mnist.naive_score import TORCH_DEPLOYMENT  # noqa: E402
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             running_stack("profile") as stack:
         client = stack.client
         client.create_endpoint(document={"name": ENDPOINT})
+        client.create_compute(document=TUTORIAL_COMPUTE)  # the deployment's batch-cluster
         client.create_deployment(TORCH_DEPLOYMENT / "deployment.yml", endpoint_name=ENDPOINT,
                                  set_default=True)
         container = data_container(stack.blob_service())

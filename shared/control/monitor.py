@@ -23,6 +23,7 @@ from shared.contract.timestamps import parse_time
 from shared.control.progress import Progress, threshold_exceeded
 from shared.control.recovery import RecoverySettings, recover
 from shared.storage.job_store import JobStore
+from shared.storage.queue_clients import job_queue
 
 
 class Outcome(Enum):
@@ -107,7 +108,9 @@ def evaluate(store: JobStore, job_id: str, watch_seconds: float = WATCH_SECONDS,
             time.sleep(WATCH_POLL_SECONDS)
             changed |= progress.catch_up(store.state, job_id)
     if recovery is not None and not progress.finished and not threshold_exceeded(job, progress):
-        changed |= recover(store, recovery[0], job_id, progress, recovery[1])
+        # Copies go where the planner sent the mini-batches: the queue of the job's compute.
+        queue = job_queue(store.account, recovery[0], job.compute.queue)
+        changed |= recover(store, queue, job_id, progress, recovery[1])
     if changed:
         store.write_json(layout.progress(job_id), progress.to_dict())
     if threshold_exceeded(job, progress):

@@ -221,7 +221,10 @@ def _number(setting: str, default: float, low: float, high: float) -> float:
     text = os.environ.get(setting, "").strip()
     if not text:
         return default
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")  # refused below, with the setting's name
     if not low <= value <= high:
         raise ValueError(f"{setting} must be between {low:g} and {high:g}, not {text!r}")
     return value

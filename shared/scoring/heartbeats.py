@@ -39,7 +39,10 @@ def heartbeat_interval() -> float:
     text = os.environ.get(INTERVAL_SETTING, "").strip()
     if not text:
         return DEFAULT_INTERVAL
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")  # refused below, with the setting's name
     if not MIN_INTERVAL <= value <= MAX_INTERVAL:
         raise ValueError(f"{INTERVAL_SETTING} must be between {MIN_INTERVAL} and "
                          f"{MAX_INTERVAL} seconds, not {text!r}")

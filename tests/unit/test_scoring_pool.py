@@ -12,7 +12,12 @@ import pytest
 
 from shared.scoring.batch import STOPPED
 from shared.scoring.pool import WorkerPool, worker_cpu_threads
-from shared.worker.protocol import CPU_THREAD_VARIABLES, WorkerSpec
+from shared.worker.protocol import (
+    CPU_THREAD_VARIABLES,
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_TRACEBACK_CHARS,
+    WorkerSpec,
+)
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 
@@ -214,3 +219,27 @@ def test_a_stopped_mini_batch_ends_its_run_and_one_waiting_never_runs(tmp_path, 
         assert pool._slots[0].worker is None  # ended: the next mini-batch starts a fresh one
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize(("what", "size", "error"), [
+    ("message", 20 * 1024 * 1024, "ValueError: xxx"),
+    ("rows", 66 * 1024 * 1024, "bytes of azureml output, more than the 67,108,864"),
+    ("pipe", 0, "could not read the worker's answer: WorkerMessageTooLarge: a worker sent a "
+              "message of more than"),
+])
+def test_what_a_worker_hands_back_is_bounded(tmp_path, inputs, what, size, error):
+    pool = WorkerPool(spec(SCRIPTS / "oversized.py", tmp_path, OVERSIZED_WHAT=what,
+                           OVERSIZED_BYTES=str(size)), 1, scratch_dir=tmp_path / "logs")
+    try:
+        result = pool.run(inputs, 60, str(tmp_path), output_format="azureml")
+        after = pool.run(inputs, 60, str(tmp_path), output_format="azureml")
+    finally:
+        pool.close()
+
+    assert result.status == "failed" and error in result.error
+    assert len(result.error) <= MAX_ERROR_MESSAGE_CHARS
+    assert len(result.traceback or "") <= MAX_TRACEBACK_CHARS
+    if what == "message":
+        assert result.error.endswith("the end of the message")
+        assert "the end of the message" in result.traceback
+    assert (after.status, after.error) == (result.status, result.error)  # a fresh worker
