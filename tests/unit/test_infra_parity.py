@@ -874,10 +874,11 @@ def test_both_stacks_scale_the_gpu_app_on_the_minibatch_queue_by_identity():
     # One rule, the mini-batch queue's (the poison queue is the control app's, and a poison
     # message must not wake a GPU), declared in place of the generated ones.
     assert bicep.count("type: 'azure-queue'") == 1 and terraform.count('type = "azure-queue"') == 1
-    assert f"var minibatchQueue = '{layout.MINIBATCH_QUEUE}'" in app_bicep
+    # Each app (the main one, and one per scoring profile) scales on the queue it reads.
+    assert f"queue: '{layout.MINIBATCH_QUEUE}'" in app_bicep
     assert f'minibatch_queue = "{layout.MINIBATCH_QUEUE}"' in app_tf
-    assert "queueName: minibatchQueue" in bicep
-    assert "queueName   = local.minibatch_queue" in terraform
+    assert "queueName: app.queue" in bicep
+    assert "queueName   = each.value.queue" in terraform
     assert poison_queue() not in bicep + terraform
     # Identity based: the scoring identity reads the queue; no secret or connection string.
     assert "identity: identityId" in bicep and "accountName: storage.name" in bicep
