@@ -24,6 +24,23 @@ MAX_HELD = 1000  # entries one heartbeat may list (a host holds a few dozen at m
 MAX_HOST_NAME = 120
 
 
+def bounded_setting(setting: str, text: str | None, default: float, low: float,
+                    high: float) -> float:
+    """The number an app setting of the recovery (heartbeat interval, stall threshold,
+    backup factor) holds: `default` when unset; ValueError naming the setting for one that
+    is not a number from `low` to `high`."""
+    text = (text or "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")  # refused below, with the setting's name
+    if not low <= value <= high:
+        raise ValueError(f"{setting} must be between {low:g} and {high:g}, not {text!r}")
+    return value
+
+
 class InvalidHeartbeat(ValueError):
     """A heartbeat blob that is not one (the monitor ignores it)."""
 

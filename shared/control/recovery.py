@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from azure.storage.queue import QueueClient
 
 from shared.contract import layout
-from shared.contract.heartbeats import WAITING
+from shared.contract.heartbeats import WAITING, bounded_setting
 from shared.contract.messages import MiniBatchMessage
 from shared.control.progress import BACKUP, REDELIVERY, Progress
 from shared.storage.heartbeat_blobs import StoredHeartbeat, read_heartbeats, request_stop
@@ -66,8 +66,10 @@ class RecoverySettings:
     @classmethod
     def from_environment(cls) -> RecoverySettings:
         """The settings from the app settings; ValueError names a bad one."""
-        stall = _number(STALL_SETTING, DEFAULT_STALL_SECONDS, 1.0, 3600.0)
-        factor = _number(BACKUP_FACTOR_SETTING, DEFAULT_BACKUP_FACTOR, 1.0, 100.0)
+        stall = bounded_setting(STALL_SETTING, os.environ.get(STALL_SETTING),
+                                DEFAULT_STALL_SECONDS, 1.0, 3600.0)
+        factor = bounded_setting(BACKUP_FACTOR_SETTING, os.environ.get(BACKUP_FACTOR_SETTING),
+                                 DEFAULT_BACKUP_FACTOR, 1.0, 100.0)
         text = os.environ.get(BACKUPS_SETTING, "on").strip().lower()
         if text not in ("on", "off", "true", "false", "1", "0"):
             raise ValueError(f"{BACKUPS_SETTING} must be on or off, not {text!r}")
@@ -215,17 +217,4 @@ class _ChunkFinder:
         if chunk not in self._firsts:
             self._firsts[chunk] = self._store.read_manifest(self._job_id, chunk).first
         return self._firsts[chunk]
-
-
-def _number(setting: str, default: float, low: float, high: float) -> float:
-    text = os.environ.get(setting, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")  # refused below, with the setting's name
-    if not low <= value <= high:
-        raise ValueError(f"{setting} must be between {low:g} and {high:g}, not {text!r}")
-    return value
 

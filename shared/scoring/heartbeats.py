@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from azure.core.exceptions import AzureError
 from azure.storage.blob import ContainerClient
 
-from shared.contract.heartbeats import RECORDING, RUNNING, WAITING, Heartbeat, HeldBatch
+from shared.contract.heartbeats import (
+    RECORDING,
+    RUNNING,
+    WAITING,
+    Heartbeat,
+    HeldBatch,
+    bounded_setting,
+)
 from shared.storage.heartbeat_blobs import HeartbeatChanged, read_heartbeat, write_heartbeat
 
 log = logging.getLogger(__name__)
@@ -36,17 +43,8 @@ MIN_INTERVAL, MAX_INTERVAL = 0.2, 60.0
 
 def heartbeat_interval() -> float:
     """Seconds between a host's heartbeats: $BATCHFN_HEARTBEAT_SECONDS, else 3."""
-    text = os.environ.get(INTERVAL_SETTING, "").strip()
-    if not text:
-        return DEFAULT_INTERVAL
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")  # refused below, with the setting's name
-    if not MIN_INTERVAL <= value <= MAX_INTERVAL:
-        raise ValueError(f"{INTERVAL_SETTING} must be between {MIN_INTERVAL} and "
-                         f"{MAX_INTERVAL} seconds, not {text!r}")
-    return value
+    return bounded_setting(INTERVAL_SETTING, os.environ.get(INTERVAL_SETTING),
+                           DEFAULT_INTERVAL, MIN_INTERVAL, MAX_INTERVAL)
 
 
 @dataclass(eq=False)
