@@ -9,15 +9,17 @@ from test_jobs_engine import FakeRegistry, FakeRuntime, _upload, _url, env  # no
 
 from shared.contract import layout
 from shared.contract.heartbeats import RUNNING, WAITING, Heartbeat
+from shared.contract.job_records import JobCompute
 from shared.contract.messages import MiniBatchMessage
 from shared.contract.settings import DeploymentSettings
 from shared.control.finalize import advance_job
 from shared.control.job_service import JobService
-from shared.control.planner import plan_job
+from shared.control.planner import plan_job, start_state
 from shared.control.recovery import RecoverySettings
 from shared.scoring.heartbeats import Holdings
 from shared.scoring.minibatch_handler import MiniBatchHandler
 from shared.storage.heartbeat_blobs import read_heartbeat, read_heartbeats, request_stop
+from shared.storage.queue_clients import minibatch_queue
 
 
 def _planned_job(env, files: int, size: int = 1):  # noqa: F811 - the env fixture
@@ -98,6 +100,37 @@ def test_a_stalled_host_s_mini_batch_is_sent_again_and_its_late_result_dropped(e
     assert [kind for kind, _ in progress["copies"]["1"]] == ["redelivery"]
     output = store.service.get_blob_client(job.output_blob.container, job.output_blob.path)
     assert output.download_blob().readall().decode().count("\n") == 3
+
+
+class _PoolRegistry(FakeRegistry):
+    """Computes that run on a scoring app of their own, reading queue `queue`."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(DeploymentSettings(mini_batch_size=1))
+        self.queue = queue
+
+    def job_compute(self, name: str) -> JobCompute:
+        return JobCompute(name, None, self.queue)
+
+
+def test_a_job_of_a_compute_with_its_own_queue_is_planned_and_recovered_there(env):  # noqa: F811
+    account, store, queue, data, name = env
+    pool = minibatch_queue(account, name + "-pool")
+    pool.create_queue()
+    _upload(data, "in", 2)
+    service = JobService(store, _PoolRegistry(name + "-pool"))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
+    assert start_state(store, queue, job.id).planned  # small: planned in the invoke request
+    assert _drain_queue(queue) == []  # nothing on the main scoring app's queue
+    assert sorted(m.index for m in _drain_queue(pool)) == [0, 1]
+    dead = Holdings(store.state, "dead-host", interval=0.2)
+    dead.hold(job.id, 0, 0, 1, 1).running()
+    dead.beat()
+    dead.close()
+    time.sleep(1.2)
+    assert not advance_job(store, job.id, (queue, RecoverySettings(stall_seconds=1.0))).ended
+    assert _drain_queue(queue) == []
+    assert [(m.index, m.copy) for m in _drain_queue(pool)] == [(0, 1)]  # the stalled one
 
 
 def test_what_is_not_a_heartbeat_in_the_folder_is_ignored(env):  # noqa: F811
