@@ -9,9 +9,8 @@ from shared.contract.roles import CONTROL, SCORING, app_role, serves
 
 
 def control_blueprints() -> list[func.Blueprint]:
-    """HTTP API, OpenAPI, orchestration and activities (with the shard-full hint relay),
-    blob drop, the studio console, the poison-queue recorder (a poison message must not
-    wake the scoring app's GPUs)."""
+    """HTTP API, OpenAPI, orchestration and activities, blob drop, the studio console, the
+    poison-queue recorder (a poison message must not wake the scoring app's GPUs)."""
     from functions.blob_drop import bp as blob_drop
     from functions.control_api import bp as control_api
     from functions.jobs_api import bp as jobs_api
@@ -43,14 +42,19 @@ if serves(role, CONTROL):
     from shared.control.computes import ScoringProfiles
     from shared.control.datastores import StorageBoundaries
     from shared.control.planner import JobCaps
+    from shared.control.recovery import RecoverySettings
 
-    # A malformed BATCHFN_DATASTORES, BATCHFN_INPUT_ALIASES, BATCHFN_SCORING_PROFILES or job
-    # cap stops the app here, as an unknown role does.
+    # A malformed BATCHFN_DATASTORES, BATCHFN_INPUT_ALIASES, BATCHFN_SCORING_PROFILES, job
+    # cap or recovery setting stops the app here, as an unknown role does.
     StorageBoundaries.from_settings()
     ScoringProfiles.from_settings()
     JobCaps.from_settings()
+    RecoverySettings.from_environment()
     for blueprint in control_blueprints():
         app.register_functions(blueprint)
 if serves(role, SCORING):
+    from shared.scoring.heartbeats import heartbeat_interval
+
+    heartbeat_interval()  # a malformed BATCHFN_HEARTBEAT_SECONDS stops the app too
     for blueprint in scoring_blueprints():
         app.register_functions(blueprint)

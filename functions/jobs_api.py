@@ -30,7 +30,7 @@ from shared.contract import settings
 from shared.contract.errors import BatchfnError, InvalidRequest
 from shared.contract.job_records import JOB_NAME_PATTERN, JobRecord, JobStatus
 from shared.contract.names import MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN, check_resource_name
-from shared.control.context import job_service
+from shared.control.context import job_service, job_store, scoring_queue
 from shared.control.datastores import MAX_URI_LENGTH
 from shared.control.error_pages import DEFAULT_ERROR_PAGE_ROWS, MAX_ERROR_ROWS
 from shared.control.input_uploads import MAX_FILES as MAX_UPLOAD_FILES
@@ -44,6 +44,7 @@ from shared.control.job_service import (
     job_view,
 )
 from shared.control.pages import MAX_TOKEN_CHARS, TOKEN_PATTERN
+from shared.control.planner import start_state
 
 bp = df.Blueprint()
 
@@ -74,8 +75,10 @@ def _async_api_errors(handler: AsyncHandler) -> AsyncHandler:
 async def _accepted(req: func.HttpRequest, client: df.DurableOrchestrationClient,
                     job: JobRecord, created: bool) -> func.HttpResponse:
     if created:
+        # A small job is planned here, sparing its orchestration a planning activity.
+        state = await asyncio.to_thread(start_state, job_store(), scoring_queue(), job.id)
         # A new job id: no instance can exist, so skip the status round trip.
-        await client.start_new(ORCHESTRATOR, instance_id=job.id)
+        await client.start_new(ORCHESTRATOR, instance_id=job.id, client_input=state.to_dict())
     elif job.status == JobStatus.NOT_STARTED:
         # A retried idempotent invoke also (re)starts an orchestration that never began.
         await ensure_orchestration(client, job.id)

@@ -17,7 +17,7 @@
 // generateUserDelegationKey (a replica may sign short-lived read SAS URLs for its worker
 // processes; such a SAS never grants more than the signer has). Queue Data Contributor on
 // the mini-batch queue and its poison twin only (the host moves a message it gave up on to
-// the poison queue; the control app records it), Message Sender on the shard-hint queue, AcrPull on the registry,
+// the poison queue; the control app records it), AcrPull on the registry,
 // Monitoring Metrics Publisher. No table role: it never touches the task hub.
 //
 // Optional user (principalId): what the CLI's users need beside the API: read outputs too
@@ -37,7 +37,6 @@ var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-  storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
   // Durable Functions' Azure Storage provider keeps instance and history tables.
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -49,7 +48,7 @@ var controlStorageRoles = [
   roles.storageTableDataContributor
 ]
 // shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages there),
-// the same two of each scoring profile's app, and SHARD_HINT_QUEUE (scoring hosts only send to it).
+// and the same two of each scoring profile's app.
 var scoringQueueGrants = [
   { queue: 'minibatches', role: roles.storageQueueDataContributor }
   { queue: 'minibatches-poison', role: roles.storageQueueDataContributor }
@@ -59,7 +58,6 @@ var scoringQueueGrants = [
   { queue: 'minibatches-gpu-a100-poison', role: roles.storageQueueDataContributor }
   { queue: 'minibatches-cpu', role: roles.storageQueueDataContributor }
   { queue: 'minibatches-cpu-poison', role: roles.storageQueueDataContributor }
-  { queue: 'shard-hints', role: roles.storageQueueDataMessageSender }
 ]
 var userContainerGrants = [
   { container: 'batchfn-jobs', role: roles.storageBlobDataReader }

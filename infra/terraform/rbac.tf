@@ -6,9 +6,8 @@
 # Publisher. Scoring app: a custom role, Storage Blob Data Contributor without deleting or
 # leasing containers, on the account under a condition (nothing in the host's secrets, the
 # registry container, the control app's package or the Durable task hub; read-only on
-# assets), Queue Data Contributor on the mini-batch queue and
-# its poison twin, Message Sender on the shard-hint queue, AcrPull, Monitoring Metrics
-# Publisher; no table role. Optional user: read large outputs, drop files.
+# assets), Queue Data Contributor on the mini-batch queue and its poison twin, AcrPull,
+# Monitoring Metrics Publisher; no table role. Optional user: read large outputs, drop files.
 
 locals {
   control_storage_roles = toset([
@@ -18,8 +17,7 @@ locals {
     "Storage Table Data Contributor",
   ])
   # shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages
-  # there), the same two of each scoring profile's app, and SHARD_HINT_QUEUE (scoring hosts
-  # only send to it).
+  # there), and the same two of each scoring profile's app.
   scoring_queue_grants = {
     "minibatches"                 = "Storage Queue Data Contributor"
     "minibatches-poison"          = "Storage Queue Data Contributor"
@@ -29,7 +27,6 @@ locals {
     "minibatches-gpu-a100-poison" = "Storage Queue Data Contributor"
     "minibatches-cpu"             = "Storage Queue Data Contributor"
     "minibatches-cpu-poison"      = "Storage Queue Data Contributor"
-    "shard-hints"                 = "Storage Queue Data Message Sender"
   }
   user_container_grants = {
     "batchfn-jobs" = "Storage Blob Data Reader"

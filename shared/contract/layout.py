@@ -26,8 +26,6 @@ DEFAULT_DATASTORE = "workspaceblobstore"
 
 MINIBATCH_QUEUE = "minibatches"
 POISON_SUFFIX = "-poison"
-# Scoring hosts tell the control app here that a ledger shard may be complete.
-SHARD_HINT_QUEUE = "shard-hints"
 
 
 def poison_queue(queue: str = MINIBATCH_QUEUE) -> str:
@@ -163,6 +161,15 @@ def part(job_id: str, index: int) -> str:
 
 def failure(job_id: str, index: int) -> str:
     return f"{failures_prefix(job_id)}{index:08d}.json"
+
+
+def heartbeats_prefix(job_id: str) -> str:
+    return f"{job_id}/heartbeats/"
+
+
+def heartbeat(job_id: str, host: str) -> str:
+    """A scoring host's heartbeat for the job (contract.heartbeats)."""
+    return f"{heartbeats_prefix(job_id)}{host}.json"
 
 
 def failures_prefix(job_id: str) -> str:

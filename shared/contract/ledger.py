@@ -54,6 +54,8 @@ class Completion:
     part: bytes | None = None
     header: bytes = b""
     host: str | None = None  # the scoring host process that recorded it (attempt_logs.host_name())
+    copy: int = 0  # which copy of the mini-batch's message (messages.MiniBatchMessage.copy)
+    scoring_ms: int | None = None  # from its worker slot taking it to its result
 
     def to_line(self) -> bytes:
         body: dict[str, Any] = {"i": self.index, "ok": self.succeeded, "s": self.files_succeeded,
@@ -69,6 +71,10 @@ class Completion:
             body["h"] = base64.b64encode(self.header).decode()
         if self.host:
             body["w"] = self.host[:100]
+        if self.copy:
+            body["c"] = self.copy
+        if self.scoring_ms is not None:
+            body["ms"] = self.scoring_ms
         # Raw UTF-8 rather than \u escapes: JSON still escapes every newline in the text.
         return (json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
@@ -83,7 +89,7 @@ class Completion:
         return cls(index=body["i"], succeeded=body["ok"], files_succeeded=body["s"],
                    files_failed=body["f"], rows=body["r"], error=body.get("e"), at=body["t"],
                    part=part, header=base64.b64decode(body["h"]) if "h" in body else b"",
-                   host=body.get("w"))
+                   host=body.get("w"), copy=body.get("c", 0), scoring_ms=body.get("ms"))
 
 
 def shard_batches(batches: int, shard: int) -> int:

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow.parquet as pq
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueClient
 
 from shared.contract import layout
 from shared.contract.job_records import JobRecord, JobStatus
@@ -23,6 +24,7 @@ from shared.contract.settings import TEXT_OUTPUT_FORMATS
 from shared.control.monitor import Outcome, evaluate
 from shared.control.orchestrator import FailRequest, JobEnd, StepResult
 from shared.control.progress import Progress
+from shared.control.recovery import RecoverySettings
 from shared.storage.failure_records import SCORED_STATUSES, report_rows
 from shared.storage.job_store import JobStore
 from shared.storage.parts import parts_in_order, read_parquet_part
@@ -32,12 +34,15 @@ ANNOUNCED_MERGE_PARTS = 16
 RECORD_READS = 8  # failure records read at once while the errors report is written
 
 
-def advance_job(store: JobStore, job_id: str) -> StepResult:
-    """One orchestrator step: fold new completions into progress and, when that check says
-    so, finalize in the same call (one activity round trip instead of two)."""
-    check = evaluate(store, job_id)
+def advance_job(store: JobStore, job_id: str,
+                recovery: tuple[QueueClient, RecoverySettings] | None = None) -> StepResult:
+    """One orchestrator step: fold new completions into progress (re-sending stalled and
+    slow mini-batches with `recovery`, see monitor.evaluate) and, when that check says so,
+    finalize in the same call (one activity round trip instead of two)."""
+    check = evaluate(store, job_id, recovery=recovery)
     if not check.outcome.ends_job:
-        return StepResult(ended=False, done=check.done, total=check.total)
+        return StepResult(ended=False, done=check.done, total=check.total,
+                          near_end=check.near_end)
     end = _finalize(store, check.job, check.progress, check.outcome)
     return StepResult(ended=True, done=check.done, total=check.total, status=end.status,
                       reason=end.reason)

@@ -1,12 +1,13 @@
-"""A batch job's orchestration: plan → wait (timer or shard hint) → check, until it ends.
+"""A batch job's orchestration: plan → check → wait (a durable timer), until it ends.
 
 `run_job` is a plain generator over a Durable-shaped context (`JobContext`), so the logic is
 tested by driving it, and by the Durable SDK replaying recorded histories, with no host.
 It is deterministic: every decision comes from activity results, history events and
-`current_utc_datetime`. Between checks it waits on a durable timer or on the shard-full
-event a scoring host's hint raises, whichever comes first. It continues as new every
-POLLS_PER_GENERATION checks, and after each event, so its history stays small and every
-generation waits on a fresh event task.
+`current_utc_datetime`. A small job is planned in the invoke request itself and starts
+here with `planned` set (no planning activity). Each check (the advance activity) watches
+the ledger for a moment of its own when the job may end soon (control/monitor.py), so the
+end of a job is seen within a ledger poll of its last append rather than at the next timer.
+It continues as new every POLLS_PER_GENERATION checks, so its history stays small.
 
 What crosses the orchestrator ↔ activity boundary is typed: frozen dataclasses with
 `to_dict`/`from_dict`, checked where they are read (`from_dict` raises
@@ -24,9 +25,6 @@ ORCHESTRATOR = "batch_job"
 PLAN_ACTIVITY = "plan_job"
 ADVANCE_ACTIVITY = "advance_job"
 FAIL_ACTIVITY = "fail_job"
-# The event a job's orchestration gets when a worker's ledger append may have completed a
-# shard: it checks at once instead of at its next timer.
-SHARD_FULL_EVENT = "ledger_shard_full"
 POLLS_PER_GENERATION = 20  # then continue_as_new: replay cost stays bounded
 MAX_REASON = 1000  # characters of a failure reason the orchestrator records
 
@@ -49,10 +47,6 @@ class JobContext(Protocol):
                                  input_: Any = None) -> Any: ...
 
     def create_timer(self, fire_at: datetime) -> Any: ...
-
-    def wait_for_external_event(self, name: str) -> Any: ...
-
-    def task_any(self, activities: list[Any]) -> Any: ...
 
     def continue_as_new(self, input_: Any) -> None: ...
 
@@ -102,25 +96,27 @@ class PlanResult:
 
 @dataclass(frozen=True)
 class StepResult:
-    """One progress check: the job still runs (`done` of `total` mini-batches), or it
-    `ended` with its final `status` and `reason`."""
+    """One progress check: the job still runs (`done` of `total` mini-batches; `near_end`:
+    it may end any moment, so the next check follows at once), or it `ended` with its
+    final `status` and `reason`."""
 
     ended: bool
     done: int = 0
     total: int = 0
     status: str | None = None
     reason: str | None = None
+    near_end: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"ended": self.ended, "done": self.done, "total": self.total,
-                "status": self.status, "reason": self.reason}
+                "status": self.status, "reason": self.reason, "near_end": self.near_end}
 
     @classmethod
     def from_dict(cls, data: Any) -> StepResult:
         body = _mapping(data, cls)
         return cls(ended=_bool(body, "ended", cls), done=_count(body, "done", cls),
                    total=_count(body, "total", cls), status=_text(body, "status", cls),
-                   reason=_text(body, "reason", cls))
+                   reason=_text(body, "reason", cls), near_end=_bool(body, "near_end", cls))
 
 
 @dataclass(frozen=True)
@@ -162,12 +158,13 @@ class JobEnd:
 
 
 def poll_delay(polls: int) -> float:
-    """Seconds the orchestrator waits before its next check: short at first, then 2 s.
+    """Seconds the orchestrator waits before its next check: shorter at first, then 2 s.
 
-    The first checks come every 0.1-0.2 s, so a small job ends about as soon as it is
-    scored without waiting for the shard-full hint, which travels through a queue.
+    The end of a job is not left to these timers: a check that finds the job near its end
+    watches the ledger itself (monitor.py). The first ones keep `job show` current while a
+    job starts.
     """
-    schedule = (0.1, 0.1, 0.2, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+    schedule = (0.25, 0.5, 1.0, 1.5)
     return schedule[polls] if polls < len(schedule) else 2.0
 
 
@@ -181,32 +178,22 @@ def run_job(context: JobContext, retry: Any) -> Generator[Any, Any, dict[str, An
     job_id = context.instance_id
     try:
         state = OrchestrationState.from_dict(context.get_input())
-        check_first = True
         if not state.planned:
             planned = PlanResult.from_dict(
                 (yield context.call_activity_with_retry(PLAN_ACTIVITY, retry, job_id)))
             if not planned.ok:
                 return JobEnd("Failed", planned.reason).to_dict()
             state = OrchestrationState(planned=True, polls=0)
-            check_first = not planned.batches  # nothing can be scored yet
-        # One event task per generation: the SDK keeps an event that arrived while nothing
-        # waited and would hand it to every later waiter of that name in this history.
-        shard_full = context.wait_for_external_event(SHARD_FULL_EVENT)
         for _ in range(POLLS_PER_GENERATION):
-            if check_first:
-                step = StepResult.from_dict(
-                    (yield context.call_activity_with_retry(ADVANCE_ACTIVITY, retry, job_id)))
-                if step.ended:
-                    return JobEnd(step.status or "Failed", step.reason).to_dict()
-                if shard_full.is_completed:
-                    break  # the hint is spent: the next generation waits on a new one
-            check_first = True
+            step = StepResult.from_dict(
+                (yield context.call_activity_with_retry(ADVANCE_ACTIVITY, retry, job_id)))
+            if step.ended:
+                return JobEnd(step.status or "Failed", step.reason).to_dict()
             delay = poll_delay(state.polls)
             state = OrchestrationState(planned=True, polls=state.polls + 1)
-            timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
-            yield context.task_any([timer, shard_full])
-            if not timer.is_completed:
-                timer.cancel()
+            if not step.near_end:  # a check near the end watched already: check again now
+                yield context.create_timer(
+                    context.current_utc_datetime + timedelta(seconds=delay))
     except Exception as exc:  # noqa: BLE001 - an activity failed on every retry
         # Never leave a job hanging in a non-final status: fail it with the reason.
         request = FailRequest(job_id, f"internal error: {exc}"[:MAX_REASON])

@@ -10,6 +10,7 @@ that `job show` reads.
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +18,17 @@ from typing import Any
 from azure.storage.blob import ContainerClient
 
 from shared.contract.job_records import JobRecord
-from shared.contract.ledger import Completion, shard_count
+from shared.contract.ledger import SHARD_BATCHES, Completion, shard_batches, shard_count
 from shared.contract.timestamps import parse_time, utc_now
 from shared.control.throughput import Sample, add_sample
 from shared.storage.ledger_blobs import ledger_lines
 
+log = logging.getLogger(__name__)
+
 ERRORS_SAMPLE = 5
+DURATIONS_KEPT = 64  # the latest mini-batches' scoring times kept, for their median
+REDELIVERY = "redelivery"  # a copy of a stalled mini-batch (control/recovery.py)
+BACKUP = "backup"  # a backup copy of a slow one
 
 
 @dataclass
@@ -49,6 +55,13 @@ class Progress:
     succeeded: bytearray = field(default_factory=bytearray)
     history: list[Sample] = field(default_factory=list)  # see throughput.py
     unit: str = "files"
+    # Recovery (control/recovery.py): per index the kind and time of each copy sent, the
+    # backups whose result counted, the latest scoring times (ms), and pending mini-batches
+    # that no heartbeat lists, with when that was first seen.
+    copies: dict[str, list[list[str]]] = field(default_factory=dict)
+    backups_won: int = 0
+    durations: list[int] = field(default_factory=list)
+    unclaimed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def start(cls, files: int, batches: int, unit: str = "files") -> Progress:
@@ -74,11 +87,57 @@ class Progress:
         """Indices whose part is part of the output, in order."""
         return (i for i in range(self.batches) if self.is_succeeded(i))
 
+    def copies_sent(self, index: int) -> int:
+        """Copies of mini-batch `index` the monitor sent."""
+        return len(self.copies.get(str(index), ()))
+
+    def note_copy(self, index: int, kind: str) -> None:
+        """Count a copy of mini-batch `index` sent now (REDELIVERY or BACKUP)."""
+        self.copies.setdefault(str(index), []).append([kind, utc_now()])
+
+    def seconds_since_copy(self, index: int, now: datetime) -> float:
+        """Seconds since the last copy of mini-batch `index` was sent (inf: none was)."""
+        sent = self.copies.get(str(index))
+        at = parse_time(sent[-1][1]) if sent else None
+        return float("inf") if at is None else (now - at).total_seconds()
+
+    @property
+    def recovery(self) -> dict[str, int]:
+        """Copies sent of stalled mini-batches, backups sent, backups whose result counted."""
+        kinds = [kind for sent in self.copies.values() for kind, _ in sent]
+        return {"redelivered": kinds.count(REDELIVERY), "backups": kinds.count(BACKUP),
+                "backups_won": self.backups_won}
+
+    def last_done(self) -> int:
+        """The highest index counted (-1: none)."""
+        for position in range(len(self.done) - 1, -1, -1):
+            if self.done[position]:
+                return position * 8 + self.done[position].bit_length() - 1
+        return -1
+
+    def pending_below(self, limit: int) -> list[int]:
+        """The indices under `limit` not counted yet."""
+        pending = []
+        for position in range(min(len(self.done), (limit + 7) // 8)):
+            byte = self.done[position]
+            if byte != 0xFF:
+                pending += [position * 8 + bit for bit in range(8)
+                            if not byte & (1 << bit) and position * 8 + bit < limit]
+        return pending
+
     def apply(self, completion: Completion) -> bool:
         """Count `completion` unless its index was counted already; True if counted."""
         index = completion.index
         if index >= self.batches or self.is_done(index):
+            if index < self.batches:
+                log.info("mini-batch %d: a later result (copy %d, host %s) dropped: the first "
+                         "one counts", index, completion.copy, completion.host)
             return False
+        sent = self.copies.get(str(index), ())
+        if 0 < completion.copy <= len(sent) and sent[completion.copy - 1][0] == BACKUP:
+            self.backups_won += 1
+        if completion.scoring_ms is not None:
+            self.durations = [*self.durations, completion.scoring_ms][-DURATIONS_KEPT:]
         self.done[index >> 3] |= 1 << (index & 7)
         if completion.succeeded:
             self.succeeded[index >> 3] |= 1 << (index & 7)
@@ -94,10 +153,28 @@ class Progress:
             self.errors_sample.append({"mini_batch": index, "error": completion.error})
         return True
 
+    def shard_finished(self, shard: int) -> bool:
+        """Whether every mini-batch of ledger shard `shard` is counted."""
+        first = shard * SHARD_BATCHES // 8  # SHARD_BATCHES is a multiple of 8
+        done = bytes(self.done[first:first + SHARD_BATCHES // 8])
+        return int.from_bytes(done, "little").bit_count() >= shard_batches(self.batches, shard)
+
+    def seconds_to_finish(self, now: datetime | None = None) -> float | None:
+        """The time the rest of the job takes at the rate it has kept since it was planned
+        (None before its first completion: no rate yet)."""
+        started = parse_time(self.planned_at)
+        if not self.batches_done or started is None:
+            return None
+        elapsed = ((now or datetime.now(UTC)) - started).total_seconds()
+        return (self.batches - self.batches_done) * max(elapsed, 0.0) / self.batches_done
+
     def catch_up(self, state: ContainerClient, job_id: str) -> bool:
-        """Read every ledger shard past its last offset; True if anything new was counted."""
+        """Read every unfinished ledger shard past its last offset; True if anything new
+        was counted. (A finished shard's later lines are late duplicates: none counts.)"""
         changed = False
         for shard in range(shard_count(self.batches)):
+            if self.shard_finished(shard):
+                continue
             offset = self.offsets.get(str(shard), 0)
             for end, line in ledger_lines(state, job_id, shard, offset):
                 changed |= self.apply(Completion.from_line(line))
@@ -136,6 +213,7 @@ class Progress:
             "first_completed_at": self.first_completed_at,
             "last_completed_at": self.last_completed_at,
             "errors_sample": list(self.errors_sample),
+            "recovery": self.recovery,
         }
         if self.unit == "files":
             view.update(files=dict(inputs), rate_files_per_second=rate)
@@ -153,6 +231,8 @@ class Progress:
             "done": base64.b64encode(bytes(self.done)).decode(),
             "succeeded": base64.b64encode(bytes(self.succeeded)).decode(),
             "history": self.history, "unit": self.unit,
+            "copies": self.copies, "backups_won": self.backups_won,
+            "durations": self.durations, "unclaimed": self.unclaimed,
         }
 
     @classmethod
@@ -170,6 +250,10 @@ class Progress:
             succeeded=bytearray(base64.b64decode(data["succeeded"])),
             history=list(data.get("history") or []),
             unit=data.get("unit", "files"),
+            copies={k: list(v) for k, v in (data.get("copies") or {}).items()},
+            backups_won=int(data.get("backups_won", 0)),
+            durations=list(data.get("durations") or []),
+            unclaimed=dict(data.get("unclaimed") or {}),
         )
 
 

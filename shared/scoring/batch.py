@@ -11,6 +11,7 @@ from shared.worker.encoding import EncodedPart
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 TIMED_OUT = "timed_out"
+STOPPED = "stopped"  # another copy of the mini-batch finished first: nothing to record
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from shared.contract.errors import StorageUnavailable
-from shared.scoring.batch import FAILED, SUCCEEDED, TIMED_OUT
+from shared.scoring.batch import FAILED, STOPPED, SUCCEEDED, TIMED_OUT
 from shared.scoring.isolation import (
     UnsafeWorkerFile,
     WorkerAccount,
@@ -61,6 +61,7 @@ SHUTDOWN_WAIT = 10.0  # seconds a retiring worker's shutdown() may take
 SLOT_DEPTH = 2  # mini-batches per slot: the one running and the one whose inputs download
 WORKER_LOSSES = 3  # workers a mini-batch may lose before its run() started, then it gives up
 READ_POLL = 0.5  # seconds between checks of a worker's pipe reader for its end
+STOP_POLL = 0.25  # seconds between looks at a mini-batch's stop event while it waits or runs
 
 
 def download_limit(files: int) -> float:
@@ -85,6 +86,10 @@ def worker_cpu_threads(concurrency: int, cpus: int | None = None) -> int:
 
 class PoolClosed(RuntimeError):
     """The pool was closed; a new one must be made for further work."""
+
+
+class _Stopped(Exception):
+    """The mini-batch's stop event was set: another copy of it finished first."""
 
 
 @dataclass(frozen=True)
@@ -278,7 +283,8 @@ class WorkerPool:
             output_format: str | None = None, names: Sequence[str] = (),
             scratch: str | None = None, input_format: str = "files",
             table_pieces: Callable[[], Sequence[TablePiece]] | None = None,
-            passthrough_columns: Sequence[str] = ()) -> RunResult:
+            passthrough_columns: Sequence[str] = (), stop: threading.Event | None = None,
+            on_start: Callable[[], None] | None = None) -> RunResult:
         """Run the script's run() on `paths` in a worker; waits while every slot is full.
 
         With `downloads` (called for fresh grants each time the request is sent), the
@@ -290,13 +296,20 @@ class WorkerPool:
         local write error raises OSError with its errno, other download failures raise
         StorageUnavailable. With `table_pieces` (fresh grants too) run() gets the rows of
         those ranges of `input_format` files instead of paths, `passthrough_columns`
-        copied to its output.
+        copied to its output. `stop` set while it waits or runs ends it (its worker is killed)
+        with status STOPPED; `on_start` is called when a slot takes it.
         """
-        slot = self._acquire()
+        stop = stop or threading.Event()
         try:
+            slot = self._acquire(stop)
+        except _Stopped:
+            return _stopped()
+        try:
+            if on_start is not None:
+                on_start()
             return self._run_in(slot, paths, timeout, output_dir, downloads,
                                 output_format, tuple(names), scratch, input_format,
-                                table_pieces, tuple(passthrough_columns))
+                                table_pieces, tuple(passthrough_columns), stop)
         finally:
             self._release(slot)
 
@@ -314,15 +327,17 @@ class WorkerPool:
             else:
                 self._retire(worker)
 
-    def _acquire(self) -> _Slot:
+    def _acquire(self, stop: threading.Event) -> _Slot:
         with self._changed:
             while not self._closed:
+                if stop.is_set():
+                    raise _Stopped()
                 free = [slot for slot in self._slots if slot.taken < self.depth]
                 if free:
                     slot = min(free, key=lambda s: s.taken)
                     slot.taken += 1
                     return slot
-                self._changed.wait()
+                self._changed.wait(STOP_POLL)
             raise PoolClosed("worker pool is closed")
 
     def _release(self, slot: _Slot) -> None:
@@ -335,7 +350,7 @@ class WorkerPool:
                 output_format: str | None, names: tuple[str, ...],
                 scratch: str | None, input_format: str,
                 table_pieces: Callable[[], Sequence[TablePiece]] | None,
-                passthrough_columns: tuple[str, ...]) -> RunResult:
+                passthrough_columns: tuple[str, ...], stop: threading.Event) -> RunResult:
         for _ in range(WORKER_LOSSES):
             log_path = self._log_path()
             try:
@@ -350,13 +365,18 @@ class WorkerPool:
                                          tuple(table_pieces()) if table_pieces else (),
                                          passthrough_columns)
                     box = worker.send(request)
-                started = self._await_start(worker, request, box)
-                if isinstance(started, _Ended):
-                    continue  # the worker died before this run() started: not an attempt
-                if isinstance(started, RunResult):
-                    return replace(started, log=init_log + _read_tail(log_path))
-                downloaded_at = time.monotonic()
-                answer = _get(box, timeout)
+                try:
+                    started = self._await_start(worker, request, box, stop)
+                    if isinstance(started, _Ended):
+                        continue  # the worker died before this run() started: not an attempt
+                    if isinstance(started, RunResult):
+                        return replace(started, log=init_log + _read_tail(log_path))
+                    downloaded_at = time.monotonic()
+                    answer = _answer(box, timeout, stop)
+                except _Stopped:
+                    worker.kill()
+                    self._forget(slot, worker)
+                    return _stopped()
                 if answer is None:
                     worker.kill(dump_stacks=True)
                     self._forget(slot, worker)
@@ -377,8 +397,8 @@ class WorkerPool:
         self._forget(slot, worker)
         return self._start(slot, output_dir)
 
-    def _await_start(self, worker: _Worker, request: RunRequest,
-                     box: queue.SimpleQueue) -> Started | RunResult | _Ended:
+    def _await_start(self, worker: _Worker, request: RunRequest, box: queue.SimpleQueue,
+                     stop: threading.Event) -> Started | RunResult | _Ended:
         """Wait until the request's run() starts; a failed download is a result or raises.
 
         The download limit counts from when the request is next in line, so a mini-batch
@@ -386,9 +406,11 @@ class WorkerPool:
         """
         limit = download_limit(len(request.paths) or len(request.table_pieces))
         while True:
+            if stop.is_set():
+                raise _Stopped()
             since = worker.head_since(request.id)
             wait = READ_POLL if since is None else since + limit - time.monotonic()
-            message = _get(box, max(wait, 0.0))
+            message = _get(box, min(max(wait, 0.0), STOP_POLL))
             if message is not None:
                 break
             if since is not None and time.monotonic() >= since + limit:
@@ -494,6 +516,24 @@ def _get(box: queue.SimpleQueue, timeout: float):  # noqa: ANN202 - a message or
         return box.get(timeout=timeout)
     except queue.Empty:
         return None
+
+
+def _answer(box: queue.SimpleQueue, timeout: float, stop: threading.Event):  # noqa: ANN202
+    """run()'s answer within `timeout` (None: none came); raises _Stopped once `stop` is set."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if stop.is_set():
+            raise _Stopped()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        answer = _get(box, min(left, STOP_POLL))
+        if answer is not None:
+            return answer
+
+
+def _stopped() -> RunResult:
+    return RunResult(STOPPED, 0, None, (), "stopped: another copy finished first", None, "")
 
 
 def _receive(conn: Connection) -> Started | Reply:

@@ -36,6 +36,7 @@ from shared.scoring.asset_cache import AssetCache
 from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.gpus import detect_gpus
 from shared.scoring.grants import ReadGrants
+from shared.scoring.heartbeats import Holding
 from shared.scoring.isolation import (
     WorkerAccount,
     prepare_worker_folder,
@@ -132,17 +133,19 @@ class ScoringRuntime:
         return prepare_worker_folder(self._work_dir / "outputs" / safe_segment(job_id),
                                      self._account)
 
-    def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome:
+    def score(self, deployment: DeploymentRecord, batch: MiniBatch,
+              holding: Holding | None = None) -> ScoringOutcome:
         """Score one attempt of `batch` with `deployment`'s script; see ScoringOutcome.
 
         Storage errors (other than a missing input, which fails the batch) propagate so
-        that the queue retries the message.
+        that the queue retries the message. `holding` (the host's heartbeat entry) is told
+        when a worker slot takes the batch, and its `stop` event stops it (STOPPED).
         """
         started = time.monotonic()
         entry = self._checkout(deployment)
         folder = None
         try:
-            folder, result = self._run_with_inputs(entry.pool, batch)
+            folder, result = self._run_with_inputs(entry.pool, batch, holding)
             result = _checked(result, batch)
             downloaded_at = result.downloaded_at or time.monotonic()
             outcome = _outcome(batch, result, started, downloaded_at - started)
@@ -155,7 +158,8 @@ class ScoringRuntime:
                  outcome.failed, outcome.duration)
         return outcome
 
-    def _run_with_inputs(self, pool: WorkerPool, batch: MiniBatch) -> tuple[Path, RunResult]:
+    def _run_with_inputs(self, pool: WorkerPool, batch: MiniBatch,
+                         holding: Holding | None) -> tuple[Path, RunResult]:
         """Run the batch in a worker that downloads its inputs into a fresh folder.
 
         The folder is in RAM when there is room; where it cannot take the inputs (full,
@@ -164,21 +168,22 @@ class ScoringRuntime:
         name = f"{batch.index}-{batch.attempt}-{uuid.uuid4().hex[:8]}"
         root = self._inputs_root
         try:
-            return self._run_in_folder(pool, root, batch, name)
+            return self._run_in_folder(pool, root, batch, name, holding)
         except OSError as exc:
             if root == self._disk_inputs or not is_local_write_error(exc):
                 raise
             log.warning("input folder %s cannot take mini-batch inputs (%s); using %s from now",
                         root, exc, self._disk_inputs)
             self._inputs_root = self._disk_inputs
-        return self._run_in_folder(pool, self._disk_inputs, batch, name)
+        return self._run_in_folder(pool, self._disk_inputs, batch, name, holding)
 
-    def _run_in_folder(self, pool: WorkerPool, root: Path, batch: MiniBatch,
-                       name: str) -> tuple[Path, RunResult]:
+    def _run_in_folder(self, pool: WorkerPool, root: Path, batch: MiniBatch, name: str,
+                       holding: Holding | None) -> tuple[Path, RunResult]:
         prepare_worker_folder(root, self._account)  # the worker makes the folders inside
         folder = root / safe_segment(batch.job_id) / name
+        watch = _watch(holding, len(batch.pieces) or len(batch.files))
         if batch.pieces:
-            return folder, self._run_rows(pool, batch)
+            return folder, self._run_rows(pool, batch, watch)
         paths = local_paths(batch.files, folder)
         lifetime = timedelta(seconds=download_limit(len(paths))) + GRANT_MARGIN
 
@@ -192,13 +197,13 @@ class ScoringRuntime:
                               str(self.job_output_dir(batch.job_id)), downloads=downloads,
                               output_format=batch.output_format,
                               names=[file.display_name for file in batch.files],
-                              scratch=str(folder))
+                              scratch=str(folder), **watch)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return folder, result
 
-    def _run_rows(self, pool: WorkerPool, batch: MiniBatch) -> RunResult:
+    def _run_rows(self, pool: WorkerPool, batch: MiniBatch, watch: dict[str, Any]) -> RunResult:
         """Run a tabular mini-batch: the worker reads its row ranges from read URLs."""
         lifetime = timedelta(seconds=download_limit(len(batch.pieces))) + GRANT_MARGIN
 
@@ -209,7 +214,8 @@ class ScoringRuntime:
 
         return pool.run((), batch.timeout, str(self.job_output_dir(batch.job_id)),
                         output_format=batch.output_format, input_format=batch.input_format,
-                        table_pieces=pieces, passthrough_columns=batch.passthrough_columns)
+                        table_pieces=pieces, passthrough_columns=batch.passthrough_columns,
+                        **watch)
 
     def close(self) -> None:
         """Retire all workers: shutdown() in each idle one, then end them all."""
@@ -289,6 +295,13 @@ class ScoringRuntime:
             cpu_threads=worker_cpu_threads(deployment.settings.max_concurrency_per_instance),
             azureml_separator=separator,
         )
+
+
+def _watch(holding: Holding | None, inputs: int) -> dict[str, Any]:
+    """WorkerPool.run's `stop` and `on_start` for a mini-batch the host reports on."""
+    if holding is None:
+        return {}
+    return {"stop": holding.stop, "on_start": lambda: holding.running(inputs)}
 
 
 def download_client_options() -> dict[str, Any]:

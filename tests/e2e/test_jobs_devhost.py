@@ -1,7 +1,8 @@
 """Jobs end to end: devhost + Azurite + the real scoring runtime and test scoring scripts.
 
-One devhost serves the whole module (its queue lease is short so that a killed host's
-messages come back within seconds); each scenario deploys the scoring script it needs.
+One devhost serves the whole module (heartbeats every second and a 5 s stall threshold,
+so that a killed host's mini-batches come back within seconds); each scenario deploys the
+scoring script it needs.
 Retries wait host.json's visibilityTimeout (5 s), so the retry scenarios take ~10 s each.
 """
 

@@ -51,7 +51,7 @@ APP_CONTAINERS = {layout.REGISTRY_CONTAINER, layout.ASSETS_CONTAINER, layout.DAT
 PROFILE_QUEUES = {queue for profile in PROFILES
                   for queue in (minibatch_queue_for(profile),
                                 poison_queue(minibatch_queue_for(profile)))}
-APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), layout.SHARD_HINT_QUEUE, *PROFILE_QUEUES}
+APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), *PROFILE_QUEUES}
 GPU_PROFILES = {"Consumption-GPU-NC8as-T4", "Consumption-GPU-NC24-A100", "Consumption"}
 # Built-in role definition ids (the same in every tenant).
 ROLE_IDS = {
@@ -68,8 +68,7 @@ CONTROL_STORAGE_ROLES = {"Storage Blob Data Owner", "Storage Queue Data Contribu
                          "Storage Table Data Contributor"}
 SCORING_QUEUE_GRANTS = {layout.MINIBATCH_QUEUE: "Storage Queue Data Contributor",
                         poison_queue(): "Storage Queue Data Contributor",
-                        **dict.fromkeys(PROFILE_QUEUES, "Storage Queue Data Contributor"),
-                        layout.SHARD_HINT_QUEUE: "Storage Queue Data Message Sender"}
+                        **dict.fromkeys(PROFILE_QUEUES, "Storage Queue Data Contributor")}
 USER_CONTAINER_GRANTS = {layout.JOBS_CONTAINER: "Storage Blob Data Reader",
                          layout.DATA_CONTAINER: "Storage Blob Data Reader",
                          DROP_CONTAINER: "Storage Blob Data Contributor"}
@@ -102,6 +101,14 @@ ENVIRONMENT_ONLY = {
     "BATCHFN_OUTPUT_FORMAT": "set by the scoring worker for the built-in MLflow scorer",
     "BATCHFN_PREFETCH": "an optional switch of the scoring host (prefetch is on unless it is "
                         "0); the infra leaves it unset",
+    "BATCHFN_HEARTBEAT_SECONDS": "optional tuning of the scoring host's heartbeats (default "
+                                 "3 s); the infra leaves it unset",
+    "BATCHFN_STALL_SECONDS": "optional tuning of the job monitor (default 20 s); the infra "
+                             "leaves it unset",
+    "BATCHFN_BACKUPS": "an optional switch of the job monitor (backups are on unless it is "
+                       "off); the infra leaves it unset",
+    "BATCHFN_BACKUP_FACTOR": "optional tuning of the job monitor (default 2); the infra "
+                             "leaves it unset",
 }
 
 

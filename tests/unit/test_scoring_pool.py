@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from shared.scoring.batch import STOPPED
 from shared.scoring.pool import WorkerPool, worker_cpu_threads
 from shared.worker.protocol import (
     CPU_THREAD_VARIABLES,
@@ -191,6 +194,29 @@ def _run_bad_then_good(script: Path, tmp_path: Path, inputs: list[str]) -> tuple
         bad = pool.run(inputs, 30, str(tmp_path), output_format="azureml")
         Path(inputs[0] + ".ok").write_text("")
         return bad, pool.run(inputs, 30, str(tmp_path), output_format="azureml")
+    finally:
+        pool.close()
+
+
+def test_a_stopped_mini_batch_ends_its_run_and_one_waiting_never_runs(tmp_path, inputs):
+    pool = WorkerPool(spec(SCRIPTS / "echo.py", tmp_path, ECHO_SLEEP="30"), 1,
+                      scratch_dir=tmp_path / "logs", prefetch=False)
+    running, waiting = threading.Event(), threading.Event()
+    started = []
+    try:
+        with ThreadPoolExecutor(2) as threads:
+            first = threads.submit(pool.run, inputs, 60, str(tmp_path), stop=running,
+                                   on_start=lambda: started.append("first"))
+            time.sleep(0.5)
+            second = threads.submit(pool.run, inputs, 60, str(tmp_path), stop=waiting,
+                                    on_start=lambda: started.append("second"))
+            time.sleep(1.5)
+            waiting.set()  # still waiting for the one slot
+            assert second.result(timeout=5).status == STOPPED
+            running.set()  # its run() sleeps 30 s: the worker is ended at once
+            assert first.result(timeout=5).status == STOPPED
+        assert started == ["first"]
+        assert pool._slots[0].worker is None  # ended: the next mini-batch starts a fresh one
     finally:
         pool.close()
 
