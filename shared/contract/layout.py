@@ -26,6 +26,8 @@ MINIBATCH_QUEUE = "minibatches"
 POISON_SUFFIX = "-poison"
 # Scoring hosts tell the control app here that a ledger shard may be complete.
 SHARD_HINT_QUEUE = "shard-hints"
+# Jobs' lifecycle events (CloudEvents JSON) where no Event Grid topic is set.
+EVENTS_QUEUE = "batchfn-events"
 
 
 def poison_queue(queue: str = MINIBATCH_QUEUE) -> str:
@@ -138,6 +140,16 @@ def succeeded_log(job_id: str, worker: str) -> str:
 
 def errors_report(job_id: str) -> str:
     return f"{job_id}/errors.jsonl"
+
+
+def events_log(job_id: str) -> str:
+    """The job's lifecycle events, one CloudEvent per line (an append blob)."""
+    return f"{job_id}/events.jsonl"
+
+
+def usage_report(job_id: str) -> str:
+    """The job's usage and cost report, written when it ends."""
+    return f"{job_id}/usage.json"
 
 
 # ----- the data container (the default datastore) -------------------------------------

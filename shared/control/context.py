@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from shared.control.event_sinks import EventSink, default_sink
 from shared.control.job_service import JobService
 from shared.control.registry import Registry
 from shared.storage.account import default_account
@@ -26,3 +27,9 @@ def registry() -> Registry:
 def job_service() -> JobService:
     """The job operations of the HTTP API and blob drop."""
     return JobService(job_store(), registry())
+
+
+@cache
+def event_sink() -> EventSink:
+    """Where jobs' lifecycle events go: the Event Grid topic, else the events queue."""
+    return default_sink(default_account())

@@ -24,11 +24,15 @@ ORCHESTRATOR = "batch_job"
 PLAN_ACTIVITY = "plan_job"
 ADVANCE_ACTIVITY = "advance_job"
 FAIL_ACTIVITY = "fail_job"
+PUBLISH_ACTIVITY = "publish_job_events"
 # The event a job's orchestration gets when a worker's ledger append may have completed a
 # shard: it checks at once instead of at its next timer.
 SHARD_FULL_EVENT = "ledger_shard_full"
 POLLS_PER_GENERATION = 20  # then continue_as_new: replay cost stays bounded
 MAX_REASON = 1000  # characters of a failure reason the orchestrator records
+# After a job ended with lifecycle events not delivered (the sink failed), delivery is tried
+# again after these waits; the job's status is final meanwhile, nothing waits on them.
+PUBLISH_RETRY_SECONDS = (5.0, 30.0, 120.0, 600.0, 1800.0)
 
 
 class InvalidOrchestrationData(ValueError):
@@ -87,17 +91,20 @@ class PlanResult:
     batches: int = 0
     reason: str | None = None
     skipped: str | None = None
+    events_pending: bool = False  # lifecycle events not delivered yet (see control/lifecycle)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "inputs": self.inputs, "batches": self.batches,
-                "reason": self.reason, "skipped": self.skipped}
+                "reason": self.reason, "skipped": self.skipped,
+                "events_pending": self.events_pending}
 
     @classmethod
     def from_dict(cls, data: Any) -> PlanResult:
         body = _mapping(data, cls)
         return cls(ok=_bool(body, "ok", cls), inputs=_count(body, "inputs", cls),
                    batches=_count(body, "batches", cls), reason=_text(body, "reason", cls),
-                   skipped=_text(body, "skipped", cls))
+                   skipped=_text(body, "skipped", cls),
+                   events_pending=_bool(body, "events_pending", cls))
 
 
 @dataclass(frozen=True)
@@ -110,17 +117,20 @@ class StepResult:
     total: int = 0
     status: str | None = None
     reason: str | None = None
+    events_pending: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"ended": self.ended, "done": self.done, "total": self.total,
-                "status": self.status, "reason": self.reason}
+                "status": self.status, "reason": self.reason,
+                "events_pending": self.events_pending}
 
     @classmethod
     def from_dict(cls, data: Any) -> StepResult:
         body = _mapping(data, cls)
         return cls(ended=_bool(body, "ended", cls), done=_count(body, "done", cls),
                    total=_count(body, "total", cls), status=_text(body, "status", cls),
-                   reason=_text(body, "reason", cls))
+                   reason=_text(body, "reason", cls),
+                   events_pending=_bool(body, "events_pending", cls))
 
 
 @dataclass(frozen=True)
@@ -148,9 +158,11 @@ class JobEnd:
 
     status: str
     reason: str | None = None
+    events_pending: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason}
+        return {"status": self.status, "reason": self.reason,
+                "events_pending": self.events_pending}
 
     @classmethod
     def from_dict(cls, data: Any) -> JobEnd:
@@ -158,7 +170,22 @@ class JobEnd:
         status = _text(body, "status", cls)
         if not status:
             raise InvalidOrchestrationData(f"{cls.__name__} needs a status")
-        return cls(status=status, reason=_text(body, "reason", cls))
+        return cls(status=status, reason=_text(body, "reason", cls),
+                   events_pending=_bool(body, "events_pending", cls))
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """A retried delivery of a job's lifecycle events: whether some are still pending."""
+
+    pending: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pending": self.pending}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PublishResult:
+        return cls(pending=_bool(_mapping(data, cls), "pending", cls))
 
 
 def poll_delay(polls: int) -> float:
@@ -176,8 +203,18 @@ def run_job(context: JobContext, retry: Any) -> Generator[Any, Any, dict[str, An
 
     Activities are called with `retry` (the host's retry options): they are idempotent,
     so a storage hiccup costs a retry, not the job. Returns the `JobEnd` as a dict when the
-    job ended, None when this generation continued as new.
+    job ended, None when this generation continued as new. A job that ended with lifecycle
+    events still undelivered gets a few more tries at them (`PUBLISH_RETRY_SECONDS`).
     """
+    end = yield from _run_until_end(context, retry)
+    if end is None:
+        return None
+    if end.events_pending:
+        yield from _publish_pending(context)
+    return end.to_dict()
+
+
+def _run_until_end(context: JobContext, retry: Any) -> Generator[Any, Any, JobEnd | None]:
     job_id = context.instance_id
     try:
         state = OrchestrationState.from_dict(context.get_input())
@@ -186,7 +223,7 @@ def run_job(context: JobContext, retry: Any) -> Generator[Any, Any, dict[str, An
             planned = PlanResult.from_dict(
                 (yield context.call_activity_with_retry(PLAN_ACTIVITY, retry, job_id)))
             if not planned.ok:
-                return JobEnd("Failed", planned.reason).to_dict()
+                return JobEnd("Failed", planned.reason, planned.events_pending)
             state = OrchestrationState(planned=True, polls=0)
             check_first = not planned.batches  # nothing can be scored yet
         # One event task per generation: the SDK keeps an event that arrived while nothing
@@ -197,7 +234,7 @@ def run_job(context: JobContext, retry: Any) -> Generator[Any, Any, dict[str, An
                 step = StepResult.from_dict(
                     (yield context.call_activity_with_retry(ADVANCE_ACTIVITY, retry, job_id)))
                 if step.ended:
-                    return JobEnd(step.status or "Failed", step.reason).to_dict()
+                    return JobEnd(step.status or "Failed", step.reason, step.events_pending)
                 if shard_full.is_completed:
                     break  # the hint is spent: the next generation waits on a new one
             check_first = True
@@ -210,10 +247,22 @@ def run_job(context: JobContext, retry: Any) -> Generator[Any, Any, dict[str, An
     except Exception as exc:  # noqa: BLE001 - an activity failed on every retry
         # Never leave a job hanging in a non-final status: fail it with the reason.
         request = FailRequest(job_id, f"internal error: {exc}"[:MAX_REASON])
-        ended = JobEnd.from_dict((yield context.call_activity(FAIL_ACTIVITY, request.to_dict())))
-        return ended.to_dict()
+        return JobEnd.from_dict((yield context.call_activity(FAIL_ACTIVITY, request.to_dict())))
     context.continue_as_new(state.to_dict())
     return None
+
+
+def _publish_pending(context: JobContext) -> Generator[Any, Any, None]:
+    """Deliver the ended job's pending events again after each wait until they are out."""
+    for delay in PUBLISH_RETRY_SECONDS:
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+        try:
+            result = PublishResult.from_dict(
+                (yield context.call_activity(PUBLISH_ACTIVITY, context.instance_id)))
+        except Exception:  # noqa: BLE001 - the events stay in the job's log: try again later
+            continue
+        if not result.pending:
+            return
 
 
 def _mapping(data: Any, kind: type) -> Mapping[str, Any]:

@@ -39,6 +39,9 @@ from shared.contract.manifest import (
 )
 from shared.contract.messages import MiniBatchMessage
 from shared.control.blob_drop import is_drop_control_file
+from shared.control.event_sinks import EventSink, default_sink
+from shared.control.finalize import ensure_usage_report
+from shared.control.lifecycle import record_events
 from shared.control.orchestrator import PlanResult
 from shared.control.progress import Progress
 from shared.storage.failure_records import UNPLANNED, InputFailure, write_record
@@ -93,12 +96,16 @@ def max_inputs(setting: str, default: int) -> int:
     return value
 
 
-def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResult:
+def plan_job(store: JobStore, queue: QueueClient, job_id: str,
+             events: EventSink | None = None) -> PlanResult:
     """Plan and fan out `job_id`; a job whose input cannot be planned is Failed with the
-    reason, which the result carries too."""
+    reason, which the result carries too. The job's `created` event goes out first (to
+    `events`, the app's sink by default)."""
+    sink = events or default_sink(store.account)
     job = store.get(job_id)
+    pending = record_events(store, sink, job, None)
     if job.status in JobStatus.STOPPED:
-        return PlanResult(ok=True, skipped=job.status)
+        return PlanResult(ok=True, skipped=job.status, events_pending=pending)
     writer = _PlanWriter(store, queue, job)
     try:
         with writer:
@@ -108,11 +115,13 @@ def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResult:
                 _plan_files(writer, job, _listed_files(store, job))
     except (InputUnreadable, InvalidRequest) as exc:
         reason = str(exc)
-        store.update(job_id, lambda j: None if j.status in JobStatus.TERMINAL
-                     else j.with_status(JobStatus.FAILED, reason=reason))
-        return PlanResult(ok=False, reason=reason)
+        failed = store.update(job_id, lambda j: None if j.status in JobStatus.TERMINAL
+                              else j.with_status(JobStatus.FAILED, reason=reason))
+        pending = record_events(store, sink, failed, None,
+                                ensure_usage_report(store, failed, None))
+        return PlanResult(ok=False, reason=reason, events_pending=pending)
     except _Stopped as stopped:
-        return PlanResult(ok=True, skipped=str(stopped))
+        return PlanResult(ok=True, skipped=str(stopped), events_pending=pending)
     plan = writer.plan
     warning = None
     if not plan.batches:
@@ -129,7 +138,7 @@ def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResult:
         return updated
 
     store.update(job_id, queued)
-    return PlanResult(ok=True, inputs=plan.inputs, batches=plan.batches)
+    return PlanResult(ok=True, inputs=plan.inputs, batches=plan.batches, events_pending=pending)
 
 
 def _plan_files(writer: _PlanWriter, job: JobRecord, listed: Iterator[ListedFile]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.contract.ledger import AttemptUsage
 from shared.contract.manifest import InputFile, RowPiece
 from shared.storage.failure_records import InputFailure
 from shared.worker.encoding import EncodedPart
@@ -70,3 +71,12 @@ class ScoringOutcome:
     download_seconds: float
     failures: tuple[InputFailure, ...] = ()
     unlisted: int = 0
+    input_bytes: int = 0  # what the worker read
+    gpu: str | None = None  # the device type of the worker's GPU (None: none)
+
+    def usage(self, handled_seconds: float) -> AttemptUsage:
+        """What this attempt used, for its ledger line; `handled_seconds` since the host
+        took the message. run() ran for the duration less the wait for the inputs."""
+        return AttemptUsage(attempt=self.attempt, handled_seconds=handled_seconds,
+                            run_seconds=max(0.0, self.duration - self.download_seconds),
+                            input_bytes=self.input_bytes, gpu=self.gpu)

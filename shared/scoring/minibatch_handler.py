@@ -25,7 +25,7 @@ from azure.storage.queue import QueueClient
 
 from shared.contract.errors import NotFound
 from shared.contract.job_records import JobRecord, JobStatus
-from shared.contract.ledger import Completion, Part
+from shared.contract.ledger import AttemptUsage, Completion, Part
 from shared.contract.manifest import ManifestChunk, PlannedBatch
 from shared.contract.messages import MiniBatchMessage
 from shared.contract.registry_records import DeploymentRecord
@@ -96,6 +96,7 @@ class MiniBatchHandler:
 
     def process(self, body: str | bytes, dequeue_count: int) -> WorkResult:
         """Score one message. Raises RetryMiniBatch when the host should retry it."""
+        received = time.monotonic()
         message = MiniBatchMessage.decode(body)
         job = self._job(message.job)
         if job is None:
@@ -103,6 +104,8 @@ class MiniBatchHandler:
         if job.status in JobStatus.STOPPED:
             return WorkResult("skipped", f"job is {job.status}")
         planned = self._batch(message)
+        if job.deadline_passed():
+            return self._record_not_started(job.id, message.index, planned)
         attempt = message.prior_attempts + dequeue_count
         merged = job.settings.output_action == "append_row"
         batch = MiniBatch(job_id=job.id, index=message.index, files=planned.files,
@@ -120,7 +123,7 @@ class MiniBatchHandler:
                 blocks = self._record_failure(job.id, message.index, planned, attempt,
                                               "output_exists", str(exc), None)
                 return WorkResult("failed", str(exc), blocks)
-            blocks = self._record_success(job, batch, outcome)
+            blocks = self._record_success(job, batch, outcome, received)
             return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed",
                               blocks)
         self._write_failed_log(job.id, message.index, attempt, outcome)
@@ -133,7 +136,8 @@ class MiniBatchHandler:
             raise RetryMiniBatch(f"job {job.id} mini-batch {message.index} attempt {attempt} "
                                  f"{outcome.status}: {outcome.error}")
         blocks = self._record_failure(job.id, message.index, planned, attempt, outcome.status,
-                                      outcome.error or outcome.status, outcome.traceback)
+                                      outcome.error or outcome.status, outcome.traceback,
+                                      outcome.usage(time.monotonic() - received))
         return WorkResult("failed", outcome.error or outcome.status, blocks)
 
     def record_poison(self, body: str | bytes) -> WorkResult:
@@ -234,8 +238,15 @@ class MiniBatchHandler:
         if refused:
             raise refused[0]
 
+    def _record_not_started(self, job_id: str, index: int, planned: PlannedBatch) -> WorkResult:
+        """Record a mini-batch a host did not start because the job's deadline had passed."""
+        inputs = sum(p.rows for p in planned.pieces) if planned.pieces else len(planned.files)
+        blocks = record_completion(self.store.state, job_id, Completion(
+            index, False, 0, 0, 0, at=utc_now(), host=self.logs.host, not_started=inputs))
+        return WorkResult("skipped", "the job's deadline has passed", blocks)
+
     def _record_success(self, job: JobRecord, batch: MiniBatch,
-                        outcome: ScoringOutcome) -> int:
+                        outcome: ScoringOutcome, received: float) -> int:
         """Record a scored mini-batch: its part, and the inputs that failed in it."""
         error = None
         failures = list(outcome.failures)
@@ -257,15 +268,16 @@ class MiniBatchHandler:
                          unlisted=outcome.unlisted)
             error = summary
         completion = Completion(outcome.index, True, outcome.succeeded, outcome.failed,
-                                outcome.rows, error, utc_now(),
-                                host=self.logs.host)
+                                outcome.rows, error, utc_now(), host=self.logs.host,
+                                usage=outcome.usage(time.monotonic() - received))
         if job.settings.output_action == "append_row" and outcome.part is not None:
             completion = with_part(self.store.state, job.id, completion,
                                    Part(outcome.part.data, outcome.part.header))
         return record_completion(self.store.state, job.id, completion)
 
     def _record_failure(self, job_id: str, index: int, planned: PlannedBatch,
-                        attempts: int, status: str, error: str, traceback: str | None) -> int:
+                        attempts: int, status: str, error: str, traceback: str | None,
+                        usage: AttemptUsage | None = None) -> int:
         rows = [(p.first_row, p.rows) for p in planned.pieces]
         files = [p.file for p in planned.pieces] if planned.pieces else planned.files
         write_record(self.store.state, job_id, index, attempts=attempts, status=status,
@@ -273,7 +285,7 @@ class MiniBatchHandler:
                      inputs=whole(files, error, rows))
         inputs = sum(rows for _, rows in rows) if rows else len(planned.files)
         return record_completion(self.store.state, job_id, Completion(
-            index, False, 0, inputs, 0, error, utc_now(), host=self.logs.host))
+            index, False, 0, inputs, 0, error, utc_now(), host=self.logs.host, usage=usage))
 
     def _write_failed_log(self, job_id: str, index: int, attempt: int,
                           outcome: ScoringOutcome) -> None:

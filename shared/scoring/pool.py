@@ -101,6 +101,8 @@ class RunResult:
     failed: tuple[FailedInput, ...] = ()
     failed_inputs: int = 0
     given: int = 0  # rows run() got (a tabular mini-batch)
+    input_bytes: int = 0  # what the worker read for the attempt
+    gpu: str | None = None  # the GPU id the worker had (CUDA_VISIBLE_DEVICES)
 
 
 @dataclass(frozen=True)
@@ -359,7 +361,8 @@ class WorkerPool:
                     worker.kill(dump_stacks=True)
                     self._forget(slot, worker)
                 log = init_log + _read_tail(log_path)
-                return replace(self._result(answer, timeout, log), downloaded_at=downloaded_at)
+                return replace(self._result(answer, timeout, log), downloaded_at=downloaded_at,
+                               input_bytes=started.input_bytes, gpu=self.gpu_for(slot.index))
             finally:
                 log_path.unlink(missing_ok=True)
         raise StorageUnavailable(f"{WORKER_LOSSES} worker processes ended before this "

@@ -81,6 +81,7 @@ class Started:
     error: str | None = None
     missing: bool = False  # an input blob does not exist: the attempt fails
     errno: int | None = None  # the local folder cannot take the inputs (full, read-only)
+    input_bytes: int = 0  # what the worker read for the request (files, or row ranges)
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,16 @@ def _wait_for_inputs(request: RunRequest, download: concurrent.futures.Future | 
     except Exception as exc:  # noqa: BLE001 - reported to the host, which raises it
         errno = exc.errno if is_local_write_error(exc) else None
         return Started(request.id, error=describe(exc), errno=errno), None
-    return Started(request.id), loaded if request.table_pieces else None
+    return (Started(request.id, input_bytes=_input_bytes(request)),
+            loaded if request.table_pieces else None)
+
+
+def _input_bytes(request: RunRequest) -> int:
+    """Bytes read for the request: its downloaded files, or its row ranges."""
+    if request.table_pieces:
+        return sum(max(0, piece.row_range[3] - piece.row_range[2])
+                   for piece in request.table_pieces)
+    return sum(os.path.getsize(path) for path in request.paths if os.path.exists(path))
 
 
 @contextmanager
