@@ -39,9 +39,12 @@ else:
 app.register_functions(health)
 if serves(role, CONTROL):
     from shared.control.datastores import StorageBoundaries
+    from shared.control.lifecycle import check_settings
 
-    # A malformed BATCHFN_DATASTORES stops the app here, as an unknown role does.
+    # A malformed BATCHFN_DATASTORES stops the app here, as an unknown role does; so do
+    # malformed event and price settings.
     StorageBoundaries.from_settings()
+    check_settings()
     for blueprint in control_blueprints():
         app.register_functions(blueprint)
 if serves(role, SCORING):

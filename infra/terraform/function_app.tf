@@ -27,6 +27,7 @@ locals {
   control_app_settings = {
     BATCHFN_ROLE                              = "control"
     BATCHFN_DATASTORES                        = var.datastores
+    BATCHFN_EVENTGRID_ENDPOINT                = azurerm_eventgrid_topic.lifecycle.endpoint
     AzureWebJobsStorage__accountName          = azurerm_storage_account.main.name
     AzureWebJobsStorage__blobServiceUri       = azurerm_storage_account.main.primary_blob_endpoint
     AzureWebJobsStorage__queueServiceUri      = azurerm_storage_account.main.primary_queue_endpoint

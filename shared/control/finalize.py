@@ -23,6 +23,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from shared.contract import layout
 from shared.contract.job_records import JobRecord, JobStatus
 from shared.contract.settings import TEXT_OUTPUT_FORMATS
+from shared.contract.timestamps import utc_now
 from shared.control.event_sinks import EventSink, default_sink
 from shared.control.lifecycle import deliver_pending, record_events
 from shared.control.monitor import Outcome, evaluate
@@ -126,8 +127,8 @@ def _finalize(store: JobStore, job: JobRecord, progress: Progress | None,
     def end(current: JobRecord) -> JobRecord | None:
         if current.status in JobStatus.TERMINAL:
             return None
-        if scored and current.status == JobStatus.QUEUED:
-            current = current.with_status(JobStatus.RUNNING, started_at=started)
+        if scored and not current.started_at:
+            current = replace(current, started_at=started or utc_now())
         return replace(current.with_status(status, reason=reason),
                        partial=merges and partial)
 

@@ -26,8 +26,13 @@ from shared.contract import lifecycle_events as kinds
 from shared.contract.job_records import EventMarks, JobRecord, JobStatus
 from shared.contract.lifecycle_events import JobEvent, event_id, event_source, event_subject
 from shared.contract.timestamps import parse_time, utc_now
-from shared.control.event_sinks import EventSink
+from shared.control.event_sinks import (
+    EVENTGRID_ENDPOINT_SETTING,
+    EventSink,
+    check_eventgrid_endpoint,
+)
 from shared.control.progress import Progress
+from shared.control.usage import price_table
 from shared.storage.job_store import JobStore
 
 log = logging.getLogger("batchfn.events")
@@ -49,6 +54,16 @@ def progress_interval() -> float:
         raise ValueError(f"{PROGRESS_INTERVAL_SETTING} must be 1 to {MAX_PROGRESS_INTERVAL:g} "
                          f"seconds, not {text!r}")
     return value
+
+
+def check_settings() -> None:
+    """Refuse malformed settings of events and usage reports (ValueError names the setting)
+    when the control app starts, rather than at a job's first event."""
+    progress_interval()
+    price_table()
+    endpoint = os.environ.get(EVENTGRID_ENDPOINT_SETTING, "").strip()
+    if endpoint:
+        check_eventgrid_endpoint(endpoint)
 
 
 def due_events(store: JobStore, job: JobRecord, progress: Progress | None,

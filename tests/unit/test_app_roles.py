@@ -89,3 +89,15 @@ def test_a_datastore_setting_naming_batchfns_own_container_stops_the_control_app
     assert "DatastoreSettingError: BATCHFN_DATASTORES: container 'azure-webjobs-secrets'" in (
         result.stderr)
     assert _import_app(SCORING, BATCHFN_DATASTORES="keys=azure-webjobs-secrets").returncode == 0
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("BATCHFN_PRICES", '{"blob_write_10k": -1}', "BATCHFN_PRICES: blob_write_10k"),
+    ("BATCHFN_PROGRESS_EVENT_SECONDS", "0", "BATCHFN_PROGRESS_EVENT_SECONDS must be"),
+    ("BATCHFN_EVENTGRID_ENDPOINT", "http://topic.example/api/events",
+     "BATCHFN_EVENTGRID_ENDPOINT must be"),
+])
+def test_malformed_event_and_price_settings_stop_the_control_app(setting, value, message):
+    result = _import_app(CONTROL, **{setting: value})
+    assert result.returncode != 0 and message in result.stderr
+    assert _import_app(SCORING, **{setting: value}).returncode == 0

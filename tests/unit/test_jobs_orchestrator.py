@@ -25,12 +25,15 @@ from shared.control.orchestrator import (
     ORCHESTRATOR,
     PLAN_ACTIVITY,
     POLLS_PER_GENERATION,
+    PUBLISH_ACTIVITY,
+    PUBLISH_RETRY_SECONDS,
     SHARD_FULL_EVENT,
     FailRequest,
     InvalidOrchestrationData,
     JobEnd,
     OrchestrationState,
     PlanResult,
+    PublishResult,
     StepResult,
     run_job,
 )
@@ -101,6 +104,11 @@ def _drive(context, answers):
     try:
         while True:
             step = generator.throw(error) if error else generator.send(value)
+            if isinstance(step, FakeTask):  # a timer waited on alone: it fires
+                step.is_completed = True
+                steps.append(("sleep", step.detail))
+                value, error = step, None
+                continue
             if step[0] == "any":
                 winner = (answers.get("any") or ["timer"]).pop(0)
                 task = next(t for t in step[1] if t.kind == winner)
@@ -191,6 +199,31 @@ def test_an_activity_failing_every_retry_fails_the_job():
     assert steps[-1][1] == FAIL_ACTIVITY and request.job == JOB
     assert "storage down" in request.reason
     assert result == JobEnd("Failed", "internal error: storage down").to_dict()
+
+
+def test_events_not_delivered_at_the_end_are_tried_again_after_waits():
+    pending_end = StepResult(ended=True, done=2, total=2, status="Completed",
+                             events_pending=True)
+    steps, result = _drive(RecordingContext({"planned": True, "polls": 9}), {
+        ADVANCE_ACTIVITY: [pending_end],
+        PUBLISH_ACTIVITY: [RuntimeError("activity host gone"), PublishResult(pending=True),
+                           PublishResult(pending=False)],
+    })
+    assert _names(steps) == [ADVANCE_ACTIVITY, "sleep:5.0", PUBLISH_ACTIVITY, "sleep:30.0",
+                             PUBLISH_ACTIVITY, "sleep:120.0", PUBLISH_ACTIVITY]
+    assert steps[2][2] == JOB
+    # The job's end stands whatever becomes of its events.
+    assert JobEnd.from_dict(result) == JobEnd("Completed", events_pending=True)
+
+
+def test_events_that_never_go_out_stop_being_tried():
+    failed_plan = PlanResult(ok=False, reason="no input", events_pending=True)
+    steps, result = _drive(RecordingContext(), {
+        PLAN_ACTIVITY: [failed_plan],
+        PUBLISH_ACTIVITY: [PublishResult(pending=True)] * len(PUBLISH_RETRY_SECONDS),
+    })
+    assert _names(steps).count(PUBLISH_ACTIVITY) == len(PUBLISH_RETRY_SECONDS)
+    assert JobEnd.from_dict(result).status == "Failed"
 
 
 @pytest.mark.parametrize(("kind", "data"), [

@@ -22,6 +22,9 @@ param maximumInstanceCount int = 100
 @description('Datastores jobs may read and write beside workspaceblobstore: name=container pairs, comma separated (BATCHFN_DATASTORES).')
 param datastores string = ''
 
+@description('The Event Grid topic jobs\' lifecycle events are published to (BATCHFN_EVENTGRID_ENDPOINT).')
+param eventsTopicEndpoint string
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -58,6 +61,7 @@ var storageSettings = {
 var roleSettings = {
   BATCHFN_ROLE: 'control'
   BATCHFN_DATASTORES: datastores
+  BATCHFN_EVENTGRID_ENDPOINT: eventsTopicEndpoint
 }
 var monitoringSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
