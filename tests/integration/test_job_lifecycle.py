@@ -62,8 +62,8 @@ class BrokenSink:
 
 
 @pytest.fixture
-def jobs(env):
-    account, store, queue, data, name = env
+def jobs(request):
+    account, store, queue, data, name = request.getfixturevalue("env")
     events = account.queue_service().get_queue_client(f"ev{name}")
     events.create_queue()
     return account, store, queue, data, name, QueueEventSink(account, f"ev{name}"), events
@@ -309,7 +309,7 @@ def test_progress_events_at_most_one_per_interval(jobs, monkeypatch):
                                                        {"input": _url(account, name, "in")})
     plan_job(store, queue, job.id, sink)
     worker = MiniBatchHandler(store, FakeRuntime(), queue)
-    for round_ in range(3):
+    for _ in range(3):
         messages = list(queue.receive_messages(max_messages=2, visibility_timeout=60))
         for message in messages:
             worker.process(message.content, 1)
