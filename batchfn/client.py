@@ -20,11 +20,12 @@ from __future__ import annotations
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchfn.contract.errors import InvalidRequest
+from batchfn.contract.lifecycle_events import END_EVENTS
 from batchfn.contract.names import check_resource_name
 from batchfn.errors import (
     ApiError,
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ApiError", "BatchfnClient", "JOB_TERMINAL_STATUSES"]
 
-JOB_TERMINAL_STATUSES = ("Completed", "Failed", "Canceled")
+JOB_TERMINAL_STATUSES = tuple(END_EVENTS)  # Completed, Failed, Canceled, Expired
+JOB_END_EVENTS = frozenset(END_EVENTS.values())
 _DOWNLOAD_CHUNK = 1024 * 1024
 
 
@@ -239,6 +241,33 @@ class BatchfnClient:
     def job_errors(self, name: str) -> list[dict[str, Any]]:
         """The per-file errors report of a finished job."""
         return self.request("GET", f"jobs/{_quote(name)}/errors")["value"]
+
+    def job_usage(self, name: str) -> dict[str, Any]:
+        """What a job used and an estimate of its cost (so far, while it runs)."""
+        return self.request("GET", f"jobs/{_quote(name)}/usage")
+
+    def job_events(self, name: str) -> list[dict[str, Any]]:
+        """A job's lifecycle events so far (CloudEvents 1.0 dicts), oldest first."""
+        return self.request("GET", f"jobs/{_quote(name)}/events")["value"]
+
+    def watch_job_events(self, name: str, *, poll: float = 1.0,
+                         timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield a job's lifecycle events as they are recorded, each once, until the event
+        that ends the job; JobTimeoutError after `timeout` seconds without it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: set[str] = set()
+        while True:
+            for event in self.job_events(name):
+                if event["id"] in seen:
+                    continue
+                seen.add(event["id"])
+                yield event
+                if event["type"] in JOB_END_EVENTS:
+                    return
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeoutError(f"job {name} has not ended after {timeout}s",
+                                      self.get_job(name))
+            time.sleep(poll)
 
     def wait_job(self, name: str, *, poll: float = 0.5, timeout: float | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,

@@ -220,6 +220,14 @@ _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\
 # ISO 8601 durations of days and time (P1D, PT2H30M, P1DT12H); no years, months or weeks.
 _ISO_DURATION = re.compile(r"P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?"
                            r"(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+# The deadline's JSON schema (OpenAPI): seconds, or a duration as text.
+DEADLINE_SCHEMA: dict[str, Any] = {
+    "description": "seconds from invoke after which no new mini-batch starts: a number, "
+                   "90s, 30m, 2h, 1d, 1h30m or ISO 8601 (PT2H); at most 7 days",
+    "nullable": True,
+    "oneOf": [{"type": "number", "exclusiveMinimum": True, "minimum": 0,
+               "maximum": MAX_DEADLINE_SECONDS},
+              {"type": "string", "minLength": 1, "maxLength": 40}]}
 DEADLINE_RULE = (f"a duration of more than 0 and at most {MAX_DEADLINE_SECONDS / 86_400:g} days: "
                  "seconds (3600), a number with units (90s, 30m, 2h, 1d, 1h30m) or ISO 8601 "
                  "(PT2H)")
