@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +114,9 @@ class Completion:
 
 # Short keys: a line per mini-batch, read by every progress check.
 def _usage_fields(usage: AttemptUsage) -> dict[str, Any]:
-    fields: dict[str, Any] = {"hs": round(usage.handled_seconds, 3),
-                              "rs": round(usage.run_seconds, 3)}
+    # Milliseconds, rounded up: the seconds reported never fall short of those measured.
+    fields: dict[str, Any] = {"hs": milliseconds_up(usage.handled_seconds),
+                              "rs": milliseconds_up(usage.run_seconds)}
     if usage.attempt != 1:
         fields["a"] = usage.attempt
     if usage.input_bytes:
@@ -122,6 +124,11 @@ def _usage_fields(usage: AttemptUsage) -> dict[str, Any]:
     if usage.gpu:
         fields["g"] = usage.gpu[:100]
     return fields
+
+
+def milliseconds_up(seconds: float) -> float:
+    """Seconds to the millisecond, rounded up: measured times never shrink when added up."""
+    return math.ceil(round(seconds * 1000, 6)) / 1000
 
 
 def _usage(body: dict[str, Any]) -> AttemptUsage | None:

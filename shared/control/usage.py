@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.contract.job_records import JobRecord, JobStatus
-from shared.contract.ledger import shard_count
+from shared.contract.ledger import milliseconds_up, shard_count
 from shared.contract.manifest import MANIFEST_ITEMS
 from shared.contract.timestamps import parse_time
 from shared.control.orchestrator import poll_delay
@@ -117,8 +117,8 @@ def usage_report(job: JobRecord, progress: Progress | None, *,
         "mini_batch_wait_seconds": {
             "mean": round(totals.waited_seconds / counted, 3) if counted else None,
             "max": round(totals.longest_wait_seconds, 3)},
-        "scoring_seconds": round(totals.run_seconds, 3),
-        "host_seconds": round(totals.handled_seconds, 3),
+        "scoring_seconds": milliseconds_up(totals.run_seconds),
+        "host_seconds": milliseconds_up(totals.handled_seconds),
         "gpu_seconds": {"total": round(gpu_total, 3),
                         "by_device": {k: round(v, 3) for k, v in totals.gpu_seconds.items()}},
         "unit": progress.unit,
