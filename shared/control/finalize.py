@@ -76,11 +76,12 @@ def _finalize(store: JobStore, job: JobRecord, progress: Progress | None,
     canceled or expired job with scored mini-batches), final status."""
     if job.status in JobStatus.TERMINAL or outcome is Outcome.STOPPED:
         return job, progress or _stored_progress(store, job.id)
-    if progress is None:
-        progress = _stored_progress(store, job.id) or Progress.start(0, 0)
+    progress = progress or _stored_progress(store, job.id)
+    planned = progress is not None
+    progress = progress or Progress.start(0, 0)
     canceled = outcome is Outcome.CANCELED or (
         job.status == JobStatus.CANCEL_REQUESTED and outcome is not Outcome.THRESHOLD)
-    if canceled or outcome is Outcome.EXPIRED:
+    if planned and (canceled or outcome is Outcome.EXPIRED):
         progress.stop_rest()  # what has not been recorded now is left out
         store.write_json(layout.progress(job.id), progress.to_dict())
     expired = not canceled and progress.batches_not_started > 0

@@ -324,3 +324,17 @@ def test_progress_events_at_most_one_per_interval(jobs, monkeypatch):
     progress_ids = [e["id"] for e in JobService(store, None).events(job.id)
                     if e["type"] == "batchfn.job.progress"]
     assert progress_ids == [f"{job.id}:progress:{n}" for n in range(len(progress_ids))]
+
+
+def test_a_job_canceled_before_planning_ends_with_nothing_counted(jobs):
+    account, store, queue, data, name, sink, events_queue = jobs
+    _upload(data, "in", 2)
+    service = _service(store)
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
+    service.cancel(job.id)
+    assert plan_job(store, queue, job.id, sink).skipped == "CancelRequested"
+    step = _advance_until_end(store, job.id, sink)
+    assert step.status == "Canceled" and not store.get(job.id).partial
+    assert service.show(job.id)["progress"] is None
+    assert _types(_delivered(events_queue)) == ["created", "canceled"]
+    assert service.usage(job.id)["inputs"]["total"] == 0
