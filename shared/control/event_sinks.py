@@ -62,7 +62,10 @@ class QueueEventSink:
 class EventGridSink:
     """CloudEvents batches POSTed to an Event Grid custom topic with an Entra ID token."""
 
-    def __init__(self, endpoint: str, credential) -> None:  # noqa: ANN001 - a TokenCredential
+    def __init__(self, endpoint: str, credential,  # noqa: ANN001 - a TokenCredential
+                 ca_bundle: str | None = None) -> None:
+        """`ca_bundle`: a CA certificate file to trust instead of the system's (a topic
+        behind a private certificate authority)."""
         from azure.core import PipelineClient
         from azure.core.pipeline.policies import (
             BearerTokenCredentialPolicy,
@@ -71,6 +74,7 @@ class EventGridSink:
         )
 
         self.endpoint = check_eventgrid_endpoint(endpoint)
+        self._verify: bool | str = ca_bundle or True
         self._client = PipelineClient(self.endpoint, policies=[
             HeadersPolicy(),
             RetryPolicy(retry_total=2, retry_backoff_factor=0.5,
@@ -86,7 +90,8 @@ class EventGridSink:
         request = HttpRequest("POST", self.endpoint, content=batch_body(events),
                               headers={"Content-Type": BATCH_CONTENT_TYPE})
         response = self._client.send_request(request, connection_timeout=SEND_TIMEOUT_SECONDS,
-                                             read_timeout=SEND_TIMEOUT_SECONDS)
+                                             read_timeout=SEND_TIMEOUT_SECONDS,
+                                             connection_verify=self._verify)
         response.raise_for_status()
 
 
