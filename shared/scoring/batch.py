@@ -73,10 +73,13 @@ class ScoringOutcome:
     unlisted: int = 0
     input_bytes: int = 0  # what the worker read
     gpu: str | None = None  # the device type of the worker's GPU (None: none)
+    run_seconds: float | None = None  # run() and its encoding, timed in the worker
 
     def usage(self, handled_seconds: float) -> AttemptUsage:
         """What this attempt used, for its ledger line; `handled_seconds` since the host
-        took the message. run() ran for the duration less the wait for the inputs."""
+        took the message. run()'s time is the worker's own measure around it, or (a worker
+        that timed out or died) the attempt's duration less the wait for its inputs."""
+        seconds = self.run_seconds if self.run_seconds is not None else max(
+            0.0, self.duration - self.download_seconds)
         return AttemptUsage(attempt=self.attempt, handled_seconds=handled_seconds,
-                            run_seconds=max(0.0, self.duration - self.download_seconds),
-                            input_bytes=self.input_bytes, gpu=self.gpu)
+                            run_seconds=seconds, input_bytes=self.input_bytes, gpu=self.gpu)

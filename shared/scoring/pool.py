@@ -103,6 +103,7 @@ class RunResult:
     given: int = 0  # rows run() got (a tabular mini-batch)
     input_bytes: int = 0  # what the worker read for the attempt
     gpu: str | None = None  # the GPU id the worker had (CUDA_VISIBLE_DEVICES)
+    run_seconds: float | None = None  # run() and its encoding, timed by the worker
 
 
 @dataclass(frozen=True)
@@ -470,7 +471,8 @@ class WorkerPool:
             status = SUCCEEDED if answer.ok else FAILED
             return RunResult(status, answer.rows, answer.part, answer.missing, answer.error,
                              answer.traceback, log, failed=answer.failed,
-                             failed_inputs=answer.failed_inputs, given=answer.given)
+                             failed_inputs=answer.failed_inputs, given=answer.given,
+                             run_seconds=answer.seconds)
         if answer is None:
             return RunResult(TIMED_OUT, 0, None, (), f"timed out after {timeout:g}s",
                              _stack_dump(log), log)

@@ -368,6 +368,7 @@ def _attempt(batch: MiniBatch, result: RunResult, started: float, download_secon
         unlisted=unlisted,
         input_bytes=result.input_bytes,
         gpu=gpu,
+        run_seconds=result.run_seconds,
     )
 
 

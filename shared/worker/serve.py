@@ -26,6 +26,7 @@ import queue
 import shutil
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -108,7 +109,9 @@ def _answer(conn: Connection, script: Any, requests: queue.SimpleQueue[Any],
             started, table = _wait_for_inputs(request, download)
             conn.send(started)
             if started.error is None:
+                began = time.perf_counter()
                 reply = _run(script, request, table, azureml_separator)
+                reply = replace(reply, seconds=time.perf_counter() - began)
             if request.scratch:
                 shutil.rmtree(request.scratch, ignore_errors=True)
         if started.error is None:

@@ -246,7 +246,7 @@ def test_fewer_rows_than_inputs(client, scratch, tmp_path):
     assert final["status"] == "Completed", final
     assert final["progress"]["files"] == {"total": 6, "succeeded": 4, "failed": 2, "pending": 0}
     assert final["progress"]["mini_batches"] == {"total": 2, "succeeded": 2, "failed": 0,
-                                                 "pending": 0}
+                                                 "not_started": 0, "pending": 0}
     assert _output_lines(client, job, tmp_path) == _echo_lines(
         6, keep=lambda name: name not in ("img02.bin", "img05.bin"))
     errors = client.job_errors(job)

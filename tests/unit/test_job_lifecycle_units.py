@@ -189,3 +189,15 @@ def test_a_deadline_passes_for_the_record_and_expired_is_final():
     assert not job.deadline_passed(now) and job.deadline_passed(now + timedelta(seconds=10))
     assert JobStatus.EXPIRED in JobStatus.TERMINAL and JobStatus.EXPIRED in JobStatus.STOPPED
     assert JobRecord.from_dict(job.to_dict()) == job
+
+
+def test_an_attempts_run_time_is_the_workers_own_measure_when_it_has_one():
+    from shared.scoring.batch import SUCCEEDED, TIMED_OUT, ScoringOutcome
+
+    def outcome(status: str, run_seconds: float | None) -> ScoringOutcome:
+        return ScoringOutcome("j", 0, 2, status, None, 0, (), 0, 0, None, None, "", 5.0, 1.5,
+                              input_bytes=7, gpu="T4", run_seconds=run_seconds)
+
+    assert outcome(SUCCEEDED, 2.25).usage(6.0) == AttemptUsage(2, 6.0, 2.25, 7, "T4")
+    # A worker that timed out sent no answer: the host's clock, less the input wait.
+    assert outcome(TIMED_OUT, None).usage(6.0).run_seconds == 3.5
