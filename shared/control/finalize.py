@@ -25,7 +25,7 @@ from shared.contract.job_records import JobRecord, JobStatus
 from shared.contract.settings import TEXT_OUTPUT_FORMATS
 from shared.contract.timestamps import utc_now
 from shared.control.event_sinks import EventSink, default_sink
-from shared.control.lifecycle import deliver_pending, record_events
+from shared.control.lifecycle import record_events
 from shared.control.monitor import Outcome, evaluate
 from shared.control.orchestrator import FailRequest, JobEnd, PublishResult, StepResult
 from shared.control.progress import Progress
@@ -167,13 +167,17 @@ def fail_job(store: JobStore, request: FailRequest, events: EventSink | None = N
 
 def publish_job_events(store: JobStore, job_id: str,
                        events: EventSink | None = None) -> PublishResult:
-    """Deliver the job's lifecycle events that earlier tries could not (never raises)."""
+    """Record and deliver the ended job's lifecycle events that earlier tries could not
+    (never raises)."""
     try:
-        pending = deliver_pending(store, events or default_sink(store.account), job_id)
+        job = store.get(job_id)
+        progress = _stored_progress(store, job_id)
+        usage = ensure_usage_report(store, job, progress)
     except Exception as exc:  # noqa: BLE001 - storage trouble: the orchestrator tries again
         log.warning("job %s: pending lifecycle events not delivered (%s)", job_id, exc)
-        pending = True
-    return PublishResult(pending=pending)
+        return PublishResult(pending=True)
+    return PublishResult(pending=record_events(store, events or default_sink(store.account),
+                                               job, progress, usage))
 
 
 def write_errors_report(store: JobStore, job_id: str, progress: Progress,

@@ -104,7 +104,18 @@ def due_events(store: JobStore, job: JobRecord, progress: Progress | None,
 def record_events(store: JobStore, sink: EventSink, job: JobRecord, progress: Progress | None,
                   usage: dict[str, Any] | None = None) -> bool:
     """Log the job's due events and deliver what is not delivered yet; True while some
-    are still undelivered (delivery is retried by the next call)."""
+    are still undelivered or unlogged (the next call tries again). Never raises: events
+    never fail a job (what could not be logged is due again next time, with its id)."""
+    try:
+        return _record_events(store, sink, job, progress, usage)
+    except Exception as exc:  # noqa: BLE001 - storage trouble: logged, tried again later
+        log.warning("job %s: lifecycle events not recorded yet (%s: %s)", job.id,
+                    type(exc).__name__, str(exc)[:300])
+        return True
+
+
+def _record_events(store: JobStore, sink: EventSink, job: JobRecord,
+                   progress: Progress | None, usage: dict[str, Any] | None) -> bool:
     events, marks = due_events(store, job, progress, usage)
     if not events and marks.pending_from is None:
         return False
@@ -117,19 +128,6 @@ def record_events(store: JobStore, sink: EventSink, job: JobRecord, progress: Pr
     store.update(job.id, lambda current: replace(current, events=marks)
                  if current.events != marks else None)
     return not delivered
-
-
-def deliver_pending(store: JobStore, sink: EventSink, job_id: str) -> bool:
-    """Deliver the job's logged events not delivered yet; True while some still are not."""
-    job = store.get(job_id)
-    if job.events.pending_from is None:
-        return False
-    if not _deliver(store, sink, job_id, job.events.pending_from):
-        return True
-    store.update(job_id, lambda current: replace(
-        current, events=replace(current.events, pending_from=None))
-        if current.events.pending_from is not None else None)
-    return False
 
 
 def read_events(store: JobStore, job_id: str, offset: int = 0) -> list[JobEvent]:

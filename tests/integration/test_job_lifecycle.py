@@ -338,3 +338,23 @@ def test_a_job_canceled_before_planning_ends_with_nothing_counted(jobs):
     assert service.show(job.id)["progress"] is None
     assert _types(_delivered(events_queue)) == ["created", "canceled"]
     assert service.usage(job.id)["inputs"]["total"] == 0
+
+
+def test_events_that_could_not_be_logged_are_logged_later_and_never_fail_the_job(jobs,
+                                                                                 monkeypatch):
+    account, store, queue, data, name, sink, events_queue = jobs
+    _upload(data, "in", 2)
+    job, _ = _service(store).invoke("ep1", {"input": _url(account, name, "in")})
+    plan_job(store, queue, job.id, sink)
+    _drain(MiniBatchHandler(store, FakeRuntime(), queue), queue)
+    from shared.control import lifecycle
+
+    def storage_down(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise ConnectionError("storage is down")
+
+    monkeypatch.setattr(lifecycle, "_append", storage_down)
+    step = _advance_until_end(store, job.id, sink)
+    assert step.status == "Completed" and step.events_pending
+    monkeypatch.undo()
+    assert not finalize.publish_job_events(store, job.id, sink).pending
+    assert _types(_delivered(events_queue)) == ["created", "running", "completed"]
