@@ -113,7 +113,8 @@ class EventMarks:
     """Which lifecycle events of a job are in its event log (control.lifecycle), so each is
     recorded once: `progress` events so far (the last at `progress_at`, when `progress_inputs`
     inputs were done), and `pending_from`, the byte offset in the log of the first event not
-    yet delivered to the event sink (None: all delivered)."""
+    yet delivered to the event sink (None: all delivered), with `retry_after`, when a
+    delivery that failed is tried again."""
 
     created: bool = False
     running: bool = False
@@ -122,11 +123,13 @@ class EventMarks:
     progress_inputs: int = 0
     ended: bool = False
     pending_from: int | None = None
+    retry_after: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"created": self.created, "running": self.running, "progress": self.progress,
                 "progress_at": self.progress_at, "progress_inputs": self.progress_inputs,
-                "ended": self.ended, "pending_from": self.pending_from}
+                "ended": self.ended, "pending_from": self.pending_from,
+                "retry_after": self.retry_after}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> EventMarks:
@@ -134,7 +137,8 @@ class EventMarks:
         return cls(created=bool(data.get("created")), running=bool(data.get("running")),
                    progress=int(data.get("progress") or 0), progress_at=data.get("progress_at"),
                    progress_inputs=int(data.get("progress_inputs") or 0),
-                   ended=bool(data.get("ended")), pending_from=data.get("pending_from"))
+                   ended=bool(data.get("ended")), pending_from=data.get("pending_from"),
+                   retry_after=data.get("retry_after"))
 
 
 @dataclass(frozen=True)

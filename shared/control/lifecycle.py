@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
@@ -25,7 +25,7 @@ from shared.contract import layout
 from shared.contract import lifecycle_events as kinds
 from shared.contract.job_records import EventMarks, JobRecord, JobStatus
 from shared.contract.lifecycle_events import JobEvent, event_id, event_source, event_subject
-from shared.contract.timestamps import parse_time, utc_now
+from shared.contract.timestamps import format_time, parse_time, utc_now
 from shared.control.event_sinks import (
     EVENTGRID_ENDPOINT_SETTING,
     EventSink,
@@ -42,6 +42,9 @@ DEFAULT_PROGRESS_INTERVAL = 30.0
 MAX_PROGRESS_INTERVAL = 86_400.0
 DELIVERY_TRIES = 2
 DELIVERY_PAUSE_SECONDS = 0.5
+# After a failed delivery, the checks of a running job leave the sink alone this long: a
+# sink that hangs until its timeouts must not slow every check down.
+REDELIVERY_SECONDS = 30.0
 
 
 def progress_interval() -> float:
@@ -119,12 +122,20 @@ def _record_events(store: JobStore, sink: EventSink, job: JobRecord,
     events, marks = due_events(store, job, progress, usage)
     if not events and marks.pending_from is None:
         return False
+    now = datetime.now(UTC)
+    waiting = (job.status not in JobStatus.TERMINAL
+               and _seconds_since(marks.retry_after, now) < 0)
+    if not events and waiting:
+        return True
     pending_from = marks.pending_from
     if events:
         offset = _append(store, job.id, events)
         pending_from = offset if pending_from is None else pending_from
-    delivered = _deliver(store, sink, job.id, pending_from)
-    marks = replace(marks, pending_from=None if delivered else pending_from)
+    delivered = not waiting and _deliver(store, sink, job.id, pending_from)
+    retry_after = marks.retry_after if waiting else (
+        None if delivered else format_time(now + timedelta(seconds=REDELIVERY_SECONDS)))
+    marks = replace(marks, pending_from=None if delivered else pending_from,
+                    retry_after=retry_after)
     store.update(job.id, lambda current: replace(current, events=marks)
                  if current.events != marks else None)
     return not delivered

@@ -358,3 +358,22 @@ def test_events_that_could_not_be_logged_are_logged_later_and_never_fail_the_job
     monkeypatch.undo()
     assert not finalize.publish_job_events(store, job.id, sink).pending
     assert _types(_delivered(events_queue)) == ["created", "running", "completed"]
+
+
+def test_a_failing_sink_is_left_alone_for_a_while_by_a_running_jobs_checks(jobs):
+    account, store, queue, data, name, sink, events_queue = jobs
+    _upload(data, "in", 4)
+    job, _ = _service(store, mini_batch_size=2).invoke("ep1",
+                                                       {"input": _url(account, name, "in")})
+    broken = BrokenSink()
+    plan_job(store, queue, job.id, broken)
+    tries = broken.calls
+    worker = MiniBatchHandler(store, FakeRuntime(), queue)
+    message = next(iter(queue.receive_messages(max_messages=1, visibility_timeout=60)))
+    worker.process(message.content, 1)
+    queue.delete_message(message)
+    for _ in range(3):  # the running event is due, the sink failed moments ago
+        assert advance_job(store, job.id, broken).events_pending
+    assert broken.calls == tries
+    assert [e["type"] for e in JobService(store, None).events(job.id)] == [
+        "batchfn.job.created", "batchfn.job.running"]  # logged, to be sent later
