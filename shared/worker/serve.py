@@ -173,7 +173,7 @@ def _wait_for_inputs(request: RunRequest, download: concurrent.futures.Future | 
     """The request's Started report once its inputs are in place (failures are reported),
     with the rows of a tabular request."""
     if download is None:
-        return Started(request.id), None
+        return Started(request.id, input_bytes=_input_bytes(request)), None
     try:
         loaded = download.result()
     except InputMissing as exc:
