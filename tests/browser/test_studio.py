@@ -276,7 +276,7 @@ def test_cancel_from_the_job_page(page, studio):
 
 def test_an_expired_job_shows_its_partial_output_events_and_usage(page, studio, screenshot):
     job = studio["client"].invoke(ENDPOINT, studio["inputs"]["digits"], deployment_name="slow",
-                                  settings={"deadline": "3s"})["name"]
+                                  settings={"deadline": "6s"})["name"]
     _open(page, studio, f"/jobs/{job}")
     assert _wait_status(page, "Expired|Completed|Failed") == "Expired"
     expect(page.locator(".page-head .status")).to_have_text("Expired")
