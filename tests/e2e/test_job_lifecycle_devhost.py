@@ -168,10 +168,10 @@ def _input(folder: Path):
 def test_the_sdk_streams_a_canceled_jobs_events(client, host, scratch, tmp_path):
     _deploy(client, scratch, "slow-cancel", {"mini_batch_size": 3}, 1.0)
     ml = MLClient(url=host.url, key=host.key)
-    job = client.invoke(ENDPOINT, _folder(tmp_path, 30), deployment_name="slow-cancel")["name"]
-    # A new deployment's first worker starts (imports, init()) before anything is scored.
-    wait_until(lambda: client.get_job(job)["status"] in ("Running", "Completed"), 120,
-               "the first mini-batch")
+    job = client.invoke(ENDPOINT, _folder(tmp_path, 60), deployment_name="slow-cancel")["name"]
+    # A new deployment's first worker starts (imports, init()) before anything is scored;
+    # then 20 mini-batches of 1 s leave time to cancel.
+    wait_until(lambda: client.get_job(job)["status"] == "Running", 180, "the first mini-batch")
     client.cancel_job(job)
     streamed = list(ml.jobs.stream_events(job, poll=0.2, timeout=60))
     assert [e.type for e in streamed][:2] == ["batchfn.job.created", "batchfn.job.running"]
