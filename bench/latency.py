@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (  # noqa: E402
+    TUTORIAL_COMPUTE,
     data_container,
     median,
     percentile,
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     with running_stack("latency") as stack:
         client = stack.client
         client.create_endpoint(document={"name": ENDPOINT})
+        client.create_compute(document=TUTORIAL_COMPUTE)  # the deployment's batch-cluster
         client.create_deployment(TORCH_DEPLOYMENT / "deployment.yml", endpoint_name=ENDPOINT,
                                  set_default=True)
         upload_blobs(data_container(stack.blob_service()),

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from .compute_spec import DEFAULT_COMPUTE
 from .errors import InvalidRequest
+from .layout import MINIBATCH_QUEUE
 from .names import shown
 from .settings import DeploymentSettings
 from .timestamps import parse_time, utc_now
@@ -80,13 +82,18 @@ class BlobLocation:
 
 @dataclass(frozen=True)
 class JobInput:
-    """The input as resolved at invoke: a folder, one file, or another job's failed files."""
+    """The input as resolved at invoke: a folder, one file, or another job's failed files.
+
+    `uri` is the input as the request gave it; `data_asset` the data asset version it
+    resolved to (`azureml:<name>:<version>`), when it named one.
+    """
 
     kind: str
     location: BlobLocation
     uri: str
     include_subfolders: bool = False
     source_job: str | None = None
+    data_asset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +102,7 @@ class JobInput:
             "location": self.location.to_dict(),
             "include_subfolders": self.include_subfolders,
             "source_job": self.source_job,
+            "data_asset": self.data_asset,
         }
 
     @classmethod
@@ -105,6 +113,7 @@ class JobInput:
             location=BlobLocation.from_dict(data["location"]),
             include_subfolders=bool(data.get("include_subfolders")),
             source_job=data.get("source_job"),
+            data_asset=data.get("data_asset"),
         )
 
 
@@ -142,6 +151,26 @@ class EventMarks:
 
 
 @dataclass(frozen=True)
+class JobCompute:
+    """The scoring pool a job runs on, as it was at invoke: how many scoring hosts may work
+    on the pool's jobs at once (None: no cap) and the queue its mini-batches go to."""
+
+    name: str = DEFAULT_COMPUTE
+    max_instances: int | None = None
+    queue: str = MINIBATCH_QUEUE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "max_instances": self.max_instances, "queue": self.queue}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> JobCompute:
+        if not data:
+            return cls()
+        return cls(name=data["name"], max_instances=data.get("max_instances"),
+                   queue=data.get("queue") or MINIBATCH_QUEUE)
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """One batch scoring job. `deployment_record` pins the deployment as it was at invoke,
     so updating or deleting the deployment never changes a running job."""
@@ -166,6 +195,7 @@ class JobRecord:
     deadline_at: str | None = None  # invoke time + settings.deadline
     partial: bool = False  # the merged output holds only the mini-batches scored (cancel, deadline)
     events: EventMarks = field(default_factory=EventMarks)
+    compute: JobCompute = field(default_factory=JobCompute)
 
     def deadline_passed(self, now: datetime | None = None) -> bool:
         """Whether the job has a deadline and it has passed: no new mini-batch starts."""
@@ -217,6 +247,7 @@ class JobRecord:
             "deadline_at": self.deadline_at,
             "partial": self.partial,
             "events": self.events.to_dict(),
+            "compute": self.compute.to_dict(),
             "request_digest": self.request_digest,
             "deployment_record": self.deployment_record,
         }
@@ -245,4 +276,5 @@ class JobRecord:
             deadline_at=data.get("deadline_at"),
             partial=bool(data.get("partial")),
             events=EventMarks.from_dict(data.get("events")),
+            compute=JobCompute.from_dict(data.get("compute")),
         )

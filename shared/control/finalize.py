@@ -22,6 +22,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.contract import layout
 from shared.contract.job_records import JobRecord, JobStatus
+from shared.contract.layout import JOB_METADATA_KEY
 from shared.contract.settings import TEXT_OUTPUT_FORMATS
 from shared.contract.timestamps import utc_now
 from shared.control.event_sinks import EventSink, default_sink
@@ -30,13 +31,12 @@ from shared.control.monitor import Outcome, evaluate
 from shared.control.orchestrator import FailRequest, JobEnd, PublishResult, StepResult
 from shared.control.progress import Progress
 from shared.control.usage import usage_report
-from shared.storage.failure_records import SCORED_STATUSES, error_rows
+from shared.storage.failure_records import SCORED_STATUSES, report_rows
 from shared.storage.job_store import JobStore
 from shared.storage.parts import parts_in_order, read_parquet_part
 
 # A merge of more parts than this shows Finalizing and checks the output before it starts.
 ANNOUNCED_MERGE_PARTS = 16
-JOB_METADATA_KEY = "batchfn_job"
 PARTIAL_METADATA_KEY = "batchfn_partial"  # "true" on the output of a canceled or expired job
 NOT_STARTED = "not_started"  # errors report status of the inputs of unstarted mini-batches
 NOT_STARTED_CANCELED = "not started: the job was canceled first"
@@ -182,7 +182,8 @@ def publish_job_events(store: JobStore, job_id: str,
 
 def write_errors_report(store: JobStore, job_id: str, progress: Progress,
                         listing: bool = True, not_started: str | None = None) -> int:
-    """Write errors.jsonl (one line per failed input, mini-batch order); return its lines.
+    """Write errors.jsonl (one line per failed input, mini-batch order, each mini-batch's
+    message and traceback once: failure_records.report_rows); return its lines.
 
     With `not_started` (the reason), the inputs of every mini-batch neither scored nor
     failed follow, status `not_started`, read from the manifests chunk by chunk.
@@ -210,7 +211,7 @@ def write_errors_report(store: JobStore, job_id: str, progress: Progress,
             if (progress.is_succeeded(record["mini_batch"])
                     and record["status"] not in SCORED_STATUSES):
                 continue
-            for row in error_rows(record):
+            for row in report_rows(record):
                 spool.write(json.dumps(row).encode() + b"\n")
                 count += 1
         if not_started:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import replace
@@ -52,7 +53,10 @@ def progress_interval() -> float:
     text = os.environ.get(PROGRESS_INTERVAL_SETTING, "").strip()
     if not text:
         return DEFAULT_PROGRESS_INTERVAL
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan  # refused below, with the setting's name
     if not 1 <= value <= MAX_PROGRESS_INTERVAL:
         raise ValueError(f"{PROGRESS_INTERVAL_SETTING} must be 1 to {MAX_PROGRESS_INTERVAL:g} "
                          f"seconds, not {text!r}")
@@ -164,12 +168,13 @@ def read_events(store: JobStore, job_id: str, offset: int = 0) -> list[JobEvent]
 
 
 def event_data(store: JobStore, job: JobRecord, progress: Progress | None) -> dict[str, Any]:
-    """What every event of the job says: the job, its counts and its output."""
+    """What every event of the job says: the job (and the compute it runs on), its counts
+    and its output."""
     data: dict[str, Any] = {
         "name": job.id, "endpoint": job.endpoint, "deployment": job.deployment,
-        "status": job.status, "reason": job.reason, "created_at": job.created_at,
-        "started_at": job.started_at, "ended_at": job.ended_at, "deadline_at": job.deadline_at,
-        "status_url": f"/api/jobs/{job.id}",
+        "compute": job.compute.name, "status": job.status, "reason": job.reason,
+        "created_at": job.created_at, "started_at": job.started_at, "ended_at": job.ended_at,
+        "deadline_at": job.deadline_at, "status_url": f"/api/jobs/{job.id}",
     }
     if job.settings.output_action == "append_row":
         target = job.output_blob

@@ -25,7 +25,7 @@ import uuid
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 from shared.contract.manifest import InputFile
 from shared.contract.registry_records import DeploymentRecord
 from shared.scoring.asset_cache import AssetCache
-from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.gpus import detect_gpus, gpu_types
 from shared.scoring.grants import ReadGrants
 from shared.scoring.isolation import (
@@ -42,6 +42,7 @@ from shared.scoring.isolation import (
     unreachable,
     worker_account,
 )
+from shared.scoring.part_check import InvalidPart, check_part
 from shared.scoring.pool import RunResult, WorkerPool, download_limit, worker_cpu_threads
 from shared.scoring.work_folders import (
     local_paths,
@@ -143,6 +144,7 @@ class ScoringRuntime:
         folder = None
         try:
             folder, result = self._run_with_inputs(entry.pool, batch)
+            result = _checked(result, batch)
             downloaded_at = result.downloaded_at or time.monotonic()
             outcome = _outcome(batch, result, started, downloaded_at - started,
                                self._gpu_types.get(result.gpu or ""))
@@ -312,6 +314,19 @@ def _pool_key(deployment: DeploymentRecord) -> tuple[Any, ...]:
         deployment.scoring_script, tuple(sorted(deployment.environment_variables.items())),
         deployment.settings.logging_level, deployment.settings.max_concurrency_per_instance,
     )
+
+
+def _checked(result: RunResult, batch: MiniBatch) -> RunResult:
+    """`result`, failed if its part cannot be stored (part_check.py)."""
+    if result.status != SUCCEEDED:
+        return result
+    try:
+        check_part(result.part, batch.output_format, result.rows)
+    except InvalidPart as exc:
+        error = f"run()'s return cannot be stored as output: {exc}"
+        return replace(result, status=FAILED, part=None, error=error, traceback=None,
+                       log=result.log + f"[batchfn] {error}\n")
+    return result
 
 
 def _outcome(batch: MiniBatch, result: RunResult, started: float,

@@ -1,6 +1,6 @@
 // One job, live: status, progress, rate, ETA, throughput chart, per-file errors with their
-// tracebacks, attempt logs, lifecycle events, usage and cost, output downloads; cancel and
-// rerun.
+// tracebacks, attempt logs, lifecycle events, usage and cost, the output folder's files to
+// download; cancel and rerun.
 
 import { api, apiPath, apiText, download } from "../api.js";
 import { actionButton, facts, h, notice, replace, route, routeWithQuery, table } from "../dom.js";
@@ -68,6 +68,9 @@ function summary(job) {
       job.deployment_name) }, job.deployment_name)],
     ["Input", `${job.input.uri} (${job.input.type}${job.input.include_subfolders
       ? ", with sub-folders" : ""})`],
+    ["Data asset", job.input.data_asset || null],
+    ["Compute", job.compute ? `${job.compute.name}${job.compute.max_instances
+      ? ` (at most ${job.compute.max_instances} scoring hosts at once)` : ""}` : null],
     ["Output", `${job.output.score.container}/${job.output.score.path}`
       + (job.partial ? " (partial: the mini-batches scored before the job stopped)" : "")],
     ["Rerun of", job.rerun_of ? h("a", { href: route("jobs", job.rerun_of) }, job.rerun_of) : null],
@@ -148,6 +151,28 @@ function eventsSection(events) {
   return table(["Time", "Type", "Status", "Id"], rows, { class: "events" });
 }
 
+function outputPath(jobName, filePath) {
+  return `${apiPath("jobs", jobName, "outputs", "score", "files")}/`
+    + filePath.split("/").map(encodeURIComponent).join("/");
+}
+
+/** The `score` output folder, as Azure ML has it: the merged file where there is one and
+ * every file the scoring script wrote to AZUREML_BI_OUTPUT_PATH, each to download. */
+function outputsSection(jobName, listing) {
+  if (!listing.value.length) {
+    return h("p", { class: "muted" }, "The job's output folder holds no file.");
+  }
+  const rows = listing.value.map((file) => h("tr", { "data-output": file.path },
+    h("td", { class: "file" }, file.path, file.main ? " (merged output)" : ""),
+    h("td", { class: "num" }, bytes(file.size)),
+    h("td", {}, actionButton("Download", () => download(outputPath(jobName, file.path),
+      file.path.split("/").pop()), { class: "small" }))));
+  return [
+    table(["File", "Size", ""], rows, { class: "outputs" }),
+    listing.truncated ? h("p", { class: "muted" }, "More files exist than are listed.") : null,
+  ];
+}
+
 function errorsSection(job, errors) {
   if (!errors.length) {
     return h("p", { class: "muted" }, failedInputs(job) ? "Reading the failure records…"
@@ -197,11 +222,13 @@ export async function jobView(ctx, [name]) {
     errors: h("section", { class: "card", id: "errors" }),
     usage: h("section", { class: "card", id: "usage" }),
     events: h("section", { class: "card", id: "events" }),
+    outputs: h("section", { class: "card", id: "outputs" }),
     logs: h("section", { class: "card", id: "logs" }),
   };
   const viewer = h("div", { class: "log-viewer" });
   const state = { job: null, errorsFor: null, headFor: null, throughputFor: null, refreshes: 0,
-    confirmingCancel: false, eventsFor: null, eventsEnded: false, afterEnd: 0 };
+    confirmingCancel: false, eventsFor: null, eventsEnded: false, afterEnd: 0,
+    outputsRead: false };
   const headKey = (job) => `${job.status}:${failedInputs(job)}:${state.confirmingCancel}`;
   // The heading is drawn again only when it changes: a button about to be clicked stays put.
   const drawHead = (job) => {
@@ -304,7 +331,7 @@ export async function jobView(ctx, [name]) {
     const eventsKey = `${job.status}:${counts ? counts.succeeded + counts.failed : -1}`;
     const readEvents = terminal ? !state.eventsEnded : eventsKey !== state.eventsFor
       && (state.refreshes % LOGS_EVERY === 0 || state.eventsFor === null);
-    const [throughput, errors, logs, events, usage] = await Promise.all([
+    const [throughput, errors, logs, events, usage, outputs] = await Promise.all([
       throughputKey !== state.throughputFor
         ? api("GET", apiPath("jobs", name, "throughput"), { signal }) : null,
       errorsKey !== state.errorsFor && (failed || terminal)
@@ -313,6 +340,9 @@ export async function jobView(ctx, [name]) {
       readLogs ? api("GET", apiPath("jobs", name, "logs"), { signal }) : null,
       readEvents ? api("GET", apiPath("jobs", name, "events"), { signal }) : null,
       readEvents ? api("GET", apiPath("jobs", name, "usage"), { signal }) : null,
+      // The folder is complete once the job has ended: read it then, once.
+      terminal && !state.outputsRead
+        ? api("GET", apiPath("jobs", name, "outputs", "score", "files"), { signal }) : null,
     ]);
     state.refreshes += 1;
     if (signal.aborted) return false;
@@ -338,12 +368,16 @@ export async function jobView(ctx, [name]) {
       replace(parts.events, h("h2", {}, "Lifecycle events"), eventsSection(events.value));
       replace(parts.usage, h("h2", {}, "Usage and cost"), usageSection(usage));
     }
+    if (outputs) {
+      state.outputsRead = true;
+      replace(parts.outputs, h("h2", {}, "Output folder (score)"), outputsSection(name, outputs));
+    }
     if (terminal) state.afterEnd += 1;
     return !terminal || (!state.eventsEnded && state.afterEnd < REFRESHES_AFTER_END);
   };
 
   const running = await refresh();
   ctx.show(parts.head, parts.reason, parts.summary, parts.progress, parts.chart, parts.errors,
-    parts.usage, parts.events, parts.logs);
+    parts.usage, parts.events, parts.outputs, parts.logs);
   if (running) ctx.repeat(refresh, REFRESH_MS);
 }
