@@ -119,6 +119,8 @@ def staged_upload(upload_id: str) -> str:
 JOB_INDEX_PREFIX = "_jobs/"
 _LATEST_MILLISECONDS = 10 ** 13 - 1  # the key's 13 digits last until the year 2286
 COMPUTE_SLOTS_PREFIX = "_compute/"  # host slots of capped scoring pools (leased blobs)
+# How often a scoring host renews a slot it holds; usage reports estimate lease calls by it.
+COMPUTE_SLOT_RENEW_SECONDS = 5.0
 
 
 def compute_slot(compute: str, slot: int) -> str:

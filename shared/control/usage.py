@@ -5,7 +5,8 @@ The scoring figures add up what each mini-batch's counted ledger line carries (s
 contract.ledger.AttemptUsage and progress.UsageTotals). Storage operations are counted
 where batchfn sees each one (ledger lines, part blobs) and estimated from the job's shape
 where it does not (input reads of retried attempts, queue receives, the orchestrator's
-checks): each kind says which. Prices are list prices: an estimate, not a bill.
+checks, a capped compute's host slot leases): each kind says which. Prices are list
+prices: an estimate, not a bill.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.contract.job_records import JobRecord, JobStatus
+from shared.contract.layout import COMPUTE_SLOT_RENEW_SECONDS
 from shared.contract.ledger import milliseconds_up, shard_count
 from shared.contract.manifest import MANIFEST_ITEMS
 from shared.contract.timestamps import parse_time
@@ -180,7 +182,7 @@ def storage_operations(job: JobRecord, progress: Progress,
         return {"kind": name, "class": billing, "count": int(round(count)),
                 "counted": "counted" if exact else "estimated", "how": how}
 
-    return [
+    operations = [
         kind("input_reads", "read", scored_inputs + totals.retries * per_batch,
              "one read per input per attempt (tabular: per row range); attempts before the "
              "counted one are estimated", totals.retries == 0 and not job.settings.tabular),
@@ -199,7 +201,9 @@ def storage_operations(job: JobRecord, progress: Progress,
         kind("queue_sends", "queue", progress.batches + shards,
              "one message per mini-batch and about one shard hint per ledger shard", False),
         kind("queue_receives_and_deletes", "queue", 2 * messages,
-             "a receive and a delete (or a visibility update) per delivery", False),
+             "a receive and a delete (or a visibility update) per delivery; a delivery a "
+             "capped compute deferred (all its host slots busy) adds a send, a receive and a "
+             "delete, not counted here", False),
         kind("job_record_reads", "read", messages,
              "at most one per delivery (scoring hosts cache the job for 2 s)", False),
         kind("progress_checks", "read", checks * (2 + shards),
@@ -214,6 +218,16 @@ def storage_operations(job: JobRecord, progress: Progress,
         kind("lifecycle_events", "write", 2 * (3 + job.events.progress),
              "one log append and one delivery per event", False),
     ]
+    if job.compute.max_instances is not None:
+        operations.append(kind(
+            "compute_slot_leases", "read",
+            totals.handled_seconds / COMPUTE_SLOT_RENEW_SECONDS
+            + 2 * min(counted, job.compute.max_instances),
+            "a capped compute's host slots, blob leases (billed as other operations, at the "
+            f"read price): a renewal per {COMPUTE_SLOT_RENEW_SECONDS:g} s of host time and a "
+            "take and a release per host; a host shares them with the pool's other jobs, and "
+            "tries on a full pool are not counted", False))
+    return operations
 
 
 def estimated_cost(run_seconds: float, gpu_seconds: Mapping[str, float],

@@ -115,6 +115,7 @@ def test_completed_job_events_in_order_with_counts_and_usage(jobs):
     assert end["source"] == "/batchfn/endpoints/ep1/deployments/blue"
     data_ = end["data"]
     assert data_["status"] == "Completed" and data_["inputs"]["succeeded"] == 7
+    assert data_["compute"] == store.get(job.id).compute.name  # the pool it ran on
     assert data_["mini_batches"] == {"total": 3, "succeeded": 3, "failed": 0,
                                      "not_started": 0, "pending": 0}
     assert data_["output"]["path"] == f"{job.id}/predictions.csv"

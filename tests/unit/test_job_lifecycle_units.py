@@ -201,3 +201,23 @@ def test_an_attempts_run_time_is_the_workers_own_measure_when_it_has_one():
     assert outcome(SUCCEEDED, 2.25).usage(6.0) == AttemptUsage(2, 6.0, 2.25, 7, "T4")
     # A worker that timed out sent no answer: the host's clock, less the input wait.
     assert outcome(TIMED_OUT, None).usage(6.0).run_seconds == 3.5
+
+
+def test_a_capped_computes_slot_leases_are_an_estimated_storage_operation():
+    from shared.contract.job_records import BlobLocation, JobCompute, JobInput, JobRecord
+    from shared.control.usage import storage_operations
+
+    progress = Progress.start(4, 2)
+    at = "2025-01-01T00:00:10.000Z"
+    for index in (0, 1):
+        progress.apply(Completion(index, True, 2, 0, 2, at=at,
+                                  usage=AttemptUsage(handled_seconds=10.0, run_seconds=8.0)))
+    job = JobRecord("j", "e", "d", {}, JobInput("uri_folder", BlobLocation("c"), "u"),
+                    BlobLocation("c"), DeploymentSettings(), "digest")
+    assert "compute_slot_leases" not in {op["kind"] for op in storage_operations(job, progress, 20)}
+    capped = JobRecord.from_dict({**job.to_dict(), "compute": JobCompute(
+        "batch-cluster", 1, "minibatches").to_dict()})
+    leases = {op["kind"]: op for op in storage_operations(capped, progress, 20)}[
+        "compute_slot_leases"]
+    # 20 host seconds at a renewal per 5 s, one host taking and releasing its slot.
+    assert leases == {**leases, "class": "read", "count": 6, "counted": "estimated"}
