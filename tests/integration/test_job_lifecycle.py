@@ -183,7 +183,7 @@ def test_cancel_merges_exactly_the_scored_rows_marked_partial(jobs):
     assert lines == [f"f{i:03d}.txt 8" for index in sorted(scored)
                      for i in (2 * index, 2 * index + 1)]
     assert blob.get_blob_properties().metadata[PARTIAL_METADATA_KEY] == "true"
-    errors = service.errors(job.id)
+    errors = service.errors(job.id).value
     assert {row["status"] for row in errors} == {"not_started"}
     assert len(errors) == 6 and all(row["attempts"] == 0 for row in errors)
     view = service.show(job.id)["progress"]
@@ -219,7 +219,7 @@ def test_a_deadline_stops_new_mini_batches_and_keeps_the_scored_ones(jobs):
     blob = account.blob_service().get_blob_client("batchfn-jobs", f"{job.id}/predictions.csv")
     assert len(blob.download_blob().readall().decode().splitlines()) == 3
     assert blob.get_blob_properties().metadata[PARTIAL_METADATA_KEY] == "true"
-    errors = service.errors(job.id)
+    errors = service.errors(job.id).value
     assert len(errors) == 6 and {row["status"] for row in errors} == {"not_started"}
     delivered = _delivered(events_queue)
     assert _types(delivered) == ["created", "running", "expired"]
@@ -244,7 +244,7 @@ def test_after_the_deadline_and_its_grace_a_job_expires_without_every_mini_batch
     ended, progress = finalize._finalize(store, check.job, check.progress, check.outcome)
     assert ended.status == "Expired" and not ended.partial  # nothing was scored
     assert progress.batches_not_started == 2 and progress.files_not_started == 4
-    assert len(service.errors(job.id)) == 4
+    assert len(service.errors(job.id).value) == 4
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
