@@ -41,15 +41,17 @@ app.register_functions(health)
 if serves(role, CONTROL):
     from shared.control.computes import ScoringProfiles
     from shared.control.datastores import StorageBoundaries
+    from shared.control.lifecycle import check_settings
     from shared.control.planner import JobCaps
     from shared.control.recovery import RecoverySettings
 
     # A malformed BATCHFN_DATASTORES, BATCHFN_INPUT_ALIASES, BATCHFN_SCORING_PROFILES, job
-    # cap or recovery setting stops the app here, as an unknown role does.
+    # cap, recovery, event or price setting stops the app here, as an unknown role does.
     StorageBoundaries.from_settings()
     ScoringProfiles.from_settings()
     JobCaps.from_settings()
     RecoverySettings.from_environment()
+    check_settings()
     for blueprint in control_blueprints():
         app.register_functions(blueprint)
 if serves(role, SCORING):

@@ -8,12 +8,13 @@ import logging
 import azure.durable_functions as df
 
 from shared.control import finalize, planner
-from shared.control.context import job_store, recovery_settings, scoring_queue
+from shared.control.context import event_sink, job_store, recovery_settings, scoring_queue
 from shared.control.orchestrator import (
     ADVANCE_ACTIVITY,
     FAIL_ACTIVITY,
     ORCHESTRATOR,
     PLAN_ACTIVITY,
+    PUBLISH_ACTIVITY,
     FailRequest,
     run_job,
 )
@@ -51,19 +52,27 @@ async def ensure_orchestration(client: df.DurableOrchestrationClient, job_id: st
 @bp.activity_trigger(input_name="jobId", activity=PLAN_ACTIVITY)
 def plan_job(jobId: str) -> dict:  # noqa: N803 - binding name
     """List the input, write manifests and ledgers, enqueue one message per mini-batch."""
-    return planner.plan_job(job_store(), scoring_queue(), jobId).to_dict()
+    return planner.plan_job(job_store(), scoring_queue(), jobId, event_sink()).to_dict()
 
 
 @bp.activity_trigger(input_name="jobId", activity=ADVANCE_ACTIVITY)
 def advance_job(jobId: str) -> dict:  # noqa: N803 - binding name
     """Fold new completions into progress.json, re-send stalled and slow mini-batches;
     finalize (errors report, merged output, final status) when every mini-batch is done,
-    the error threshold is exceeded or cancel was asked."""
-    return finalize.advance_job(job_store(), jobId,
-                                (scoring_queue(), recovery_settings())).to_dict()
+    the error threshold is exceeded, cancel was asked or the deadline has passed; record
+    and deliver the job's lifecycle events."""
+    return finalize.advance_job(job_store(), jobId, (scoring_queue(), recovery_settings()),
+                                event_sink()).to_dict()
 
 
 @bp.activity_trigger(input_name="request", activity=FAIL_ACTIVITY)
 def fail_job(request: dict) -> dict:
     """End a job whose orchestration broke down (Failed with the reason)."""
-    return finalize.fail_job(job_store(), FailRequest.from_dict(request)).to_dict()
+    return finalize.fail_job(job_store(), FailRequest.from_dict(request),
+                             event_sink()).to_dict()
+
+
+@bp.activity_trigger(input_name="jobId", activity=PUBLISH_ACTIVITY)
+def publish_job_events(jobId: str) -> dict:  # noqa: N803 - binding name
+    """Deliver an ended job's lifecycle events that could not be delivered before."""
+    return finalize.publish_job_events(job_store(), jobId, event_sink()).to_dict()

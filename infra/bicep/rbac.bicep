@@ -2,7 +2,7 @@
 //
 // Control app (HTTP API, orchestrator, blob drop): Storage Blob Data Owner, Queue and Table
 // Data Contributor on the account (the Durable task hub, host keys, registry, job state),
-// Monitoring Metrics Publisher. Blob Data Owner includes
+// Monitoring Metrics Publisher, EventGrid Data Sender on the jobs' lifecycle events topic. Blob Data Owner includes
 // Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action, so the
 // app signs the user-delegation SAS URLs its upload grants hand out.
 //
@@ -25,6 +25,7 @@
 param storageAccountName string
 param applicationInsightsName string
 param registryName string
+param eventsTopicName string
 param controlPrincipalId string
 param scoringPrincipalId string
 
@@ -41,6 +42,7 @@ var roles = {
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+  eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'
 }
 var controlStorageRoles = [
   roles.storageBlobDataOwner
@@ -122,6 +124,10 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
+resource eventsTopic 'Microsoft.EventGrid/topics@2022-06-15' existing = {
+  name: eventsTopicName
+}
+
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
   name: registryName
 }
@@ -135,6 +141,17 @@ resource userContainers 'Microsoft.Storage/storageAccounts/blobServices/containe
 }]
 
 // --- control app ------------------------------------------------------------------------
+
+// Jobs' lifecycle events: the control app publishes to the topic, and only to it.
+resource controlEventsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(eventsTopic.id, controlPrincipalId, roles.eventGridDataSender)
+  scope: eventsTopic
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridDataSender)
+    principalId: controlPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
 
 resource controlStorageRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in controlStorageRoles: {
   name: guid(storage.id, controlPrincipalId, role)

@@ -26,6 +26,8 @@ DEFAULT_DATASTORE = "workspaceblobstore"
 
 MINIBATCH_QUEUE = "minibatches"
 POISON_SUFFIX = "-poison"
+# Jobs' lifecycle events (CloudEvents JSON) where no Event Grid topic is set.
+EVENTS_QUEUE = "batchfn-events"
 
 
 def poison_queue(queue: str = MINIBATCH_QUEUE) -> str:
@@ -115,6 +117,8 @@ def staged_upload(upload_id: str) -> str:
 JOB_INDEX_PREFIX = "_jobs/"
 _LATEST_MILLISECONDS = 10 ** 13 - 1  # the key's 13 digits last until the year 2286
 COMPUTE_SLOTS_PREFIX = "_compute/"  # host slots of capped scoring pools (leased blobs)
+# How often a scoring host renews a slot it holds; usage reports estimate lease calls by it.
+COMPUTE_SLOT_RENEW_SECONDS = 5.0
 
 
 def compute_slot(compute: str, slot: int) -> str:
@@ -190,6 +194,16 @@ def succeeded_log(job_id: str, worker: str) -> str:
 
 def errors_report(job_id: str) -> str:
     return f"{job_id}/errors.jsonl"
+
+
+def events_log(job_id: str) -> str:
+    """The job's lifecycle events, one CloudEvent per line (an append blob)."""
+    return f"{job_id}/events.jsonl"
+
+
+def usage_report(job_id: str) -> str:
+    """The job's usage and cost report, written when it ends."""
+    return f"{job_id}/usage.json"
 
 
 # Metadata of every output blob a job writes (the merged file, the script's files): which

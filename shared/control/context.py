@@ -6,6 +6,7 @@ from functools import cache
 
 from azure.storage.queue import QueueClient
 
+from shared.control.event_sinks import EventSink, default_sink
 from shared.control.job_service import JobService
 from shared.control.recovery import RecoverySettings
 from shared.control.registry import Registry
@@ -42,3 +43,9 @@ def registry() -> Registry:
 def job_service() -> JobService:
     """The job operations of the HTTP API and blob drop."""
     return JobService(job_store(), registry())
+
+
+@cache
+def event_sink() -> EventSink:
+    """Where jobs' lifecycle events go: the Event Grid topic, else the events queue."""
+    return default_sink(default_account())

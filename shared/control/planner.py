@@ -46,6 +46,9 @@ from shared.contract.manifest import (
 )
 from shared.contract.messages import MiniBatchMessage
 from shared.control.blob_drop import is_drop_control_file
+from shared.control.event_sinks import EventSink, default_sink
+from shared.control.finalize import ensure_usage_report
+from shared.control.lifecycle import record_events
 from shared.control.orchestrator import OrchestrationState, PlanResult
 from shared.control.progress import Progress
 from shared.storage.failure_records import UNPLANNED, InputFailure, write_record
@@ -144,20 +147,28 @@ def plan_small_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResu
     listed = list(itertools.islice(_listed_files(store, job), limit + 1))
     if len(listed) > limit:
         return None
+    # Its `created` event goes out with the orchestration's first check (lifecycle events
+    # follow the job record, whichever path planned it): the invoke does not wait on a sink.
     return _plan(store, queue, job, iter(listed))
 
 
-def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResult:
+def plan_job(store: JobStore, queue: QueueClient, job_id: str,
+             events: EventSink | None = None) -> PlanResult:
     """Plan and fan out `job_id`; a job whose input cannot be planned is Failed with the
-    reason, which the result carries too."""
+    reason, which the result carries too. The job's `created` event goes out first (to
+    `events`, the app's sink by default)."""
+    sink = events or default_sink(store.account)
     job = store.get(job_id)
+    pending = record_events(store, sink, job, None)
     if job.status in JobStatus.STOPPED:
-        return PlanResult(ok=True, skipped=job.status)
-    return _plan(store, queue, job, _listed_files(store, job))
+        return PlanResult(ok=True, skipped=job.status, events_pending=pending)
+    return _plan(store, queue, job, _listed_files(store, job), sink, pending)
 
 
-def _plan(store: JobStore, queue: QueueClient, job: JobRecord,
-          listed: Iterator[ListedFile]) -> PlanResult:
+def _plan(store: JobStore, queue: QueueClient, job: JobRecord, listed: Iterator[ListedFile],
+          sink: EventSink | None = None, pending: bool = False) -> PlanResult:
+    """Plan `job` from its `listed` inputs; `pending`: its events wait for delivery (a job
+    that cannot be planned records its end on `sink`, the app's by default)."""
     job_id = job.id
     caps = JobCaps.from_settings()
     writer = _PlanWriter(store, job_queue(store.account, queue, job.compute.queue), job,
@@ -170,11 +181,13 @@ def _plan(store: JobStore, queue: QueueClient, job: JobRecord,
                 _plan_files(writer, job, listed, caps.files)
     except (InputUnreadable, InvalidRequest) as exc:
         reason = str(exc)
-        store.update(job_id, lambda j: None if j.status in JobStatus.TERMINAL
-                     else j.with_status(JobStatus.FAILED, reason=reason))
-        return PlanResult(ok=False, reason=reason)
+        failed = store.update(job_id, lambda j: None if j.status in JobStatus.TERMINAL
+                              else j.with_status(JobStatus.FAILED, reason=reason))
+        pending = record_events(store, sink or default_sink(store.account), failed, None,
+                                ensure_usage_report(store, failed, None))
+        return PlanResult(ok=False, reason=reason, events_pending=pending)
     except _Stopped as stopped:
-        return PlanResult(ok=True, skipped=str(stopped))
+        return PlanResult(ok=True, skipped=str(stopped), events_pending=pending)
     plan = writer.plan
     warning = None
     if not plan.batches:
@@ -191,7 +204,7 @@ def _plan(store: JobStore, queue: QueueClient, job: JobRecord,
         return updated
 
     store.update(job_id, queued)
-    return PlanResult(ok=True, inputs=plan.inputs, batches=plan.batches)
+    return PlanResult(ok=True, inputs=plan.inputs, batches=plan.batches, events_pending=pending)
 
 
 def _plan_files(writer: _PlanWriter, job: JobRecord, listed: Iterator[ListedFile],

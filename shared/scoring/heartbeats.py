@@ -58,6 +58,7 @@ class Holding:
     slots: int
     phase: str = WAITING
     started: float | None = None  # time.monotonic() when its worker slot took it
+    received: float = field(default_factory=time.monotonic)  # when the host took it
     inputs: int = 0
     rows: int = 0
     stop: threading.Event = field(default_factory=threading.Event)

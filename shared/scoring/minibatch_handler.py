@@ -30,7 +30,7 @@ from azure.storage.queue import QueueClient
 from shared.contract.errors import NotFound
 from shared.contract.job_records import JobRecord, JobStatus
 from shared.contract.layout import JOB_METADATA_KEY
-from shared.contract.ledger import Completion, Part
+from shared.contract.ledger import AttemptUsage, Completion, Part
 from shared.contract.manifest import ManifestChunk, PlannedBatch
 from shared.contract.messages import MiniBatchMessage
 from shared.contract.names import relative_path_problem, shown
@@ -93,10 +93,11 @@ class ScriptOutputExists(ScriptOutputRefused):
 @dataclass(frozen=True)
 class _Stamp:
     """What a ledger line says of the attempt beside its result: which copy of the message
-    it came from and how long it took from its worker slot on."""
+    it came from, how long it took from its worker slot on, and what it used."""
 
     copy: int = 0
     scoring_ms: int | None = None
+    usage: AttemptUsage | None = None  # what the attempt used (the job's usage report)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,9 @@ class MiniBatchHandler:
             return WorkResult("skipped", "job not found")
         if job.status in JobStatus.STOPPED:
             return WorkResult("skipped", f"job is {job.status}")
+        if job.deadline_passed():
+            # Before admission: a mini-batch that will not start needs no host slot.
+            return self._record_not_started(job.id, message, self._batch(message))
         if not self.admission.enter(job.compute):
             return self._defer(message, dequeue_count, job)
         try:
@@ -164,6 +168,7 @@ class MiniBatchHandler:
 
     def _score(self, message: MiniBatchMessage, job: JobRecord, dequeue_count: int,
                holding: Holding) -> WorkResult:
+        """Score an admitted mini-batch (`holding` reports it, from its arrival on)."""
         planned = self._batch(message)
         attempt = message.prior_attempts + dequeue_count
         holding.slots = job.settings.max_concurrency_per_instance
@@ -178,7 +183,8 @@ class MiniBatchHandler:
         if outcome.status == STOPPED:
             return WorkResult("stopped", "another copy of the mini-batch finished first")
         holding.recording(outcome.rows)
-        stamp = _Stamp(message.copy, round(holding.seconds() * 1000))
+        stamp = _Stamp(message.copy, round(holding.seconds() * 1000),
+                       outcome.usage(time.monotonic() - holding.received))
         with self.ledger.recording(job.id, message.index):
             return self._record(job, message, planned, batch, outcome, dequeue_count, stamp)
 
@@ -306,6 +312,15 @@ class MiniBatchHandler:
         if refused:
             raise refused[0]
 
+    def _record_not_started(self, job_id: str, message: MiniBatchMessage,
+                            planned: PlannedBatch) -> WorkResult:
+        """Record a mini-batch a host did not start because the job's deadline had passed."""
+        inputs = sum(p.rows for p in planned.pieces) if planned.pieces else len(planned.files)
+        self.ledger.record(job_id, Completion(
+            message.index, False, 0, 0, 0, at=utc_now(), host=self.logs.host,
+            copy=message.copy, not_started=inputs))
+        return WorkResult("skipped", "the job's deadline has passed")
+
     def _record_success(self, job: JobRecord, batch: MiniBatch, outcome: ScoringOutcome,
                         stamp: _Stamp) -> None:
         """Record a scored mini-batch: its part, and the inputs that failed in it."""
@@ -330,7 +345,8 @@ class MiniBatchHandler:
             error = summary
         completion = Completion(outcome.index, True, outcome.succeeded, outcome.failed,
                                 outcome.rows, error, utc_now(), host=self.logs.host,
-                                copy=stamp.copy, scoring_ms=stamp.scoring_ms)
+                                copy=stamp.copy, scoring_ms=stamp.scoring_ms,
+                                usage=stamp.usage)
         if job.settings.output_action == "append_row" and outcome.part is not None:
             completion = with_part(self.store.state, job.id, completion,
                                    Part(outcome.part.data, outcome.part.header))
@@ -348,7 +364,7 @@ class MiniBatchHandler:
         stamp = stamp or _Stamp()
         self.ledger.record(job_id, Completion(index, False, 0, inputs, 0, error, utc_now(),
                                               host=self.logs.host, copy=stamp.copy,
-                                              scoring_ms=stamp.scoring_ms))
+                                              scoring_ms=stamp.scoring_ms, usage=stamp.usage))
 
     def _write_failed_log(self, job_id: str, index: int, attempt: int,
                           outcome: ScoringOutcome) -> None:

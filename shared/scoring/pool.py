@@ -108,6 +108,9 @@ class RunResult:
     failed: tuple[FailedInput, ...] = ()
     failed_inputs: int = 0
     given: int = 0  # rows run() got (a tabular mini-batch)
+    input_bytes: int = 0  # what the worker read for the attempt
+    gpu: str | None = None  # the GPU id the worker had (CUDA_VISIBLE_DEVICES)
+    run_seconds: float | None = None  # run() and its encoding, timed by the worker
 
 
 @dataclass(frozen=True)
@@ -381,7 +384,8 @@ class WorkerPool:
                     worker.kill(dump_stacks=True)
                     self._forget(slot, worker)
                 log = init_log + _read_tail(log_path)
-                return replace(self._result(answer, timeout, log), downloaded_at=downloaded_at)
+                return replace(self._result(answer, timeout, log), downloaded_at=downloaded_at,
+                               input_bytes=started.input_bytes, gpu=self.gpu_for(slot.index))
             finally:
                 log_path.unlink(missing_ok=True)
         raise StorageUnavailable(f"{WORKER_LOSSES} worker processes ended before this "
@@ -491,7 +495,8 @@ class WorkerPool:
             status = SUCCEEDED if answer.ok else FAILED
             return RunResult(status, answer.rows, answer.part, answer.missing, answer.error,
                              answer.traceback, log, failed=answer.failed,
-                             failed_inputs=answer.failed_inputs, given=answer.given)
+                             failed_inputs=answer.failed_inputs, given=answer.given,
+                             run_seconds=answer.seconds)
         if answer is None:
             return RunResult(TIMED_OUT, 0, None, (), f"timed out after {timeout:g}s",
                              _stack_dump(log), log)

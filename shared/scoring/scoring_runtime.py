@@ -34,7 +34,7 @@ from shared.contract.manifest import InputFile
 from shared.contract.registry_records import DeploymentRecord
 from shared.scoring.asset_cache import AssetCache
 from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
-from shared.scoring.gpus import detect_gpus
+from shared.scoring.gpus import detect_gpus, gpu_types
 from shared.scoring.grants import ReadGrants
 from shared.scoring.heartbeats import Holding
 from shared.scoring.isolation import (
@@ -111,6 +111,7 @@ class ScoringRuntime:
         self._home = None if worker_account is None else prepare_worker_folder(
             self._work_dir / "home", worker_account)
         self._gpus = tuple(gpus) if gpus is not None else detect_gpus()
+        self._gpu_types = gpu_types(self._gpus)
         self._init_timeout = init_timeout
         self._prefetch = prefetch
         self._pool_idle_seconds = pool_idle_seconds
@@ -148,7 +149,8 @@ class ScoringRuntime:
             folder, result = self._run_with_inputs(entry.pool, batch, holding)
             result = _checked(result, batch)
             downloaded_at = result.downloaded_at or time.monotonic()
-            outcome = _outcome(batch, result, started, downloaded_at - started)
+            outcome = _outcome(batch, result, started, downloaded_at - started,
+                               self._gpu_types.get(result.gpu or ""))
         finally:
             self._checkin(entry)
             if folder is not None:
@@ -341,7 +343,7 @@ def _checked(result: RunResult, batch: MiniBatch) -> RunResult:
 
 
 def _outcome(batch: MiniBatch, result: RunResult, started: float,
-             download_seconds: float) -> ScoringOutcome:
+             download_seconds: float, gpu: str | None = None) -> ScoringOutcome:
     """The attempt's outcome, its inputs (files, or rows) counted.
 
     Inputs that failed on their own (result.failed_inputs) are failed; of the others, as
@@ -350,7 +352,8 @@ def _outcome(batch: MiniBatch, result: RunResult, started: float,
     """
     total = batch.inputs
     if result.status != SUCCEEDED:
-        return _attempt(batch, result, started, download_seconds, succeeded=0, failed=total)
+        return _attempt(batch, result, started, download_seconds, succeeded=0, failed=total,
+                        gpu=gpu)
     succeeded = max(0, min(result.rows, total - result.failed_inputs))
     by_name = {file.display_name: file for file in batch.files}
     failures = tuple(InputFailure(by_name.get(f.file, InputFile("", "", f.file)), f.error,
@@ -359,7 +362,7 @@ def _outcome(batch: MiniBatch, result: RunResult, started: float,
         batch.files[i] for i in result.missing if 0 <= i < total)
     return _attempt(batch, result, started, download_seconds, succeeded=succeeded,
                     failed=total - succeeded, failures=failures, missing=missing,
-                    unlisted=max(0, result.failed_inputs - _counted(batch, failures)))
+                    unlisted=max(0, result.failed_inputs - _counted(batch, failures)), gpu=gpu)
 
 
 def _counted(batch: MiniBatch, failures: tuple[InputFailure, ...]) -> int:
@@ -371,7 +374,8 @@ def _counted(batch: MiniBatch, failures: tuple[InputFailure, ...]) -> int:
 
 def _attempt(batch: MiniBatch, result: RunResult, started: float, download_seconds: float, *,
              succeeded: int, failed: int, failures: tuple[InputFailure, ...] = (),
-             missing: tuple[InputFile, ...] = (), unlisted: int = 0) -> ScoringOutcome:
+             missing: tuple[InputFile, ...] = (), unlisted: int = 0,
+             gpu: str | None = None) -> ScoringOutcome:
     ok = result.status == SUCCEEDED
     return ScoringOutcome(
         job_id=batch.job_id,
@@ -390,6 +394,9 @@ def _attempt(batch: MiniBatch, result: RunResult, started: float, download_secon
         download_seconds=download_seconds,
         failures=failures,
         unlisted=unlisted,
+        input_bytes=result.input_bytes,
+        gpu=gpu,
+        run_seconds=result.run_seconds,
     )
 
 

@@ -93,6 +93,18 @@ def test_a_datastore_setting_naming_batchfns_own_container_stops_the_control_app
     assert _import_app(SCORING, BATCHFN_DATASTORES="keys=azure-webjobs-secrets").returncode == 0
 
 
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("BATCHFN_PRICES", '{"blob_write_10k": -1}', "BATCHFN_PRICES: blob_write_10k"),
+    ("BATCHFN_PROGRESS_EVENT_SECONDS", "0", "BATCHFN_PROGRESS_EVENT_SECONDS must be"),
+    ("BATCHFN_EVENTGRID_ENDPOINT", "http://topic.example/api/events",
+     "BATCHFN_EVENTGRID_ENDPOINT must be"),
+])
+def test_malformed_event_and_price_settings_stop_the_control_app(setting, value, message):
+    result = _import_app(CONTROL, **{setting: value})
+    assert result.returncode != 0 and message in result.stderr
+    assert _import_app(SCORING, **{setting: value}).returncode == 0
+
+
 @pytest.mark.parametrize("setting", ["BATCHFN_MAX_FILES_PER_JOB", "BATCHFN_MAX_ROWS_PER_JOB",
                                      "BATCHFN_MAX_MINI_BATCHES_PER_JOB"])
 def test_a_job_cap_that_is_not_a_positive_number_stops_the_control_app(setting: str):

@@ -25,11 +25,14 @@ from shared.control.orchestrator import (
     ORCHESTRATOR,
     PLAN_ACTIVITY,
     POLLS_PER_GENERATION,
+    PUBLISH_ACTIVITY,
+    PUBLISH_RETRY_SECONDS,
     FailRequest,
     InvalidOrchestrationData,
     JobEnd,
     OrchestrationState,
     PlanResult,
+    PublishResult,
     StepResult,
     run_job,
 )
@@ -146,6 +149,31 @@ def test_an_activity_failing_every_retry_fails_the_job():
     assert steps[-1][1] == FAIL_ACTIVITY and request.job == JOB
     assert "storage down" in request.reason
     assert result == JobEnd("Failed", "internal error: storage down").to_dict()
+
+
+def test_events_not_delivered_at_the_end_are_tried_again_after_waits():
+    pending_end = StepResult(ended=True, done=2, total=2, status="Completed",
+                             events_pending=True)
+    steps, result = _drive(RecordingContext({"planned": True, "polls": 9}), {
+        ADVANCE_ACTIVITY: [pending_end],
+        PUBLISH_ACTIVITY: [RuntimeError("activity host gone"), PublishResult(pending=True),
+                           PublishResult(pending=False)],
+    })
+    assert _names(steps) == [ADVANCE_ACTIVITY, "timer:5.0", PUBLISH_ACTIVITY, "timer:30.0",
+                             PUBLISH_ACTIVITY, "timer:120.0", PUBLISH_ACTIVITY]
+    assert steps[2][2] == JOB
+    # The job's end stands whatever becomes of its events.
+    assert JobEnd.from_dict(result) == JobEnd("Completed", events_pending=True)
+
+
+def test_events_that_never_go_out_stop_being_tried():
+    failed_plan = PlanResult(ok=False, reason="no input", events_pending=True)
+    steps, result = _drive(RecordingContext(), {
+        PLAN_ACTIVITY: [failed_plan],
+        PUBLISH_ACTIVITY: [PublishResult(pending=True)] * len(PUBLISH_RETRY_SECONDS),
+    })
+    assert _names(steps).count(PUBLISH_ACTIVITY) == len(PUBLISH_RETRY_SECONDS)
+    assert JobEnd.from_dict(result).status == "Failed"
 
 
 @pytest.mark.parametrize(("kind", "data"), [

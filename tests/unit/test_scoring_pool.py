@@ -49,6 +49,11 @@ def test_each_worker_sees_its_own_gpu(tmp_path, inputs, part_rows):
     assert sorted(part_rows(r.part.data)[0]["CUDA_VISIBLE_DEVICES"] for r in results) == [
         "0", "1"]
     assert [pool.gpu_for(slot) for slot in range(3)] == ["0", "1", "0"]
+    # Each result says which GPU its worker had, how long run() took by the worker's clock
+    # (the script slept 0.5 s), and what it read: what usage reports add up.
+    for result in results:
+        assert result.gpu == part_rows(result.part.data)[0]["CUDA_VISIBLE_DEVICES"]
+        assert result.run_seconds >= 0.5 and result.input_bytes == 4
 
 
 def test_without_gpus_cuda_visible_devices_is_left_alone(tmp_path):
