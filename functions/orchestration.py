@@ -61,8 +61,9 @@ def advance_job(jobId: str) -> dict:  # noqa: N803 - binding name
     finalize (errors report, merged output, final status) when every mini-batch is done,
     the error threshold is exceeded, cancel was asked or the deadline has passed; record
     and deliver the job's lifecycle events."""
-    return finalize.advance_job(job_store(), jobId, (scoring_queue(), recovery_settings()),
-                                event_sink()).to_dict()
+    return finalize.advance_job(job_store(), jobId,
+                                recovery=(scoring_queue(), recovery_settings()),
+                                events=event_sink()).to_dict()
 
 
 @bp.activity_trigger(input_name="request", activity=FAIL_ACTIVITY)

@@ -48,7 +48,7 @@ RECORD_READS = 8  # failure records read at once while the errors report is writ
 log = logging.getLogger("batchfn.finalize")
 
 
-def advance_job(store: JobStore, job_id: str,
+def advance_job(store: JobStore, job_id: str, *,
                 recovery: tuple[QueueClient, RecoverySettings] | None = None,
                 events: EventSink | None = None) -> StepResult:
     """One orchestrator step: fold new completions into progress (re-sending stalled and

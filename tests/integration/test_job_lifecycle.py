@@ -86,7 +86,7 @@ def _delivered(events_queue) -> list[JobEvent]:
 
 def _advance_until_end(store, job_id, sink, now=None):  # noqa: ANN001
     for _ in range(50):
-        step = advance_job(store, job_id, sink)
+        step = advance_job(store, job_id, events=sink)
         if step.ended:
             return step
     raise AssertionError("the job did not end")
@@ -256,11 +256,11 @@ def test_a_host_killed_while_finalize_publishes_leaves_no_duplicate_ids(jobs, wh
     plan_job(store, queue, job.id, sink)
     _drain(MiniBatchHandler(store, FakeRuntime(), queue), queue)
     with pytest.raises(HostKilled):
-        advance_job(store, job.id, KillingSink(sink, when))
+        advance_job(store, job.id, events=KillingSink(sink, when))
     assert store.get(job.id).status == "Completed"  # the kill came after the status
     # The activity runs again (Durable re-runs an activity whose host died), twice even.
     for _ in range(2):
-        step = advance_job(store, job.id, sink)
+        step = advance_job(store, job.id, events=sink)
         assert step.ended and step.status == "Completed" and not step.events_pending
     delivered = _delivered(events_queue)
     ids = [event.id for event in delivered]
@@ -280,7 +280,7 @@ def test_a_host_killed_between_the_final_status_and_its_events(jobs):
     _drain(MiniBatchHandler(store, FakeRuntime(), queue), queue)
     check = evaluate(store, job.id)
     finalize._finalize(store, check.job, check.progress, check.outcome)  # then the host died
-    step = advance_job(store, job.id, sink)
+    step = advance_job(store, job.id, events=sink)
     assert step.status == "Completed"
     assert _types(_delivered(events_queue)) == ["created", "running", "completed"]
     assert store.read_json(layout.usage_report(job.id))["status"] == "Completed"
@@ -315,8 +315,8 @@ def test_progress_events_at_most_one_per_interval(jobs, monkeypatch):
         for message in messages:
             worker.process(message.content, 1)
             queue.delete_message(message)
-        advance_job(store, job.id, sink)
-        advance_job(store, job.id, sink)  # a second check at once sends no second event
+        advance_job(store, job.id, events=sink)
+        advance_job(store, job.id, events=sink)  # a second check at once sends no second event
         time.sleep(1.1)
     _advance_until_end(store, job.id, sink)
     types = _types(_delivered(events_queue))
@@ -374,7 +374,7 @@ def test_a_failing_sink_is_left_alone_for_a_while_by_a_running_jobs_checks(jobs)
     worker.process(message.content, 1)
     queue.delete_message(message)
     for _ in range(3):  # the running event is due, the sink failed moments ago
-        assert advance_job(store, job.id, broken).events_pending
+        assert advance_job(store, job.id, events=broken).events_pending
     assert broken.calls == tries
     assert [e["type"] for e in JobService(store, None).events(job.id)] == [
         "batchfn.job.created", "batchfn.job.running"]  # logged, to be sent later

@@ -85,7 +85,7 @@ def test_a_stalled_host_s_mini_batch_is_sent_again_and_its_late_result_dropped(e
     for index in (0, 2):
         worker.process(MiniBatchMessage(job.id, index, 0).encode(), 1)
     time.sleep(1.2)  # the dead host's last beat is now older than the threshold
-    step = advance_job(store, job.id, (queue, settings))
+    step = advance_job(store, job.id, recovery=(queue, settings))
     assert not step.ended
     (copy,) = _drain_queue(queue)
     assert (copy.index, copy.copy, copy.prior_attempts) == (1, 1, 1)  # the lost attempt counts
@@ -94,7 +94,7 @@ def test_a_stalled_host_s_mini_batch_is_sent_again_and_its_late_result_dropped(e
     late = MiniBatchHandler(store, FakeRuntime(), queue,
                             holdings=Holdings(store.state, "dead-host-2", interval=60))
     late.process(MiniBatchMessage(job.id, 1, 0).encode(), 1)
-    step = advance_job(store, job.id, (queue, settings))
+    step = advance_job(store, job.id, recovery=(queue, settings))
     assert step.ended and step.status == "Completed"
     progress = store.read_json(layout.progress(job.id))
     assert [kind for kind, _ in progress["copies"]["1"]] == ["redelivery"]
@@ -128,7 +128,8 @@ def test_a_job_of_a_compute_with_its_own_queue_is_planned_and_recovered_there(en
     dead.beat()
     dead.close()
     time.sleep(1.2)
-    assert not advance_job(store, job.id, (queue, RecoverySettings(stall_seconds=1.0))).ended
+    recovery = (queue, RecoverySettings(stall_seconds=1.0))
+    assert not advance_job(store, job.id, recovery=recovery).ended
     assert _drain_queue(queue) == []
     assert [(m.index, m.copy) for m in _drain_queue(pool)] == [(0, 1)]  # the stalled one
 
