@@ -5,8 +5,10 @@ A host that holds mini-batches of a job writes one `Heartbeat` blob for that job
 mini-batch of the job it holds: waiting for a worker slot, running (with the inputs read),
 or recording its result. The job's monitor reads them: a blob whose last write is older
 than the stall threshold belongs to a host that stopped (killed, evicted, hung), and its
-mini-batches are sent again. The monitor writes `stop` into a host's blob to ask it to
-stop its copies of mini-batches that another copy finished; the host sees its
+mini-batches are sent again. A beat also lists the mini-batches the host `deferred` since
+its previous beat (sent back to the queue unscored: their compute had no free host slot),
+so the monitor knows they were not lost. The monitor writes `stop` into a host's blob to
+ask it to stop its copies of mini-batches that another copy finished; the host sees its
 conditional write refused (the blob changed), reads the blob and stops them.
 """
 
@@ -20,7 +22,7 @@ WAITING = "waiting"  # received, waiting for a worker slot
 RUNNING = "running"  # its worker downloads inputs or runs run()
 RECORDING = "recording"  # run() returned: its result is on the way to the ledger
 PHASES = (WAITING, RUNNING, RECORDING)
-MAX_HELD = 1000  # entries one heartbeat may list (a host holds a few dozen at most)
+MAX_HELD = 1000  # entries one heartbeat may list, per list (a host holds a few dozen at most)
 MAX_HOST_NAME = 120
 
 
@@ -81,14 +83,16 @@ class HeldBatch:
 @dataclass(frozen=True)
 class Heartbeat:
     """A host's report on one job: `held` mini-batches, its worker `slots` for the job's
-    deployment, its `interval` between reports, and the indices the monitor asked it to
-    `stop` (written by the monitor, cleared by the host's next write)."""
+    deployment, its `interval` between reports, the indices the monitor asked it to
+    `stop` (written by the monitor, cleared by the host's next write), and the indices it
+    `deferred` since its previous beat (absent from older hosts' beats)."""
 
     host: str
     interval: float
     slots: int
     held: tuple[HeldBatch, ...] = ()
     stop: tuple[int, ...] = ()
+    deferred: tuple[int, ...] = ()
 
     def to_bytes(self) -> bytes:
         body: dict[str, Any] = {"host": self.host, "interval": self.interval,
@@ -96,6 +100,8 @@ class Heartbeat:
                                 "held": [held.to_dict() for held in self.held]}
         if self.stop:
             body["stop"] = list(self.stop)
+        if self.deferred:
+            body["deferred"] = list(self.deferred)
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -105,13 +111,14 @@ class Heartbeat:
             beat = cls(host=body["host"], interval=float(body["interval"]),
                        slots=body["slots"],
                        held=tuple(HeldBatch.from_dict(h) for h in body["held"][:MAX_HELD]),
-                       stop=tuple(body.get("stop") or ())[:MAX_HELD])
+                       stop=tuple(body.get("stop") or ())[:MAX_HELD],
+                       deferred=tuple(body.get("deferred") or ())[:MAX_HELD])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidHeartbeat(f"not a heartbeat: {data[:200]!r}") from exc
         valid = (isinstance(beat.host, str) and 0 < len(beat.host) <= MAX_HOST_NAME
                  and beat.interval > 0 and isinstance(beat.slots, int) and beat.slots >= 0
                  and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-                         for i in beat.stop))
+                         for i in (*beat.stop, *beat.deferred)))
         if not valid:
             raise InvalidHeartbeat(f"not a heartbeat: {data[:200]!r}")
         return beat

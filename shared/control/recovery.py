@@ -9,7 +9,10 @@ without waiting for any queue lease:
   intervals) is sent again at once. So is one that no host has reported for as long while
   mini-batches planned after it were taken (the queue went past it): a host took it and
   died before its next heartbeat. The copy carries the stalled attempt as a prior attempt:
-  the lost attempt counts, as a worker crash's does.
+  the lost attempt counts, as a worker crash's does. A mini-batch that a host reports as
+  deferred (its compute had no free host slot, so the message went back to the queue) is
+  not lost: its watch restarts at that heartbeat, so one that keeps being deferred is never
+  copied, and one that vanished after its last deferral is, a threshold later.
 - **backups**: once every remaining mini-batch of the job is held by a live host (its
   messages are all out of the queue), and some host has idle worker slots, each mini-batch
   that has run longer than `BATCHFN_BACKUP_FACTOR` (default 2) × the job's median scoring
@@ -107,7 +110,11 @@ def decide(progress: Progress, beats: list[StoredHeartbeat], settings: RecoveryS
             if not progress.is_done(held.index) and held.index not in live:
                 copies.setdefault(held.index, Copy(held.index, REDELIVERY, held.attempt))
     seen = {held.index for stored in beats for held in stored.beat.held}
-    for index in _unclaimed_too_long(progress, seen, settings.stall_seconds, now):
+    deferred: dict[int, datetime] = {}
+    for stored in beats:
+        for index in stored.beat.deferred:
+            deferred[index] = max(stored.written, deferred.get(index, stored.written))
+    for index in _unclaimed_too_long(progress, seen, deferred, settings.stall_seconds, now):
         copies.setdefault(index, Copy(index, REDELIVERY, 1))
     if settings.backups and not copies:
         for index, prior in _backups(progress, fresh, live, settings):
@@ -151,10 +158,12 @@ def recover(store: JobStore, queue: QueueClient, job_id: str, progress: Progress
     return bool(decision.copies) or progress.unclaimed != watched
 
 
-def _unclaimed_too_long(progress: Progress, seen: set[int], stall_seconds: float,
-                        now: datetime) -> list[int]:
-    """Pending mini-batches below the last one taken that no heartbeat lists, watched in
-    `progress.unclaimed` from when first seen so; those watched for `stall_seconds`."""
+def _unclaimed_too_long(progress: Progress, seen: set[int], deferred: dict[int, datetime],
+                        stall_seconds: float, now: datetime) -> list[int]:
+    """Pending mini-batches below the last one taken that no heartbeat lists as held,
+    watched in `progress.unclaimed` from when first seen so, or from the latest heartbeat
+    that reports them `deferred` (back in the queue then); those watched for
+    `stall_seconds`."""
     frontier = max(max(seen, default=-1), progress.last_done())
     pending = {index for index in progress.pending_below(frontier) if index not in seen}
     for index in list(progress.unclaimed):
@@ -162,8 +171,11 @@ def _unclaimed_too_long(progress: Progress, seen: set[int], stall_seconds: float
             del progress.unclaimed[index]
     due = []
     for index in sorted(pending):
-        since = progress.unclaimed.setdefault(str(index), now.isoformat())
-        if (now - datetime.fromisoformat(since)).total_seconds() >= stall_seconds:
+        since = datetime.fromisoformat(progress.unclaimed.setdefault(str(index), now.isoformat()))
+        if index in deferred and deferred[index] > since:
+            since = deferred[index]  # the watch restarts
+            progress.unclaimed[str(index)] = since.isoformat()
+        if (now - since).total_seconds() >= stall_seconds:
             due.append(index)
     return due
 

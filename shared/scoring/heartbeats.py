@@ -4,8 +4,11 @@ Every mini-batch message the host works on is a `Holding` from the moment the ha
 it until its result is recorded (or it is given back for a retry). A thread writes, every
 `interval` seconds, one heartbeat blob per job the host holds mini-batches of
 (storage.heartbeat_blobs) — one write per job and interval however many mini-batches, and
-none for a job it holds nothing of, except one last beat that says so. The job's monitor
-reads them (control/recovery.py): a host whose beats stop has its mini-batches sent again.
+none for a job it holds nothing of, except one last beat that says so. A mini-batch the
+host deferred (its compute had no free host slot: the message went back to the queue) is
+listed once, in the next beat, at no write of its own. The job's monitor reads them
+(control/recovery.py): a host whose beats stop has its mini-batches sent again, and a
+mini-batch deferred lately is not taken for lost.
 
 The write is conditional on the blob's last ETag: when the monitor has written a stop list
 into it (another copy of those mini-batches finished first), the write is refused, the
@@ -25,6 +28,7 @@ from azure.core.exceptions import AzureError
 from azure.storage.blob import ContainerClient
 
 from shared.contract.heartbeats import (
+    MAX_HELD,
     RECORDING,
     RUNNING,
     WAITING,
@@ -83,6 +87,7 @@ class Holding:
 @dataclass
 class _Job:
     holdings: list[Holding] = field(default_factory=list)
+    deferred: set[int] = field(default_factory=set)  # indices deferred since the last beat
     slots: int = 0
     etag: str | None = None
 
@@ -113,28 +118,35 @@ class Holdings:
                 self._thread.start()
         return holding
 
-    def release(self, holding: Holding) -> None:
-        """Stop holding it: its result is recorded, or its message goes back to the queue."""
+    def release(self, holding: Holding, deferred: bool = False) -> None:
+        """Stop holding it: its result is recorded, or its message goes back to the queue;
+        `deferred`: back unscored for a full compute, which the next beat reports."""
         with self._lock:
             job = self._jobs.get(holding.job_id)
             if job is not None and holding in job.holdings:
                 job.holdings.remove(holding)
+                if deferred and len(job.deferred) < MAX_HELD:
+                    job.deferred.add(holding.index)
 
     def beat(self) -> int:
-        """Write the heartbeat of every job held now (and a last, empty one of each job that
-        was held at the previous beat); returns the number of writes."""
+        """Write the heartbeat of every job held now or since the previous beat (a job no
+        longer held gets one last beat: it holds none, and lists what it deferred meanwhile);
+        returns the number of writes."""
         with self._beating:
             with self._lock:
                 for job in self._jobs.values():
                     job.slots = max([job.slots, *(h.slots for h in job.holdings)])
-                due = [(job_id, job, [h.report() for h in job.holdings], job.slots)
+                due = [(job_id, job, [h.report() for h in job.holdings],
+                        tuple(sorted(job.deferred)), job.slots)
                        for job_id, job in self._jobs.items()]
-                for job_id, _, held, _ in due:
+                for job_id, job, held, _, _ in due:
+                    job.deferred.clear()  # reported by this beat
                     if not held:
                         self._jobs.pop(job_id, None)  # this beat says it holds none
             writes = 0
-            for job_id, job, held, slots in due:
-                beat = Heartbeat(self.host, self.interval, slots, tuple(held))
+            for job_id, job, held, deferred, slots in due:
+                beat = Heartbeat(self.host, self.interval, slots, tuple(held),
+                                 deferred=deferred)
                 try:
                     job.etag = self._write(job_id, job, beat)
                     writes += 1

@@ -160,7 +160,7 @@ class MiniBatchHandler:
             # Before admission: a mini-batch that will not start needs no host slot.
             return self._record_not_started(job.id, message, self._batch(message))
         if not self.admission.enter(job.compute):
-            return self._defer(message, dequeue_count, job)
+            return self._defer(message, dequeue_count, job, holding)
         try:
             return self._score(message, job, dequeue_count, holding)
         finally:
@@ -218,14 +218,16 @@ class MiniBatchHandler:
                              outcome.error or outcome.status, outcome.traceback, stamp)
         return WorkResult("failed", outcome.error or outcome.status)
 
-    def _defer(self, message: MiniBatchMessage, dequeue_count: int,
-               job: JobRecord) -> WorkResult:
+    def _defer(self, message: MiniBatchMessage, dequeue_count: int, job: JobRecord,
+               holding: Holding) -> WorkResult:
         """Every host slot of the job's pool is taken: the mini-batch waits in a copy of
-        its message, visible again in a moment; this delivery counts as no attempt."""
+        its message, visible again in a moment; this delivery counts as no attempt. The
+        next heartbeat reports the deferral, so the job's monitor sends no copy of it."""
         later = MiniBatchMessage(message.job, message.index, message.chunk,
                                  message.prior_attempts + dequeue_count - 1, message.copy)
         self.queue.send_message(later.encode(), visibility_timeout=random.randint(
             1, ADMISSION_DELAY_SECONDS))
+        self.holdings.release(holding, deferred=True)
         return WorkResult("deferred", f"compute {job.compute.name} has no free host slot")
 
     # --- internals -----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Heartbeats and recovery against a real Azurite: a host's beats, the monitor's copies of a
-stalled mini-batch, a stop written into a host's heartbeat, a late copy dropped."""
+stalled mini-batch, a stop written into a host's heartbeat, a late copy dropped, no copies
+of mini-batches a full compute defers."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from shared.control.finalize import advance_job
 from shared.control.job_service import JobService
 from shared.control.planner import plan_job, start_state
 from shared.control.recovery import RecoverySettings
+from shared.scoring.compute_admission import ComputeAdmission
 from shared.scoring.heartbeats import Holdings
 from shared.scoring.minibatch_handler import MiniBatchHandler
 from shared.storage.heartbeat_blobs import read_heartbeat, read_heartbeats, request_stop
@@ -132,6 +134,50 @@ def test_a_job_of_a_compute_with_its_own_queue_is_planned_and_recovered_there(en
     assert not advance_job(store, job.id, recovery=recovery).ended
     assert _drain_queue(queue) == []
     assert [(m.index, m.copy) for m in _drain_queue(pool)] == [(0, 1)]  # the stalled one
+
+
+class _CappedRegistry(FakeRegistry):
+    """A compute of one host slot."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__(DeploymentSettings(mini_batch_size=1))
+        self.pool = pool
+
+    def job_compute(self, name: str) -> JobCompute:
+        return JobCompute("one-slot-" + self.pool, max_instances=1)
+
+
+def test_mini_batches_a_full_compute_defers_are_not_copied_until_they_vanish(env):  # noqa: F811
+    account, store, queue, data, name = env
+    _upload(data, "in", 3)
+    job, _ = JobService(store, _CappedRegistry(name)).invoke(
+        "ep1", {"input": _url(account, name, "in")})
+    assert plan_job(store, queue, job.id).ok
+    _drain_queue(queue)
+    busy = ComputeAdmission(store.state)  # the host that has the one slot, scoring 2
+    assert busy.enter(job.compute)
+    busy_beats = Holdings(store.state, "busy-host", interval=60)
+    busy_beats.hold(job.id, 2, 0, 1, 1).running()
+    busy_beats.beat()  # 2 taken: 0 and 1 are behind the queue front
+    turned_away = MiniBatchHandler(store, FakeRuntime(), queue,
+                                   holdings=Holdings(store.state, "turned-away", interval=60))
+    # Heartbeat times are whole seconds, and a check may take a while on a loaded machine.
+    settings = RecoverySettings(stall_seconds=5.0)
+    try:
+        for deferred in ((0, 1), (0, 1), (0,)):  # deliveries cycle; then 1 vanishes
+            for index in deferred:
+                result = turned_away.process(MiniBatchMessage(job.id, index, 0).encode(), 1)
+                assert result.action == "deferred"
+            turned_away.holdings.beat()
+            assert not advance_job(store, job.id, (queue, settings)).ended
+            copies = store.read_json(layout.progress(job.id))["copies"]
+            if deferred == (0, 1):
+                assert copies == {}, "a deferred mini-batch was copied"
+                time.sleep(5.2)  # past the threshold since the first check
+        assert list(copies) == ["1"]  # no deferral reported for 5.2 s
+    finally:
+        busy.close()
+        turned_away.admission.close()
 
 
 def test_what_is_not_a_heartbeat_in_the_folder_is_ignored(env):  # noqa: F811

@@ -1,5 +1,6 @@
-"""The monitor's recovery decisions (shared/control/recovery.py) and the heartbeat format
-(shared/contract/heartbeats.py), with no storage: heartbeats as they would be read back."""
+"""The monitor's recovery decisions (shared/control/recovery.py), the heartbeat format
+(shared/contract/heartbeats.py) and what a scoring host's beats report
+(shared/scoring/heartbeats.py), with no storage: heartbeats as they would be read back."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from shared.contract.heartbeats import (
 from shared.contract.ledger import Completion
 from shared.control.progress import BACKUP, REDELIVERY, Progress
 from shared.control.recovery import Copy, RecoverySettings, decide
+from shared.scoring import heartbeats
+from shared.scoring.heartbeats import Holdings
 from shared.storage.heartbeat_blobs import StoredHeartbeat
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -32,8 +35,9 @@ def _progress(batches: int, done: list[int], ms: int = 100) -> Progress:
 
 
 def _beat(host: str, held: list[HeldBatch], age: float, slots: int = 2,
-          interval: float = 3.0, stop: tuple[int, ...] = ()) -> StoredHeartbeat:
-    beat = Heartbeat(host, interval, slots, tuple(held), stop)
+          interval: float = 3.0, stop: tuple[int, ...] = (),
+          deferred: tuple[int, ...] = ()) -> StoredHeartbeat:
+    beat = Heartbeat(host, interval, slots, tuple(held), stop, deferred)
     return StoredHeartbeat(Heartbeat.from_bytes(beat.to_bytes()), NOW - timedelta(seconds=age),
                            f"etag-{host}")
 
@@ -75,6 +79,25 @@ def test_a_watched_mini_batch_that_shows_up_is_forgotten():
     assert "3" in progress.unclaimed
     decide(progress, [_beat("alive", [_held(3), _held(4), _held(5)], age=1)], SETTINGS, NOW)
     assert progress.unclaimed == {}
+
+
+def test_a_mini_batch_reported_as_deferred_is_not_copied_until_it_vanishes():
+    progress = _progress(10, [0, 1, 2])
+    # 3 and 4 are nowhere; 3 was turned away by a full compute a second ago (back in the
+    # queue), and is again 19 s later; 4 nobody reports.
+    beats = [_beat("alive", [_held(5), _held(6)], age=1),
+             _beat("turned-away", [], age=1, deferred=(3,))]
+    assert decide(progress, beats, SETTINGS, NOW).copies == ()
+    beats = [_beat("alive", [_held(5), _held(6)], age=-20),
+             _beat("turned-away", [], age=-19, deferred=(3,))]
+    later = decide(progress, beats, SETTINGS, NOW + timedelta(seconds=21))
+    assert set(later.copies) == {Copy(4, REDELIVERY, 1)}  # the unreported one only
+    # 3 is deferred no more and nobody reports it: a threshold after its last deferral.
+    beats[0] = _beat("alive", [_held(5), _held(6)], age=-40)
+    assert decide(progress, beats, SETTINGS, NOW + timedelta(seconds=38)).copies == (
+        Copy(4, REDELIVERY, 1),)
+    last = decide(progress, beats, SETTINGS, NOW + timedelta(seconds=40))
+    assert set(last.copies) == {Copy(3, REDELIVERY, 1), Copy(4, REDELIVERY, 1)}
 
 
 def test_the_tail_gets_backups_of_slow_mini_batches_up_to_the_idle_slots():
@@ -161,6 +184,9 @@ def test_settings_come_from_the_app_settings(monkeypatch):
     b'{"host": "h", "interval": 3, "slots": 2, "held": [{"i": -1, "c": 0, "a": 1, "p": "running", "s": 0, "n": 0, "r": 0}]}',  # noqa: E501
     b'{"host": "h", "interval": 3, "slots": 2, "held": [{"i": 1, "c": 0, "a": 1, "p": "lost", "s": 0, "n": 0, "r": 0}]}',  # noqa: E501
     b'{"host": "h", "interval": 3, "slots": 2, "held": [], "stop": ["x"]}',
+    b'{"host": "h", "interval": 3, "slots": 2, "held": [], "deferred": [-1]}',
+    b'{"host": "h", "interval": 3, "slots": 2, "held": [], "deferred": [true]}',
+    b'{"host": "h", "interval": 3, "slots": 2, "held": [], "deferred": 7}',
 ])
 def test_what_is_not_a_heartbeat_is_refused(data):
     with pytest.raises(InvalidHeartbeat):
@@ -170,3 +196,33 @@ def test_what_is_not_a_heartbeat_is_refused(data):
 def test_a_heartbeat_reads_back_as_written():
     beat = Heartbeat("host-1", 3.0, 2, (HeldBatch(4, 1, 2, RUNNING, 1.25, 10, 0),), (3,))
     assert Heartbeat.from_bytes(beat.to_bytes()) == beat
+    turned_away = Heartbeat("host-2", 3.0, 0, deferred=(5, 8))
+    assert Heartbeat.from_bytes(turned_away.to_bytes()) == turned_away
+    # A beat of a host from before deferrals were reported: none.
+    old = b'{"host": "h", "interval": 3, "slots": 2, "held": []}'
+    assert Heartbeat.from_bytes(old).deferred == ()
+    assert b"deferred" not in Heartbeat("h", 3.0, 2).to_bytes()
+
+
+def test_a_host_reports_a_deferral_in_its_next_beat_only(monkeypatch):
+    written: list[tuple[str, Heartbeat]] = []
+    monkeypatch.setattr(heartbeats, "write_heartbeat",
+                        lambda state, job_id, beat, etag: written.append((job_id, beat)) or "e")
+    holdings = Holdings(None, "host-c", interval=60)  # beats only when asked here
+    try:
+        holdings.release(holdings.hold("job-a", 3, 0, 1, slots=0), deferred=True)
+        kept = holdings.hold("job-a", 5, 0, 1, slots=2)
+        holdings.release(holdings.hold("job-b", 7, 0, 1, slots=0), deferred=True)
+        # job-b's only holding was deferred: its beat still goes out, and says so.
+        assert holdings.beat() == 2
+        beats = dict(written)
+        assert beats["job-a"].deferred == (3,) and [h.index for h in beats["job-a"].held] == [5]
+        assert beats["job-b"].deferred == (7,) and beats["job-b"].held == ()
+        written.clear()
+        assert holdings.beat() == 1  # job-b: nothing more
+        assert written[0][0] == "job-a" and written[0][1].deferred == ()
+        holdings.release(kept)  # scored, not deferred
+        written.clear()
+        assert holdings.beat() == 1 and written[0][1] == Heartbeat("host-c", 60, 2)
+    finally:
+        holdings.close()
