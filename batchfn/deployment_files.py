@@ -15,6 +15,7 @@ from batchfn.contract.deployment_spec import (
     FolderSource,
     load_document,
 )
+from batchfn.contract.environment_spec import EnvironmentSpec
 from batchfn.contract.errors import InvalidRequest
 from batchfn.contract.script_check import check_scoring_script
 from batchfn.errors import local_checks
@@ -48,7 +49,15 @@ def deployment_document(file: str | Path | None, document: Mapping[str, Any] | N
                                  code="missing_file")
         doc = dict(document) if document is not None else load_document(file)  # type: ignore[arg-type]
         base = Path(base_dir) if base_dir else (Path(file).parent if file else Path.cwd())
-        spec = DeploymentSpec.from_document(doc, endpoint_name=endpoint_name, name=name)
+        spec = DeploymentSpec.from_document(doc, endpoint_name=endpoint_name, name=name,
+                                            base_dir=base)
+        if isinstance(spec.environment, EnvironmentSpec):
+            # The API takes the conda file's content: the file is read here.
+            doc["environment"] = {key: value for key, value in (
+                ("name", spec.environment.name), ("version", spec.environment.version),
+                ("description", spec.environment.description or None),
+                ("image", spec.environment.image),
+                ("conda_file", spec.environment.conda_file)) if value is not None}
         model_dir = _folder(base, spec.model)
         code_dir = _folder(base, spec.code) if spec.code is not None else None
         if code_dir is not None:

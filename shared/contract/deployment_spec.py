@@ -4,9 +4,10 @@ The same parser reads a user's YAML file (CLI/client: model and code may be loca
 relative to the YAML file) and an API body (model and code must be registered assets,
 `azureml:<name>:<version>`). Every field of Azure ML's batch endpoint and model batch
 deployment schemas is accepted, in the `settings:` form and in the older form with the
-settings at the top level. Fields batchfn cannot honour (`environment`, `compute`,
-`resources.instance_type`, `auth_mode`, ...) are reported in `ignored`, each with the
-reason, never an error; `type: pipeline` deployments are refused with a clear error.
+settings at the top level. Fields batchfn cannot honour (`compute`,
+`resources.instance_type`, `auth_mode`, an environment's `image`, ...) are reported in
+`ignored`, each with the reason, never an error; `type: pipeline` deployments are refused
+with a clear error. `environment` is honoured (environment_spec.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .asset_manifest import parse_asset_ref
+from .environment_spec import IMAGE_NOTE, EnvironmentSpec
 from .errors import InvalidRequest
 from .names import check_asset_name, check_relative_path, check_resource_name, shown
 from .settings import DeploymentSettings
@@ -53,8 +55,6 @@ _NO_PROPERTIES = "batchfn keeps no free-form properties; use tags"
 # Why each Azure ML field that batchfn accepts but cannot honour is ignored.
 DEPLOYMENT_IGNORED = {
     "$schema": "an editor hint",
-    "environment": "the scoring app runs every deployment in its own Python environment "
-                   "(its image or requirements.txt): install the model's packages there",
     "compute": "batchfn has no compute clusters: the scoring app scales out by queue depth "
                "(resources.instance_count caps the hosts of a job)",
     "properties": _NO_PROPERTIES,
@@ -98,7 +98,7 @@ ENDPOINT_IGNORED = {
 ENDPOINT_FIELDS = frozenset({"name", "description", "tags", "defaults"})
 DEPLOYMENT_FIELDS = frozenset({
     "name", "endpoint_name", "description", "tags", "type", "model", "code_configuration",
-    "settings", "resources", "environment_variables",
+    "settings", "resources", "environment_variables", "environment",
 }) | LEGACY_SETTING_KEYS
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 
@@ -177,11 +177,17 @@ class DeploymentSpec:
     environment_variables: dict[str, str] = field(default_factory=dict)
     model_type: str | None = None  # Azure ML's model.type: custom_model, mlflow_model
     ignored: tuple[IgnoredField, ...] = ()
+    # Inline, a registered environment, or None: the scoring image's packages (an MLflow
+    # model: its own requirements).
+    environment: EnvironmentSpec | AssetReference | None = None
 
     @classmethod
     def from_document(cls, data: Any, *, endpoint_name: str | None = None,
-                      name: str | None = None) -> DeploymentSpec:
-        """Validate a deployment document; explicit names win over the file's."""
+                      name: str | None = None, base_dir: Path | None = None
+                      ) -> DeploymentSpec:
+        """Validate a deployment document; explicit names win over the file's. With
+        `base_dir` (the CLI and client) an inline environment's conda_file may be a path
+        relative to it."""
         doc = _mapping(data, "deployment document")
         _check_type(doc.get("type"))
         endpoint = check_resource_name(
@@ -197,6 +203,9 @@ class DeploymentSpec:
                             prefix="resources.")
         ignored += _ignored(code_cfg or {}, frozenset({"code", "scoring_script"}), {},
                             prefix="code_configuration.")
+        environment_source = environment_field(doc.get("environment"), base_dir)
+        if isinstance(environment_source, EnvironmentSpec) and environment_source.image:
+            ignored += (IgnoredField("environment.image", IMAGE_NOTE),)
         return cls(
             name=deployment,
             endpoint_name=endpoint,
@@ -210,7 +219,23 @@ class DeploymentSpec:
             environment_variables=environment,
             model_type=model_type,
             ignored=tuple(sorted(ignored + model_ignored, key=lambda item: item.field)),
+            environment=environment_source,
         )
+
+
+def environment_field(value: Any, base_dir: Path | None = None
+                      ) -> EnvironmentSpec | AssetReference | None:
+    """A deployment's `environment`: absent, `azureml:<name>:<version>|@latest`, or inline."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.startswith("azureml:"):
+            raise InvalidRequest(
+                f"environment {shown(value)} is not valid: expected azureml:<name>:<version>, "
+                "azureml:<name>@latest or an inline environment (conda_file, image, ...)",
+                details={"field": "environment"}, code="invalid_environment")
+        return AssetReference(*parse_asset_ref(value))
+    return EnvironmentSpec.from_document(value, base_dir=base_dir)
 
 
 def split_settings(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

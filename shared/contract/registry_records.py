@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .environment_spec import EnvironmentSpec
 from .settings import DeploymentSettings
 
 
@@ -35,6 +36,39 @@ class AssetRef:
     @property
     def ref(self) -> str:
         return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class EnvironmentRecord:
+    """A registered environment version: its spec, and what uv resolved it to when it was
+    registered (`resolved`: `name==version` lines, for the record; each scoring host
+    installs over its own image). `digest` is the spec's (EnvironmentSpec.digest)."""
+
+    name: str
+    version: str
+    digest: str
+    spec: EnvironmentSpec
+    resolved: tuple[str, ...] = ()
+    created_at: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "digest": self.digest,
+                **{k: v for k, v in self.spec.to_dict().items()
+                   if k not in ("name", "version", "digest")},
+                "resolved": list(self.resolved), "created_at": self.created_at,
+                "id": f"azureml:{self.name}:{self.version}"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EnvironmentRecord:
+        return cls(name=data["name"], version=str(data["version"]), digest=data["digest"],
+                   spec=EnvironmentSpec.from_dict({k: v for k, v in data.items()
+                                                   if k not in ("name", "version")}),
+                   resolved=tuple(data.get("resolved") or ()),
+                   created_at=data.get("created_at", ""))
 
 
 @dataclass(frozen=True)
@@ -84,11 +118,15 @@ class DeploymentRecord:
     environment_variables: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     updated_at: str = ""
+    # The environment its workers run in (None: the scoring image's packages), pinned at
+    # create: scoring hosts never read the registry.
+    environment: EnvironmentRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "endpoint_name": self.endpoint_name,
+            "environment": None if self.environment is None else self.environment.to_dict(),
             "description": self.description,
             "tags": dict(self.tags),
             "model": asdict(self.model),
@@ -118,4 +156,6 @@ class DeploymentRecord:
             environment_variables=dict(data.get("environment_variables") or {}),
             created_at=data.get("created_at", ""),
             updated_at=data.get("updated_at", ""),
+            environment=(EnvironmentRecord.from_dict(data["environment"])
+                         if data.get("environment") else None),
         )

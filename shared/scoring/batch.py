@@ -70,3 +70,5 @@ class ScoringOutcome:
     download_seconds: float
     failures: tuple[InputFailure, ...] = ()
     unlisted: int = 0
+    # The script never started: its environment, loading it or init() failed (fail_fast.py).
+    startup_failed: bool = False

@@ -28,6 +28,7 @@ import logging
 import os
 import pickle
 import pwd
+import signal
 import stat
 import subprocess
 import sys
@@ -69,13 +70,17 @@ PLAIN_TYPES = (int, float, str, bytes, type(None))  # bool is an int
 IMPORT_TRIAL_SECONDS = 60
 WORKER_MODULE = "shared.worker.serve"
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
-# Started with `python -c`: the host's sys.path arrives first on the pipe, then the worker's
-# arguments (serve.main). Only the standard library is imported before sys.path is set.
+# Started with `python -I -c` (isolated: no user site-packages, no PYTHON* variables, no
+# current folder on sys.path): the paths to import from arrive first on the pipe, then the
+# worker's arguments (serve.main). In the host's interpreter they replace sys.path (the
+# host's own); in a deployment's environment they come before its own (the worker
+# runtime's folder). Only the standard library is imported before sys.path is set.
 BOOTSTRAP = (
     "import sys\n"
     "from multiprocessing.connection import Connection\n"
     "conn = Connection(int(sys.argv[1]))\n"
-    "sys.path[:] = conn.recv()\n"
+    "paths, replace = conn.recv()\n"
+    "sys.path[:] = paths if replace else paths + sys.path\n"
     f"from {WORKER_MODULE} import main\n"
     "main(conn)\n"
 )
@@ -263,6 +268,9 @@ class WorkerProcess:
         return self._popen.poll() is None
 
     def kill(self) -> None:
+        """Kill the worker and its process group (it leads one: see start_worker)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             self._popen.kill()
 
@@ -272,10 +280,14 @@ class WorkerProcess:
 
 
 def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
-                 account: WorkerAccount | None) -> tuple[WorkerProcess, Connection]:
-    """Start `python -c BOOTSTRAP` with `environment` (and nothing else of the host's) under
-    `account`, and send it the host's sys.path and `arguments` (serve.main's); returns the
-    process and the host's end of its pipe."""
+                 account: WorkerAccount | None, python: str | None = None,
+                 runtime_path: str | None = None) -> tuple[WorkerProcess, Connection]:
+    """Start `python -I -c BOOTSTRAP` with `environment` (and nothing else of the host's)
+    under `account`, in a session and process group of its own, and send it where to import
+    from and `arguments` (serve.main's); returns the process and the host's end of its pipe.
+
+    `python` is a deployment environment's interpreter, which imports the worker runtime
+    from `runtime_path`; None: the host's interpreter, with the host's sys.path."""
     protect_host()
     host_end, worker_end = Pipe()
     identity: dict[str, Any] = {}
@@ -283,16 +295,18 @@ def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
         identity = {"user": account.uid, "group": account.gid, "extra_groups": []}
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-c", BOOTSTRAP, str(worker_end.fileno())],
+            [python or sys.executable, "-I", "-c", BOOTSTRAP, str(worker_end.fileno())],
             env=dict(environment), cwd="/", stdin=subprocess.DEVNULL, close_fds=True,
-            pass_fds=(worker_end.fileno(),), **identity)
+            pass_fds=(worker_end.fileno(),), start_new_session=True, **identity)
     except BaseException:
         host_end.close()
         raise
     finally:
         worker_end.close()  # so the host sees EOF when the worker dies
+    paths = ([runtime_path or ""], False) if python else (
+        [os.path.abspath(entry) for entry in sys.path], True)
     try:
-        host_end.send([os.path.abspath(entry) for entry in sys.path])
+        host_end.send(paths)
         host_end.send(arguments)
     except OSError:
         pass  # it died at once: the pool reads the EOF and reports its exit code

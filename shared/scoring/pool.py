@@ -101,6 +101,7 @@ class RunResult:
     failed: tuple[FailedInput, ...] = ()
     failed_inputs: int = 0
     given: int = 0  # rows run() got (a tabular mini-batch)
+    startup_failed: bool = False  # the worker could not load the script or run init()
 
 
 @dataclass(frozen=True)
@@ -413,7 +414,8 @@ class WorkerPool:
         gpu = self.gpu_for(slot.index)
         process, parent_conn = start_worker(
             (self.spec, str(log_path)),
-            self._environment(gpu, output_dir), self._account)
+            self._environment(gpu, output_dir), self._account, self.spec.python,
+            self.spec.runtime_path)
         try:
             reply = _init_reply(parent_conn, self._init_timeout)
             if reply is None and process.is_alive():
@@ -441,7 +443,7 @@ class WorkerPool:
             failure = RunResult(FAILED, 0, None, (), why, _stack_dump(log), log)
         else:
             failure = RunResult(FAILED, 0, None, (), reply.error, reply.traceback, log)
-        return worker, log, failure
+        return worker, log, replace(failure, startup_failed=True)
 
     def _environment(self, gpu: str | None, output_dir: str) -> dict[str, str]:
         """The worker's environment: see isolation.worker_environment."""
@@ -452,6 +454,12 @@ class WorkerPool:
         if self.spec.cpu_threads is not None:
             # Read once by torch/numpy at import; a value the host was started with is kept.
             batchfn.update(dict.fromkeys(CPU_THREAD_VARIABLES, str(self.spec.cpu_threads)))
+        if self.spec.python is not None:
+            # The environment's console scripts (and `python`) first, as in an activated venv.
+            folder = os.path.dirname(os.path.dirname(self.spec.python))
+            batchfn["VIRTUAL_ENV"] = folder
+            batchfn["PATH"] = os.pathsep.join(
+                [os.path.join(folder, "bin"), os.environ.get("PATH", os.defpath)])
         return worker_environment(os.environ, batchfn, self.spec.environment, self._account,
                                   None if self._home is None else str(self._home))
 

@@ -30,10 +30,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from shared.contract.layout import ENVIRONMENTS_CONTAINER
 from shared.contract.manifest import InputFile
 from shared.contract.registry_records import DeploymentRecord
 from shared.scoring.asset_cache import AssetCache
-from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.environments import EnvironmentBuildError, EnvironmentCache, worker_runtime
 from shared.scoring.gpus import detect_gpus
 from shared.scoring.grants import ReadGrants
 from shared.scoring.isolation import (
@@ -89,9 +91,12 @@ class ScoringRuntime:
                  pool_idle_seconds: float = 900.0,
                  download_threads: int = DOWNLOAD_THREADS,
                  scratch_dir: Path | None = None, prefetch: bool = True,
-                 worker_account: WorkerAccount | None = None) -> None:
+                 worker_account: WorkerAccount | None = None,
+                 share_environments: bool = True) -> None:
         """`worker_account`: the OS account workers run as (None: the host's own), who
-        must be able to reach `work_dir` and the scratch folder."""
+        must be able to reach `work_dir` and the scratch folder. `share_environments`:
+        built environments are packed into (and unpacked from) the environments container,
+        so hosts build each one once between them."""
         self._blobs = account.blob_service(**download_client_options())
         self._grants = ReadGrants(self._blobs)
         self._work_dir = Path(work_dir).resolve()
@@ -115,6 +120,10 @@ class ScoringRuntime:
         self._downloads = ThreadPoolExecutor(download_threads,
                                              thread_name_prefix="batchfn-download")
         self._assets = AssetCache(self._blobs, self._work_dir / "assets", self._downloads)
+        self._environments = EnvironmentCache(
+            self._work_dir / "envs", self._blobs.get_container_client(ENVIRONMENTS_CONTAINER)
+            if share_environments else None)
+        self._runtime_path = worker_runtime(self._work_dir / "runtime")
         self._pools: dict[tuple[Any, ...], _PoolEntry] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -138,7 +147,16 @@ class ScoringRuntime:
         that the queue retries the message.
         """
         started = time.monotonic()
-        entry = self._checkout(deployment)
+        try:
+            entry = self._checkout(deployment)
+        except EnvironmentBuildError as exc:
+            log.warning("job %s mini-batch %d: %s", batch.job_id, batch.index, exc)
+            return ScoringOutcome(
+                job_id=batch.job_id, index=batch.index, attempt=batch.attempt, status=FAILED,
+                part=None, rows=0, missing=(), succeeded=0, failed=batch.inputs,
+                error=str(exc), traceback=None, log=f"[batchfn] {exc}\n",
+                duration=time.monotonic() - started, download_seconds=0.0,
+                startup_failed=True)
         folder = None
         try:
             folder, result = self._run_with_inputs(entry.pool, batch)
@@ -278,6 +296,14 @@ class ScoringRuntime:
             assert deployment.scoring_script is not None  # a record has both or neither
             code_dir = self._assets.folder(deployment.code) / deployment.code.root
             script = code_dir.joinpath(*relative_parts(deployment.scoring_script))
+        python = runtime_path = None
+        if deployment.environment is not None:
+            python = self._environments.get(deployment.environment).python
+            runtime_path = str(self._runtime_path)
+            if deployment.code is None:
+                # The built-in scorer runs from the runtime's copy, inside the environment.
+                script = self._runtime_path.joinpath(
+                    *MLFLOW_SCRIPT.parts[-4:])  # shared/worker/mlflow/batch_driver.py
         return WorkerSpec(
             script_path=str(script),
             code_dir=str(code_dir),
@@ -286,6 +312,8 @@ class ScoringRuntime:
             environment=dict(deployment.environment_variables),
             cpu_threads=worker_cpu_threads(deployment.settings.max_concurrency_per_instance),
             azureml_separator=separator,
+            python=python,
+            runtime_path=runtime_path,
         )
 
 
@@ -309,6 +337,7 @@ def _pool_key(deployment: DeploymentRecord) -> tuple[Any, ...]:
         (code.name, code.version, code.digest) if code is not None else BUILTIN_MLFLOW,
         deployment.scoring_script, tuple(sorted(deployment.environment_variables.items())),
         deployment.settings.logging_level, deployment.settings.max_concurrency_per_instance,
+        deployment.environment.digest if deployment.environment is not None else None,
     )
 
 
@@ -362,6 +391,7 @@ def _attempt(batch: MiniBatch, result: RunResult, started: float, download_secon
         download_seconds=download_seconds,
         failures=failures,
         unlisted=unlisted,
+        startup_failed=result.startup_failed,
     )
 
 

@@ -35,11 +35,13 @@ MINIMAL = {"name": "blue", "endpoint_name": "mnist",
 
 def test_sample_deployment_parses_with_ignored_keys():
     spec = DeploymentSpec.from_document(
-        load_document(SAMPLES / "deployment-torch" / "deployment.yml"))
+        load_document(SAMPLES / "deployment-torch" / "deployment.yml"),
+        base_dir=SAMPLES / "deployment-torch")
     assert spec.model == FolderSource(path="model", name="mnist-classifier-torch")
     assert spec.code == FolderSource(path="code")
     assert spec.scoring_script == "batch_driver.py"
-    assert _fields(spec.ignored) == ["$schema", "compute", "environment"]
+    assert _fields(spec.ignored) == ["$schema", "compute", "environment.image"]
+    assert spec.environment.python == "3.11" and "pandas" in spec.environment.requirements
     assert spec.settings.mini_batch_size == 10
 
 
@@ -141,7 +143,7 @@ SETTINGS_FORM = {
               "flavors": {"python_function": {}}, "stage": "Production"},
     "code_configuration": {"code": "code", "scoring_script": "score.py"},
     "environment": {"name": "env", "image": "mcr.microsoft.com/azureml/openmpi4.1.0",
-                    "conda_file": "environment/conda.yaml"},
+                    "conda_file": {"dependencies": ["python=3.11", {"pip": ["pandas"]}]}},
     "compute": "azureml:batch-cluster",
     "resources": {"instance_count": 2, "instance_type": "Standard_NC6s_v3",
                   "properties": {"x": 1}, "shm_size": "2g", "docker_args": "--ipc=host"},
@@ -154,7 +156,7 @@ SETTINGS_FORM = {
     },
 }
 SETTINGS_FORM_IGNORED = [
-    "$schema", "compute", "environment", "id", "model.$schema", "model.description",
+    "$schema", "compute", "environment.image", "id", "model.$schema", "model.description",
     "model.flavors", "model.properties", "model.stage", "model.tags", "model.version",
     "properties", "provisioning_state", "resources.docker_args", "resources.instance_type",
     "resources.properties", "resources.shm_size",

@@ -33,7 +33,8 @@ DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 APP_CONTAINERS = {layout.REGISTRY_CONTAINER, layout.ASSETS_CONTAINER, layout.DATA_CONTAINER,
-                  layout.JOBS_CONTAINER, layout.STATE_CONTAINER, DROP_CONTAINER}
+                  layout.JOBS_CONTAINER, layout.STATE_CONTAINER, DROP_CONTAINER,
+                  layout.ENVIRONMENTS_CONTAINER}
 APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), layout.SHARD_HINT_QUEUE}
 GPU_PROFILES = {"Consumption-GPU-NC8as-T4", "Consumption-GPU-NC24-A100", "Consumption"}
 # Built-in role definition ids (the same in every tenant).
@@ -80,6 +81,15 @@ ENVIRONMENT_ONLY = {
                                  "1,000,000 files); the infra leaves it unset",
     "BATCHFN_MAX_ROWS_PER_JOB": "an optional cap of the control app's planner (default "
                                 "1,000,000,000 rows); the infra leaves it unset",
+    "PATH": "the host's own search path; a worker in a deployment's environment gets the "
+            "environment's bin folder first",
+    "BATCHFN_SCORING_PYTHON": "the scoring image's Python, which environments resolve for at "
+                              "deployment create; the default (the control app's own, 3.11 "
+                              "in both apps) fits the infra",
+    "BATCHFN_SCORING_PLATFORM": "the scoring image's platform tag for resolution; the default "
+                                "(x86_64-manylinux_2_28) fits the image",
+    "BATCHFN_MANAGED_PYTHONS": "an optional switch (1: scoring hosts install uv-managed "
+                               "Pythons for environments that pin another version); unset",
 }
 
 

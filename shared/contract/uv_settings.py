@@ -1,0 +1,37 @@
+"""How batchfn runs uv, which both apps use: the control app resolves environments with it,
+scoring hosts build them.
+
+uv may build packages from source (running their setup code), so it runs with its own
+settings only (indexes, certificates, proxies), never the host's secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+
+# Host variables uv keeps: none names or holds a credential of the host's.
+UV_VARIABLES = frozenset({"PATH", "LANG", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                          "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+                          "http_proxy", "https_proxy", "no_proxy"})
+# uv's own settings an operator may give the app: a private index, a wheel folder, ...
+UV_PREFIXES = ("UV_INDEX", "UV_EXTRA_INDEX", "UV_DEFAULT_INDEX", "UV_FIND_LINKS",
+               "UV_NATIVE_TLS", "UV_HTTP_TIMEOUT", "UV_OFFLINE", "UV_PYTHON_DOWNLOADS",
+               "UV_PYTHON_INSTALL_DIR", "UV_CONCURRENT")
+
+
+def uv_environment(environ: Mapping[str, str], extra: Mapping[str, str] | None = None
+                   ) -> dict[str, str]:
+    """The environment uv runs with: the allowed host variables, then `extra`."""
+    env = {k: v for k, v in environ.items() if k in UV_VARIABLES or k.startswith(UV_PREFIXES)}
+    env.setdefault("PATH", os.defpath)
+    env.update(extra or {})
+    return env
+
+
+def uv_binary() -> str | None:
+    """The uv executable: the one the pinned `uv` package installed beside this
+    interpreter, else one on PATH (None: none)."""
+    return shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
