@@ -6,7 +6,8 @@ hashes the environment's digest and the image it layers over, and reused by ever
 and worker of every deployment with the same content. In Azure the first host to need it
 builds it under a lease on a lock blob (so two replicas never build one twice) and packs
 it, create-only, into the environments container; the others unpack that pack instead
-of building. uv's wheel cache (`<root>/uv-cache`) makes a rebuild mostly a copy.
+of building. uv's wheel cache (`<root>/uv-cache`, or UV_CACHE_DIR) makes a rebuild mostly
+a copy.
 
 Layering: an environment for the image's own Python is a venv that sees the image's
 packages below its own (a `.pth` file appends the image's site-packages), and uv is shown
@@ -181,7 +182,8 @@ class EnvironmentCache:
         staging = self.root / f".build-{key}-{uuid.uuid4().hex[:8]}"
         home = Path(tempfile.mkdtemp(prefix="batchfn-uv-"))
         env = uv_environment(os.environ, {
-            "HOME": str(home), "UV_CACHE_DIR": str(self.root / "uv-cache"),
+            "HOME": str(home),
+            "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or str(self.root / "uv-cache"),
             "UV_PYTHON_DOWNLOADS": "automatic"
             if os.environ.get(MANAGED_PYTHONS_SETTING) == "1" else "never"})
         try:
