@@ -43,6 +43,16 @@ def advance_job(store: JobStore, job_id: str) -> StepResult:
                       reason=end.reason)
 
 
+def script_failure_reason(job: JobRecord) -> str:
+    """Why a job whose scoring script never started failed: the error and its traceback."""
+    failures = job.script_start_failures
+    assert failures is not None
+    text = (f"the scoring script could not start: {failures.error} (every attempt of the "
+            f"first {failures.batches} mini-batches failed before run(); the remaining "
+            "mini-batches were dropped)")
+    return f"{text}\n{failures.traceback}" if failures.traceback else text
+
+
 class OutputExists(Exception):
     """The output blob exists and was not written by this job."""
 
@@ -65,6 +75,8 @@ def _finalize(store: JobStore, job: JobRecord, progress: Progress | None,
     status, reason = JobStatus.COMPLETED, None
     if outcome is Outcome.CANCELED:
         status, reason = JobStatus.CANCELED, "canceled by request"
+    elif outcome is Outcome.SCRIPT_FAILED:
+        status, reason = JobStatus.FAILED, script_failure_reason(job)
     elif outcome is Outcome.THRESHOLD:
         status = JobStatus.FAILED
         reason = (f"error_threshold {job.settings.error_threshold} exceeded: "

@@ -18,6 +18,7 @@ class Outcome(Enum):
     COMPLETED = "completed"  # every mini-batch is done
     THRESHOLD = "threshold"  # more inputs failed than error_threshold allows
     CANCELED = "canceled"  # cancel was asked
+    SCRIPT_FAILED = "script_failed"  # the scoring script never started (fail-fast)
     STOPPED = "stopped"  # already ended elsewhere (e.g. planning failed): nothing to merge
 
     @property
@@ -64,6 +65,9 @@ def evaluate(store: JobStore, job_id: str) -> Check:
         store.write_json(layout.progress(job_id), progress.to_dict())
     if threshold_exceeded(job, progress):
         return Check(Outcome.THRESHOLD, job, progress)
+    failures = job.script_start_failures
+    if failures is not None and failures.final and progress.batches_succeeded == 0:
+        return Check(Outcome.SCRIPT_FAILED, job, progress)
     if progress.finished:
         return Check(Outcome.COMPLETED, job, progress)
     if changed and job.status == JobStatus.QUEUED:

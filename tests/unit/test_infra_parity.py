@@ -83,6 +83,8 @@ ENVIRONMENT_ONLY = {
                                 "1,000,000,000 rows); the infra leaves it unset",
     "PATH": "the host's own search path; a worker in a deployment's environment gets the "
             "environment's bin folder first",
+    "BATCHFN_FAIL_FAST_BATCHES": "an optional setting of the scoring hosts (default 2 "
+                                 "mini-batches that fail to start fail their job; 0: never)",
     "BATCHFN_SCORING_PYTHON": "the scoring image's Python, which environments resolve for at "
                               "deployment create; the default (the control app's own, 3.11 "
                               "in both apps) fits the infra",
