@@ -13,12 +13,14 @@ def control_blueprints() -> list[func.Blueprint]:
     blob drop, the studio console."""
     from functions.blob_drop import bp as blob_drop
     from functions.control_api import bp as control_api
+    from functions.environments_api import bp as environments_api
     from functions.jobs_api import bp as jobs_api
     from functions.openapi import bp as openapi
     from functions.orchestration import bp as orchestration
     from functions.studio import bp as studio
 
-    return [control_api, openapi, jobs_api, orchestration, blob_drop, studio]
+    return [control_api, environments_api, openapi, jobs_api, orchestration, blob_drop,
+            studio]
 
 
 def scoring_blueprints() -> list[func.Blueprint]:

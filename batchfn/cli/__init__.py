@@ -25,6 +25,7 @@ COMMANDS = {
     "batch-deployment": "batchfn.cli.deployments:batch_deployment",
     "job": "batchfn.cli.jobs:job",
     "studio": "batchfn.cli.studio:studio",
+    "environment": "batchfn.cli.environments:environment",
 }
 
 

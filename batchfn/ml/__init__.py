@@ -19,11 +19,13 @@ from batchfn.client import BatchfnClient
 from batchfn.ml.entities import (
     BatchDeployment,
     BatchEndpoint,
+    Environment,
     Input,
     Model,
     ModelBatchDeployment,
     Output,
 )
+from batchfn.ml.environments import EnvironmentOperations
 from batchfn.ml.operations import (
     BatchDeploymentOperations,
     BatchEndpointOperations,
@@ -48,6 +50,7 @@ class MLClient:
         self.jobs = JobOperations(client)
         self.models = ModelOperations(client)
         self.datastores = DatastoreOperations()
+        self.environments = EnvironmentOperations(client)
 
     def begin_create_or_update(self, entity: Any) -> Poller[Any]:
         """Create or update a batch endpoint or deployment."""
@@ -59,7 +62,10 @@ class MLClient:
                         f"not {type(entity).__name__}")
 
     def create_or_update(self, entity: Any) -> Any:
-        """Register a model (the one asset batchfn registers from a notebook)."""
+        """Register a model or an environment."""
         if isinstance(entity, Model):
             return self.models.create_or_update(entity)
-        raise TypeError(f"create_or_update takes a Model, not {type(entity).__name__}")
+        if isinstance(entity, Environment):
+            return self.environments.create_or_update(entity)
+        raise TypeError(f"create_or_update takes a Model or an Environment, not "
+                        f"{type(entity).__name__}")

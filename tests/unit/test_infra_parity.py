@@ -85,6 +85,8 @@ ENVIRONMENT_ONLY = {
             "environment's bin folder first",
     "BATCHFN_FAIL_FAST_BATCHES": "an optional setting of the scoring hosts (default 2 "
                                  "mini-batches that fail to start fail their job; 0: never)",
+    "UV_CACHE_DIR": "uv's own setting: where scoring hosts keep downloaded wheels (default: "
+                    "beside the built environments under BATCHFN_WORK_DIR)",
     "BATCHFN_SCORING_PYTHON": "the scoring image's Python, which environments resolve for at "
                               "deployment create; the default (the control app's own, 3.11 "
                               "in both apps) fits the infra",
