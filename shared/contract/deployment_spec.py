@@ -38,8 +38,12 @@ MAX_ENVIRONMENT_VALUE = 32 * 1024
 # All names and values together: a process's environment is limited (Linux: 2 MiB with the
 # arguments), and every worker process of the deployment carries it.
 MAX_ENVIRONMENT_BYTES = 64 * 1024
-# The scoring worker sets these for the script itself.
-RESERVED_ENVIRONMENT = frozenset({"AZUREML_MODEL_DIR", "AZUREML_BI_OUTPUT_PATH"})
+# The scoring worker sets these for the script itself: the Azure ML variables, its GPU, its
+# math-library threads, its account, home and environment.
+RESERVED_ENVIRONMENT = frozenset({
+    "AZUREML_MODEL_DIR", "AZUREML_BI_OUTPUT_PATH", "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+    "HOME", "USER", "LOGNAME", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"})
 RESERVED_ENVIRONMENT_PREFIX = "BATCHFN_"
 MAX_TEXT = 8 * 1024  # characters of a description or a path
 MAX_TAGS = 100
@@ -426,8 +430,9 @@ def _environment(value: Any, what: str) -> dict[str, str]:
                 details={"field": what, "value": shown(key)}, code="invalid_setting")
         if key in RESERVED_ENVIRONMENT or key.upper().startswith(RESERVED_ENVIRONMENT_PREFIX):
             raise InvalidRequest(
-                f"{what}: {key} is set by batchfn for the scoring script "
-                f"({', '.join(sorted(RESERVED_ENVIRONMENT))}, {RESERVED_ENVIRONMENT_PREFIX}*)",
+                f"{what}: {key} is set by batchfn for the scoring script and cannot be "
+                f"overridden ({', '.join(sorted(RESERVED_ENVIRONMENT))}, "
+                f"{RESERVED_ENVIRONMENT_PREFIX}*)",
                 details={"field": f"{what}.{key}"}, code="invalid_setting")
         if len(text) > MAX_ENVIRONMENT_VALUE or "\x00" in text:
             raise InvalidRequest(f"{what}.{key}: the value must be at most "

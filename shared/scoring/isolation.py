@@ -50,8 +50,6 @@ NOBODY_ID = 65534  # the conventional uid and gid of `nobody`, where /etc/passwd
 # Host variables a worker keeps: none names or holds a credential.
 ALLOWED_VARIABLES = frozenset({
     "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR", "TEMP", "TMP", "SHELL",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
-    "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONHASHSEED", "PYTHONWARNINGS", "VIRTUAL_ENV",
     "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "CUDA_MODULE_LOADING", "CUDA_DEVICE_ORDER",
     "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES",
     "PYTORCH_CUDA_ALLOC_CONF", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -193,8 +191,9 @@ def unreachable(path: Path, account: WorkerAccount, run: bool = False) -> str | 
 def worker_environment(host: Mapping[str, str], batchfn: Mapping[str, str],
                        deployment: Mapping[str, str], account: WorkerAccount | None,
                        home: str | None) -> dict[str, str]:
-    """A worker's whole environment: allowed host variables, then `batchfn`'s, then the
-    deployment's own environment_variables (which win: they are set on purpose).
+    """A worker's whole environment: allowed host variables, the deployment's own
+    environment_variables, then `batchfn`'s, which no deployment overrides (the contract
+    refuses them at create too).
 
     A worker under another `account` gets that account's name and `home` instead of the
     host's. Variables the host was started with for math-library threads are kept.
@@ -207,12 +206,12 @@ def worker_environment(host: Mapping[str, str], batchfn: Mapping[str, str],
         environment.update(USER=account.name, LOGNAME=account.name)
         if home is not None:
             environment["HOME"] = home
-    for name, value in batchfn.items():
-        if name in CPU_THREAD_VARIABLES:
-            environment.setdefault(name, value)
-        else:
-            environment[name] = value
     environment.update(deployment)
+    for name, value in batchfn.items():
+        if name in CPU_THREAD_VARIABLES and name in host:
+            environment[name] = host[name]  # the host was started with it: kept
+        else:
+            environment[name] = value  # never the deployment's: batchfn sets it
     return environment
 
 

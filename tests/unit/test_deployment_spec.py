@@ -345,3 +345,10 @@ def test_the_client_checks_a_script_less_model_folder_before_uploading(tmp_path)
     (tmp_path / "model" / "MLmodel").write_text("flavors:\n  python_function: {}\n")
     local = deployment_document(None, document, tmp_path, None, None)
     assert local.code_dir is None and local.model_dir == (tmp_path / "model").resolve()
+
+
+@pytest.mark.parametrize("name", ["CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "AZUREML_MODEL_DIR",
+                                  "HOME", "PYTHONPATH", "BATCHFN_ANYTHING"])
+def test_reserved_worker_variables_cannot_be_overridden(name):
+    with pytest.raises(InvalidRequest, match="cannot be overridden"):
+        DeploymentSpec.from_document({**MINIMAL, "environment_variables": {name: "x"}})

@@ -64,7 +64,8 @@ def test_a_worker_keeps_only_allowed_host_variables():
                                      "/work/home")
     assert not set(HOST_SECRETS) & set(environment)
     assert environment == {
-        **{name: HOST_PLAIN[name] for name in ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH",
+        # No PYTHON* variable of the host's: workers start isolated (python -I).
+        **{name: HOST_PLAIN[name] for name in ("PATH", "LANG", "LC_ALL", "TZ",
                                                "LD_LIBRARY_PATH", "HTTP_PROXY", "NO_PROXY")},
         "OMP_NUM_THREADS": "3",  # the host was started with it: kept
         "MKL_NUM_THREADS": "1", "AZUREML_MODEL_DIR": "/m",
@@ -72,11 +73,12 @@ def test_a_worker_keeps_only_allowed_host_variables():
     }
 
 
-def test_the_deployments_own_variables_win_even_secret_ones():
-    deployment = {"AzureWebJobsStorage": "set on purpose", "AZUREML_MODEL_DIR": "/other"}
-    environment = worker_environment(HOST_SECRETS, {"AZUREML_MODEL_DIR": "/m"}, deployment,
-                                     None, None)
-    assert environment == deployment
+def test_the_deployments_own_variables_win_even_secret_ones_but_not_reserved_ones():
+    deployment = {"AzureWebJobsStorage": "set on purpose", "AZUREML_MODEL_DIR": "/other",
+                  "CUDA_VISIBLE_DEVICES": "0,1,2,3", "OMP_NUM_THREADS": "64"}
+    batchfn = {"AZUREML_MODEL_DIR": "/m", "CUDA_VISIBLE_DEVICES": "1", "OMP_NUM_THREADS": "2"}
+    environment = worker_environment(HOST_SECRETS, batchfn, deployment, None, None)
+    assert environment == {"AzureWebJobsStorage": "set on purpose", **batchfn}
 
 
 def test_the_hosts_own_account_keeps_its_home():
