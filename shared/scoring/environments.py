@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,8 @@ log = logging.getLogger("batchfn.scoring")
 READY_FILE = ".batchfn-environment.json"  # written last: the folder is complete
 IMAGE_INSTALLER = "batchfn-image"  # INSTALLER of the image's metadata copied in for uv
 IMAGE_PATH_FILE = "_batchfn_image.pth"
+# Image packages that are builds of another package and satisfy a requirement of it.
+IMAGE_ALIASES = {"tensorflow-cpu": "tensorflow", "tensorflow_cpu": "tensorflow"}
 BUILD_SECONDS = 1800
 LEASE_SECONDS = 60
 LEASE_RENEW_SECONDS = 20
@@ -321,14 +324,22 @@ def _show_image_packages(site: Path, sites: tuple[str, ...]) -> None:
             metadata = Path(source, entry, "METADATA")
             if not entry.endswith(".dist-info") or not metadata.is_file():
                 continue
-            copy = site / entry
-            if copy.exists():
-                continue
-            copy.mkdir()
-            shutil.copyfile(metadata, copy / "METADATA")
-            (copy / "INSTALLER").write_text(f"{IMAGE_INSTALLER}\n")
-            (copy / "RECORD").write_text("".join(
-                f"{entry}/{name},,\n" for name in ("METADATA", "INSTALLER", "RECORD")))
+            text = metadata.read_text(encoding="utf-8", errors="replace")
+            name, _, rest = entry.partition("-")
+            copies = [(entry, text)]
+            if name in IMAGE_ALIASES:  # tensorflow-cpu satisfies `tensorflow`
+                alias = IMAGE_ALIASES[name]
+                copies.append((f"{alias}-{rest}", re.sub(
+                    r"(?m)^Name: .*$", f"Name: {alias}", text, count=1)))
+            for folder, content in copies:
+                copy = site / folder
+                if copy.exists():
+                    continue
+                copy.mkdir()
+                (copy / "METADATA").write_text(content, encoding="utf-8")
+                (copy / "INSTALLER").write_text(f"{IMAGE_INSTALLER}\n")
+                (copy / "RECORD").write_text("".join(
+                    f"{folder}/{item},,\n" for item in ("METADATA", "INSTALLER", "RECORD")))
 
 
 def _hide_image_packages(site: Path) -> None:

@@ -1,0 +1,92 @@
+"""Time to a ready environment for the MNIST Keras deployment (its conda file, tf-keras
+added): cold (no environment built, uv's wheel cache warm), warm (built: a job start
+finds it), unpacked from blob storage on a second host, beside plain pip installing the
+same requirements into a fresh venv (also from a warm cache). One run, ratios in
+bench/results/environments.json.
+
+    .venv/bin/python -m bench.environments
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from azure.storage.blob import BlobServiceClient
+
+from devhost.azurite import Azurite
+from shared.contract.deployment_spec import load_document
+from shared.contract.environment_spec import EnvironmentSpec
+from shared.contract.layout import ENVIRONMENTS_CONTAINER
+from shared.contract.registry_records import EnvironmentRecord
+from shared.scoring.environments import EnvironmentCache
+
+REPO = Path(__file__).resolve().parent.parent
+KERAS = REPO / "samples" / "mnist" / "deployment-keras"
+RESULTS = REPO / "bench" / "results" / "environments.json"
+
+
+def keras_environment() -> EnvironmentRecord:
+    document = load_document(KERAS / "deployment.yml")["environment"]
+    spec = EnvironmentSpec.from_document(document, base_dir=KERAS)
+    spec = EnvironmentSpec(requirements=(*spec.requirements, "tf-keras"), python=spec.python,
+                           name=spec.name)
+    return EnvironmentRecord(name="bench-keras", version="1", digest=spec.digest, spec=spec)
+
+
+def timed(action) -> tuple[float, object]:  # noqa: ANN001
+    started = time.monotonic()
+    result = action()
+    return time.monotonic() - started, result
+
+
+def plain_pip(record: EnvironmentRecord, folder: Path) -> float:
+    """pip into a fresh venv over the image's packages (system site), as a host without
+    batchfn's layering would install the same requirements."""
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    requirements = folder / "requirements.txt"
+    requirements.write_text("\n".join(record.spec.requirements) + "\n")
+    started = time.monotonic()
+    subprocess.run([str(folder / "bin" / "pip"), "install", "--quiet",
+                    "--disable-pip-version-check", "-r", str(requirements)], check=True)
+    return time.monotonic() - started
+
+
+def main() -> None:
+    record = keras_environment()
+    work = Path(tempfile.mkdtemp(prefix="batchfn-bench-env-"))
+    azurite = Azurite(location=work / "azurite").start()
+    try:
+        container = BlobServiceClient.from_connection_string(
+            azurite.connection_string).get_container_client(ENVIRONMENTS_CONTAINER)
+        # Warm uv's wheel cache first (the goal is "with wheels cached").
+        EnvironmentCache(work / "prime").get(record)
+        first = EnvironmentCache(work / "host-1", container, host_id="host-1")
+        cold, built = timed(lambda: first.get(record))
+        warm, _ = timed(lambda: EnvironmentCache(work / "host-1").get(record))
+        second = EnvironmentCache(work / "host-2", container, host_id="host-2")
+        unpack, _ = timed(lambda: second.get(record))
+        plain_pip(record, work / "pip-prime")  # pip's own cache warm too
+        pip = plain_pip(record, work / "pip")
+        size = sum(p.stat().st_size for p in built.folder.rglob("*") if p.is_file())
+        result = {
+            "environment": list(record.spec.requirements),
+            "cold_seconds": round(cold, 2), "warm_seconds": round(warm, 3),
+            "unpack_seconds": round(unpack, 2), "plain_pip_seconds": round(pip, 2),
+            "pip_over_cold": round(pip / cold, 1), "environment_mb": round(size / 2**20, 1),
+            "goals": {"cold_seconds": 60, "unpack_seconds": 5, "warm_seconds": 0.5},
+        }
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+    finally:
+        azurite.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
