@@ -39,11 +39,12 @@ MAX_ENVIRONMENT_VALUE = 32 * 1024
 # arguments), and every worker process of the deployment carries it.
 MAX_ENVIRONMENT_BYTES = 64 * 1024
 # The scoring worker sets these for the script itself: the Azure ML variables, its GPU, its
-# math-library threads, its account, home and environment.
+# math-library threads, its account, home, temp folder and environment.
 RESERVED_ENVIRONMENT = frozenset({
     "AZUREML_MODEL_DIR", "AZUREML_BI_OUTPUT_PATH", "CUDA_VISIBLE_DEVICES",
     "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-    "HOME", "USER", "LOGNAME", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"})
+    "HOME", "USER", "LOGNAME", "TMPDIR", "TMP", "TEMP", "VIRTUAL_ENV", "PYTHONHOME",
+    "PYTHONPATH"})
 RESERVED_ENVIRONMENT_PREFIX = "BATCHFN_"
 MAX_TEXT = 8 * 1024  # characters of a description or a path
 MAX_TAGS = 100

@@ -5,10 +5,14 @@ A scoring worker process runs user code, so the host starts it (`start_worker`):
   Python, CUDA and math-library settings, never the host's storage connection settings,
   keys, connection strings or identity endpoint variables, unless the deployment's own
   environment_variables set one on purpose;
-- under another OS account when the host runs as root, as the Functions images do
-  (`WorkerAccount`, setting BATCHFN_WORKER_USER, default `nobody`): that account cannot
-  read the host's `/proc/<pid>/environ` or memory, nor files only root may read;
-- with no file descriptor of the host's but its own pipe, in the folder `/`.
+- under the deployment's own OS account when the host runs as root, as the Functions
+  images do (`WorkerAccount`, chosen by worker_users.py): that account cannot read the
+  host's or another deployment's `/proc/<pid>/environ` or memory, signal their processes,
+  nor read files only root or another deployment may read;
+- with `python -I` (no user site-packages, no PYTHON* variables), with no file descriptor
+  of the host's but its own pipe, in the folder `/`, leading a session and process group
+  of its own; what it leaves behind when its slot ends is killed (`WorkerProcess.kill`,
+  leftover_processes.py).
 The host process is made non-dumpable before its first worker starts (`protect_host`), so
 that a worker of the same account cannot read its environment or memory through /proc, nor
 attach a debugger; the files a worker wrote are opened without following links
@@ -20,31 +24,28 @@ the pool's message classes allowed (`receive`), since an arbitrary pickle runs c
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import errno
 import io
 import logging
 import os
 import pickle
-import pwd
 import signal
 import stat
 import subprocess
 import sys
 import threading
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from shared.scoring import leftover_processes
 from shared.worker.protocol import CPU_THREAD_VARIABLES
 
 log = logging.getLogger("batchfn.scoring")
 
-WORKER_USER_SETTING = "BATCHFN_WORKER_USER"
-DEFAULT_WORKER_USER = "nobody"
 NOBODY_ID = 65534  # the conventional uid and gid of `nobody`, where /etc/passwd lacks it
 
 # Host variables a worker keeps: none names or holds a credential.
@@ -85,7 +86,7 @@ BOOTSTRAP = (
 
 
 class WorkerAccountError(RuntimeError):
-    """BATCHFN_WORKER_USER names an account the host cannot run workers as."""
+    """A deployment's workers cannot run as its own account here (worker_users.py)."""
 
 
 class UnsafeWorkerFile(OSError):
@@ -101,72 +102,37 @@ class WorkerAccount:
     gid: int
 
 
-def worker_account(environ: Mapping[str, str] | None = None,
-                   folders: Sequence[Path] = ()) -> WorkerAccount | None:
-    """The account workers run as per BATCHFN_WORKER_USER (None: the host's own).
-
-    A user name or uid names the account; it must be able to run this interpreter, read
-    its standard library, reach `folders` (the runtime's) and import the scoring worker (a
-    trial start; another folder on sys.path it cannot reach is logged as a warning), and
-    only a host running as root can start workers as another user: otherwise
-    WorkerAccountError. The host's own account keeps workers in it (its files and
-    processes are then theirs to read). Unset, a host running as root runs its workers as
-    `nobody` where that account can run them, and as root otherwise (logged as a
-    warning); any other host runs them as itself.
-    """
-    env = os.environ if environ is None else environ
-    wanted = env.get(WORKER_USER_SETTING, "").strip()
-    host_uid = os.geteuid()
-    if not wanted and host_uid != 0:
-        return None
-    name = wanted or DEFAULT_WORKER_USER
+def import_problem(account: WorkerAccount, python: str | None = None,
+                   runtime_path: str | None = None, module: str = WORKER_MODULE) -> str | None:
+    """Why a process of `account` cannot import the scoring worker (`module`) as a worker
+    starts (`python -I`; `python` with the worker runtime at `runtime_path` first on its
+    path, or this interpreter with the host's sys.path), or None where it can: one trial
+    start. Folder modes alone cannot tell, since the project and its packages may sit below
+    a folder private to the host's user (a checkout in a `mktemp -d` folder is mode 700)."""
+    if python is None:
+        paths = [os.path.abspath(entry) for entry in sys.path]
+        code = f"import sys\nsys.path[:] = {paths!r}\nimport {module}\n"
+    else:
+        code = f"import sys\nsys.path[:0] = [{runtime_path or ''!r}]\nimport {module}\n"
     try:
-        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-        account = WorkerAccount(entry.pw_name, entry.pw_uid, entry.pw_gid)
-    except (KeyError, OverflowError):
-        if wanted:
-            raise WorkerAccountError(
-                f"{WORKER_USER_SETTING}={wanted!r}: no such user on this machine") from None
-        account = WorkerAccount(DEFAULT_WORKER_USER, NOBODY_ID, NOBODY_ID)
-    if account.uid == host_uid:
-        return None
-    if host_uid != 0:
-        raise WorkerAccountError(
-            f"{WORKER_USER_SETTING}={wanted!r}: only a host running as root can start workers "
-            "as another user; unset it to run them as the host's own user")
-    problem = unreachable(Path(sys.executable), account, run=True) or next(filter(None, (
-        unreachable(path, account) for path in (Path(os.__file__).parent, *folders))), None
-    ) or import_problem(account)
-    if problem is None:
-        for entry in filter(None, sys.path):
-            missing = unreachable(Path(entry), account)
-            if missing:
-                log.warning("scoring workers cannot import from %s: %s", entry, missing)
-        return account
-    if wanted:
-        raise WorkerAccountError(f"{WORKER_USER_SETTING}={wanted!r}: {problem}")
-    log.warning("scoring workers run as root, like the host, and can read what it can: %s "
-                "(set %s to a user who can)", problem, WORKER_USER_SETTING)
-    return None
-
-
-def import_problem(account: WorkerAccount, module: str = WORKER_MODULE) -> str | None:
-    """Why a process of `account` cannot import the scoring worker (`module`) with the
-    host's sys.path, or None where it can: one trial start, as a worker starts. Folder
-    modes alone cannot tell, since the project and its packages may sit below a folder
-    private to the host's user (a checkout in a `mktemp -d` folder is mode 700)."""
-    paths = [os.path.abspath(entry) for entry in sys.path]
-    code = f"import sys\nsys.path[:] = {paths!r}\nimport {module}\n"
-    try:
-        trial = subprocess.run([sys.executable, "-c", code], env={"PATH": os.defpath},
-                               cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
-                               timeout=IMPORT_TRIAL_SECONDS, user=account.uid,
-                               group=account.gid, extra_groups=[])
+        with leftover_processes.starting():
+            trial = subprocess.Popen(
+                [python or sys.executable, "-I", "-c", code], env={"PATH": os.defpath},
+                cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, user=account.uid, group=account.gid, extra_groups=[])
+            leftover_processes.live(trial.pid)
+        try:
+            _, errors = trial.communicate(timeout=IMPORT_TRIAL_SECONDS)
+        except subprocess.TimeoutExpired:
+            trial.kill()
+            _, errors = trial.communicate()
+        finally:
+            leftover_processes.waited(trial.pid)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"user {account.name!r} cannot start a scoring worker: {exc}"
     if trial.returncode == 0:
         return None
-    lines = trial.stderr.decode(errors="replace").strip().splitlines()
+    lines = errors.decode(errors="replace").strip().splitlines()
     return (f"user {account.name!r} cannot import the scoring worker: "
             f"{lines[-1] if lines else f'exit code {trial.returncode}'}")
 
@@ -239,10 +205,9 @@ def protect_host() -> bool:
     with _protect_lock:
         if _protected or not sys.platform.startswith("linux"):
             return _protected
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-            log.warning("could not make the host process non-dumpable: %s",
-                        os.strerror(ctypes.get_errno()))
+        problem = leftover_processes.prctl(PR_SET_DUMPABLE, 0)
+        if problem:
+            log.warning("could not make the host process non-dumpable: %s", problem)
             return False
         _protected = True
         return True
@@ -251,8 +216,9 @@ def protect_host() -> bool:
 class WorkerProcess:
     """A started worker process, with the calls the pool makes of a multiprocessing one."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], account: WorkerAccount | None) -> None:
         self._popen = popen
+        self._account = account
 
     @property
     def pid(self) -> int:
@@ -261,21 +227,30 @@ class WorkerProcess:
     @property
     def exitcode(self) -> int | None:
         """The exit status (negative: the signal that ended it); None while it runs."""
-        return self._popen.poll()
+        return self._done(self._popen.poll())
 
     def is_alive(self) -> bool:
-        return self._popen.poll() is None
+        return self.exitcode is None
 
     def kill(self) -> None:
-        """Kill the worker and its process group (it leads one: see start_worker)."""
+        """End the worker's slot: kill the worker, its process group (it leads one: see
+        start_worker) and, under an account of its own, every process it left behind."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             self._popen.kill()
+        if self._account is not None:
+            leftover_processes.ended(self._popen.pid)
+            leftover_processes.end_leftovers(self._account.uid)
 
     def join(self, timeout: float | None = None) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self._popen.wait(timeout)
+            self._done(self._popen.wait(timeout))
+
+    def _done(self, status: int | None) -> int | None:
+        if status is not None:
+            leftover_processes.waited(self._popen.pid)
+        return status
 
 
 def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
@@ -291,12 +266,17 @@ def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
     host_end, worker_end = Pipe()
     identity: dict[str, Any] = {}
     if account is not None:
-        identity = {"user": account.uid, "group": account.gid, "extra_groups": []}
+        # umask 077: what it writes (in /tmp, say) no other deployment's user can read.
+        identity = {"user": account.uid, "group": account.gid, "extra_groups": [],
+                    "umask": 0o077}
+        leftover_processes.become_subreaper()  # what escapes the worker's tree comes here
     try:
-        popen = subprocess.Popen(
-            [python or sys.executable, "-I", "-c", BOOTSTRAP, str(worker_end.fileno())],
-            env=dict(environment), cwd="/", stdin=subprocess.DEVNULL, close_fds=True,
-            pass_fds=(worker_end.fileno(),), start_new_session=True, **identity)
+        with leftover_processes.starting():
+            popen = subprocess.Popen(
+                [python or sys.executable, "-I", "-c", BOOTSTRAP, str(worker_end.fileno())],
+                env=dict(environment), cwd="/", stdin=subprocess.DEVNULL, close_fds=True,
+                pass_fds=(worker_end.fileno(),), start_new_session=True, **identity)
+            leftover_processes.live(popen.pid)
     except BaseException:
         host_end.close()
         raise
@@ -309,7 +289,7 @@ def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
         host_end.send(arguments)
     except OSError:
         pass  # it died at once: the pool reads the EOF and reports its exit code
-    return WorkerProcess(popen), host_end
+    return WorkerProcess(popen, account), host_end
 
 
 class _MessageUnpickler(pickle.Unpickler):

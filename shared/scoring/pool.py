@@ -59,6 +59,7 @@ SHUTDOWN_WAIT = 10.0  # seconds a retiring worker's shutdown() may take
 SLOT_DEPTH = 2  # mini-batches per slot: the one running and the one whose inputs download
 WORKER_LOSSES = 3  # workers a mini-batch may lose before its run() started, then it gives up
 READ_POLL = 0.5  # seconds between checks of a worker's pipe reader for its end
+TEMP_VARIABLES = ("TMPDIR", "TMP", "TEMP")  # where tempfile and most tools make temp files
 
 
 def download_limit(files: int) -> float:
@@ -200,6 +201,7 @@ class _Worker:
             except (EOFError, OSError):
                 self.process.join(timeout=5)
                 self._end(f"worker process exited with code {self.process.exitcode}")
+                self.process.kill()  # its slot ended: so does what it left behind
                 break
             except Exception as exc:  # noqa: BLE001 - unreadable: nothing after it is trusted
                 self._end(f"could not read the worker's answer: {type(exc).__name__}: {exc}")
@@ -252,9 +254,10 @@ class WorkerPool:
     def __init__(self, spec: WorkerSpec, size: int, *, scratch_dir: Path,
                  gpus: Sequence[str] = (), init_timeout: float = 600.0,
                  prefetch: bool = True, account: WorkerAccount | None = None,
-                 home: Path | None = None) -> None:
+                 home: Path | None = None, temp: Path | None = None) -> None:
         """`account`: the OS account workers run as (None: the host's own), with `home`
-        as their HOME; `scratch_dir` holds the attempt logs workers write."""
+        as their HOME and `temp` as their TMPDIR; `scratch_dir` holds the attempt logs
+        workers write."""
         self.spec = spec
         self.size = size
         self.depth = SLOT_DEPTH if prefetch else 1
@@ -263,6 +266,7 @@ class WorkerPool:
         self._init_timeout = init_timeout
         self._account = account
         self._home = home
+        self._temp = temp
         self._slots = [_Slot(i) for i in range(size)]
         self._ids = itertools.count(1)
         self._closed = False
@@ -454,6 +458,8 @@ class WorkerPool:
         if self.spec.cpu_threads is not None:
             # Read once by torch/numpy at import; a value the host was started with is kept.
             batchfn.update(dict.fromkeys(CPU_THREAD_VARIABLES, str(self.spec.cpu_threads)))
+        if self._temp is not None:
+            batchfn.update(dict.fromkeys(TEMP_VARIABLES, str(self._temp)))
         if self.spec.python is not None:
             # The environment's console scripts (and `python`) first, as in an activated venv.
             folder = os.path.dirname(os.path.dirname(self.spec.python))

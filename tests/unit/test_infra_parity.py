@@ -22,7 +22,6 @@ from shared.contract import layout
 from shared.contract.layout import DROP_CONTAINER, DROP_MARKER, poison_queue
 from shared.contract.roles import CONTROL, ROLE_SETTING, SCORING
 from shared.control.datastores import DATASTORES_SETTING
-from shared.scoring.isolation import WORKER_USER_SETTING
 from shared.scoring.scoring_runtime import WORK_DIR_SETTING
 from shared.storage.account import DEFAULT_CONNECTION
 
@@ -67,7 +66,6 @@ SETTINGS_BY_ROLE = {
     ROLE_SETTING: {CONTROL, SCORING},  # function_app.py picks its blueprints
     WORK_DIR_SETTING: {SCORING},  # shared/scoring/scoring_runtime.py: assets, worker folders
     DATASTORES_SETTING: {CONTROL},  # shared/control/datastores.py: checked at invoke
-    WORKER_USER_SETTING: {SCORING},  # shared/scoring/isolation.py: the workers' OS user
 }
 # Read from the environment but never an app setting, with the reason.
 ENVIRONMENT_ONLY = {
@@ -92,6 +90,9 @@ ENVIRONMENT_ONLY = {
                               "in both apps) fits the infra",
     "BATCHFN_SCORING_PLATFORM": "the scoring image's platform tag for resolution; the default "
                                 "(x86_64-manylinux_2_28) fits the image",
+    "BATCHFN_ALLOW_ROOT_WORKERS": "development only (1: where a deployment's own user cannot "
+                                  "run its workers, they run as root); the scoring image "
+                                  "gives every deployment a user of its own, so it is unset",
     "BATCHFN_MANAGED_PYTHONS": "an optional switch (1: scoring hosts install uv-managed "
                                "Pythons for environments that pin another version); unset",
 }
