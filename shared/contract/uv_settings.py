@@ -7,10 +7,12 @@ settings only (indexes, certificates, proxies), never the host's secrets.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 # Host variables uv keeps: none names or holds a credential of the host's.
 UV_VARIABLES = frozenset({"PATH", "LANG", "SSL_CERT_FILE", "SSL_CERT_DIR",
@@ -33,5 +35,16 @@ def uv_environment(environ: Mapping[str, str], extra: Mapping[str, str] | None =
 
 def uv_binary() -> str | None:
     """The uv executable: the one the pinned `uv` package installed beside this
-    interpreter, else one on PATH (None: none)."""
-    return shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
+    interpreter, or in the scripts folder of the environment that holds that package (an
+    interpreter that imports it from another environment's site-packages), else one on
+    PATH (None: none)."""
+    beside = shutil.which("uv", path=os.path.dirname(sys.executable))
+    if beside:
+        return beside
+    package = importlib.util.find_spec("uv")
+    if package is not None and package.origin:
+        folder = Path(package.origin).parent  # <prefix>/lib/pythonX.Y/site-packages/uv
+        installed = shutil.which("uv", path=str(folder.parents[3] / "bin"))
+        if installed:
+            return installed
+    return shutil.which("uv")

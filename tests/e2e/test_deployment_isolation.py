@@ -1,11 +1,12 @@
 """Two deployments on one scoring host cannot reach each other (a real devhost, as root).
 
-Deployment B (tests/scoring_scripts/isolation_keeper.py) keeps a secret in its
-environment_variables, its model, its input, its HOME, its TMPDIR, /tmp, /dev/shm and its
-job's output folder, and keeps running. Meanwhile deployment A
-(tests/scoring_scripts/isolation_probe.py) looks for it everywhere: B's worker process
-(environment, working folder, memory map, a signal), every process's environment, every
-file under the work and scratch folders, B's folders by name. Then A leaves three
+Deployment B (tests/scoring_scripts/isolation_keeper.py), in an environment of its own
+that the host builds, keeps a secret in its environment_variables, its model, its input,
+its HOME, its TMPDIR, /tmp, /dev/shm and its job's output folder, and keeps running.
+Meanwhile deployment A (tests/scoring_scripts/isolation_probe.py) looks for it
+everywhere: B's worker process (environment, working folder, memory map, a signal), every
+process's environment, every file under the work and scratch folders, B's folders by
+name. Then A leaves three
 processes behind (a child, a child in its own session, a double-forked daemon that
 ignores SIGTERM), and a second job of A ends A's worker: none of them survives.
 
@@ -36,6 +37,7 @@ from shared.contract.layout import DATA_CONTAINER
 from shared.scoring.work_folders import safe_segment
 from shared.scoring.worker_users import ALLOW_ROOT_SETTING, deployment_user_name
 from tests.conftest import REPO, SCORING_SCRIPTS, wait_until
+from tests.e2e.test_environments_cli import UV_CACHE
 
 ENDPOINT = f"iso{uuid.uuid4().hex[:8]}"  # users of its own, removed at the end
 KEEPER, PROBER = "keeper", "prober"
@@ -66,7 +68,8 @@ def users() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def host(azurite, work, users, worker_user_python) -> Iterator[RunningDevHost]:
-    env = {"BATCHFN_WORK_DIR": str(work), ALLOW_ROOT_SETTING: "0"}
+    env = {"BATCHFN_WORK_DIR": str(work), ALLOW_ROOT_SETTING: "0",
+           "UV_CACHE_DIR": str(UV_CACHE)}
     with running_devhost("function_app", script_root=REPO,
                          connection_string=azurite.connection_string, env=env,
                          python=worker_user_python) as running:
@@ -74,7 +77,7 @@ def host(azurite, work, users, worker_user_python) -> Iterator[RunningDevHost]:
 
 
 def deploy(client: BatchfnClient, folder: Path, name: str, script: str,
-           model_files: dict[str, str], env: dict[str, str]) -> None:
+           model_files: dict[str, str], env: dict[str, str], **fields: object) -> None:
     model = folder / name / "model"
     model.mkdir(parents=True)
     for file, text in model_files.items():
@@ -82,7 +85,7 @@ def deploy(client: BatchfnClient, folder: Path, name: str, script: str,
     client.create_deployment(document={
         "name": name, "endpoint_name": ENDPOINT, "model": {"path": str(model)},
         "code_configuration": {"code": str(SCORING_SCRIPTS), "scoring_script": script},
-        "settings": SETTINGS, "environment_variables": env})
+        "settings": SETTINGS, "environment_variables": env, **fields})
 
 
 def marked() -> list[psutil.Process]:
@@ -104,8 +107,10 @@ def test_a_deployment_reaches_none_of_anothers_and_leaves_nothing_behind(
     data.upload_blob(f"{ENDPOINT}/exit/exit.txt", b"exit")
     client = BatchfnClient(url=host.url, key=host.key)
     client.create_endpoint(document={"name": ENDPOINT})
+    conda = tmp_path / "conda.yaml"  # B runs in an environment batchfn builds
+    conda.write_text("dependencies:\n  - python=3.11\n  - pip:\n      - tabulate==0.9.0\n")
     deploy(client, tmp_path, KEEPER, "isolation_keeper.py", {"secret-model.txt": SECRET},
-           {"KEEPER_SECRET": SECRET})
+           {"KEEPER_SECRET": SECRET}, environment={"conda_file": str(conda)})
     uri = f"azureml://datastores/workspaceblobstore/paths/{ENDPOINT}"
 
     keeper_job = client.invoke(ENDPOINT, f"{uri}/keep", deployment_name=KEEPER)["name"]
@@ -133,6 +138,8 @@ def test_a_deployment_reaches_none_of_anothers_and_leaves_nothing_behind(
         ).splitlines()
     report = json.loads(line)
     assert client.wait_job(keeper_job, timeout=120)["status"] == "Completed"
+    kept = client.download_job_output(keeper_job, "score", tmp_path / "kept").read_text()
+    assert kept.split() == ["input.txt", "0.9.0"]  # it ran in its environment, as B
 
     # Each deployment runs as its own user, neither root, with a private umask.
     assert report["user"] == users[PROBER] and report["uid"] != 0
