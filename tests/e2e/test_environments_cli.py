@@ -1,18 +1,26 @@
 """Environments end to end: devhost + Azurite + PyPI, through the CLI and the client.
 A deployment folder whose script needs a package the image lacks scores with its conda
-file honoured; bad environments are refused at create with clear 4xx and nothing stored."""
+file honoured, and an MLflow model whose requirements pin the numpy and pandas the image
+has not scores with its own; bad environments are refused at create with clear 4xx and
+nothing stored."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
+import numpy
+import pandas
 import pytest
 from click.testing import CliRunner
 
 from batchfn.cli import cli
 from batchfn.client import ApiError, BatchfnClient
+from samples.breast_cancer.accuracy import accuracy
+from samples.breast_cancer.dataset import SAMPLE_DIR
+from samples.breast_cancer.prepare_data import prepare
 from tests.conftest import SCORING_SCRIPTS, scoring_devhost
 
 ENDPOINT = "env-e2e"
@@ -126,3 +134,40 @@ def test_a_script_needing_a_package_the_image_lacks_scores_with_its_conda_file(
     assert final["progress"]["files"]["succeeded"] == 3
     lines = client.download_job_output(final["name"], "score", tmp_path / "out").read_text()
     assert sorted(lines.splitlines()) == ["f0.txt True", "f1.txt True", "f2.txt True"]
+
+
+# What an Azure ML-exported MLflow model pins, against the image's numpy 2 and pandas 3.
+CONFLICTING_PINS = ["mlflow==3.17.2", "cloudpickle==3.1.3", "numpy==1.26.4", "pandas==2.2.3",
+                    "scikit-learn==1.9.1", "scipy==1.17.1"]
+
+
+def test_an_mlflow_model_pinning_older_numpy_and_pandas_scores_with_its_files_unchanged(
+        host, client, scratch, tmp_path):
+    assert int(numpy.__version__.split(".")[0]) >= 2  # the image's: the pins conflict
+    assert int(pandas.__version__.split(".")[0]) >= 3
+    model = tmp_path / "model"  # the sample's model, with the pins of an older workspace
+    shutil.copytree(SAMPLE_DIR / "deployment-mlflow" / "model", model)
+    (model / "requirements.txt").write_text("\n".join(CONFLICTING_PINS) + "\n")
+    (model / "conda.yaml").write_text(
+        "channels:\n- conda-forge\ndependencies:\n- python=3.11.7\n- pip<=23.2.1\n- pip:\n"
+        + "".join(f"  - {pin}\n" for pin in CONFLICTING_PINS) + "name: mlflow-env\n")
+    files = {path.name: path.read_bytes() for path in model.iterdir()}
+    deployment = client.create_deployment(document={
+        "name": "old-mlflow", "endpoint_name": ENDPOINT, "type": "model",
+        "model": {"name": "old-pins-mlflow", "type": "mlflow_model", "path": str(model)},
+        "settings": {"mini_batch_size": 2, "output_action": "append_row"}})
+    environment = deployment["environment"]
+    assert {"numpy==1.26.4", "pandas==2.2.3"} <= set(environment["resolved"])
+
+    data = prepare(tmp_path / "cancer-data")
+    final = client.wait_job(client.invoke(ENDPOINT, data["folder"],
+                                          deployment_name="old-mlflow")["name"], timeout=600)
+    assert final["status"] == "Completed", final
+    output = client.download_job_output(final["name"], "score", tmp_path / "out")
+    value, rows = accuracy(output, data["labels"])
+    assert rows == 171 and value >= 0.95
+    # Scored inside its environment: numpy 1.26 and pandas 2.2 beside the image's.
+    work = scratch / "work" / "envs"
+    assert list(work.glob("*/lib/python*/site-packages/numpy-1.26.4.dist-info"))
+    assert list(work.glob("*/lib/python*/site-packages/pandas-2.2.3.dist-info"))
+    assert {path.name: path.read_bytes() for path in model.iterdir()} == files
