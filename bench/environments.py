@@ -5,7 +5,7 @@ uploaded, which happens after the first host's environment is ready), beside pla
 installing the same requirements into a fresh venv (also from a warm cache). One run, ratios in
 bench/results/environments.json.
 
-    .venv/bin/python -m bench.environments
+    .venv/bin/python -m bench.environments      # UV_CACHE_DIR=<folder> keeps the wheels
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
             azurite.connection_string).get_container_client(ENVIRONMENTS_CONTAINER)
         # Warm uv's wheel cache first (the goal is "with wheels cached"): every host below
         # shares it, as a host's builds share its own.
-        os.environ["UV_CACHE_DIR"] = str(work / "uv-cache")
+        os.environ.setdefault("UV_CACHE_DIR", str(work / "uv-cache"))
         EnvironmentCache(work / "prime").get(record)
         first = EnvironmentCache(work / "host-1", container, host_id="host-1")
         cold, built = timed(lambda: first.get(record))

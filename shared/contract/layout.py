@@ -163,9 +163,10 @@ OUTPUT_FOLDER = "_output"  # a drop job's default output folder, beside its inpu
 # ----- the environments container: built environments, one pack per content key -------
 
 
-def environment_pack(key: str) -> str:
-    """A built environment, packed (tar.gz) by the host that built it; create-only."""
-    return f"packs/{key}.tar.gz"
+def environment_pack(key: str, compression: str) -> str:
+    """A built environment, packed (a tar file compressed with `compression`: "zst" or
+    "gz") by the host that built it; create-only."""
+    return f"packs/{key}.tar.{compression}"
 
 
 def environment_build_lock(key: str) -> str:

@@ -5,6 +5,7 @@ deployments with conflicting pins scoring at the same time."""
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 import uuid
@@ -17,9 +18,15 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 
 from shared.contract.environment_spec import EnvironmentSpec
-from shared.contract.layout import ASSETS_CONTAINER, DATA_CONTAINER, ENVIRONMENTS_CONTAINER
+from shared.contract.layout import (
+    ASSETS_CONTAINER,
+    DATA_CONTAINER,
+    ENVIRONMENTS_CONTAINER,
+    environment_pack,
+)
 from shared.contract.registry_records import AssetRef, DeploymentRecord, EnvironmentRecord
 from shared.contract.settings import DeploymentSettings
+from shared.scoring import environments
 from shared.scoring.environments import READY_FILE, EnvironmentCache
 from shared.scoring.scoring_runtime import ScoringRuntime
 from shared.storage.account import StorageAccount
@@ -142,3 +149,27 @@ def test_an_environment_that_cannot_be_built_fails_at_start(account, assets, run
     outcome = runtime.score(deployment(assets, "py312", unavailable), batch(files))
     assert outcome.status == "failed" and outcome.startup_failed
     assert "3.12" in outcome.error
+
+
+@pytest.mark.parametrize(("hidden", "version", "compression"), [
+    ((), "0.8.10", "zst"),  # zstd where the host has it
+    (("zstd",), "0.8.9", "gz"),  # else gzip
+    (("zstd", "gzip", "tar"), "0.8.8", "gz"),  # Python's own tar and gzip
+])
+def test_packs_are_read_by_hosts_with_the_same_tools(account, tmp_path, monkeypatch, hidden,
+                                                     version, compression):
+    if "zstd" not in hidden and shutil.which("zstd") is None:
+        pytest.skip("zstd is not installed here")
+    which = shutil.which
+    monkeypatch.setattr(environments.shutil, "which",
+                        lambda name, *args, **kwargs: None if name in hidden
+                        else which(name, *args, **kwargs))
+    record = environment(f"packed-{compression}", f"tabulate=={version}")
+    container = account.blob_service().get_container_client(ENVIRONMENTS_CONTAINER)
+    first = EnvironmentCache(tmp_path / "host-1", container, host_id="host-1")
+    built = first.get(record)
+    first.wait_packed()
+    assert container.get_blob_client(environment_pack(built.key, compression)).exists()
+    unpacked = EnvironmentCache(tmp_path / "host-2", container, host_id="host-2").get(record)
+    assert json.loads((unpacked.folder / READY_FILE).read_text())["built_by"] == "host-1"
+    assert list(unpacked.folder.glob(f"lib/python*/site-packages/tabulate-{version}.dist-info"))
