@@ -74,10 +74,11 @@ def worker_tmp() -> Iterator[Callable[[str], Path]]:
 @pytest.fixture(scope="session")
 def worker_python(worker_tmp) -> str | None:
     """An interpreter with this project's packages that scoring workers can run as users of
-    their own (as `nobody`, or a deployment's user: neither owns these files): this one, or a venv of the system's Python of the same version when
-    this one lives in root's private home; None where there is none, where the project or
-    its packages are out of that user's reach, or where the tests do not run as root (a
-    host then runs workers as its own user)."""
+    their own (`nobody`, or a deployment's user: neither owns these files): this one, or a
+    venv of the system's Python of the same version when this one lives in root's private
+    home; None where there is none, where the project or its packages are out of those
+    users' reach, or where the tests do not run as root (a host then runs workers as its
+    own user)."""
     if os.geteuid() != 0:
         return None
     nobody = WorkerAccount("nobody", NOBODY_ID, NOBODY_ID)

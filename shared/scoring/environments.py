@@ -211,7 +211,7 @@ class EnvironmentCache:
         home = Path(tempfile.mkdtemp(prefix="batchfn-uv-"))
         env = uv_environment(os.environ, {
             "HOME": str(home),
-            "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or str(self.root / "uv-cache"),
+            "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or str(self._uv_cache()),
             "UV_PYTHON_DOWNLOADS": "automatic"
             if os.environ.get(MANAGED_PYTHONS_SETTING) == "1" else "never"})
         try:
@@ -248,6 +248,14 @@ class EnvironmentCache:
         log.info("environment %s built in %.1fs (%s)", record.ref,
                  time.monotonic() - started, key)
         return BuiltEnvironment(key, self.root / key, str(self.root / key / "bin" / "python"))
+
+    def _uv_cache(self) -> Path:
+        """uv's wheel cache beside the environments: the host's alone (workers read the
+        environments, not what they were built from)."""
+        cache = self.root / "uv-cache"
+        cache.mkdir(exist_ok=True)
+        cache.chmod(0o700)
+        return cache
 
     def _pack(self, key: str, folder: Path) -> None:
         """Upload the built folder as a compressed tar file, create-only (a pack is never

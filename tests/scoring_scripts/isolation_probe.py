@@ -6,9 +6,9 @@ any other input it waits until a worker of another deployment's user runs, then 
 read that process's environment, working folder and memory map and to signal it; it reads
 every file it can under PROBE_ROOTS (os.pathsep-separated; /tmp and /dev/shm are read one
 level deep), lists and reads PROBE_PATHS (B's folders, named by the test) and every
-process's /proc environ, looking for PROBE_NEEDLE_REVERSED reversed; and it starts three processes marked
-with PROBE_MARKER: a child, a child in a session of its own, and a daemon (double fork,
-setsid, SIGTERM and SIGHUP ignored). It returns one JSON report.
+process's /proc environ, looking for PROBE_NEEDLE_REVERSED reversed; and it starts three
+processes marked with PROBE_MARKER: a child, a child in a session of its own, and a daemon
+(double fork, setsid, SIGTERM and SIGHUP ignored). It returns one JSON report.
 """
 
 import json
