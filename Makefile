@@ -16,7 +16,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # their time waiting on Azurite, devhost and worker processes, so two cores run three well.
 TEST_WORKERS ?= 3
 
-.PHONY: install test quick chaos serve demo lint bench clean
+.PHONY: install test quick chaos serve demo lint bench clean lock
 
 install: $(PY_STAMP) $(NODE_STAMP)
 
@@ -56,6 +56,19 @@ quick: $(PY_STAMP)
 CHAOS_ROUNDS ?= 20
 chaos: install
 	CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(PY) -m pytest tests/chaos -q -p no:cacheprovider --timeout=0
+
+# The scoring image's packages, each pinned with its hashes (infra/docker/Dockerfile installs
+# them with --require-hashes): resolved by uv for the image's Python 3.11 on x86_64 Linux.
+# `make lock` compiles it anew after a change of requirements*.txt.
+requirements-scoring.lock: requirements-scoring.txt requirements.txt | $(PY_STAMP)
+	$(PY) -m uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	    --python-platform x86_64-unknown-linux-gnu \
+	    --custom-compile-command "make requirements-scoring.lock" \
+	    requirements-scoring.txt -o $@
+
+lock: $(PY_STAMP)
+	rm -f requirements-scoring.lock
+	$(MAKE) --no-print-directory requirements-scoring.lock
 
 serve: install
 	$(PY) -m devhost --app function_app --port 7071

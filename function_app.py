@@ -10,21 +10,23 @@ from shared.contract.roles import CONTROL, SCORING, app_role, serves
 
 def control_blueprints() -> list[func.Blueprint]:
     """HTTP API, OpenAPI, orchestration and activities (with the shard-full hint relay),
-    blob drop, the studio console."""
+    blob drop, the studio console, the poison-queue recorder (a poison message must not
+    wake the scoring app's GPUs)."""
     from functions.blob_drop import bp as blob_drop
     from functions.control_api import bp as control_api
     from functions.environments_api import bp as environments_api
     from functions.jobs_api import bp as jobs_api
     from functions.openapi import bp as openapi
     from functions.orchestration import bp as orchestration
+    from functions.poison_queue import bp as poison_queue
     from functions.studio import bp as studio
 
     return [control_api, environments_api, openapi, jobs_api, orchestration, blob_drop,
-            studio]
+            studio, poison_queue]
 
 
 def scoring_blueprints() -> list[func.Blueprint]:
-    """The mini-batch queue trigger and the poison-queue recorder: queues and blobs only."""
+    """The mini-batch queue trigger: queues and blobs only."""
     from functions.scoring_queue import bp as scoring_queue
 
     return [scoring_queue]
@@ -40,10 +42,15 @@ else:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health)
 if serves(role, CONTROL):
+    from shared.control.computes import ScoringProfiles
     from shared.control.datastores import StorageBoundaries
+    from shared.control.planner import JobCaps
 
-    # A malformed BATCHFN_DATASTORES stops the app here, as an unknown role does.
+    # A malformed BATCHFN_DATASTORES, BATCHFN_INPUT_ALIASES, BATCHFN_SCORING_PROFILES or job
+    # cap stops the app here, as an unknown role does.
     StorageBoundaries.from_settings()
+    ScoringProfiles.from_settings()
+    JobCaps.from_settings()
     for blueprint in control_blueprints():
         app.register_functions(blueprint)
 if serves(role, SCORING):

@@ -17,10 +17,10 @@ blob SDK) is imported by the methods that use it, so `batchfn job show` starts q
 
 from __future__ import annotations
 
-import re
+import itertools
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +38,13 @@ from batchfn.target import resolve_target
 from batchfn.transport import Transport
 
 if TYPE_CHECKING:
+    from batchfn.contract.asset_spec import AssetMetadata
     from batchfn.contract.deployment_spec import AssetReference, FolderSource
 
 __all__ = ["ApiError", "BatchfnClient", "JOB_TERMINAL_STATUSES"]
 
 JOB_TERMINAL_STATUSES = ("Completed", "Failed", "Canceled")
+PAGE_SIZE = 1000  # items asked for per page of a paged listing (the most a job page holds)
 _DOWNLOAD_CHUNK = 1024 * 1024
 
 
@@ -137,7 +139,8 @@ class BatchfnClient:
         if not replace:
             self._require_absent(spec.endpoint_name, spec.name)
         model = self._upload_source("model", spec.model, local.model_dir,
-                                    f"{spec.endpoint_name}-{spec.name}-model")
+                                    f"{spec.endpoint_name}-{spec.name}-model",
+                                    spec.model_type or "custom_model")
         code = None if spec.code is None else self._upload_source(
             "code", spec.code, local.code_dir, f"{spec.endpoint_name}-{spec.name}-code")
         body = with_uploaded_assets(local.document, model, code)
@@ -167,34 +170,121 @@ class BatchfnClient:
         return self.request("DELETE", _deployment_path(endpoint_name, name),
                             params={"force": force or None})
 
+    # ----- computes --------------------------------------------------------------------
+
+    def create_compute(self, file: str | Path | None = None, *, name: str | None = None,
+                       document: Mapping[str, Any] | None = None,
+                       replace: bool = False) -> dict[str, Any]:
+        """Create a compute (a scoring pool) from compute.yml or a document; `replace`
+        creates or replaces."""
+        from batchfn.contract.compute_spec import ComputeSpec
+        from batchfn.contract.deployment_spec import load_document
+
+        with local_checks():
+            doc = dict(document if document is not None
+                       else load_document(file) if file else {})
+            spec = ComputeSpec.from_document(doc, name=name)
+        doc["name"] = spec.name
+        return self.request("PUT", f"computes/{spec.name}", doc,
+                            headers=None if replace else {"If-None-Match": "*"})
+
+    def get_compute(self, name: str) -> dict[str, Any]:
+        """Show one compute."""
+        return self.request("GET", f"computes/{_name('compute', name)}")
+
+    def list_computes(self) -> list[dict[str, Any]]:
+        """All computes, the built-in `default` among them."""
+        return self.request("GET", "computes")["value"]
+
+    def update_compute(self, name: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change a compute's size, instance counts, tier, idle time, description or tags."""
+        return self.request("PATCH", f"computes/{_name('compute', name)}", dict(changes))
+
+    def delete_compute(self, name: str) -> dict[str, Any]:
+        """Delete a compute no deployment uses."""
+        return self.request("DELETE", f"computes/{_name('compute', name)}")
+
     # ----- assets ----------------------------------------------------------------------
 
-    def upload_asset(self, kind: str, name: str, folder: str | Path) -> dict[str, Any]:
-        """Register a folder as a model/code asset; identical content reuses its version."""
-        from batchfn.contract.asset_manifest import scan_folder
+    def create_asset(self, kind: str, name: str, path: str | Path,
+                     metadata: AssetMetadata | None = None) -> dict[str, Any]:
+        """Register a model (a local folder) or a data asset (a local folder or file,
+        uploaded to the default datastore; or a datastore path or storage URL, recorded as
+        it is). `metadata`: type, description, tags, version. An MLflow model is checked
+        here before anything is uploaded."""
+        from batchfn.contract.asset_spec import AssetMetadata, is_location
+
+        metadata = metadata or AssetMetadata.from_dict(kind, {})
+        text = str(path)
+        if kind == "data" and is_location(text):
+            return self.request("POST", f"assets/data/{_quote(name)}/versions",
+                                {"path": text, **metadata.to_dict()})
+        with local_checks():
+            local = Path(text)
+            if kind == "model" and metadata.type == "mlflow_model":
+                _check_mlflow_folder(local)
+            if kind == "data" and metadata.type == "uri_file" and not local.is_file():
+                raise InvalidRequest(f"a uri_file data asset is one file: {text} is not a file",
+                                     details={"path": text}, code="file_not_found")
+            if kind == "data" and metadata.type == "uri_folder" and local.is_file():
+                raise InvalidRequest(f"{text} is a file: register it with --type uri_file",
+                                     details={"path": text}, code="invalid_asset_type")
+        return self.upload_asset(kind, name, local, metadata)
+
+    def upload_asset(self, kind: str, name: str, folder: str | Path,
+                     metadata: AssetMetadata | None = None) -> dict[str, Any]:
+        """Register a folder (or, for data, one file) as an asset version; identical content
+        reuses its version."""
+        from batchfn.contract.asset_manifest import scan_file, scan_folder
         from batchfn.uploads import upload_files
 
         with local_checks():
-            manifest = scan_folder(folder)
+            local = Path(folder)
+            manifest = scan_file(local) if kind == "data" and local.is_file() \
+                else scan_folder(local)
         segment = _asset_segment(kind)
+        extra = metadata.to_dict() if metadata is not None else {}
         grant = self.request("POST", f"assets/{segment}/{_quote(name)}/uploads",
                              manifest.to_dict())
-        if grant["exists"]:
+        if grant["exists"] and extra.get("version") in (None, grant["asset"]["version"]):
             return grant["asset"]
-        upload_files(folder, manifest, grant)
+        body = {**manifest.to_dict(), **extra}
+        if not grant["exists"]:
+            upload_files(local.parent if local.is_file() else local, manifest, grant)
+            body["upload_id"] = grant["upload_id"]
         # The server checks each staged file's sha256 before it records the version.
-        return self.request("POST", f"assets/{segment}/{_quote(name)}/versions",
-                            {**manifest.to_dict(), "upload_id": grant["upload_id"]})
+        return self.request("POST", f"assets/{segment}/{_quote(name)}/versions", body)
 
     def get_asset(self, kind: str, name: str, version: str = "latest") -> dict[str, Any]:
-        """One asset version (`latest` for the newest)."""
+        """One asset version (`latest`: the newest not archived)."""
         return self.request("GET", f"assets/{_asset_segment(kind)}/{_quote(name)}/versions/"
                                    f"{_quote(version)}")
 
-    def list_asset_versions(self, kind: str, name: str) -> list[dict[str, Any]]:
-        """All versions of an asset."""
+    def list_asset_versions(self, kind: str, name: str, *,
+                            include_archived: bool = False) -> list[dict[str, Any]]:
+        """The versions of an asset, oldest first."""
         return self.request(
-            "GET", f"assets/{_asset_segment(kind)}/{_quote(name)}/versions")["value"]
+            "GET", f"assets/{_asset_segment(kind)}/{_quote(name)}/versions",
+            params={"include_archived": include_archived or None})["value"]
+
+    def list_assets(self, kind: str, *, include_archived: bool = False) -> list[dict[str, Any]]:
+        """The latest version of every asset of a kind."""
+        return self.request("GET", f"assets/{_asset_segment(kind)}",
+                            params={"include_archived": include_archived or None})["value"]
+
+    def update_asset(self, kind: str, name: str, version: str,
+                     changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Archive or restore a version (`archived`), or change its description or tags."""
+        return self.request("PATCH", f"assets/{_asset_segment(kind)}/{_quote(name)}/versions/"
+                                     f"{_quote(version)}", dict(changes))
+
+    def archive_asset(self, kind: str, name: str, version: str | None = None, *,
+                      archived: bool = True) -> Any:
+        """Archive (or, `archived=False`, restore) one version, or every version."""
+        if version is not None:
+            return self.update_asset(kind, name, version, {"archived": archived})
+        return self.request("PATCH", f"assets/{_asset_segment(kind)}/{_quote(name)}",
+                            {"archived": archived})["value"]
 
     # ----- jobs ------------------------------------------------------------------------
 
@@ -202,9 +292,11 @@ class BatchfnClient:
                deployment_name: str | None = None, job_name: str | None = None,
                output_path: str | None = None, include_subfolders: bool = False,
                settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Start a batch job; a local file or folder is uploaded first. Returns the job."""
+        """Start a batch job; a local file or folder is uploaded first (a storage URL, a
+        datastore path or a data asset, `azureml:<name>@latest`, is sent as it is). Returns
+        the job."""
         uri = str(input)
-        if "://" not in uri:
+        if "://" not in uri and not uri.startswith("azureml:"):
             uri, input_type = self.upload_input(Path(uri), input_type)
         body: dict[str, Any] = {"input": uri, "include_subfolders": include_subfolders}
         for key, value in (("input_type", input_type), ("deployment_name", deployment_name),
@@ -239,14 +331,23 @@ class BatchfnClient:
         """A job with its progress, rate, ETA and error summary."""
         return self.request("GET", f"jobs/{_quote(name)}")
 
-    def list_jobs(self, endpoint_name: str | None = None,
-                  deployment_name: str | None = None) -> list[dict[str, Any]]:
-        """Jobs, newest first, optionally of one endpoint / deployment."""
+    def list_jobs(self, endpoint_name: str | None = None, deployment_name: str | None = None,
+                  *, status: str | None = None,
+                  max_results: int | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first, optionally of one endpoint / deployment / status: the first
+        `max_results` of them (all by default), fetched page by page."""
+        return list(itertools.islice(self.iter_jobs(endpoint_name, deployment_name,
+                                                    status=status), max_results))
+
+    def iter_jobs(self, endpoint_name: str | None = None, deployment_name: str | None = None,
+                  *, status: str | None = None,
+                  page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Jobs, newest first, fetched a page of `page_size` at a time as they are consumed."""
         if endpoint_name and deployment_name:
             path = (f"endpoints/{_quote(endpoint_name)}/deployments/"
                     f"{_quote(deployment_name)}/jobs")
-            return self.request("GET", path)["value"]
-        return self.request("GET", "jobs", params={"endpoint": endpoint_name})["value"]
+            return self._paged(path, {}, page_size)
+        return self._paged("jobs", {"endpoint": endpoint_name, "status": status}, page_size)
 
     def cancel_job(self, name: str) -> dict[str, Any]:
         """Ask a job to stop: CancelRequested now, Canceled once its workers have stopped."""
@@ -260,9 +361,28 @@ class BatchfnClient:
             body["name"] = new_name
         return self.request("POST", f"jobs/{_quote(name)}/rerun", body)
 
-    def job_errors(self, name: str) -> list[dict[str, Any]]:
-        """The per-file errors report of a finished job."""
-        return self.request("GET", f"jobs/{_quote(name)}/errors")["value"]
+    def job_errors(self, name: str, top: int | None = None) -> list[dict[str, Any]]:
+        """The per-file errors report (its first `top` rows; all by default): file,
+        mini-batch, attempts, error, traceback; the failures so far while the job runs."""
+        return list(itertools.islice(self.iter_job_errors(name), top))
+
+    def iter_job_errors(self, name: str, page_size: int = PAGE_SIZE
+                        ) -> Iterator[dict[str, Any]]:
+        """The errors report's rows, fetched a page of `page_size` at a time as they are
+        consumed (a report of millions of rows is never held)."""
+        return self._paged(f"jobs/{_quote(name)}/errors", {}, page_size)
+
+    def _paged(self, path: str, params: Mapping[str, Any],
+               page_size: int) -> Iterator[dict[str, Any]]:
+        """The items of a paged listing (`value` + `continuation`), page after page."""
+        token = None
+        while True:
+            page = self.request("GET", path,
+                                params={**params, "top": page_size, "continuation": token})
+            yield from page["value"]
+            token = page.get("continuation")
+            if not token:
+                return
 
     def wait_job(self, name: str, *, poll: float = 0.5, timeout: float | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,
@@ -286,19 +406,41 @@ class BatchfnClient:
                 raise JobTimeoutError(f"job {name} still {job['status']} after {timeout}s", job)
             time.sleep(poll)
 
+    def list_job_output(self, name: str, output_name: str = "score") -> list[dict[str, Any]]:
+        """The files of a named output folder: `score` holds the merged file (where there is
+        one) and every file the script wrote to AZUREML_BI_OUTPUT_PATH."""
+        return self.request("GET", f"jobs/{_quote(name)}/outputs/{_quote(output_name)}/"
+                                   "files")["value"]
+
     def download_job_output(self, name: str, output_name: str = "score",
                             download_path: str | Path = ".") -> Path:
-        """Save a named output as Azure ML does: <path>/named-outputs/<output>/<file>."""
-        path = f"jobs/{_quote(name)}/outputs/{_quote(output_name)}"
-        with self.transport.open("GET", path) as response:
-            file_name = attachment_name(response.headers.get("Content-Disposition", ""),
-                                        output_name)
-            target = Path(download_path) / "named-outputs" / output_name / file_name
+        """Save a named output folder as Azure ML does: every file of it under
+        <path>/named-outputs/<output>/. Returns the output's own file where it has one (the
+        merged file of `score`, errors.jsonl), else the folder (a summary_only job's files).
+        NotFoundError when it holds no file (yet)."""
+        from batchfn.contract.names import check_relative_path
+
+        files = self.list_job_output(name, output_name)
+        if not files:
+            job = self.get_job(name)
+            raise api_error(404, "output_not_found",
+                            f"output {output_name!r} of job {name!r} has no files (job status "
+                            f"{job['status']})")
+        folder = Path(download_path) / "named-outputs" / output_name
+        main = folder
+        for entry in files:
+            with local_checks():
+                relative = check_relative_path(entry["path"], field="output file")
+            target = folder.joinpath(*relative.split("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
-            with target.open("wb") as stream:
+            path = (f"jobs/{_quote(name)}/outputs/{_quote(output_name)}/files/"
+                    + "/".join(_quote(part) for part in relative.split("/")))
+            with self.transport.open("GET", path) as response, target.open("wb") as stream:
                 while chunk := response.read(_DOWNLOAD_CHUNK):
                     stream.write(chunk)
-        return target
+            if entry.get("main"):
+                main = target
+        return main
 
     # ----- helpers ---------------------------------------------------------------------
 
@@ -312,14 +454,34 @@ class BatchfnClient:
                         "use update to change it")
 
     def _upload_source(self, kind: str, source: FolderSource | AssetReference,
-                       folder: Path | None, default_name: str) -> AssetReference:
+                       folder: Path | None, default_name: str,
+                       model_type: str | None = None) -> AssetReference:
+        from batchfn.contract.asset_spec import AssetMetadata
         from batchfn.contract.deployment_spec import AssetReference
 
         if isinstance(source, AssetReference):
             return source
         assert folder is not None  # deployment_document() resolved every FolderSource
-        asset = self.upload_asset(kind, source.name or default_name, folder)
+        metadata = AssetMetadata(type=model_type, description=source.description,
+                                 tags=dict(source.tags), version=source.version)
+        asset = self.upload_asset(kind, source.name or default_name, folder,
+                                  metadata if kind == "model" else None)
         return AssetReference(asset["name"], asset["version"])
+
+
+def _check_mlflow_folder(folder: Path) -> None:
+    """An mlflow_model must be an MLflow model folder the built-in scorer loads."""
+    from batchfn.contract.mlmodel import MLMODEL_FILE, is_mlflow_model_folder, read_mlmodel
+
+    if not folder.is_dir():
+        raise InvalidRequest(f"folder {str(folder)!r} does not exist or is not a folder",
+                             details={"path": str(folder)}, code="folder_not_found")
+    if not is_mlflow_model_folder(folder):
+        raise InvalidRequest(f"{folder} is not an MLflow model: it has no {MLMODEL_FILE} file "
+                             "at the top; register it as custom_model, or the MLflow model's "
+                             "own folder", details={"path": str(folder)},
+                             code="not_an_mlflow_model")
+    read_mlmodel(folder)
 
 
 def _quote(segment: str) -> str:
@@ -338,17 +500,6 @@ def _asset_segment(kind: str) -> str:
 def _deployment_path(endpoint_name: str, name: str) -> str:
     return (f"endpoints/{_name('endpoint', endpoint_name)}/deployments/"
             f"{_name('deployment', name)}")
-
-
-def attachment_name(disposition: str, default: str) -> str:
-    """The file name a Content-Disposition header gives (RFC 5987 `filename*` first, then
-    `filename`), reduced to a plain name; `default` when there is none."""
-    extended = re.search(r"filename\*=UTF-8''([^;\s]+)", disposition, re.IGNORECASE)
-    plain = re.search(r'filename="([^"]*)"', disposition)
-    name = (urllib.parse.unquote(extended.group(1)) if extended
-            else plain.group(1) if plain else "")
-    name = Path(name.replace("\\", "/")).name
-    return default if name in ("", ".", "..") else name
 
 
 def _asset_name(name: str) -> str:

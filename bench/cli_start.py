@@ -23,14 +23,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (  # noqa: E402
+    TUTORIAL_COMPUTE,
     data_container,
     median,
-    now_utc,
     percentile,
     running_stack,
     upload_blobs,
-    write_results,
 )
+from bench.report import now_utc, write_results  # noqa: E402
 from samples.mnist.naive_score import TORCH_DEPLOYMENT  # noqa: E402
 
 ENDPOINT = "bench-cli-start"
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     with running_stack("cli-start") as stack:
         client = stack.client
         client.create_endpoint(document={"name": ENDPOINT})
+        client.create_compute(document=TUTORIAL_COMPUTE)  # the deployment's batch-cluster
         client.create_deployment(TORCH_DEPLOYMENT / "deployment.yml", endpoint_name=ENDPOINT,
                                  set_default=True)
         upload_blobs(data_container(stack.blob_service()), [("bench/cli-start/a.txt", b"a")])

@@ -37,6 +37,9 @@ from shared.contract.timestamps import parse_time
 from shared.scoring.worker_users import ALLOW_ROOT_SETTING
 
 REPO = Path(__file__).resolve().parents[1]
+# The compute the MNIST sample deployments name, as the tutorial creates it.
+TUTORIAL_COMPUTE = {"name": "batch-cluster", "type": "amlcompute", "min_instances": 0,
+                    "max_instances": 5}
 
 
 class BenchFailed(RuntimeError):

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (  # noqa: E402
+    TUTORIAL_COMPUTE,
     data_container,
     median,
     percentile,
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     with running_stack("latency") as stack:
         client = stack.client
         client.create_endpoint(document={"name": ENDPOINT})
+        client.create_compute(document=TUTORIAL_COMPUTE)  # the deployment's batch-cluster
         client.create_deployment(TORCH_DEPLOYMENT / "deployment.yml", endpoint_name=ENDPOINT,
                                  set_default=True)
         # The same deployment without its environment (the image's packages): its jobs

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.harness import (  # noqa: E402
+    TUTORIAL_COMPUTE,
     BenchFailed,
     JobRun,
     Stack,
@@ -88,6 +89,7 @@ def measure(stack: Stack, pngs: list[Path], args: argparse.Namespace) -> dict:
     """Everything measured inside one stack; the figures of the results file."""
     client = stack.client
     client.create_endpoint(document={"name": ENDPOINT})
+    client.create_compute(document=TUTORIAL_COMPUTE)  # the deployment's batch-cluster
     client.create_deployment(TORCH_DEPLOYMENT / "deployment.yml", endpoint_name=ENDPOINT,
                              set_default=True)
     say("endpoint and torch deployment registered")

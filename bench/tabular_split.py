@@ -29,7 +29,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.harness import blob_service, data_container, now_utc, write_results  # noqa: E402
+from bench.harness import blob_service, data_container  # noqa: E402
+from bench.report import now_utc, write_results  # noqa: E402
 from devhost.azurite import Azurite  # noqa: E402
 from shared.worker.tabular.read import BatchPiece, TableReader  # noqa: E402
 from shared.worker.tabular.sources import BlobSource, read_chunks  # noqa: E402

@@ -74,11 +74,12 @@ def read_json(req: func.HttpRequest, max_bytes: int = DEFAULT_MAX_BODY) -> dict[
     return parse_json_object(body, what="request body")
 
 
-def query_text(req: func.HttpRequest, name: str) -> str | None:
-    """A query parameter (None when absent), at most MAX_QUERY_VALUE characters."""
+def query_text(req: func.HttpRequest, name: str, *,
+               max_chars: int = MAX_QUERY_VALUE) -> str | None:
+    """A query parameter (None when absent), at most `max_chars` characters."""
     value = req.params.get(name)
-    if value is not None and len(value) > MAX_QUERY_VALUE:
-        raise InvalidRequest(f"query parameter {name} is longer than {MAX_QUERY_VALUE} "
+    if value is not None and len(value) > max_chars:
+        raise InvalidRequest(f"query parameter {name} is longer than {max_chars} "
                              "characters", details={"parameter": name}, code="invalid_parameter")
     return value
 

@@ -32,15 +32,18 @@ from shared.contract.job_records import JOB_NAME_PATTERN, JobRecord, JobStatus
 from shared.contract.names import MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN, check_resource_name
 from shared.control.context import job_service
 from shared.control.datastores import MAX_URI_LENGTH
+from shared.control.error_pages import DEFAULT_ERROR_PAGE_ROWS, MAX_ERROR_ROWS
 from shared.control.input_uploads import MAX_FILES as MAX_UPLOAD_FILES
 from shared.control.input_uploads import grant_input_upload
 from shared.control.job_service import (
+    DEFAULT_JOB_PAGE,
     JOB_STATUSES,
-    MAX_ERROR_ROWS,
+    MAX_JOB_PAGE,
     MAX_LOG_BYTES,
     OUTPUT_NAMES,
     job_view,
 )
+from shared.control.pages import MAX_TOKEN_CHARS, TOKEN_PATTERN
 
 bp = df.Blueprint()
 
@@ -117,19 +120,27 @@ async def rerun_job(req: func.HttpRequest,
 @bp.route(route="jobs", methods=["GET"])
 @api_errors
 def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
-    """All jobs, newest first; ?endpoint=, ?deployment= and ?status= filter."""
-    return json_response({"value": job_service().list(query_text(req, "endpoint"),
-                                                      query_text(req, "deployment"),
-                                                      query_text(req, "status"))})
+    """Jobs, newest first, a page at a time (?top=, ?continuation=); ?endpoint=,
+    ?deployment= and ?status= filter."""
+    page = job_service().list(query_text(req, "endpoint"), query_text(req, "deployment"),
+                              query_text(req, "status"), **_paging(req, MAX_JOB_PAGE))
+    return json_response(page.to_dict())
 
 
 @bp.route(route="endpoints/{endpoint}/deployments/{deployment}/jobs", methods=["GET"])
 @api_errors
 def list_deployment_jobs(req: func.HttpRequest) -> func.HttpResponse:
-    """The jobs of one deployment, newest first."""
+    """The jobs of one deployment, newest first, a page at a time."""
     endpoint = check_resource_name("endpoint", req.route_params["endpoint"])
     deployment = check_resource_name("deployment", req.route_params["deployment"])
-    return json_response({"value": job_service().list(endpoint, deployment)})
+    page = job_service().list(endpoint, deployment, **_paging(req, MAX_JOB_PAGE))
+    return json_response(page.to_dict())
+
+
+def _paging(req: func.HttpRequest, max_top: int) -> dict[str, Any]:
+    """?top= and ?continuation= of a paged listing."""
+    return {"top": query_int(req, "top", minimum=1, maximum=max_top),
+            "continuation": query_text(req, "continuation", max_chars=MAX_TOKEN_CHARS)}
 
 
 @bp.route(route="jobs/{job}", methods=["GET"])
@@ -150,9 +161,10 @@ def cancel_job(req: func.HttpRequest) -> func.HttpResponse:
 @api_errors
 def job_errors(req: func.HttpRequest) -> func.HttpResponse:
     """The per-file errors report: file, mini-batch, attempts, error, the traceback's frames
-    from the user's code (the first ?top= rows). While the job runs: the failures so far."""
-    top = query_int(req, "top", minimum=1, maximum=MAX_ERROR_ROWS)
-    return json_response({"value": job_service().errors(req.route_params["job"], top)})
+    from the user's code, a page at a time (?top= rows, ?continuation= from the previous
+    page). While the job runs: the failures so far."""
+    page = job_service().errors(req.route_params["job"], **_paging(req, MAX_ERROR_ROWS))
+    return json_response(page.to_dict())
 
 
 @bp.route(route="jobs/{job}/throughput", methods=["GET"])
@@ -189,6 +201,21 @@ def job_output(req: func.HttpRequest) -> func.HttpResponse:
                                       "X-Content-Type-Options": "nosniff"})
 
 
+@bp.route(route="jobs/{job}/outputs/{name}/files/{*path}", methods=["GET"])
+@api_errors
+def job_output_files(req: func.HttpRequest) -> func.HttpResponse:
+    """Without a path, the files of a named output folder (`score`: the merged file and
+    every file the script wrote to AZUREML_BI_OUTPUT_PATH); with one, that file."""
+    job, name = req.route_params["job"], req.route_params["name"]
+    path = req.route_params.get("path") or ""
+    if not path:
+        return json_response(job_service().output_files(job, name))
+    file_name, content = job_service().output_file(job, name, path)
+    return func.HttpResponse(content, status_code=200, mimetype="application/octet-stream",
+                             headers={"Content-Disposition": attachment(file_name),
+                                      "X-Content-Type-Options": "nosniff"})
+
+
 @bp.route(route="data/uploads", methods=["POST"])
 @api_errors
 def grant_data_upload(req: func.HttpRequest) -> func.HttpResponse:
@@ -211,9 +238,12 @@ _JOB = path_param("job", "Job name", _JOB_NAME)
 _ENDPOINT = path_param("endpoint", "Endpoint name", _RESOURCE_NAME)
 _DEPLOYMENT = path_param("deployment", "Deployment name", _RESOURCE_NAME)
 _LOCATION = {"type": "string", "minLength": 1, "maxLength": MAX_URI_LENGTH,
-             "description": "a storage URL of the app's account or azureml://datastores/<name>/"
-                            "paths/<path> (GET /api/datastores)"}
+             "description": "a storage URL of the app's account, azureml://datastores/<name>/"
+                            "paths/<path> (GET /api/datastores), or a data asset: "
+                            "azureml:<name>@latest or azureml:<name>:<version>"}
 _SETTINGS = "#/components/schemas/Settings"  # declared by control_api
+_OUTPUT_NAME = path_param("name", "score or errors",
+                          {"type": "string", "enum": list(OUTPUT_NAMES)})
 
 
 def _schema(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -269,6 +299,15 @@ _JOB_REF = {"$ref": "#/components/schemas/Job"}
 _LIST = {"type": "object", "properties": {"value": {"type": "array", "items": {
     "type": "object"}}}}
 _FILTER = {"type": "string", "maxLength": MAX_QUERY_VALUE}
+_PAGE = {"type": "object", "properties": {
+    "value": {"type": "array", "items": {"type": "object"}},
+    "continuation": {"type": "string", "description": "pass as ?continuation= for the next "
+                                                      "page; absent on the last page"}}}
+_JOBS_TOP = query_param("top", f"at most this many jobs in this page (default "
+                              f"{DEFAULT_JOB_PAGE})", _integer(1, MAX_JOB_PAGE))
+_CONTINUATION = query_param("continuation", "the token of the previous page (opaque)",
+                            {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_CHARS,
+                             "pattern": f"^{TOKEN_PATTERN}$"})
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/endpoints/{endpoint}/jobs": {
@@ -279,18 +318,21 @@ OPENAPI_PATHS: dict[str, Any] = {
             body="InvokeRequest", responses={202: "Job accepted", 200: "Existing job (same name)"},
             result=_JOB_REF, errors=(400, 404, 409, 413)),
     },
-    "/jobs": {"get": operation("List jobs", "listJobs", responses={200: "Jobs"}, result=_LIST,
+    "/jobs": {"get": operation("List jobs, newest first, a page at a time", "listJobs",
+                               responses={200: "A page of jobs"}, result=_PAGE,
                                parameters=[query_param("endpoint", "Filter by endpoint",
                                                        _FILTER),
                                            query_param("deployment", "Filter by deployment",
                                                        _FILTER),
                                            query_param("status", "Filter by status",
-                                                       {"enum": list(JOB_STATUSES)})],
+                                                       {"enum": list(JOB_STATUSES)}),
+                                           _JOBS_TOP, _CONTINUATION],
                                errors=(400,))},
     "/endpoints/{endpoint}/deployments/{deployment}/jobs": {
-        "get": operation("List a deployment's jobs", "listDeploymentJobs",
-                         parameters=[_ENDPOINT, _DEPLOYMENT], responses={200: "Jobs"},
-                         result=_LIST, errors=(400,))},
+        "get": operation("List a deployment's jobs, newest first, a page at a time",
+                         "listDeploymentJobs",
+                         parameters=[_ENDPOINT, _DEPLOYMENT, _JOBS_TOP, _CONTINUATION],
+                         responses={200: "A page of jobs"}, result=_PAGE, errors=(400,))},
     "/jobs/{job}": {"get": operation("Show a job with progress", "getJob", parameters=[_JOB],
                                      responses={200: "The job"}, result=_JOB_REF)},
     "/jobs/{job}/cancel": {"post": operation("Cancel a job", "cancelJob", parameters=[_JOB],
@@ -302,10 +344,12 @@ OPENAPI_PATHS: dict[str, Any] = {
                                                              200: "Existing job (same name)"},
         result=_JOB_REF, errors=(400, 404, 409, 413))},
     "/jobs/{job}/errors": {"get": operation(
-        "Per-file errors report (while the job runs: the failures so far)", "getJobErrors",
-        parameters=[_JOB, query_param("top", "at most this many rows (the first ones)",
-                                      _integer(1, MAX_ERROR_ROWS))],
-        responses={200: "Errors"}, result=_LIST)},
+        "Per-file errors report, a page at a time (while the job runs: the failures so far)",
+        "getJobErrors",
+        parameters=[_JOB, query_param("top", f"at most this many rows in this page (default "
+                                             f"{DEFAULT_ERROR_PAGE_ROWS})",
+                                      _integer(1, MAX_ERROR_ROWS)), _CONTINUATION],
+        responses={200: "A page of errors"}, result=_PAGE)},
     "/jobs/{job}/throughput": {"get": operation(
         "Files succeeded and failed over time", "getJobThroughput", parameters=[_JOB],
         responses={200: "Samples"}, result=_schema({
@@ -330,11 +374,25 @@ OPENAPI_PATHS: dict[str, Any] = {
         body="UploadRequest", responses={200: "Grant with uri and per-file urls"},
         result={"type": "object"}, errors=(400, 413))},
     "/jobs/{job}/outputs/{name}": {"get": operation(
-        "Download a named output (score, errors)", "getJobOutput",
-        parameters=[_JOB, path_param("name", "score or errors",
-                                     {"type": "string", "enum": list(OUTPUT_NAMES)}),
+        "Download a named output's file (score: the merged file; errors: errors.jsonl)",
+        "getJobOutput",
+        parameters=[_JOB, _OUTPUT_NAME,
                     query_param("download", "accepted for Azure ML's sake; always downloads",
                                 {"type": "boolean"})],
+        responses={200: "The file"})},
+    "/jobs/{job}/outputs/{name}/files": {"get": operation(
+        "The files of a named output folder: score holds the merged file and every file the "
+        "scoring script wrote to AZUREML_BI_OUTPUT_PATH", "listJobOutputFiles",
+        parameters=[_JOB, _OUTPUT_NAME], responses={200: "Files"},
+        result=_schema({"value": {"type": "array", "items": _schema({
+            "path": {"type": "string"}, "size": {"type": "integer"},
+            "main": {"type": "boolean", "description": "the merged file (errors.jsonl)"}})},
+            "truncated": {"type": "boolean"}}))},
+    "/jobs/{job}/outputs/{name}/files/{path}": {"get": operation(
+        "Download one file of a named output folder", "getJobOutputFile",
+        parameters=[_JOB, _OUTPUT_NAME,
+                    path_param("path", "a path from the listing, e.g. part-0001.parquet",
+                               {"type": "string", "maxLength": MAX_RELATIVE_PATH})],
         responses={200: "The file"})},
     "/datastores": {"get": operation(
         "The datastores jobs read from and write to, and where else outputs may go",

@@ -1,11 +1,14 @@
-"""Queue triggers: score mini-batches from "minibatches"; record what lands in the poison queue.
+"""Queue trigger: score mini-batches from "minibatches" (or the queue of the scoring profile
+this app serves).
 
 A failed attempt with retries left raises, so the host redelivers the message after
 host.json's visibilityTimeout; the handler completes the message itself when the
 mini-batch is done for good (scored, or failed after max_retries retries). When its ledger
 append may have completed a ledger shard, a hint goes to the "shard-hints" queue, which the
 control app turns into an event for the job's orchestration (functions/orchestration.py):
-the scoring app talks only to queues and blobs, never to the Durable task hub.
+the scoring app talks only to queues and blobs, never to the Durable task hub. What lands
+in the poison queue is recorded by the control app (functions/poison_queue.py), so that a
+poison message never wakes a GPU.
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ from pathlib import Path
 
 import azure.functions as func
 
-from shared.contract.layout import MINIBATCH_QUEUE, poison_queue
 from shared.contract.messages import InvalidMessage, MiniBatchMessage
 from shared.scoring.context import minibatch_handler, shard_hints
+from shared.scoring.scoring_profile import served_queue
 
 bp = func.Blueprint()
 log = logging.getLogger("batchfn.scoring")
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+QUEUE = served_queue()  # "minibatches", or the queue of this app's scoring profile
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=MINIBATCH_QUEUE, connection="AzureWebJobsStorage")
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE, connection="AzureWebJobsStorage")
 async def score_minibatch(msg: func.QueueMessage) -> None:
     """Score one mini-batch message (the blocking work runs in a worker thread)."""
     body = msg.get_body()
@@ -41,15 +45,3 @@ async def score_minibatch(msg: func.QueueMessage) -> None:
         message = MiniBatchMessage.decode(body)
         await asyncio.to_thread(shard_hints().offer, message.job, message.index,
                                 result.ledger_blocks)
-
-
-@bp.queue_trigger(arg_name="msg", queue_name=poison_queue(),
-                  connection="AzureWebJobsStorage")
-def record_poisoned_minibatch(msg: func.QueueMessage) -> None:
-    """Record a mini-batch whose message failed every delivery, so its job can finish."""
-    try:
-        result = minibatch_handler(HOST_JSON).record_poison(msg.get_body())
-    except InvalidMessage as exc:
-        log.error("dropping a poisoned message that is not a mini-batch: %s", exc)
-        return
-    log.warning("poisoned mini-batch message %s: %s %s", msg.id, result.action, result.detail)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,29 @@ def scoring_devhost(connection_string: str, scratch: Path,
         yield running
 
 
+@contextmanager
+def split_devhosts(connection_string: str, work: Path, worker_slots: int,
+                   env: dict[str, str] | None = None) -> Iterator[dict[str, RunningDevHost]]:
+    """One control devhost and two scoring devhosts (`scoring-a`, `scoring-b`) on one
+    Azurite, as the two Function apps run in Azure; each scoring host takes at most
+    `worker_slots` mini-batches at once, through the app settings the scoring image sets."""
+    common = dict(env or {})
+    scoring = {
+        **common, "BATCHFN_ROLE": "scoring",
+        "AzureFunctionsJobHost__extensions__queues__batchSize": "1",
+        "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": str(worker_slots - 1),
+    }
+    with ExitStack() as stack:
+        started = {"control": stack.enter_context(running_devhost(
+            script_root=REPO, connection_string=connection_string,
+            env={**common, "BATCHFN_ROLE": "control"}))}
+        for name in ("scoring-a", "scoring-b"):
+            started[name] = stack.enter_context(running_devhost(
+                script_root=REPO, connection_string=connection_string,
+                env={**scoring, "BATCHFN_WORK_DIR": str(work / name)}))
+        yield started
+
+
 @pytest.fixture(scope="module")
 def scratch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder for one test module's files: models, inputs, the scoring runtime's work."""
@@ -151,6 +174,21 @@ def deploy_test_script(client: Any, scratch: Path, endpoint: str, name: str, scr
         "code_configuration": {"code": str(SCORING_SCRIPTS), "scoring_script": script},
         "settings": settings, "environment_variables": env or {}, **fields,
     }, set_default=set_default)
+
+
+SAMPLE_COMPUTE = "batch-cluster"  # what Azure ML's sample deployments name
+
+
+def ensure_compute(client: Any, name: str = SAMPLE_COMPUTE, max_instances: int = 5) -> None:
+    """Create the compute a deployment names, as Azure ML's tutorials do before deploying
+    (`compute create -n batch-cluster --max-instances 5`), unless an earlier test did."""
+    from batchfn.errors import ConflictError
+
+    try:
+        client.create_compute(document={"type": "amlcompute", "max_instances": max_instances},
+                              name=name)
+    except ConflictError:
+        pass
 
 
 @pytest.fixture
@@ -199,6 +237,34 @@ def upload_blobs(connection_string: str, blobs: dict[str, bytes], threads: int =
 def jsonl_rows(data: bytes | None) -> list[dict]:
     """The rows of a part encoded as jsonl (what the scoring tests ask workers for)."""
     return [json.loads(line) for line in (data or b"").splitlines()]
+
+
+def parquet_claiming(rows: int, *, row_groups_too: bool = True) -> bytes:
+    """A parquet file that holds one row while its footer claims `rows` (for the file, and
+    unless `row_groups_too` is False for its row group too): a hostile or broken file whose
+    footer is not to be trusted."""
+    import io
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"v": [7]}), sink)
+    data = sink.getvalue()
+    length = struct.unpack("<I", data[-8:-4])[0]
+    footer = data[-8 - length:-8]
+    zigzag, varint = rows * 2, b""  # thrift's compact encoding of an i64
+    while zigzag >= 0x80:
+        varint += bytes([zigzag & 0x7F | 0x80])
+        zigzag >>= 7
+    varint += bytes([zigzag])
+    # Field 3 (i64) right after field 2, with the value 1: the file's and the row group's
+    # num_rows, and the column chunk's num_values.
+    forged = footer.replace(b"\x16\x02", b"\x16" + varint, -1 if row_groups_too else 1)
+    claimed = data[:-8 - length] + forged + struct.pack("<I", len(forged)) + b"PAR1"
+    assert pq.ParquetFile(io.BytesIO(claimed)).metadata.num_rows == rows
+    return claimed
 
 
 @pytest.fixture

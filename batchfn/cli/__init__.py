@@ -1,4 +1,5 @@
-"""`batchfn`: the command line, mirroring `az ml batch-endpoint|batch-deployment|job`.
+"""`batchfn`: the command line, mirroring `az ml batch-endpoint|batch-deployment|job|model|
+data|compute`.
 
 Each command group lives in its own module, named in `COMMANDS` and imported only when it
 runs (or when `--help` lists it), so `batchfn job show` loads neither the YAML parser nor
@@ -24,6 +25,9 @@ COMMANDS = {
     "batch-endpoint": "batchfn.cli.endpoints:batch_endpoint",
     "batch-deployment": "batchfn.cli.deployments:batch_deployment",
     "job": "batchfn.cli.jobs:job",
+    "model": "batchfn.cli.assets:model",
+    "data": "batchfn.cli.assets:data",
+    "compute": "batchfn.cli.computes:compute",
     "studio": "batchfn.cli.studio:studio",
     "environment": "batchfn.cli.environments:environment",
 }

@@ -107,11 +107,47 @@ def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def note_ignored(result: dict[str, Any]) -> None:
-    """Tell on stderr which fields of a file batchfn accepted but does not use, and why."""
+    """Tell on stderr which fields of a file batchfn accepted but does not use, and why
+    (and the API's other notes on what a setting does here)."""
     ignored = result.pop("ignored", None)
     if ignored:
         lines = [f"  {item['field']}: {item['reason']}" for item in ignored]
         click.echo("note: batchfn ignores these fields:\n" + "\n".join(lines), err=True)
+    for note in result.pop("notes", None) or ():
+        click.echo(f"note: {note}", err=True)
+
+
+class GreedyOption(click.Option):
+    """An option that, like az's `--tags a=1 b=2`, takes every value up to the next option
+    (and may be repeated)."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if option is None:
+                continue
+            plain = option.process
+
+            def process(value: Any, state: Any, plain: Any = plain) -> None:
+                values = [value]
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    values.append(state.rargs.pop(0))
+                for item in values:
+                    plain(item, state)
+
+            option.process = process
+
+
+def parse_tags(values: Iterable[str]) -> dict[str, str]:
+    """`--tags key=value ...` as a mapping (az's form)."""
+    tags: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected key=value", param_hint="--tags")
+        tags[key] = value
+    return tags
 
 
 def confirm(yes: bool, question: str) -> None:
@@ -133,3 +169,5 @@ SET = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
 YES = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 FILE = click.option("--file", "-f", "file", type=click.Path(dir_okay=False),
                     help="endpoint.yml / deployment.yml (Azure ML format).")
+TAGS = click.option("--tags", "tags", cls=GreedyOption, multiple=True, metavar="KEY=VALUE",
+                    help="Tags: key=value pairs, space separated (as in az).")

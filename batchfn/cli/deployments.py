@@ -97,9 +97,11 @@ def deployment_delete(name: str, endpoint_name: str, force: bool, yes: bool) -> 
 @batch_deployment.command("list-jobs")
 @click.option("--name", "-n", required=True, help="Deployment name.")
 @click.option("--endpoint-name", "-e", required=True, help="Endpoint name.")
-def deployment_list_jobs(name: str, endpoint_name: str) -> None:
+@click.option("--max-results", "-r", type=click.IntRange(min=1),
+              help="Only the newest N jobs (default: all, fetched page by page).")
+def deployment_list_jobs(name: str, endpoint_name: str, max_results: int | None) -> None:
     """Jobs of one deployment, newest first."""
-    emit(get_client().list_jobs(endpoint_name, name))
+    emit(get_client().list_jobs(endpoint_name, name, max_results=max_results))
 
 
 def _put_deployment(file: str | None, endpoint_name: str | None, name: str | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,16 +20,27 @@ def job() -> None:
 
 @job.command("show")
 @click.option("--name", "-n", required=True, help="Job name.")
-def job_show(name: str) -> None:
+@click.option("--web", "-w", is_flag=True,
+              help="Also open the job's page in batchfn studio (its URL is printed where no "
+                   "browser opens).")
+def job_show(name: str, web: bool) -> None:
     """Status, files and mini-batches, rate, ETA, output location and error summary."""
-    emit(get_client().get_job(name))
+    client = get_client()
+    emit(client.get_job(name))
+    if web:
+        from batchfn.cli.studio import open_page
+
+        open_page(client, job=name)
 
 
 @job.command("list")
 @click.option("--endpoint-name", "-e", help="Only jobs of this endpoint.")
-def job_list(endpoint_name: str | None) -> None:
-    """All jobs, newest first."""
-    emit(get_client().list_jobs(endpoint_name))
+@click.option("--status", help="Only jobs in this status (Completed, Failed, Running, ...).")
+@click.option("--max-results", "-r", type=click.IntRange(min=1),
+              help="Only the newest N jobs (default: all, fetched page by page).")
+def job_list(endpoint_name: str | None, status: str | None, max_results: int | None) -> None:
+    """Jobs, newest first."""
+    emit(get_client().list_jobs(endpoint_name, status=status, max_results=max_results))
 
 
 @job.command("stream")
@@ -57,13 +69,15 @@ def job_stream(name: str, poll: float) -> None:
 @job.command("download")
 @click.option("--name", "-n", required=True, help="Job name.")
 @click.option("--output-name", default="score", show_default=True,
-              help="Named output: score (merged file) or errors (errors.jsonl).")
+              help="Named output: score (the merged file and every file the script wrote to "
+                   "AZUREML_BI_OUTPUT_PATH) or errors (errors.jsonl).")
 @click.option("--download-path", default=".", show_default=True,
               type=click.Path(file_okay=False), help="Folder to save into.")
 def job_download(name: str, output_name: str, download_path: str) -> None:
-    """Save an output to <download-path>/named-outputs/<output-name>/<file> (as az ml)."""
+    """Save an output folder to <download-path>/named-outputs/<output-name>/ (as az ml)."""
     path = get_client().download_job_output(name, output_name, download_path)
-    emit({"path": str(path)})
+    emit({"path": str(path),
+          "folder": str(Path(download_path) / "named-outputs" / output_name)})
 
 
 @job.command("cancel")
@@ -84,7 +98,8 @@ def job_rerun(name: str, failed_only: bool, job_name: str | None) -> None:
 
 @job.command("errors")
 @click.option("--name", "-n", required=True, help="Job name.")
-def job_errors(name: str) -> None:
+@click.option("--top", type=click.IntRange(min=1), help="Only the first N rows (default: all).")
+def job_errors(name: str, top: int | None) -> None:
     """The per-file errors report: file, mini-batch, attempts, error, the traceback's frames
-    from your code (the failures so far while the job runs)."""
-    emit(get_client().job_errors(name))
+    from your code (the failures so far while the job runs), fetched page by page."""
+    emit(get_client().job_errors(name, top))

@@ -15,6 +15,7 @@ import webbrowser
 import click
 
 from batchfn.cli.common import get_client
+from batchfn.client import BatchfnClient
 
 STUDIO_PATH = "/api/studio/"
 CHECK_TIMEOUT = 10.0
@@ -47,6 +48,19 @@ def check_served(base_url: str) -> None:
                                    "running, or are --url/BATCHFN_URL right?)") from None
 
 
+def open_page(client: BatchfnClient, *, job: str | None = None) -> bool:
+    """Open the console (a job's page) in a browser with the key; where none opens, print
+    the page's URL without the key (the console asks for it). True when one opened."""
+    url = studio_url(client.url, client.transport.key, job)
+    if webbrowser.open(url):
+        click.echo(f"opened {studio_url(client.url, None, job)} in batchfn studio", err=True)
+        return True
+    click.echo(f"no browser could be started: open {studio_url(client.url, None, job)} "
+               "(the console asks for the key; `batchfn studio --no-browser` prints a URL "
+               "with it)", err=True)
+    return False
+
+
 @click.command("studio")
 @click.option("--job", "-j", "job", help="Open this job's page.")
 @click.option("--no-browser", is_flag=True,
@@ -55,14 +69,10 @@ def studio(job: str | None, no_browser: bool) -> None:
     """Open batchfn studio, the web console, for the current target with its key."""
     client = get_client()
     check_served(client.url)
-    url = studio_url(client.url, client.transport.key, job)
     if no_browser:
-        click.echo(url)
+        click.echo(studio_url(client.url, client.transport.key, job))
         return
-    page = client.url.rstrip("/") + STUDIO_PATH
     if not client.transport.key:
         click.echo(f"no key for {client.url}: the console will ask for one", err=True)
-    if not webbrowser.open(url):
-        raise click.ClickException(f"no browser could be started: open {page} and paste "
-                                   "the key, or run `batchfn studio --no-browser`")
-    click.echo(f"opened batchfn studio at {page}", err=True)
+    if not open_page(client, job=job):
+        raise SystemExit(1)

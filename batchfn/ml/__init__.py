@@ -17,8 +17,10 @@ from typing import Any
 
 from batchfn.client import BatchfnClient
 from batchfn.ml.entities import (
+    AmlCompute,
     BatchDeployment,
     BatchEndpoint,
+    Data,
     Environment,
     Input,
     Model,
@@ -29,6 +31,8 @@ from batchfn.ml.environments import EnvironmentOperations
 from batchfn.ml.operations import (
     BatchDeploymentOperations,
     BatchEndpointOperations,
+    ComputeOperations,
+    DataOperations,
     DatastoreOperations,
     JobOperations,
     ModelOperations,
@@ -40,7 +44,8 @@ __all__ = ["Input", "MLClient", "Output"]
 
 class MLClient:
     """The batchfn at `url` with its function key, as azure-ai-ml's MLClient presents a
-    workspace: `batch_endpoints`, `batch_deployments`, `jobs`, `models`, `datastores`."""
+    workspace: `batch_endpoints`, `batch_deployments`, `jobs`, `models`, `data`, `compute`,
+    `datastores`, `environments`."""
 
     def __init__(self, url: str | None = None, key: str | None = None, *,
                  timeout: float = 60.0) -> None:
@@ -49,23 +54,29 @@ class MLClient:
         self.batch_deployments = BatchDeploymentOperations(client)
         self.jobs = JobOperations(client)
         self.models = ModelOperations(client)
+        self.data = DataOperations(client)
+        self.compute = ComputeOperations(client)
         self.datastores = DatastoreOperations()
         self.environments = EnvironmentOperations(client)
 
     def begin_create_or_update(self, entity: Any) -> Poller[Any]:
-        """Create or update a batch endpoint or deployment."""
+        """Create or update a batch endpoint, batch deployment or compute."""
         if isinstance(entity, BatchEndpoint):
             return self.batch_endpoints.begin_create_or_update(entity)
         if isinstance(entity, (ModelBatchDeployment, BatchDeployment)):
             return self.batch_deployments.begin_create_or_update(entity)
-        raise TypeError(f"begin_create_or_update takes a BatchEndpoint or a batch deployment, "
-                        f"not {type(entity).__name__}")
+        if isinstance(entity, AmlCompute):
+            return self.compute.begin_create_or_update(entity)
+        raise TypeError(f"begin_create_or_update takes a BatchEndpoint, a batch deployment or "
+                        f"an AmlCompute, not {type(entity).__name__}")
 
     def create_or_update(self, entity: Any) -> Any:
-        """Register a model or an environment."""
+        """Register a model, a data asset or an environment."""
         if isinstance(entity, Model):
             return self.models.create_or_update(entity)
+        if isinstance(entity, Data):
+            return self.data.create_or_update(entity)
         if isinstance(entity, Environment):
             return self.environments.create_or_update(entity)
-        raise TypeError(f"create_or_update takes a Model or an Environment, not "
+        raise TypeError(f"create_or_update takes a Model, a Data or an Environment, not "
                         f"{type(entity).__name__}")

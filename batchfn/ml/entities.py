@@ -27,7 +27,8 @@ def _path(value: str | os.PathLike[str] | None) -> str | None:
 @dataclass(kw_only=True)
 class Input:
     """A job input: a local file or folder (uploaded first), a storage URL of batchfn's
-    account, or `azureml://datastores/<name>/paths/<path>`."""
+    account, `azureml://datastores/<name>/paths/<path>`, or a data asset
+    (`azureml:<name>@latest`, `azureml:<name>:<version>`)."""
 
     type: str = AssetTypes.URI_FOLDER
     path: str | os.PathLike[str] | None = None
@@ -99,9 +100,84 @@ class Model:
     @classmethod
     def _from_api(cls, asset: dict[str, Any], like: Model | None = None) -> Model:
         kept = like or cls()
-        return cls(name=asset["name"], version=str(asset["version"]), type=kept.type,
-                   description=kept.description, tags=kept.tags, properties=kept.properties,
-                   flavors=kept.flavors, id=f"azureml:{asset['name']}:{asset['version']}")
+        return cls(name=asset["name"], version=str(asset["version"]),
+                   type=asset.get("type") or kept.type,
+                   description=asset.get("description") or kept.description,
+                   tags=dict(asset.get("tags") or kept.tags or {}),
+                   properties=kept.properties, flavors=kept.flavors,
+                   stage="Archived" if asset.get("archived") else None,
+                   id=f"azureml:{asset['name']}:{asset['version']}")
+
+
+@dataclass(kw_only=True)
+class Data:
+    """A data asset: a local folder or file to register (`path`, uploaded to the default
+    datastore), a datastore path or storage URL, or a registered one (`name`, `version`)."""
+
+    name: str | None = None
+    version: str | None = None
+    description: str | None = None
+    tags: dict[str, str] | None = None
+    properties: dict[str, str] | None = None
+    type: str = AssetTypes.URI_FOLDER
+    path: str | os.PathLike[str] | None = None
+    datastore: str | None = None
+    id: str | None = None  # set by the service: azureml:<name>:<version>
+
+    @classmethod
+    def _from_api(cls, asset: dict[str, Any]) -> Data:
+        return cls(name=asset["name"], version=str(asset["version"]),
+                   description=asset.get("description") or None,
+                   tags=dict(asset.get("tags") or {}), type=asset.get("type") or "uri_folder",
+                   path=asset.get("path"), id=f"azureml:{asset['name']}:{asset['version']}")
+
+
+@dataclass(kw_only=True)
+class AmlCompute:
+    """A compute: in batchfn a named scoring pool. `max_instances` caps the scoring hosts its
+    jobs use at once, `min_instances` is what to keep warm, `size` picks the scoring profile
+    (T4 or A100 GPU, or CPU). SSH, network and identity settings have no meaning here."""
+
+    name: str
+    description: str | None = None
+    size: str | None = None
+    tags: dict[str, str] | None = None
+    ssh_public_access_enabled: bool | None = None
+    ssh_settings: Any = None
+    min_instances: int | None = 0
+    max_instances: int | None = 4
+    network_settings: Any = None
+    idle_time_before_scale_down: int | None = 120
+    identity: Any = None
+    tier: str | None = None
+    enable_node_public_ip: bool = True
+    type: str = "amlcompute"
+    location: str | None = None
+    provisioning_state: str | None = None
+    id: str | None = None
+
+    def _to_document(self) -> dict[str, Any]:
+        # Settings with no meaning for a scoring pool go along only when the user set them,
+        # so batchfn notes them as ignored.
+        return _drop_none({
+            "name": self.name, "type": self.type, "description": self.description,
+            "size": self.size, "tags": self.tags, "min_instances": self.min_instances,
+            "max_instances": self.max_instances,
+            "idle_time_before_scale_down": self.idle_time_before_scale_down,
+            "tier": self.tier, "ssh_public_access_enabled": self.ssh_public_access_enabled,
+            "ssh_settings": self.ssh_settings, "network_settings": self.network_settings,
+            "identity": self.identity, "location": self.location,
+            "enable_node_public_ip": None if self.enable_node_public_ip else False})
+
+    @classmethod
+    def _from_api(cls, record: dict[str, Any]) -> AmlCompute:
+        return cls(name=record["name"], description=record.get("description") or None,
+                   size=record.get("size"), tags=dict(record.get("tags") or {}),
+                   min_instances=record.get("min_instances"),
+                   max_instances=record.get("max_instances"),
+                   idle_time_before_scale_down=record.get("idle_time_before_scale_down"),
+                   tier=record.get("tier"), provisioning_state="Succeeded",
+                   id=f"azureml:{record['name']}")
 
 
 @dataclass(kw_only=True)
@@ -259,7 +335,7 @@ class ModelBatchDeployment(_DeploymentBase):
         return cls(
             name=record["name"], endpoint_name=record["endpoint_name"],
             description=record.get("description"), tags=dict(record.get("tags") or {}),
-            model=Model._from_api(record["model"]),
+            model=Model._from_api(record["model"]), compute=record.get("compute"),
             code_configuration=CodeConfiguration(
                 code=f"azureml:{code['code']['name']}:{code['code']['version']}",
                 scoring_script=code["scoring_script"]) if code else None,

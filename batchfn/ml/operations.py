@@ -17,9 +17,11 @@ from batchfn.contract.layout import DEFAULT_DATASTORE
 from batchfn.errors import local_checks
 from batchfn.ml.constants import AssetTypes
 from batchfn.ml.entities import (
+    AmlCompute,
     BatchDeployment,
     BatchEndpoint,
     BatchJob,
+    Data,
     Datastore,
     Input,
     Model,
@@ -45,6 +47,8 @@ _PARAMS_OVERRIDE_SETTINGS = {
     "input_format": "input_format",
     "passthrough_columns": "passthrough_columns",
 }
+_COMPUTE_UPDATABLE = ("size", "tier", "min_instances", "max_instances",
+                      "idle_time_before_scale_down", "description", "tags")
 _OUTPUT_DATASTORE = "output_dataset.datastore_id"
 _OUTPUT_PATH = "output_dataset.path"
 _INPUT_TYPES = (AssetTypes.URI_FOLDER, AssetTypes.URI_FILE)
@@ -115,9 +119,10 @@ class BatchEndpointOperations:
         self._client.delete_endpoint(name)
         return Poller.finished(None)
 
-    def list_jobs(self, endpoint_name: str) -> list[BatchJob]:
-        """The jobs of an endpoint, newest first."""
-        return [BatchJob._from_api(job) for job in self._client.list_jobs(endpoint_name)]
+    def list_jobs(self, endpoint_name: str, *, max_results: int | None = None) -> list[BatchJob]:
+        """The jobs of an endpoint, newest first (the newest `max_results` if given)."""
+        return [BatchJob._from_api(job) for job in self._client.list_jobs(
+            endpoint_name, max_results=max_results)]
 
     def invoke(self, endpoint_name: str, *, deployment_name: str | None = None,
                inputs: Mapping[str, Input] | None = None, input: Input | None = None,
@@ -140,10 +145,13 @@ class BatchEndpointOperations:
                            ("instance_count", instance_count)):
             if value is not None:
                 settings[key] = value
+        path = os.fspath(source.path)
+        # A data asset has its own type; Input's default (uri_folder) does not contradict it.
+        input_type = (None if path.startswith("azureml:") and not path.startswith("azureml://")
+                      and source.type == AssetTypes.URI_FOLDER else source.type)
         answer = self._client.invoke(
-            endpoint_name, os.fspath(source.path), input_type=source.type,
-            deployment_name=deployment_name, job_name=job_name, output_path=target,
-            settings=settings)
+            endpoint_name, path, input_type=input_type, deployment_name=deployment_name,
+            job_name=job_name, output_path=target, settings=settings)
         return BatchJob._from_api(answer)
 
 
@@ -177,9 +185,12 @@ class BatchDeploymentOperations:
         self._client.delete_deployment(endpoint_name, name)
         return Poller.finished(None)
 
-    def list_jobs(self, endpoint_name: str, *, name: str | None = None) -> list[BatchJob]:
-        """The jobs of an endpoint, or of one of its deployments, newest first."""
-        return [BatchJob._from_api(job) for job in self._client.list_jobs(endpoint_name, name)]
+    def list_jobs(self, endpoint_name: str, *, name: str | None = None,
+                  max_results: int | None = None) -> list[BatchJob]:
+        """The jobs of an endpoint, or of one of its deployments, newest first (the newest
+        `max_results` if given)."""
+        return [BatchJob._from_api(job) for job in self._client.list_jobs(
+            endpoint_name, name, max_results=max_results)]
 
 
 class JobOperations:
@@ -192,9 +203,11 @@ class JobOperations:
         """A job with its status and progress."""
         return BatchJob._from_api(self._client.get_job(name))
 
-    def list(self) -> list[BatchJob]:
-        """All jobs, newest first."""
-        return [BatchJob._from_api(job) for job in self._client.list_jobs()]
+    def list(self, *, max_results: int | None = None) -> list[BatchJob]:
+        """All jobs, newest first (the newest `max_results` if given), fetched page by
+        page."""
+        return [BatchJob._from_api(job)
+                for job in self._client.list_jobs(max_results=max_results)]
 
     def stream(self, name: str, *, poll: float = 1.0) -> None:
         """Print the job's progress until it ends; JobError unless it Completed."""
@@ -210,8 +223,9 @@ class JobOperations:
 
     def download(self, name: str, *, download_path: str | os.PathLike[str] = ".",
                  output_name: str | None = None, all: bool = False) -> None:
-        """Save outputs to `<download_path>/named-outputs/<output>/<file>`: the merged
-        `score` file by default, every output with `all`."""
+        """Save output folders to `<download_path>/named-outputs/<output>/`: `score` (the
+        merged file and every file the script wrote to AZUREML_BI_OUTPUT_PATH) by default,
+        every output with `all`."""
         names = ("score", "errors") if all else (output_name or "score",)
         for output in names:
             self._client.download_job_output(name, output, download_path)
@@ -226,28 +240,115 @@ class JobOperations:
         return Poller(stopped)
 
 
-class ModelOperations:
-    """`ml_client.models`: register local model folders, get their versions."""
+class _AssetOperations:
+    """What `ml_client.models` and `ml_client.data` share: get, list, archive, restore."""
+
+    kind = ""
 
     def __init__(self, client: BatchfnClient) -> None:
         self._client = client
 
-    def create_or_update(self, model: Model) -> Model:
-        """Register a local folder as the model `name` (identical content: same version)."""
+    def _entity(self, asset: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _register(self, name: str | None, path: Any, **metadata: Any) -> dict[str, Any]:
+        from batchfn.contract.asset_spec import AssetMetadata
+
         with local_checks():
-            if not model.name or model.path is None:
-                raise InvalidRequest("a model to register needs a name and a local path",
-                                     code="invalid_model")
-        asset = self._client.upload_asset("model", model.name, os.fspath(model.path))
+            if not name or path is None:
+                raise InvalidRequest(f"a {self.kind} to register needs a name and a path",
+                                     code=f"invalid_{self.kind}")
+            given = {key: value for key, value in metadata.items() if value is not None}
+            checked = AssetMetadata.from_dict(self.kind, given)
+        return self._client.create_asset(self.kind, name, os.fspath(path), checked)
+
+    def get(self, name: str, version: str | None = None, label: str | None = None) -> Any:
+        """A version; the newest not archived with `label="latest"` or without a version."""
+        return self._entity(self._client.get_asset(self.kind, name, version or "latest"))
+
+    def list(self, name: str | None = None, *, archived_only: bool = False,
+             include_archived: bool = False) -> list[Any]:
+        """The versions of `name` (oldest first), or the latest version of every asset."""
+        wide = archived_only or include_archived
+        found = (self._client.list_asset_versions(self.kind, name, include_archived=wide)
+                 if name else self._client.list_assets(self.kind, include_archived=wide))
+        return [self._entity(a) for a in found if a["archived"] or not archived_only]
+
+    def archive(self, name: str, version: str | None = None, label: str | None = None) -> None:
+        """Archive a version (or, without one, every version): @latest then skips it."""
+        self._client.archive_asset(self.kind, name, _version(version, label), archived=True)
+
+    def restore(self, name: str, version: str | None = None, label: str | None = None) -> None:
+        """Restore an archived version (or every version)."""
+        self._client.archive_asset(self.kind, name, _version(version, label), archived=False)
+
+
+class ModelOperations(_AssetOperations):
+    """`ml_client.models`: register local model folders, get, list, archive, restore."""
+
+    kind = "model"
+
+    def _entity(self, asset: dict[str, Any]) -> Model:
+        return Model._from_api(asset)
+
+    def create_or_update(self, model: Model) -> Model:
+        """Register a local folder as the model `name` (identical content: same version);
+        an mlflow_model is checked to be one first."""
+        asset = self._register(model.name, model.path, type=model.type,
+                               description=model.description, tags=model.tags,
+                               version=model.version)
         return Model._from_api(asset, like=model)
 
-    def get(self, name: str, version: str | None = None, label: str | None = None) -> Model:
-        """A model version; the newest with `label="latest"` or without a version."""
-        return Model._from_api(self._client.get_asset("model", name, version or "latest"))
 
-    def list(self, name: str) -> list[Model]:
-        """The versions of a model, oldest first."""
-        return [Model._from_api(a) for a in self._client.list_asset_versions("model", name)]
+class DataOperations(_AssetOperations):
+    """`ml_client.data`: register data assets (a local folder or file, uploaded once; or a
+    datastore path), get, list, archive, restore."""
+
+    kind = "data"
+
+    def _entity(self, asset: dict[str, Any]) -> Data:
+        return Data._from_api(asset)
+
+    def create_or_update(self, data: Data) -> Data:
+        """Register `data.path` as the data asset `name` (identical content: same version)."""
+        return Data._from_api(self._register(data.name, data.path, type=data.type,
+                                             description=data.description, tags=data.tags,
+                                             version=data.version))
+
+
+class ComputeOperations:
+    """`ml_client.compute`: scoring pools (AmlCompute) to create, get, list, update, delete."""
+
+    def __init__(self, client: BatchfnClient) -> None:
+        self._client = client
+
+    def begin_create_or_update(self, compute: AmlCompute) -> Poller[AmlCompute]:
+        """Create or replace a compute."""
+        answer = self._client.create_compute(document=compute._to_document(), replace=True)
+        _note_ignored("compute", answer["name"], answer)
+        return Poller.finished(AmlCompute._from_api(answer))
+
+    def begin_update(self, compute: AmlCompute) -> Poller[AmlCompute]:
+        """Update a compute's instance counts, idle time, size, tier, description, tags."""
+        changes = {key: value for key, value in compute._to_document().items()
+                   if key in _COMPUTE_UPDATABLE}
+        answer = self._client.update_compute(compute.name, changes)
+        _note_ignored("compute", answer["name"], answer)
+        return Poller.finished(AmlCompute._from_api(answer))
+
+    def get(self, name: str) -> AmlCompute:
+        """One compute."""
+        return AmlCompute._from_api(self._client.get_compute(name))
+
+    def list(self, *, compute_type: str | None = None) -> list[AmlCompute]:
+        """All computes, the built-in default among them."""
+        return [AmlCompute._from_api(c) for c in self._client.list_computes()
+                if compute_type is None or c["type"] == compute_type.lower()]
+
+    def begin_delete(self, name: str) -> Poller[None]:
+        """Delete a compute no deployment uses."""
+        self._client.delete_compute(name)
+        return Poller.finished(None)
 
 
 class DatastoreOperations:
@@ -270,6 +371,11 @@ class DatastoreOperations:
         return [self.get_default()]
 
 
+def _version(version: str | None, label: str | None) -> str | None:
+    """A version to act on: a number, or (label latest) the newest not archived."""
+    return version if version is not None else ("latest" if label == "latest" else None)
+
+
 def _one_input(input: Input | None, inputs: Mapping[str, Input] | None) -> Input:
     if input is not None and inputs:
         raise InvalidRequest("give input or inputs, not both", code="invalid_input")
@@ -283,11 +389,6 @@ def _one_input(input: Input | None, inputs: Mapping[str, Input] | None) -> Input
     if input.type not in _INPUT_TYPES:
         raise InvalidRequest(f"input type {input.type!r} is not supported: use "
                              + " or ".join(_INPUT_TYPES), code="invalid_input")
-    path = os.fspath(input.path)
-    if path.startswith("azureml:") and not path.startswith("azureml://"):
-        raise InvalidRequest(f"input {path!r} names a data asset; batchfn reads files: give a "
-                             "local path, a storage URL or azureml://datastores/<name>/paths/"
-                             "<path>", code="invalid_input")
     return input
 
 

@@ -3,14 +3,20 @@
 Under `/runtime/webhooks/durabletask/` on devhost's own port, for people and tools: every
 request needs the extension's system key or the master key (`code=` or x-functions-key),
 and the management URLs that `create_check_status_response` hands out carry the system key.
-Under `/durabletask/` on a listener of its own, bound to 127.0.0.1 on a free port: the
-`rpcBaseUrl` that `DurableOrchestrationClient` (azure-functions-durable) calls from inside
-the app, without a key, like the Functions host's local RPC endpoint. Status codes follow
-the real extension so that the client's own status handling works unchanged.
+Under `/durabletask/<token>/` on a listener of its own, bound to 127.0.0.1 on a free port:
+the `rpcBaseUrl` that `DurableOrchestrationClient` (azure-functions-durable) calls from
+inside the app, like the Functions host's local RPC endpoint. That client sends no key, so
+the key is in the path: a random token that only the host process knows (it reaches the
+app's functions in their starter JSON, never a worker process). Any other process on the
+machine reaches the port too (loopback is every local user's), but without the token it
+gets a 404 and nothing else; and what the listener answers carries URLs of its own, never
+the system key. Status codes follow the real extension so that the client's own status
+handling works unchanged.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -27,6 +33,7 @@ WEBHOOK_PREFIX = "/runtime/webhooks/durabletask"
 RPC_PREFIX = "/durabletask"
 _RUNNING = {"Pending", "Running", "ContinuedAsNew"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Authorize = Callable[[web.Request], web.Response | None]  # None: let the request through
 
 
 def _flag(request: web.Request, name: str, default: bool) -> bool:
@@ -42,11 +49,16 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 class ManagementUrls:
-    """The URL templates of the starter JSON and of check-status responses."""
+    """The URL templates of the starter JSON and of check-status responses: under `prefix`
+    of `base_url`, with `system_key` in their query (None: no key, for the RPC listener,
+    whose `prefix` holds its token)."""
 
-    def __init__(self, base_url: str, hub: str, system_key: str) -> None:
-        self.base = f"{base_url.rstrip('/')}{WEBHOOK_PREFIX}"
-        self.query = f"taskHub={hub}&connection=Storage&code={system_key}"
+    def __init__(self, base_url: str, hub: str, system_key: str | None, *,
+                 prefix: str = WEBHOOK_PREFIX) -> None:
+        self.base = f"{base_url.rstrip('/')}{prefix}"
+        self.query = f"taskHub={hub}&connection=Storage"
+        if system_key is not None:
+            self.query += f"&code={system_key}"
 
     def for_instance(self, instance_id: str) -> dict[str, str]:
         base, query = f"{self.base}/instances/{instance_id}", self.query
@@ -70,6 +82,30 @@ class ManagementUrls:
                     f"{{intervalInSeconds}}&{self.query}"}
 
 
+def system_key_check(keys: KeyRing) -> Authorize:
+    """Let through requests with the system or master key (x-functions-key or ?code=)."""
+    def authorize(request: web.Request) -> web.Response | None:
+        presented = request.headers.get(KEY_HEADER) or request.query.get("code")
+        if keys.allows_system(presented):
+            return None
+        return _error(401, "Unauthorized", "the Durable HTTP API needs the system key or the "
+                                           "master key (x-functions-key header or ?code=)")
+    return authorize
+
+
+def rpc_token_check(token: str) -> Authorize:
+    """Let through requests whose path holds `token` (the routes' `{token}` segment); the
+    others get a 404 that says nothing of the listener."""
+    expected = token.encode()
+
+    def authorize(request: web.Request) -> web.Response | None:
+        presented = request.match_info.get("token", "").encode()
+        if hmac.compare_digest(presented, expected):
+            return None
+        return web.Response(status=404, text="404: Not Found")
+    return authorize
+
+
 class DurableHttpApi:
     """aiohttp handlers over an `InstanceManager`."""
 
@@ -77,10 +113,10 @@ class DurableHttpApi:
         self.manager = manager
         self.urls = urls
 
-    def add_routes(self, router: web.UrlDispatcher, keys: KeyRing | None, *,
+    def add_routes(self, router: web.UrlDispatcher, authorize: Authorize, *,
                    prefix: str = WEBHOOK_PREFIX) -> None:
-        """Serve the API under `prefix`; with `keys`, only to requests with the system or
-        master key (None: the local RPC listener, which nobody outside the host reaches)."""
+        """Serve the API under `prefix` to the requests `authorize` lets through
+        (`system_key_check`, or `rpc_token_check` for the local RPC listener)."""
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/orchestrators/{function}", self.start),
             ("POST", "/orchestrators/{function}/{instance}", self.start),
@@ -96,16 +132,14 @@ class DurableHttpApi:
              self.unsupported),
         ]
         for method, path, handler in routes:
-            router.add_route(method, prefix + path, self._guarded(handler, keys))
+            router.add_route(method, prefix + path, self._guarded(handler, authorize))
 
     @staticmethod
-    def _guarded(handler: Handler, keys: KeyRing | None) -> Handler:
+    def _guarded(handler: Handler, authorize: Authorize) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            presented = request.headers.get(KEY_HEADER) or request.query.get("code")
-            if keys is not None and not keys.allows_system(presented):
-                return _error(401, "Unauthorized", "the Durable HTTP API needs the system key "
-                                                   "or the master key (x-functions-key header "
-                                                   "or ?code=)")
+            refused = authorize(request)
+            if refused is not None:
+                return refused
             try:
                 return await handler(request)
             except ManagementError as exc:

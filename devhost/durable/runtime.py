@@ -16,6 +16,8 @@ import contextlib
 import inspect
 import json
 import logging
+import secrets
+import socket
 import time
 import traceback
 import uuid
@@ -33,7 +35,13 @@ from azure.functions.durable_functions import (
 from devhost.durable.actions import Decision, DecisionError, decision_from_failure, parse_decision
 from devhost.durable.episode import Episode
 from devhost.durable.history import EventType, new_event, parse_time, utcnow
-from devhost.durable.http_api import RPC_PREFIX, DurableHttpApi, ManagementUrls
+from devhost.durable.http_api import (
+    RPC_PREFIX,
+    DurableHttpApi,
+    ManagementUrls,
+    rpc_token_check,
+    system_key_check,
+)
 from devhost.durable.management import InstanceManager, KeyedLocks
 from devhost.durable.records import ActivityWork, ControlMessage, MessageError
 from devhost.durable.store import ConcurrencyError, Received, TaskHubStorage
@@ -111,7 +119,7 @@ class DurableRuntime:
         """Serve the Durable HTTP API (start, status, events, terminate, purge) to callers
         with the system or master key of `keys`."""
         self.urls = ManagementUrls(self.base_url, self.hub_name, keys.system_key)
-        DurableHttpApi(self.manager, self.urls).add_routes(router, keys)
+        DurableHttpApi(self.manager, self.urls).add_routes(router, system_key_check(keys))
 
     def client_binding(self, binding: dict[str, Any]) -> str:
         """The starter JSON the host passes for a `durableClient` binding."""
@@ -176,17 +184,23 @@ class DurableRuntime:
         log.info("durable runtime stopped")
 
     async def _start_rpc(self) -> None:
-        # Like the Functions host's local RPC endpoint: loopback only, no key, its own port.
-        assert self.urls is not None
+        # Like the Functions host's local RPC endpoint: loopback, its own port. The app's
+        # client sends no key, so a token in the path is the key (see http_api.py).
+        token = secrets.token_urlsafe(32)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        host, port = listener.getsockname()[:2]
+        prefix = f"{RPC_PREFIX}/{{token}}"
+        urls = ManagementUrls(f"http://{host}:{port}", self.hub_name, None,
+                              prefix=f"{RPC_PREFIX}/{token}")
         app = web.Application(client_max_size=MAX_RPC_BODY)
-        DurableHttpApi(self.manager, self.urls).add_routes(app.router, None, prefix=RPC_PREFIX)
+        DurableHttpApi(self.manager, urls).add_routes(app.router, rpc_token_check(token),
+                                                      prefix=prefix)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
+        await web.SockSite(runner, listener).start()
         self._rpc_runner = runner
-        self._rpc_base_url = f"http://{host}:{port}{RPC_PREFIX}/"
+        self._rpc_base_url = f"{urls.base}/"
 
     # ---- control queue: episodes ---------------------------------------------------------
 

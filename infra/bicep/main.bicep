@@ -31,10 +31,22 @@ param principalType string = 'User'
 @description('Memory of each control app instance in MB.')
 param instanceMemoryMB int = 2048
 
-@minValue(1)
+@minValue(40)
 @maxValue(1000)
-@description('Most instances the control app scales out to.')
+@description('Most instances the control app scales out to (Flex Consumption takes 40 at least).')
 param maximumInstanceCount int = 100
+
+@minValue(1)
+@description('Most input files one job may have (BATCHFN_MAX_FILES_PER_JOB); a larger input fails its job before any mini-batch is sent.')
+param maxFilesPerJob int = 1000000
+
+@minValue(1)
+@description('Most rows one tabular job may have (BATCHFN_MAX_ROWS_PER_JOB), counted as planned (a parquet file: as its footer claims).')
+param maxRowsPerJob int = 1000000000
+
+@minValue(1)
+@description('Most mini-batches (queue messages) one job may have (BATCHFN_MAX_MINI_BATCHES_PER_JOB).')
+param maxMiniBatchesPerJob int = 1000000
 
 @description('Datastores jobs may read and write beside workspaceblobstore (the container batchfn-data): name=container pairs, comma separated, naming containers of this storage account (docs/security.md). Empty: only workspaceblobstore.')
 param datastores string = ''
@@ -63,6 +75,21 @@ param scoringWorkerSlots int = 1
 @description('Container registry SKU; Premium adds artifact streaming for faster GPU cold starts.')
 param registrySku string = 'Basic'
 
+@allowed(['gpu-t4', 'gpu-a100', 'cpu'])
+@description('Scoring profiles that get a scoring app of their own beside the main one: computes whose size maps to one (gpu-t4: a T4 GPU, gpu-a100: an A100 GPU, cpu: CPU only) run there (docs/concepts.md). Empty: every compute runs on the main scoring app, and a size that needs another profile is refused at compute create.')
+param scoringProfiles array = []
+
+@minValue(0)
+@maxValue(100)
+@description('Replicas the main scoring app keeps warm: the min_instances of the computes it serves (0 scales to zero).')
+param scoringMinReplicas int = 0
+
+@description('Replicas each profile app keeps warm, by profile (e.g. {"gpu-a100": 1}): the min_instances of the computes of that size. A profile not named keeps none.')
+param scoringProfileMinReplicas object = {}
+
+@description('Input URLs that stand for a datastore path or a data asset: <URL prefix>=<target> pairs separated by ";" (BATCHFN_INPUT_ALIASES, docs/security.md). Empty: none.')
+param inputAliases string = ''
+
 var tags = { 'azd-env-name': environmentName, application: 'batchfn' }
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 var names = {
@@ -80,6 +107,14 @@ var names = {
   scoringApp: 'ca-scoring-${token}'
 }
 var deploymentContainerName = 'app-package-${take(token, 12)}'
+// The compute profile (contract/compute_spec.py) of the main scoring app's workload profile;
+// the control app routes each compute's mini-batches by these (BATCHFN_SCORING_PROFILES).
+var mainScoringProfile = {
+  'Consumption-GPU-NC8as-T4': 'gpu-t4'
+  'Consumption-GPU-NC24-A100': 'gpu-a100'
+  Consumption: 'cpu'
+}[scoringWorkloadProfile]
+var profileApps = filter(scoringProfiles, profile => profile != mainScoringProfile)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: names.resourceGroup
@@ -170,6 +205,11 @@ module functionApp 'app/function-app.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     datastores: datastores
+    maxFilesPerJob: maxFilesPerJob
+    maxRowsPerJob: maxRowsPerJob
+    maxMiniBatchesPerJob: maxMiniBatchesPerJob
+    inputAliases: inputAliases
+    scoringProfiles: join(concat([mainScoringProfile], profileApps), ',')
   }
   // The host reads its storage the moment the app starts: grant the roles first.
   dependsOn: [rbac]
@@ -192,7 +232,10 @@ module scoringApp 'app/scoring-app.bicep' = {
     workloadProfileType: scoringWorkloadProfile
     image: scoringImage
     maxReplicas: scoringMaxReplicas
+    minReplicas: scoringMinReplicas
     workerSlots: scoringWorkerSlots
+    profileApps: profileApps
+    profileMinReplicas: scoringProfileMinReplicas
   }
   // The image pull and the queue listeners need AcrPull and the storage roles first.
   dependsOn: [rbac]
@@ -225,4 +268,5 @@ output REGISTRY_NAME string = registry.outputs.name
 output REGISTRY_LOGIN_SERVER string = registry.outputs.loginServer
 output CONTAINER_APPS_ENVIRONMENT string = scoringApp.outputs.environmentName
 output SCORING_APP_NAME string = scoringApp.outputs.appName
+output SCORING_PROFILE_APP_NAMES array = scoringApp.outputs.profileAppNames
 output EVENT_GRID_SYSTEM_TOPIC string = eventGrid.outputs.systemTopicName

@@ -6,16 +6,18 @@
 // Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action, so the
 // app signs the user-delegation SAS URLs its upload grants hand out.
 //
-// Scoring app (mini-batch queue triggers): Storage Blob Data Contributor on the account
-// under a condition: nothing in the host's secrets, the registry container, the control
+// Scoring app (mini-batch queue trigger): a custom role, Storage Blob Data Contributor
+// without deleting or leasing containers (scoringBlobActions), on the account under a
+// condition: nothing in the host's secrets, the registry container, the control
 // app's deployment package or the Durable task hub's containers, and read-only on assets.
 // Jobs read datastores and write to batchfn-jobs, datastores or a drop's _output/; an
 // operator's datastores are containers named in an app setting (BATCHFN_DATASTORES), so the
 // grant is account-wide with those exceptions, and batchfn's allow-list
 // (shared/control/datastores.py) keeps jobs out of every other container. The role includes
 // generateUserDelegationKey (a replica may sign short-lived read SAS URLs for its worker
-// processes; such a SAS never grants more than the signer has). Queue Data Contributor on the mini-batch queue and its
-// poison twin only, Message Sender on the shard-hint queue, AcrPull on the registry,
+// processes; such a SAS never grants more than the signer has). Queue Data Contributor on
+// the mini-batch queue and its poison twin only (the host moves a message it gave up on to
+// the poison queue; the control app records it), Message Sender on the shard-hint queue, AcrPull on the registry,
 // Monitoring Metrics Publisher. No table role: it never touches the task hub.
 //
 // Optional user (principalId): what the CLI's users need beside the API: read outputs too
@@ -46,11 +48,17 @@ var controlStorageRoles = [
   roles.storageQueueDataContributor
   roles.storageTableDataContributor
 ]
-// shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages there)
-// and SHARD_HINT_QUEUE (scoring hosts only send to it).
+// shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages there),
+// the same two of each scoring profile's app, and SHARD_HINT_QUEUE (scoring hosts only send to it).
 var scoringQueueGrants = [
   { queue: 'minibatches', role: roles.storageQueueDataContributor }
   { queue: 'minibatches-poison', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-gpu-t4', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-gpu-t4-poison', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-gpu-a100', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-gpu-a100-poison', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-cpu', role: roles.storageQueueDataContributor }
+  { queue: 'minibatches-cpu-poison', role: roles.storageQueueDataContributor }
   { queue: 'shard-hints', role: roles.storageQueueDataMessageSender }
 ]
 var userContainerGrants = [
@@ -92,6 +100,21 @@ AND
  )
 )
 '''
+
+// What the scoring role may do with blobs: Storage Blob Data Contributor's actions less
+// deleting a container and taking a lease on one (it creates output containers, reads and
+// writes blobs, signs read SAS URLs for its workers). The condition below narrows where.
+var scoringBlobActions = [
+  'Microsoft.Storage/storageAccounts/blobServices/containers/read'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/write'
+  'Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action'
+]
+var scoringBlobDataActions = [
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete'
+  'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action'
+]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -137,11 +160,29 @@ resource controlMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-0
 
 // --- scoring app ------------------------------------------------------------------------
 
+resource scoringBlobRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'batchfn-scoring-blobs')
+  properties: {
+    roleName: 'batchfn scoring blobs ${uniqueString(resourceGroup().id)}'
+    description: 'batchfn scoring app: read and write blobs, create containers, sign read SAS URLs; no container delete or lease.'
+    type: 'CustomRole'
+    assignableScopes: [resourceGroup().id]
+    permissions: [
+      {
+        actions: scoringBlobActions
+        notActions: []
+        dataActions: scoringBlobDataActions
+        notDataActions: []
+      }
+    ]
+  }
+}
+
 resource scoringBlobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, scoringPrincipalId, roles.storageBlobDataContributor)
+  name: guid(storage.id, scoringPrincipalId, scoringBlobRole.id)
   scope: storage
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    roleDefinitionId: scoringBlobRole.id
     principalId: scoringPrincipalId
     principalType: 'ServicePrincipal'
     condition: scoringBlobCondition

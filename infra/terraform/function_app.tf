@@ -27,6 +27,12 @@ locals {
   control_app_settings = {
     BATCHFN_ROLE                              = "control"
     BATCHFN_DATASTORES                        = var.datastores
+    # The planner's caps on one job, checked before any of its mini-batches is sent.
+    BATCHFN_MAX_FILES_PER_JOB                 = tostring(var.max_files_per_job)
+    BATCHFN_MAX_ROWS_PER_JOB                  = tostring(var.max_rows_per_job)
+    BATCHFN_MAX_MINI_BATCHES_PER_JOB          = tostring(var.max_mini_batches_per_job)
+    BATCHFN_INPUT_ALIASES                     = var.input_aliases
+    BATCHFN_SCORING_PROFILES                  = join(",", concat([local.main_scoring_profile], local.profile_apps))
     AzureWebJobsStorage__accountName          = azurerm_storage_account.main.name
     AzureWebJobsStorage__blobServiceUri       = azurerm_storage_account.main.primary_blob_endpoint
     AzureWebJobsStorage__queueServiceUri      = azurerm_storage_account.main.primary_queue_endpoint

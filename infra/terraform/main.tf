@@ -25,10 +25,17 @@ terraform {
 }
 
 provider "azurerm" {
-  features {}
+  features {
+    storage {
+      # The account refuses shared keys and its containers and queues are managed through
+      # ARM (storage_account_id): azurerm makes no data-plane call on it, so neither a key
+      # nor the deployer's network path to the data plane is needed.
+      data_plane_available = false
+    }
+  }
   # Null falls back to ARM_SUBSCRIPTION_ID / the az CLI's current subscription.
   subscription_id = var.subscription_id
-  # The storage account has shared key access disabled: data-plane calls use Entra ID.
+  # Should a data-plane call be made after all, with Entra ID (shared keys are off).
   storage_use_azuread = true
 }
 

@@ -43,7 +43,12 @@ output "container_apps_environment" {
 
 output "scoring_app_name" {
   description = "Empty until scoring_image is set."
-  value       = var.scoring_image == "" ? "" : azapi_resource.scoring_app[0].name
+  value       = var.scoring_image == "" ? "" : azapi_resource.scoring_app["main"].name
+}
+
+output "scoring_profile_app_names" {
+  description = "The scoring apps of scoring_profiles; empty until scoring_image is set."
+  value       = [for key, app in azapi_resource.scoring_app : app.name if key != "main"]
 }
 
 output "event_grid_system_topic" {

@@ -3,9 +3,10 @@
 #
 # Control app: Storage Blob Data Owner (includes generateUserDelegationKey for the upload
 # SAS URLs it signs), Queue and Table Data Contributor on the account, Monitoring Metrics
-# Publisher. Scoring app: Storage Blob Data Contributor on the account under a condition
-# (nothing in the host's secrets, the registry container, the control app's package or the
-# Durable task hub; read-only on assets), Queue Data Contributor on the mini-batch queue and
+# Publisher. Scoring app: a custom role, Storage Blob Data Contributor without deleting or
+# leasing containers, on the account under a condition (nothing in the host's secrets, the
+# registry container, the control app's package or the Durable task hub; read-only on
+# assets), Queue Data Contributor on the mini-batch queue and
 # its poison twin, Message Sender on the shard-hint queue, AcrPull, Monitoring Metrics
 # Publisher; no table role. Optional user: read large outputs, drop files.
 
@@ -17,17 +18,38 @@ locals {
     "Storage Table Data Contributor",
   ])
   # shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages
-  # there) and SHARD_HINT_QUEUE (scoring hosts only send to it).
+  # there), the same two of each scoring profile's app, and SHARD_HINT_QUEUE (scoring hosts
+  # only send to it).
   scoring_queue_grants = {
-    "minibatches"        = "Storage Queue Data Contributor"
-    "minibatches-poison" = "Storage Queue Data Contributor"
-    "shard-hints"        = "Storage Queue Data Message Sender"
+    "minibatches"                 = "Storage Queue Data Contributor"
+    "minibatches-poison"          = "Storage Queue Data Contributor"
+    "minibatches-gpu-t4"          = "Storage Queue Data Contributor"
+    "minibatches-gpu-t4-poison"   = "Storage Queue Data Contributor"
+    "minibatches-gpu-a100"        = "Storage Queue Data Contributor"
+    "minibatches-gpu-a100-poison" = "Storage Queue Data Contributor"
+    "minibatches-cpu"             = "Storage Queue Data Contributor"
+    "minibatches-cpu-poison"      = "Storage Queue Data Contributor"
+    "shard-hints"                 = "Storage Queue Data Message Sender"
   }
   user_container_grants = {
     "batchfn-jobs" = "Storage Blob Data Reader"
     "batchfn-data" = "Storage Blob Data Reader"
     "batchfn-drop" = "Storage Blob Data Contributor"
   }
+  # What the scoring role may do with blobs: Storage Blob Data Contributor's actions less
+  # deleting a container and taking a lease on one (it creates output containers, reads and
+  # writes blobs, signs read SAS URLs for its workers). The condition narrows where.
+  scoring_blob_actions = [
+    "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+    "Microsoft.Storage/storageAccounts/blobServices/containers/write",
+    "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+  ]
+  scoring_blob_data_actions = [
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete",
+    "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action",
+  ]
   # Containers the scoring identity never reads or writes: the Functions host's keys, the
   # endpoint/deployment registry, the control app's code package and the Durable task hub
   # (host.json hubName "batchfn"); and batchfn-assets, which it only reads.
@@ -83,13 +105,26 @@ resource "azurerm_role_assignment" "control_metrics_publisher" {
 
 # --- scoring app --------------------------------------------------------------------------
 
+resource "azurerm_role_definition" "scoring_blobs" {
+  name        = "batchfn scoring blobs ${local.token}"
+  scope       = azurerm_resource_group.main.id
+  description = "batchfn scoring app: read and write blobs, create containers, sign read SAS URLs; no container delete or lease."
+
+  permissions {
+    actions      = local.scoring_blob_actions
+    data_actions = local.scoring_blob_data_actions
+  }
+
+  assignable_scopes = [azurerm_resource_group.main.id]
+}
+
 resource "azurerm_role_assignment" "scoring_blobs" {
-  scope                = azurerm_storage_account.main.id
-  role_definition_name = "Storage Blob Data Contributor"
-  principal_id         = azurerm_user_assigned_identity.scoring.principal_id
-  principal_type       = "ServicePrincipal"
-  condition            = local.scoring_blob_condition
-  condition_version    = "2.0"
+  scope              = azurerm_storage_account.main.id
+  role_definition_id = azurerm_role_definition.scoring_blobs.role_definition_resource_id
+  principal_id       = azurerm_user_assigned_identity.scoring.principal_id
+  principal_type     = "ServicePrincipal"
+  condition          = local.scoring_blob_condition
+  condition_version  = "2.0"
 }
 
 resource "azurerm_role_assignment" "scoring_queues" {

@@ -21,6 +21,14 @@ locals {
     "minibatches",
     "minibatches-poison",
     "shard-hints",
+    # One queue (and its poison twin) per scoring profile with an app of its own
+    # (shared/contract/layout.py: minibatch_queue_for): declared whether or not it is deployed.
+    "minibatches-gpu-t4",
+    "minibatches-gpu-t4-poison",
+    "minibatches-gpu-a100",
+    "minibatches-gpu-a100-poison",
+    "minibatches-cpu",
+    "minibatches-cpu-poison",
   ]
   dead_letter_container = "batchfn-drop-deadletter"
 }

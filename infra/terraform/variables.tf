@@ -51,12 +51,42 @@ variable "instance_memory_mb" {
 }
 
 variable "maximum_instance_count" {
-  description = "Most instances the control app scales out to."
+  description = "Most instances the control app scales out to (Flex Consumption takes 40 at least)."
   type        = number
   default     = 100
   validation {
-    condition     = var.maximum_instance_count >= 1 && var.maximum_instance_count <= 1000
-    error_message = "maximum_instance_count must be between 1 and 1000."
+    condition     = var.maximum_instance_count >= 40 && var.maximum_instance_count <= 1000
+    error_message = "maximum_instance_count must be between 40 (the Flex Consumption minimum) and 1000."
+  }
+}
+
+variable "max_files_per_job" {
+  description = "Most input files one job may have (BATCHFN_MAX_FILES_PER_JOB); a larger input fails its job before any mini-batch is sent."
+  type        = number
+  default     = 1000000
+  validation {
+    condition     = var.max_files_per_job >= 1
+    error_message = "max_files_per_job must be at least 1."
+  }
+}
+
+variable "max_rows_per_job" {
+  description = "Most rows one tabular job may have (BATCHFN_MAX_ROWS_PER_JOB), counted as planned (a parquet file: as its footer claims)."
+  type        = number
+  default     = 1000000000
+  validation {
+    condition     = var.max_rows_per_job >= 1
+    error_message = "max_rows_per_job must be at least 1."
+  }
+}
+
+variable "max_mini_batches_per_job" {
+  description = "Most mini-batches (queue messages) one job may have (BATCHFN_MAX_MINI_BATCHES_PER_JOB)."
+  type        = number
+  default     = 1000000
+  validation {
+    condition     = var.max_mini_batches_per_job >= 1
+    error_message = "max_mini_batches_per_job must be at least 1."
   }
 }
 
@@ -116,4 +146,36 @@ variable "registry_sku" {
     condition     = contains(["Basic", "Standard", "Premium"], var.registry_sku)
     error_message = "registry_sku must be Basic, Standard or Premium."
   }
+}
+
+variable "scoring_profiles" {
+  description = "Scoring profiles that get a scoring app of their own beside the main one: computes whose size maps to one (gpu-t4: a T4 GPU, gpu-a100: an A100 GPU, cpu: CPU only) run there (docs/concepts.md). Empty: every compute runs on the main scoring app, and a size that needs another profile is refused at compute create."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for profile in var.scoring_profiles : contains(["gpu-t4", "gpu-a100", "cpu"], profile)])
+    error_message = "scoring_profiles may hold gpu-t4, gpu-a100 and cpu."
+  }
+}
+
+variable "scoring_min_replicas" {
+  description = "Replicas the main scoring app keeps warm: the min_instances of the computes it serves (0 scales to zero)."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.scoring_min_replicas >= 0 && var.scoring_min_replicas <= 100
+    error_message = "scoring_min_replicas must be between 0 and 100."
+  }
+}
+
+variable "scoring_profile_min_replicas" {
+  description = "Replicas each profile app keeps warm, by profile (e.g. { gpu-a100 = 1 }): the min_instances of the computes of that size. A profile not named keeps none."
+  type        = map(number)
+  default     = {}
+}
+
+variable "input_aliases" {
+  description = "Input URLs that stand for a datastore path or a data asset: <URL prefix>=<target> pairs separated by \";\" (BATCHFN_INPUT_ALIASES, docs/security.md). Empty: none."
+  type        = string
+  default     = ""
 }

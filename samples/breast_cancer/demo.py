@@ -46,6 +46,7 @@ class CancerTutorial(Tutorial):
 
     def run(self) -> None:
         endpoint = self.endpoint
+        self.ensure_compute()
         self.step("MLflow: create the endpoint")
         self.batchfn("batch-endpoint", "create", "--file", "endpoint.yml", "--name", endpoint)
 

@@ -41,6 +41,9 @@ COMMAND_TIMEOUT_S = 120.0  # a command, or a job streamed to its end
 MIN_ACCURACY = 0.95
 
 
+COMPUTE = "batch-cluster"  # the compute (scoring pool) the sample deployments name
+
+
 class DemoFailed(RuntimeError):
     """A step of the tutorial did not do what the tutorial expects."""
 
@@ -101,6 +104,7 @@ class Tutorial:
     def run(self) -> None:
         endpoint = self.endpoint
         sample = os.path.relpath(DATA_DIR / "sample", self.sample_dir)
+        self.ensure_compute()
         self.step("Create the endpoint")
         self.batchfn("batch-endpoint", "create", "--file", "endpoint.yml", "--name", endpoint)
 
@@ -144,6 +148,16 @@ class Tutorial:
         print("\nOutputs left on disk:")
         for path in self.outputs:
             print(f"  {path}")
+
+    def ensure_compute(self) -> None:
+        """The tutorial's first step, skipped where an earlier run made the compute (as its
+        Python tab does): the deployments run on batch-cluster."""
+        self.step("Create the compute the deployments name (a scoring pool)")
+        found = self.batchfn("compute", "list", "--query", f"[?name=='{COMPUTE}'].name",
+                             "-o", "tsv", capture=True).strip()
+        if not found:
+            self.batchfn("compute", "create", "-n", COMPUTE, "--type", "amlcompute",
+                         "--min-instances", "0", "--max-instances", "5")
 
     def invoke(self, *options: str) -> str:
         """`batch-endpoint invoke` on the endpoint; returns the job name."""

@@ -1,24 +1,26 @@
 """The Python tab of Azure ML's MNIST batch-endpoint tutorial, run against batchfn.
 
 Run from samples/mnist/ (the tutorial's paths are relative to it) with a devhost up
-(`make serve`) and the sample PNGs prepared (`python -m samples.mnist.prepare_data`):
+(`make serve`) that knows the tutorial's input URL (docs/tutorial.md: the input alias and
+the data asset behind it):
 
     cd samples/mnist && python sdk_tutorial.py
 
-What differs from the tutorial, line by line, is marked `# batchfn:`: the imports, the
-client construction, the compute cell (batchfn has no clusters to create) and the input
-location (the tutorial's public sample URL is outside batchfn's storage account, so the
-same folder is given as a local path, which batchfn uploads, as azure-ai-ml would).
-docs/python-sdk.md shows the diff.
+What differs from the tutorial is marked `# batchfn:`: the imports and the client
+construction. One cell comes from the tutorial's notebook (mnist-batch.ipynb), which the
+page leaves out: the keras model's registration, without which the keras deployment would
+deploy the torch model. docs/python-sdk.md shows the diff.
 """
 
-import os
 import random
 
-# batchfn: was `from azure.ai.ml import MLClient, Input, load_component`, and so on.
+# batchfn: was `from azure.ai.ml import MLClient, Input, load_component` and the
+# azure.ai.ml.entities, azure.ai.ml.constants, azure.ai.ml.dsl and azure.identity imports
+# (pipeline components, load_component and the credential have no use here).
 from batchfn.ml import Input, MLClient
 from batchfn.ml.constants import AssetTypes, BatchDeploymentOutputAction
 from batchfn.ml.entities import (
+    AmlCompute,
     BatchEndpoint,
     BatchRetrySettings,
     CodeConfiguration,
@@ -31,10 +33,15 @@ from batchfn.ml.entities import (
 # batchfn: was MLClient(DefaultAzureCredential(), subscription_id, resource_group, workspace)
 ml_client = MLClient()
 
-# batchfn: no compute cell; the deployment still names the cluster, batchfn notes it ignored.
 compute_name = "batch-cluster"
-# batchfn: the tutorial's https://azuremlexampledata.blob.core.windows.net/data/mnist/sample/
-sample_data = os.environ.get("MNIST_SAMPLE", "data/sample/")
+if not any(filter(lambda m: m.name == compute_name, ml_client.compute.list())):
+    compute_cluster = AmlCompute(
+        name=compute_name,
+        description="CPU cluster compute",
+        min_instances=0,
+        max_instances=2,
+    )
+    ml_client.compute.begin_create_or_update(compute_cluster).result()
 
 endpoint_name = "mnist-batch"
 
@@ -95,7 +102,7 @@ job = ml_client.batch_endpoints.invoke(
     endpoint_name=endpoint_name,
     deployment_name=deployment.name,
     input=Input(
-        path=sample_data,
+        path="https://azuremlexampledata.blob.core.windows.net/data/mnist/sample/",
         type=AssetTypes.URI_FOLDER,
     ),
 )
@@ -109,7 +116,7 @@ filename = f"predictions-{random.randint(0,99999)}.csv"
 job = ml_client.batch_endpoints.invoke(
     endpoint_name=endpoint_name,
     input=Input(
-        path=sample_data,
+        path="https://azuremlexampledata.blob.core.windows.net/data/mnist/sample/",
         type=AssetTypes.URI_FOLDER,
     ),
     params_override=[
@@ -122,7 +129,7 @@ job = ml_client.batch_endpoints.invoke(
 job = ml_client.batch_endpoints.invoke(
     endpoint_name=endpoint_name,
     input=Input(
-        path=sample_data
+        path="https://azuremlexampledata.blob.core.windows.net/data/mnist/sample/"
     ),
     params_override=[{"mini_batch_size": "20"}, {"compute.instance_count": "5"}],
 )
@@ -133,7 +140,7 @@ env = Environment(
     image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest",
 )
 
-# As in the published tutorial: the keras deployment deploys the keras model.
+# From the tutorial's notebook: the keras deployment deploys the keras model.
 model = ml_client.models.create_or_update(
     Model(
         name="mnist-classifier-keras",
@@ -169,7 +176,7 @@ job = ml_client.batch_endpoints.invoke(
     endpoint_name=endpoint_name,
     deployment_name=deployment_keras.name,
     input=Input(
-        path=sample_data,
+        path="https://azuremlexampledata.blob.core.windows.net/data/mnist/sample/",
         type=AssetTypes.URI_FOLDER,
     ),
 )

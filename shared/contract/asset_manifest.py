@@ -1,15 +1,17 @@
 """Asset manifests: what a model or code folder holds, hashed on the client, checked by the API.
 
 A folder is described by an `AssetManifest`: its own name (`root`) and, per file, the
-relative path, size, sha256 and md5. The manifest's digest (sha256 over the sorted
-`root/path<TAB>sha256` lines) identifies the content, so uploading identical content under
-the same asset name never creates a new version. Pure Python: the CLI and client import it
-without any storage SDK.
+relative path, size, sha256 and md5. The manifest's digest identifies the content, so
+uploading identical content under the same asset name never creates a new version. It is a
+sha256 over an unambiguous encoding of the folder name and the sorted (path, sha256) pairs
+(JSON: no path can pass for a separator), and paths hold no control characters. Pure
+Python: the CLI and client import it without any storage SDK.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -21,10 +23,13 @@ from .errors import InvalidRequest
 from .names import check_asset_name, check_relative_path
 
 MAX_MANIFEST_FILES = 100_000
+# Names the digest's encoding, so that no digest of another encoding can equal one of this.
+DIGEST_SCHEME = "batchfn-asset-digest/2"
+SINGLE_FILE_ROOT = "file"  # the root folder of a one-file asset (scan_file)
 _HASH_CHUNK = 4 * 1024 * 1024
 _RESOURCE_ID = re.compile(
     r"(?:azureml:)?/subscriptions/[^/]+/resource[gG]roups/[^/]+/providers/"
-    r"Microsoft\.MachineLearningServices/workspaces/[^/]+/(?:models|codes)/"
+    r"Microsoft\.MachineLearningServices/workspaces/[^/]+/(?:models|codes|data)/"
     r"(?P<name>[^/]+)/versions/(?P<version>[^/]+)")
 
 
@@ -47,8 +52,13 @@ class AssetManifest:
 
     @property
     def digest(self) -> str:
-        lines = "".join(f"{self.root}/{f.path}\t{f.sha256}\n" for f in self.files)
-        return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+        """sha256 of DIGEST_SCHEME and the JSON list [root, [[path, sha256], ...]] (sorted
+        by path): two manifests share a digest only when they list the same names and
+        contents."""
+        pairs = sorted([f.path, f.sha256] for f in self.files)
+        encoded = json.dumps([self.root, pairs],
+                             ensure_ascii=True, separators=(",", ":"))
+        return hashlib.sha256(f"{DIGEST_SCHEME}\n{encoded}".encode("ascii")).hexdigest()
 
     @property
     def size(self) -> int:
@@ -103,17 +113,33 @@ def scan_folder(folder: str | os.PathLike[str]) -> AssetManifest:
         relative = path.relative_to(base).as_posix()
         if "__pycache__" in relative.split("/"):
             continue
-        sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-        with path.open("rb") as stream:
-            while chunk := stream.read(_HASH_CHUNK):
-                sha256.update(chunk)
-                md5.update(chunk)
-                size += len(chunk)
-        files.append(ManifestFile(relative, size, sha256.hexdigest(), md5.hexdigest()))
+        check_relative_path(relative, field=f"file name in {str(base)!r}")
+        files.append(_hashed(path, relative))
     if not files:
         raise InvalidRequest(f"folder {str(base)!r} is empty", details={"path": str(base)},
                              code="folder_empty")
     return AssetManifest(root=check_asset_name(base.resolve().name), files=tuple(files))
+
+
+def scan_file(file: str | os.PathLike[str]) -> AssetManifest:
+    """One file as an asset (a uri_file data asset): under the root folder `file`."""
+    path = Path(file)
+    if not path.is_file():
+        raise InvalidRequest(f"file {str(path)!r} does not exist or is not a file",
+                             details={"path": str(path)}, code="file_not_found")
+    return AssetManifest(root=SINGLE_FILE_ROOT, files=(
+        _hashed(path, check_relative_path(path.name, field="file name")),))
+
+
+def _hashed(path: Path, relative: str) -> ManifestFile:
+    """Hash one file in fixed-size chunks."""
+    sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(_HASH_CHUNK):
+            sha256.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+    return ManifestFile(relative, size, sha256.hexdigest(), md5.hexdigest())
 
 
 def parse_asset_ref(text: Any) -> tuple[str, str]:
@@ -121,7 +147,7 @@ def parse_asset_ref(text: Any) -> tuple[str, str]:
 
     Accepts `azureml:name:version`, `name:version`, `azureml:name@latest` and Azure ML's
     resource ids (`azureml:/subscriptions/.../workspaces/<w>/models/<name>/versions/<v>`,
-    also `codes/...`): batchfn has one workspace, so only the name and version count.
+    also `codes/...` and `data/...`): batchfn has one workspace, so only the name and version count.
     Registry references (`azureml://registries/...`) are refused: batchfn has no registries.
     """
     if not isinstance(text, str) or not text:

@@ -4,10 +4,11 @@ The same parser reads a user's YAML file (CLI/client: model and code may be loca
 relative to the YAML file) and an API body (model and code must be registered assets,
 `azureml:<name>:<version>`). Every field of Azure ML's batch endpoint and model batch
 deployment schemas is accepted, in the `settings:` form and in the older form with the
-settings at the top level. Fields batchfn cannot honour (`compute`,
-`resources.instance_type`, `auth_mode`, an environment's `image`, ...) are reported in
-`ignored`, each with the reason, never an error; `type: pipeline` deployments are refused
-with a clear error. `environment` is honoured (environment_spec.py).
+settings at the top level. `compute` names a scoring pool (contract/compute_spec.py).
+Fields batchfn cannot honour (`resources.instance_type`, `auth_mode`, an environment's
+`image`, ...) are reported in `ignored`, each with the reason, never an error;
+`type: pipeline` deployments are refused with a clear error. `environment` is honoured
+(environment_spec.py).
 """
 
 from __future__ import annotations
@@ -60,8 +61,6 @@ _NO_PROPERTIES = "batchfn keeps no free-form properties; use tags"
 # Why each Azure ML field that batchfn accepts but cannot honour is ignored.
 DEPLOYMENT_IGNORED = {
     "$schema": "an editor hint",
-    "compute": "batchfn has no compute clusters: the scoring app scales out by queue depth "
-               "(resources.instance_count caps the hosts of a job)",
     "properties": _NO_PROPERTIES,
     "id": _SET_BY_SERVICE,
     "provisioning_state": _SET_BY_SERVICE,
@@ -69,17 +68,16 @@ DEPLOYMENT_IGNORED = {
     "job_definition": _PIPELINE_ONLY,
 }
 RESOURCES_IGNORED = {
-    "instance_type": "the host size is the scoring app's workload profile, chosen when the "
-                     "app is deployed, not per deployment",
+    "instance_type": "the host size is the scoring profile of the deployment's compute "
+                     "(its size), not per deployment",
     "properties": _NO_CONTAINERS,
     "shm_size": _NO_CONTAINERS,
     "docker_args": _NO_CONTAINERS,
 }
 MODEL_IGNORED = {
     "$schema": "an editor hint",
-    "version": "batchfn numbers the versions of an uploaded folder by its content",
-    "description": "batchfn stores no description with a model asset",
-    "tags": "batchfn stores no tags with a model asset",
+    "description": "a reference names a registered version; describe it with model update",
+    "tags": "a reference names a registered version; tag it with model update",
     "properties": _NO_PROPERTIES,
     "flavors": "an MLflow model's flavors are read from its MLmodel file",
     "stage": "batchfn has no model stages",
@@ -103,7 +101,7 @@ ENDPOINT_IGNORED = {
 ENDPOINT_FIELDS = frozenset({"name", "description", "tags", "defaults"})
 DEPLOYMENT_FIELDS = frozenset({
     "name", "endpoint_name", "description", "tags", "type", "model", "code_configuration",
-    "settings", "resources", "environment_variables", "environment",
+    "settings", "resources", "environment_variables", "environment", "compute",
 }) | LEGACY_SETTING_KEYS
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 
@@ -121,10 +119,15 @@ class IgnoredField:
 
 @dataclass(frozen=True)
 class FolderSource:
-    """A local folder the CLI/client uploads as an asset (`name` None: derived)."""
+    """A local folder the CLI/client uploads as an asset (`name` None: derived). An inline
+    model may say its version (None: the next, or the one with the same content),
+    description and tags, recorded with the version it registers."""
 
     path: str
     name: str | None = None
+    version: str | None = None
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ class DeploymentSpec:
     # Inline, a registered environment, or None: the scoring image's packages (an MLflow
     # model: its own requirements).
     environment: EnvironmentSpec | AssetReference | None = None
+    compute: str | None = None  # the scoring pool named by `compute:`; None: the default one
 
     @classmethod
     def from_document(cls, data: Any, *, endpoint_name: str | None = None,
@@ -225,6 +229,7 @@ class DeploymentSpec:
             model_type=model_type,
             ignored=tuple(sorted(ignored + model_ignored, key=lambda item: item.field)),
             environment=environment_source,
+            compute=None if doc.get("compute") is None else compute_name(doc["compute"]),
         )
 
 
@@ -382,8 +387,8 @@ def _model_source(value: Any) -> tuple[FolderSource | AssetReference, str | None
     if name is not None:
         check_asset_name(name)
     model_type = _model_type(model.get("type"))
-    known = frozenset({"name", "path", "type"}) | (
-        frozenset() if model.get("path") else frozenset({"version"}))
+    known = frozenset({"name", "path", "type", "version"}) | (
+        frozenset({"description", "tags"}) if model.get("path") else frozenset())
     ignored = _ignored(model, known, MODEL_IGNORED, prefix="model.")
     if model.get("path"):
         path = text_field(model["path"], "model.path")
@@ -392,13 +397,34 @@ def _model_source(value: Any) -> tuple[FolderSource | AssetReference, str | None
                 f"model.path {path!r} is not a local folder: batchfn uploads model folders "
                 "from this machine (or reference a registered model, azureml:<name>:<version>)",
                 details={"field": "model.path"}, code="invalid_deployment")
-        return FolderSource(path=path, name=name), model_type, ignored
+        version = model.get("version")
+        if version is not None and not str(version).isdigit():
+            raise InvalidRequest(f"model.version {shown(version)} must be a number (batchfn "
+                                 "numbers versions)", details={"field": "model.version"},
+                                 code="invalid_version")
+        return FolderSource(path=path, name=name,
+                            version=None if version is None else str(int(str(version))),
+                            description=text_field(model.get("description"),
+                                                   "model.description"),
+                            tags=tags_field(model.get("tags"), "model.tags")), model_type, ignored
     if name is not None and model.get("version") is not None:
         return (AssetReference(*parse_asset_ref(f"{name}:{model['version']}")), model_type,
                 ignored)
     raise InvalidRequest("model needs 'path' (a folder) or a reference "
                          "azureml:<name>:<version> / azureml:<name>@latest",
                          details={"field": "model"}, code="invalid_deployment")
+
+
+def compute_name(value: Any) -> str:
+    """The scoring pool a deployment's `compute:` names: `azureml:<name>`, `<name>`, or
+    Azure ML's resource id of it (batchfn has one workspace: only the name counts)."""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"compute {shown(value)} must be a name: azureml:<name> or <name>",
+                             details={"field": "compute"}, code="invalid_compute")
+    name = value.removeprefix("azureml:")
+    if "/computes/" in name:  # a resource id: .../workspaces/<w>/computes/<name>
+        name = name.rstrip("/").rpartition("/computes/")[2]
+    return check_resource_name("compute", name)
 
 
 def _model_type(value: Any) -> str | None:

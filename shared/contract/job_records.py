@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .compute_spec import DEFAULT_COMPUTE
 from .errors import InvalidRequest
+from .layout import MINIBATCH_QUEUE
 from .names import shown
 from .settings import DeploymentSettings
 from .timestamps import utc_now
@@ -75,13 +77,18 @@ class BlobLocation:
 
 @dataclass(frozen=True)
 class JobInput:
-    """The input as resolved at invoke: a folder, one file, or another job's failed files."""
+    """The input as resolved at invoke: a folder, one file, or another job's failed files.
+
+    `uri` is the input as the request gave it; `data_asset` the data asset version it
+    resolved to (`azureml:<name>:<version>`), when it named one.
+    """
 
     kind: str
     location: BlobLocation
     uri: str
     include_subfolders: bool = False
     source_job: str | None = None
+    data_asset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +97,7 @@ class JobInput:
             "location": self.location.to_dict(),
             "include_subfolders": self.include_subfolders,
             "source_job": self.source_job,
+            "data_asset": self.data_asset,
         }
 
     @classmethod
@@ -100,6 +108,7 @@ class JobInput:
             location=BlobLocation.from_dict(data["location"]),
             include_subfolders=bool(data.get("include_subfolders")),
             source_job=data.get("source_job"),
+            data_asset=data.get("data_asset"),
         )
 
 
@@ -131,6 +140,26 @@ class ScriptStartFailures:
 
 
 @dataclass(frozen=True)
+class JobCompute:
+    """The scoring pool a job runs on, as it was at invoke: how many scoring hosts may work
+    on the pool's jobs at once (None: no cap) and the queue its mini-batches go to."""
+
+    name: str = DEFAULT_COMPUTE
+    max_instances: int | None = None
+    queue: str = MINIBATCH_QUEUE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "max_instances": self.max_instances, "queue": self.queue}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> JobCompute:
+        if not data:
+            return cls()
+        return cls(name=data["name"], max_instances=data.get("max_instances"),
+                   queue=data.get("queue") or MINIBATCH_QUEUE)
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """One batch scoring job. `deployment_record` pins the deployment as it was at invoke,
     so updating or deleting the deployment never changes a running job."""
@@ -153,6 +182,7 @@ class JobRecord:
     overrides: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     script_start_failures: ScriptStartFailures | None = None
+    compute: JobCompute = field(default_factory=JobCompute)
 
     @property
     def output_blob(self) -> BlobLocation:
@@ -193,6 +223,7 @@ class JobRecord:
             "ended_at": self.ended_at,
             "rerun_of": self.rerun_of,
             "warnings": list(self.warnings),
+            "compute": self.compute.to_dict(),
             "request_digest": self.request_digest,
             "deployment_record": self.deployment_record,
             "script_start_failures": None if self.script_start_failures is None
@@ -222,4 +253,5 @@ class JobRecord:
             warnings=tuple(data.get("warnings") or ()),
             script_start_failures=ScriptStartFailures.from_dict(
                 data.get("script_start_failures")),
+            compute=JobCompute.from_dict(data.get("compute")),
         )

@@ -8,6 +8,8 @@ index); callers check those names first (contract.names, contract.job_records).
 
 from __future__ import annotations
 
+from .timestamps import parse_time
+
 # ----- containers -----------------------------------------------------------------------
 
 REGISTRY_CONTAINER = "batchfn-registry"  # endpoint and deployment records, asset indexes
@@ -33,6 +35,12 @@ SHARD_HINT_QUEUE = "shard-hints"
 def poison_queue(queue: str = MINIBATCH_QUEUE) -> str:
     """The queue the Functions host moves a message to after its last failed try."""
     return queue + POISON_SUFFIX
+
+
+def minibatch_queue_for(profile: str | None) -> str:
+    """The mini-batch queue of a scoring profile's own scoring app (contract.compute_spec);
+    None: the main scoring app's queue."""
+    return MINIBATCH_QUEUE if profile is None else f"{MINIBATCH_QUEUE}-{profile}"
 
 
 # ----- the registry container -----------------------------------------------------------
@@ -69,15 +77,34 @@ def asset_digest_record(kind: str, name: str, digest: str) -> str:
     return f"{asset_index(kind, name)}digests/{digest}.json"
 
 
+def asset_kind_prefix(kind: str) -> str:
+    """The folder holding one folder per asset of `kind`."""
+    return f"assets/{kind}/"
+
+
+COMPUTES_PREFIX = "computes/"
+
+
+def compute_record(name: str) -> str:
+    return f"{COMPUTES_PREFIX}{name}.json"
+
+
 # ----- the assets container -------------------------------------------------------------
 
-ASSET_FOLDERS = {"model": "models", "code": "code"}  # asset kind -> top folder
+# asset kind -> top folder of its files: models and code in ASSETS_CONTAINER, data assets
+# in the default datastore (DATA_CONTAINER), where jobs read them.
+ASSET_FOLDERS = {"model": "models", "code": "code", "data": "assets"}
 STAGING_PREFIX = "staging/"
 
 
 def asset_content(kind: str, name: str, digest: str) -> str:
     """The prefix of one asset version's files: `<prefix><root folder>/<path>`."""
     return f"{ASSET_FOLDERS[kind]}/{name}/{digest}/"
+
+
+def asset_container(kind: str) -> str:
+    """The container of an asset kind's files."""
+    return DATA_CONTAINER if kind == "data" else ASSETS_CONTAINER
 
 
 def staged_upload(upload_id: str) -> str:
@@ -87,15 +114,33 @@ def staged_upload(upload_id: str) -> str:
 
 # ----- the state container: one folder per job ------------------------------------------
 
-JOB_INDEX_PREFIX = "_jobs/"  # one empty blob per job; its metadata makes `job list` one call
+# One empty blob per job, its metadata the job's summary: `job list` reads pages of them.
+# Named `_jobs/<newest-first key>/<job id>`, so that a listing in name order is newest first.
+JOB_INDEX_PREFIX = "_jobs/"
+_LATEST_MILLISECONDS = 10 ** 13 - 1  # the key's 13 digits last until the year 2286
+COMPUTE_SLOTS_PREFIX = "_compute/"  # host slots of capped scoring pools (leased blobs)
+
+
+def compute_slot(compute: str, slot: int) -> str:
+    """One of a pool's `max_instances` host slots: a scoring host leases it while it works
+    on the pool's mini-batches (shared/scoring/compute_admission.py)."""
+    return f"{COMPUTE_SLOTS_PREFIX}{compute}/slot-{slot:04d}"
 
 
 def job_record(job_id: str) -> str:
     return f"{job_id}/job.json"
 
 
-def job_index(job_id: str) -> str:
-    return f"{JOB_INDEX_PREFIX}{job_id}"
+def job_index(job_id: str, created_at: str) -> str:
+    """The index blob of a job created at `created_at` (the stored timestamp format)."""
+    return f"{JOB_INDEX_PREFIX}{newest_first_key(created_at)}/{job_id}"
+
+
+def newest_first_key(created_at: str) -> str:
+    """13 digits that sort later times first (ties: by job id, after the key)."""
+    moment = parse_time(created_at)
+    milliseconds = round(moment.timestamp() * 1000) if moment is not None else 0
+    return f"{_LATEST_MILLISECONDS - milliseconds:013d}"
 
 
 def plan(job_id: str) -> str:
@@ -142,9 +187,16 @@ def errors_report(job_id: str) -> str:
     return f"{job_id}/errors.jsonl"
 
 
+# Metadata of every output blob a job writes (the merged file, the script's files): which
+# job wrote it, so a folder several jobs share shows each job its own outputs.
+JOB_METADATA_KEY = "batchfn_job"
+
+
 # ----- the data container (the default datastore) -------------------------------------
 
 UPLOADS_PREFIX = "uploads/"  # local inputs the CLI uploads: uploads/<upload id>/<name>
+# Registered data assets' files (asset_content("data", ...)): jobs read them, never write.
+DATA_ASSETS_PREFIX = ASSET_FOLDERS["data"] + "/"
 
 
 def input_upload(upload_id: str) -> str:

@@ -48,24 +48,46 @@ def check_asset_name(name: Any) -> str:
 
 
 def check_relative_path(path: Any, *, field: str = "path") -> str:
-    """Return `path` if it is a plain relative POSIX path that stays inside its folder."""
-    bad = (
-        not isinstance(path, str)
-        or not path
-        or len(path) > MAX_RELATIVE_PATH
-        or path.startswith("/")
-        or "\\" in path
-        or "\x00" in path
-        or any(part in ("", ".", "..") for part in path.split("/"))
-    )
-    if bad:
+    """Return `path` if it is a plain relative POSIX path that stays inside its folder:
+    no '..', '.' or empty segments, no leading '/', no backslash (storage reads it as '/'),
+    no control characters, valid UTF-8, at most MAX_RELATIVE_PATH characters."""
+    if relative_path_problem(path) is not None:
         raise InvalidRequest(
             f"invalid {field} {shown(path)}: expected a relative path inside the folder "
-            f"(no '..', no leading '/', no backslashes, at most {MAX_RELATIVE_PATH} characters)",
+            "(no '..', no leading '/', no backslashes or control characters, at most "
+            f"{MAX_RELATIVE_PATH} characters)",
             details={"field": field, "value": shown(path)},
             code="invalid_path",
         )
     return path
+
+
+def relative_path_problem(path: Any, *, allow_dot_ended: bool = True) -> str | None:
+    """Why `path` is not a plain relative path (see check_relative_path), or None.
+
+    With `allow_dot_ended` False a segment may not end with '.' either: Azure Storage
+    advises against such names, as a URL's trailing dot can be dropped on the way.
+    """
+    if not isinstance(path, str) or not path:
+        return "not a non-empty text"
+    if len(path) > MAX_RELATIVE_PATH:
+        return f"longer than {MAX_RELATIVE_PATH} characters"
+    if path.startswith("/"):
+        return "starts with '/'"
+    if "\\" in path:
+        return "holds a backslash (storage reads it as '/')"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "holds a control character"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    segments = path.split("/")
+    if any(part in ("", ".", "..") for part in segments):
+        return "has an empty, '.' or '..' segment"
+    if not allow_dot_ended and any(part.endswith(".") for part in segments):
+        return "has a segment that ends with '.'"
+    return None
 
 
 def shown(value: Any, limit: int = 100) -> str:

@@ -6,9 +6,10 @@ where records are built (the registry), never on load.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .compute_spec import COMPUTE_TYPE, DEFAULT_COMPUTE
 from .environment_spec import EnvironmentSpec
 from .settings import DeploymentSettings
 
@@ -36,6 +37,72 @@ class AssetRef:
     @property
     def ref(self) -> str:
         return f"{self.name}:{self.version}"
+
+
+_ASSET_REF_FIELDS = tuple(f.name for f in fields(AssetRef))
+
+
+@dataclass(frozen=True)
+class AssetVersion:
+    """One registered version of a model, code or data asset: its content (`content`) and
+    what its owner said of it. A data asset registered from a datastore location has no
+    content of its own (an empty digest); `path` is where invoke reads it from, an
+    `azureml://datastores/<store>/paths/<path>` URI, for uploaded data too."""
+
+    content: AssetRef
+    type: str | None = None  # model: custom_model | mlflow_model; data: uri_folder | uri_file
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    archived: bool = False
+    created_at: str = ""
+    path: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.content.name
+
+    @property
+    def version(self) -> str:
+        return self.content.version
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self.content), "type": self.type, "description": self.description,
+                "tags": dict(self.tags), "archived": self.archived,
+                "created_at": self.created_at, "path": self.path}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AssetVersion:
+        return cls(content=AssetRef(**{k: data[k] for k in _ASSET_REF_FIELDS if k in data}),
+                   type=data.get("type"), description=data.get("description", ""),
+                   tags=dict(data.get("tags") or {}), archived=bool(data.get("archived")),
+                   created_at=data.get("created_at", ""), path=data.get("path"))
+
+
+@dataclass(frozen=True)
+class ComputeRecord:
+    """A compute: a named scoring pool (contract/compute_spec.py says what each field
+    means on Functions). `max_instances` None: no cap (only the built-in default pool);
+    `profile` None: the main scoring app serves it."""
+
+    name: str
+    size: str | None = None
+    profile: str | None = None
+    min_instances: int = 0
+    max_instances: int | None = None
+    tier: str = "dedicated"
+    idle_time_before_scale_down: int = 120
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+    updated_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "type": COMPUTE_TYPE, "tags": dict(self.tags)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ComputeRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -121,6 +188,9 @@ class DeploymentRecord:
     # The environment its workers run in (None: the scoring image's packages), pinned at
     # create: scoring hosts never read the registry.
     environment: EnvironmentRecord | None = None
+    compute: str = DEFAULT_COMPUTE  # the scoring pool its jobs run on
+    # The model as the document named it (azureml:<name>@latest): `model` is what it resolved to.
+    model_reference: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +200,8 @@ class DeploymentRecord:
             "description": self.description,
             "tags": dict(self.tags),
             "model": asdict(self.model),
+            "model_reference": self.model_reference,
+            "compute": self.compute,
             "code_configuration": None if self.code is None else {
                 "code": asdict(self.code),
                 "scoring_script": self.scoring_script,
@@ -158,4 +230,6 @@ class DeploymentRecord:
             updated_at=data.get("updated_at", ""),
             environment=(EnvironmentRecord.from_dict(data["environment"])
                          if data.get("environment") else None),
+            compute=data.get("compute") or DEFAULT_COMPUTE,
+            model_reference=data.get("model_reference"),
         )

@@ -1,16 +1,15 @@
-"""Versioned, content-addressed model and code assets in storage (the manifest a client
-sends is described in contract/asset_manifest.py).
+"""Content-addressed model, code and data assets in storage (the manifest a client sends is
+described in contract/asset_manifest.py; the version records are asset_versions.py's).
 
 Uploading is three steps. A grant names a fresh upload id and gives per-file write URLs
 under `staging/<upload id>/` of the assets container. The client writes the files there.
 Registration then reads every staged file, checks its size and sha256 against the
-manifest, and writes the bytes it hashed to the version's place,
-`<kind dir>/<name>/<digest>/<root>/<path>`, create-only; only then is the version recorded
-(`assets/<kind>/<name>/versions/<N>.json`, the AssetRef, plus the index
-`assets/<kind>/<name>/digests/<digest>.json`, both create-only through
-storage.blob_records, so concurrent registrations of the same content agree on one
-version). No grant ever reaches a version's files: once registered, a version's content
-cannot change, whatever a grant still allows until it expires.
+manifest, and writes the bytes it hashed to the version's place, create-only:
+`<kind dir>/<name>/<digest>/<root>/<path>` of the assets container for models and code, of
+the default datastore for data assets (jobs read them there). Only then is the version
+recorded. No grant ever reaches a version's files: once registered, a version's content
+cannot change, whatever a grant still allows until it expires. A data asset may instead
+name a location jobs already read (a datastore path): it is recorded as it is.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import hashlib
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,23 +39,24 @@ from azure.storage.blob import (
 
 from shared.contract import layout
 from shared.contract.asset_manifest import AssetManifest, ManifestFile
+from shared.contract.asset_spec import AssetMetadata
 from shared.contract.errors import Busy, InvalidRequest, NotFound, Unprocessable
-from shared.contract.layout import ASSETS_CONTAINER, REGISTRY_CONTAINER
+from shared.contract.layout import ASSETS_CONTAINER, DEFAULT_DATASTORE, REGISTRY_CONTAINER
+from shared.contract.mlmodel import MAX_MLMODEL_BYTES, MLMODEL_FILE, parse_mlmodel
 from shared.contract.names import check_asset_name, check_relative_path
-from shared.contract.registry_records import AssetRef
-from shared.contract.timestamps import format_time
+from shared.contract.registry_records import AssetRef, AssetVersion
+from shared.contract.timestamps import format_time, utc_now
+from shared.control.asset_versions import AssetVersions, check_kind
 from shared.storage.account import StorageAccount
-from shared.storage.blob_records import BlobRecords
 
-ASSET_KINDS = tuple(layout.ASSET_FOLDERS)  # model, code
 UPLOAD_GRANT_TTL = timedelta(hours=2)
-MAX_VERSION_DIGITS = 9
 PARALLEL_FILES = 2  # files checked and published at once by a registration
 # Registration streams every staged byte through the API host: in chunks of this size (the
 # SDK's default first read is 32 MiB), so a 1 GB model costs a few chunks of memory.
 PUBLISH_CHUNK = 4 * 1024 * 1024
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
-_VERSION_ATTEMPTS = 20
+# The digest index of a data asset registered from a location: one version per location.
+_LOCATION_DIGEST = "location:"
 
 
 @dataclass(frozen=True)
@@ -68,56 +68,24 @@ class _Published:
 
 
 class AssetStore:
-    """Registers and resolves asset versions; issues upload grants for their files."""
+    """Registers asset content and issues upload grants for it; `versions` reads and
+    updates the version records."""
 
     def __init__(self, account: StorageAccount) -> None:
         self._service = account.blob_service(max_single_get_size=PUBLISH_CHUNK,
                                              max_chunk_get_size=PUBLISH_CHUNK)
-        registry = self._service.get_container_client(REGISTRY_CONTAINER)
-        self._versions = BlobRecords(registry, load=lambda data: AssetRef(**data), dump=asdict,
-                                     what="asset version")
-        self._digests = BlobRecords(registry, load=dict, dump=dict, what="asset digest")
-        self._registry = registry
+        self.versions = AssetVersions(self._service.get_container_client(REGISTRY_CONTAINER))
         self._assets = self._service.get_container_client(ASSETS_CONTAINER)
         self._assets_ready = False
-
-    def get(self, kind: str, name: str, version: str) -> AssetRef:
-        """The asset `name:version` (`version` may be "latest"); NotFound if absent."""
-        _check_kind(kind)
-        check_asset_name(name)
-        if version == "latest":
-            versions = self._version_numbers(kind, name)
-            if not versions:
-                raise NotFound(f"{kind} asset {name!r} has no versions", code="asset_not_found")
-            version = str(max(versions))
-        elif not (version.isdigit() and len(version) <= MAX_VERSION_DIGITS):
-            raise InvalidRequest(f"invalid asset version {version!r}: a number (at most "
-                                 f"{MAX_VERSION_DIGITS} digits) or latest",
-                                 details={"field": "version"}, code="invalid_version")
-        found = self._versions.read(layout.asset_version_record(kind, name, int(version)))
-        if found is None:
-            raise NotFound(f"{kind} asset {name}:{version} does not exist", code="asset_not_found")
-        return found
-
-    def list_versions(self, kind: str, name: str) -> list[AssetRef]:
-        """All versions of an asset, oldest first."""
-        _check_kind(kind)
-        check_asset_name(name)
-        return [self.get(kind, name, str(n)) for n in sorted(self._version_numbers(kind, name))]
-
-    def find_by_digest(self, kind: str, name: str, digest: str) -> AssetRef | None:
-        """The version of `name` holding exactly this content, if one was registered."""
-        index = self._digests.read(layout.asset_digest_record(kind, name, digest))
-        return None if index is None else self.get(kind, name, str(index["version"]))
 
     def grant_upload(self, kind: str, name: str, manifest: AssetManifest) -> dict[str, Any]:
         """Either the existing version with this content, or an upload id and per-file write
         URLs under its staging folder."""
-        _check_kind(kind)
+        check_kind(kind)
         check_asset_name(name)
-        existing = self.find_by_digest(kind, name, manifest.digest)
+        existing = self.versions.find_by_digest(kind, name, manifest.digest)
         if existing is not None:
-            return {"exists": True, "asset": asdict(existing)}
+            return {"exists": True, "asset": existing.to_dict()}
         self._ensure_assets_container()
         upload_id = uuid.uuid4().hex
         expiry = datetime.now(UTC) + UPLOAD_GRANT_TTL
@@ -130,67 +98,73 @@ class AssetStore:
         return {"exists": False, "upload_id": upload_id, "digest": manifest.digest,
                 "expires_at": format_time(expiry), "files": files}
 
-    def register(self, kind: str, name: str, manifest: AssetManifest,
-                 upload_id: Any = None) -> tuple[AssetRef, bool]:
+    def register(self, kind: str, name: str, manifest: AssetManifest, upload_id: Any = None,
+                 metadata: AssetMetadata | None = None) -> tuple[AssetVersion, bool]:
         """Check the files staged under `upload_id` against the manifest, publish them and
-        record them as the next version; returns (asset, created). Content already
-        registered under `name` returns that version (no upload needed)."""
-        _check_kind(kind)
+        record them as a version (the one `metadata` asks for, or the next); returns
+        (asset, created). Content already registered under `name` returns that version (no
+        upload needed) unless another version number is asked for, which then points at the
+        same files."""
+        check_kind(kind)
         check_asset_name(name)
-        existing = self.find_by_digest(kind, name, manifest.digest)
-        if existing is not None:
-            return existing, False
-        if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
-            raise InvalidRequest("upload_id is required: the id of the upload grant the files "
-                                 "were written with (POST .../uploads)",
-                                 details={"field": "upload_id"}, code="invalid_upload_id")
+        metadata = metadata or AssetMetadata.from_dict(kind, {})
+        if kind == "data" and metadata.type == "uri_file" and len(manifest.files) != 1:
+            raise InvalidRequest(f"a uri_file data asset holds one file, not "
+                                 f"{len(manifest.files)}: register the folder as uri_folder",
+                                 details={"field": "type"}, code="invalid_asset_type")
         prefix = layout.asset_content(kind, name, manifest.digest)
-        self._publish(upload_id, prefix, manifest)
-        for _ in range(_VERSION_ATTEMPTS):
-            version = str(max(self._version_numbers(kind, name), default=0) + 1)
-            ref = AssetRef(kind=kind, name=name, version=version, digest=manifest.digest,
+        if self.versions.find_by_digest(kind, name, manifest.digest) is None:
+            if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
+                raise InvalidRequest("upload_id is required: the id of the upload grant the "
+                                     "files were written with (POST .../uploads)",
+                                     details={"field": "upload_id"}, code="invalid_upload_id")
+            self._publish(upload_id, kind, prefix, manifest)
+            if metadata.type == "mlflow_model":
+                self._check_mlflow_model(kind, name, prefix, manifest.root)
+        content = AssetRef(kind=kind, name=name, version="", digest=manifest.digest,
                            prefix=prefix, root=manifest.root, files=len(manifest.files),
                            size=manifest.size)
-            version_blob = layout.asset_version_record(kind, name, version)
-            if not self._versions.create(version_blob, ref):
-                continue  # another registration took this number; try the next one
-            if not self._digests.create(layout.asset_digest_record(kind, name, manifest.digest),
-                                        {"version": version}):
-                # The same content was registered concurrently: theirs wins, ours goes.
-                self._versions.delete(version_blob)
-                winner = self.find_by_digest(kind, name, manifest.digest)
-                assert winner is not None  # the index record we collided with names it
-                return winner, False
+        path = None
+        if kind == "data":
+            located = prefix + manifest.root + (
+                f"/{manifest.files[0].path}" if metadata.type == "uri_file" else "")
+            path = f"azureml://datastores/{DEFAULT_DATASTORE}/paths/{located}"
+        asset, created = self.versions.record(
+            kind, name, manifest.digest, metadata.version,
+            lambda number: _version(content, number, metadata, path))
+        if created and isinstance(upload_id, str) and _UPLOAD_ID.fullmatch(upload_id):
             self._discard_staging(upload_id)
-            return ref, True
-        raise Busy(f"{kind} asset {name!r}: version numbers kept being taken "
-                         f"concurrently {_VERSION_ATTEMPTS} times in a row; try again",
-                         details={"asset": name})
+        return asset, created
+
+    def register_location(self, name: str, path: str,
+                          metadata: AssetMetadata) -> tuple[AssetVersion, bool]:
+        """Record a data asset at a location jobs may read (the caller checked it): no copy.
+        The same location registered again is the same version."""
+        check_asset_name(name)
+        digest = hashlib.sha256((_LOCATION_DIGEST + path).encode()).hexdigest()
+        content = AssetRef(kind="data", name=name, version="", digest=digest, prefix="",
+                           root="")
+        return self.versions.record("data", name, digest, metadata.version,
+                                    lambda number: _version(content, number, metadata, path))
 
     def read_file(self, ref: AssetRef, path: str, max_bytes: int = 1024 * 1024) -> bytes:
-        """One file of an asset (e.g. the scoring script), refused above `max_bytes`."""
+        """One file of a model or code asset (e.g. the scoring script), refused above
+        `max_bytes`."""
         check_relative_path(path)
-        blob = self._assets.get_blob_client(f"{ref.prefix}{ref.root}/{path}")
-        try:
-            size = blob.get_blob_properties().size
-            if size > max_bytes:
-                raise Unprocessable(f"{path} in {ref.kind} {ref.ref} is larger than {max_bytes} "
-                                    "bytes", code="file_too_large")
-            return blob.download_blob().readall()
-        except ResourceNotFoundError:
-            raise NotFound(f"{path} is not in {ref.kind} {ref.ref}",
-                           details={"asset": ref.ref, "path": path},
-                           code="file_not_found") from None
+        return _read_blob(self._assets.get_blob_client(f"{ref.prefix}{ref.root}/{path}"),
+                          f"{ref.kind} {ref.ref}", path, max_bytes)
 
     # ----- publishing ------------------------------------------------------------------
 
-    def _publish(self, upload_id: str, prefix: str, manifest: AssetManifest) -> None:
+    def _publish(self, upload_id: str, kind: str, prefix: str, manifest: AssetManifest) -> None:
         """Copy every staged file whose bytes match the manifest to the version's place;
         Unprocessable (nothing recorded) when any is missing or different."""
+        target = self._content_container(kind)
+
         def publish(entry: ManifestFile) -> _Published:
             staged = self._assets.get_blob_client(
                 _staged_blob(upload_id, manifest.root, entry.path))
-            final = self._assets.get_blob_client(f"{prefix}{manifest.root}/{entry.path}")
+            final = target.get_blob_client(f"{prefix}{manifest.root}/{entry.path}")
             return _publish_file(staged, final, entry)
 
         with ThreadPoolExecutor(PARALLEL_FILES) as pool:
@@ -215,16 +189,31 @@ class AssetStore:
             except Exception:  # noqa: BLE001 - a partial batch failure changes nothing
                 pass
 
+    def _check_mlflow_model(self, kind: str, name: str, prefix: str, root: str) -> None:
+        """A model registered as mlflow_model must be one the built-in scorer loads: an
+        MLmodel file with the python_function flavor at the top of its folder."""
+        blob = self._content_container(kind).get_blob_client(f"{prefix}{root}/{MLMODEL_FILE}")
+        where = f"{root}/{MLMODEL_FILE} of model {name}"
+        try:
+            text = _read_blob(blob, f"model {name}", MLMODEL_FILE, MAX_MLMODEL_BYTES)
+        except NotFound:
+            raise Unprocessable(f"model {name} is registered as mlflow_model, but its folder "
+                                f"{root}/ has no {MLMODEL_FILE} file at the top: register it "
+                                "as custom_model, or register the MLflow model's own folder",
+                                details={"field": "type"}, code="not_an_mlflow_model") from None
+        parse_mlmodel(text, where)
+
     # ----- storage helpers -------------------------------------------------------------
 
-    def _version_numbers(self, kind: str, name: str) -> list[int]:
-        folder = layout.asset_versions_prefix(kind, name)
+    def _content_container(self, kind: str):  # noqa: ANN202 - a ContainerClient
+        if kind != "data":
+            return self._assets
+        data = self._service.get_container_client(layout.asset_container(kind))
         try:
-            names = list(self._registry.list_blob_names(name_starts_with=folder))
-        except ResourceNotFoundError:
-            return []
-        stems = (n[len(folder):-len(".json")] for n in names if n.endswith(".json"))
-        return [int(stem) for stem in stems if stem.isdigit()]
+            data.create_container()
+        except ResourceExistsError:
+            pass
+        return data
 
     def _ensure_assets_container(self) -> None:
         if self._assets_ready:
@@ -296,6 +285,26 @@ def _publish_file(staged: BlobClient, final: BlobClient, entry: ManifestFile,
     return _Published(entry.path)
 
 
+def _read_blob(blob: BlobClient, what: str, path: str, max_bytes: int) -> bytes:
+    try:
+        size = blob.get_blob_properties().size
+        if size > max_bytes:
+            raise Unprocessable(f"{path} in {what} is larger than {max_bytes} bytes",
+                                code="file_too_large")
+        return blob.download_blob().readall()
+    except ResourceNotFoundError:
+        raise NotFound(f"{path} is not in {what}", details={"asset": what, "path": path},
+                       code="file_not_found") from None
+
+
+def _version(content: AssetRef, number: str, metadata: AssetMetadata,
+             path: str | None) -> AssetVersion:
+    """The record of `content` as version `number`."""
+    return AssetVersion(content=replace(content, version=number), type=metadata.type,
+                        description=metadata.description, tags=dict(metadata.tags),
+                        created_at=utc_now(), path=path)
+
+
 def _stage(blob: BlobClient, writer: str, index: int, data: bytes) -> BlobBlock:
     block_id = base64.b64encode(f"{writer}-{index:08d}".encode()).decode()
     blob.stage_block(block_id, data)
@@ -327,7 +336,3 @@ def _staged_blob(upload_id: str, root: str, path: str) -> str:
     return f"{layout.staged_upload(upload_id)}{root}/{path}"
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in ASSET_KINDS:
-        raise InvalidRequest(f"unknown asset kind {kind!r}: expected one of {ASSET_KINDS}",
-                             code="invalid_asset_kind")

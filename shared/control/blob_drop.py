@@ -5,9 +5,11 @@ Rule: `batchfn-drop/<endpoint>/<folder>/_start` starts a job on `<endpoint>`'s d
 deployment over the files directly in `batchfn-drop/<endpoint>/<folder>/` (the marker and
 the feedback files are never inputs). The marker may be empty or hold a JSON object of
 invoke options (deployment_name, settings, output_path, include_subfolders and the setting
-shorthands), at most `MAX_MARKER_BYTES`. The job name is derived from the marker's name and
-ETag, so the same drop starts one job however often the trigger fires, and re-uploading the
-marker starts a new one.
+shorthands), at most `MAX_MARKER_BYTES`. Its `input` may name a registered data asset
+(`azureml:<name>@latest` or `azureml:<name>:<version>`) to score instead of the folder's
+files; no other input: a drop reaches no location the folder does not hold. The job name
+is derived from the marker's name and ETag, so the same drop starts one job however often
+the trigger fires, and re-uploading the marker starts a new one.
 
 Answers, beside the marker: `_job.json` (job name, endpoint, deployment, status route,
 output location) when a job starts, `_error.json` (`{"error": {"code", "message"}}`) when
@@ -30,6 +32,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
 
+from shared.contract.asset_spec import data_reference
 from shared.contract.errors import BatchfnError, InvalidRequest, PayloadTooLarge
 from shared.contract.job_records import BlobLocation, JobRecord
 from shared.contract.json_input import parse_json_object
@@ -40,6 +43,7 @@ from shared.contract.layout import (
     JOB_FEEDBACK,
     OUTPUT_FOLDER,
 )
+from shared.contract.names import shown
 
 if TYPE_CHECKING:
     from shared.control.job_service import JobService
@@ -47,7 +51,8 @@ if TYPE_CHECKING:
 MAX_MARKER_BYTES = 64 * 1024
 _OPTION_KEYS = frozenset({"deployment_name", "settings", "output_path", "include_subfolders",
                           "mini_batch_size", "instance_count", "max_retries", "timeout",
-                          "error_threshold", "output_file_name", "output_format"})
+                          "error_threshold", "output_file_name", "output_format", "input",
+                          "input_type"})
 _JSON = ContentSettings(content_type="application/json")
 
 
@@ -143,8 +148,8 @@ def start_from_marker(service: JobService, blob_name: str, etag: str,
     endpoint, folder = parts[0], posixpath.dirname(blob_name)
     options = _options(content)
     drop_url = f"{service.store.service.url.rstrip('/')}/{DROP_CONTAINER}/{folder}"
-    body = {"output_path": f"{drop_url}/{OUTPUT_FOLDER}", **options,
-            "name": drop_job_name(blob_name, etag), "input": drop_url}
+    body = {"output_path": f"{drop_url}/{OUTPUT_FOLDER}", "input": drop_url, **options,
+            "name": drop_job_name(blob_name, etag)}
     # The one job that may read this folder of the drop container and write beside it.
     return service.invoke(endpoint, body, drop_folder=BlobLocation(DROP_CONTAINER, folder))
 
@@ -189,4 +194,10 @@ def _options(content: bytes) -> dict[str, Any]:
     if unknown:
         raise InvalidRequest(f"unknown option(s) in {DROP_MARKER}: {', '.join(unknown)}",
                              details={"allowed": sorted(_OPTION_KEYS)}, code="invalid_marker")
+    data = options.get("input")
+    if data is not None and (not isinstance(data, str) or data_reference(data) is None):
+        raise InvalidRequest(
+            f"{DROP_MARKER}: input {shown(data)} must name a data asset (azureml:<name>@latest "
+            "or azureml:<name>:<version>); without it the job scores the folder's files",
+            details={"field": "input"}, code="invalid_marker")
     return options

@@ -14,7 +14,15 @@ A location is a storage URL of the app's own account or an
 must be one of the allowed ones, spelled exactly (storage names are lower case) and the
 path a plain relative path (no `..`, `.`, backslashes, empty segments or control
 characters), so no spelling (percent-encoding, case, trailing dots, `..`) reaches
-another container.
+another container. Registered data assets' files (`assets/` of the default datastore) are
+read by jobs, never written.
+
+An operator may also give input URLs of elsewhere a meaning here with the app setting
+BATCHFN_INPUT_ALIASES: `<URL prefix>=<target>` pairs separated by `;`, the target a
+datastore path (`azureml://datastores/<name>/paths/<path>`; the rest of the URL is appended)
+or a data asset (`azureml:<name>@latest`, for that URL exactly). Scripts written for a
+public URL (Azure ML's tutorials read https://azuremlexampledata.blob.core.windows.net/...)
+then score a copy kept in a datastore, and the allow-list still decides what is read.
 """
 
 from __future__ import annotations
@@ -26,19 +34,23 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from shared.contract.asset_spec import data_reference
 from shared.contract.errors import InvalidRequest
 from shared.contract.job_records import BlobLocation
 from shared.contract.layout import (
+    DATA_ASSETS_PREFIX,
     DATA_CONTAINER,
     DEFAULT_DATASTORE,
     DROP_CONTAINER,
     JOBS_CONTAINER,
     OUTPUT_FOLDER,
 )
-from shared.contract.names import check_relative_path, shown
+from shared.contract.names import relative_path_problem, shown
 
 DATASTORES_SETTING = "BATCHFN_DATASTORES"
+ALIASES_SETTING = "BATCHFN_INPUT_ALIASES"
 MAX_URI_LENGTH = 2048
+MAX_ALIASES = 100
 _DATASTORE_URI = re.compile(
     r"azureml://(?:subscriptions/[^/]+/resource[gG]roups/[^/]+/"
     r"(?:providers/Microsoft\.MachineLearningServices/)?workspaces/[^/]+/)?"
@@ -70,17 +82,54 @@ class Datastore:
 
 
 @dataclass(frozen=True)
+class InputAlias:
+    """An input URL prefix that stands for a datastore path or a data asset."""
+
+    url: str  # scheme://host/path, without a trailing '/'
+    target: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"url": self.url, "target": self.target}
+
+
+@dataclass(frozen=True)
 class StorageBoundaries:
     """The datastores of this app, and the checks of a job's input and output."""
 
     datastores: tuple[Datastore, ...] = (Datastore(DEFAULT_DATASTORE, DATA_CONTAINER),)
+    aliases: tuple[InputAlias, ...] = ()
 
     @classmethod
     def from_settings(cls, env: Mapping[str, str] | None = None) -> StorageBoundaries:
-        """The default datastore plus those BATCHFN_DATASTORES configures."""
+        """The default datastore plus those BATCHFN_DATASTORES configures, and the input
+        aliases of BATCHFN_INPUT_ALIASES."""
         env = os.environ if env is None else env
-        return cls(datastores=(Datastore(DEFAULT_DATASTORE, DATA_CONTAINER),
-                               *parse_datastores(env.get(DATASTORES_SETTING, ""))))
+        stores = (Datastore(DEFAULT_DATASTORE, DATA_CONTAINER),
+                  *parse_datastores(env.get(DATASTORES_SETTING, "")))
+        return cls(datastores=stores,
+                   aliases=parse_aliases(env.get(ALIASES_SETTING, ""),
+                                         {store.name for store in stores}))
+
+    def unalias(self, uri: Any) -> str | None:
+        """What an input URL stands for when an alias covers it (a datastore path or a data
+        asset reference); None when none does."""
+        if not isinstance(uri, str) or "://" not in uri or len(uri) > MAX_URI_LENGTH:
+            return None
+        given = uri.strip().rstrip("/")
+        for alias in self.aliases:
+            rest = _under(given, alias.url)
+            if rest is None:
+                continue
+            if not alias.target.startswith("azureml://"):
+                if rest:
+                    raise InvalidRequest(
+                        f"input {shown(uri)}: {alias.url} stands for the data asset "
+                        f"{alias.target}: invoke that URL itself, not a path under it",
+                        details={"field": "input", "value": shown(uri)},
+                        code="invalid_location")
+                return alias.target
+            return f"{alias.target.rstrip('/')}/{unquote(rest)}" if rest else alias.target
+        return None
 
     def datastore(self, name: str) -> Datastore | None:
         return next((store for store in self.datastores if store.name == name), None)
@@ -103,6 +152,11 @@ class StorageBoundaries:
         """Where an output goes, if a job may write there: its own folder of the jobs
         container, a datastore, or (a drop job) the `_output/` folder beside its drop."""
         location = self._parse(uri, account_url, field)
+        if location.container == DATA_CONTAINER and _within(location.path,
+                                                            DATA_ASSETS_PREFIX.rstrip("/")):
+            raise self._refused(field, uri, location,
+                                f"{DATA_ASSETS_PREFIX} of {DEFAULT_DATASTORE} holds registered "
+                                "data assets, which never change")
         if location.container in self.containers:
             return location
         if location.container == JOBS_CONTAINER and _within(location.path, job_id):
@@ -122,6 +176,7 @@ class StorageBoundaries:
             "outputs": {"default": f"{account_url.rstrip('/')}/{JOBS_CONTAINER}/<job name>/",
                         "allowed": "the job's own folder of the jobs container, or a datastore",
                         "blob_drop": f"{DROP_CONTAINER}/<endpoint>/<folder>/{OUTPUT_FOLDER}/"},
+            "aliases": [alias.to_dict() for alias in self.aliases],
         }
 
     # ----- parsing -------------------------------------------------------------------------
@@ -144,8 +199,8 @@ class StorageBoundaries:
         if scheme in ("http", "https"):
             return _from_url(uri, account_url, field)
         if scheme == "azureml":
-            raise _bad(field, uri, "azureml://datastores/<name>/paths/<path> (data assets are "
-                                   "not supported)")
+            raise _bad(field, uri, "azureml://datastores/<name>/paths/<path> or a data asset, "
+                                   "azureml:<name>@latest or azureml:<name>:<version>")
         raise _bad(field, uri, "a storage URL of the app's account or an azureml://datastores/"
                                "... path (the CLI and client upload local paths first)")
 
@@ -182,6 +237,53 @@ def parse_datastores(text: str) -> tuple[Datastore, ...]:
     return tuple(stores)
 
 
+def parse_aliases(text: str, datastores: set[str]) -> tuple[InputAlias, ...]:
+    """Input aliases from BATCHFN_INPUT_ALIASES: `<URL prefix>=<target>` pairs separated
+    by ';'. The target: a datastore path of one of `datastores`, or a data asset."""
+    aliases: list[InputAlias] = []
+    for item in (part.strip() for part in text.split(";")):
+        if not item:
+            continue
+        url, separator, target = (side.strip() for side in item.partition("="))
+        parts = urlsplit(url)
+        good_url = (separator and parts.scheme in ("http", "https") and parts.netloc
+                    and not parts.query and not parts.fragment and len(url) <= MAX_URI_LENGTH)
+        if not good_url:
+            raise DatastoreSettingError(
+                f"{ALIASES_SETTING}: {item[:100]!r} is not <URL>=<target> (an http(s) URL "
+                "without query, then a datastore path or a data asset reference)")
+        store = _DATASTORE_URI.fullmatch(target)
+        try:
+            good_target = (store.group("store") in datastores if store
+                           else data_reference(target) is not None)
+        except InvalidRequest:
+            good_target = False
+        if not good_target:
+            raise DatastoreSettingError(
+                f"{ALIASES_SETTING}: target {target[:100]!r} of {url[:100]!r} must be "
+                "azureml://datastores/<a datastore>/paths/<path> or azureml:<data>@latest")
+        aliases.append(InputAlias(url.rstrip("/"), target))
+    if len(aliases) > MAX_ALIASES:
+        raise DatastoreSettingError(f"{ALIASES_SETTING}: at most {MAX_ALIASES} aliases")
+    return tuple(aliases)
+
+
+def _under(uri: str, prefix: str) -> str | None:
+    """The part of `uri` below the URL `prefix` ("" for the prefix itself), or None when
+    `uri` is elsewhere. Scheme and host compare without case, the path with it."""
+    given, base = urlsplit(uri), urlsplit(prefix)
+    if (given.scheme.lower(), given.netloc.lower()) != (base.scheme.lower(),
+                                                        base.netloc.lower()):
+        return None
+    if given.query or given.fragment:
+        return None
+    if given.path == base.path:
+        return ""
+    if given.path.startswith(base.path + "/"):
+        return given.path[len(base.path) + 1:]
+    return None
+
+
 def _from_url(uri: str, account_blob_url: str, field: str) -> BlobLocation:
     given = urlsplit(uri)
     account = urlsplit(account_blob_url)
@@ -205,15 +307,7 @@ def _from_url(uri: str, account_blob_url: str, field: str) -> BlobLocation:
 
 def _clean_path(path: str, field: str, uri: str) -> str:
     path = path.strip("/")
-    if not path:
-        return path
-    unsafe = any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)
-    trailing_dot = any(part.endswith(".") for part in path.split("/"))
-    try:
-        check_relative_path(path, field=field)
-    except InvalidRequest:
-        unsafe = True
-    if unsafe or trailing_dot:
+    if path and relative_path_problem(path, allow_dot_ended=False) is not None:
         raise InvalidRequest(
             f"{field}: {shown(uri)} has a path that is not a plain relative path (no '..', "
             "'.', empty or dot-ended segments, backslashes or control characters)",

@@ -18,17 +18,17 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.contract import layout
 from shared.contract.job_records import JobRecord, JobStatus
+from shared.contract.layout import JOB_METADATA_KEY
 from shared.contract.settings import TEXT_OUTPUT_FORMATS
 from shared.control.monitor import Outcome, evaluate
 from shared.control.orchestrator import FailRequest, JobEnd, StepResult
 from shared.control.progress import Progress
-from shared.storage.failure_records import SCORED_STATUSES, error_rows
+from shared.storage.failure_records import SCORED_STATUSES, report_rows
 from shared.storage.job_store import JobStore
 from shared.storage.parts import parts_in_order, read_parquet_part
 
 # A merge of more parts than this shows Finalizing and checks the output before it starts.
 ANNOUNCED_MERGE_PARTS = 16
-JOB_METADATA_KEY = "batchfn_job"
 RECORD_READS = 8  # failure records read at once while the errors report is written
 
 
@@ -111,7 +111,8 @@ def fail_job(store: JobStore, request: FailRequest) -> JobEnd:
 
 def write_errors_report(store: JobStore, job_id: str, progress: Progress,
                         listing: bool = True) -> int:
-    """Write errors.jsonl (one line per failed input, mini-batch order); return its lines.
+    """Write errors.jsonl (one line per failed input, mini-batch order, each mini-batch's
+    message and traceback once: failure_records.report_rows); return its lines.
 
     Only records that agree with the mini-batch's counted ledger line are reported: a
     redelivered copy of a mini-batch that had succeeded may fail for good later (its
@@ -136,7 +137,7 @@ def write_errors_report(store: JobStore, job_id: str, progress: Progress,
             if (progress.is_succeeded(record["mini_batch"])
                     and record["status"] not in SCORED_STATUSES):
                 continue
-            for row in error_rows(record):
+            for row in report_rows(record):
                 spool.write(json.dumps(row).encode() + b"\n")
                 count += 1
         spool.seek(0)

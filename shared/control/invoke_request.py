@@ -41,7 +41,7 @@ class InvokeRequest:
 
     endpoint: str
     input_uri: str
-    input_type: str = INPUT_FOLDER
+    input_type: str | None = None  # None: not given (a folder, or a data asset's own type)
     include_subfolders: bool = False
     deployment: str | None = None
     job_name: str | None = None
@@ -85,7 +85,8 @@ def _parse_native(endpoint: str, body: dict[str, Any]) -> InvokeRequest:
         include_subfolders = raw_input.get("include_subfolders", include_subfolders)
         raw_input = raw_input.get("uri", raw_input.get("path"))
     if not isinstance(raw_input, str) or not raw_input.strip():
-        raise InvalidRequest("input is required: a storage URL or azureml://datastores/... path",
+        raise InvalidRequest("input is required: a storage URL, an azureml://datastores/... "
+                             "path or a data asset (azureml:<name>@latest)",
                              details={"field": "input"}, code="invalid_body")
     if not isinstance(include_subfolders, bool):
         raise InvalidRequest("include_subfolders must be true or false", code="invalid_body")
@@ -150,9 +151,9 @@ def _parse_azureml(endpoint: str, body: dict[str, Any]) -> InvokeRequest:
     )
 
 
-def _input_type(value: Any) -> str:
+def _input_type(value: Any) -> str | None:
     if value is None:
-        return INPUT_FOLDER
+        return None
     kind = _INPUT_TYPES.get(str(value).lower().replace("-", "_"))
     if kind is None:
         raise InvalidRequest(f"input type {value!r} is not supported: use uri_folder or uri_file",

@@ -5,7 +5,10 @@ a tabular job, row ranges found by scanning each file, see shared/worker/tabular
 manifest chunk, and each chunk is written as soon as it is full, so the planner holds one
 chunk whatever the input's size. Once the listing ends, the totals (plan.json,
 progress.json) are written and one small message per mini-batch goes out. A job whose
-input has more files (or rows) than the operator's cap fails with the reason.
+input has more files, rows or mini-batches than the operator's caps (app settings) fails
+with the reason before any message is sent; a parquet file's footer is a claim, so the rows
+it claims count against the caps before any of its ranges is planned (and the workers
+check each range's rows as they read them).
 
 Every step is idempotent, so a planner that crashed and runs again writes the same
 manifests and re-sends messages that the ledger then deduplicates.
@@ -18,7 +21,7 @@ import logging
 import os
 import posixpath
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -44,7 +47,7 @@ from shared.control.progress import Progress
 from shared.storage.failure_records import UNPLANNED, InputFailure, write_record
 from shared.storage.job_store import JobStore
 from shared.storage.ledger_blobs import create_ledger, record_completion
-from shared.storage.queue_clients import send
+from shared.storage.queue_clients import minibatch_queue, send
 from shared.worker.input_errors import UnsplittableInput
 from shared.worker.tabular.formats import check_splittable, is_data_file
 
@@ -56,8 +59,10 @@ _SENDS_WAITING = 4096  # messages submitted ahead of the sends at most: memory s
 # Operator caps (app settings of the control app): a larger input fails its job.
 MAX_FILES_SETTING = "BATCHFN_MAX_FILES_PER_JOB"
 MAX_ROWS_SETTING = "BATCHFN_MAX_ROWS_PER_JOB"
+MAX_BATCHES_SETTING = "BATCHFN_MAX_MINI_BATCHES_PER_JOB"
 DEFAULT_MAX_FILES = 1_000_000
 DEFAULT_MAX_ROWS = 1_000_000_000
+DEFAULT_MAX_BATCHES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -82,9 +87,27 @@ class ListedFile:
     etag: str | None = None
 
 
-def max_inputs(setting: str, default: int) -> int:
-    """An operator cap from the environment (`default` when unset); ValueError if not > 0."""
-    text = os.environ.get(setting, "").strip()
+@dataclass(frozen=True)
+class JobCaps:
+    """The operator's caps on one job's input (app settings of the control app)."""
+
+    files: int = DEFAULT_MAX_FILES
+    rows: int = DEFAULT_MAX_ROWS
+    batches: int = DEFAULT_MAX_BATCHES
+
+    @classmethod
+    def from_settings(cls, env: Mapping[str, str] | None = None) -> JobCaps:
+        """The caps the app settings give (a default for each one unset); ValueError for a
+        setting that is not a whole number > 0."""
+        env = os.environ if env is None else env
+        return cls(files=_cap(MAX_FILES_SETTING, env.get(MAX_FILES_SETTING), DEFAULT_MAX_FILES),
+                   rows=_cap(MAX_ROWS_SETTING, env.get(MAX_ROWS_SETTING), DEFAULT_MAX_ROWS),
+                   batches=_cap(MAX_BATCHES_SETTING, env.get(MAX_BATCHES_SETTING),
+                                DEFAULT_MAX_BATCHES))
+
+
+def _cap(setting: str, text: str | None, default: int) -> int:
+    text = (text or "").strip()
     if not text:
         return default
     value = int(text)
@@ -99,13 +122,18 @@ def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResult:
     job = store.get(job_id)
     if job.status in JobStatus.STOPPED:
         return PlanResult(ok=True, skipped=job.status)
-    writer = _PlanWriter(store, queue, job)
+    caps = JobCaps.from_settings()
+    if job.compute.queue != layout.MINIBATCH_QUEUE:
+        # `queue` is the main scoring app's; the job's compute runs on an app of its own
+        # scoring profile, which reads its own queue.
+        queue = minibatch_queue(store.account, job.compute.queue)
+    writer = _PlanWriter(store, queue, job, caps.batches)
     try:
         with writer:
             if job.settings.tabular:
-                _plan_rows(writer, job, _listed_files(store, job))
+                _plan_rows(writer, job, _listed_files(store, job), caps)
             else:
-                _plan_files(writer, job, _listed_files(store, job))
+                _plan_files(writer, job, _listed_files(store, job), caps.files)
     except (InputUnreadable, InvalidRequest) as exc:
         reason = str(exc)
         store.update(job_id, lambda j: None if j.status in JobStatus.TERMINAL
@@ -132,9 +160,9 @@ def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResult:
     return PlanResult(ok=True, inputs=plan.inputs, batches=plan.batches)
 
 
-def _plan_files(writer: _PlanWriter, job: JobRecord, listed: Iterator[ListedFile]) -> None:
+def _plan_files(writer: _PlanWriter, job: JobRecord, listed: Iterator[ListedFile],
+                cap: int) -> None:
     size = job.settings.mini_batch_size
-    cap = max_inputs(MAX_FILES_SETTING, DEFAULT_MAX_FILES)
     batch: list[InputFile] = []
     for count, item in enumerate(listed, 1):
         if count > cap:
@@ -147,15 +175,16 @@ def _plan_files(writer: _PlanWriter, job: JobRecord, listed: Iterator[ListedFile
         writer.add(PlannedBatch(tuple(batch)), len(batch))
 
 
-def _plan_rows(writer: _PlanWriter, job: JobRecord, listed: Iterator[ListedFile]) -> None:
+def _plan_rows(writer: _PlanWriter, job: JobRecord, listed: Iterator[ListedFile],
+               caps: JobCaps) -> None:
     from shared.worker.input_errors import InputChanged
+    from shared.worker.tabular.formats import PARQUET
     from shared.worker.tabular.sources import BlobSource
-    from shared.worker.tabular.split import RowBatcher, iter_ranges
+    from shared.worker.tabular.split import RowBatcher, iter_ranges, parquet_rows
 
     settings = job.settings
     batcher: RowBatcher[ListedFile] = RowBatcher(settings.mini_batch_size, MAX_PIECES_PER_BATCH)
-    file_cap = max_inputs(MAX_FILES_SETTING, DEFAULT_MAX_FILES)
-    row_cap = max_inputs(MAX_ROWS_SETTING, DEFAULT_MAX_ROWS)
+    file_cap, row_cap = caps.files, caps.rows
     rows = files = 0
 
     def add(batch) -> None:  # noqa: ANN001 - a tuple of RangePiece[ListedFile]
@@ -175,9 +204,16 @@ def _plan_rows(writer: _PlanWriter, job: JobRecord, listed: Iterator[ListedFile]
         try:
             check_splittable(item.file.display_name)
             source = BlobSource(writer.blob(item.file), size=item.size, etag=item.etag)
+            claimed = None
+            if settings.input_format == PARQUET:
+                claimed = parquet_rows(source)
+                if rows + claimed > row_cap:
+                    raise _too_large(job, "rows", row_cap, MAX_ROWS_SETTING)
+                writer.check_room(-(-claimed // settings.mini_batch_size))
             for row_range in iter_ranges(source, settings.input_format,
                                          settings.mini_batch_size,
-                                         first_range_rows=batcher.room):
+                                         first_range_rows=batcher.room,
+                                         parquet_rows_known=claimed):
                 rows += row_range.rows
                 if rows > row_cap:
                     raise _too_large(job, "rows", row_cap, MAX_ROWS_SETTING)
@@ -195,9 +231,12 @@ def _plan_rows(writer: _PlanWriter, job: JobRecord, listed: Iterator[ListedFile]
 
 
 def _too_large(job: JobRecord, unit: str, cap: int, setting: str) -> InvalidRequest:
-    return InvalidRequest(f"the input {job.input.uri} has more than {cap:,} {unit}, the most "
-                          f"one job may score (app setting {setting}): split it into several "
-                          "jobs", code="input_too_large")
+    verb = "makes" if unit == "mini-batches" else "has"
+    return InvalidRequest(f"the input {job.input.uri} {verb} more than {cap:,} {unit}, the "
+                          f"most one job may have (app setting {setting}): split it into "
+                          "several jobs" + (", or use a larger mini_batch_size"
+                                            if unit == "mini-batches" else ""),
+                          code="input_too_large")
 
 
 class _Stopped(Exception):
@@ -213,7 +252,8 @@ class _PlanWriter:
     early would stretch a long listing, and the planning activity with it.
     """
 
-    def __init__(self, store: JobStore, queue: QueueClient, job: JobRecord) -> None:
+    def __init__(self, store: JobStore, queue: QueueClient, job: JobRecord,
+                 max_batches: int) -> None:
         self.store = store
         self.queue = queue
         self.job = job
@@ -226,6 +266,7 @@ class _PlanWriter:
         self._inputs = 0
         self._shards = 0  # ledger shards created so far
         self._containers: dict[str, Any] = {}
+        self._max_batches = max_batches
         self.plan = Plan(self.unit, 0, 0, 0)
 
     def __enter__(self) -> _PlanWriter:
@@ -245,8 +286,14 @@ class _PlanWriter:
             self._containers[file.container] = container
         return container.get_blob_client(file.blob_name)
 
+    def check_room(self, batches: int) -> None:
+        """Raise input_too_large unless `batches` more mini-batches fit under the cap."""
+        if self._next_index + len(self._chunk) + batches > self._max_batches:
+            raise _too_large(self.job, "mini-batches", self._max_batches, MAX_BATCHES_SETTING)
+
     def add(self, batch: PlannedBatch, inputs: int) -> None:
-        """Add one mini-batch of `inputs` files or rows."""
+        """Add one mini-batch of `inputs` files or rows (input_too_large past the cap)."""
+        self.check_room(1)
         items = len(batch.pieces) or len(batch.files)
         if self._chunk and self._chunk_items + items > MANIFEST_ITEMS:
             self._flush()

@@ -1,4 +1,6 @@
-"""The registry: endpoints and deployments stored as JSON blobs.
+"""The registry: endpoints and deployments stored as JSON blobs, with the assets
+(control.asset_store), environments (control.environments) and computes
+(control.computes) deployments use.
 
 Records in the registry container (contract.layout names them), written through
 storage.blob_records: creates are create-only, so of two concurrent creates of one name one
@@ -28,11 +30,13 @@ from shared.contract.environment_spec import (
     mlflow_environment,
 )
 from shared.contract.errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from shared.contract.job_records import JobCompute
 from shared.contract.layout import REGISTRY_CONTAINER
 from shared.contract.mlmodel import MAX_MLMODEL_BYTES, MLMODEL_FILE, parse_mlmodel
 from shared.contract.names import check_resource_name
 from shared.contract.registry_records import (
     AssetRef,
+    AssetVersion,
     DeploymentRecord,
     EndpointRecord,
     EnvironmentRecord,
@@ -40,6 +44,7 @@ from shared.contract.registry_records import (
 from shared.contract.script_check import check_scoring_script
 from shared.contract.timestamps import utc_now
 from shared.control.asset_store import AssetStore
+from shared.control.computes import Computes
 from shared.control.environments import EnvironmentStore
 from shared.storage.account import StorageAccount
 from shared.storage.blob_records import BlobRecords
@@ -50,7 +55,8 @@ ENDPOINT_UPDATABLE = frozenset({"description", "tags", "defaults"})
 
 
 class Registry:
-    """Endpoint and deployment records, and the assets deployments pin."""
+    """Endpoint and deployment records, the assets deployments pin and the computes they
+    run on."""
 
     def __init__(self, account: StorageAccount) -> None:
         container = account.blob_service().get_container_client(REGISTRY_CONTAINER)
@@ -59,6 +65,7 @@ class Registry:
         self._deployments = BlobRecords(container, load=DeploymentRecord.from_dict,
                                         dump=DeploymentRecord.to_dict, what="deployment")
         self.assets = AssetStore(account)
+        self.computes = Computes(container)
         self.environments = EnvironmentStore(account)
 
     # ----- endpoints -------------------------------------------------------------------
@@ -173,11 +180,14 @@ class Registry:
                           replace_existing: bool = False) -> tuple[DeploymentRecord, bool]:
         """Create (or, with `replace_existing`, replace) a deployment; (record, created).
 
-        Its model and code must be registered assets; the scoring script is checked here,
-        and its environment resolved (registered first when inline). The endpoint's first
-        deployment becomes its default, as does one created with `set_default`.
+        Its model and code must be registered assets (`model` pins the version a reference
+        like `@latest` resolved to), its compute an existing pool; the scoring script is
+        checked here, and its environment resolved (registered first when inline). The
+        endpoint's first deployment becomes its default, as does one created with
+        `set_default`.
         """
         endpoint = self.get_endpoint(spec.endpoint_name)
+        compute = self.computes.require(spec.compute)
         model = self._resolve_asset("model", spec.model)
         code = None
         if spec.code is None:
@@ -194,7 +204,7 @@ class Registry:
             scoring_script=spec.scoring_script, settings=spec.settings,
             description=spec.description, tags=spec.tags,
             environment_variables=spec.environment_variables, created_at=now, updated_at=now,
-            environment=environment)
+            environment=environment, compute=compute, model_reference=_reference(spec.model))
         blob = layout.deployment_record(spec.endpoint_name, spec.name)
         if replace_existing:
             record, created = self._deployments.put(
@@ -269,6 +279,23 @@ class Registry:
                 lambda current: replace(current, default_deployment=None)
                 if current.default_deployment == name else current)
 
+    def job_compute(self, name: str) -> JobCompute:
+        """What a job invoked now takes of its pool `name` (Computes.job_compute)."""
+        return self.computes.job_compute(name)
+
+    def deployments_using(self, compute: str) -> list[str]:
+        """`<endpoint>/<deployment>` of every deployment on the pool `compute`."""
+        return [f"{endpoint.name}/{deployment.name}"
+                for endpoint in self.list_endpoints()
+                for deployment in self.list_deployments(endpoint.name)
+                if deployment.compute == compute]
+
+    # ----- data assets -----------------------------------------------------------------
+
+    def resolve_data(self, name: str, version: str) -> AssetVersion:
+        """The data asset version an `azureml:<name>@latest|:<version>` input names."""
+        return self.assets.versions.get("data", name, version)
+
     # ----- helpers ---------------------------------------------------------------------
 
     def _resolve_asset(self, kind: str, source: Any) -> AssetRef:
@@ -277,7 +304,7 @@ class Registry:
                 f"{kind} is a local folder ({source.path!r}): the API takes registered assets "
                 f"(azureml:<name>:<version>); the CLI and client upload folders first",
                 details={"field": kind}, code="local_path_not_allowed")
-        return self.assets.get(kind, source.name, source.version)
+        return self.assets.versions.get(kind, source.name, source.version).content
 
     def _environment(self, spec: DeploymentSpec, model: AssetRef) -> EnvironmentRecord | None:
         """The environment the deployment's workers run in: a registered one, an inline one
@@ -337,6 +364,15 @@ class Registry:
 
         return self._endpoints.update(layout.endpoint_record(name), stamped,
                                       missing=lambda: _endpoint_not_found(name))
+
+
+def _reference(source: Any) -> str | None:
+    """How a deployment document named its registered model."""
+    if not isinstance(source, AssetReference):
+        return None
+    if source.version == "latest":
+        return f"azureml:{source.name}@latest"
+    return f"azureml:{source.name}:{source.version}"
 
 
 def _endpoint_not_found(name: str) -> NotFound:

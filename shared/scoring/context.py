@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
 
 from shared.scoring.minibatch_handler import MiniBatchHandler
+from shared.scoring.scoring_profile import served_queue
 from shared.scoring.shard_hints import ShardFullHints
 from shared.storage.account import default_account
 from shared.storage.job_store import JobStore
-from shared.storage.queue_clients import minibatch_queue, shard_hint_queue
-
-DEFAULT_MAX_DEQUEUE_COUNT = 5  # the Functions host's default
+from shared.storage.queue_clients import max_dequeue_count, minibatch_queue, shard_hint_queue
 
 
 @cache
@@ -26,7 +24,8 @@ def minibatch_handler(host_json: Path | None = None) -> MiniBatchHandler:
     """The handler over the default scoring runtime; retries honour host.json's limit."""
     from shared.scoring.scoring_runtime import default_runtime
 
-    return MiniBatchHandler(job_store(), default_runtime(), minibatch_queue(default_account()),
+    return MiniBatchHandler(job_store(), default_runtime(),
+                            minibatch_queue(default_account(), served_queue()),
                             max_dequeue_count(host_json))
 
 
@@ -34,11 +33,3 @@ def minibatch_handler(host_json: Path | None = None) -> MiniBatchHandler:
 def shard_hints() -> ShardFullHints:
     """Sends shard-full hints to the control app."""
     return ShardFullHints(job_store(), shard_hint_queue(default_account()))
-
-
-def max_dequeue_count(host_json: Path | None) -> int:
-    """`extensions.queues.maxDequeueCount` from host.json (the host's default if unset)."""
-    if host_json is None or not host_json.is_file():
-        return DEFAULT_MAX_DEQUEUE_COUNT
-    queues = json.loads(host_json.read_text()).get("extensions", {}).get("queues", {})
-    return int(queues.get("maxDequeueCount", DEFAULT_MAX_DEQUEUE_COUNT))

@@ -12,13 +12,19 @@ A scoring worker process runs user code, so the host starts it (`start_worker`):
 - with `python -I` (no user site-packages, no PYTHON* variables), with no file descriptor
   of the host's but its own pipe, in the folder `/`, leading a session and process group
   of its own; what it leaves behind when its slot ends is killed (`WorkerProcess.kill`,
-  leftover_processes.py).
+  leftover_processes.py);
+- with its stdout and stderr a pipe of their own that the host relays to its log line by
+  line (`relay_output`): each line prefixed with the worker's pid, its control characters
+  escaped and its length cut, and at most WORKER_LINES_PER_MINUTE lines a minute, so a
+  script can neither forge host log lines nor flood the log (what it prints while a
+  mini-batch runs goes to that attempt's log instead, see worker/serve.py).
 The host process is made non-dumpable before its first worker starts (`protect_host`), so
 that a worker of the same account cannot read its environment or memory through /proc, nor
 attach a debugger; the files a worker wrote are opened without following links
 (`worker_files`, `open_worker_file`), so a link cannot make the host read one of its own
 files into a job's logs or outputs; and what a worker sends the host is unpickled with only
-the pool's message classes allowed (`receive`), since an arbitrary pickle runs code.
+the pool's message classes allowed (`receive`), since an arbitrary pickle runs code, and
+only once its length is known to be within bounds.
 """
 
 from __future__ import annotations
@@ -30,16 +36,18 @@ import io
 import logging
 import os
 import pickle
+import re
 import signal
 import stat
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from shared.scoring import leftover_processes
 from shared.worker.protocol import CPU_THREAD_VARIABLES
@@ -66,6 +74,12 @@ PROXY_VARIABLES = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
 ACCOUNT_VARIABLES = frozenset({"HOME", "USER", "LOGNAME"})
 
 PLAIN_TYPES = (int, float, str, bytes, type(None))  # bool is an int
+# What the host's log takes of a worker's own stdout and stderr (outside its attempts).
+MAX_WORKER_LINE_BYTES = 2000
+WORKER_LINES_PER_MINUTE = 200
+# Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: a line of
+# a worker's output shows them escaped, so it cannot start a new log line or move the cursor.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 IMPORT_TRIAL_SECONDS = 60
 WORKER_MODULE = "shared.worker.serve"
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
@@ -274,7 +288,8 @@ def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
         with leftover_processes.starting():
             popen = subprocess.Popen(
                 [python or sys.executable, "-I", "-c", BOOTSTRAP, str(worker_end.fileno())],
-                env=dict(environment), cwd="/", stdin=subprocess.DEVNULL, close_fds=True,
+                env=dict(environment), cwd="/", stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, close_fds=True,
                 pass_fds=(worker_end.fileno(),), start_new_session=True, **identity)
             leftover_processes.live(popen.pid)
     except BaseException:
@@ -282,6 +297,9 @@ def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
         raise
     finally:
         worker_end.close()  # so the host sees EOF when the worker dies
+    assert popen.stdout is not None
+    threading.Thread(target=relay_output, args=(popen.stdout, popen.pid),
+                     name="batchfn-worker-output", daemon=True).start()
     paths = ([runtime_path or ""], False) if python else (
         [os.path.abspath(entry) for entry in sys.path], True)
     try:
@@ -290,6 +308,45 @@ def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
     except OSError:
         pass  # it died at once: the pool reads the EOF and reports its exit code
     return WorkerProcess(popen, account), host_end
+
+
+def relay_output(stream: IO[bytes], pid: int, *, lines_per_minute: int = WORKER_LINES_PER_MINUTE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+    """Log what a worker writes to its stdout and stderr (`stream`) until it closes: one
+    host log line per line, `worker <pid>: ` first, control characters escaped, at most
+    MAX_WORKER_LINE_BYTES of it, at most `lines_per_minute` lines a minute (the rest is
+    read and counted, never blocking the worker)."""
+    window_start, logged, dropped = clock(), 0, 0
+    cut = False  # the rest of a line that was too long is being skipped
+    with stream:
+        for chunk in iter(lambda: stream.readline(MAX_WORKER_LINE_BYTES), b""):
+            complete = chunk.endswith(b"\n")
+            if cut:
+                cut = not complete
+                continue
+            cut = not complete
+            now = clock()
+            if now - window_start >= 60.0:
+                _log_dropped(pid, dropped, lines_per_minute)
+                window_start, logged, dropped = now, 0, 0
+            if logged >= lines_per_minute:
+                dropped += 1
+                continue
+            logged += 1
+            text = _UNPRINTABLE.sub(_escaped, chunk.decode("utf-8", "replace").removesuffix("\n"))
+            log.info("worker %d: %s%s", pid, text, " [line cut]" if cut else "")
+    _log_dropped(pid, dropped, lines_per_minute)
+
+
+def _log_dropped(pid: int, dropped: int, lines_per_minute: int) -> None:
+    if dropped:
+        log.warning("worker %d: %d more lines of its output were not logged (at most %d a "
+                    "minute)", pid, dropped, lines_per_minute)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class _MessageUnpickler(pickle.Unpickler):
@@ -306,14 +363,27 @@ class _MessageUnpickler(pickle.Unpickler):
         return found
 
 
-def receive(conn: Connection, messages: tuple[type, ...], contents: tuple[type, ...] = ()
-            ) -> Any:
+class WorkerMessageTooLarge(pickle.UnpicklingError):
+    """A worker sent a message longer than the host reads; the pipe is unusable after it."""
+
+
+def receive(conn: Connection, messages: tuple[type, ...], contents: tuple[type, ...] = (),
+            *, max_bytes: int) -> Any:
     """The next message a worker sent on `conn`: an instance of one of the `messages`
     dataclasses whose fields hold plain values (numbers, text, bytes, None), instances of
     `contents` whose fields are plain, or tuples of either. Raises EOFError/OSError at the
-    pipe's end and UnpicklingError for anything else, which is never built.
+    pipe's end, WorkerMessageTooLarge for a message of more than `max_bytes` (its length
+    comes first on the pipe: the rest is never read) and UnpicklingError for anything else,
+    which is never built.
     """
-    message = _MessageUnpickler(conn.recv_bytes(), messages + contents).load()
+    try:
+        data = conn.recv_bytes(max_bytes)
+    except OSError:
+        if conn.closed or not conn.readable:  # what recv_bytes does after a long message
+            raise WorkerMessageTooLarge(
+                f"a worker sent a message of more than {max_bytes:,} bytes") from None
+        raise
+    message = _MessageUnpickler(data, messages + contents).load()
     if not isinstance(message, messages) or not all(
             _plain(getattr(message, field.name), contents)
             for field in dataclasses.fields(message)):

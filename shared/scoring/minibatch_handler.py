@@ -10,11 +10,13 @@ written at once; successful attempts' output is batched (attempt_logs.py).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -25,34 +27,41 @@ from azure.storage.queue import QueueClient
 
 from shared.contract.errors import NotFound
 from shared.contract.job_records import JobRecord, JobStatus
+from shared.contract.layout import JOB_METADATA_KEY
 from shared.contract.ledger import Completion, Part
 from shared.contract.manifest import ManifestChunk, PlannedBatch
 from shared.contract.messages import MiniBatchMessage
+from shared.contract.names import relative_path_problem, shown
 from shared.contract.registry_records import DeploymentRecord
 from shared.contract.timestamps import utc_now
 from shared.scoring.attempt_logs import AttemptLogs
 from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.compute_admission import ComputeAdmission
 from shared.scoring.fail_fast import FailFast
 from shared.scoring.isolation import UnsafeWorkerFile, open_worker_file, worker_files
 from shared.scoring.tracebacks import readable_traceback
 from shared.storage.failure_records import (
     INPUT_FAILED,
     MISSING_ROWS,
-    POISONED,
     InputFailure,
     whole,
     write_record,
 )
 from shared.storage.job_store import JobStore
-from shared.storage.ledger_blobs import first_completion, record_completion
-from shared.storage.parts import restored_completion, with_part
+from shared.storage.ledger_blobs import record_completion
+from shared.storage.parts import with_part
 
 log = logging.getLogger(__name__)
 
 JOB_CACHE_SECONDS = 2.0  # how stale a host's view of a job may be (cancel, threshold)
 MANIFEST_CACHE_CHUNKS = 16
 RETRY_DELAY_SECONDS = 5  # visibility delay of a self-re-enqueued retry, like host.json's
+ADMISSION_DELAY_SECONDS = 2  # the most a mini-batch of a full pool waits before another try
 _HASH_CHUNK = 4 * 1024 * 1024
+# Files a script may keep in a job's AZUREML_BI_OUTPUT_PATH folder on one host.
+MAX_SCRIPT_OUTPUT_FILES = 10_000
+MAX_BLOB_NAME = 1024  # Azure Storage's limits on a blob name
+MAX_BLOB_SEGMENTS = 254
 
 
 class Runtime(Protocol):
@@ -65,15 +74,23 @@ class RetryMiniBatch(Exception):
     """This attempt failed and retries remain: let the host redeliver the message."""
 
 
-class ScriptOutputExists(Exception):
+class ScriptOutputRefused(Exception):
+    """A file the script wrote cannot be uploaded: the mini-batch's inputs fail (`status`)."""
+
+    status = "output_refused"
+
+
+class ScriptOutputExists(ScriptOutputRefused):
     """A file the script wrote is in the output folder already, with other content."""
+
+    status = "output_exists"
 
 
 @dataclass(frozen=True)
 class WorkResult:
     """What the handler did with one message (for logs and tests)."""
 
-    action: str  # scored | retry | requeued | failed | skipped
+    action: str  # scored | retry | requeued | deferred | failed | skipped
     detail: str = ""
     ledger_blocks: int | None = None  # the ledger shard's block count after our append
 
@@ -82,9 +99,11 @@ class MiniBatchHandler:
     """Processes mini-batch messages; thread-safe, one per process."""
 
     def __init__(self, store: JobStore, runtime: Runtime, queue: QueueClient,
-                 max_dequeue_count: int = 5, logs: AttemptLogs | None = None) -> None:
+                 max_dequeue_count: int = 5, logs: AttemptLogs | None = None,
+                 admission: ComputeAdmission | None = None) -> None:
         self.store = store
         self.logs = logs or AttemptLogs(store.state)
+        self.admission = admission or ComputeAdmission(store.state)
         self.runtime = runtime
         self.queue = queue
         self.max_dequeue_count = max_dequeue_count
@@ -104,6 +123,15 @@ class MiniBatchHandler:
             return WorkResult("skipped", "job not found")
         if job.status in JobStatus.STOPPED:
             return WorkResult("skipped", f"job is {job.status}")
+        if not self.admission.enter(job.compute):
+            return self._defer(message, dequeue_count, job)
+        try:
+            return self._score(message, job, dequeue_count)
+        finally:
+            self.admission.leave(job.compute)
+
+    def _score(self, message: MiniBatchMessage, job: JobRecord,
+               dequeue_count: int) -> WorkResult:
         planned = self._batch(message)
         attempt = message.prior_attempts + dequeue_count
         merged = job.settings.output_action == "append_row"
@@ -117,10 +145,10 @@ class MiniBatchHandler:
             self.logs.add_succeeded(job.id, message.index, attempt, outcome.log)
             try:
                 self._upload_script_outputs(job)
-            except ScriptOutputExists as exc:
+            except ScriptOutputRefused as exc:
                 # Deterministic: a retry would find the same file. The inputs count as failed.
                 blocks = self._record_failure(job.id, message.index, planned, attempt,
-                                              "output_exists", str(exc), None)
+                                              exc.status, str(exc), None)
                 return WorkResult("failed", str(exc), blocks)
             blocks = self._record_success(job, batch, outcome)
             return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed",
@@ -139,29 +167,15 @@ class MiniBatchHandler:
                                       outcome.error or outcome.status, outcome.traceback)
         return WorkResult("failed", outcome.error or outcome.status, blocks)
 
-    def record_poison(self, body: str | bytes) -> WorkResult:
-        """Record a message the host gave up on (crashes or errors outside run())."""
-        message = MiniBatchMessage.decode(body)
-        try:
-            job = self.store.get(message.job)
-        except NotFound:
-            return WorkResult("skipped", "job not found")
-        state = self.store.state
-        recorded = first_completion(state, job.id, message.index)
-        if recorded is not None:
-            # A delivery recorded it, then failed before the message was completed.
-            return WorkResult("skipped", "already recorded")
-        restored = restored_completion(state, job.id, message.index, utc_now())
-        if restored is not None:
-            # Scored with a part blob, but the ledger line was lost: restore it.
-            record_completion(state, job.id, replace(restored, host=self.logs.host))
-            return WorkResult("scored", "restored from part")
-        planned = self._batch(message)
-        attempts = message.prior_attempts + self.max_dequeue_count
-        self._record_failure(job.id, message.index, planned, attempts, POISONED,
-                             "the message failed on every delivery (host crashed or "
-                             "storage errors); see the mini-batch logs", None)
-        return WorkResult("failed", "poison")
+    def _defer(self, message: MiniBatchMessage, dequeue_count: int,
+               job: JobRecord) -> WorkResult:
+        """Every host slot of the job's pool is taken: the mini-batch waits in a copy of
+        its message, visible again in a moment; this delivery counts as no attempt."""
+        later = MiniBatchMessage(message.job, message.index, message.chunk,
+                                 message.prior_attempts + dequeue_count - 1)
+        self.queue.send_message(later.encode(), visibility_timeout=random.randint(
+            1, ADMISSION_DELAY_SECONDS))
+        return WorkResult("deferred", f"compute {job.compute.name} has no free host slot")
 
     # --- internals -----------------------------------------------------------------------
 
@@ -198,16 +212,25 @@ class MiniBatchHandler:
 
         Runs after each successful mini-batch, before its completion is recorded, so every
         file is in storage by the time finalize runs — whichever host scored it. Only new or
-        changed files are uploaded; the merged output's name is left to finalize. Uploads are
-        create-only: a file already in storage is never replaced, unless it is the very blob
-        this process wrote (ETag-conditional), or holds the same bytes (a redelivered
-        mini-batch); anything else raises ScriptOutputExists.
+        changed files are uploaded; the merged output's name is left to finalize. A file
+        whose name is not a plain relative path (_check_output_name) is not uploaded and
+        raises ScriptOutputRefused once the others are, as does a folder of more than
+        MAX_SCRIPT_OUTPUT_FILES files (before any upload). Uploads are create-only: a file
+        already in storage is never replaced, unless it is the very blob this process wrote
+        (ETag-conditional), or holds the same bytes (a redelivered mini-batch); anything
+        else raises ScriptOutputExists.
         """
         folder = self.runtime.job_output_dir(job.id)
         merged = job.settings.output_file_name if job.settings.output_action == "append_row" \
             else None
+        # worker_files leaves links out; the walk stops past the cap.
+        files = list(itertools.islice(worker_files(folder), MAX_SCRIPT_OUTPUT_FILES + 1))
+        if len(files) > MAX_SCRIPT_OUTPUT_FILES:
+            raise ScriptOutputRefused(
+                f"the script wrote more than {MAX_SCRIPT_OUTPUT_FILES:,} files to "
+                "AZUREML_BI_OUTPUT_PATH for this job; write fewer, larger files")
         changed = []
-        for relative, stat in sorted(worker_files(folder)):  # links are left out
+        for relative, stat in sorted(files):
             signature = (stat.st_size, stat.st_mtime_ns)
             key = (job.id, relative)
             with self._lock:
@@ -219,16 +242,17 @@ class MiniBatchHandler:
             return
         container = self.store.service.get_container_client(job.output.container)
         self.store.ensure_output_container(job.output.container)
-        refused: list[ScriptOutputExists] = []
+        refused: list[ScriptOutputRefused] = []
         for relative, key, signature, sent in changed:
-            blob = container.get_blob_client(job.output.child(relative).path)
             try:
+                _check_output_name(job, relative)
+                blob = container.get_blob_client(job.output.child(relative).path)
                 etag = _upload_script_output(blob, folder, relative,
-                                             None if sent is None else sent[1])
+                                             None if sent is None else sent[1], job.id)
             except (UnsafeWorkerFile, FileNotFoundError) as exc:
                 log.warning("job %s: script output %s not uploaded: %s", job.id, relative, exc)
                 continue
-            except ScriptOutputExists as exc:
+            except ScriptOutputRefused as exc:
                 # Blamed on this mini-batch once, not on every later one of this process.
                 etag = None
                 refused.append(exc)
@@ -286,11 +310,33 @@ class MiniBatchHandler:
         self.logs.write_failed(job_id, index, attempt, text)
 
 
+def _check_output_name(job: JobRecord, name: str) -> None:
+    """Raise ScriptOutputRefused unless `name` (a file the script wrote) is a plain name
+    inside the job's output folder.
+
+    Storage reads a backslash as `/` and resolves `..` segments, so a file named
+    `..\\other-job\\x` would land outside the folder: names follow the rules of job
+    locations (no backslash, no `.`, `..`, empty or dot-ended segments, no control
+    characters), and the blob name they make stays within storage's limits.
+    """
+    problem = relative_path_problem(name, allow_dot_ended=False)
+    blob_name = job.output.child(name).path
+    if problem is None and (len(blob_name) > MAX_BLOB_NAME
+                            or blob_name.count("/") >= MAX_BLOB_SEGMENTS):
+        problem = (f"makes a blob name longer than {MAX_BLOB_NAME} characters or "
+                   f"{MAX_BLOB_SEGMENTS} segments")
+    if problem is not None:
+        raise ScriptOutputRefused(
+            f"the script wrote a file named {shown(name)} to AZUREML_BI_OUTPUT_PATH that "
+            f"was not uploaded: its name {problem}; output file names must be plain "
+            "relative paths inside the folder")
+
+
 def _upload_script_output(blob: BlobClient, folder: Path, relative: str,
-                          own_etag: str | None) -> str:
+                          own_etag: str | None, job_id: str) -> str:
     """Upload one script output file without replacing anything this process did not write;
     returns the blob's ETag. The file is opened link-proof (open_worker_file), twice: once
-    to hash it, once to send it."""
+    to hash it, once to send it. Its metadata names the job (layout.JOB_METADATA_KEY)."""
     md5 = hashlib.md5(usedforsecurity=False)
     with open_worker_file(folder, relative) as data:
         while chunk := data.read(_HASH_CHUNK):
@@ -298,11 +344,13 @@ def _upload_script_output(blob: BlobClient, folder: Path, relative: str,
     settings = ContentSettings(content_md5=bytearray(md5.digest()))
     try:
         with open_worker_file(folder, relative) as data:
+            metadata = {JOB_METADATA_KEY: job_id}
             if own_etag is None:
-                written = blob.upload_blob(data, overwrite=False, content_settings=settings)
+                written = blob.upload_blob(data, overwrite=False, content_settings=settings,
+                                           metadata=metadata)
             else:
                 written = blob.upload_blob(data, overwrite=True, content_settings=settings,
-                                           etag=own_etag,
+                                           metadata=metadata, etag=own_etag,
                                            match_condition=MatchConditions.IfNotModified)
         return written["etag"]
     except (ResourceExistsError, ResourceModifiedError):

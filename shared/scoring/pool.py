@@ -43,6 +43,7 @@ from shared.worker.encoding import EncodedPart
 from shared.worker.protocol import (
     CPU_THREAD_VARIABLES,
     DUMP_SIGNAL,
+    MAX_PIPE_MESSAGE_BYTES,
     InputDownload,
     Reply,
     RunRequest,
@@ -50,6 +51,7 @@ from shared.worker.protocol import (
     Started,
     TablePiece,
     WorkerSpec,
+    bounded,
 )
 from shared.worker.tabular.failures import FailedInput
 
@@ -509,8 +511,10 @@ def _get(box: queue.SimpleQueue, timeout: float):  # noqa: ANN202 - a message or
 
 
 def _receive(conn: Connection) -> Started | Reply:
-    """The worker's next message; only the pool's message classes are ever unpickled."""
-    return receive(conn, (Started, Reply), (EncodedPart, FailedInput))
+    """The worker's next message, bounded (protocol.bounded); only the pool's message
+    classes are ever unpickled, and only a message of at most MAX_PIPE_MESSAGE_BYTES."""
+    return bounded(receive(conn, (Started, Reply), (EncodedPart, FailedInput),
+                           max_bytes=MAX_PIPE_MESSAGE_BYTES))
 
 
 def _init_reply(conn: Connection, timeout: float) -> Reply | _Ended | None:

@@ -27,7 +27,7 @@ import uuid
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from shared.scoring.environments import EnvironmentBuildError, EnvironmentCache,
 from shared.scoring.gpus import detect_gpus
 from shared.scoring.grants import ReadGrants
 from shared.scoring.isolation import WorkerAccount, WorkerAccountError, prepare_worker_folder
+from shared.scoring.part_check import InvalidPart, check_part
 from shared.scoring.pool import RunResult, WorkerPool, download_limit, worker_cpu_threads
 from shared.scoring.work_folders import (
     local_paths,
@@ -167,6 +168,7 @@ class ScoringRuntime:
         folder = None
         try:
             folder, result = self._run_with_inputs(entry, batch)
+            result = _checked(result, batch)
             downloaded_at = result.downloaded_at or time.monotonic()
             outcome = _outcome(batch, result, started, downloaded_at - started)
         finally:
@@ -362,6 +364,19 @@ def _pool_key(deployment: DeploymentRecord) -> tuple[Any, ...]:
         deployment.settings.logging_level, deployment.settings.max_concurrency_per_instance,
         deployment.environment.digest if deployment.environment is not None else None,
     )
+
+
+def _checked(result: RunResult, batch: MiniBatch) -> RunResult:
+    """`result`, failed if its part cannot be stored (part_check.py)."""
+    if result.status != SUCCEEDED:
+        return result
+    try:
+        check_part(result.part, batch.output_format, result.rows)
+    except InvalidPart as exc:
+        error = f"run()'s return cannot be stored as output: {exc}"
+        return replace(result, status=FAILED, part=None, error=error, traceback=None,
+                       log=result.log + f"[batchfn] {error}\n")
+    return result
 
 
 def _outcome(batch: MiniBatch, result: RunResult, started: float,

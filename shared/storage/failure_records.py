@@ -7,6 +7,13 @@ failed while the rest of the mini-batch was scored (a row that cannot be parsed,
 built-in MLflow scorer does not read), or a file that could not be planned. Each input is
 a file, or `rows` rows of a file from row number `row`; the errors report has one row per
 listed input.
+
+In the errors report (`errors.jsonl`, written by finalize from the records) a mini-batch's
+message and traceback are stored once, not on each of its rows: its first row carries the
+traceback, and each row an `error` only where it is its own (null: the mini-batch's,
+which the first row holds as `error`, or as `mini_batch_error` when its own differs).
+`report_rows` makes these rows, `full_row` restores a row whole from the first row of its
+mini-batch. Their texts are capped, whatever wrote the record.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ UNPLANNED = "unsplittable"  # a file whose rows could not be planned
 # Written for a mini-batch that was scored (and counted as succeeded); every other status is
 # of a mini-batch that failed for good.
 SCORED_STATUSES = frozenset({INPUT_FAILED, MISSING_ROWS})
+# What one report row keeps of a message and of a traceback (excerpt), whatever the record
+# holds (the scoring host bounds both before; a record may be older than that).
+MAX_REPORT_ERROR_CHARS = 2000
+MAX_REPORT_TRACEBACK_CHARS = 8000
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ def write_record(state: ContainerClient, job_id: str, index: int, *, attempts: i
 
 
 def error_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The errors report's rows of one failure record: one per failed input listed."""
+    """The errors report's rows of one failure record, whole: one per failed input listed."""
     entries = record.get("inputs")
     if entries is None:  # a record written before rows were recorded: whole files
         entries = [[c, b, d, None, 1, None] for c, b, d in record.get("files", ())]
@@ -93,9 +104,44 @@ def error_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def report_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of one failure record as the errors report stores them (see the module
+    docstring): the mini-batch's message and traceback once."""
+    rows = error_rows(record)
+    batch_error = _capped(record["error"], MAX_REPORT_ERROR_CHARS)
+    for position, row in enumerate(rows):
+        row["error"] = _capped(row["error"], MAX_REPORT_ERROR_CHARS)
+        if position == 0:
+            row["traceback"] = _capped(row["traceback"], MAX_REPORT_TRACEBACK_CHARS)
+            if row["error"] != batch_error:
+                row["mini_batch_error"] = batch_error
+            continue
+        row["traceback"] = None
+        if row["error"] == batch_error:
+            row["error"] = None
+    return rows
+
+
+def full_row(row: dict[str, Any], first: dict[str, Any]) -> dict[str, Any]:
+    """A stored report row whole (as error_rows makes it), given `first`, the first stored
+    row of its mini-batch (`row` itself for that one)."""
+    whole = dict(row)
+    batch_error = first.get("mini_batch_error") or first["error"]
+    whole.pop("mini_batch_error", None)
+    whole["error"] = row["error"] if row["error"] is not None else batch_error
+    whole["traceback"] = first["traceback"]
+    return whole
+
+
 def _row(record: dict[str, Any], container: str, blob_name: str, display: str,
          row: int | None, rows: int, error: str | None) -> dict[str, Any]:
     return {"file": display, "container": container, "blob_name": blob_name, "row": row,
             "rows": rows, "mini_batch": record["mini_batch"], "attempts": record["attempts"],
             "status": record["status"], "error": error or record["error"],
             "traceback": record["traceback"]}
+
+
+def _capped(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit - 1] + "…"

@@ -3,12 +3,14 @@ storage.blob_records), a cheap index."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient
 
 from shared.contract import layout
 from shared.contract.errors import InputUnreadable, NotFound
@@ -20,6 +22,17 @@ from shared.storage.blob_records import BlobRecords
 
 # A job record has more writers than a registry record (orchestrator, cancel, rerun).
 _UPDATE_ATTEMPTS = 20
+INDEX_PAGE_SIZE = 1000  # index blobs one listing request returns
+MAX_INDEX_PAGES = 10  # listing requests one page of `job list` makes at most
+
+
+@dataclass(frozen=True)
+class IndexPosition:
+    """Where a listing of the job index goes on: the storage page `marker` ("" for the
+    first) and the last index blob already listed in it (`after`, "" for none)."""
+
+    marker: str
+    after: str
 
 
 class JobStore:
@@ -94,36 +107,64 @@ class JobStore:
             self._write_index(new)
         return new
 
-    def list(self, endpoint: str | None = None,
-             deployment: str | None = None) -> list[dict[str, str]]:
-        """Summaries of all jobs (newest first) from the index, in one listing call."""
+    def list_page(self, *, top: int, marker: str = "", after: str = "",
+                  endpoint: str | None = None, deployment: str | None = None,
+                  status: str | None = None) -> tuple[list[dict[str, str]], IndexPosition | None]:
+        """Up to `top` job summaries, newest first (the index's name order), of one
+        endpoint, deployment and status if given, from the index page `marker` (a storage
+        continuation token; "" for the first) after the index blob `after`; with where the
+        next page starts (None: the listing ended). One call reads at most
+        MAX_INDEX_PAGES pages of the index, so a rare filter answers fewer rows, not a
+        longer wait."""
         self.ensure_containers()
-        rows = []
-        for blob in self.state.list_blobs(name_starts_with=layout.JOB_INDEX_PREFIX,
-                                          include=["metadata"]):
-            meta = blob.metadata or {}
-            if endpoint and meta.get("endpoint") != endpoint:
-                continue
-            if deployment and meta.get("deployment") != deployment:
-                continue
-            rows.append({
-                "name": blob.name[len(layout.JOB_INDEX_PREFIX):],
-                "endpoint_name": meta.get("endpoint", ""),
-                "deployment_name": meta.get("deployment", ""),
-                "status": meta.get("status", ""),
-                "created_at": meta.get("created", ""),
-            })
-        rows.sort(key=lambda row: row["created_at"], reverse=True)
-        return rows
+        pages = self.state.list_blobs(name_starts_with=layout.JOB_INDEX_PREFIX,
+                                      include=["metadata"],
+                                      results_per_page=INDEX_PAGE_SIZE).by_page(
+            continuation_token=marker or None)
+        rows: list[dict[str, str]] = []
+        for number, page in enumerate(pages, 1):
+            for blob in page:
+                if after and blob.name <= after:
+                    continue
+                row = self._summary(blob)
+                if row is None or (endpoint and row["endpoint_name"] != endpoint) or (
+                        deployment and row["deployment_name"] != deployment) or (
+                        status and row["status"] != status):
+                    continue
+                rows.append(row)
+                if len(rows) >= top:
+                    return rows, IndexPosition(marker, blob.name)
+            marker, after = pages.continuation_token or "", ""
+            if not marker:
+                return rows, None
+            if number >= MAX_INDEX_PAGES:
+                return rows, IndexPosition(marker, "")
+        return rows, None
+
+    def _summary(self, blob: BlobProperties) -> dict[str, str] | None:
+        """A job's summary from its index blob (None for an index blob of the older layout,
+        `_jobs/<job id>`, which is moved to its newest-first name instead)."""
+        meta = blob.metadata or {}
+        key, _, name = blob.name[len(layout.JOB_INDEX_PREFIX):].rpartition("/")
+        if not key:
+            self.state.upload_blob(layout.job_index(name, meta.get("created", "")), b"",
+                                   overwrite=True, metadata=meta)
+            with contextlib.suppress(ResourceNotFoundError):
+                self.state.delete_blob(blob.name)
+            return None
+        return {"name": name, "endpoint_name": meta.get("endpoint", ""),
+                "deployment_name": meta.get("deployment", ""), "status": meta.get("status", ""),
+                "created_at": meta.get("created", "")}
 
     def _write_index(self, job: JobRecord) -> None:
         # Metadata mirrors the record's status; a lost update is repaired by the next one.
-        self.state.upload_blob(layout.job_index(job.id), b"", overwrite=True, metadata={
-            "endpoint": job.endpoint,
-            "deployment": job.deployment,
-            "status": job.status,
-            "created": job.created_at,
-        })
+        self.state.upload_blob(layout.job_index(job.id, job.created_at), b"", overwrite=True,
+                               metadata={
+                                   "endpoint": job.endpoint,
+                                   "deployment": job.deployment,
+                                   "status": job.status,
+                                   "created": job.created_at,
+                               })
 
     # --- small JSON state blobs ----------------------------------------------------------
 

@@ -1,12 +1,26 @@
-"""Queue clients of the storage account, encoded the way the Functions host reads them."""
+"""Queue clients of the storage account, encoded the way the Functions host reads them, and
+the host's queue settings that both apps go by."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.contract.layout import MINIBATCH_QUEUE, SHARD_HINT_QUEUE
 from shared.storage.account import StorageAccount
+
+DEFAULT_MAX_DEQUEUE_COUNT = 5  # the Functions host's default
+
+
+def max_dequeue_count(host_json: Path | None) -> int:
+    """`extensions.queues.maxDequeueCount` from host.json (the host's default if unset)."""
+    if host_json is None or not host_json.is_file():
+        return DEFAULT_MAX_DEQUEUE_COUNT
+    queues = json.loads(host_json.read_text()).get("extensions", {}).get("queues", {})
+    return int(queues.get("maxDequeueCount", DEFAULT_MAX_DEQUEUE_COUNT))
 
 
 def trigger_queue(account: StorageAccount, name: str) -> QueueClient:

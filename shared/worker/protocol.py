@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import errno
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.worker.encoding import EncodedPart
-from shared.worker.tabular.failures import FailedInput
+from shared.worker.tabular.failures import MAX_ERROR_CHARS, FailedInput
 
 # The pool sends this signal before killing a timed-out worker, so the log shows where
 # run() was stuck.
@@ -22,6 +22,15 @@ DUMP_SIGNAL = getattr(signal, "SIGUSR1", None)
 CPU_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # Failed inputs one reply lists; beyond that they are only counted (a reply stays small).
 MAX_LISTED_FAILURES = 1000
+# What a worker may hand back, checked by the worker and again by the host (which trusts no
+# worker): an error message and a traceback are cut to these many characters (the middle
+# goes), one mini-batch's encoded output (its part, csv header included) may hold this many
+# bytes, and a pipe message this many (its length is read before anything is unpickled).
+MAX_ERROR_MESSAGE_CHARS = 2000
+MAX_TRACEBACK_CHARS = 64 * 1024
+MAX_PART_BYTES = 64 * 1024 * 1024
+MAX_PIPE_MESSAGE_BYTES = MAX_PART_BYTES + 8 * 1024 * 1024
+MAX_FILE_NAME_CHARS = 1024  # an input's name, as a failed input names it
 
 
 @dataclass(frozen=True)
@@ -118,10 +127,47 @@ class Reply:
 
 
 def describe(exc: BaseException) -> str:
-    """One line: "ExceptionType: message" (just the type when the message is empty)."""
+    """One line: "ExceptionType: message" (just the type when the message is empty), of at
+    most MAX_ERROR_MESSAGE_CHARS."""
     message = " ".join(str(exc).split())
     name = type(exc).__name__
-    return f"{name}: {message}" if message else name
+    return clipped(f"{name}: {message}" if message else name, MAX_ERROR_MESSAGE_CHARS)
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text` if it has at most `limit` characters, else its start and its end (where an
+    exception's message and a traceback's last frames are) with a note of what was cut."""
+    if len(text) <= limit:
+        return text
+    note = f" [... {len(text) - limit} characters cut ...] "
+    keep = max(0, limit - len(note))
+    head = keep // 4
+    return text[:head] + note + text[len(text) - (keep - head):]
+
+
+def bounded(message: Started | Reply) -> Started | Reply:
+    """`message` with its texts clipped (error, traceback, failed inputs' names and
+    messages) and at most MAX_LISTED_FAILURES failed inputs listed: the worker sends its
+    messages so, and the host, which trusts no worker, bounds what it receives again."""
+    if isinstance(message, Started):
+        if message.error is None or len(message.error) <= MAX_ERROR_MESSAGE_CHARS:
+            return message
+        return replace(message, error=clipped(message.error, MAX_ERROR_MESSAGE_CHARS))
+    if (len(message.error or "") <= MAX_ERROR_MESSAGE_CHARS
+            and len(message.traceback or "") <= MAX_TRACEBACK_CHARS
+            and len(message.failed) <= MAX_LISTED_FAILURES
+            and all(len(f.error) <= MAX_ERROR_CHARS and len(f.file) <= MAX_FILE_NAME_CHARS
+                    for f in message.failed)):
+        return message
+    return replace(
+        message,
+        error=None if message.error is None else clipped(message.error,
+                                                         MAX_ERROR_MESSAGE_CHARS),
+        traceback=None if message.traceback is None else clipped(message.traceback,
+                                                                 MAX_TRACEBACK_CHARS),
+        failed=tuple(replace(f, file=clipped(f.file, MAX_FILE_NAME_CHARS),
+                             error=clipped(f.error, MAX_ERROR_CHARS))
+                     for f in message.failed[:MAX_LISTED_FAILURES]))
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,13 @@ from shared.worker.portable import zip_equal
 from shared.worker.protocol import (
     DUMP_SIGNAL,
     MAX_LISTED_FAILURES,
+    MAX_PART_BYTES,
     Reply,
     RunRequest,
     ShutdownRequest,
     Started,
     WorkerSpec,
+    bounded,
     describe,
     is_local_write_error,
 )
@@ -78,7 +80,7 @@ def serve(conn: Connection, spec: WorkerSpec, init_log_path: str) -> None:
     _configure_logging(spec.logging_level)
     with captured_output(init_log_path):
         script, reply = _load_and_init(spec)
-    conn.send(reply)
+    conn.send(bounded(reply))
     if not reply.ok:
         return
     requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -101,19 +103,19 @@ def _answer(conn: Connection, script: Any, requests: queue.SimpleQueue[Any],
         if isinstance(item, ShutdownRequest):
             with captured_output(item.log_path):
                 reply = _call_shutdown(script)
-            conn.send(replace(reply, request=item.id))
+            conn.send(bounded(replace(reply, request=item.id)))
             return
         request, download = item
         os.environ["AZUREML_BI_OUTPUT_PATH"] = request.output_dir
         with captured_output(request.log_path):
             started, table = _wait_for_inputs(request, download)
-            conn.send(started)
+            conn.send(bounded(started))
             if started.error is None:
                 reply = _run(script, request, table, azureml_separator)
             if request.scratch:
                 shutil.rmtree(request.scratch, ignore_errors=True)
         if started.error is None:
-            conn.send(reply)
+            conn.send(bounded(reply))
 
 
 class _Downloads:
@@ -308,6 +310,13 @@ def _run(script: Any, request: RunRequest, table: TabularBatch | None,
                      error=f"run()'s return cannot be written as {request.output_format} "
                            f"output: {describe(exc)}",
                      traceback=traceback.format_exc())
+    size = len(encoded.part.data) + len(encoded.part.header) if encoded.part else 0
+    if size > MAX_PART_BYTES:
+        message = (f"run()'s return encodes to {size:,} bytes of {request.output_format} "
+                   f"output, more than the {MAX_PART_BYTES:,} one mini-batch may produce: "
+                   "use a smaller mini_batch_size")
+        print(message, file=sys.stderr)
+        return Reply(request.id, ok=False, error=message)
     reported = collector.items
     if table is None:  # name a file by its display name, not the local path run() got
         display = dict(zip_equal(request.paths, names))

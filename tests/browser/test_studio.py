@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pandas as pd
 import pytest
 import requests
 from click.testing import CliRunner
@@ -21,7 +22,7 @@ from playwright.sync_api import expect
 from batchfn.cli import cli
 from batchfn.client import BatchfnClient
 from samples.breast_cancer.dataset import SAMPLE_DIR as MLFLOW_SAMPLE
-from tests.conftest import deploy_test_script
+from tests.conftest import deploy_test_script, ensure_compute
 
 ENDPOINT = "studio-e2e"
 ENDPOINT_DESCRIPTION = 'Digits <script>window.__pwned = 1</script> & "friends"'
@@ -52,6 +53,7 @@ def _upload(client: BatchfnClient, scratch: Path, name: str, files: list[str]) -
 def studio(host, scratch):
     """The devhost, its key, and the inputs the tests invoke on."""
     client = BatchfnClient(url=host.url, key=host.key)
+    ensure_compute(client)  # the MLflow sample deployment's batch-cluster
     client.create_endpoint(document={"name": ENDPOINT, "description": ENDPOINT_DESCRIPTION,
                                      "tags": TAGS})
     _deploy(client, scratch, "echo", "echo.py", {"mini_batch_size": 2},
@@ -288,3 +290,46 @@ def test_static_files_are_served_strictly(studio):
         assert requests.get(base + path, timeout=10).status_code == 404, path
     # The API itself still asks for the key.
     assert requests.get(f"{studio['url']}/api/endpoints", timeout=10).status_code == 401
+
+
+def test_the_jobs_list_pages_with_the_apis_continuation(page, studio):
+    # More jobs of one deployment than a page shows (20): the second page comes from the
+    # API's continuation token, with none of the first page's jobs.
+    client = studio["client"]
+    for number in range(21):
+        client.invoke(ENDPOINT, studio["inputs"]["table"], input_type="uri_file",
+                      deployment_name="rows", job_name=f"paged-{number:02d}")
+    _open(page, studio, f"/jobs?endpoint={ENDPOINT}&deployment=rows")
+    rows = page.locator("table.jobs tr[data-job]")
+    expect(rows).to_have_count(20)
+    first = set(rows.evaluate_all("rows => rows.map(row => row.dataset.job)"))
+    assert "paged-20" in first  # newest first
+    expect(page.locator("nav.pager")).to_contain_text("page 1")
+    page.click("nav.pager a:has-text('Older')")
+    expect(page.locator("nav.pager")).to_contain_text("page 2")
+    assert "continuation=" in page.url
+    expect(rows.first).to_be_visible()
+    second = set(rows.evaluate_all("rows => rows.map(row => row.dataset.job)"))
+    assert second and not second & first and "paged-00" in second | first
+    page.click("nav.pager a:has-text('Newest')")
+    expect(page.locator("nav.pager")).to_contain_text("page 1")
+    expect(rows).to_have_count(20)
+
+
+def test_a_summary_only_jobs_output_folder_downloads_file_by_file(page, studio, scratch):
+    client = studio["client"]
+    deploy_test_script(client, scratch, ENDPOINT, "files", "writes_files.py",
+                       {"mini_batch_size": 8, "output_action": "summary_only"})
+    job = client.invoke(ENDPOINT, studio["inputs"]["digits"], deployment_name="files")["name"]
+    _open(page, studio, f"/jobs/{job}")
+    assert _wait_status(page, "Completed|Failed") == "Completed"
+    expect(page.locator(".facts")).to_contain_text(["Computedefault"])
+    # Azure ML's `score` output folder: what the script wrote, one file per mini-batch.
+    rows = page.locator("#outputs table.outputs tr[data-output]")
+    expect(rows).to_have_count(DIGITS // 8)
+    expect(page.locator("#download-score")).to_have_count(0)  # nothing merged
+    with page.expect_download() as caught:
+        page.locator('tr[data-output="part-d08.parquet"] button').click()
+    assert caught.value.suggested_filename == "part-d08.parquet"
+    frame = pd.read_parquet(caught.value.path())
+    assert list(frame["file"]) == [f"d{i:02d}.png" for i in range(8, 16)]

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import azure.durable_functions as df
 import azure.functions as func
+import psutil
 import pytest
 from aiohttp import web
 from azure.durable_functions.models.utils import http_utils
@@ -305,13 +306,76 @@ def test_the_http_api_needs_the_system_or_master_key(storage_connection: str,
                         assert reply.status == 202
             status = await hub.client.get_status(instance)
             assert status.runtime_status.value == "Running"  # nothing above touched it
-            # The app's own client calls a loopback listener of its own, without a key.
+            # The app's own client calls a loopback listener of its own, with a token in the
+            # path as its key (the client sends none).
             rpc = json.loads(hub.runtime.client_binding({}))["rpcBaseUrl"]
             assert rpc.startswith("http://127.0.0.1:") and not rpc.startswith(hub.url)
+            assert len(rpc.rstrip("/").rsplit("/", 1)[-1]) >= 40
             # The management URLs users get carry the system key, never the master key.
             links = json.loads(hub.runtime.client_binding({}))["managementUrls"]
             assert f"code={KEYS.system_key}" in links["statusQueryGetUri"]
             assert KEYS.master_key not in json.dumps(links)
+            await hub.client.terminate(instance, "done")
+    run(scenario)
+
+
+# What a scoring script (any process of any local user) can do with the ports the host
+# listens on: it knows the routes of the Durable extension, not the host's keys or token.
+PROBE = """
+import json, sys, urllib.request, urllib.error
+instance, answers = sys.argv[1], []
+for port in json.loads(sys.argv[2]):
+    for method, path in [("GET", "/durabletask/instances"),
+                         ("GET", f"/durabletask/instances/{instance}"),
+                         ("POST", f"/durabletask/instances/{instance}/terminate?reason=x"),
+                         ("DELETE", f"/durabletask/instances/{instance}"),
+                         ("POST", "/durabletask/orchestrators/approval"),
+                         ("GET", f"/durabletask/durabletask/instances/{instance}"),
+                         ("GET", f"/runtime/webhooks/durabletask/instances/{instance}")]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                status, headers, body = reply.status, dict(reply.headers), reply.read()
+        except urllib.error.HTTPError as error:
+            status, headers, body = error.code, dict(error.headers), error.read()
+        answers.append([port, method, path, status, json.dumps(headers), body.decode()])
+print(json.dumps(answers))
+"""
+
+
+def test_a_local_process_cannot_use_the_rpc_port(storage_connection: str,
+                                                 unique_name: str) -> None:
+    async def scenario() -> None:
+        async with serving(storage_connection, unique_name) as hub:
+            instance = await hub.client.start_new("approval")
+            await hub.wait(instance, until=lambda s: s.custom_status == "waiting")
+            ports = sorted({c.laddr.port for c in psutil.Process().net_connections("tcp")
+                            if c.status == psutil.CONN_LISTEN and c.laddr.ip == "127.0.0.1"})
+            rpc_port = int(json.loads(hub.runtime.client_binding({}))["rpcBaseUrl"]
+                           .split(":")[2].split("/")[0])
+            assert rpc_port in ports
+            probe = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", PROBE, instance, json.dumps(ports),
+                env={"PATH": "/usr/bin:/bin"}, stdout=asyncio.subprocess.PIPE)
+            output, _ = await probe.communicate()
+            answers = json.loads(output)
+            assert {port for port, *_ in answers} == set(ports)
+            for port, method, path, status, headers, body in answers:
+                assert status in (401, 404, 405), (port, method, path, status, body)
+                for secret in (KEYS.system_key, KEYS.master_key, KEYS.function_key):
+                    assert secret not in headers and secret not in body, (port, path)
+            status = await hub.client.get_status(instance)
+            assert status.runtime_status.value == "Running"  # nothing above touched it
+            # What the listener answers its own client carries no key either.
+            async with aiohttp.ClientSession() as session:
+                rpc = json.loads(hub.runtime.client_binding({}))["rpcBaseUrl"]
+                async with session.get(f"{rpc}instances/{instance}") as reply:
+                    assert reply.status == 202
+                    assert KEYS.system_key not in reply.headers["Location"]
+                    assert reply.headers["Location"].startswith(rpc)
+                async with session.post(f"{rpc}orchestrators/approval") as reply:
+                    assert reply.status == 202
+                    assert KEYS.system_key not in await reply.text()
             await hub.client.terminate(instance, "done")
     run(scenario)
 

@@ -14,7 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from batchfn.cli import cli
+from batchfn.client import BatchfnClient
 from devhost.testing import running_devhost
+from tests.conftest import ensure_compute
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "mnist"
@@ -40,7 +42,8 @@ def run(env: dict[str, str], *args: str, ok: bool = True, input: str | None = No
     return result
 
 
-def test_azure_ml_tutorial_flow(env, unique_name):
+def test_azure_ml_tutorial_flow(env, host, unique_name):
+    ensure_compute(BatchfnClient(host.url, host.key))
     created = run(env, "batch-endpoint", "create", "--file", str(SAMPLES / "endpoint.yml"),
                   "--name", unique_name)
     assert json.loads(created.stdout)["name"] == unique_name
@@ -48,9 +51,9 @@ def test_azure_ml_tutorial_flow(env, unique_name):
                 "--file", str(SAMPLES / "deployment-torch" / "deployment.yml"),
                 "--endpoint-name", unique_name, "--set-default")
     assert "note: batchfn ignores these fields:\n  $schema: " in torch.stderr
-    assert "\n  compute: batchfn has no compute clusters" in torch.stderr
     assert "\n  environment: " in torch.stderr
     deployment = json.loads(torch.stdout)
+    assert deployment["compute"] == "batch-cluster"
     assert deployment["model"]["name"] == "mnist-classifier-torch"
     assert deployment["code_configuration"]["scoring_script"] == "batch_driver.py"
     run(env, "batch-deployment", "create",
@@ -106,7 +109,8 @@ def test_errors_are_one_clear_line(env, args, fragment):
     assert len(errors) == 1 and fragment in errors[0], result.stderr
 
 
-def test_bad_files_are_refused_before_upload(env, tmp_path, unique_name):
+def test_bad_files_are_refused_before_upload(env, host, tmp_path, unique_name):
+    ensure_compute(BatchfnClient(host.url, host.key))
     run(env, "batch-endpoint", "create", "--name", unique_name)
     (tmp_path / "broken.yml").write_text("name: [unclosed\n")
     bad_yaml = run(env, "batch-deployment", "create", "--file", str(tmp_path / "broken.yml"),

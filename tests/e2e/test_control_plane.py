@@ -16,6 +16,7 @@ import yaml
 
 from batchfn.client import ApiError, BatchfnClient
 from devhost.testing import running_devhost
+from tests.conftest import ensure_compute
 
 REPO = Path(__file__).resolve().parents[2]
 SCORE = (
@@ -32,9 +33,14 @@ def host(storage_connection: str) -> Iterator:
         yield running
 
 
+COMPUTE = "cp-pool"  # the compute this module's deployments name
+
+
 @pytest.fixture
 def client(host) -> BatchfnClient:
-    return BatchfnClient(host.url, host.key)
+    client = BatchfnClient(host.url, host.key)
+    ensure_compute(client, COMPUTE)
+    return client
 
 
 def call(host, method: str, path: str, body: bytes | None = None,
@@ -65,7 +71,7 @@ def project(base: Path, endpoint: str, name: str = "blue", script: str = SCORE,
         "model": {"name": f"{endpoint}-clf", "path": "model"},
         "code_configuration": {"code": "code", "scoring_script": "score.py"},
         "environment": {"name": "env", "image": "mcr.microsoft.com/azureml/x:latest"},
-        "compute": "azureml:batch-cluster",
+        "compute": f"azureml:{COMPUTE}",
         "resources": {"instance_count": 2},
         "settings": {"mini_batch_size": 4, "retry_settings": {"max_retries": 1, "timeout": 12}},
         **(extra or {}),
@@ -87,7 +93,8 @@ def test_lifecycle(client, tmp_path, unique_name):
 
     blue = client.create_deployment(project(tmp_path / "blue", unique_name, "blue"),
                                     set_default=True)
-    assert [item["field"] for item in blue["ignored"]] == ["$schema", "compute", "environment"]
+    assert [item["field"] for item in blue["ignored"]] == ["$schema", "environment"]
+    assert blue["compute"] == COMPUTE
     assert blue["settings"]["mini_batch_size"] == 4
     assert blue["settings"]["instance_count"] == 2
     assert blue["settings"]["retry_settings"] == {"max_retries": 1, "timeout": 12.0}

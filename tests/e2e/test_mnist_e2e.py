@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from batchfn.client import BatchfnClient
 from devhost.testing import RunningDevHost, running_devhost
 from samples.mnist.dataset import SAMPLE_SIZE, read_labels
 from samples.mnist.prepare_data import prepare
+from tests.conftest import ensure_compute
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO / "samples" / "mnist"
@@ -72,6 +74,7 @@ def outputs(host: RunningDevHost, sample,
     """Both deployments' output lines for the sample, keyed by framework."""
     folder, _labels = sample
     endpoint = f"mnist-{uuid.uuid4().hex[:10]}"
+    ensure_compute(BatchfnClient(host.url, host.key))  # the tutorial's batch-cluster
     batchfn(host, "batch-endpoint", "create", "--file", "endpoint.yml", "--name", endpoint)
     batchfn(host, "batch-deployment", "create", "--file", "deployment-torch/deployment.yml",
             "--endpoint-name", endpoint, "--set-default")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,14 @@ from azure.storage.blob import BlobServiceClient
 
 from batchfn.client import BatchfnClient
 from devhost.azurite import Azurite
-from devhost.testing import RunningDevHost, running_devhost
+from devhost.testing import RunningDevHost
 from shared.contract import layout
 from shared.contract.layout import POISON_SUFFIX, SHARD_HINT_QUEUE, STATE_CONTAINER
 from shared.contract.ledger import Completion
 from shared.contract.messages import ShardHint
 from shared.storage.account import StorageAccount
 from shared.storage.queue_clients import trigger_queue
-from tests.conftest import REPO, upload_blobs, wait_until
+from tests.conftest import REPO, split_devhosts, upload_blobs, wait_until
 
 ENDPOINT = "split"
 FILES = 2_000
@@ -47,22 +46,9 @@ def azurite(tmp_path_factory) -> Iterator[Azurite]:
 
 @pytest.fixture(scope="module")
 def hosts(azurite, tmp_path_factory) -> Iterator[dict[str, RunningDevHost]]:
-    work = tmp_path_factory.mktemp("split-hosts")
-    common = {"DEVHOST_QUEUE_LEASE": str(QUEUE_LEASE_SECONDS)}
-    scoring = {
-        **common, "BATCHFN_ROLE": "scoring",
-        # What infra/docker/Dockerfile sets for a replica with WORKER_SLOTS worker slots.
-        "AzureFunctionsJobHost__extensions__queues__batchSize": "1",
-        "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": str(WORKER_SLOTS - 1),
-    }
-    with ExitStack() as stack:
-        started = {"control": stack.enter_context(running_devhost(
-            script_root=REPO, connection_string=azurite.connection_string,
-            env={**common, "BATCHFN_ROLE": "control"}))}
-        for name in ("scoring-a", "scoring-b"):
-            started[name] = stack.enter_context(running_devhost(
-                script_root=REPO, connection_string=azurite.connection_string,
-                env={**scoring, "BATCHFN_WORK_DIR": str(work / name)}))
+    # What infra/docker/Dockerfile sets for a replica with WORKER_SLOTS worker slots.
+    with split_devhosts(azurite.connection_string, tmp_path_factory.mktemp("split-hosts"),
+                        WORKER_SLOTS, {"DEVHOST_QUEUE_LEASE": str(QUEUE_LEASE_SECONDS)}) as started:
         yield started
 
 

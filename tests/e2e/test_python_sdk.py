@@ -1,14 +1,11 @@
 """Azure ML's MNIST tutorial, Python tab, through batchfn's azure-ai-ml-shaped facade
-(samples/mnist/sdk_tutorial.py: only the imports, the client construction, the compute
-cell and the input location differ from the tutorial) against a real devhost."""
+(samples/mnist/sdk_tutorial.py: only the imports and the client construction differ from
+the tutorial, compute creation and the public input URL included) against a real devhost."""
 
 from __future__ import annotations
 
-import re
 import runpy
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,51 +13,42 @@ from batchfn.client import BatchfnClient
 from batchfn.errors import InvalidRequestError, JobError, NotFoundError
 from batchfn.ml import Input, MLClient
 from batchfn.ml.entities import BatchEndpoint, ModelBatchDeployment
-from devhost.testing import RunningDevHost, running_devhost
-from samples.mnist.dataset import read_labels
-from samples.mnist.prepare_data import prepare
+from tests.conftest import REPO
+from tests.e2e.tutorial_support import (
+    SAMPLE_DIR,
+    TutorialSite,
+    check_scores,
+    copy_tutorial,
+    tutorial_site,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE_DIR = REPO / "samples" / "mnist"
 FILES = 100  # of the 1,000-digit sample: four jobs of it keep the test short
-JOB_TIMEOUT_S = 300.0
-APPEND_ROW_LINE = re.compile(r"^(\d{5}\.png) ([0-9]) (0\.\d+|1\.0)$")
 
 
 @pytest.fixture(scope="module")
-def host(storage_connection: str) -> Iterator[RunningDevHost]:
-    with running_devhost("function_app", script_root=REPO,
-                         connection_string=storage_connection) as running:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TutorialSite]:
+    with tutorial_site(tmp_path_factory.mktemp("tutorial-sdk"), FILES) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
-    out = tmp_path_factory.mktemp("mnist-sdk")
-    full = prepare(out, include_full=False)["sample"]
-    labels = read_labels(out / "sample-labels.csv")
-    folder = out / "subset"
-    folder.mkdir()
-    chosen = sorted(labels)[:FILES]
-    for name in chosen:
-        shutil.copy(full / name, folder / name)
-    return folder, {name: labels[name] for name in chosen}
+def host(site):
+    return site.host
 
 
 @pytest.fixture(scope="module")
-def tutorial(host: RunningDevHost, sample) -> dict:
+def tutorial(site, tmp_path_factory) -> dict:
     """Run the tutorial's Python tab as a script; its variables at the end."""
-    folder, _labels = sample
+    folder = copy_tutorial(tmp_path_factory.mktemp("mnist") / "mnist-classifier")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BATCHFN_URL", host.url)
-        patch.setenv("BATCHFN_KEY", host.key)
-        patch.setenv("MNIST_SAMPLE", str(folder))
-        patch.chdir(SAMPLE_DIR)
+        patch.setenv("BATCHFN_URL", site.host.url)
+        patch.setenv("BATCHFN_KEY", site.host.key)
+        patch.chdir(folder)
         return runpy.run_path(str(SAMPLE_DIR / "sdk_tutorial.py"))
 
 
-def test_the_tutorial_scores_every_file_on_both_deployments(tutorial, host, sample, tmp_path):
-    _folder, labels = sample
+def test_the_tutorial_scores_every_file_on_both_deployments(tutorial, host, site, tmp_path):
+    labels = site.labels
     ml_client: MLClient = tutorial["ml_client"]
     endpoint = tutorial["endpoint_name"]
     client = BatchfnClient(url=host.url, key=host.key)
@@ -83,10 +71,24 @@ def test_the_tutorial_scores_every_file_on_both_deployments(tutorial, host, samp
         ml_client.jobs.download(name=jobs[index]["name"], download_path=target,
                                 output_name="score")
         lines = (target / "named-outputs" / "score" / "predictions.csv").read_text().splitlines()
-        rows = [APPEND_ROW_LINE.match(line) for line in lines]
-        assert all(rows) and sorted(row[1] for row in rows) == sorted(labels)
-        correct = sum(int(row[2]) == labels[row[1]] for row in rows)
-        assert correct / len(rows) >= 0.9
+        check_scores(lines, labels)
+    # Every invoke read the public URL's stand-in, the data asset, on the tutorial's compute.
+    assert {job.status for job in shown} == {"Completed"}
+    for job in jobs:
+        record = client.get_job(job["name"])
+        assert record["input"]["data_asset"] == "azureml:mnist-sample:1"
+        assert record["compute"] == {"name": "batch-cluster", "max_instances": 2,
+                                     "queue": "minibatches"}
+
+
+def test_the_tutorial_created_its_compute_once(tutorial):
+    ml_client: MLClient = tutorial["ml_client"]
+    cluster = ml_client.compute.get("batch-cluster")
+    assert (cluster.min_instances, cluster.max_instances, cluster.description) == (
+        0, 2, "CPU cluster compute")
+    assert [c.name for c in ml_client.compute.list()] == ["batch-cluster", "default"]
+    # Run again, the tutorial's guard finds it and creates nothing.
+    assert any(filter(lambda m: m.name == "batch-cluster", ml_client.compute.list()))
 
 
 def test_the_tutorial_leaves_no_endpoint_and_keeps_the_jobs(tutorial, host):
@@ -98,10 +100,13 @@ def test_the_tutorial_leaves_no_endpoint_and_keeps_the_jobs(tutorial, host):
     deployment: ModelBatchDeployment = tutorial["deployment_keras"]
     assert deployment.settings.retry_settings.timeout == 30
     assert tutorial["model"].name == "mnist-classifier-keras" and tutorial["model"].version
+    assert tutorial["model"].tags == {"task": "classification", "framework": "keras"}
 
 
-def test_facade_errors_are_clear(host, sample):
-    folder, _labels = sample
+def test_facade_errors_are_clear(host, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
     ml_client = MLClient(url=host.url, key=host.key)
     with pytest.raises(NotFoundError, match="does not exist"):
         ml_client.batch_endpoints.invoke(

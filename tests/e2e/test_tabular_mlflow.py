@@ -23,7 +23,7 @@ from batchfn.client import BatchfnClient
 from samples.breast_cancer.accuracy import accuracy
 from samples.breast_cancer.dataset import SAMPLE_DIR
 from samples.breast_cancer.prepare_data import prepare
-from tests.conftest import deploy_test_script
+from tests.conftest import deploy_test_script, ensure_compute
 
 ENDPOINT = "tabular-e2e"
 MIN_ACCURACY = 0.95
@@ -38,6 +38,7 @@ def env(host) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def client(host, scratch) -> BatchfnClient:
     client = BatchfnClient(url=host.url, key=host.key)
+    ensure_compute(client)  # the sample deployment's batch-cluster
     client.create_endpoint(document={"name": ENDPOINT})
     deploy_test_script(client, scratch, ENDPOINT, "rows", "rows.py",
                        {"mini_batch_size": 1000, "input_format": "csv",
@@ -54,6 +55,34 @@ def cli_run(env: dict[str, str], *args: str) -> str:
     result = CliRunner().invoke(cli, list(args), env=env)
     assert result.exit_code == 0, result.output
     return result.stdout
+
+
+def test_the_mlflow_tutorial_with_its_registered_model_and_data(env, client, scratch,
+                                                              cancer_data, tmp_path):
+    # Azure ML's MLflow tutorial registers the model and the data, then invokes the data
+    # asset; these are its `az ml` lines with the sample's names (docs/tutorial.md).
+    endpoint = "cancer-registered"
+    model = json.loads(cli_run(env, "model", "create", "--name", "cancer-classifier-mlflow",
+                               "--type", "mlflow_model", "--path",
+                               str(SAMPLE_DIR / "deployment-mlflow" / "model")))
+    cli_run(env, "data", "create", "--name", "cancer-dataset-unlabeled", "--type",
+            "uri_folder", "--path", str(cancer_data["folder"]))
+    cli_run(env, "batch-endpoint", "create", "-n", endpoint, "-f",
+            str(SAMPLE_DIR / "endpoint.yml"))
+    deployment = json.loads(cli_run(
+        env, "batch-deployment", "create",
+        "--file", str(SAMPLE_DIR / "deployment-mlflow" / "deployment.yml"),
+        "--endpoint-name", endpoint, "--set-default"))
+    assert deployment["model"]["version"] == model["version"]  # the registered one
+    job = cli_run(env, "batch-endpoint", "invoke", "--name", endpoint, "--input",
+                  "azureml:cancer-dataset-unlabeled@latest", "--query", "name",
+                  "-o", "tsv").strip()
+    cli_run(env, "job", "stream", "-n", job)
+    cli_run(env, "job", "download", "--name", job, "--output-name", "score",
+            "--download-path", str(tmp_path))
+    value, rows = accuracy(tmp_path / "named-outputs" / "score" / "predictions.csv",
+                           cancer_data["labels"])
+    assert rows == 171 and value >= MIN_ACCURACY
 
 
 def test_an_mlflow_model_without_a_script_scores_a_folder_of_csv_files(env, client, scratch,

@@ -38,9 +38,10 @@ def grant_url(grant: dict, path: str) -> str:
     return next(f["url"] for f in grant["files"] if f["path"] == path)
 
 
-def version_bytes(account: StorageAccount, ref, path: str) -> bytes:
+def version_bytes(account: StorageAccount, version, path: str) -> bytes:
     container = account.blob_service().get_container_client(ASSETS_CONTAINER)
-    return container.download_blob(f"{ref.prefix}{ref.root}/{path}").readall()
+    return container.download_blob(
+        f"{version.content.prefix}{version.content.root}/{path}").readall()
 
 
 def test_a_staged_file_that_differs_from_the_manifest_is_refused(account, tmp_path,
@@ -56,7 +57,7 @@ def test_a_staged_file_that_differs_from_the_manifest_is_refused(account, tmp_pa
     with pytest.raises(Unprocessable) as refused:
         store.register("model", unique_name, manifest, grant["upload_id"])
     assert refused.value.details["mismatched"] == ["weights.bin"]
-    assert store.list_versions("model", unique_name) == []
+    assert store.versions.list_versions("model", unique_name) == []
     # The right bytes, staged again, register.
     upload_files(folder, manifest, grant)
     ref, created = store.register("model", unique_name, manifest, grant["upload_id"])
@@ -75,7 +76,7 @@ def test_a_grant_never_reaches_a_registered_versions_files(account, tmp_path, un
     published = version_bytes(account, ref, "weights.bin")
     assert hashlib.sha256(published).hexdigest() == hashlib.sha256(big).hexdigest()
     assert store.grant_upload("model", unique_name, manifest) == {
-        "exists": True, "asset": store.get("model", unique_name, "1").__dict__}
+        "exists": True, "asset": store.versions.get("model", unique_name, "1").to_dict()}
 
     # The grant still writes to its own staging blob until it expires: that changes nothing.
     url = grant_url(grant, "config/labels.txt")
@@ -84,7 +85,7 @@ def test_a_grant_never_reaches_a_registered_versions_files(account, tmp_path, un
     # Its signature does not open the version's own blobs.
     parts = urlsplit(url)
     final = account.blob_service().get_blob_client(
-        ASSETS_CONTAINER, f"{ref.prefix}{ref.root}/config/labels.txt").url
+        ASSETS_CONTAINER, f"{ref.content.prefix}{ref.content.root}/config/labels.txt").url
     with pytest.raises(HttpResponseError) as denied:
         BlobClient.from_blob_url(f"{final}?{parts.query}").upload_blob(b"evil\n", overwrite=True)
     assert denied.value.status_code == 403
@@ -119,7 +120,7 @@ def test_concurrent_registrations_publish_only_verified_bytes(account, tmp_path,
         thread.start()
     for thread in threads:
         thread.join()
-    versions = store.list_versions("model", unique_name)
+    versions = store.versions.list_versions("model", unique_name)
     assert [v.version for v in versions] == ["1"]
     assert version_bytes(account, versions[0], "weights.bin") == b"w" * 5000
     assert sum(1 for o in outcomes if isinstance(o, tuple) and o[1]) == 1

@@ -15,14 +15,16 @@ import pytest
 
 from shared.contract import layout
 from shared.contract.errors import Conflict, InvalidRequest, NotFound
+from shared.contract.job_records import JobCompute
 from shared.contract.messages import MiniBatchMessage
-from shared.contract.registry_records import AssetRef, DeploymentRecord
+from shared.contract.registry_records import AssetRef, AssetVersion, DeploymentRecord
 from shared.contract.settings import DeploymentSettings
 from shared.control.datastores import DATASTORES_SETTING
 from shared.control.finalize import advance_job
 from shared.control.job_service import JobService
 from shared.control.monitor import Outcome, evaluate
 from shared.control.planner import plan_job
+from shared.control.poison import record_poisoned
 from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.minibatch_handler import MiniBatchHandler, RetryMiniBatch
 from shared.storage.account import StorageAccount
@@ -38,6 +40,12 @@ class FakeRegistry:
             name="blue", endpoint_name="ep1", model=asset,
             code=AssetRef("code", "c", "1", "d", "code/c/1/", "code"),
             scoring_script="score.py", settings=settings)
+
+    def job_compute(self, name: str) -> JobCompute:
+        return JobCompute(name)
+
+    def resolve_data(self, name: str, version: str) -> AssetVersion:
+        raise NotFound(f"data asset {name}:{version} does not exist")
 
     def resolve_deployment(self, endpoint: str, name: str | None) -> DeploymentRecord:
         if endpoint != "ep1":
@@ -59,6 +67,8 @@ class FakeRuntime:
         self.lock = threading.Lock()
         self.output_root = Path(tempfile.mkdtemp(prefix="fake-bi-output-"))
         self.script_writes = False  # write <first file>.out to the job's output folder
+        self.extra_outputs: dict[str, bytes] = {}  # written there by mini-batch 0
+        self.score_failure: str | None = None  # the message of a failure (else names the file)
 
     def job_output_dir(self, job_id: str) -> Path:
         folder = self.output_root / job_id
@@ -71,12 +81,17 @@ class FakeRuntime:
             for f in batch.files:
                 if self.fail.get(f.display_name, 0):
                     self.fail[f.display_name] -= 1
+                    error = self.score_failure or f"boom on {f.display_name}"
                     return ScoringOutcome(batch.job_id, batch.index, batch.attempt, FAILED, None,
-                                          0, (), 0, len(batch.files), f"boom on {f.display_name}",
+                                          0, (), 0, len(batch.files), error,
                                           "Traceback...\nValueError: boom", "log line\n", 0.0, 0.0)
         names = [f.display_name for f in batch.files]
         if self.script_writes:
             (self.job_output_dir(batch.job_id) / f"{names[0]}.out").write_text(str(len(names)))
+        for file_name, content in self.extra_outputs.items() if batch.index == 0 else ():
+            path = self.job_output_dir(batch.job_id) / file_name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
         if self.short:
             names = names[:-1]
         if self.as_list:
@@ -142,6 +157,16 @@ def _run(store, queue, job_id, worker, **kw):
     return step
 
 
+def _all_jobs(service, **filters):
+    rows, token = [], None
+    while True:
+        page = service.list(**filters, top=1000, continuation=token)
+        rows += page.value
+        token = page.continuation
+        if token is None:
+            return rows
+
+
 def _url(account, container, path):
     return account.blob_service().url.rstrip("/") + f"/{container}/{path}"
 
@@ -163,8 +188,8 @@ def test_happy_path_rows_in_input_order_azureml_format(env):
     assert view["status"] == "Completed"
     assert view["progress"]["files"] == {"total": 23, "succeeded": 23, "failed": 0, "pending": 0}
     assert view["progress"]["mini_batches"]["total"] == 5
-    assert service.errors(job.id) == []
-    assert [row["name"] for row in service.list(endpoint="ep1")].count(job.id) == 1
+    assert service.errors(job.id).value == []
+    assert [row["name"] for row in _all_jobs(service, endpoint="ep1")].count(job.id) == 1
 
 
 def test_retries_then_success_and_permanent_failure_errors_report(env):
@@ -180,7 +205,7 @@ def test_retries_then_success_and_permanent_failure_errors_report(env):
     view = service.show(job.id)
     assert view["progress"]["files"]["failed"] == 2
     assert view["progress"]["mini_batches"]["failed"] == 1
-    errors = service.errors(job.id)
+    errors = service.errors(job.id).value
     assert [e["file"] for e in errors] == ["f004.txt", "f005.txt"]
     assert errors[0]["attempts"] == 3 and errors[0]["traceback"].endswith("\nValueError: boom")
     name_, content = service.output(job.id, "score")
@@ -218,7 +243,7 @@ def test_fewer_rows_than_inputs_counts_the_gap(env):
     view = service.show(job.id)
     assert view["progress"]["files"]["succeeded"] == 3
     assert view["progress"]["files"]["failed"] == 1
-    assert [e["file"] for e in service.errors(job.id)] == ["f003.txt"]
+    assert [e["file"] for e in service.errors(job.id).value] == ["f003.txt"]
     _, content = service.output(job.id, "score")
     assert json.loads(content.splitlines()[0]) == {"file": "f000.txt", "value": 8}
 
@@ -296,7 +321,7 @@ def test_idempotent_invoke_by_name(env):
 def test_bad_invokes_create_nothing(env):
     account, store, queue, data, name = env
     service = JobService(store, FakeRegistry(DeploymentSettings()))
-    before = len(service.list())
+    before = len(_all_jobs(service))
     good = _url(account, name, "in")
     bad = [
         ("ep1", {"input": "https://evil.example.com/c/in"}, InvalidRequest),
@@ -315,7 +340,7 @@ def test_bad_invokes_create_nothing(env):
     for endpoint, body, error in bad:
         with pytest.raises(error):
             service.invoke(endpoint, body)
-    assert len(service.list()) == before
+    assert len(_all_jobs(service)) == before
 
 
 def test_azureml_rest_body_and_datastore_paths(env):
@@ -353,10 +378,9 @@ def test_poison_handler_records_failure_once(env):
     service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=2)))
     job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
     plan_job(store, queue, job.id)
-    worker = MiniBatchHandler(store, FakeRuntime(), queue)
     body = MiniBatchMessage(job.id, 0, 0).encode()
-    assert worker.record_poison(body).action == "failed"
-    assert worker.record_poison(body).action == "skipped"  # recorded already
+    assert record_poisoned(store, body, 5) == "failed: poisoned"
+    assert record_poisoned(store, body, 5) == "skipped: already recorded"
     assert evaluate(store, job.id).outcome is Outcome.COMPLETED
     advance_job(store, job.id)
     view = service.show(job.id)
@@ -451,10 +475,63 @@ def test_script_outputs_are_create_only(env):
     assert advance_job(store, job.id).status == "Completed"
     assert data.download_blob("out/f002.txt.out").readall() == b"someone else's"
     assert data.download_blob("out/f000.txt.out").readall() == b"2"
-    rows = service.errors(job.id)
+    rows = service.errors(job.id).value
     assert sorted(row["file"] for row in rows) == ["f002.txt", "f003.txt"]
     assert {row["status"] for row in rows} == {"output_exists"}
     assert "never replaces a file it did not write" in rows[0]["error"]
+
+
+@pytest.mark.parametrize("written", [
+    "..\\victim\\x",  # storage reads "\\" as "/" and resolves "..": another job's folder
+    "..\\..\\batchfn-drop\\ep1\\f\\_start",  # a drop marker that would start a job
+    "dots.\\..\\..\\victim\\y", "line\nbreak", "trailing."])
+def test_script_output_names_stay_in_the_job_folder(env, written):
+    account, store, queue, data, name = env
+    _upload(data, "in", 4)
+    jobs = account.blob_service().get_container_client("batchfn-jobs")
+    store.ensure_containers()
+    service = JobService(store, FakeRegistry(DeploymentSettings(
+        mini_batch_size=2, output_action="summary_only")))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
+    runtime = FakeRuntime()
+    runtime.extra_outputs = {written: b"planted", "good/file.txt": b"fine"}
+    assert _run(store, queue, job.id, MiniBatchHandler(store, runtime, queue)).status == \
+        "Completed"
+    # Azurite turns "\\" into "/" and keeps "..": before names were checked, the job's
+    # folder held "<job>/../victim/x", which Azure resolves to "victim/x", outside it.
+    for container in account.blob_service().list_containers(name_starts_with="batchfn-"):
+        client = account.blob_service().get_container_client(container.name)
+        for blob_name in client.list_blob_names():
+            segments = blob_name.split("/")
+            assert ".." not in segments and not any(s.endswith(".") for s in segments), \
+                f"{container.name}/{blob_name}"
+            assert "\n" not in blob_name
+    assert sorted(jobs.list_blob_names(name_starts_with=f"{job.id}/")) == [
+        f"{job.id}/good/file.txt"]
+    # The mini-batch that wrote it failed, naming the file; later ones were not blamed.
+    rows = service.errors(job.id).value
+    assert sorted(row["file"] for row in rows) == ["f000.txt", "f001.txt"]
+    assert {row["status"] for row in rows} == {"output_refused"}
+    assert repr(written)[1:-1] in rows[0]["error"] and "plain relative" in rows[0]["error"]
+
+
+def test_script_output_file_count_is_bounded(env, monkeypatch):
+    from shared.scoring import minibatch_handler
+
+    account, store, queue, data, name = env
+    _upload(data, "in", 2)
+    monkeypatch.setattr(minibatch_handler, "MAX_SCRIPT_OUTPUT_FILES", 3)
+    service = JobService(store, FakeRegistry(DeploymentSettings(
+        mini_batch_size=2, output_action="summary_only")))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in")})
+    runtime = FakeRuntime()
+    runtime.extra_outputs = {f"many/{i}.txt": b"x" for i in range(4)}
+    _run(store, queue, job.id, MiniBatchHandler(store, runtime, queue))
+    jobs = account.blob_service().get_container_client("batchfn-jobs")
+    assert list(jobs.list_blob_names(name_starts_with=f"{job.id}/")) == []
+    rows = service.errors(job.id).value
+    assert {row["status"] for row in rows} == {"output_refused"}
+    assert "more than 3 files" in rows[0]["error"]
 
 
 def test_console_reads_live_errors_throughput_and_attempt_logs(env):
@@ -466,7 +543,7 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
     assert service.throughput(job.id)["samples"] == []
     _drain(MiniBatchHandler(store, FakeRuntime(fail={"f004.txt": 99}), queue), queue)
     # Before the job ends, errors come from the failure records written so far.
-    errors = service.errors(job.id)
+    errors = service.errors(job.id).value
     assert [e["file"] for e in errors] == ["f004.txt", "f005.txt"]
     assert errors[0]["traceback"].endswith("ValueError: boom")
     assert evaluate(store, job.id).outcome is Outcome.COMPLETED
@@ -495,16 +572,129 @@ def test_console_reads_live_errors_throughput_and_attempt_logs(env):
     with pytest.raises(NotFound):
         service.throughput("no-such-job")
 
-    assert [e["file"] for e in service.errors(job.id, top=1)] == ["f004.txt"]
+    assert [e["file"] for e in service.errors(job.id, top=1).value] == ["f004.txt"]
     assert advance_job(store, job.id).status == "Completed"
-    assert [e["file"] for e in service.errors(job.id)] == ["f004.txt", "f005.txt"]
-    assert [e["file"] for e in service.errors(job.id, top=1)] == ["f004.txt"]
+    assert [e["file"] for e in service.errors(job.id).value] == ["f004.txt", "f005.txt"]
+    assert [e["file"] for e in service.errors(job.id, top=1).value] == ["f004.txt"]
     with pytest.raises(InvalidRequest):
         service.errors(job.id, top=0)
-    assert job.id in [row["name"] for row in service.list(endpoint="ep1", status="Completed")]
-    assert job.id not in [row["name"] for row in service.list(status="Running")]
+    assert job.id in [row["name"] for row in _all_jobs(service, endpoint="ep1",
+                                                        status="Completed")]
+    assert job.id not in [row["name"] for row in _all_jobs(service, status="Running")]
     with pytest.raises(InvalidRequest):
         service.list(status="Done")
+
+
+def _pages(service, job_id, top):
+    rows, token, pages = [], None, 0
+    while True:
+        page = service.errors(job_id, top, token)
+        rows += page.value
+        pages += 1
+        token = page.continuation
+        if token is None:
+            return rows, pages
+
+
+def test_a_repeated_message_is_stored_once_and_the_report_is_paged(env, monkeypatch):
+    from shared.control import error_pages
+    from shared.control.pages import make_token
+
+    account, store, queue, data, name = env
+    _upload(data, "in", 12)
+    service = JobService(store, FakeRegistry(DeploymentSettings(mini_batch_size=4)))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "max_retries": 0})
+    message = "boom " * 400  # 2,000 characters, repeated on each file of two mini-batches
+    runtime = FakeRuntime(fail={"f000.txt": 99, "f008.txt": 99})
+    runtime.score_failure = message
+    assert plan_job(store, queue, job.id).ok
+    _drain(MiniBatchHandler(store, runtime, queue), queue)
+    live, _ = _pages(service, job.id, 3)  # while it runs: from the failure records
+    assert advance_job(store, job.id).status == "Completed"
+    stored = store.state.download_blob(layout.errors_report(job.id)).readall()
+    assert stored.count(b"boom ") == 400 * 2  # once per mini-batch, not once per file
+    assert stored.count(b"ValueError: boom") == 2
+    whole, _ = _pages(service, job.id, 1000)
+    assert whole == live and len(whole) == 8
+    assert [row["file"] for row in whole] == [f"f{i:03d}.txt" for i in (0, 1, 2, 3, 8, 9, 10, 11)]
+    assert all(row["error"].startswith("boom boom") and row["traceback"].endswith(
+        "ValueError: boom") and "mini_batch_error" not in row for row in whole)
+    for top in (1, 2, 3, 5):  # pages that start inside a mini-batch restore its message
+        rows, pages = _pages(service, job.id, top)
+        assert rows == whole and pages == -(-8 // top)
+    # A page stops at about MAX_PAGE_BYTES of rows whatever top says.
+    monkeypatch.setattr(error_pages, "MAX_PAGE_BYTES", 5000)
+    rows, pages = _pages(service, job.id, 1000)
+    assert rows == whole and pages == 4
+    first = service.errors(job.id, 1000)
+    forged = [make_token("errors", offset=offset, first=first_at)
+              for offset, first_at in ((7, 0), (10 ** 9, 0), (3000, 10 ** 9), (3000, 5))]
+    for bad in ("not-a-token", first.continuation + "x", "eyJraW5kIjoiam9icyJ9",
+                first.continuation[:-4], make_token("jobs", after="x"), *forged):
+        with pytest.raises(InvalidRequest, match="continuation"):
+            service.errors(job.id, 2, bad)
+    rerun, created = service.rerun(job.id, failed_only=True)  # reads the report streamed
+    assert created
+
+
+def test_job_list_pages_newest_first(env, monkeypatch):
+    from shared.control.pages import make_token
+    from shared.storage import job_store
+
+    account, store, queue, data, name = env
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    body = {"input": _url(account, name, "in")}
+    created = []
+    for number in range(7):
+        job, _ = service.invoke("ep1", {**body, "name": f"{name}-{number}"})
+        created.append((job.created_at, job.id))
+        if number % 2:
+            store.update(job.id, lambda j: j.with_status("Canceled"))
+    newest_first = [job_id for _, job_id in sorted(created, key=lambda c: (
+        layout.newest_first_key(c[0]), c[1]))]
+    assert newest_first[0] == max(created)[1]
+    mine = [row["name"] for row in _all_jobs(service) if row["name"].startswith(name)]
+    assert mine == newest_first
+    monkeypatch.setattr(job_store, "INDEX_PAGE_SIZE", 2)  # storage pages of two index blobs
+    for top in (1, 2, 3):
+        rows, token, pages = [], None, 0
+        while True:
+            page = service.list(top=top, continuation=token)
+            assert len(page.value) <= top
+            rows += page.value
+            pages += 1
+            token = page.continuation
+            if token is None:
+                break
+        assert [r["name"] for r in rows if r["name"].startswith(name)] == newest_first
+        assert len({r["name"] for r in rows}) == len(rows)
+    canceled = [r["name"] for r in _all_jobs(service, status="Canceled")
+                if r["name"].startswith(name)]
+    assert canceled == [job_id for job_id in newest_first if int(job_id.rsplit("-")[-1]) % 2]
+    # A rare filter reads a bounded number of index pages per call, then hands on a token.
+    monkeypatch.setattr(job_store, "MAX_INDEX_PAGES", 1)
+    page = service.list(endpoint="no-such-endpoint", top=5)
+    assert page.value == [] and page.continuation is not None
+    for bad in ("x", make_token("errors", offset=1, first=0), make_token("jobs", marker=1,
+                                                                           after="")):
+        with pytest.raises(InvalidRequest, match="continuation"):
+            service.list(continuation=bad)
+    with pytest.raises(InvalidRequest, match="top"):
+        service.list(top=1001)
+
+
+def test_an_index_blob_of_the_older_layout_moves_to_its_newest_first_name(env):
+    account, store, queue, data, name = env
+    service = JobService(store, FakeRegistry(DeploymentSettings()))
+    job, _ = service.invoke("ep1", {"input": _url(account, name, "in"), "name": f"{name}-old"})
+    new_name = layout.job_index(job.id, job.created_at)
+    metadata = store.state.get_blob_client(new_name).get_blob_properties().metadata
+    store.state.delete_blob(new_name)
+    store.state.upload_blob(f"{layout.JOB_INDEX_PREFIX}{job.id}", b"", metadata=metadata)
+    _all_jobs(service)
+    assert store.state.get_blob_client(new_name).exists()
+    assert not store.state.get_blob_client(f"{layout.JOB_INDEX_PREFIX}{job.id}").exists()
+    assert [r["name"] for r in _all_jobs(service)].count(job.id) == 1
 
 
 def test_ledgers_are_read_in_bounded_chunks_whatever_their_lines(env):
@@ -543,8 +733,8 @@ def test_a_large_part_goes_to_a_blob_and_a_lost_ledger_line_is_restored(env, mon
     store.state.upload_blob(layout.part(job.id, 1), part.data, metadata={
         "succeeded": "2", "failed": "0", "rows": "2",
         "header": base64.b64encode(part.header).decode()})
-    assert worker.record_poison(MiniBatchMessage(job.id, 1, 0).encode()).detail == \
-        "restored from part"
+    assert record_poisoned(store, MiniBatchMessage(job.id, 1, 0).encode(), 5) == \
+        "scored: restored from part"
     assert advance_job(store, job.id).status == "Completed"
     _, content = service.output(job.id, "score")
     assert content.decode().splitlines() == ["file,value"] + [f"f00{i}.txt,8" for i in range(4)]
@@ -569,4 +759,4 @@ def test_a_late_copy_that_fails_for_good_leaves_the_output_and_errors_report_alo
     assert advance_job(store, job.id).status == "Completed"
     _, content = service.output(job.id, "score")
     assert content.decode().splitlines() == ["file,value", "f000.txt,8", "f001.txt,8"]
-    assert [e["file"] for e in service.errors(job.id)] == ["f002.txt", "f003.txt"]
+    assert [e["file"] for e in service.errors(job.id).value] == ["f002.txt", "f003.txt"]

@@ -48,15 +48,18 @@ def register(store: AssetStore, kind: str, name: str, folder: Path):
 def test_identical_content_reuses_the_version(registry, tmp_path, unique_name):
     folder = make_folder(tmp_path, "model", {"weights.bin": "abc", "sub/meta.json": "{}"})
     first, created = register(registry.assets, "model", unique_name, folder)
-    assert created and first.version == "1" and first.files == 2 and first.root == "model"
+    assert created and first.version == "1"
+    assert (first.content.files, first.content.root) == (2, "model")
     again, created_again = register(registry.assets, "model", unique_name, folder)
     assert (again, created_again) == (first, False)
     assert registry.assets.grant_upload("model", unique_name, scan_folder(folder))["exists"]
     (folder / "weights.bin").write_text("changed")
     second, created = register(registry.assets, "model", unique_name, folder)
-    assert created and second.version == "2" and second.digest != first.digest
-    assert registry.assets.get("model", unique_name, "latest") == second
-    assert [a.version for a in registry.assets.list_versions("model", unique_name)] == ["1", "2"]
+    assert created and second.version == "2"
+    assert second.content.digest != first.content.digest
+    assert registry.assets.versions.get("model", unique_name, "latest") == second
+    versions = registry.assets.versions.list_versions("model", unique_name)
+    assert [a.version for a in versions] == ["1", "2"]
 
 
 def test_register_refuses_missing_uploads(registry, tmp_path, unique_name):
@@ -69,7 +72,7 @@ def test_register_refuses_missing_uploads(registry, tmp_path, unique_name):
         registry.assets.register("model", unique_name, manifest, grant["upload_id"])
     assert info.value.details["missing"] == ["weights.bin"]
     with pytest.raises(NotFound):
-        registry.assets.get("model", unique_name, "latest")
+        registry.assets.versions.get("model", unique_name, "latest")
 
 
 def test_concurrent_registration_makes_one_version(account, tmp_path, unique_name):
@@ -93,7 +96,7 @@ def test_concurrent_registration_makes_one_version(account, tmp_path, unique_nam
         t.join()
     assert {ref.version for ref, _ in results} == {"1"}
     assert sum(created for _, created in results) == 1
-    assert [a.version for a in store.list_versions("model", unique_name)] == ["1"]
+    assert [a.version for a in store.versions.list_versions("model", unique_name)] == ["1"]
 
 
 def _deployment(registry, tmp_path, endpoint, name, script=SCORE):

@@ -17,10 +17,12 @@ from azure.core.exceptions import ResourceExistsError
 from sklearn.datasets import load_breast_cancer
 
 from shared.contract import layout
+from shared.contract.errors import NotFound
+from shared.contract.job_records import JobCompute
 from shared.contract.layout import ASSETS_CONTAINER, DATA_CONTAINER
 from shared.contract.manifest import InputFile, RowPiece
 from shared.contract.messages import MiniBatchMessage
-from shared.contract.registry_records import AssetRef, DeploymentRecord
+from shared.contract.registry_records import AssetRef, AssetVersion, DeploymentRecord
 from shared.contract.settings import DeploymentSettings
 from shared.control import planner
 from shared.control.job_service import JobService
@@ -36,7 +38,7 @@ from shared.worker.protocol import TablePiece
 from shared.worker.tables import TableLoader
 from shared.worker.tabular.sources import BlobSource
 from shared.worker.tabular.split import plan_table
-from tests.conftest import jsonl_rows
+from tests.conftest import jsonl_rows, parquet_claiming
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 SAMPLE_MODEL = Path(__file__).resolve().parents[2] / "samples" / "breast_cancer" / \
@@ -48,6 +50,12 @@ class Registry:
         asset = AssetRef("model", "m", "1", "d", "models/m/1/", "model")
         self.deployment = DeploymentRecord(name="rows", endpoint_name="ep1", model=asset,
                                            code=None, scoring_script=None, settings=settings)
+
+    def job_compute(self, name: str) -> JobCompute:
+        return JobCompute(name)
+
+    def resolve_data(self, name: str, version: str) -> AssetVersion:
+        raise NotFound(f"data asset {name}:{version} does not exist")
 
     def resolve_deployment(self, endpoint: str, name: str | None) -> DeploymentRecord:
         return self.deployment
@@ -132,6 +140,31 @@ def test_inputs_over_the_operator_caps_fail_the_job(jobs, account, monkeypatch):
     files_job = JobService(store, Registry(DeploymentSettings())).invoke("ep1", {
         "input": f"{account.blob_service().url}/{DATA_CONTAINER}/{folder}"})[0].id
     assert "more than 2 files" in plan_job(store, queue, files_job).reason
+
+
+def test_a_parquet_footer_claiming_a_billion_rows_queues_nothing(jobs, account, monkeypatch):
+    store, queue, data, folder = jobs
+    data.upload_blob(f"{folder}/liar.parquet", parquet_claiming(10 ** 9))
+    job_id = _invoke(account, store, folder, input_format="parquet")  # 10 rows a mini-batch
+    result = plan_job(store, queue, job_id)
+    assert result.ok is False and "more than 1,000,000 mini-batches" in result.reason
+    assert "BATCHFN_MAX_MINI_BATCHES_PER_JOB" in result.reason
+    # Refused on the footer's claim: no manifest, no ledger, no message.
+    assert list(store.state.list_blob_names(name_starts_with=f"{job_id}/")) == [
+        layout.job_record(job_id)]
+    assert queue.get_queue_properties().approximate_message_count == 0
+    monkeypatch.setenv(planner.MAX_ROWS_SETTING, str(10 ** 9 - 1))
+    job_id = _invoke(account, store, folder, input_format="parquet", mini_batch_size=10 ** 5)
+    assert "more than 999,999,999 rows" in plan_job(store, queue, job_id).reason
+    # Within the caps it is planned; each mini-batch's rows are counted as they are read.
+    monkeypatch.setenv(planner.MAX_BATCHES_SETTING, "3")
+    monkeypatch.setenv(planner.MAX_ROWS_SETTING, str(3 * 10 ** 5))
+    data.upload_blob(f"{folder}/liar.parquet", parquet_claiming(3 * 10 ** 5), overwrite=True)
+    job_id = _invoke(account, store, folder, input_format="parquet", mini_batch_size=10 ** 5)
+    assert plan_job(store, queue, job_id) == PlanResult(ok=True, inputs=3 * 10 ** 5, batches=3)
+    monkeypatch.setenv(planner.MAX_BATCHES_SETTING, "2")
+    job_id = _invoke(account, store, folder, input_format="parquet", mini_batch_size=10 ** 5)
+    assert "more than 2 mini-batches" in plan_job(store, queue, job_id).reason
 
 
 def test_a_job_canceled_while_it_is_planned_stops_planning(jobs, account, monkeypatch):

@@ -15,9 +15,11 @@ import pytest
 from shared.contract.roles import ALL, CONTROL, SCORING, UnknownRole, app_role, serves
 from tests.conftest import REPO
 
-SCORING_FUNCTIONS = {"health", "score_minibatch", "record_poisoned_minibatch"}
+# The poison-queue recorder runs on the control app: a poison message must not wake a GPU.
+SCORING_FUNCTIONS = {"health", "score_minibatch"}
 CONTROL_ONLY = {"batch_job", "plan_job", "advance_job", "fail_job", "relay_shard_hint",
-                "blob_drop", "invoke_endpoint", "list_endpoints", "openapi_document"}
+                "blob_drop", "invoke_endpoint", "list_endpoints", "openapi_document",
+                "record_poisoned_minibatch"}
 
 _LIST_APP = ("import json, sys, function_app\n"
              "print(json.dumps({'functions': sorted(f.get_function_name() for f in "
@@ -89,3 +91,21 @@ def test_a_datastore_setting_naming_batchfns_own_container_stops_the_control_app
     assert "DatastoreSettingError: BATCHFN_DATASTORES: container 'azure-webjobs-secrets'" in (
         result.stderr)
     assert _import_app(SCORING, BATCHFN_DATASTORES="keys=azure-webjobs-secrets").returncode == 0
+
+
+@pytest.mark.parametrize("setting", ["BATCHFN_MAX_FILES_PER_JOB", "BATCHFN_MAX_ROWS_PER_JOB",
+                                     "BATCHFN_MAX_MINI_BATCHES_PER_JOB"])
+def test_a_job_cap_that_is_not_a_positive_number_stops_the_control_app(setting: str):
+    result = _import_app(CONTROL, **{setting: "0"})
+    assert result.returncode != 0 and f"{setting} must be a positive number" in result.stderr
+    assert _import_app(CONTROL, **{setting: "1000"}).returncode == 0
+
+
+def test_the_control_app_records_the_poison_queue_of_every_scoring_app():
+    # Scoring profiles with apps of their own have queues (and poison queues) of their own.
+    result = _import_app(CONTROL, BATCHFN_SCORING_PROFILES="gpu-t4,gpu-a100,cpu")
+    assert result.returncode == 0, result.stderr
+    names = set(json.loads(result.stdout.splitlines()[-1])["functions"])
+    assert {"record_poisoned_minibatch", "record_poisoned_minibatch_gpu_a100",
+            "record_poisoned_minibatch_cpu"} <= names
+    assert "record_poisoned_minibatch_gpu_t4" not in names  # the main app reads minibatches

@@ -40,8 +40,9 @@ def test_sample_deployment_parses_with_ignored_keys():
     assert spec.model == FolderSource(path="model", name="mnist-classifier-torch")
     assert spec.code == FolderSource(path="code")
     assert spec.scoring_script == "batch_driver.py"
-    assert _fields(spec.ignored) == ["$schema", "compute", "environment.image"]
+    assert _fields(spec.ignored) == ["$schema", "environment.image"]
     assert spec.environment.python == "3.11" and "pandas" in spec.environment.requirements
+    assert spec.compute == "batch-cluster"
     assert spec.settings.mini_batch_size == 10
 
 
@@ -156,17 +157,18 @@ SETTINGS_FORM = {
     },
 }
 SETTINGS_FORM_IGNORED = [
-    "$schema", "compute", "environment.image", "id", "model.$schema", "model.description",
-    "model.flavors", "model.properties", "model.stage", "model.tags", "model.version",
-    "properties", "provisioning_state", "resources.docker_args", "resources.instance_type",
-    "resources.properties", "resources.shm_size",
+    "$schema", "environment.image", "id", "model.$schema", "model.flavors", "model.properties",
+    "model.stage", "properties", "provisioning_state", "resources.docker_args",
+    "resources.instance_type", "resources.properties", "resources.shm_size",
 ]
 
 
 def test_every_field_of_the_settings_form_is_honoured_or_ignored_with_a_reason():
     spec = DeploymentSpec.from_document(SETTINGS_FORM)
     assert _fields(spec.ignored) == SETTINGS_FORM_IGNORED
-    assert spec.model == FolderSource(path="model", name="clf")
+    assert spec.model == FolderSource(path="model", name="clf", version="3", description="m",
+                                      tags={"a": "b"})
+    assert spec.compute == "batch-cluster"
     assert spec.model_type == "custom_model"
     assert (spec.description, spec.tags) == ("d", {"team": "ml"})
     assert spec.environment_variables == {"TOP": "1", "BATCH_SIZE": "64", "EMPTY": ""}
@@ -195,7 +197,7 @@ def test_every_field_of_the_legacy_top_level_form():
     ignored = {item.field: item.reason for item in spec.ignored}
     assert "pipeline deployments" in ignored["component"]
     assert "pipeline deployments" in ignored["job_definition"]
-    assert "compute clusters" in ignored["compute"]
+    assert "compute" not in ignored
     assert spec.environment_variables == {"TOP": "1"}
 
 

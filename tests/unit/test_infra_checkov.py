@@ -2,7 +2,9 @@
 
 Every accepted finding is a `checkov:skip=<check>:<reason>` comment at the resource; this
 test also refuses skips without a reason and skips that no longer match a finding. checkov
-runs from its own venv (`make test` installs it: .venv/tools/checkov), offline.
+runs from its own venv (`make test` installs it: .venv/tools/checkov), offline, with
+batchfn's own checks (infra/checkov: the GPU app's queue scale rule, the image's pinned
+inputs, the storage data plane off), which must each run and pass.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 INFRA = REPO / "infra"
+CUSTOM_CHECKS = INFRA / "checkov"
 FRAMEWORKS = ("bicep", "terraform", "dockerfile")
+# batchfn's checks and where each must pass.
+OWN_CHECKS = {("bicep", "CKV_BATCHFN_1"), ("terraform", "CKV_BATCHFN_1"),
+              ("dockerfile", "CKV_BATCHFN_2"), ("dockerfile", "CKV_BATCHFN_3"),
+              ("terraform", "CKV_BATCHFN_4")}
 SKIP_COMMENT = re.compile(r"checkov:skip=([A-Z0-9_]+):?(.*)$", re.M)
 MIN_REASON_LENGTH = 30
 
@@ -41,7 +48,7 @@ def checkov_command() -> str:
 def reports() -> dict[str, dict]:
     result = subprocess.run(
         [checkov_command(), "--directory", str(INFRA), "--framework", *FRAMEWORKS,
-         "--output", "json", "--skip-download"],
+         "--external-checks-dir", str(CUSTOM_CHECKS), "--output", "json", "--skip-download"],
         capture_output=True, text=True, timeout=300)
     assert result.stdout.strip(), result.stderr[-3000:]
     document = json.loads(result.stdout)
@@ -63,6 +70,12 @@ def test_every_framework_passes_with_no_failed_check(reports):
         assert summary["failed"] == 0, f"{framework}:\n" + "\n".join(failed)
         assert summary["parsing_errors"] == 0, framework
         assert summary["passed"] > 0, framework
+
+
+def test_batchfns_own_checks_run_and_pass(reports):
+    passed = {(framework, check["check_id"]) for framework, run in reports.items()
+              for check in run["results"]["passed_checks"]}
+    assert OWN_CHECKS <= passed, OWN_CHECKS - passed
 
 
 def test_every_skip_has_a_reason_and_matches_a_finding(reports):

@@ -17,11 +17,25 @@ import re
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from shared.contract import layout
-from shared.contract.layout import DROP_CONTAINER, DROP_MARKER, poison_queue
+from shared.contract.compute_spec import PROFILE_WORKLOAD_TYPES, PROFILES
+from shared.contract.layout import DROP_CONTAINER, DROP_MARKER, minibatch_queue_for, poison_queue
 from shared.contract.roles import CONTROL, ROLE_SETTING, SCORING
-from shared.control.datastores import DATASTORES_SETTING
+from shared.control.computes import SCORING_PROFILES_SETTING
+from shared.control.datastores import ALIASES_SETTING, DATASTORES_SETTING
+from shared.control.planner import (
+    DEFAULT_MAX_BATCHES,
+    DEFAULT_MAX_FILES,
+    DEFAULT_MAX_ROWS,
+    MAX_BATCHES_SETTING,
+    MAX_FILES_SETTING,
+    MAX_ROWS_SETTING,
+)
+from shared.scoring.scoring_profile import SCORING_PROFILE_SETTING
 from shared.scoring.scoring_runtime import WORK_DIR_SETTING
 from shared.storage.account import DEFAULT_CONNECTION
 
@@ -34,7 +48,10 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 APP_CONTAINERS = {layout.REGISTRY_CONTAINER, layout.ASSETS_CONTAINER, layout.DATA_CONTAINER,
                   layout.JOBS_CONTAINER, layout.STATE_CONTAINER, DROP_CONTAINER,
                   layout.ENVIRONMENTS_CONTAINER}
-APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), layout.SHARD_HINT_QUEUE}
+PROFILE_QUEUES = {queue for profile in PROFILES
+                  for queue in (minibatch_queue_for(profile),
+                                poison_queue(minibatch_queue_for(profile)))}
+APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), layout.SHARD_HINT_QUEUE, *PROFILE_QUEUES}
 GPU_PROFILES = {"Consumption-GPU-NC8as-T4", "Consumption-GPU-NC24-A100", "Consumption"}
 # Built-in role definition ids (the same in every tenant).
 ROLE_IDS = {
@@ -51,6 +68,7 @@ CONTROL_STORAGE_ROLES = {"Storage Blob Data Owner", "Storage Queue Data Contribu
                          "Storage Table Data Contributor"}
 SCORING_QUEUE_GRANTS = {layout.MINIBATCH_QUEUE: "Storage Queue Data Contributor",
                         poison_queue(): "Storage Queue Data Contributor",
+                        **dict.fromkeys(PROFILE_QUEUES, "Storage Queue Data Contributor"),
                         layout.SHARD_HINT_QUEUE: "Storage Queue Data Message Sender"}
 USER_CONTAINER_GRANTS = {layout.JOBS_CONTAINER: "Storage Blob Data Reader",
                          layout.DATA_CONTAINER: "Storage Blob Data Reader",
@@ -66,7 +84,15 @@ SETTINGS_BY_ROLE = {
     ROLE_SETTING: {CONTROL, SCORING},  # function_app.py picks its blueprints
     WORK_DIR_SETTING: {SCORING},  # shared/scoring/scoring_runtime.py: assets, worker folders
     DATASTORES_SETTING: {CONTROL},  # shared/control/datastores.py: checked at invoke
+    ALIASES_SETTING: {CONTROL},  # shared/control/datastores.py: input URL aliases
+    SCORING_PROFILES_SETTING: {CONTROL},  # shared/control/computes.py: routes computes' jobs
+    # shared/control/planner.py: the operator's caps on one job
+    MAX_FILES_SETTING: {CONTROL},
+    MAX_ROWS_SETTING: {CONTROL},
+    MAX_BATCHES_SETTING: {CONTROL},
 }
+# Set on some apps of a role only: the profile apps (test_each_profile_app_...).
+PROFILE_APP_SETTINGS = {SCORING_PROFILE_SETTING}
 # Read from the environment but never an app setting, with the reason.
 ENVIRONMENT_ONLY = {
     "CUDA_VISIBLE_DEVICES": "the GPU host's own; the runtime narrows it per worker slot",
@@ -75,10 +101,6 @@ ENVIRONMENT_ONLY = {
     "BATCHFN_OUTPUT_FORMAT": "set by the scoring worker for the built-in MLflow scorer",
     "BATCHFN_PREFETCH": "an optional switch of the scoring host (prefetch is on unless it is "
                         "0); the infra leaves it unset",
-    "BATCHFN_MAX_FILES_PER_JOB": "an optional cap of the control app's planner (default "
-                                 "1,000,000 files); the infra leaves it unset",
-    "BATCHFN_MAX_ROWS_PER_JOB": "an optional cap of the control app's planner (default "
-                                "1,000,000,000 rows); the infra leaves it unset",
     "PATH": "the host's own search path; a worker in a deployment's environment gets the "
             "environment's bin folder first",
     "BATCHFN_FAIL_FAST_BATCHES": "an optional setting of the scoring hosts (default 2 "
@@ -294,9 +316,10 @@ def test_both_stacks_set_the_same_app_settings_for_each_app():
     assert set(control_settings_bicep()) == set(control_settings_terraform())
     assert set(scoring_settings_bicep()) == set(scoring_settings_terraform())
     # ... and hand them to the apps.
-    assert "env: appSettings" in read(BICEP / "app" / "scoring-app.bicep")
-    assert ("env = [for name, value in local.scoring_app_settings : "
-            "{ name = name, value = value }]") in read(TERRAFORM / "scoring_app.tf")
+    assert "env: concat(appSettings, app.settings)" in read(BICEP / "app" / "scoring-app.bicep")
+    assert ("env = [for name, value in merge(local.scoring_app_settings, "
+            "{ BATCHFN_SCORING_PROFILE = each.value.profile }) :") in read(
+        TERRAFORM / "scoring_app.tf")
     assert "properties = local.control_app_settings" in read(TERRAFORM / "function_app.tf")
     for settings in (control_settings_bicep(), scoring_settings_bicep()):
         assert {"APPLICATIONINSIGHTS_CONNECTION_STRING",
@@ -371,7 +394,8 @@ def _is_environment(node: ast.AST) -> bool:
 
 def test_every_setting_read_by_the_code_is_set_for_the_app_whose_role_reads_it():
     read_by_code = settings_read_by_code()
-    unknown = read_by_code - set(SETTINGS_BY_ROLE) - set(ENVIRONMENT_ONLY)
+    unknown = (read_by_code - set(SETTINGS_BY_ROLE) - set(ENVIRONMENT_ONLY)
+               - PROFILE_APP_SETTINGS)
     assert not unknown, f"say which app reads {sorted(unknown)} in SETTINGS_BY_ROLE, and set it"
     assert set(SETTINGS_BY_ROLE) <= read_by_code, "SETTINGS_BY_ROLE lists a setting no one reads"
     apps = {CONTROL: [control_settings_bicep(), control_settings_terraform()],
@@ -437,17 +461,20 @@ def test_the_scoring_identity_gets_least_privilege_in_both_stacks():
     roles = bicep_roles()
     bicep_queues, tf_queues = grants("scoringQueueGrants", "queue", "scoring_queue_grants")
     assert bicep_queues == tf_queues == SCORING_QUEUE_GRANTS
-    # Every scoring grant, by role: blobs (conditioned), queues, AcrPull, telemetry.
+    # Every scoring grant, by role: blobs (a custom role, conditioned), queues, AcrPull,
+    # telemetry.
     bicep_scoring = {roles[name] for name in re.findall(
         r"roles\.(\w+)", "\n".join(resource_block(rbac_bicep, r) for r in (
-            "scoringBlobs", "scoringAcrPull", "scoringMetricsPublisher")))}
-    assert bicep_scoring == {"Storage Blob Data Contributor", "AcrPull",
-                             "Monitoring Metrics Publisher"}
+            "scoringAcrPull", "scoringMetricsPublisher")))}
+    assert bicep_scoring == {"AcrPull", "Monitoring Metrics Publisher"}
+    assert "roleDefinitionId: scoringBlobRole.id" in resource_block(rbac_bicep, "scoringBlobs")
     tf_scoring = set(re.findall(
         r'resource "azurerm_role_assignment" "scoring_\w+" \{[^}]*?role_definition_name = '
         r'"([^"]+)"', rbac_tf, re.S))
-    assert tf_scoring == {"Storage Blob Data Contributor", "AcrPull",
-                          "Monitoring Metrics Publisher"}
+    assert tf_scoring == {"AcrPull", "Monitoring Metrics Publisher"}
+    assert ("role_definition_id = azurerm_role_definition.scoring_blobs."
+            "role_definition_resource_id") in block(
+        rbac_tf, 'resource "azurerm_role_assignment" "scoring_blobs" {')
     # No table role (the Durable task hub's tables) but the control app's.
     assert rbac_bicep.count("roles.storageTableDataContributor") == 1
     assert "roles.storageTableDataContributor" in block(rbac_bicep, "var controlStorageRoles = [")
@@ -459,8 +486,40 @@ def test_the_scoring_identity_gets_least_privilege_in_both_stacks():
     assert bicep_condition == tf_condition
     assert "condition: scoringBlobCondition" in rbac_bicep and "conditionVersion: '2.0'" in (
         rbac_bicep)
-    assert "condition            = local.scoring_blob_condition" in rbac_tf
-    assert 'condition_version    = "2.0"' in rbac_tf
+    assert "condition          = local.scoring_blob_condition" in rbac_tf
+    assert 'condition_version  = "2.0"' in rbac_tf
+
+
+# Storage Blob Data Contributor's permissions (the built-in role's definition).
+BLOB_DATA_CONTRIBUTOR_ACTIONS = {
+    "Microsoft.Storage/storageAccounts/blobServices/containers/delete",
+    "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+    "Microsoft.Storage/storageAccounts/blobServices/containers/write",
+    "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action"}
+BLOB_DATA_CONTRIBUTOR_DATA_ACTIONS = {
+    f"Microsoft.Storage/storageAccounts/blobServices/containers/blobs/{action}"
+    for action in ("delete", "read", "write", "move/action", "add/action")}
+
+
+def test_the_scoring_blob_role_cannot_delete_or_lease_containers():
+    rbac_bicep, rbac_tf = read(BICEP / "rbac.bicep"), read(TERRAFORM / "rbac.tf")
+    bicep = {name: quoted(block(rbac_bicep, f"var {name} = ["))
+             for name in ("scoringBlobActions", "scoringBlobDataActions")}
+    terraform = {name: quoted(block(rbac_tf, f"{name} = ["))
+                 for name in ("scoring_blob_actions", "scoring_blob_data_actions")}
+    assert bicep["scoringBlobActions"] == terraform["scoring_blob_actions"]
+    assert bicep["scoringBlobDataActions"] == terraform["scoring_blob_data_actions"]
+    actions, data_actions = bicep["scoringBlobActions"], bicep["scoringBlobDataActions"]
+    # Within Storage Blob Data Contributor, less deleting containers (and no lease at all).
+    assert actions < BLOB_DATA_CONTRIBUTOR_ACTIONS and data_actions <= (
+        BLOB_DATA_CONTRIBUTOR_DATA_ACTIONS)
+    for action in actions | data_actions:
+        assert "*" not in action and "lease" not in action
+    assert not any(a.endswith("containers/delete") for a in actions)
+    role = resource_block(rbac_bicep, "scoringBlobRole")
+    assert "assignableScopes: [resourceGroup().id]" in role and "type: 'CustomRole'" in role
+    role_tf = block(rbac_tf, 'resource "azurerm_role_definition" "scoring_blobs" {')
+    assert "assignable_scopes = [azurerm_resource_group.main.id]" in role_tf
 
 
 def _allowed(container: str, action: str, text: str) -> bool:
@@ -587,8 +646,12 @@ def test_both_stacks_run_the_scoring_app_on_the_chosen_gpu_profile():
         assert "Microsoft.App/managedEnvironments@" in text
         assert "Microsoft.App/containerApps@" in text
     assert "kind: 'functionapp'" in app_bicep and 'kind = "functionapp"' in app_tf
-    # Scale to zero, out to the max replicas; workload profiles and Log Analytics.
-    assert "minReplicas: 0" in app_bicep and "minReplicas = 0" in app_tf
+    # Scale to the warm replicas asked for (zero by default), out to the max replicas;
+    # workload profiles and Log Analytics.
+    assert "minReplicas: app.minReplicas" in app_bicep
+    assert "minReplicas = each.value.minReplicas" in app_tf
+    assert "param scoringMinReplicas int = 0" in main_bicep
+    assert re.search(r'variable "scoring_min_replicas"[^}]*default\s+= 0', variables_tf, re.S)
     assert "maxReplicas: maxReplicas" in app_bicep
     assert "maxReplicas = var.scoring_max_replicas" in app_tf
     assert "workloadProfiles: concat([consumptionProfile], gpuProfiles)" in app_bicep
@@ -640,9 +703,10 @@ def test_both_stacks_output_what_the_docs_use():
              ("REGISTRY_LOGIN_SERVER", "registry_login_server"),
              ("CONTAINER_APPS_ENVIRONMENT", "container_apps_environment"),
              ("SCORING_APP_NAME", "scoring_app_name"),
+             ("SCORING_PROFILE_APP_NAMES", "scoring_profile_app_names"),
              ("EVENT_GRID_SYSTEM_TOPIC", "event_grid_system_topic")]
     for bicep_output, tf_output in pairs:
-        assert re.search(rf"^output {bicep_output} string", main_bicep, re.M)
+        assert re.search(rf"^output {bicep_output} (string|array)", main_bicep, re.M)
         assert f'output "{tf_output}"' in outputs_tf
     docs = read(ROOT / "docs" / "deploy-azure.md")
     for bicep_output, tf_output in pairs:
@@ -660,6 +724,41 @@ def test_both_stacks_take_the_same_scoring_parameters():
         tf_default = default.replace("'", '"')
         assert re.search(rf'variable "{tf_name}"[^}}]*default\s+= {re.escape(tf_default)}',
                          variables_tf, re.S), tf_name
+
+
+def test_both_stacks_give_each_scoring_profile_an_app_of_its_own_when_asked():
+    main_bicep = read(BICEP / "main.bicep")
+    app_bicep = read(BICEP / "app" / "scoring-app.bicep")
+    app_tf = read(TERRAFORM / "scoring_app.tf")
+    variables_tf = read(TERRAFORM / "variables.tf")
+    # The same profiles, workload profile types and app name suffixes as the code's.
+    bicep_map = {profile: (kind, suffix) for profile, kind, suffix in re.findall(
+        r"'?([\w-]+)'?: \{ type: '([\w-]+)', suffix: '(\w+)' \}", app_bicep)}
+    tf_map = {profile: (kind, suffix) for profile, kind, suffix in re.findall(
+        r'"([\w-]+)"\s+= \{ type = "([\w-]+)", suffix = "(\w+)" \}', app_tf)}
+    assert bicep_map == tf_map
+    assert {profile: kind for profile, (kind, _) in bicep_map.items()} == PROFILE_WORKLOAD_TYPES
+    # Parameters: the profiles (none by default), their warm replicas; allowed values.
+    assert "param scoringProfiles array = []" in main_bicep
+    assert "param scoringProfileMinReplicas object = {}" in main_bicep
+    assert set(re.findall(r"'([\w-]+)'", re.search(
+        r"@allowed\((\[[^\]]*\])\)\s*(?:@description\([^\n]*\)\s*)?param scoringProfiles",
+        main_bicep)[1])) == set(PROFILES)
+    tf_profiles = block(variables_tf, 'variable "scoring_profiles" {')
+    assert "default     = []" in tf_profiles
+    assert quoted(block(tf_profiles, "contains(")) == set(PROFILES)
+    assert 'variable "scoring_profile_min_replicas"' in variables_tf
+    # A profile app reads its profile's queue: the setting the scoring code reads.
+    assert f"settings: [{{ name: '{SCORING_PROFILE_SETTING}', value: p }}]" in app_bicep
+    assert f"{{ {SCORING_PROFILE_SETTING} = each.value.profile }}" in app_tf
+    assert "for_each  = var.scoring_image == \"\" ? {} : local.scoring_apps" in app_tf
+    assert "[for app in apps: if (!empty(image))" in app_bicep
+    # The control app learns the main app's profile first, then the profile apps'.
+    assert f"{SCORING_PROFILES_SETTING}: scoringProfiles" in read(
+        BICEP / "app" / "function-app.bicep")
+    assert "scoringProfiles: join(concat([mainScoringProfile], profileApps), ',')" in main_bicep
+    assert 'join(",", concat([local.main_scoring_profile], local.profile_apps))' in read(
+        TERRAFORM / "function_app.tf")
 
 
 # --- the scoring image ---------------------------------------------------------------------
@@ -699,9 +798,11 @@ def test_every_copy_source_of_the_scoring_image_exists_in_the_build_context():
         for file in files:
             relative = file.relative_to(ROOT).as_posix()
             assert dockerignore_allows(relative), f".dockerignore drops {relative}"
-    # What the Functions host loads is all there: the app, host.json, its packages.
-    assert {"function_app.py", "host.json", "functions", "shared", "requirements.txt"} <= {
-        Path(source).as_posix() for source in sources}
+    # What the Functions host loads is all there: the app, the image's host.json, its
+    # packages (from the lock).
+    assert {"function_app.py", "infra/docker/host.json", "functions", "shared",
+            "requirements-scoring.lock"} <= {Path(source).as_posix() for source in sources}
+    assert "COPY infra/docker/host.json /home/site/wwwroot/host.json" in text
     for private in (".venv/bin/python", "tests/conftest.py", "local.settings.json",
                     "samples/mnist/demo.py", "node_modules/.bin/azurite",
                     "infra/bicep/main.bicep", "functions/__pycache__/health.cpython-311.pyc"):
@@ -713,17 +814,131 @@ def test_every_copy_source_of_the_scoring_image_exists_in_the_build_context():
 def test_the_scoring_image_sets_the_scoring_role_and_a_pinned_base():
     text = read(DOCKERFILE)
     base = re.search(r"^FROM (\S+)$", text, re.M)[1]
-    image, _, tag = base.rpartition(":")
+    reference, _, digest = base.partition("@")
+    image, _, tag = reference.rpartition(":")
     assert image == "mcr.microsoft.com/azure-functions/python"
     assert tag.startswith("4-python3.11") and tag != "latest"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), "the base image is pinned by digest"
     env = dockerfile_env()
     assert env[ROLE_SETTING] == SCORING
     assert env["AzureWebJobsScriptRoot"] == "/home/site/wwwroot"
-    # torch: a CPU build unless the build argument names a CUDA one.
-    assert re.search(r"^ARG TORCH_VARIANT=cpu$", text, re.M)
+    # torch: the CUDA build for the GPU profiles unless the build argument asks for cpu.
+    assert re.search(r"^ARG TORCH_VARIANT=cu\d+$", text, re.M)
     assert "download.pytorch.org/whl/${TORCH_VARIANT}" in text
     assert re.search(r"^ARG TORCH_VERSION=([\d.]+)$", text, re.M)[1] in read(
         ROOT / "pyproject.toml")
+
+
+def test_the_image_installs_the_locked_requirements_with_their_hashes():
+    text = read(DOCKERFILE).replace("\\\n", " ")
+    assert re.search(r"pip install --require-hashes --no-deps -r "
+                     r"/home/site/wwwroot/requirements-scoring\.lock", text)
+    assert not re.search(r"^COPY .*requirements(-scoring)?\.txt", text, re.M)  # only the lock
+    lock = read(ROOT / "requirements-scoring.lock")
+    assert "make requirements-scoring.lock" in lock.splitlines()[1]  # uv's header
+    pinned = {}
+    for entry in re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[2]):
+        head = entry.split(" ", 1)[0]
+        name, _, version = head.partition("==")
+        assert version, f"{head} is not pinned"
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), f"{name} has no hash"
+        pinned[canonicalize_name(name)] = Version(version)
+    # Every requirement of the app and the scorer is locked, at a version it allows.
+    for path in (ROOT / "requirements.txt", ROOT / "requirements-scoring.txt"):
+        for line in read(path).splitlines():
+            line = line.split("#", 1)[0].strip()
+            if not line or line.startswith("-r"):
+                continue
+            requirement = Requirement(line)
+            name = canonicalize_name(requirement.name)
+            assert name in pinned, f"{requirement.name} is not in requirements-scoring.lock"
+            assert requirement.specifier.contains(pinned[name], prereleases=True), (
+                f"{requirement} but the lock pins {pinned[name]}: make lock")
+
+
+def test_the_images_host_json_takes_one_message_at_a_time():
+    image = json.loads(read(ROOT / "infra" / "docker" / "host.json"))
+    app = json.loads(read(ROOT / "host.json"))
+    # Container Apps reads a Functions app's scaling from the host.json in its image.
+    assert image["extensions"]["queues"]["batchSize"] == 1
+    assert image["extensions"]["queues"]["newBatchThreshold"] == 0
+    for queues in (image["extensions"]["queues"], app["extensions"]["queues"]):
+        del queues["batchSize"], queues["newBatchThreshold"]
+    assert image == app, "infra/docker/host.json is host.json with one message at a time"
+
+
+def scale_rules_bicep() -> str:
+    return block(read(BICEP / "app" / "scoring-app.bicep"), "rules: [")
+
+
+def scale_rules_terraform() -> str:
+    return block(read(TERRAFORM / "scoring_app.tf"), "rules = [")
+
+
+def test_both_stacks_scale_the_gpu_app_on_the_minibatch_queue_by_identity():
+    app_bicep = read(BICEP / "app" / "scoring-app.bicep")
+    app_tf = read(TERRAFORM / "scoring_app.tf")
+    bicep, terraform = scale_rules_bicep(), scale_rules_terraform()
+    # One rule, the mini-batch queue's (the poison queue is the control app's, and a poison
+    # message must not wake a GPU), declared in place of the generated ones.
+    assert bicep.count("type: 'azure-queue'") == 1 and terraform.count('type = "azure-queue"') == 1
+    assert f"var minibatchQueue = '{layout.MINIBATCH_QUEUE}'" in app_bicep
+    assert f'minibatch_queue = "{layout.MINIBATCH_QUEUE}"' in app_tf
+    assert "queueName: minibatchQueue" in bicep
+    assert "queueName   = local.minibatch_queue" in terraform
+    assert poison_queue() not in bicep + terraform
+    # Identity based: the scoring identity reads the queue; no secret or connection string.
+    assert "identity: identityId" in bicep and "accountName: storage.name" in bicep
+    assert "identity = azurerm_user_assigned_identity.scoring.id" in terraform
+    assert "accountName = azurerm_storage_account.main.name" in terraform
+    assert "auth" not in bicep and "auth" not in terraform and "secretRef" not in bicep
+    # A replica per worker slot's worth of messages.
+    assert "queueLength: string(workerSlots)" in bicep
+    assert "queueLength = tostring(var.scoring_worker_slots)" in terraform
+    assert "allowScalingRuleOverride: true" in app_bicep
+    assert "allowScalingRuleOverride = true" in app_tf
+    for text in (app_bicep, app_tf):
+        version = re.search(r"Microsoft\.App/containerApps@(\d{4}-\d{2}-\d{2})", text)[1]
+        assert version >= "2026-03-02", "allowScalingRuleOverride needs 2026-03-02-preview"
+    # The scoring identity may read that queue (KEDA reads its length with it).
+    assert SCORING_QUEUE_GRANTS[layout.MINIBATCH_QUEUE] == "Storage Queue Data Contributor"
+
+
+def test_the_control_app_keeps_the_flex_minimum_instances_and_the_providers_data_plane_off():
+    main_bicep = read(BICEP / "main.bicep")
+    app_bicep = read(BICEP / "app" / "function-app.bicep")
+    variables_tf = read(TERRAFORM / "variables.tf")
+    for text in (main_bicep, app_bicep):
+        assert re.search(r"@minValue\(40\)\s*@maxValue\(1000\)\s*(?:@description\([^\n]*\)\s*)?"
+                         r"param maximumInstanceCount int", text)
+    assert "var.maximum_instance_count >= 40" in block(variables_tf,
+                                                       'variable "maximum_instance_count" {')
+    provider = block(read(TERRAFORM / "main.tf"), 'provider "azurerm" {')
+    assert re.search(r"storage \{\s*(#[^\n]*\s*)*data_plane_available = false\s*\}", provider)
+
+
+def test_the_webhook_key_is_read_only_when_the_drop_subscription_is_enabled():
+    event_grid = read(BICEP / "app" / "event-grid.bicep")
+    url = re.search(r"endpointUrl: (.+)$", event_grid, re.M)[1]
+    assert url.startswith("subscribeBlobDrop ? ") and url.endswith(" : ''")
+    assert "listKeys(" in url
+    event_grid_tf = read(TERRAFORM / "event_grid.tf")
+    assert re.search(r'data "azurerm_function_app_host_keys" "control" \{\s*count\s*= '
+                     r"var\.subscribe_blob_drop \? 1 : 0", event_grid_tf)
+
+
+def test_both_stacks_set_the_job_caps_of_the_control_app():
+    bicep, terraform = control_settings_bicep(), control_settings_terraform()
+    for setting, parameter, variable, default in [
+            (MAX_FILES_SETTING, "maxFilesPerJob", "max_files_per_job", DEFAULT_MAX_FILES),
+            (MAX_ROWS_SETTING, "maxRowsPerJob", "max_rows_per_job", DEFAULT_MAX_ROWS),
+            (MAX_BATCHES_SETTING, "maxMiniBatchesPerJob", "max_mini_batches_per_job",
+             DEFAULT_MAX_BATCHES)]:
+        assert bicep[setting] == f"string({parameter})"
+        assert terraform[setting] == f"tostring(var.{variable})"
+        assert f"param {parameter} int = {default}" in read(BICEP / "main.bicep")
+        assert re.search(rf'variable "{variable}"[^}}]*default\s+= {default}\n',
+                         read(TERRAFORM / "variables.tf"), re.S)
 
 
 # --- references a compiler would resolve ----------------------------------------------------
@@ -808,3 +1023,21 @@ def test_bicep_brackets_balance(path: Path):
     code = bicep_code(read(path))
     for opening, closing in ("{}", "[]", "()"):
         assert code.count(opening) == code.count(closing), f"{path.name}: {opening}{closing}"
+
+
+# --- the deploy guide ------------------------------------------------------------------------
+
+def test_the_deploy_guide_packages_what_the_control_app_serves_and_ends_with_a_smoke_test():
+    guide = read(ROOT / "docs" / "deploy-azure.md")
+    command = re.search(r"zip -r /tmp/batchfn-app\.zip (.*?) -x", guide.replace("\\\n", " "),
+                        re.S)[1].split()
+    # The control app reads these at run time; studio/ holds the console (/api/studio/).
+    assert {"function_app.py", "host.json", "requirements.txt", "functions", "shared",
+            "studio"} <= set(command)
+    assert "STUDIO_DIR = Path(__file__).resolve().parent.parent / \"studio\"" in read(
+        ROOT / "functions" / "studio.py")
+    last = guide[guide.rindex("\n## "):]
+    assert last.startswith("\n## Smoke test")
+    assert 'infra/scripts/verify "$RG" "$APP" "$SCORING"' in last
+    assert "batchfn job stream" in last and "batchfn batch-endpoint invoke" in last
+    assert (ROOT / "infra" / "scripts" / "verify").stat().st_mode & 0o111

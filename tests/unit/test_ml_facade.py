@@ -49,7 +49,8 @@ def test_the_tutorials_deployment_entity_parses_like_its_yaml():
     assert spec.code == FolderSource(path="deployment-torch/code/")
     assert (spec.settings.instance_count, spec.settings.max_concurrency_per_instance) == (2, 2)
     assert spec.environment_variables == {"MODE": "fast"}
-    assert [item.field for item in spec.ignored] == ["compute", "environment.image"]
+    assert [item.field for item in spec.ignored] == ["environment.image"]
+    assert spec.compute == "batch-cluster"
 
 
 def test_an_mlflow_model_deployment_needs_no_code_configuration():
@@ -85,8 +86,8 @@ def test_an_inline_model_is_uploaded_under_its_name():
         model=Model(name="clf", path="model/", tags={"a": "b"}),
         code_path="code", scoring_script="score.py")._to_document()
     spec = DeploymentSpec.from_document(document)
-    assert spec.model == FolderSource(path="model/", name="clf")
-    assert [item.field for item in spec.ignored] == ["model.tags"]
+    assert spec.model == FolderSource(path="model/", name="clf", tags={"a": "b"})
+    assert spec.ignored == ()
 
 
 def test_endpoint_defaults_are_editable_as_in_azure_ml():
@@ -123,11 +124,11 @@ def test_outputs_and_inputs():
     assert _output_path(None, {"score": Input(path="https://x/c/out")}, {}) == "https://x/c/out"
     assert _output_path(None, None, {}) is None
     assert _one_input(None, {"data": Input(path="d")}).path == "d"
+    assert _one_input(Input(path="azureml:my-data@latest"), None).path == "azureml:my-data@latest"
     for bad_input, bad_inputs, fragment in [
         (None, None, "exactly one input"),
         (Input(path="a"), {"b": Input(path="b")}, "not both"),
         (Input(path="a", type=AssetTypes.MLTABLE), None, "mltable"),
-        (Input(path="azureml:my-data:1"), None, "data asset"),
         (Input(), None, "with a path"),
     ]:
         with pytest.raises(InvalidRequest, match=fragment):

@@ -175,6 +175,7 @@ def test_the_client_and_devhost_import_no_engine_module(folder, forbidden):
     ("functions.blob_drop", "shared.scoring"),
     ("functions.studio", "shared.scoring"),
     ("functions.openapi", "shared.scoring"),
+    ("functions.poison_queue", "shared.scoring"),
     ("functions.health", "shared.control"),
 ])
 def test_each_blueprint_reaches_only_its_apps_engine(blueprint, other):

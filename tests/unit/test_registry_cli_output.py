@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 import pytest
-from batchfn.contract.asset_manifest import AssetManifest, parse_asset_ref, scan_folder
+from batchfn.contract.asset_manifest import (
+    AssetManifest,
+    ManifestFile,
+    parse_asset_ref,
+    scan_folder,
+)
 from batchfn.contract.errors import InvalidRequest
 from batchfn.devhost_state import local_key
 
@@ -69,6 +74,47 @@ def test_manifest_digest_is_content_addressed(tmp_path):
         scan_folder(_empty(tmp_path))
     with pytest.raises(InvalidRequest, match="does not exist"):
         scan_folder(tmp_path / "missing")
+
+
+def _manifest(root, files):
+    return AssetManifest.from_dict({"root": root, "files": [
+        {"path": path, "size": 1, "sha256": sha * 64, "md5": "0" * 32} for path, sha in files]})
+
+
+def test_manifest_digest_encoding_is_unambiguous():
+    # Under the old "root/path<TAB>sha256<LF>" lines, a path holding "<TAB><sha><LF>" made
+    # one file read as two: these folders shared a digest.
+    tab = chr(9)
+    two_files = {"root": "m", "files": [
+        {"path": "a", "size": 1, "sha256": "1" * 64, "md5": "0" * 32},
+        {"path": "b", "size": 1, "sha256": "2" * 64, "md5": "0" * 32}]}
+    one_file = {"root": "m", "files": [
+        {"path": f"a{tab}{'1' * 64}{chr(10)}m/b", "size": 1, "sha256": "2" * 64,
+         "md5": "0" * 32}]}
+    with pytest.raises(InvalidRequest, match="control characters"):
+        AssetManifest.from_dict(one_file)
+    # Forged past validation, the encoding still tells the two apart.
+    forged = AssetManifest("m", (ManifestFile(one_file["files"][0]["path"], 1, "2" * 64,
+                                              "0" * 32),))
+    assert forged.digest != AssetManifest.from_dict(two_files).digest
+    # Folder name and path boundaries count: "m/a" + "b" is not "m" + "a/b".
+    assert _manifest("m", [("a/b", "1")]).digest != _manifest("n", [("a/b", "1")]).digest
+    assert _manifest("m", [("a", "1"), ("b", "2")]).digest != \
+        _manifest("m", [("a", "2"), ("b", "1")]).digest
+    # The order files were listed in does not.
+    assert _manifest("m", [("a-c", "1"), ("a/b", "2")]).digest == \
+        _manifest("m", [("a/b", "2"), ("a-c", "1")]).digest
+
+
+@pytest.mark.parametrize("bad", ["a\x01b", "line\nbreak", "tab\tname", "del\x7f", "a\\b"])
+def test_asset_paths_refuse_control_characters(tmp_path, bad):
+    with pytest.raises(InvalidRequest, match="invalid manifest file path"):
+        _manifest("m", [(bad, "1")])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / bad).write_bytes(b"x")
+    with pytest.raises(InvalidRequest, match="file name in"):
+        scan_folder(folder)
 
 
 def _empty(tmp_path):

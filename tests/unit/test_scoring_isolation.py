@@ -4,29 +4,46 @@ of their messages, the link-proof reads of the files they write, the non-dumpabl
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import pickle
+import struct
 import subprocess
 import sys
+import time
 from multiprocessing.connection import Pipe
 from pathlib import Path
 
 import pytest
 
 from shared.scoring.isolation import (
+    MAX_WORKER_LINE_BYTES,
+    WORKER_LINES_PER_MINUTE,
     UnsafeWorkerFile,
     WorkerAccount,
+    WorkerMessageTooLarge,
     import_problem,
     open_worker_file,
     receive,
+    relay_output,
     unreachable,
     worker_environment,
     worker_files,
 )
 from shared.scoring.pool import WorkerPool
 from shared.worker.encoding import EncodedPart
-from shared.worker.protocol import Reply, Started, WorkerSpec
-from shared.worker.tabular.failures import FailedInput
+from shared.worker.protocol import (
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_FILE_NAME_CHARS,
+    MAX_LISTED_FAILURES,
+    MAX_TRACEBACK_CHARS,
+    Reply,
+    Started,
+    WorkerSpec,
+    bounded,
+)
+from shared.worker.tabular.failures import MAX_ERROR_CHARS, FailedInput
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 NOBODY = WorkerAccount("nobody", 65534, 65534)
@@ -114,10 +131,10 @@ def test_unreachable_checks_every_folder_on_the_way(worker_tmp):
     assert unreachable(private, WorkerAccount("me", private.stat().st_uid, 0)) is None
 
 
-def _sent(message: object) -> object:
+def _sent(message: object, max_bytes: int = 1024 * 1024) -> object:
     host, worker = Pipe()
     worker.send_bytes(message if isinstance(message, bytes) else pickle.dumps(message))
-    return receive(host, (Started, Reply), (EncodedPart, FailedInput))
+    return receive(host, (Started, Reply), (EncodedPart, FailedInput), max_bytes=max_bytes)
 
 
 class _RunsCode:
@@ -137,6 +154,81 @@ def test_the_host_builds_only_the_pools_messages_from_a_worker():
                     Reply(1, True, failed=((FailedInput("a", "e"),),))):
         with pytest.raises(pickle.UnpicklingError):
             _sent(hostile)
+
+
+def test_a_message_longer_than_the_cap_is_refused_before_it_is_read():
+    host, worker = Pipe()
+    # The length comes first: a worker announcing a terabyte is refused at once, without
+    # waiting for (or holding) any of it.
+    worker._send(struct.pack("!i", -1) + struct.pack("!Q", 1 << 40))
+    with pytest.raises(WorkerMessageTooLarge, match="more than 1,024 bytes"):
+        receive(host, (Started, Reply), (EncodedPart, FailedInput), max_bytes=1024)
+    with pytest.raises(WorkerMessageTooLarge):
+        _sent(Reply(1, True, part=EncodedPart(b"x" * 4096)), max_bytes=1024)
+    assert _sent(Reply(1, True, part=EncodedPart(b"x" * 512)), max_bytes=1024).ok
+
+
+def test_the_host_bounds_texts_and_lists_a_worker_sends():
+    huge = "x" * 20_000_000 + " the end"
+    reply = bounded(Reply(1, False, error=huge, traceback="Traceback\n" + huge,
+                          failed=tuple(FailedInput(f"f{i}" * 2000, huge, i)
+                                       for i in range(MAX_LISTED_FAILURES + 5))))
+    assert len(reply.error) <= MAX_ERROR_MESSAGE_CHARS and reply.error.endswith("the end")
+    assert "characters cut" in reply.error
+    assert len(reply.traceback) <= MAX_TRACEBACK_CHARS
+    assert reply.traceback.startswith("Traceback") and reply.traceback.endswith("the end")
+    assert len(reply.failed) == MAX_LISTED_FAILURES
+    assert all(len(f.error) <= MAX_ERROR_CHARS and len(f.file) <= MAX_FILE_NAME_CHARS
+               for f in reply.failed)
+    started = bounded(Started(2, error=huge, missing=True))
+    assert len(started.error) <= MAX_ERROR_MESSAGE_CHARS and started.missing
+    small = Reply(3, True, rows=1, error="fine")
+    assert bounded(small) is small
+
+
+def test_a_workers_own_output_reaches_the_host_log_prefixed_and_bounded(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="batchfn.scoring")
+    script = SCRIPTS / "chatty.py"
+    pool = WorkerPool(WorkerSpec(script_path=str(script), code_dir=str(script.parent),
+                                 model_dir=str(tmp_path)), 1, scratch_dir=tmp_path / "logs")
+    (tmp_path / "in.txt").write_text("x")
+    try:
+        assert pool.run([str(tmp_path / "in.txt")], 30, str(tmp_path)).status == "succeeded"
+        deadline = time.monotonic() + 30  # the first 200 lines, then a moment for the rest
+        while time.monotonic() < deadline and caplog.text.count(": chatter ") < 198:
+            time.sleep(0.1)
+        time.sleep(1)
+        pid = pool._slots[0].worker.process.pid
+    finally:
+        pool.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "more lines of its output" not in caplog.text:
+        time.sleep(0.1)  # counted when the worker's output ends
+    lines = [r.getMessage() for r in caplog.records if r.name == "batchfn.scoring"
+             and r.getMessage().startswith("worker ")]
+    relayed = [line for line in lines if "chatter" in line or "all is well" in line
+               or "yyy" in line]
+    assert relayed and all(line.startswith(f"worker {pid}: ") for line in relayed)
+    assert all("\n" not in line and "\x1b" not in line and "\r" not in line
+               and "\u2028" not in line for line in lines)
+    forged = next(line for line in relayed if "all is well" in line)
+    assert forged.startswith(f"worker {pid}: \\x1b[2K\\x0d2030-01-01") and "\\u2028" in forged
+    long = next(line for line in relayed if "yyy" in line)
+    assert long.endswith(" [line cut]") and len(long) < MAX_WORKER_LINE_BYTES + 100
+    assert len(relayed) == WORKER_LINES_PER_MINUTE
+    assert f"worker {pid}: 302 more lines of its output were not logged" in caplog.text
+
+
+def test_relayed_output_is_rate_limited_per_minute(caplog):
+    caplog.set_level(logging.INFO, logger="batchfn.scoring")
+    times = iter([0, 1, 2, 3, 61, 62, 63, 64])
+    relay_output(io.BytesIO(b"".join(b"line %d\n" % n for n in range(7))), 7,
+                 lines_per_minute=2, clock=lambda: next(times))
+    assert [r.getMessage() for r in caplog.records] == [
+        "worker 7: line 0", "worker 7: line 1",
+        "worker 7: 1 more lines of its output were not logged (at most 2 a minute)",
+        "worker 7: line 3", "worker 7: line 4",
+        "worker 7: 2 more lines of its output were not logged (at most 2 a minute)"]
 
 
 def test_files_a_worker_wrote_are_read_without_following_links(tmp_path):

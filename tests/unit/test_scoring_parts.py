@@ -135,3 +135,56 @@ def test_a_failed_outcome_fails_every_file():
 
     assert (outcome.status, outcome.succeeded, outcome.failed) == ("failed", 0, 3)
     assert outcome.part is None and outcome.duration >= 1
+
+
+def _parquet(frame) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+    return sink.getvalue()
+
+
+def test_parts_are_checked_on_the_scoring_host(monkeypatch):
+    import pandas as pd
+
+    from shared.scoring import part_check
+    from shared.scoring.part_check import InvalidPart, check_part
+
+    good = _parquet(pd.DataFrame({"a": [1, 2, 3]}))
+    check_part(EncodedPart(good), "parquet", 3)
+    check_part(EncodedPart(b"a\nb\n"), "azureml", 2)
+    check_part(None, None, 5)
+    for part, fmt, rows, message in [
+            (EncodedPart(good), "parquet", 4, r"holds 3 rows where run\(\) returned 4"),
+            (EncodedPart(b"PAR1 not really"), "parquet", 1, "cannot be read"),
+            (EncodedPart(good[:-20]), "parquet", 3, "cannot be read"),
+            (EncodedPart(b"x"), None, 1, "none were asked for"),
+            (None, "csv", 1, "no output rows")]:
+        with pytest.raises(InvalidPart, match=message):
+            check_part(part, fmt, rows)
+    # A part that compresses to almost nothing but decodes to more than the cap.
+    monkeypatch.setattr(part_check, "MAX_PART_DECODED_BYTES", 1024 * 1024)
+    bomb = _parquet(pd.DataFrame({"zeros": ["0" * 1024] * 4096}))
+    assert len(bomb) < 64 * 1024
+    with pytest.raises(InvalidPart, match="decodes to .* bytes or more"):
+        check_part(EncodedPart(bomb), "parquet", 4096)
+    monkeypatch.setattr(part_check, "MAX_PART_BYTES", 1024)
+    with pytest.raises(InvalidPart, match="more than the 1,024 one mini-batch may produce"):
+        check_part(EncodedPart(b"x" * 1000, b"h" * 100), "csv", 1)
+
+
+def test_a_part_that_cannot_be_stored_fails_the_attempt():
+    from shared.scoring.scoring_runtime import _checked
+
+    files = (InputFile("c", "a.txt", "a.txt"),)
+    batch = MiniBatch("j", 0, files, 1, 30.0, output_format="parquet")
+    result = RunResult(SUCCEEDED, 1, EncodedPart(b"not parquet"), (), None, None, "log\n")
+    checked = _checked(result, batch)
+    assert checked.status == FAILED and checked.part is None
+    assert checked.error.startswith("run()'s return cannot be stored as output: ")
+    assert checked.log.startswith("log\n") and "cannot be read" in checked.log
+    assert _outcome(batch, checked, time.monotonic(), 0.0).failed == 1

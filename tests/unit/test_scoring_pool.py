@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from shared.scoring.pool import WorkerPool, worker_cpu_threads
-from shared.worker.protocol import CPU_THREAD_VARIABLES, WorkerSpec
+from shared.worker.protocol import (
+    CPU_THREAD_VARIABLES,
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_TRACEBACK_CHARS,
+    WorkerSpec,
+)
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 
@@ -190,3 +195,27 @@ def _run_bad_then_good(script: Path, tmp_path: Path, inputs: list[str]) -> tuple
         return bad, pool.run(inputs, 30, str(tmp_path), output_format="azureml")
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize(("what", "size", "error"), [
+    ("message", 20 * 1024 * 1024, "ValueError: xxx"),
+    ("rows", 66 * 1024 * 1024, "bytes of azureml output, more than the 67,108,864"),
+    ("pipe", 0, "could not read the worker's answer: WorkerMessageTooLarge: a worker sent a "
+              "message of more than"),
+])
+def test_what_a_worker_hands_back_is_bounded(tmp_path, inputs, what, size, error):
+    pool = WorkerPool(spec(SCRIPTS / "oversized.py", tmp_path, OVERSIZED_WHAT=what,
+                           OVERSIZED_BYTES=str(size)), 1, scratch_dir=tmp_path / "logs")
+    try:
+        result = pool.run(inputs, 60, str(tmp_path), output_format="azureml")
+        after = pool.run(inputs, 60, str(tmp_path), output_format="azureml")
+    finally:
+        pool.close()
+
+    assert result.status == "failed" and error in result.error
+    assert len(result.error) <= MAX_ERROR_MESSAGE_CHARS
+    assert len(result.traceback or "") <= MAX_TRACEBACK_CHARS
+    if what == "message":
+        assert result.error.endswith("the end of the message")
+        assert "the end of the message" in result.traceback
+    assert (after.status, after.error) == (result.status, result.error)  # a fresh worker

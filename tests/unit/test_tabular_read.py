@@ -14,7 +14,8 @@ from shared.worker.tabular.column_types import coerce_columns
 from shared.worker.tabular.failures import FailedInput
 from shared.worker.tabular.read import ROW_ORIGINS_ATTR, BatchPiece, TableReader, origin_columns
 from shared.worker.tabular.sources import LocalFileSource
-from shared.worker.tabular.split import RowRange, plan_table
+from shared.worker.tabular.split import RowRange, parquet_rows, plan_table
+from tests.conftest import parquet_claiming
 from tests.unit.test_tabular_split import CountingSource
 
 
@@ -137,6 +138,18 @@ def test_a_corrupt_parquet_range_fails_its_rows(tmp_path):
     assert [(f.row, f.rows) for f in first.failed] == [(0, 50)]
     assert first.failed[0].error.startswith("cannot read rows 0..49")
     assert list(second.frame["x"]) == list(range(50, 100))
+
+
+def test_parquet_rows_are_counted_as_they_are_read_not_taken_from_the_footer(tmp_path):
+    source = source_of(tmp_path, "liar.parquet", parquet_claiming(10 ** 9))
+    assert parquet_rows(source) == 10 ** 9  # what the footer claims, planned against caps
+    reader = TableReader()
+    for first_row in (0, 10, 10 ** 9 - 10):
+        read = reader.read(BatchPiece("liar.parquet", source, "parquet",
+                                      RowRange(first_row, 10)))
+        assert len(read.frame) == 0 and [(f.row, f.rows) for f in read.failed] == [
+            (first_row, 10)]
+        assert "were planned from the file's footer, but it holds" in read.failed[0].error
 
 
 def test_a_mini_batch_of_several_files_keeps_where_each_row_comes_from(tmp_path):

@@ -168,6 +168,16 @@ def test_a_file_that_is_not_parquet_is_unsplittable(tmp_path):
         plan_table(source, "parquet", 10)
 
 
+def test_a_parquet_footer_whose_counts_disagree_is_unsplittable(tmp_path):
+    from tests.conftest import parquet_claiming
+
+    path = tmp_path / "liar.parquet"
+    path.write_bytes(parquet_claiming(10 ** 9, row_groups_too=False))
+    with pytest.raises(UnsplittableInput, match="claims 1000000000 rows but its row groups "
+                                                "hold 1"):
+        plan_table(LocalFileSource(path), "parquet", 10)
+
+
 def test_first_range_rows_fills_the_rest_of_a_mini_batch(tmp_path):
     source = write(tmp_path, "a.csv", b"x\n" + b"".join(b"%d\n" % i for i in range(10)))
 

@@ -3,7 +3,9 @@
 // to the blobs extension's webhook. Data files dropped beside a marker fire nothing.
 // The webhook needs the app's blobs_extension system key, which exists only once the
 // published code has started: the first deployment creates the system topic, a second one
-// with subscribeBlobDrop reads the key from the app's host keys and subscribes. Event Grid
+// with subscribeBlobDrop reads the key from the app's host keys and subscribes. ARM
+// evaluates a list function in a conditional resource even when the resource is not
+// deployed, so the key is read inside `subscribeBlobDrop ? ... : ''`: never without it. Event Grid
 // validates the endpoint when subscribing. Events it cannot deliver (after the retries) are
 // dead-lettered as blobs, written with the system topic's own identity.
 param systemTopicName string
@@ -67,7 +69,7 @@ resource blobDropSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptio
     destination: {
       endpointType: 'WebHook'
       properties: {
-        endpointUrl: 'https://${functionApp.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${listKeys('${functionApp.id}/host/default', '2024-04-01').systemKeys.blobs_extension}'
+        endpointUrl: subscribeBlobDrop ? format('https://{0}/runtime/webhooks/blobs?functionName=Host.Functions.{1}&code={2}', functionApp.properties.defaultHostName, functionName, listKeys('${functionApp.id}/host/default', '2024-04-01').systemKeys.blobs_extension) : ''
         maxEventsPerBatch: 1
       }
     }

@@ -15,12 +15,31 @@ param identityClientId string
 @allowed([2048, 4096])
 param instanceMemoryMB int = 2048
 
-@minValue(1)
+@minValue(40)
 @maxValue(1000)
+@description('Flex Consumption refuses fewer than 40.')
 param maximumInstanceCount int = 100
 
 @description('Datastores jobs may read and write beside workspaceblobstore: name=container pairs, comma separated (BATCHFN_DATASTORES).')
 param datastores string = ''
+
+@minValue(1)
+@description('BATCHFN_MAX_FILES_PER_JOB: most input files of one job.')
+param maxFilesPerJob int = 1000000
+
+@minValue(1)
+@description('BATCHFN_MAX_ROWS_PER_JOB: most rows of one tabular job.')
+param maxRowsPerJob int = 1000000000
+
+@minValue(1)
+@description('BATCHFN_MAX_MINI_BATCHES_PER_JOB: most mini-batches of one job.')
+param maxMiniBatchesPerJob int = 1000000
+
+@description('Input URLs that stand for a datastore path or a data asset (BATCHFN_INPUT_ALIASES).')
+param inputAliases string = ''
+
+@description('The main scoring app\'s profile, then those with scoring apps of their own (BATCHFN_SCORING_PROFILES).')
+param scoringProfiles string
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -58,6 +77,12 @@ var storageSettings = {
 var roleSettings = {
   BATCHFN_ROLE: 'control'
   BATCHFN_DATASTORES: datastores
+  // The planner's caps on one job, checked before any of its mini-batches is sent.
+  BATCHFN_MAX_FILES_PER_JOB: string(maxFilesPerJob)
+  BATCHFN_MAX_ROWS_PER_JOB: string(maxRowsPerJob)
+  BATCHFN_MAX_MINI_BATCHES_PER_JOB: string(maxMiniBatchesPerJob)
+  BATCHFN_INPUT_ALIASES: inputAliases
+  BATCHFN_SCORING_PROFILES: scoringProfiles
 }
 var monitoringSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString

@@ -172,11 +172,17 @@ class TableReader:
             parquet = pq.ParquetFile(SourceFile(source), metadata=metadata)
             if metadata is None:
                 self._remember(self._footers, key, parquet.metadata, FOOTER_CACHE_FILES)
-            return _parquet_rows(parquet, row_range).to_pandas()
+            table = _parquet_rows(parquet, row_range)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
             raise UnreadableRange(f"cannot read rows {row_range.first_row}.."
                                   f"{row_range.first_row + row_range.rows - 1}: {exc}") \
                 from None
+        if table.num_rows != row_range.rows:
+            # The footer's counts are claims: what the pages hold decides.
+            raise UnreadableRange(f"rows {row_range.first_row}.."
+                                  f"{row_range.first_row + row_range.rows - 1} were planned from "
+                                  f"the file's footer, but it holds {table.num_rows} of them")
+        return table.to_pandas()
 
     def _remember(self, cache: OrderedDict[str, Any], key: str, value: Any,
                   limit: int) -> None:

@@ -90,13 +90,15 @@ def plan_table(source: ByteSource, fmt: str, rows_per_range: int,
 
 def iter_ranges(source: ByteSource, fmt: str, rows_per_range: int,
                 first_range_rows: int | None = None, *,
-                chunk_bytes: int = SCAN_CHUNK_BYTES) -> Iterator[RowRange]:
+                chunk_bytes: int = SCAN_CHUNK_BYTES,
+                parquet_rows_known: int | None = None) -> Iterator[RowRange]:
     """The ranges of `plan_table`, each yielded as soon as the scan has found its end.
 
     A planner that hands ranges on as they come holds none of a large file's ranges, and
     its mini-batches can be scored while the rest of the file is scanned. The errors are
     plan_table's; they can come after some ranges were yielded (a runaway record half-way
-    through the file).
+    through the file). A parquet file's rows are read from its footer unless the caller
+    read them already (`parquet_rows_known`, from `parquet_rows`).
     """
     if fmt not in TABULAR_FORMATS:
         raise ValueError(f"not a tabular format: {fmt!r}")
@@ -104,7 +106,7 @@ def iter_ranges(source: ByteSource, fmt: str, rows_per_range: int,
         raise ValueError("ranges need at least one row")
     first = rows_per_range if first_range_rows is None else first_range_rows
     if fmt == PARQUET:
-        rows = parquet_rows(source)
+        rows = parquet_rows(source) if parquet_rows_known is None else parquet_rows_known
         yield from (RowRange(f, n) for f, n in _cuts(rows, first, rows_per_range))
         return
     scan = _TextScan(source.name, quoted=fmt == CSV, first_cut=first,
@@ -125,14 +127,23 @@ def iter_ranges(source: ByteSource, fmt: str, rows_per_range: int,
 
 
 def parquet_rows(source: ByteSource) -> int:
-    """The number of rows of a parquet file, from its footer alone."""
+    """The number of rows of a parquet file, from its footer alone.
+
+    It is what the file claims, not what it holds: the footer's total must add up over its
+    row groups, and the reader checks each range's rows as it reads them (read.py).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(SourceFile(source)).metadata.num_rows
+        metadata = pq.ParquetFile(SourceFile(source)).metadata
     except (pa.ArrowInvalid, OSError) as exc:
         raise UnsplittableInput(source.name, f"not a readable parquet file: {exc}") from None
+    groups = sum(metadata.row_group(index).num_rows for index in range(metadata.num_row_groups))
+    if metadata.num_rows != groups or metadata.num_rows < 0:
+        raise UnsplittableInput(source.name, f"its footer claims {metadata.num_rows} rows but "
+                                f"its row groups hold {groups}")
+    return metadata.num_rows
 
 
 def _cuts(rows: int, first: int, size: int) -> Iterator[tuple[int, int]]:

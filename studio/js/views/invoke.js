@@ -76,7 +76,8 @@ export async function invokeView(ctx, params, query) {
   const form = h("form", { class: "card invoke", id: "invoke-form" },
     field("endpoint", "Endpoint", endpointSelect),
     field("deployment", "Deployment", deploymentSelect),
-    field("input", "Input: a storage URL or azureml://datastores/<name>/paths/<path>",
+    field("input", "Input: a storage URL, azureml://datastores/<name>/paths/<path> or a data "
+      + "asset, azureml:<name>@latest",
       input("input", "text", { required: true, spellcheck: "false",
         placeholder: "azureml://datastores/workspaceblobstore/paths/mnist-sample/" })),
     h("div", { class: "field inline" },

@@ -1,5 +1,5 @@
 // One job, live: status, progress, rate, ETA, throughput chart, per-file errors with their
-// tracebacks, attempt logs, output downloads; cancel and rerun.
+// tracebacks, attempt logs, the output folder's files to download; cancel and rerun.
 
 import { api, apiPath, apiText, download } from "../api.js";
 import { actionButton, facts, h, notice, replace, route, routeWithQuery, table } from "../dom.js";
@@ -58,6 +58,9 @@ function summary(job) {
       job.deployment_name) }, job.deployment_name)],
     ["Input", `${job.input.uri} (${job.input.type}${job.input.include_subfolders
       ? ", with sub-folders" : ""})`],
+    ["Data asset", job.input.data_asset || null],
+    ["Compute", job.compute ? `${job.compute.name}${job.compute.max_instances
+      ? ` (at most ${job.compute.max_instances} scoring hosts at once)` : ""}` : null],
     ["Output", `${job.output.score.container}/${job.output.score.path}`],
     ["Rerun of", job.rerun_of ? h("a", { href: route("jobs", job.rerun_of) }, job.rerun_of) : null],
     ["Created", when(job.created_at)],
@@ -97,6 +100,28 @@ function progressSection(job) {
         : progress.eta_seconds === null ? "unknown" : seconds(progress.eta_seconds)],
       ["Rows written", count(progress.rows)],
     ]),
+  ];
+}
+
+function outputPath(jobName, filePath) {
+  return `${apiPath("jobs", jobName, "outputs", "score", "files")}/`
+    + filePath.split("/").map(encodeURIComponent).join("/");
+}
+
+/** The `score` output folder, as Azure ML has it: the merged file where there is one and
+ * every file the scoring script wrote to AZUREML_BI_OUTPUT_PATH, each to download. */
+function outputsSection(jobName, listing) {
+  if (!listing.value.length) {
+    return h("p", { class: "muted" }, "The job's output folder holds no file.");
+  }
+  const rows = listing.value.map((file) => h("tr", { "data-output": file.path },
+    h("td", { class: "file" }, file.path, file.main ? " (merged output)" : ""),
+    h("td", { class: "num" }, bytes(file.size)),
+    h("td", {}, actionButton("Download", () => download(outputPath(jobName, file.path),
+      file.path.split("/").pop()), { class: "small" }))));
+  return [
+    table(["File", "Size", ""], rows, { class: "outputs" }),
+    listing.truncated ? h("p", { class: "muted" }, "More files exist than are listed.") : null,
   ];
 }
 
@@ -145,11 +170,12 @@ export async function jobView(ctx, [name]) {
     progress: h("section", { class: "card", id: "progress" }),
     chart: h("section", { class: "card", id: "throughput" }),
     errors: h("section", { class: "card", id: "errors" }),
+    outputs: h("section", { class: "card", id: "outputs" }),
     logs: h("section", { class: "card", id: "logs" }),
   };
   const viewer = h("div", { class: "log-viewer" });
   const state = { job: null, errorsFor: null, headFor: null, throughputFor: null, refreshes: 0,
-    confirmingCancel: false };
+    confirmingCancel: false, outputsRead: false };
   const headKey = (job) => `${job.status}:${failedInputs(job)}:${state.confirmingCancel}`;
   // The heading is drawn again only when it changes: a button about to be clicked stays put.
   const drawHead = (job) => {
@@ -245,13 +271,16 @@ export async function jobView(ctx, [name]) {
     // The series only grows when inputs finish.
     const { counts } = inputs(job.progress);
     const throughputKey = `${counts ? counts.succeeded + counts.failed : -1}:${terminal}`;
-    const [throughput, errors, logs] = await Promise.all([
+    const [throughput, errors, logs, outputs] = await Promise.all([
       throughputKey !== state.throughputFor
         ? api("GET", apiPath("jobs", name, "throughput"), { signal }) : null,
       errorsKey !== state.errorsFor && (failed || terminal)
         ? api("GET", apiPath("jobs", name, "errors"), { query: { top: ERRORS_SHOWN }, signal })
         : null,
       readLogs ? api("GET", apiPath("jobs", name, "logs"), { signal }) : null,
+      // The folder is complete once the job has ended: read it then, once.
+      terminal && !state.outputsRead
+        ? api("GET", apiPath("jobs", name, "outputs", "score", "files"), { signal }) : null,
     ]);
     state.refreshes += 1;
     if (signal.aborted) return false;
@@ -271,11 +300,15 @@ export async function jobView(ctx, [name]) {
       replace(parts.errors, h("h2", {}, `Failed ${unitOf(job)}`), errorsSection(job, []));
     }
     if (logs) replace(parts.logs, h("h2", {}, "Attempt logs"), logsSection(logs));
+    if (outputs) {
+      state.outputsRead = true;
+      replace(parts.outputs, h("h2", {}, "Output folder (score)"), outputsSection(name, outputs));
+    }
     return !terminal;
   };
 
   const running = await refresh();
   ctx.show(parts.head, parts.reason, parts.summary, parts.progress, parts.chart, parts.errors,
-    parts.logs);
+    parts.outputs, parts.logs);
   if (running) ctx.repeat(refresh, REFRESH_MS);
 }

@@ -29,15 +29,17 @@ function filterForm(query, endpoints, deployments) {
   return form;
 }
 
-function pager(query, page, pages) {
+// The API pages jobs with continuation tokens: "Older" follows the page's token, "Newest"
+// goes back to the first page (the browser's Back goes to the previous one).
+function pager(filters, page, continuation) {
   const link = (label, target, enabled) => enabled
-    ? h("a", { class: "button small", href: routeWithQuery("#/jobs", { ...query, page: target }) },
+    ? h("a", { class: "button small", href: routeWithQuery("#/jobs", { ...filters, ...target }) },
       label)
     : h("span", { class: "button small disabled" }, label);
   return h("nav", { class: "pager" },
-    link("Newer", page - 1, page > 1),
-    h("span", {}, `page ${page} of ${pages}`),
-    link("Older", page + 1, page < pages));
+    link("Newest", {}, page > 1),
+    h("span", {}, `page ${page}`),
+    link("Older", { page: page + 1, continuation }, Boolean(continuation)));
 }
 
 export async function jobsView(ctx, params, query) {
@@ -49,17 +51,19 @@ export async function jobsView(ctx, params, query) {
       { signal })).value.map((d) => d.name);
   }
   const filters = { endpoint: query.endpoint, deployment: query.deployment, status: query.status };
-  const jobs = (await api("GET", "jobs", { query: filters, signal })).value;
-  const pages = Math.max(1, Math.ceil(jobs.length / PAGE_SIZE));
-  const page = Math.min(Math.max(1, Number.parseInt(query.page, 10) || 1), pages);
-  const rows = jobs.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE);
+  const page = query.continuation ? Math.max(2, Number.parseInt(query.page, 10) || 2) : 1;
+  const listed = await api("GET", "jobs", {
+    query: { ...filters, top: PAGE_SIZE, continuation: query.continuation }, signal });
+  const rows = listed.value;
   const jobTable = new JobTable(rows);
   ctx.show(
     h("div", { class: "page-head" }, h("h1", {}, "Jobs"),
       h("a", { class: "button", href: routeWithQuery("#/invoke", { endpoint: query.endpoint }) },
         "Invoke")),
     filterForm(query, endpoints, deployments),
-    rows.length ? [jobTable.element, pages > 1 ? pager(filters, page, pages) : null]
+    rows.length || page > 1 || listed.continuation
+      ? [rows.length ? jobTable.element : notice("info", "No more jobs match on this page."),
+        page > 1 || listed.continuation ? pager(filters, page, listed.continuation) : null]
       : notice("info", "No jobs match."));
   if (!rows.length) return;
   const running = await jobTable.refresh(signal);

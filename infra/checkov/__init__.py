@@ -1,0 +1,1 @@
+"""batchfn's own checkov checks (loaded with --external-checks-dir infra/checkov)."""
