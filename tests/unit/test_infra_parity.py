@@ -879,13 +879,18 @@ def test_both_stacks_scale_the_gpu_app_on_the_minibatch_queue_by_identity():
     app_bicep = read(BICEP / "app" / "scoring-app.bicep")
     app_tf = read(TERRAFORM / "scoring_app.tf")
     bicep, terraform = scale_rules_bicep(), scale_rules_terraform()
-    # One rule, the mini-batch queue's (the poison queue is the control app's, and a poison
-    # message must not wake a GPU), declared in place of the generated ones.
+    # One rule per app, its own mini-batch queue's (the poison queues are the control app's,
+    # and a poison message must not wake a GPU), declared in place of the generated ones: the
+    # main app's queue is MINIBATCH_QUEUE, a profile app's minibatch_queue_for(profile).
     assert bicep.count("type: 'azure-queue'") == 1 and terraform.count('type = "azure-queue"') == 1
-    assert f"var minibatchQueue = '{layout.MINIBATCH_QUEUE}'" in app_bicep
+    assert f"queue: '{layout.MINIBATCH_QUEUE}'" in app_bicep
+    assert f"queue: '{layout.minibatch_queue_for('${p}')}'" in app_bicep
     assert f'minibatch_queue = "{layout.MINIBATCH_QUEUE}"' in app_tf
-    assert "queueName: minibatchQueue" in bicep
-    assert "queueName   = local.minibatch_queue" in terraform
+    assert "queue       = local.minibatch_queue\n" in app_tf
+    assert 'queue       = "${local.minibatch_queue}-${profile}"' in app_tf
+    assert layout.minibatch_queue_for("p") == f"{layout.MINIBATCH_QUEUE}-p"
+    assert "queueName: app.queue" in bicep
+    assert "queueName   = each.value.queue" in terraform
     assert poison_queue() not in bicep + terraform
     # Identity based: the scoring identity reads the queue; no secret or connection string.
     assert "identity: identityId" in bicep and "accountName: storage.name" in bicep
