@@ -44,15 +44,26 @@ app.register_functions(health)
 if serves(role, CONTROL):
     from shared.control.computes import ScoringProfiles
     from shared.control.datastores import StorageBoundaries
+    from shared.control.environments import check_settings as check_environment_settings
     from shared.control.planner import JobCaps
 
-    # A malformed BATCHFN_DATASTORES, BATCHFN_INPUT_ALIASES, BATCHFN_SCORING_PROFILES or job
-    # cap stops the app here, as an unknown role does.
+    # A malformed BATCHFN_DATASTORES, BATCHFN_INPUT_ALIASES, BATCHFN_SCORING_PROFILES, job
+    # cap or environment setting stops the app here, as an unknown role does.
     StorageBoundaries.from_settings()
     ScoringProfiles.from_settings()
     JobCaps.from_settings()
+    check_environment_settings()
     for blueprint in control_blueprints():
         app.register_functions(blueprint)
 if serves(role, SCORING):
+    from shared.contract.uv_settings import managed_pythons
+    from shared.scoring.fail_fast import fail_fast_batches
+    from shared.scoring.worker_users import WorkerUsers
+
+    # So does a malformed BATCHFN_FAIL_FAST_BATCHES, BATCHFN_ALLOW_ROOT_WORKERS or
+    # BATCHFN_MANAGED_PYTHONS on a scoring app.
+    fail_fast_batches()
+    WorkerUsers.from_settings()
+    managed_pythons()
     for blueprint in scoring_blueprints():
         app.register_functions(blueprint)

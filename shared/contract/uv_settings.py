@@ -22,6 +22,18 @@ UV_VARIABLES = frozenset({"PATH", "LANG", "SSL_CERT_FILE", "SSL_CERT_DIR",
 UV_PREFIXES = ("UV_INDEX", "UV_EXTRA_INDEX", "UV_DEFAULT_INDEX", "UV_FIND_LINKS",
                "UV_NATIVE_TLS", "UV_HTTP_TIMEOUT", "UV_OFFLINE", "UV_PYTHON_DOWNLOADS",
                "UV_PYTHON_INSTALL_DIR", "UV_CONCURRENT")
+# "1": scoring hosts may install uv-managed Pythons (versions other than the image's), and
+# the control app accepts environments that pin one. Both apps read it.
+MANAGED_PYTHONS_SETTING = "BATCHFN_MANAGED_PYTHONS"
+
+
+def managed_pythons(environ: Mapping[str, str] | None = None) -> bool:
+    """BATCHFN_MANAGED_PYTHONS: "1" on, unset/empty/"0" off; ValueError for anything else
+    (a typo would silently refuse or build every other Python)."""
+    text = (os.environ if environ is None else environ).get(MANAGED_PYTHONS_SETTING, "").strip()
+    if text not in ("", "0", "1"):
+        raise ValueError(f"{MANAGED_PYTHONS_SETTING} must be 0 or 1, not {text!r}")
+    return text == "1"
 
 
 def uv_environment(environ: Mapping[str, str], extra: Mapping[str, str] | None = None

@@ -20,13 +20,18 @@ from pathlib import Path
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.contract import layout
-from shared.contract.environment_spec import EnvironmentSpec, check_python
+from shared.contract.environment_spec import SUPPORTED_PYTHONS, EnvironmentSpec, check_python
 from shared.contract.errors import Busy, InvalidRequest, NotFound, Unprocessable
 from shared.contract.layout import REGISTRY_CONTAINER
 from shared.contract.names import check_asset_name
 from shared.contract.registry_records import EnvironmentRecord
 from shared.contract.timestamps import utc_now
-from shared.contract.uv_settings import uv_binary, uv_environment
+from shared.contract.uv_settings import (
+    MANAGED_PYTHONS_SETTING,
+    managed_pythons,
+    uv_binary,
+    uv_environment,
+)
 from shared.storage.account import StorageAccount
 from shared.storage.blob_records import BlobRecords
 
@@ -35,8 +40,7 @@ ENVIRONMENT_KIND = "environment"
 SCORING_PYTHON_SETTING = "BATCHFN_SCORING_PYTHON"  # "3.11"; default: this interpreter's
 SCORING_PLATFORM_SETTING = "BATCHFN_SCORING_PLATFORM"
 DEFAULT_SCORING_PLATFORM = "x86_64-manylinux_2_28"
-# "1": scoring hosts may install uv-managed Pythons (other versions than the image's).
-MANAGED_PYTHONS_SETTING = "BATCHFN_MANAGED_PYTHONS"
+_PLATFORM = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # uv's --python-platform names
 RESOLVE_SECONDS = 300
 MAX_UV_MESSAGE = 4000
 MAX_VERSION_DIGITS = 9
@@ -52,16 +56,37 @@ def _uv() -> str:
 
 
 def scoring_python() -> str:
-    """The scoring hosts' Python, "X.Y"."""
+    """The scoring hosts' Python, "X.Y"; ValueError for a setting that is not one the
+    worker runtime supports."""
     configured = os.environ.get(SCORING_PYTHON_SETTING, "").strip()
+    if configured and configured not in SUPPORTED_PYTHONS:
+        raise ValueError(f"{SCORING_PYTHON_SETTING} must be one of "
+                         f"{', '.join(SUPPORTED_PYTHONS)}, not {configured!r}")
     return configured or f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def scoring_platform() -> str:
+    """The scoring hosts' platform, as uv names it; ValueError for a malformed setting."""
+    configured = os.environ.get(SCORING_PLATFORM_SETTING, "").strip()
+    if configured and not _PLATFORM.fullmatch(configured):
+        raise ValueError(f"{SCORING_PLATFORM_SETTING} must be a uv platform name such as "
+                         f"{DEFAULT_SCORING_PLATFORM}, not {configured!r}")
+    return configured or DEFAULT_SCORING_PLATFORM
+
+
+def check_settings() -> None:
+    """Raise ValueError for a malformed environment setting of the control app (at start,
+    like the app's other settings: a typo must not refuse or mis-resolve every deployment)."""
+    scoring_python()
+    scoring_platform()
+    managed_pythons()
 
 
 def resolve(spec: EnvironmentSpec) -> tuple[str, ...]:
     """The packages (`name==version`) `spec` resolves to on the scoring hosts; Unprocessable
     with uv's own explanation where it cannot, or where its Python cannot be had there."""
     python = check_python(spec.python) if spec.python else scoring_python()
-    if python != scoring_python() and os.environ.get(MANAGED_PYTHONS_SETTING) != "1":
+    if python != scoring_python() and not managed_pythons():
         raise Unprocessable(
             f"the environment needs Python {python}, and the scoring hosts have Python "
             f"{scoring_python()} only ({MANAGED_PYTHONS_SETTING} is not set, so they install "
@@ -71,7 +96,7 @@ def resolve(spec: EnvironmentSpec) -> tuple[str, ...]:
             code="python_unavailable")
     if not spec.requirements:
         return ()
-    platform = os.environ.get(SCORING_PLATFORM_SETTING, "").strip() or DEFAULT_SCORING_PLATFORM
+    platform = scoring_platform()
     with tempfile.TemporaryDirectory(prefix="batchfn-resolve-") as folder:
         requirements = Path(folder) / "requirements.in"
         requirements.write_text("\n".join(spec.requirements) + "\n", encoding="utf-8")

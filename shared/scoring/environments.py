@@ -48,7 +48,7 @@ from azure.storage.blob import BlobLeaseClient, ContainerClient
 
 from shared.contract import layout
 from shared.contract.registry_records import EnvironmentRecord
-from shared.contract.uv_settings import uv_binary, uv_environment
+from shared.contract.uv_settings import managed_pythons, uv_binary, uv_environment
 
 log = logging.getLogger("batchfn.scoring")
 
@@ -61,7 +61,6 @@ BUILD_SECONDS = 1800
 LEASE_SECONDS = 60
 LEASE_RENEW_SECONDS = 20
 PACK_POLL_SECONDS = 1.0
-MANAGED_PYTHONS_SETTING = "BATCHFN_MANAGED_PYTHONS"
 # What the worker runtime itself imports to fetch inputs, added to standalone environments
 # (layered ones see the image's).
 RUNTIME_REQUIREMENTS = ("aiohttp>=3.8", "azure-core>=1.28", "requests>=2.28")
@@ -212,8 +211,7 @@ class EnvironmentCache:
         env = uv_environment(os.environ, {
             "HOME": str(home),
             "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR") or str(self._uv_cache()),
-            "UV_PYTHON_DOWNLOADS": "automatic"
-            if os.environ.get(MANAGED_PYTHONS_SETTING) == "1" else "never"})
+            "UV_PYTHON_DOWNLOADS": "automatic" if managed_pythons() else "never"})
         try:
             _uv(env, [uv, "venv", str(staging), "--relocatable", "--quiet", "--python",
                       sys.executable if layered else python], record)

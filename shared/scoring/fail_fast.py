@@ -29,9 +29,14 @@ DEFAULT_FAIL_FAST_BATCHES = 2
 
 
 def fail_fast_batches() -> int:
-    """Mini-batches that must fail to start before their job fails (0: never)."""
+    """Mini-batches that must fail to start before their job fails (0: never); ValueError
+    for a setting that is not a whole number >= 0 (the scoring app checks it at start)."""
     text = os.environ.get(FAIL_FAST_SETTING, "").strip()
-    return int(text) if text.isdigit() else DEFAULT_FAIL_FAST_BATCHES
+    if not text:
+        return DEFAULT_FAIL_FAST_BATCHES
+    if not text.isdigit():
+        raise ValueError(f"{FAIL_FAST_SETTING} must be a whole number >= 0, not {text!r}")
+    return int(text)
 
 
 class FailFast:

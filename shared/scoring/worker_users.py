@@ -80,8 +80,10 @@ class WorkerUsers:
         """Per-deployment users where this host runs as root; BATCHFN_ALLOW_ROOT_WORKERS=1
         lets workers that cannot run as those users run as root."""
         env = os.environ if environ is None else environ
-        return cls(per_deployment=os.geteuid() == 0,
-                   allow_root=env.get(ALLOW_ROOT_SETTING, "").strip() == "1")
+        text = env.get(ALLOW_ROOT_SETTING, "").strip()
+        if text not in ("", "0", "1"):
+            raise ValueError(f"{ALLOW_ROOT_SETTING} must be 0 or 1, not {text!r}")
+        return cls(per_deployment=os.geteuid() == 0, allow_root=text == "1")
 
     def account(self, endpoint: str, deployment: str, *, python: str | None,
                 runtime_path: str | None, folders: Sequence[Path]) -> WorkerAccount | None:
