@@ -32,6 +32,7 @@ from shared.contract.uv_settings import (
     uv_binary,
     uv_environment,
 )
+from shared.control.asset_versions import version_numbers
 from shared.storage.account import StorageAccount
 from shared.storage.blob_records import BlobRecords
 
@@ -207,10 +208,4 @@ class EnvironmentStore:
         return None if index is None else self.get(name, str(index["version"]))
 
     def _version_numbers(self, name: str) -> list[int]:
-        folder = layout.asset_versions_prefix(ENVIRONMENT_KIND, name)
-        try:
-            names = list(self._registry.list_blob_names(name_starts_with=folder))
-        except ResourceNotFoundError:
-            return []
-        stems = (n[len(folder):-len(".json")] for n in names if n.endswith(".json"))
-        return [int(stem) for stem in stems if stem.isdigit()]
+        return version_numbers(self._registry, ENVIRONMENT_KIND, name)
