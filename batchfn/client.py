@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchfn.contract.errors import InvalidRequest
+from batchfn.contract.lifecycle_events import END_EVENTS
 from batchfn.contract.names import check_resource_name
 from batchfn.errors import (
     ApiError,
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ApiError", "BatchfnClient", "JOB_TERMINAL_STATUSES"]
 
-JOB_TERMINAL_STATUSES = ("Completed", "Failed", "Canceled")
+JOB_TERMINAL_STATUSES = tuple(END_EVENTS)  # Completed, Failed, Canceled, Expired
+JOB_END_EVENTS = frozenset(END_EVENTS.values())
 PAGE_SIZE = 1000  # items asked for per page of a paged listing (the most a job page holds)
 _DOWNLOAD_CHUNK = 1024 * 1024
 
@@ -383,6 +385,33 @@ class BatchfnClient:
             token = page.get("continuation")
             if not token:
                 return
+
+    def job_usage(self, name: str) -> dict[str, Any]:
+        """What a job used and an estimate of its cost (so far, while it runs)."""
+        return self.request("GET", f"jobs/{_quote(name)}/usage")
+
+    def job_events(self, name: str) -> list[dict[str, Any]]:
+        """A job's lifecycle events so far (CloudEvents 1.0 dicts), oldest first."""
+        return self.request("GET", f"jobs/{_quote(name)}/events")["value"]
+
+    def watch_job_events(self, name: str, *, poll: float = 1.0,
+                         timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield a job's lifecycle events as they are recorded, each once, until the event
+        that ends the job; JobTimeoutError after `timeout` seconds without it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: set[str] = set()
+        while True:
+            for event in self.job_events(name):
+                if event["id"] in seen:
+                    continue
+                seen.add(event["id"])
+                yield event
+                if event["type"] in JOB_END_EVENTS:
+                    return
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeoutError(f"job {name} has not ended after {timeout}s",
+                                      self.get_job(name))
+            time.sleep(poll)
 
     def wait_job(self, name: str, *, poll: float = 0.5, timeout: float | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,

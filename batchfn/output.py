@@ -56,8 +56,10 @@ def progress_line(job: dict[str, Any], terminal: bool) -> str:
         filled = _PROGRESS_WIDTH if terminal else 0
     eta = progress.get("eta_seconds")
     rate = progress.get("rate_per_second", progress.get("rate_files_per_second", 0))
+    not_started = counts.get("not_started", 0)
     return (f"{job['status']:<15} [{'#' * filled}{'.' * (_PROGRESS_WIDTH - filled)}] "
             f"{done}/{total} {unit}, {counts.get('failed', 0)} failed, {rate} {unit}/s"
+            + (f", {not_started} not started" if not_started else "")
             + (f", ETA {eta:.0f}s" if eta else ""))
 
 

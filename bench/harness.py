@@ -65,12 +65,14 @@ class Stack:
 
 
 @contextmanager
-def running_stack(name: str, env: dict[str, str] | None = None) -> Iterator[Stack]:
-    """Start Azurite and devhost in a fresh temporary folder; stop both and remove it."""
+def running_stack(name: str, env: dict[str, str] | None = None,
+                  azurite_debug_log: Path | None = None) -> Iterator[Stack]:
+    """Start Azurite and devhost in a fresh temporary folder; stop both and remove it.
+    `azurite_debug_log`: where Azurite logs every request (slower: for counting only)."""
     # SIGTERM (a `timeout` wrapper, a closed terminal) must still stop devhost and Azurite.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     work_dir = Path(tempfile.mkdtemp(prefix=f"batchfn-bench-{name}-"))
-    azurite = Azurite(work_dir / "azurite").start()
+    azurite = Azurite(work_dir / "azurite", debug_log=azurite_debug_log).start()
     try:
         # A benchmark is development: where deployments' users cannot run the workers (a
         # checkout or Python private to root), they run as root instead of not at all.

@@ -81,6 +81,9 @@ class Azurite:
     # The development account's key: the published one unless another is given, which
     # Azurite then takes instead (the published key stops working).
     account_key: str = DEV_KEY
+    # Where Azurite writes its debug log, one line per request among others
+    # (bench/storage_requests.py counts them); None: none. It slows Azurite: never time with it.
+    debug_log: Path | None = None
 
     @property
     def connection_string(self) -> str:
@@ -110,6 +113,7 @@ class Azurite:
                 "--skipApiVersionCheck",
                 "--disableTelemetry",
                 "--loose",
+                *(["--debug", str(self.debug_log)] if self.debug_log else []),
                 "--location", str(self.location),
                 "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
                 "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),

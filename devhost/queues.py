@@ -5,7 +5,9 @@ batch of `batchSize` is fetched whenever no more than `newBatchThreshold` messag
 running. Each message is received with a lease (10 minutes) renewed at half-time while
 its function runs; it is deleted on success, made visible again after
 `visibilityTimeout` on failure, and copied to `<queue>-poison` (original text) and deleted
-once its dequeue count reaches `maxDequeueCount`.
+once its dequeue count reaches `maxDequeueCount`. A message stops counting against
+`newBatchThreshold` when its function returns: the delete (or update) that settles it runs
+meanwhile, so it never holds up the next receive.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import base64
 import binascii
 import logging
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,31 +26,16 @@ from azure.functions import queue as func_queue
 from azure.storage.queue import QueueMessage as SdkMessage
 
 from devhost.bindings import FunctionBindings, expand_settings, json_properties
-from devhost.config import ConfigError, QueueOptions
+from devhost.config import QueueOptions
 from devhost.connections import StorageClients
 from devhost.invoker import Invoker
 
 log = logging.getLogger("devhost.queues")
 
 MIN_POLLING_INTERVAL = 0.1
+# The Functions host's lease, which no setting changes: a killed host's messages come back
+# after it, unless the app recovers them sooner itself.
 DEFAULT_LEASE = 600.0
-
-
-def queue_lease() -> float:
-    """Seconds a received message stays invisible: $DEVHOST_QUEUE_LEASE, else 10 minutes.
-
-    A shorter lease makes a killed host's messages come back sooner (crash tests).
-    """
-    text = os.environ.get("DEVHOST_QUEUE_LEASE", "").strip()
-    if not text:
-        return DEFAULT_LEASE
-    try:
-        lease = float(text)
-    except ValueError as exc:
-        raise ConfigError(f"DEVHOST_QUEUE_LEASE must be seconds, got {text!r}") from exc
-    if not 2 <= lease <= 7 * 86400:
-        raise ConfigError("DEVHOST_QUEUE_LEASE must be between 2 seconds and 7 days")
-    return lease
 
 
 def next_polling_delay(previous: float, maximum: float) -> float:
@@ -93,9 +79,10 @@ class QueueListener:
         self._invoker = invoker
         self._options = options
         self._connection = connection
-        self._lease = lease or queue_lease()
+        self._lease = lease or DEFAULT_LEASE
         self._queue = clients.queue(connection, self.queue_name)
-        self._running: dict[str, _InFlight] = {}
+        self._running: dict[str, _InFlight] = {}  # functions running
+        self._settling: set[asyncio.Task[None]] = set()  # returned, being deleted or updated
         self._slot = asyncio.Event()
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
@@ -110,6 +97,7 @@ class QueueListener:
         if self._poller is not None:
             await self._poller
         tasks = [entry.task for entry in self._running.values() if entry.task is not None]
+        tasks += self._settling
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
         for entry in list(self._running.values()):
@@ -162,6 +150,8 @@ class QueueListener:
         entry.renewal = asyncio.get_running_loop().call_later(
             self._lease / 2, self._schedule_renewal, entry)
         entry.task = asyncio.create_task(self._process(entry))
+        self._settling.add(entry.task)
+        entry.task.add_done_callback(self._settling.discard)
         entry.task.add_done_callback(lambda _: self._finished(message.id))
 
     def _finished(self, message_id: str) -> None:
@@ -218,6 +208,7 @@ class QueueListener:
             await self._poison(entry)
             return
         succeeded = await self._run(entry, body, count)
+        self._finished(message.id)  # its slot is free: the delete below need not hold it
         await self._settle(entry)
         if succeeded:
             await self._queue.delete_message(message.id, entry.pop_receipt)

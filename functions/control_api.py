@@ -305,6 +305,7 @@ _SETTINGS_PROPERTIES: dict[str, Any] = {
     "passthrough_columns": {"type": "array", "maxItems": MAX_PASSTHROUGH_COLUMNS,
                             "items": {"type": "string", "minLength": 1,
                                       "maxLength": MAX_COLUMN_NAME_CHARS}},
+    "deadline": settings.DEADLINE_SCHEMA,
 }
 
 OPENAPI_SCHEMAS: dict[str, Any] = {

@@ -1,5 +1,5 @@
-"""Jobs HTTP API: invoke, show, list, cancel, rerun, errors report, throughput, attempt logs,
-output downloads, and the datastores jobs may use."""
+"""Jobs HTTP API: invoke, show, list, cancel, rerun, errors report, throughput, usage,
+lifecycle events, attempt logs, output downloads, and the datastores jobs may use."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ from functions.orchestration import ORCHESTRATOR, ensure_orchestration
 from shared.contract import settings
 from shared.contract.errors import BatchfnError, InvalidRequest
 from shared.contract.job_records import JOB_NAME_PATTERN, JobRecord, JobStatus
+from shared.contract.lifecycle_events import EVENT_TYPES
 from shared.contract.names import MAX_RELATIVE_PATH, RESOURCE_NAME_PATTERN, check_resource_name
-from shared.control.context import job_service
+from shared.control.context import job_service, job_store, scoring_queue
 from shared.control.datastores import MAX_URI_LENGTH
 from shared.control.error_pages import DEFAULT_ERROR_PAGE_ROWS, MAX_ERROR_ROWS
 from shared.control.input_uploads import MAX_FILES as MAX_UPLOAD_FILES
@@ -44,6 +45,7 @@ from shared.control.job_service import (
     job_view,
 )
 from shared.control.pages import MAX_TOKEN_CHARS, TOKEN_PATTERN
+from shared.control.planner import start_state
 
 bp = df.Blueprint()
 
@@ -74,8 +76,10 @@ def _async_api_errors(handler: AsyncHandler) -> AsyncHandler:
 async def _accepted(req: func.HttpRequest, client: df.DurableOrchestrationClient,
                     job: JobRecord, created: bool) -> func.HttpResponse:
     if created:
+        # A small job is planned here, sparing its orchestration a planning activity.
+        state = await asyncio.to_thread(start_state, job_store(), scoring_queue(), job.id)
         # A new job id: no instance can exist, so skip the status round trip.
-        await client.start_new(ORCHESTRATOR, instance_id=job.id)
+        await client.start_new(ORCHESTRATOR, instance_id=job.id, client_input=state.to_dict())
     elif job.status == JobStatus.NOT_STARTED:
         # A retried idempotent invoke also (re)starts an orchestration that never began.
         await ensure_orchestration(client, job.id)
@@ -172,6 +176,20 @@ def job_errors(req: func.HttpRequest) -> func.HttpResponse:
 def job_throughput(req: func.HttpRequest) -> func.HttpResponse:
     """Files succeeded and failed over time, for a throughput chart (live or after the end)."""
     return json_response(job_service().throughput(req.route_params["job"]))
+
+
+@bp.route(route="jobs/{job}/usage", methods=["GET"])
+@api_errors
+def job_usage(req: func.HttpRequest) -> func.HttpResponse:
+    """What the job used and an estimate of its cost (so far, while it runs)."""
+    return json_response(job_service().usage(req.route_params["job"]))
+
+
+@bp.route(route="jobs/{job}/events", methods=["GET"])
+@api_errors
+def job_events(req: func.HttpRequest) -> func.HttpResponse:
+    """The job's lifecycle events so far, oldest first, as CloudEvents 1.0."""
+    return json_response({"value": job_service().events(req.route_params["job"])})
 
 
 @bp.route(route="jobs/{job}/logs/{*name}", methods=["GET"])
@@ -274,6 +292,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "output_file_name": {"type": "string", "minLength": 1,
                              "maxLength": settings.MAX_FILE_NAME},
         "output_format": {"enum": list(settings.OUTPUT_FORMATS)},
+        "deadline": settings.DEADLINE_SCHEMA,
         "properties": {"type": "object", "description": "Azure ML REST body (InputData, "
                                                         "OutputData)"},
     }),
@@ -286,7 +305,34 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                             additionalProperties=False),
     "Job": _schema({"name": {"type": "string"}, "status": {"enum": list(JOB_STATUSES)},
                     "progress": {"type": "object", "nullable": True},
+                    "deadline_at": {"type": "string", "nullable": True},
+                    "partial": {"type": "boolean", "description": "the merged output holds "
+                                "only the mini-batches scored before a cancel or deadline"},
                     "status_url": {"type": "string"}}),
+    "JobUsage": _schema({
+        "name": {"type": "string"}, "status": {"enum": list(JOB_STATUSES)},
+        "final": {"type": "boolean", "description": "false while the job runs"},
+        "wall_seconds": {"type": "number", "nullable": True},
+        "queue_wait_seconds": {"type": "number", "nullable": True},
+        "scoring_seconds": {"type": "number"},
+        "gpu_seconds": _schema({"total": {"type": "number"},
+                                "by_device": {"type": "object"}}),
+        "inputs": {"type": "object"}, "input_bytes": {"type": "integer"},
+        "rows_written": {"type": "integer"}, "attempts": {"type": "integer"},
+        "retries": {"type": "integer"},
+        "backups": {"type": "integer", "nullable": True},
+        "storage_operations": {"type": "array", "items": _schema({
+            "kind": {"type": "string"}, "class": {"enum": ["read", "write", "list", "queue"]},
+            "count": {"type": "integer"}, "counted": {"enum": ["counted", "estimated"]},
+            "how": {"type": "string"}})},
+        "cost": _schema({"currency": {"type": "string"}, "prices_as_of": {"type": "string"},
+                         "list_prices": {"type": "boolean"}, "items": {"type": "object"},
+                         "total": {"type": "number"}})}),
+    "CloudEvent": _schema({
+        "specversion": {"enum": ["1.0"]}, "id": {"type": "string"},
+        "source": {"type": "string"}, "type": {"enum": list(EVENT_TYPES)},
+        "subject": {"type": "string"}, "time": {"type": "string"},
+        "datacontenttype": {"enum": ["application/json"]}, "data": {"type": "object"}}),
     "Datastores": _schema({
         "value": {"type": "array", "items": _schema({
             "name": {"type": "string"}, "container": {"type": "string"},
@@ -358,6 +404,14 @@ OPENAPI_PATHS: dict[str, Any] = {
             "samples": {"type": "array", "items": _schema({
                 "at": {"type": "string"}, "files_succeeded": {"type": "integer"},
                 "files_failed": {"type": "integer"}})}}))},
+    "/jobs/{job}/usage": {"get": operation(
+        "Usage and estimated cost: time, scoring and GPU seconds, inputs, rows, storage "
+        "operations, retries (so far while the job runs)", "getJobUsage", parameters=[_JOB],
+        responses={200: "Usage"}, result={"$ref": "#/components/schemas/JobUsage"})},
+    "/jobs/{job}/events": {"get": operation(
+        "The job's lifecycle events so far (CloudEvents 1.0), oldest first", "listJobEvents",
+        parameters=[_JOB], responses={200: "Events"}, result=_schema({
+            "value": {"type": "array", "items": {"$ref": "#/components/schemas/CloudEvent"}}}))},
     "/jobs/{job}/logs": {"get": operation(
         "List attempt logs (failed attempts, succeeded attempts' output)", "listJobLogs",
         parameters=[_JOB], responses={200: "Logs"}, result=_LIST)},

@@ -1,27 +1,23 @@
-"""Durable orchestration of batch jobs: the orchestrator, its activities, and the relay of
-the scoring hosts' shard-full hints. Bindings only: the logic is shared/control."""
+"""Durable orchestration of batch jobs: the orchestrator and its activities. Bindings only:
+the logic is shared/control."""
 
 from __future__ import annotations
 
 import logging
 
 import azure.durable_functions as df
-import azure.functions as func
 
-from shared.contract.layout import SHARD_HINT_QUEUE
-from shared.contract.messages import InvalidMessage, ShardHint
 from shared.control import finalize, planner
-from shared.control.context import job_store
+from shared.control.context import event_sink, job_store, recovery_settings, scoring_queue
 from shared.control.orchestrator import (
     ADVANCE_ACTIVITY,
     FAIL_ACTIVITY,
     ORCHESTRATOR,
     PLAN_ACTIVITY,
-    SHARD_FULL_EVENT,
+    PUBLISH_ACTIVITY,
     FailRequest,
     run_job,
 )
-from shared.storage.queue_clients import minibatch_queue
 
 bp = df.Blueprint()
 log = logging.getLogger("batchfn.orchestration")
@@ -52,42 +48,31 @@ async def ensure_orchestration(client: df.DurableOrchestrationClient, job_id: st
         await client.start_new(ORCHESTRATOR, instance_id=job_id)
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=SHARD_HINT_QUEUE, connection="AzureWebJobsStorage")
-@bp.durable_client_input(client_name="client")
-async def relay_shard_hint(msg: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
-    """Raise a scoring host's shard-full hint as the event its job's orchestration waits for.
-
-    Never fails: a hint for an orchestration that has ended (or a lost one) changes nothing,
-    since the orchestrator's timer checks anyway.
-    """
-    try:
-        hint = ShardHint.decode(msg.get_body())
-    except InvalidMessage as exc:
-        log.error("dropping a message that is not a shard hint: %s", exc)
-        return
-    try:
-        await client.raise_event(hint.job, SHARD_FULL_EVENT)
-    except Exception as exc:  # noqa: BLE001 - e.g. the job already finished: nothing to wake
-        log.info("job %s: shard-full hint not raised (%s)", hint.job, exc)
-
-
 # Activities are called by function name, so each function is named as its activity.
 @bp.activity_trigger(input_name="jobId", activity=PLAN_ACTIVITY)
 def plan_job(jobId: str) -> dict:  # noqa: N803 - binding name
     """List the input, write manifests and ledgers, enqueue one message per mini-batch."""
-    store = job_store()
-    return planner.plan_job(store, minibatch_queue(store.account), jobId).to_dict()
+    return planner.plan_job(job_store(), scoring_queue(), jobId, event_sink()).to_dict()
 
 
 @bp.activity_trigger(input_name="jobId", activity=ADVANCE_ACTIVITY)
 def advance_job(jobId: str) -> dict:  # noqa: N803 - binding name
-    """Fold new completions into progress.json; finalize (errors report, merged output,
-    final status) when every mini-batch is done, the error threshold is exceeded or cancel
-    was asked."""
-    return finalize.advance_job(job_store(), jobId).to_dict()
+    """Fold new completions into progress.json, re-send stalled and slow mini-batches;
+    finalize (errors report, merged output, final status) when every mini-batch is done,
+    the error threshold is exceeded, cancel was asked or the deadline has passed; record
+    and deliver the job's lifecycle events."""
+    return finalize.advance_job(job_store(), jobId, (scoring_queue(), recovery_settings()),
+                                event_sink()).to_dict()
 
 
 @bp.activity_trigger(input_name="request", activity=FAIL_ACTIVITY)
 def fail_job(request: dict) -> dict:
     """End a job whose orchestration broke down (Failed with the reason)."""
-    return finalize.fail_job(job_store(), FailRequest.from_dict(request)).to_dict()
+    return finalize.fail_job(job_store(), FailRequest.from_dict(request),
+                             event_sink()).to_dict()
+
+
+@bp.activity_trigger(input_name="jobId", activity=PUBLISH_ACTIVITY)
+def publish_job_events(jobId: str) -> dict:  # noqa: N803 - binding name
+    """Deliver an ended job's lifecycle events that could not be delivered before."""
+    return finalize.publish_job_events(job_store(), jobId, event_sink()).to_dict()

@@ -3,12 +3,11 @@ this app serves).
 
 A failed attempt with retries left raises, so the host redelivers the message after
 host.json's visibilityTimeout; the handler completes the message itself when the
-mini-batch is done for good (scored, or failed after max_retries retries). When its ledger
-append may have completed a ledger shard, a hint goes to the "shard-hints" queue, which the
-control app turns into an event for the job's orchestration (functions/orchestration.py):
-the scoring app talks only to queues and blobs, never to the Durable task hub. What lands
-in the poison queue is recorded by the control app (functions/poison_queue.py), so that a
-poison message never wakes a GPU.
+mini-batch is done for good (scored, or failed after max_retries retries). Its ledger line
+is all the control app needs: the job's monitor reads the ledger (the scoring app talks
+only to queues and blobs, never to the Durable task hub). What lands in the poison queue
+is recorded by the control app (functions/poison_queue.py), so that a poison message never
+wakes a GPU.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import azure.functions as func
 
-from shared.contract.messages import InvalidMessage, MiniBatchMessage
-from shared.scoring.context import minibatch_handler, shard_hints
+from shared.contract.messages import InvalidMessage
+from shared.scoring.context import minibatch_handler
 from shared.scoring.scoring_profile import served_queue
 
 bp = func.Blueprint()
@@ -34,14 +33,13 @@ QUEUE = served_queue()  # "minibatches", or the queue of this app's scoring prof
 async def score_minibatch(msg: func.QueueMessage) -> None:
     """Score one mini-batch message (the blocking work runs in a worker thread)."""
     body = msg.get_body()
+    count = msg.dequeue_count or 1
+    handler = minibatch_handler(HOST_JSON)
     try:
-        result = await asyncio.to_thread(minibatch_handler(HOST_JSON).process, body,
-                                         msg.dequeue_count or 1)
+        # Held (in the heartbeats) from now on, even while it waits for a thread.
+        holding = handler.hold(body, count)
+        result = await asyncio.to_thread(handler.process, body, count, holding)
     except InvalidMessage as exc:
         log.error("dropping a message that is not a mini-batch: %s", exc)
         return
     log.info("mini-batch message %s: %s %s", msg.id, result.action, result.detail)
-    if result.ledger_blocks is not None:
-        message = MiniBatchMessage.decode(body)
-        await asyncio.to_thread(shard_hints().offer, message.job, message.index,
-                                result.ledger_blocks)

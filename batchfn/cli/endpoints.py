@@ -83,19 +83,25 @@ def endpoint_delete(name: str, yes: bool) -> None:
               help="Also score files in sub-folders of the input folder.")
 @click.option("--mini-batch-size", type=int, help="Files per run() call.")
 @click.option("--instance-count", type=int, help="Hosts asked for.")
+@click.option("--deadline", metavar="DURATION",
+              help="No new mini-batch starts after it (90s, 30m, 2h, 1d, PT2H; at most 7 "
+                   "days): the job ends Expired with what was scored.")
 @click.option("--set", "sets", multiple=True, metavar="SETTING=VALUE",
               help="Per-job setting, e.g. output_file_name=out.csv, error_threshold=5, "
                    "retry_settings.max_retries=2, retry_settings.timeout=60 (repeatable).")
 def endpoint_invoke(name: str, input_: str, input_type: str | None,
                     deployment_name: str | None, job_name: str | None, output_path: str | None,
                     include_subfolders: bool, mini_batch_size: int | None,
-                    instance_count: int | None, sets: tuple[str, ...]) -> None:
+                    instance_count: int | None, deadline: str | None,
+                    sets: tuple[str, ...]) -> None:
     """Start a batch scoring job on an endpoint (returns at once; see `job stream`)."""
     settings = parse_sets(sets)
     if mini_batch_size is not None:
         settings["mini_batch_size"] = mini_batch_size
     if instance_count is not None:
         settings["instance_count"] = instance_count
+    if deadline is not None:
+        settings["deadline"] = deadline
     emit(get_client().invoke(
         name, input_, input_type=input_type, deployment_name=deployment_name,
         job_name=job_name, output_path=output_path, include_subfolders=include_subfolders,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ def job_list(endpoint_name: str | None, status: str | None, max_results: int | N
 @click.option("--name", "-n", required=True, help="Job name.")
 @click.option("--poll", default=0.5, show_default=True, help="Seconds between updates.")
 def job_stream(name: str, poll: float) -> None:
-    """Show a live progress line until the job ends; exit 1 unless it Completed."""
+    """Show a live progress line until the job ends; exit 1 unless it Completed (Failed,
+    Canceled or Expired)."""
     interactive = sys.stderr.isatty()
     last = [""]
 
@@ -94,6 +96,30 @@ def job_cancel(name: str) -> None:
 def job_rerun(name: str, failed_only: bool, job_name: str | None) -> None:
     """Start a new job over the same input (or only its failed files)."""
     emit(get_client().rerun_job(name, failed_only=failed_only, new_name=job_name))
+
+
+@job.command("events")
+@click.option("--name", "-n", required=True, help="Job name.")
+@click.option("--watch", is_flag=True,
+              help="Print each event (one JSON line) as it happens, until the job ends.")
+@click.option("--poll", default=1.0, show_default=True, help="Seconds between reads (--watch).")
+def job_events(name: str, watch: bool, poll: float) -> None:
+    """The job's lifecycle events (CloudEvents 1.0: created, running, progress, completed,
+    failed, canceled, expired), oldest first."""
+    client = get_client()
+    if not watch:
+        emit(client.job_events(name))
+        return
+    for event in client.watch_job_events(name, poll=poll):
+        click.echo(json.dumps(event, separators=(",", ":")))
+
+
+@job.command("usage")
+@click.option("--name", "-n", required=True, help="Job name.")
+def job_usage(name: str) -> None:
+    """What the job used (wall time, queue wait, scoring and GPU seconds, inputs and bytes,
+    rows, storage operations, retries) and an estimate of its cost at list prices."""
+    emit(get_client().job_usage(name))
 
 
 @job.command("errors")

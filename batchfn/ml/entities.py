@@ -406,6 +406,8 @@ class BatchJob:
     started_at: str | None = None
     ended_at: str | None = None
     status_url: str | None = None
+    deadline_at: str | None = None
+    partial: bool = False  # the output holds only what was scored before a cancel or deadline
 
     @classmethod
     def _from_api(cls, record: dict[str, Any]) -> BatchJob:
@@ -414,4 +416,5 @@ class BatchJob:
                    deployment_name=record.get("deployment_name"), reason=record.get("reason"),
                    progress=record.get("progress"), outputs=dict(record.get("output") or {}),
                    created_at=record.get("created_at"), started_at=record.get("started_at"),
-                   ended_at=record.get("ended_at"), status_url=record.get("status_url"))
+                   ended_at=record.get("ended_at"), status_url=record.get("status_url"),
+                   deadline_at=record.get("deadline_at"), partial=bool(record.get("partial")))

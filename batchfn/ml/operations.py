@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from batchfn.client import JOB_TERMINAL_STATUSES, BatchfnClient
 from batchfn.contract.errors import InvalidRequest
 from batchfn.contract.layout import DEFAULT_DATASTORE
+from batchfn.contract.lifecycle_events import JobEvent
 from batchfn.errors import local_checks
 from batchfn.ml.constants import AssetTypes
 from batchfn.ml.entities import (
@@ -43,6 +44,7 @@ _PARAMS_OVERRIDE_SETTINGS = {
     "retry_settings.max_retries": "retry_settings.max_retries",
     "retry_settings.timeout": "retry_settings.timeout",
     "logging_level": "logging_level",
+    "deadline": "deadline",
     # batchfn's own: tabular inputs split by rows (docs/tabular.md)
     "input_format": "input_format",
     "passthrough_columns": "passthrough_columns",
@@ -130,11 +132,14 @@ class BatchEndpointOperations:
                params_override: Iterable[Mapping[str, Any]] | None = None,
                outputs: Mapping[str, Output] | None = None, output_path: Any = None,
                output_file_name: str | None = None, mini_batch_size: int | None = None,
-               instance_count: int | None = None) -> BatchJob:
+               instance_count: int | None = None, deadline: float | str | None = None
+               ) -> BatchJob:
         """Start a batch job over one input; a local file or folder is uploaded first.
 
         `params_override` takes Azure ML's keys (`mini_batch_size`, `compute.instance_count`,
         `output_file_name`, `output_dataset.datastore_id` with `output_dataset.path`, ...).
+        `deadline` (seconds, or "30m", "2h", "PT2H") stops new mini-batches after it: the job
+        ends Expired with what was scored.
         """
         with local_checks():
             source = _one_input(input, inputs)
@@ -142,7 +147,7 @@ class BatchEndpointOperations:
             target = _output_path(outputs, output_path, settings) or override_path
         for key, value in (("output_file_name", output_file_name),
                            ("mini_batch_size", mini_batch_size),
-                           ("instance_count", instance_count)):
+                           ("instance_count", instance_count), ("deadline", deadline)):
             if value is not None:
                 settings[key] = value
         path = os.fspath(source.path)
@@ -229,6 +234,21 @@ class JobOperations:
         names = ("score", "errors") if all else (output_name or "score",)
         for output in names:
             self._client.download_job_output(name, output, download_path)
+
+    def list_events(self, name: str) -> list[JobEvent]:
+        """The job's lifecycle events so far (CloudEvents 1.0), oldest first."""
+        return [JobEvent.from_dict(event) for event in self._client.job_events(name)]
+
+    def stream_events(self, name: str, *, poll: float = 1.0,
+                      timeout: float | None = None) -> Iterator[JobEvent]:
+        """Yield the job's lifecycle events as they happen, each once, ending with the
+        event that ends the job (completed, failed, canceled or expired)."""
+        for event in self._client.watch_job_events(name, poll=poll, timeout=timeout):
+            yield JobEvent.from_dict(event)
+
+    def get_usage(self, name: str) -> dict[str, Any]:
+        """What the job used and an estimate of its cost (so far, while it runs)."""
+        return self._client.job_usage(name)
 
     def begin_cancel(self, name: str) -> Poller[None]:
         """Ask a job to stop; `.result()` waits until it has."""

@@ -102,6 +102,7 @@ var names = {
   plan: 'plan-batchfn-${token}'
   functionApp: 'func-batchfn-${token}'
   systemTopic: 'evgt-batchfn-${token}'
+  eventsTopic: 'evgt-batchfn-jobs-${token}'
   registry: 'crbatchfn${token}'
   containerAppsEnvironment: 'cae-batchfn-${token}'
   scoringApp: 'ca-scoring-${token}'
@@ -175,6 +176,16 @@ module registry 'app/registry.bicep' = {
   }
 }
 
+module lifecycleEvents 'app/lifecycle-events.bicep' = {
+  name: 'lifecycle-events'
+  scope: rg
+  params: {
+    name: names.eventsTopic
+    location: location
+    tags: tags
+  }
+}
+
 module rbac 'rbac.bicep' = {
   name: 'rbac'
   scope: rg
@@ -182,6 +193,7 @@ module rbac 'rbac.bicep' = {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     registryName: registry.outputs.name
+    eventsTopicName: lifecycleEvents.outputs.name
     controlPrincipalId: controlIdentity.outputs.principalId
     scoringPrincipalId: scoringIdentity.outputs.principalId
     userPrincipalId: principalId
@@ -205,6 +217,7 @@ module functionApp 'app/function-app.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     datastores: datastores
+    eventsTopicEndpoint: lifecycleEvents.outputs.endpoint
     maxFilesPerJob: maxFilesPerJob
     maxRowsPerJob: maxRowsPerJob
     maxMiniBatchesPerJob: maxMiniBatchesPerJob
@@ -270,3 +283,5 @@ output CONTAINER_APPS_ENVIRONMENT string = scoringApp.outputs.environmentName
 output SCORING_APP_NAME string = scoringApp.outputs.appName
 output SCORING_PROFILE_APP_NAMES array = scoringApp.outputs.profileAppNames
 output EVENT_GRID_SYSTEM_TOPIC string = eventGrid.outputs.systemTopicName
+output EVENTS_TOPIC_NAME string = lifecycleEvents.outputs.name
+output EVENTS_TOPIC_ENDPOINT string = lifecycleEvents.outputs.endpoint

@@ -2,7 +2,7 @@
 //
 // Control app (HTTP API, orchestrator, blob drop): Storage Blob Data Owner, Queue and Table
 // Data Contributor on the account (the Durable task hub, host keys, registry, job state),
-// Monitoring Metrics Publisher. Blob Data Owner includes
+// Monitoring Metrics Publisher, EventGrid Data Sender on the jobs' lifecycle events topic. Blob Data Owner includes
 // Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action, so the
 // app signs the user-delegation SAS URLs its upload grants hand out.
 //
@@ -17,7 +17,7 @@
 // generateUserDelegationKey (a replica may sign short-lived read SAS URLs for its worker
 // processes; such a SAS never grants more than the signer has). Queue Data Contributor on
 // the mini-batch queue and its poison twin only (the host moves a message it gave up on to
-// the poison queue; the control app records it), Message Sender on the shard-hint queue, AcrPull on the registry,
+// the poison queue; the control app records it), AcrPull on the registry,
 // Monitoring Metrics Publisher. No table role: it never touches the task hub.
 //
 // Optional user (principalId): what the CLI's users need beside the API: read outputs too
@@ -25,6 +25,7 @@
 param storageAccountName string
 param applicationInsightsName string
 param registryName string
+param eventsTopicName string
 param controlPrincipalId string
 param scoringPrincipalId string
 
@@ -37,11 +38,11 @@ var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-  storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
   // Durable Functions' Azure Storage provider keeps instance and history tables.
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+  eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'
 }
 var controlStorageRoles = [
   roles.storageBlobDataOwner
@@ -49,7 +50,7 @@ var controlStorageRoles = [
   roles.storageTableDataContributor
 ]
 // shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages there),
-// the same two of each scoring profile's app, and SHARD_HINT_QUEUE (scoring hosts only send to it).
+// and the same two of each scoring profile's app.
 var scoringQueueGrants = [
   { queue: 'minibatches', role: roles.storageQueueDataContributor }
   { queue: 'minibatches-poison', role: roles.storageQueueDataContributor }
@@ -59,7 +60,6 @@ var scoringQueueGrants = [
   { queue: 'minibatches-gpu-a100-poison', role: roles.storageQueueDataContributor }
   { queue: 'minibatches-cpu', role: roles.storageQueueDataContributor }
   { queue: 'minibatches-cpu-poison', role: roles.storageQueueDataContributor }
-  { queue: 'shard-hints', role: roles.storageQueueDataMessageSender }
 ]
 var userContainerGrants = [
   { container: 'batchfn-jobs', role: roles.storageBlobDataReader }
@@ -124,6 +124,10 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
+resource eventsTopic 'Microsoft.EventGrid/topics@2022-06-15' existing = {
+  name: eventsTopicName
+}
+
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
   name: registryName
 }
@@ -137,6 +141,17 @@ resource userContainers 'Microsoft.Storage/storageAccounts/blobServices/containe
 }]
 
 // --- control app ------------------------------------------------------------------------
+
+// Jobs' lifecycle events: the control app publishes to the topic, and only to it.
+resource controlEventsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(eventsTopic.id, controlPrincipalId, roles.eventGridDataSender)
+  scope: eventsTopic
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridDataSender)
+    principalId: controlPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
 
 resource controlStorageRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in controlStorageRoles: {
   name: guid(storage.id, controlPrincipalId, role)

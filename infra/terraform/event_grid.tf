@@ -75,3 +75,22 @@ resource "azurerm_eventgrid_system_topic_event_subscription" "blob_drop" {
 
   depends_on = [azurerm_role_assignment.dead_letter_writer]
 }
+
+# Jobs' lifecycle events: an Event Grid custom topic taking CloudEvents 1.0, which the
+# control app publishes to with its identity (EventGrid Data Sender, rbac.tf) at
+# BATCHFN_EVENTGRID_ENDPOINT. Subscriptions are the user's: a webhook, a storage queue, a
+# function (docs/deploy-azure.md). Keys are off: only Entra ID publishes.
+resource "azurerm_eventgrid_topic" "lifecycle" {
+  #checkov:skip=CKV_AZURE_193:The Flex Consumption control app publishes without a virtual network; keys are off, so only identities granted EventGrid Data Sender can publish
+  name                          = local.names.events_topic
+  resource_group_name           = azurerm_resource_group.main.name
+  location                      = azurerm_resource_group.main.location
+  input_schema                  = "CloudEventSchemaV1_0"
+  local_auth_enabled            = false
+  public_network_access_enabled = true
+  tags                          = local.tags
+
+  identity {
+    type = "SystemAssigned"
+  }
+}

@@ -27,6 +27,7 @@ locals {
   control_app_settings = {
     BATCHFN_ROLE                              = "control"
     BATCHFN_DATASTORES                        = var.datastores
+    BATCHFN_EVENTGRID_ENDPOINT                = azurerm_eventgrid_topic.lifecycle.endpoint
     # The planner's caps on one job, checked before any of its mini-batches is sent.
     BATCHFN_MAX_FILES_PER_JOB                 = tostring(var.max_files_per_job)
     BATCHFN_MAX_ROWS_PER_JOB                  = tostring(var.max_rows_per_job)

@@ -58,6 +58,7 @@ locals {
     plan                       = "plan-batchfn-${local.token}"
     function_app               = "func-batchfn-${local.token}"
     system_topic               = "evgt-batchfn-${local.token}"
+    events_topic               = "evgt-batchfn-jobs-${local.token}"
     registry                   = "crbatchfn${local.token}"
     container_apps_environment = "cae-batchfn-${local.token}"
     scoring_app                = "ca-scoring-${local.token}"

@@ -54,3 +54,12 @@ output "scoring_profile_app_names" {
 output "event_grid_system_topic" {
   value = azurerm_eventgrid_system_topic.storage.name
 }
+
+output "events_topic_name" {
+  value = azurerm_eventgrid_topic.lifecycle.name
+}
+
+output "events_topic_endpoint" {
+  description = "Where jobs' lifecycle events are published (CloudEvents 1.0): subscribe to this topic."
+  value       = azurerm_eventgrid_topic.lifecycle.endpoint
+}

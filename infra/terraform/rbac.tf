@@ -3,11 +3,11 @@
 #
 # Control app: Storage Blob Data Owner (includes generateUserDelegationKey for the upload
 # SAS URLs it signs), Queue and Table Data Contributor on the account, Monitoring Metrics
-# Publisher. Scoring app: a custom role, Storage Blob Data Contributor without deleting or
-# leasing containers, on the account under a condition (nothing in the host's secrets, the
-# registry container, the control app's package or the Durable task hub; read-only on
-# assets), Queue Data Contributor on the mini-batch queue and
-# its poison twin, Message Sender on the shard-hint queue, AcrPull, Monitoring Metrics
+# Publisher, EventGrid Data Sender on the jobs' lifecycle events topic. Scoring app: a
+# custom role, Storage Blob Data Contributor without deleting or leasing containers, on the
+# account under a condition (nothing in the host's secrets, the registry container, the
+# control app's package or the Durable task hub; read-only on assets), Queue Data
+# Contributor on the mini-batch queues and their poison twins, AcrPull, Monitoring Metrics
 # Publisher; no table role. Optional user: read large outputs, drop files.
 
 locals {
@@ -18,8 +18,7 @@ locals {
     "Storage Table Data Contributor",
   ])
   # shared/contract/layout.py: MINIBATCH_QUEUE, its poison twin (the host moves failed messages
-  # there), the same two of each scoring profile's app, and SHARD_HINT_QUEUE (scoring hosts
-  # only send to it).
+  # there), and the same two of each scoring profile's app.
   scoring_queue_grants = {
     "minibatches"                 = "Storage Queue Data Contributor"
     "minibatches-poison"          = "Storage Queue Data Contributor"
@@ -29,7 +28,6 @@ locals {
     "minibatches-gpu-a100-poison" = "Storage Queue Data Contributor"
     "minibatches-cpu"             = "Storage Queue Data Contributor"
     "minibatches-cpu-poison"      = "Storage Queue Data Contributor"
-    "shard-hints"                 = "Storage Queue Data Message Sender"
   }
   user_container_grants = {
     "batchfn-jobs" = "Storage Blob Data Reader"
@@ -99,6 +97,14 @@ resource "azurerm_role_assignment" "control_storage" {
 resource "azurerm_role_assignment" "control_metrics_publisher" {
   scope                = azurerm_application_insights.main.id
   role_definition_name = "Monitoring Metrics Publisher"
+  principal_id         = azurerm_user_assigned_identity.control.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+# Jobs' lifecycle events: the control app publishes to the topic, and only to it.
+resource "azurerm_role_assignment" "control_events_sender" {
+  scope                = azurerm_eventgrid_topic.lifecycle.id
+  role_definition_name = "EventGrid Data Sender"
   principal_id         = azurerm_user_assigned_identity.control.principal_id
   principal_type       = "ServicePrincipal"
 }

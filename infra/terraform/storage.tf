@@ -16,11 +16,10 @@ locals {
     "batchfn-environments",
   ]
   drop_container = "batchfn-drop"
-  # shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin, SHARD_HINT_QUEUE.
+  # shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin.
   app_queues = [
     "minibatches",
     "minibatches-poison",
-    "shard-hints",
     # One queue (and its poison twin) per scoring profile with an app of its own
     # (shared/contract/layout.py: minibatch_queue_for): declared whether or not it is deployed.
     "minibatches-gpu-t4",

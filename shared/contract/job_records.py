@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from .compute_spec import DEFAULT_COMPUTE
@@ -11,7 +12,7 @@ from .errors import InvalidRequest
 from .layout import MINIBATCH_QUEUE
 from .names import shown
 from .settings import DeploymentSettings
-from .timestamps import utc_now
+from .timestamps import parse_time, utc_now
 
 
 class JobStatus:
@@ -25,10 +26,14 @@ class JobStatus:
     FAILED = "Failed"
     CANCEL_REQUESTED = "CancelRequested"
     CANCELED = "Canceled"
+    # The deadline passed before every mini-batch started: what was scored is merged.
+    EXPIRED = "Expired"
 
-    TERMINAL = frozenset({COMPLETED, FAILED, CANCELED})
+    TERMINAL = frozenset({COMPLETED, FAILED, CANCELED, EXPIRED})
     # Scoring hosts drop messages of jobs in these states instead of scoring them.
-    STOPPED = frozenset({COMPLETED, FAILED, CANCELED, CANCEL_REQUESTED})
+    STOPPED = frozenset({COMPLETED, FAILED, CANCELED, EXPIRED, CANCEL_REQUESTED})
+    ALL = (NOT_STARTED, QUEUED, RUNNING, FINALIZING, COMPLETED, FAILED, CANCEL_REQUESTED,
+           CANCELED, EXPIRED)
 
 
 INPUT_FOLDER = "uri_folder"
@@ -140,6 +145,39 @@ class ScriptStartFailures:
 
 
 @dataclass(frozen=True)
+class EventMarks:
+    """Which lifecycle events of a job are in its event log (control.lifecycle), so each is
+    recorded once: `progress` events so far (the last at `progress_at`, when `progress_inputs`
+    inputs were done), and `pending_from`, the byte offset in the log of the first event not
+    yet delivered to the event sink (None: all delivered), with `retry_after`, when a
+    delivery that failed is tried again."""
+
+    created: bool = False
+    running: bool = False
+    progress: int = 0
+    progress_at: str | None = None
+    progress_inputs: int = 0
+    ended: bool = False
+    pending_from: int | None = None
+    retry_after: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"created": self.created, "running": self.running, "progress": self.progress,
+                "progress_at": self.progress_at, "progress_inputs": self.progress_inputs,
+                "ended": self.ended, "pending_from": self.pending_from,
+                "retry_after": self.retry_after}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> EventMarks:
+        data = data or {}
+        return cls(created=bool(data.get("created")), running=bool(data.get("running")),
+                   progress=int(data.get("progress") or 0), progress_at=data.get("progress_at"),
+                   progress_inputs=int(data.get("progress_inputs") or 0),
+                   ended=bool(data.get("ended")), pending_from=data.get("pending_from"),
+                   retry_after=data.get("retry_after"))
+
+
+@dataclass(frozen=True)
 class JobCompute:
     """The scoring pool a job runs on, as it was at invoke: how many scoring hosts may work
     on the pool's jobs at once (None: no cap) and the queue its mini-batches go to."""
@@ -182,18 +220,29 @@ class JobRecord:
     overrides: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     script_start_failures: ScriptStartFailures | None = None
+    deadline_at: str | None = None  # invoke time + settings.deadline
+    partial: bool = False  # the merged output holds only the mini-batches scored (cancel, deadline)
+    events: EventMarks = field(default_factory=EventMarks)
     compute: JobCompute = field(default_factory=JobCompute)
+
+    def deadline_passed(self, now: datetime | None = None) -> bool:
+        """Whether the job has a deadline and it has passed: no new mini-batch starts."""
+        deadline = parse_time(self.deadline_at)
+        return deadline is not None and (now or datetime.now(UTC)) >= deadline
 
     @property
     def output_blob(self) -> BlobLocation:
         """Where the merged output goes: `<output path>/<output_file_name>`."""
         return self.output.child(self.settings.output_file_name)
 
-    def with_status(self, status: str, *, reason: str | None = None) -> JobRecord:
+    def with_status(self, status: str, *, reason: str | None = None,
+                    started_at: str | None = None) -> JobRecord:
+        """The record in `status`; turning Running records `started_at` (the first
+        mini-batch's start when known, else now) unless the job has a start already."""
         now = utc_now()
         changes: dict[str, Any] = {"status": status, "updated_at": now}
         if status == JobStatus.RUNNING and not self.started_at:
-            changes["started_at"] = now
+            changes["started_at"] = started_at or now
         if status in JobStatus.TERMINAL:
             changes["ended_at"] = now
         if reason is not None:
@@ -223,6 +272,9 @@ class JobRecord:
             "ended_at": self.ended_at,
             "rerun_of": self.rerun_of,
             "warnings": list(self.warnings),
+            "deadline_at": self.deadline_at,
+            "partial": self.partial,
+            "events": self.events.to_dict(),
             "compute": self.compute.to_dict(),
             "request_digest": self.request_digest,
             "deployment_record": self.deployment_record,
@@ -253,5 +305,8 @@ class JobRecord:
             warnings=tuple(data.get("warnings") or ()),
             script_start_failures=ScriptStartFailures.from_dict(
                 data.get("script_start_failures")),
+            deadline_at=data.get("deadline_at"),
+            partial=bool(data.get("partial")),
+            events=EventMarks.from_dict(data.get("events")),
             compute=JobCompute.from_dict(data.get("compute")),
         )

@@ -28,8 +28,8 @@ DEFAULT_DATASTORE = "workspaceblobstore"
 
 MINIBATCH_QUEUE = "minibatches"
 POISON_SUFFIX = "-poison"
-# Scoring hosts tell the control app here that a ledger shard may be complete.
-SHARD_HINT_QUEUE = "shard-hints"
+# Jobs' lifecycle events (CloudEvents JSON) where no Event Grid topic is set.
+EVENTS_QUEUE = "batchfn-events"
 
 
 def poison_queue(queue: str = MINIBATCH_QUEUE) -> str:
@@ -119,6 +119,8 @@ def staged_upload(upload_id: str) -> str:
 JOB_INDEX_PREFIX = "_jobs/"
 _LATEST_MILLISECONDS = 10 ** 13 - 1  # the key's 13 digits last until the year 2286
 COMPUTE_SLOTS_PREFIX = "_compute/"  # host slots of capped scoring pools (leased blobs)
+# How often a scoring host renews a slot it holds; usage reports estimate lease calls by it.
+COMPUTE_SLOT_RENEW_SECONDS = 5.0
 
 
 def compute_slot(compute: str, slot: int) -> str:
@@ -167,6 +169,15 @@ def failure(job_id: str, index: int) -> str:
     return f"{failures_prefix(job_id)}{index:08d}.json"
 
 
+def heartbeats_prefix(job_id: str) -> str:
+    return f"{job_id}/heartbeats/"
+
+
+def heartbeat(job_id: str, host: str) -> str:
+    """A scoring host's heartbeat for the job (contract.heartbeats)."""
+    return f"{heartbeats_prefix(job_id)}{host}.json"
+
+
 def failures_prefix(job_id: str) -> str:
     return f"{job_id}/failures/"
 
@@ -185,6 +196,16 @@ def succeeded_log(job_id: str, worker: str) -> str:
 
 def errors_report(job_id: str) -> str:
     return f"{job_id}/errors.jsonl"
+
+
+def events_log(job_id: str) -> str:
+    """The job's lifecycle events, one CloudEvent per line (an append blob)."""
+    return f"{job_id}/events.jsonl"
+
+
+def usage_report(job_id: str) -> str:
+    """The job's usage and cost report, written when it ends."""
+    return f"{job_id}/usage.json"
 
 
 # Metadata of every output blob a job writes (the merged file, the script's files): which

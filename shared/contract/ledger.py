@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,23 @@ def shard_count(batches: int) -> int:
 
 
 @dataclass(frozen=True)
+class AttemptUsage:
+    """What the recorded attempt of a mini-batch used; the job's usage report adds them up.
+
+    `handled_seconds` runs from the scoring host taking the message to recording it (so the
+    attempt started `handled_seconds` before the line's time), `run_seconds` is run() as
+    the host timed it (from the worker's start report to its reply), `input_bytes` what the
+    worker read, `gpu` the device type of the GPU the worker had (None: none).
+    """
+
+    attempt: int = 1
+    handled_seconds: float = 0.0
+    run_seconds: float = 0.0
+    input_bytes: int = 0
+    gpu: str | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
     """One ledger line: how mini-batch `index` ended.
 
@@ -54,6 +72,12 @@ class Completion:
     part: bytes | None = None
     header: bytes = b""
     host: str | None = None  # the scoring host process that recorded it (attempt_logs.host_name())
+    copy: int = 0  # which copy of the mini-batch's message (messages.MiniBatchMessage.copy)
+    scoring_ms: int | None = None  # from its worker slot taking it to its result
+    usage: AttemptUsage | None = None
+    # Set (to the mini-batch's number of inputs) when a host did not start the mini-batch
+    # because the job's deadline had passed.
+    not_started: int | None = None
 
     def to_line(self) -> bytes:
         body: dict[str, Any] = {"i": self.index, "ok": self.succeeded, "s": self.files_succeeded,
@@ -69,6 +93,14 @@ class Completion:
             body["h"] = base64.b64encode(self.header).decode()
         if self.host:
             body["w"] = self.host[:100]
+        if self.copy:
+            body["c"] = self.copy
+        if self.scoring_ms is not None:
+            body["ms"] = self.scoring_ms
+        if self.not_started is not None:
+            body["n"] = self.not_started
+        if self.usage is not None:
+            body.update(_usage_fields(self.usage))
         # Raw UTF-8 rather than \u escapes: JSON still escapes every newline in the text.
         return (json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
@@ -83,7 +115,36 @@ class Completion:
         return cls(index=body["i"], succeeded=body["ok"], files_succeeded=body["s"],
                    files_failed=body["f"], rows=body["r"], error=body.get("e"), at=body["t"],
                    part=part, header=base64.b64decode(body["h"]) if "h" in body else b"",
-                   host=body.get("w"))
+                   host=body.get("w"), copy=body.get("c", 0), scoring_ms=body.get("ms"),
+                   usage=_usage(body), not_started=body.get("n"))
+
+
+# Short keys: a line per mini-batch, read by every progress check.
+def _usage_fields(usage: AttemptUsage) -> dict[str, Any]:
+    # Milliseconds, rounded up: the seconds reported never fall short of those measured.
+    fields: dict[str, Any] = {"hs": milliseconds_up(usage.handled_seconds),
+                              "rs": milliseconds_up(usage.run_seconds)}
+    if usage.attempt != 1:
+        fields["a"] = usage.attempt
+    if usage.input_bytes:
+        fields["by"] = usage.input_bytes
+    if usage.gpu:
+        fields["g"] = usage.gpu[:100]
+    return fields
+
+
+def milliseconds_up(seconds: float) -> float:
+    """Seconds to the millisecond, rounded up: measured times never shrink when added up."""
+    return math.ceil(round(seconds * 1000, 6)) / 1000
+
+
+def _usage(body: dict[str, Any]) -> AttemptUsage | None:
+    """The usage of a line; None for lines written before lines carried it."""
+    if "rs" not in body:
+        return None
+    return AttemptUsage(attempt=body.get("a", 1), handled_seconds=body.get("hs", 0.0),
+                        run_seconds=body["rs"], input_bytes=body.get("by", 0),
+                        gpu=body.get("g"))
 
 
 def shard_batches(batches: int, shard: int) -> int:

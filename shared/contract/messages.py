@@ -1,8 +1,7 @@
 """Queue messages between the apps: a few dozen bytes of JSON each.
 
-`MiniBatchMessage` goes from the control app's planner to the scoring hosts (the files
-stay in a manifest chunk); `ShardHint` from a scoring host back to the control app when a
-ledger shard may be complete.
+`MiniBatchMessage` goes from the control app's planner (and its monitor, for copies of
+stalled mini-batches) to the scoring hosts; the files stay in a manifest chunk.
 """
 
 from __future__ import annotations
@@ -22,18 +21,23 @@ class MiniBatchMessage:
     """Score mini-batch `index` of `job`, whose files are in manifest chunk `chunk`.
 
     `prior_attempts` counts attempts made under earlier messages for the same mini-batch
-    (when retries outnumber the host's maxDequeueCount the handler re-enqueues it).
+    (when retries outnumber the host's maxDequeueCount the handler re-enqueues it). `copy`
+    is 0 for the planner's message and n for the n-th copy the job's monitor sent (of a
+    stalled mini-batch, or a backup of a slow one).
     """
 
     job: str
     index: int
     chunk: int
     prior_attempts: int = 0
+    copy: int = 0
 
     def encode(self) -> str:
         body = {"job": self.job, "index": self.index, "chunk": self.chunk}
         if self.prior_attempts:
             body["prior"] = self.prior_attempts
+        if self.copy:
+            body["copy"] = self.copy
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -41,32 +45,14 @@ class MiniBatchMessage:
         try:
             body = json.loads(text)
             message = cls(job=body["job"], index=body["index"], chunk=body["chunk"],
-                          prior_attempts=body.get("prior", 0))
+                          prior_attempts=body.get("prior", 0), copy=body.get("copy", 0))
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidMessage(f"not a mini-batch message: {text[:200]!r}") from exc
         valid = (isinstance(message.job, str) and 0 < len(message.job) <= MAX_JOB_ID_LENGTH
                  and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                         for n in (message.index, message.chunk, message.prior_attempts)))
+                         for n in (message.index, message.chunk, message.prior_attempts,
+                                   message.copy)))
         if not valid:
             raise InvalidMessage(f"not a mini-batch message: {text[:200]!r}")
         return message
 
-
-@dataclass(frozen=True)
-class ShardHint:
-    """A scoring host's note that a ledger shard of `job` may be complete."""
-
-    job: str
-
-    def encode(self) -> str:
-        return json.dumps({"job": self.job}, separators=(",", ":"))
-
-    @classmethod
-    def decode(cls, text: str | bytes) -> ShardHint:
-        try:
-            job = json.loads(text)["job"]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise InvalidMessage(f"not a shard hint: {text[:200]!r}") from exc
-        if not isinstance(job, str) or not job or len(job) > MAX_JOB_ID_LENGTH:
-            raise InvalidMessage(f"not a shard hint: {text[:200]!r}")
-        return cls(job)

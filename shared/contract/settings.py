@@ -9,6 +9,7 @@ download header.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -36,6 +37,7 @@ MAX_ERROR_THRESHOLD = 1_000_000_000
 MAX_FILE_NAME = 255  # characters of output_file_name
 MAX_PASSTHROUGH_COLUMNS = 64
 MAX_COLUMN_NAME_CHARS = 256
+MAX_DEADLINE_SECONDS = 7 * 86_400.0  # a week: the longest a job may be given to run
 # Characters a file name may not hold on some disk (Windows' list) or in a header.
 _FILE_NAME_FORBIDDEN = frozenset('/\\:*?"<>|')
 
@@ -62,6 +64,8 @@ class DeploymentSettings:
     # Tabular inputs (docs/tabular.md): rows instead of files, input columns carried along.
     input_format: str = "files"
     passthrough_columns: tuple[str, ...] = ()
+    # Seconds from invoke after which no new mini-batch starts (None: no deadline).
+    deadline: float | None = None
 
     @property
     def tabular(self) -> bool:
@@ -204,7 +208,59 @@ _FIELDS = {
     "logging_level": _choice(LOGGING_LEVELS),
     "input_format": lambda key, value: check_input_format(value),
     "passthrough_columns": lambda key, value: check_passthrough_columns(value),
+    "deadline": lambda key, value: check_deadline(value),
 }
+
+
+# ----- deadline: a bounded duration -------------------------------------------------------
+
+_DURATION_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+                       r"(?:(\d+(?:\.\d+)?)s)?")
+# ISO 8601 durations of days and time (P1D, PT2H30M, P1DT12H); no years, months or weeks.
+_ISO_DURATION = re.compile(r"P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?"
+                           r"(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+# The deadline's JSON schema (OpenAPI): seconds, or a duration as text.
+DEADLINE_SCHEMA: dict[str, Any] = {
+    "description": "seconds from invoke after which no new mini-batch starts: a number, "
+                   "90s, 30m, 2h, 1d, 1h30m or ISO 8601 (PT2H); at most 7 days",
+    "nullable": True,
+    "oneOf": [{"type": "number", "exclusiveMinimum": True, "minimum": 0,
+               "maximum": MAX_DEADLINE_SECONDS},
+              {"type": "string", "minLength": 1, "maxLength": 40}]}
+DEADLINE_RULE = (f"a duration of more than 0 and at most {MAX_DEADLINE_SECONDS / 86_400:g} days: "
+                 "seconds (3600), a number with units (90s, 30m, 2h, 1d, 1h30m) or ISO 8601 "
+                 "(PT2H)")
+
+
+def check_deadline(value: Any) -> float | None:
+    """The setting `deadline` in seconds (None or "" for none); InvalidRequest otherwise."""
+    if value is None or value == "":
+        return None
+    seconds = _duration_seconds(value)
+    if seconds is None or not (math.isfinite(seconds) and 0 < seconds <= MAX_DEADLINE_SECONDS):
+        raise _bad("deadline", value, DEADLINE_RULE)
+    return seconds
+
+
+def _duration_seconds(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    text = value.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    found = _ISO_DURATION.fullmatch(text.upper()) if text.startswith("p") else \
+        _DURATION.fullmatch(text)
+    if found is None or not any(found.groups()) or text.upper().endswith("T"):
+        return None
+    return sum(float(amount) * unit for amount, unit in
+               zip(found.groups(), _DURATION_UNITS.values(), strict=True) if amount)
 
 
 # ----- tabular settings: light, as the CLI checks settings too (no pandas) ---------------

@@ -52,7 +52,7 @@ MAX_MARKER_BYTES = 64 * 1024
 _OPTION_KEYS = frozenset({"deployment_name", "settings", "output_path", "include_subfolders",
                           "mini_batch_size", "instance_count", "max_retries", "timeout",
                           "error_threshold", "output_file_name", "output_format", "input",
-                          "input_type"})
+                          "input_type", "deadline"})
 _JSON = ContentSettings(content_type="application/json")
 
 

@@ -5,7 +5,8 @@ Native body (every key optional except `input`):
    "include_subfolders": bool}, "input_type": ..., "include_subfolders": bool,
    "deployment_name": "d", "name": "<job name>", "output_path": "<url or azureml path>",
    "settings": {<per-job settings, nested or dotted>}, plus the shorthands mini_batch_size,
-   instance_count, max_retries, timeout, error_threshold, output_file_name, output_format}
+   instance_count, max_retries, timeout, error_threshold, output_file_name, output_format,
+   deadline}
 Azure ML body: {"properties": {"InputData": {"<name>": {"JobInputType": "UriFolder",
    "Uri": "..."}}, "OutputData": {"<name>": {"JobOutputType": "UriFolder", "Uri": "..."}}}}
 """
@@ -28,6 +29,7 @@ SHORTHANDS = {
     "error_threshold": "error_threshold",
     "output_file_name": "output_file_name",
     "output_format": "output_format",
+    "deadline": "deadline",
 }
 _NATIVE_KEYS = frozenset({"input", "input_type", "include_subfolders", "deployment_name", "name",
                           "output_path", "settings"}) | frozenset(SHORTHANDS)

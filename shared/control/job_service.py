@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any, Protocol
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -27,22 +28,22 @@ from shared.contract.job_records import (
 from shared.contract.layout import JOB_METADATA_KEY, JOBS_CONTAINER
 from shared.contract.names import check_relative_path
 from shared.contract.registry_records import AssetVersion, DeploymentRecord
-from shared.contract.timestamps import format_time, utc_now
+from shared.contract.timestamps import format_time, parse_time, utc_now
 from shared.control.datastores import StorageBoundaries
 from shared.control.error_pages import MAX_ERROR_ROWS, errors_page
 from shared.control.invoke_request import InvokeRequest, parse_invoke
+from shared.control.lifecycle import read_events
 from shared.control.pages import Page, bad_token, make_token, read_token
 from shared.control.progress import Progress
 from shared.control.throughput import throughput_view
+from shared.control.usage import usage_report
 from shared.storage.job_store import JobStore
 
 OUTPUT_NAMES = ("score", "errors")
 MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024  # larger outputs are read from storage directly
 MAX_OUTPUT_FILES = 10_000  # files of a `score` output folder a listing shows
 MAX_OUTPUT_BLOBS_SCANNED = 100_000  # blobs of a shared output folder looked at for them
-JOB_STATUSES = (JobStatus.NOT_STARTED, JobStatus.QUEUED, JobStatus.RUNNING,
-                JobStatus.FINALIZING, JobStatus.COMPLETED, JobStatus.FAILED,
-                JobStatus.CANCEL_REQUESTED, JobStatus.CANCELED)
+JOB_STATUSES = JobStatus.ALL
 MAX_LOGS_LISTED = 1000
 DEFAULT_JOB_PAGE = 100  # jobs in a page of `job list` unless ?top= says otherwise
 MAX_JOB_PAGE = 1000
@@ -104,11 +105,14 @@ class JobService:
             "overrides": settings.to_dict(), "rerun_of": rerun_of,
         })
         now = utc_now()
+        deadline_at = None
+        if settings.deadline is not None:
+            deadline_at = format_time(parse_time(now) + timedelta(seconds=settings.deadline))
         return JobRecord(
             id=job_id, endpoint=request.endpoint, deployment=deployment.name,
             deployment_record=deployment.to_dict(), input=job_input, output=output,
             settings=settings, request_digest=digest, created_at=now, updated_at=now,
-            rerun_of=rerun_of, overrides=dict(request.overrides),
+            rerun_of=rerun_of, overrides=dict(request.overrides), deadline_at=deadline_at,
             compute=self.registry.job_compute(deployment.compute),
         )
 
@@ -212,6 +216,21 @@ class JobService:
         progress = Progress.from_dict(raw)
         return throughput_view(progress.planned_at, progress.first_completed_at, progress.files,
                                progress.history, progress.unit)
+
+    def usage(self, job_id: str) -> dict[str, Any]:
+        """The job's usage and cost report: final once the job ended, so far while it runs."""
+        job = self.store.get(job_id)
+        if job.status in JobStatus.TERMINAL:
+            stored = self.store.read_json(layout.usage_report(job_id))
+            if stored is not None:
+                return stored
+        raw = self.store.read_json(layout.progress(job_id))
+        return usage_report(job, None if raw is None else Progress.from_dict(raw))
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's lifecycle events so far, oldest first, as CloudEvents."""
+        self.store.get(job_id)
+        return [event.to_dict() for event in read_events(self.store, job_id)]
 
     def logs(self, job_id: str) -> dict[str, Any]:
         """The job's attempt logs: each failed attempt's, then the succeeded attempts' logs."""
@@ -382,6 +401,7 @@ def job_view(job: JobRecord) -> dict[str, Any]:
     body = job.to_dict()
     body.pop("deployment_record")
     body.pop("request_digest")
+    body.pop("events")  # which lifecycle events are logged: bookkeeping
     body["status_url"] = f"/api/jobs/{job.id}"
     return body
 

@@ -1,12 +1,13 @@
-"""A batch job's orchestration: plan → wait (timer or shard hint) → check, until it ends.
+"""A batch job's orchestration: plan → check → wait (a durable timer), until it ends.
 
 `run_job` is a plain generator over a Durable-shaped context (`JobContext`), so the logic is
 tested by driving it, and by the Durable SDK replaying recorded histories, with no host.
 It is deterministic: every decision comes from activity results, history events and
-`current_utc_datetime`. Between checks it waits on a durable timer or on the shard-full
-event a scoring host's hint raises, whichever comes first. It continues as new every
-POLLS_PER_GENERATION checks, and after each event, so its history stays small and every
-generation waits on a fresh event task.
+`current_utc_datetime`. A small job is planned in the invoke request itself and starts
+here with `planned` set (no planning activity). Each check (the advance activity) watches
+the ledger for a moment of its own when the job may end soon (control/monitor.py), so the
+end of a job is seen within a ledger poll of its last append rather than at the next timer.
+It continues as new every POLLS_PER_GENERATION checks, so its history stays small.
 
 What crosses the orchestrator ↔ activity boundary is typed: frozen dataclasses with
 `to_dict`/`from_dict`, checked where they are read (`from_dict` raises
@@ -24,11 +25,12 @@ ORCHESTRATOR = "batch_job"
 PLAN_ACTIVITY = "plan_job"
 ADVANCE_ACTIVITY = "advance_job"
 FAIL_ACTIVITY = "fail_job"
-# The event a job's orchestration gets when a worker's ledger append may have completed a
-# shard: it checks at once instead of at its next timer.
-SHARD_FULL_EVENT = "ledger_shard_full"
+PUBLISH_ACTIVITY = "publish_job_events"
 POLLS_PER_GENERATION = 20  # then continue_as_new: replay cost stays bounded
 MAX_REASON = 1000  # characters of a failure reason the orchestrator records
+# After a job ended with lifecycle events not delivered (the sink failed), delivery is tried
+# again after these waits; the job's status is final meanwhile, nothing waits on them.
+PUBLISH_RETRY_SECONDS = (5.0, 30.0, 120.0, 600.0, 1800.0)
 
 
 class InvalidOrchestrationData(ValueError):
@@ -49,10 +51,6 @@ class JobContext(Protocol):
                                  input_: Any = None) -> Any: ...
 
     def create_timer(self, fire_at: datetime) -> Any: ...
-
-    def wait_for_external_event(self, name: str) -> Any: ...
-
-    def task_any(self, activities: list[Any]) -> Any: ...
 
     def continue_as_new(self, input_: Any) -> None: ...
 
@@ -87,40 +85,48 @@ class PlanResult:
     batches: int = 0
     reason: str | None = None
     skipped: str | None = None
+    events_pending: bool = False  # lifecycle events not delivered yet (see control/lifecycle)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "inputs": self.inputs, "batches": self.batches,
-                "reason": self.reason, "skipped": self.skipped}
+                "reason": self.reason, "skipped": self.skipped,
+                "events_pending": self.events_pending}
 
     @classmethod
     def from_dict(cls, data: Any) -> PlanResult:
         body = _mapping(data, cls)
         return cls(ok=_bool(body, "ok", cls), inputs=_count(body, "inputs", cls),
                    batches=_count(body, "batches", cls), reason=_text(body, "reason", cls),
-                   skipped=_text(body, "skipped", cls))
+                   skipped=_text(body, "skipped", cls),
+                   events_pending=_bool(body, "events_pending", cls))
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """One progress check: the job still runs (`done` of `total` mini-batches), or it
-    `ended` with its final `status` and `reason`."""
+    """One progress check: the job still runs (`done` of `total` mini-batches; `near_end`:
+    it may end any moment, so the next check follows at once), or it `ended` with its
+    final `status` and `reason`; `events_pending`: lifecycle events await delivery."""
 
     ended: bool
     done: int = 0
     total: int = 0
     status: str | None = None
     reason: str | None = None
+    near_end: bool = False
+    events_pending: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"ended": self.ended, "done": self.done, "total": self.total,
-                "status": self.status, "reason": self.reason}
+                "status": self.status, "reason": self.reason, "near_end": self.near_end,
+                "events_pending": self.events_pending}
 
     @classmethod
     def from_dict(cls, data: Any) -> StepResult:
         body = _mapping(data, cls)
         return cls(ended=_bool(body, "ended", cls), done=_count(body, "done", cls),
                    total=_count(body, "total", cls), status=_text(body, "status", cls),
-                   reason=_text(body, "reason", cls))
+                   reason=_text(body, "reason", cls), near_end=_bool(body, "near_end", cls),
+                   events_pending=_bool(body, "events_pending", cls))
 
 
 @dataclass(frozen=True)
@@ -148,9 +154,11 @@ class JobEnd:
 
     status: str
     reason: str | None = None
+    events_pending: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason}
+        return {"status": self.status, "reason": self.reason,
+                "events_pending": self.events_pending}
 
     @classmethod
     def from_dict(cls, data: Any) -> JobEnd:
@@ -158,16 +166,32 @@ class JobEnd:
         status = _text(body, "status", cls)
         if not status:
             raise InvalidOrchestrationData(f"{cls.__name__} needs a status")
-        return cls(status=status, reason=_text(body, "reason", cls))
+        return cls(status=status, reason=_text(body, "reason", cls),
+                   events_pending=_bool(body, "events_pending", cls))
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """A retried delivery of a job's lifecycle events: whether some are still pending."""
+
+    pending: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pending": self.pending}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PublishResult:
+        return cls(pending=_bool(_mapping(data, cls), "pending", cls))
 
 
 def poll_delay(polls: int) -> float:
-    """Seconds the orchestrator waits before its next check: short at first, then 2 s.
+    """Seconds the orchestrator waits before its next check: shorter at first, then 2 s.
 
-    The first checks come every 0.1-0.2 s, so a small job ends about as soon as it is
-    scored without waiting for the shard-full hint, which travels through a queue.
+    The end of a job is not left to these timers: a check that finds the job near its end
+    watches the ledger itself (monitor.py). The first ones keep `job show` current while a
+    job starts.
     """
-    schedule = (0.1, 0.1, 0.2, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+    schedule = (0.25, 0.5, 1.0, 1.5)
     return schedule[polls] if polls < len(schedule) else 2.0
 
 
@@ -176,44 +200,56 @@ def run_job(context: JobContext, retry: Any) -> Generator[Any, Any, dict[str, An
 
     Activities are called with `retry` (the host's retry options): they are idempotent,
     so a storage hiccup costs a retry, not the job. Returns the `JobEnd` as a dict when the
-    job ended, None when this generation continued as new.
+    job ended, None when this generation continued as new. A job that ended with lifecycle
+    events still undelivered gets a few more tries at them (`PUBLISH_RETRY_SECONDS`).
     """
+    end = yield from _run_until_end(context, retry)
+    if end is None:
+        return None
+    if end.events_pending:
+        yield from _publish_pending(context)
+    return end.to_dict()
+
+
+def _run_until_end(context: JobContext, retry: Any) -> Generator[Any, Any, JobEnd | None]:
     job_id = context.instance_id
     try:
         state = OrchestrationState.from_dict(context.get_input())
-        check_first = True
         if not state.planned:
             planned = PlanResult.from_dict(
                 (yield context.call_activity_with_retry(PLAN_ACTIVITY, retry, job_id)))
             if not planned.ok:
-                return JobEnd("Failed", planned.reason).to_dict()
+                return JobEnd("Failed", planned.reason, planned.events_pending)
             state = OrchestrationState(planned=True, polls=0)
-            check_first = not planned.batches  # nothing can be scored yet
-        # One event task per generation: the SDK keeps an event that arrived while nothing
-        # waited and would hand it to every later waiter of that name in this history.
-        shard_full = context.wait_for_external_event(SHARD_FULL_EVENT)
         for _ in range(POLLS_PER_GENERATION):
-            if check_first:
-                step = StepResult.from_dict(
-                    (yield context.call_activity_with_retry(ADVANCE_ACTIVITY, retry, job_id)))
-                if step.ended:
-                    return JobEnd(step.status or "Failed", step.reason).to_dict()
-                if shard_full.is_completed:
-                    break  # the hint is spent: the next generation waits on a new one
-            check_first = True
+            step = StepResult.from_dict(
+                (yield context.call_activity_with_retry(ADVANCE_ACTIVITY, retry, job_id)))
+            if step.ended:
+                return JobEnd(step.status or "Failed", step.reason, step.events_pending)
             delay = poll_delay(state.polls)
             state = OrchestrationState(planned=True, polls=state.polls + 1)
-            timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
-            yield context.task_any([timer, shard_full])
-            if not timer.is_completed:
-                timer.cancel()
+            if not step.near_end:  # a check near the end watched already: check again now
+                yield context.create_timer(
+                    context.current_utc_datetime + timedelta(seconds=delay))
     except Exception as exc:  # noqa: BLE001 - an activity failed on every retry
         # Never leave a job hanging in a non-final status: fail it with the reason.
         request = FailRequest(job_id, f"internal error: {exc}"[:MAX_REASON])
-        ended = JobEnd.from_dict((yield context.call_activity(FAIL_ACTIVITY, request.to_dict())))
-        return ended.to_dict()
+        return JobEnd.from_dict((yield context.call_activity(FAIL_ACTIVITY, request.to_dict())))
     context.continue_as_new(state.to_dict())
     return None
+
+
+def _publish_pending(context: JobContext) -> Generator[Any, Any, None]:
+    """Deliver the ended job's pending events again after each wait until they are out."""
+    for delay in PUBLISH_RETRY_SECONDS:
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+        try:
+            result = PublishResult.from_dict(
+                (yield context.call_activity(PUBLISH_ACTIVITY, context.instance_id)))
+        except Exception:  # noqa: BLE001 - the events stay in the job's log: try again later
+            continue
+        if not result.pending:
+            return
 
 
 def _mapping(data: Any, kind: type) -> Mapping[str, Any]:

@@ -1,6 +1,9 @@
 """Planning: list a job's input, write mini-batch manifests, create ledgers, fan out messages.
 
-Runs in an activity, never in the invoke request. The listing is streamed: files (or, for
+A small job (a listing of at most SMALL_JOB_BATCHES mini-batches of files) is planned in
+the invoke request itself (`start_state`), which saves the orchestration its planning
+activity, a round trip through the task hub's queues; any other job is planned in an
+activity, outside the request. The listing is streamed: files (or, for
 a tabular job, row ranges found by scanning each file, see shared/worker/tabular/split.py) fill a
 manifest chunk, and each chunk is written as soon as it is full, so the planner holds one
 chunk whatever the input's size. Once the listing ends, the totals (plan.json,
@@ -16,6 +19,7 @@ manifests and re-sends messages that the ledger then deduplicates.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -26,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from shared.contract import layout
@@ -42,12 +46,15 @@ from shared.contract.manifest import (
 )
 from shared.contract.messages import MiniBatchMessage
 from shared.control.blob_drop import is_drop_control_file
-from shared.control.orchestrator import PlanResult
+from shared.control.event_sinks import EventSink, default_sink
+from shared.control.finalize import ensure_usage_report
+from shared.control.lifecycle import record_events
+from shared.control.orchestrator import OrchestrationState, PlanResult
 from shared.control.progress import Progress
 from shared.storage.failure_records import UNPLANNED, InputFailure, write_record
 from shared.storage.job_store import JobStore
 from shared.storage.ledger_blobs import create_ledger, record_completion
-from shared.storage.queue_clients import minibatch_queue, send
+from shared.storage.queue_clients import job_queue, send
 from shared.worker.input_errors import UnsplittableInput
 from shared.worker.tabular.formats import check_splittable, is_data_file
 
@@ -63,6 +70,7 @@ MAX_BATCHES_SETTING = "BATCHFN_MAX_MINI_BATCHES_PER_JOB"
 DEFAULT_MAX_FILES = 1_000_000
 DEFAULT_MAX_ROWS = 1_000_000_000
 DEFAULT_MAX_BATCHES = 1_000_000
+SMALL_JOB_BATCHES = 16  # a job of files this short is planned in the invoke request
 
 
 @dataclass(frozen=True)
@@ -116,31 +124,70 @@ def _cap(setting: str, text: str | None, default: int) -> int:
     return value
 
 
-def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResult:
-    """Plan and fan out `job_id`; a job whose input cannot be planned is Failed with the
-    reason, which the result carries too."""
+def start_state(store: JobStore, queue: QueueClient, job_id: str) -> OrchestrationState:
+    """The orchestration input of a job just created: planned already when it is small
+    (see plan_small_job), else to be planned by the orchestration. Never raises: a job
+    that could not be planned here is planned there (planning is idempotent)."""
+    try:
+        planned = plan_small_job(store, queue, job_id)
+    except (AzureError, InputUnreadable, NotFound) as exc:
+        log.info("job %s: planned by its orchestration (%s)", job_id, exc)
+        planned = None
+    return OrchestrationState(planned=planned is not None)
+
+
+def plan_small_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResult | None:
+    """Plan `job_id` now if its input is files that make at most SMALL_JOB_BATCHES
+    mini-batches (one listing call tells); None, with nothing written, for any other job."""
     job = store.get(job_id)
+    if (job.status != JobStatus.NOT_STARTED or job.settings.tabular
+            or job.input.kind == INPUT_FAILED_FILES):
+        return None
+    limit = SMALL_JOB_BATCHES * job.settings.mini_batch_size
+    listed = list(itertools.islice(_listed_files(store, job), limit + 1))
+    if len(listed) > limit:
+        return None
+    # Its `created` event goes out with the orchestration's first check (lifecycle events
+    # follow the job record, whichever path planned it): the invoke does not wait on a sink.
+    return _plan(store, queue, job, iter(listed))
+
+
+def plan_job(store: JobStore, queue: QueueClient, job_id: str,
+             events: EventSink | None = None) -> PlanResult:
+    """Plan and fan out `job_id`; a job whose input cannot be planned is Failed with the
+    reason, which the result carries too. The job's `created` event goes out first (to
+    `events`, the app's sink by default)."""
+    sink = events or default_sink(store.account)
+    job = store.get(job_id)
+    pending = record_events(store, sink, job, None)
     if job.status in JobStatus.STOPPED:
-        return PlanResult(ok=True, skipped=job.status)
+        return PlanResult(ok=True, skipped=job.status, events_pending=pending)
+    return _plan(store, queue, job, _listed_files(store, job), sink, pending)
+
+
+def _plan(store: JobStore, queue: QueueClient, job: JobRecord, listed: Iterator[ListedFile],
+          sink: EventSink | None = None, pending: bool = False) -> PlanResult:
+    """Plan `job` from its `listed` inputs; `pending`: its events wait for delivery (a job
+    that cannot be planned records its end on `sink`, the app's by default)."""
+    job_id = job.id
     caps = JobCaps.from_settings()
-    if job.compute.queue != layout.MINIBATCH_QUEUE:
-        # `queue` is the main scoring app's; the job's compute runs on an app of its own
-        # scoring profile, which reads its own queue.
-        queue = minibatch_queue(store.account, job.compute.queue)
-    writer = _PlanWriter(store, queue, job, caps.batches)
+    writer = _PlanWriter(store, job_queue(store.account, queue, job.compute.queue), job,
+                         caps.batches)
     try:
         with writer:
             if job.settings.tabular:
-                _plan_rows(writer, job, _listed_files(store, job), caps)
+                _plan_rows(writer, job, listed, caps)
             else:
-                _plan_files(writer, job, _listed_files(store, job), caps.files)
+                _plan_files(writer, job, listed, caps.files)
     except (InputUnreadable, InvalidRequest) as exc:
         reason = str(exc)
-        store.update(job_id, lambda j: None if j.status in JobStatus.TERMINAL
-                     else j.with_status(JobStatus.FAILED, reason=reason))
-        return PlanResult(ok=False, reason=reason)
+        failed = store.update(job_id, lambda j: None if j.status in JobStatus.TERMINAL
+                              else j.with_status(JobStatus.FAILED, reason=reason))
+        pending = record_events(store, sink or default_sink(store.account), failed, None,
+                                ensure_usage_report(store, failed, None))
+        return PlanResult(ok=False, reason=reason, events_pending=pending)
     except _Stopped as stopped:
-        return PlanResult(ok=True, skipped=str(stopped))
+        return PlanResult(ok=True, skipped=str(stopped), events_pending=pending)
     plan = writer.plan
     warning = None
     if not plan.batches:
@@ -157,7 +204,7 @@ def plan_job(store: JobStore, queue: QueueClient, job_id: str) -> PlanResult:
         return updated
 
     store.update(job_id, queued)
-    return PlanResult(ok=True, inputs=plan.inputs, batches=plan.batches)
+    return PlanResult(ok=True, inputs=plan.inputs, batches=plan.batches, events_pending=pending)
 
 
 def _plan_files(writer: _PlanWriter, job: JobRecord, listed: Iterator[ListedFile],
@@ -246,9 +293,9 @@ class _Stopped(Exception):
 class _PlanWriter:
     """Fills manifest chunks with mini-batches and writes each chunk as soon as it is full.
 
-    Leaving the `with` block after a clean listing writes the last chunk, the ledger shards
-    and the totals, then sends one message per mini-batch on threads. Messages wait for the
-    end of the listing so that planning keeps the host to itself: scoring that started
+    Leaving the `with` block after a clean listing writes the last chunk and the ledger
+    shards, sends one message per mini-batch on threads, then writes the totals. Messages
+    wait for the end of the listing so that planning keeps the host to itself: scoring that started
     early would stretch a long listing, and the planning activity with it.
     """
 
@@ -275,8 +322,11 @@ class _PlanWriter:
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
         if kind is None:
             self._flush()
-            self._write_totals()
+            self._ensure_shards(max(self._next_index, 1) - 1)  # an empty job has one too
+            # Scoring needs the manifests and ledgers only: the totals are written while the
+            # first messages are taken (a crash before them replans; duplicates are harmless).
             self._send_messages()
+            self._write_totals()
 
     def blob(self, file: InputFile):  # noqa: ANN201 - a BlobClient
         """The blob client of an input file (for the tabular scan)."""
@@ -349,7 +399,6 @@ class _PlanWriter:
     def _write_totals(self) -> None:
         batches = self._next_index
         self.plan = Plan(self.unit, self._inputs, batches, len(self._chunks))
-        self._ensure_shards(max(batches, 1) - 1)  # an empty job has one too
         self.store.write_json(layout.plan(self.job.id), self.plan.to_dict())
         body = json.dumps(Progress.start(self._inputs, batches, self.unit).to_dict()).encode()
         try:  # a replanned job keeps the progress it has

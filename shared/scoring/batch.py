@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.contract.ledger import AttemptUsage
 from shared.contract.manifest import InputFile, RowPiece
 from shared.storage.failure_records import InputFailure
 from shared.worker.encoding import EncodedPart
@@ -11,6 +12,7 @@ from shared.worker.encoding import EncodedPart
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 TIMED_OUT = "timed_out"
+STOPPED = "stopped"  # another copy of the mini-batch finished first: nothing to record
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,15 @@ class ScoringOutcome:
     unlisted: int = 0
     # The script never started: its environment, loading it or init() failed (fail_fast.py).
     startup_failed: bool = False
+    input_bytes: int = 0  # what the worker read
+    gpu: str | None = None  # the device type of the worker's GPU (None: none)
+    run_seconds: float | None = None  # run() and its encoding, timed in the worker
+
+    def usage(self, handled_seconds: float) -> AttemptUsage:
+        """What this attempt used, for its ledger line; `handled_seconds` since the host
+        took the message. run()'s time is the worker's own measure around it, or (a worker
+        that timed out or died) the attempt's duration less the wait for its inputs."""
+        seconds = self.run_seconds if self.run_seconds is not None else max(
+            0.0, self.duration - self.download_seconds)
+        return AttemptUsage(attempt=self.attempt, handled_seconds=handled_seconds,
+                            run_seconds=seconds, input_bytes=self.input_bytes, gpu=self.gpu)

@@ -33,7 +33,7 @@ from shared.contract.job_records import JobCompute
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 15  # the shortest blob lease: a dead host's slot frees this soon
-RENEW_SECONDS = 5.0
+RENEW_SECONDS = layout.COMPUTE_SLOT_RENEW_SECONDS
 LINGER_SECONDS = 1.0  # a slot is kept this long after the host's last mini-batch of the pool
 FULL_BACKOFF_SECONDS = 1.0  # a full pool is not tried again sooner by the same host
 TICK_SECONDS = 0.5

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from shared.scoring.minibatch_handler import MiniBatchHandler
 from shared.scoring.scoring_profile import served_queue
-from shared.scoring.shard_hints import ShardFullHints
 from shared.storage.account import default_account
 from shared.storage.job_store import JobStore
-from shared.storage.queue_clients import max_dequeue_count, minibatch_queue, shard_hint_queue
+from shared.storage.queue_clients import max_dequeue_count, minibatch_queue
 
 
 @cache
@@ -28,8 +27,3 @@ def minibatch_handler(host_json: Path | None = None) -> MiniBatchHandler:
                             minibatch_queue(default_account(), served_queue()),
                             max_dequeue_count(host_json))
 
-
-@cache
-def shard_hints() -> ShardFullHints:
-    """Sends shard-full hints to the control app."""
-    return ShardFullHints(job_store(), shard_hint_queue(default_account()))

@@ -34,3 +34,23 @@ def detect_gpus(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
         return ()
     count = sum(1 for line in listing.splitlines() if line.startswith("GPU "))
     return tuple(str(i) for i in range(count))
+
+
+def gpu_types(ids: tuple[str, ...]) -> dict[str, str]:
+    """The device type (e.g. "NVIDIA H100 80GB HBM3") of each GPU id in `ids`, as
+    `nvidia-smi` names it by index; "GPU" where it cannot tell (no nvidia-smi, a UUID id).
+    Usage reports count GPU-seconds by these names."""
+    names: dict[str, str] = {}
+    nvidia_smi = shutil.which("nvidia-smi") if ids else None
+    if nvidia_smi is not None:
+        try:
+            listing = subprocess.run(
+                [nvidia_smi, "--query-gpu=index,name", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=10, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            listing = ""
+        for line in listing.splitlines():
+            index, _, name = line.partition(",")
+            if name.strip():
+                names[index.strip()] = name.strip()[:100]
+    return {gpu: names.get(gpu, "GPU") for gpu in ids}

@@ -2,9 +2,11 @@
 
 Storage round trips per mini-batch: the job record and the manifest chunk come from small
 per-process caches, so a mini-batch costs its N input downloads (in the worker process) and
-one ledger append that carries its encoded rows (plus the host's message delete); only a
-part over storage.parts.INLINE_PART_BYTES costs a blob write of its own. A failed attempt's log is
-written at once; successful attempts' output is batched (attempt_logs.py).
+its share of a ledger append that carries its encoded rows (plus the host's message
+delete): mini-batches of one shard that finish close together share one append
+(ledger_commits.py). Only a part over storage.parts.INLINE_PART_BYTES costs a blob write of
+its own. A failed attempt's log is written at once; successful attempts' output is batched
+(attempt_logs.py).
 """
 
 from __future__ import annotations
@@ -28,17 +30,19 @@ from azure.storage.queue import QueueClient
 from shared.contract.errors import NotFound
 from shared.contract.job_records import JobRecord, JobStatus
 from shared.contract.layout import JOB_METADATA_KEY
-from shared.contract.ledger import Completion, Part
+from shared.contract.ledger import AttemptUsage, Completion, Part
 from shared.contract.manifest import ManifestChunk, PlannedBatch
 from shared.contract.messages import MiniBatchMessage
 from shared.contract.names import relative_path_problem, shown
 from shared.contract.registry_records import DeploymentRecord
 from shared.contract.timestamps import utc_now
 from shared.scoring.attempt_logs import AttemptLogs
-from shared.scoring.batch import SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.batch import STOPPED, SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.compute_admission import ComputeAdmission
 from shared.scoring.fail_fast import FailFast
+from shared.scoring.heartbeats import Holding, Holdings
 from shared.scoring.isolation import UnsafeWorkerFile, open_worker_file, worker_files
+from shared.scoring.ledger_commits import LedgerCommits
 from shared.scoring.tracebacks import readable_traceback
 from shared.storage.failure_records import (
     INPUT_FAILED,
@@ -48,7 +52,7 @@ from shared.storage.failure_records import (
     write_record,
 )
 from shared.storage.job_store import JobStore
-from shared.storage.ledger_blobs import record_completion
+from shared.storage.ledger_blobs import append_lines
 from shared.storage.parts import with_part
 
 log = logging.getLogger(__name__)
@@ -65,7 +69,8 @@ MAX_BLOB_SEGMENTS = 254
 
 
 class Runtime(Protocol):
-    def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome: ...
+    def score(self, deployment: DeploymentRecord, batch: MiniBatch,
+              holding: Holding | None = None) -> ScoringOutcome: ...
 
     def job_output_dir(self, job_id: str) -> Path: ...
 
@@ -87,12 +92,21 @@ class ScriptOutputExists(ScriptOutputRefused):
 
 
 @dataclass(frozen=True)
+class _Stamp:
+    """What a ledger line says of the attempt beside its result: which copy of the message
+    it came from, how long it took from its worker slot on, and what it used."""
+
+    copy: int = 0
+    scoring_ms: int | None = None
+    usage: AttemptUsage | None = None  # what the attempt used (the job's usage report)
+
+
+@dataclass(frozen=True)
 class WorkResult:
     """What the handler did with one message (for logs and tests)."""
 
-    action: str  # scored | retry | requeued | deferred | failed | skipped
+    action: str  # scored | retry | requeued | deferred | failed | skipped | stopped
     detail: str = ""
-    ledger_blocks: int | None = None  # the ledger shard's block count after our append
 
 
 class MiniBatchHandler:
@@ -100,9 +114,14 @@ class MiniBatchHandler:
 
     def __init__(self, store: JobStore, runtime: Runtime, queue: QueueClient,
                  max_dequeue_count: int = 5, logs: AttemptLogs | None = None,
+                 ledger: LedgerCommits | None = None,
+                 holdings: Holdings | None = None,
                  admission: ComputeAdmission | None = None) -> None:
         self.store = store
         self.logs = logs or AttemptLogs(store.state)
+        self.holdings = holdings or Holdings(store.state, self.logs.host)
+        self.ledger = ledger or LedgerCommits(
+            lambda job_id, shard, lines: append_lines(store.state, job_id, shard, lines))
         self.admission = admission or ComputeAdmission(store.state)
         self.runtime = runtime
         self.queue = queue
@@ -115,64 +134,99 @@ class MiniBatchHandler:
         # ETag of the blob it wrote (None: refused, the name was taken).
         self._uploaded: dict[tuple[str, str], tuple[tuple[int, int], str | None]] = {}
 
-    def process(self, body: str | bytes, dequeue_count: int) -> WorkResult:
-        """Score one message. Raises RetryMiniBatch when the host should retry it."""
+    def hold(self, body: str | bytes, dequeue_count: int) -> Holding:
+        """Report the message in this host's heartbeats from now on (the trigger calls it as
+        the message arrives, before it waits for a thread); `process` releases it."""
         message = MiniBatchMessage.decode(body)
+        return self.holdings.hold(message.job, message.index, message.copy,
+                                  message.prior_attempts + dequeue_count, slots=0)
+
+    def process(self, body: str | bytes, dequeue_count: int,
+                holding: Holding | None = None) -> WorkResult:
+        """Score one message (held by `holding`, else from now on). Raises RetryMiniBatch
+        when the host should retry it."""
+        holding = holding or self.hold(body, dequeue_count)
+        try:
+            return self._process(MiniBatchMessage.decode(body), dequeue_count, holding)
+        finally:
+            self.holdings.release(holding)
+
+    def _process(self, message: MiniBatchMessage, dequeue_count: int,
+                 holding: Holding) -> WorkResult:
         job = self._job(message.job)
         if job is None:
             return WorkResult("skipped", "job not found")
         if job.status in JobStatus.STOPPED:
             return WorkResult("skipped", f"job is {job.status}")
+        if job.deadline_passed():
+            # Before admission: a mini-batch that will not start needs no host slot.
+            return self._record_not_started(job.id, message, self._batch(message))
         if not self.admission.enter(job.compute):
             return self._defer(message, dequeue_count, job)
         try:
-            return self._score(message, job, dequeue_count)
+            return self._score(message, job, dequeue_count, holding)
         finally:
             self.admission.leave(job.compute)
 
-    def _score(self, message: MiniBatchMessage, job: JobRecord,
-               dequeue_count: int) -> WorkResult:
+    def _score(self, message: MiniBatchMessage, job: JobRecord, dequeue_count: int,
+               holding: Holding) -> WorkResult:
+        """Score an admitted mini-batch (`holding` reports it, from its arrival on)."""
         planned = self._batch(message)
         attempt = message.prior_attempts + dequeue_count
+        holding.slots = job.settings.max_concurrency_per_instance
         merged = job.settings.output_action == "append_row"
         batch = MiniBatch(job_id=job.id, index=message.index, files=planned.files,
                           attempt=attempt, timeout=job.settings.retry_settings.timeout,
                           output_format=job.settings.output_format if merged else None,
                           input_format=job.settings.input_format, pieces=planned.pieces,
                           passthrough_columns=job.settings.passthrough_columns)
-        outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record), batch)
+        outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record),
+                                     batch, holding)
+        if outcome.status == STOPPED:
+            return WorkResult("stopped", "another copy of the mini-batch finished first")
+        holding.recording(outcome.rows)
+        stamp = _Stamp(message.copy, round(holding.seconds() * 1000),
+                       outcome.usage(time.monotonic() - holding.received))
+        with self.ledger.recording(job.id, message.index):
+            return self._record(job, message, planned, batch, outcome, dequeue_count, stamp)
+
+    def _record(self, job: JobRecord, message: MiniBatchMessage, planned: PlannedBatch,
+                batch: MiniBatch, outcome: ScoringOutcome, dequeue_count: int,
+                stamp: _Stamp) -> WorkResult:
+        """Record an attempt's outcome, or ask for a retry."""
+        attempt = batch.attempt
         if outcome.status == SUCCEEDED:
             self.logs.add_succeeded(job.id, message.index, attempt, outcome.log)
             try:
                 self._upload_script_outputs(job)
             except ScriptOutputRefused as exc:
                 # Deterministic: a retry would find the same file. The inputs count as failed.
-                blocks = self._record_failure(job.id, message.index, planned, attempt,
-                                              exc.status, str(exc), None)
-                return WorkResult("failed", str(exc), blocks)
-            blocks = self._record_success(job, batch, outcome)
-            return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed",
-                              blocks)
+                self._record_failure(job.id, message.index, planned, attempt,
+                                     exc.status, str(exc), None, stamp)
+                return WorkResult("failed", str(exc))
+            self._record_success(job, batch, outcome, stamp)
+            return WorkResult("scored", f"{outcome.succeeded} ok, {outcome.failed} failed")
         self._write_failed_log(job.id, message.index, attempt, outcome)
         if attempt <= job.settings.retry_settings.max_retries:
             if dequeue_count >= self.max_dequeue_count:
                 # The host would poison this message after this try: carry on in a new one.
-                retry = MiniBatchMessage(message.job, message.index, message.chunk, attempt)
+                retry = MiniBatchMessage(message.job, message.index, message.chunk, attempt,
+                                         message.copy)
                 self.queue.send_message(retry.encode(), visibility_timeout=RETRY_DELAY_SECONDS)
                 return WorkResult("requeued", f"attempt {attempt}: {outcome.error}")
             raise RetryMiniBatch(f"job {job.id} mini-batch {message.index} attempt {attempt} "
                                  f"{outcome.status}: {outcome.error}")
         self.fail_fast.record(job.id, outcome)  # before the ledger line the monitor reads
-        blocks = self._record_failure(job.id, message.index, planned, attempt, outcome.status,
-                                      outcome.error or outcome.status, outcome.traceback)
-        return WorkResult("failed", outcome.error or outcome.status, blocks)
+        self._record_failure(job.id, message.index, planned, attempt, outcome.status,
+                             outcome.error or outcome.status, outcome.traceback, stamp)
+        return WorkResult("failed", outcome.error or outcome.status)
 
     def _defer(self, message: MiniBatchMessage, dequeue_count: int,
                job: JobRecord) -> WorkResult:
         """Every host slot of the job's pool is taken: the mini-batch waits in a copy of
         its message, visible again in a moment; this delivery counts as no attempt."""
         later = MiniBatchMessage(message.job, message.index, message.chunk,
-                                 message.prior_attempts + dequeue_count - 1)
+                                 message.prior_attempts + dequeue_count - 1, message.copy)
         self.queue.send_message(later.encode(), visibility_timeout=random.randint(
             1, ADMISSION_DELAY_SECONDS))
         return WorkResult("deferred", f"compute {job.compute.name} has no free host slot")
@@ -261,8 +315,17 @@ class MiniBatchHandler:
         if refused:
             raise refused[0]
 
-    def _record_success(self, job: JobRecord, batch: MiniBatch,
-                        outcome: ScoringOutcome) -> int:
+    def _record_not_started(self, job_id: str, message: MiniBatchMessage,
+                            planned: PlannedBatch) -> WorkResult:
+        """Record a mini-batch a host did not start because the job's deadline had passed."""
+        inputs = sum(p.rows for p in planned.pieces) if planned.pieces else len(planned.files)
+        self.ledger.record(job_id, Completion(
+            message.index, False, 0, 0, 0, at=utc_now(), host=self.logs.host,
+            copy=message.copy, not_started=inputs))
+        return WorkResult("skipped", "the job's deadline has passed")
+
+    def _record_success(self, job: JobRecord, batch: MiniBatch, outcome: ScoringOutcome,
+                        stamp: _Stamp) -> None:
         """Record a scored mini-batch: its part, and the inputs that failed in it."""
         error = None
         failures = list(outcome.failures)
@@ -284,23 +347,27 @@ class MiniBatchHandler:
                          unlisted=outcome.unlisted)
             error = summary
         completion = Completion(outcome.index, True, outcome.succeeded, outcome.failed,
-                                outcome.rows, error, utc_now(),
-                                host=self.logs.host)
+                                outcome.rows, error, utc_now(), host=self.logs.host,
+                                copy=stamp.copy, scoring_ms=stamp.scoring_ms,
+                                usage=stamp.usage)
         if job.settings.output_action == "append_row" and outcome.part is not None:
             completion = with_part(self.store.state, job.id, completion,
                                    Part(outcome.part.data, outcome.part.header))
-        return record_completion(self.store.state, job.id, completion)
+        self.ledger.record(job.id, completion)
 
     def _record_failure(self, job_id: str, index: int, planned: PlannedBatch,
-                        attempts: int, status: str, error: str, traceback: str | None) -> int:
+                        attempts: int, status: str, error: str, traceback: str | None,
+                        stamp: _Stamp | None = None) -> None:
         rows = [(p.first_row, p.rows) for p in planned.pieces]
         files = [p.file for p in planned.pieces] if planned.pieces else planned.files
         write_record(self.store.state, job_id, index, attempts=attempts, status=status,
                      error=error, traceback=readable_traceback(traceback),
                      inputs=whole(files, error, rows))
         inputs = sum(rows for _, rows in rows) if rows else len(planned.files)
-        return record_completion(self.store.state, job_id, Completion(
-            index, False, 0, inputs, 0, error, utc_now(), host=self.logs.host))
+        stamp = stamp or _Stamp()
+        self.ledger.record(job_id, Completion(index, False, 0, inputs, 0, error, utc_now(),
+                                              host=self.logs.host, copy=stamp.copy,
+                                              scoring_ms=stamp.scoring_ms, usage=stamp.usage))
 
     def _write_failed_log(self, job_id: str, index: int, attempt: int,
                           outcome: ScoringOutcome) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from shared.contract.errors import StorageUnavailable
-from shared.scoring.batch import FAILED, SUCCEEDED, TIMED_OUT
+from shared.scoring.batch import FAILED, STOPPED, SUCCEEDED, TIMED_OUT
 from shared.scoring.isolation import (
     UnsafeWorkerFile,
     WorkerAccount,
@@ -62,6 +62,7 @@ SLOT_DEPTH = 2  # mini-batches per slot: the one running and the one whose input
 WORKER_LOSSES = 3  # workers a mini-batch may lose before its run() started, then it gives up
 READ_POLL = 0.5  # seconds between checks of a worker's pipe reader for its end
 TEMP_VARIABLES = ("TMPDIR", "TMP", "TEMP")  # where tempfile and most tools make temp files
+STOP_POLL = 0.25  # seconds between looks at a mini-batch's stop event while it waits or runs
 
 
 def download_limit(files: int) -> float:
@@ -88,6 +89,10 @@ class PoolClosed(RuntimeError):
     """The pool was closed; a new one must be made for further work."""
 
 
+class _Stopped(Exception):
+    """The mini-batch's stop event was set: another copy of it finished first."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     """One attempt as seen by the pool: status per batch.py, run()'s rows and part, log text,
@@ -105,6 +110,9 @@ class RunResult:
     failed_inputs: int = 0
     given: int = 0  # rows run() got (a tabular mini-batch)
     startup_failed: bool = False  # the worker could not load the script or run init()
+    input_bytes: int = 0  # what the worker read for the attempt
+    gpu: str | None = None  # the GPU id the worker had (CUDA_VISIBLE_DEVICES)
+    run_seconds: float | None = None  # run() and its encoding, timed by the worker
 
 
 @dataclass(frozen=True)
@@ -283,7 +291,8 @@ class WorkerPool:
             output_format: str | None = None, names: Sequence[str] = (),
             scratch: str | None = None, input_format: str = "files",
             table_pieces: Callable[[], Sequence[TablePiece]] | None = None,
-            passthrough_columns: Sequence[str] = ()) -> RunResult:
+            passthrough_columns: Sequence[str] = (), stop: threading.Event | None = None,
+            on_start: Callable[[], None] | None = None) -> RunResult:
         """Run the script's run() on `paths` in a worker; waits while every slot is full.
 
         With `downloads` (called for fresh grants each time the request is sent), the
@@ -295,13 +304,20 @@ class WorkerPool:
         local write error raises OSError with its errno, other download failures raise
         StorageUnavailable. With `table_pieces` (fresh grants too) run() gets the rows of
         those ranges of `input_format` files instead of paths, `passthrough_columns`
-        copied to its output.
+        copied to its output. `stop` set while it waits or runs ends it (its worker is killed)
+        with status STOPPED; `on_start` is called when a slot takes it.
         """
-        slot = self._acquire()
+        stop = stop or threading.Event()
         try:
+            slot = self._acquire(stop)
+        except _Stopped:
+            return _stopped()
+        try:
+            if on_start is not None:
+                on_start()
             return self._run_in(slot, paths, timeout, output_dir, downloads,
                                 output_format, tuple(names), scratch, input_format,
-                                table_pieces, tuple(passthrough_columns))
+                                table_pieces, tuple(passthrough_columns), stop)
         finally:
             self._release(slot)
 
@@ -319,15 +335,17 @@ class WorkerPool:
             else:
                 self._retire(worker)
 
-    def _acquire(self) -> _Slot:
+    def _acquire(self, stop: threading.Event) -> _Slot:
         with self._changed:
             while not self._closed:
+                if stop.is_set():
+                    raise _Stopped()
                 free = [slot for slot in self._slots if slot.taken < self.depth]
                 if free:
                     slot = min(free, key=lambda s: s.taken)
                     slot.taken += 1
                     return slot
-                self._changed.wait()
+                self._changed.wait(STOP_POLL)
             raise PoolClosed("worker pool is closed")
 
     def _release(self, slot: _Slot) -> None:
@@ -340,7 +358,7 @@ class WorkerPool:
                 output_format: str | None, names: tuple[str, ...],
                 scratch: str | None, input_format: str,
                 table_pieces: Callable[[], Sequence[TablePiece]] | None,
-                passthrough_columns: tuple[str, ...]) -> RunResult:
+                passthrough_columns: tuple[str, ...], stop: threading.Event) -> RunResult:
         for _ in range(WORKER_LOSSES):
             log_path = self._log_path()
             try:
@@ -355,18 +373,24 @@ class WorkerPool:
                                          tuple(table_pieces()) if table_pieces else (),
                                          passthrough_columns)
                     box = worker.send(request)
-                started = self._await_start(worker, request, box)
-                if isinstance(started, _Ended):
-                    continue  # the worker died before this run() started: not an attempt
-                if isinstance(started, RunResult):
-                    return replace(started, log=init_log + _read_tail(log_path))
-                downloaded_at = time.monotonic()
-                answer = _get(box, timeout)
+                try:
+                    started = self._await_start(worker, request, box, stop)
+                    if isinstance(started, _Ended):
+                        continue  # the worker died before this run() started: not an attempt
+                    if isinstance(started, RunResult):
+                        return replace(started, log=init_log + _read_tail(log_path))
+                    downloaded_at = time.monotonic()
+                    answer = _answer(box, timeout, stop)
+                except _Stopped:
+                    worker.kill()
+                    self._forget(slot, worker)
+                    return _stopped()
                 if answer is None:
                     worker.kill(dump_stacks=True)
                     self._forget(slot, worker)
                 log = init_log + _read_tail(log_path)
-                return replace(self._result(answer, timeout, log), downloaded_at=downloaded_at)
+                return replace(self._result(answer, timeout, log), downloaded_at=downloaded_at,
+                               input_bytes=started.input_bytes, gpu=self.gpu_for(slot.index))
             finally:
                 log_path.unlink(missing_ok=True)
         raise StorageUnavailable(f"{WORKER_LOSSES} worker processes ended before this "
@@ -382,8 +406,8 @@ class WorkerPool:
         self._forget(slot, worker)
         return self._start(slot, output_dir)
 
-    def _await_start(self, worker: _Worker, request: RunRequest,
-                     box: queue.SimpleQueue) -> Started | RunResult | _Ended:
+    def _await_start(self, worker: _Worker, request: RunRequest, box: queue.SimpleQueue,
+                     stop: threading.Event) -> Started | RunResult | _Ended:
         """Wait until the request's run() starts; a failed download is a result or raises.
 
         The download limit counts from when the request is next in line, so a mini-batch
@@ -391,9 +415,11 @@ class WorkerPool:
         """
         limit = download_limit(len(request.paths) or len(request.table_pieces))
         while True:
+            if stop.is_set():
+                raise _Stopped()
             since = worker.head_since(request.id)
             wait = READ_POLL if since is None else since + limit - time.monotonic()
-            message = _get(box, max(wait, 0.0))
+            message = _get(box, min(max(wait, 0.0), STOP_POLL))
             if message is not None:
                 break
             if since is not None and time.monotonic() >= since + limit:
@@ -483,7 +509,8 @@ class WorkerPool:
             status = SUCCEEDED if answer.ok else FAILED
             return RunResult(status, answer.rows, answer.part, answer.missing, answer.error,
                              answer.traceback, log, failed=answer.failed,
-                             failed_inputs=answer.failed_inputs, given=answer.given)
+                             failed_inputs=answer.failed_inputs, given=answer.given,
+                             run_seconds=answer.seconds)
         if answer is None:
             return RunResult(TIMED_OUT, 0, None, (), f"timed out after {timeout:g}s",
                              _stack_dump(log), log)
@@ -508,6 +535,24 @@ def _get(box: queue.SimpleQueue, timeout: float):  # noqa: ANN202 - a message or
         return box.get(timeout=timeout)
     except queue.Empty:
         return None
+
+
+def _answer(box: queue.SimpleQueue, timeout: float, stop: threading.Event):  # noqa: ANN202
+    """run()'s answer within `timeout` (None: none came); raises _Stopped once `stop` is set."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if stop.is_set():
+            raise _Stopped()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        answer = _get(box, min(left, STOP_POLL))
+        if answer is not None:
+            return answer
+
+
+def _stopped() -> RunResult:
+    return RunResult(STOPPED, 0, None, (), "stopped: another copy finished first", None, "")
 
 
 def _receive(conn: Connection) -> Started | Reply:

@@ -45,8 +45,9 @@ from shared.scoring.deployment_folders import (
     keep_private,
 )
 from shared.scoring.environments import EnvironmentBuildError, EnvironmentCache, worker_runtime
-from shared.scoring.gpus import detect_gpus
+from shared.scoring.gpus import detect_gpus, gpu_types
 from shared.scoring.grants import ReadGrants
+from shared.scoring.heartbeats import Holding
 from shared.scoring.isolation import WorkerAccount, WorkerAccountError, prepare_worker_folder
 from shared.scoring.part_check import InvalidPart, check_part
 from shared.scoring.pool import RunResult, WorkerPool, download_limit, worker_cpu_threads
@@ -122,6 +123,7 @@ class ScoringRuntime:
             hide_contents(self._outputs_root)
             hide_contents(self._scratch)
         self._gpus = tuple(gpus) if gpus is not None else detect_gpus()
+        self._gpu_types = gpu_types(self._gpus)
         self._init_timeout = init_timeout
         self._prefetch = prefetch
         self._pool_idle_seconds = pool_idle_seconds
@@ -148,11 +150,13 @@ class ScoringRuntime:
         self._outputs_root.mkdir(exist_ok=True)
         return prepare_worker_folder(self._outputs_root / safe_segment(job_id), account)
 
-    def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome:
+    def score(self, deployment: DeploymentRecord, batch: MiniBatch,
+              holding: Holding | None = None) -> ScoringOutcome:
         """Score one attempt of `batch` with `deployment`'s script; see ScoringOutcome.
 
         Storage errors (other than a missing input, which fails the batch) propagate so
-        that the queue retries the message.
+        that the queue retries the message. `holding` (the host's heartbeat entry) is told
+        when a worker slot takes the batch, and its `stop` event stops it (STOPPED).
         """
         started = time.monotonic()
         try:
@@ -167,10 +171,11 @@ class ScoringRuntime:
                 startup_failed=True)
         folder = None
         try:
-            folder, result = self._run_with_inputs(entry, batch)
+            folder, result = self._run_with_inputs(entry, batch, holding)
             result = _checked(result, batch)
             downloaded_at = result.downloaded_at or time.monotonic()
-            outcome = _outcome(batch, result, started, downloaded_at - started)
+            outcome = _outcome(batch, result, started, downloaded_at - started,
+                               self._gpu_types.get(result.gpu or ""))
         finally:
             self._checkin(entry)
             if folder is not None:
@@ -180,7 +185,8 @@ class ScoringRuntime:
                  outcome.failed, outcome.duration)
         return outcome
 
-    def _run_with_inputs(self, entry: _PoolEntry, batch: MiniBatch) -> tuple[Path, RunResult]:
+    def _run_with_inputs(self, entry: _PoolEntry, batch: MiniBatch,
+                         holding: Holding | None) -> tuple[Path, RunResult]:
         """Run the batch in a worker that downloads its inputs into a fresh folder.
 
         The folder is in RAM when there is room; where it cannot take the inputs (full,
@@ -189,22 +195,23 @@ class ScoringRuntime:
         name = f"{batch.index}-{batch.attempt}-{uuid.uuid4().hex[:8]}"
         root = self._inputs_root
         try:
-            return self._run_in_folder(entry, root, batch, name)
+            return self._run_in_folder(entry, root, batch, name, holding)
         except OSError as exc:
             if root == self._disk_inputs or not is_local_write_error(exc):
                 raise
             log.warning("input folder %s cannot take mini-batch inputs (%s); using %s from now",
                         root, exc, self._disk_inputs)
             self._inputs_root = self._disk_inputs
-        return self._run_in_folder(entry, self._disk_inputs, batch, name)
+        return self._run_in_folder(entry, self._disk_inputs, batch, name, holding)
 
-    def _run_in_folder(self, entry: _PoolEntry, root: Path, batch: MiniBatch,
-                       name: str) -> tuple[Path, RunResult]:
+    def _run_in_folder(self, entry: _PoolEntry, root: Path, batch: MiniBatch, name: str,
+                       holding: Holding | None) -> tuple[Path, RunResult]:
         # The worker makes the folders inside its deployment's input folder.
         folder = entry.folders.inputs(root) / safe_segment(batch.job_id) / name
         output_dir = str(self.job_output_dir(batch.job_id, entry.folders.account))
+        watch = _watch(holding, len(batch.pieces) or len(batch.files))
         if batch.pieces:
-            return folder, self._run_rows(entry.pool, batch, output_dir)
+            return folder, self._run_rows(entry.pool, batch, output_dir, watch)
         paths = local_paths(batch.files, folder)
         lifetime = timedelta(seconds=download_limit(len(paths))) + GRANT_MARGIN
 
@@ -218,13 +225,14 @@ class ScoringRuntime:
                                     output_dir, downloads=downloads,
                               output_format=batch.output_format,
                               names=[file.display_name for file in batch.files],
-                              scratch=str(folder))
+                              scratch=str(folder), **watch)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return folder, result
 
-    def _run_rows(self, pool: WorkerPool, batch: MiniBatch, output_dir: str) -> RunResult:
+    def _run_rows(self, pool: WorkerPool, batch: MiniBatch, output_dir: str,
+                  watch: dict[str, Any]) -> RunResult:
         """Run a tabular mini-batch: the worker reads its row ranges from read URLs."""
         lifetime = timedelta(seconds=download_limit(len(batch.pieces))) + GRANT_MARGIN
 
@@ -235,7 +243,8 @@ class ScoringRuntime:
 
         return pool.run((), batch.timeout, output_dir,
                         output_format=batch.output_format, input_format=batch.input_format,
-                        table_pieces=pieces, passthrough_columns=batch.passthrough_columns)
+                        table_pieces=pieces, passthrough_columns=batch.passthrough_columns,
+                        **watch)
 
     def close(self) -> None:
         """Retire all workers: shutdown() in each idle one, then end them all."""
@@ -342,6 +351,13 @@ class ScoringRuntime:
         return asset_view(source, folders, source.relative_to(self._assets_root))
 
 
+def _watch(holding: Holding | None, inputs: int) -> dict[str, Any]:
+    """WorkerPool.run's `stop` and `on_start` for a mini-batch the host reports on."""
+    if holding is None:
+        return {}
+    return {"stop": holding.stop, "on_start": lambda: holding.running(inputs)}
+
+
 def download_client_options() -> dict[str, Any]:
     """SDK options of the runtime's blob client: no environment lookups without a proxy.
 
@@ -380,7 +396,7 @@ def _checked(result: RunResult, batch: MiniBatch) -> RunResult:
 
 
 def _outcome(batch: MiniBatch, result: RunResult, started: float,
-             download_seconds: float) -> ScoringOutcome:
+             download_seconds: float, gpu: str | None = None) -> ScoringOutcome:
     """The attempt's outcome, its inputs (files, or rows) counted.
 
     Inputs that failed on their own (result.failed_inputs) are failed; of the others, as
@@ -389,7 +405,8 @@ def _outcome(batch: MiniBatch, result: RunResult, started: float,
     """
     total = batch.inputs
     if result.status != SUCCEEDED:
-        return _attempt(batch, result, started, download_seconds, succeeded=0, failed=total)
+        return _attempt(batch, result, started, download_seconds, succeeded=0, failed=total,
+                        gpu=gpu)
     succeeded = max(0, min(result.rows, total - result.failed_inputs))
     by_name = {file.display_name: file for file in batch.files}
     failures = tuple(InputFailure(by_name.get(f.file, InputFile("", "", f.file)), f.error,
@@ -398,7 +415,7 @@ def _outcome(batch: MiniBatch, result: RunResult, started: float,
         batch.files[i] for i in result.missing if 0 <= i < total)
     return _attempt(batch, result, started, download_seconds, succeeded=succeeded,
                     failed=total - succeeded, failures=failures, missing=missing,
-                    unlisted=max(0, result.failed_inputs - _counted(batch, failures)))
+                    unlisted=max(0, result.failed_inputs - _counted(batch, failures)), gpu=gpu)
 
 
 def _counted(batch: MiniBatch, failures: tuple[InputFailure, ...]) -> int:
@@ -410,7 +427,8 @@ def _counted(batch: MiniBatch, failures: tuple[InputFailure, ...]) -> int:
 
 def _attempt(batch: MiniBatch, result: RunResult, started: float, download_seconds: float, *,
              succeeded: int, failed: int, failures: tuple[InputFailure, ...] = (),
-             missing: tuple[InputFile, ...] = (), unlisted: int = 0) -> ScoringOutcome:
+             missing: tuple[InputFile, ...] = (), unlisted: int = 0,
+             gpu: str | None = None) -> ScoringOutcome:
     ok = result.status == SUCCEEDED
     return ScoringOutcome(
         job_id=batch.job_id,
@@ -430,6 +448,9 @@ def _attempt(batch: MiniBatch, result: RunResult, started: float, download_secon
         failures=failures,
         unlisted=unlisted,
         startup_failed=result.startup_failed,
+        input_bytes=result.input_bytes,
+        gpu=gpu,
+        run_seconds=result.run_seconds,
     )
 
 

@@ -83,12 +83,19 @@ class StorageAccount:
                       else DefaultAzureCredential())
         return AsyncClient(self.blob_url, credential=credential)
 
-    def queue_service(self) -> QueueServiceClient:
+    def queue_service(self, **client_options: Any) -> QueueServiceClient:
+        """A queue client of the account; `client_options` go to the SDK client as they are."""
         if self.connection_string:
-            return QueueServiceClient.from_connection_string(self.connection_string)
+            return QueueServiceClient.from_connection_string(self.connection_string,
+                                                             **client_options)
         if not self.queue_url:
             raise StorageNotConfigured("no queue endpoint configured for this account")
-        return QueueServiceClient(self.queue_url, credential=self._credential)
+        return QueueServiceClient(self.queue_url, credential=self._credential, **client_options)
+
+    @property
+    def credential(self):  # noqa: ANN201 - an azure.identity credential
+        """The identity the account's clients use (where the setting is identity based)."""
+        return self._credential
 
     def container(self, name: str) -> ContainerClient:
         return self.blob_service().get_container_client(name)

@@ -3,7 +3,7 @@ read from an offset by the control app (the line format is contract.ledger)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
 from azure.storage.blob import ContainerClient
@@ -12,6 +12,7 @@ from shared.contract import layout
 from shared.contract.ledger import Completion, shard_of
 
 LEDGER_READ_BYTES = 8 * 1024 * 1024  # one ranged read of a ledger: memory stays bounded
+APPEND_BLOCK_BYTES = 4 * 1024 * 1024  # the most one append_block call takes (the service's)
 
 
 def ledger_lines(state: ContainerClient, job_id: str, shard: int, offset: int = 0,
@@ -64,12 +65,22 @@ def create_ledger(state: ContainerClient, job_id: str, shard: int) -> None:
         pass
 
 
-def record_completion(state: ContainerClient, job_id: str, completion: Completion) -> int:
-    """Append `completion` to its shard's ledger (at-least-once; the reader deduplicates).
+def record_completion(state: ContainerClient, job_id: str, completion: Completion) -> None:
+    """Append `completion` to its shard's ledger (at-least-once; the reader deduplicates)."""
+    append_lines(state, job_id, shard_of(completion.index), [completion.to_line()])
 
-    Returns the shard's committed block count after the append (duplicates included): once
-    it reaches the shard's mini-batch count the shard may be complete.
+
+def append_lines(state: ContainerClient, job_id: str, shard: int,
+                 lines: Sequence[bytes]) -> int:
+    """Append whole ledger `lines` to one shard in one block (a group commit); returns the
+    shard's committed block count after it.
+
+    The lines land together or not at all, in the order given; a reader counts the first
+    line per index wherever it stands, so a block may carry lines of many mini-batches.
+    Their total must fit one append block (APPEND_BLOCK_BYTES).
     """
-    response = state.get_blob_client(layout.ledger(job_id, shard_of(completion.index))
-                                     ).append_block(completion.to_line())
+    block = b"".join(lines)
+    if len(block) > APPEND_BLOCK_BYTES:
+        raise ValueError(f"{len(block)} bytes of ledger lines exceed one append block")
+    response = state.get_blob_client(layout.ledger(job_id, shard)).append_block(block)
     return int(response.get("blob_committed_block_count") or 0)

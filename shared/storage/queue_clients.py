@@ -9,7 +9,7 @@ from pathlib import Path
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from shared.contract.layout import MINIBATCH_QUEUE, SHARD_HINT_QUEUE
+from shared.contract.layout import MINIBATCH_QUEUE
 from shared.storage.account import StorageAccount
 
 DEFAULT_MAX_DEQUEUE_COUNT = 5  # the Functions host's default
@@ -35,9 +35,10 @@ def minibatch_queue(account: StorageAccount, name: str = MINIBATCH_QUEUE) -> Que
     return trigger_queue(account, name)
 
 
-def shard_hint_queue(account: StorageAccount) -> QueueClient:
-    """The queue that carries shard hints from scoring hosts to the control app."""
-    return trigger_queue(account, SHARD_HINT_QUEUE)
+def job_queue(account: StorageAccount, main: QueueClient, name: str) -> QueueClient:
+    """The queue of a job's compute (`JobCompute.queue`): `main`, the main scoring app's,
+    or the queue of the scoring profile whose app runs the compute."""
+    return main if name == MINIBATCH_QUEUE else minibatch_queue(account, name)
 
 
 def ensure_queue(queue: QueueClient) -> None:

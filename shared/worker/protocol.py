@@ -94,6 +94,7 @@ class Started:
     error: str | None = None
     missing: bool = False  # an input blob does not exist: the attempt fails
     errno: int | None = None  # the local folder cannot take the inputs (full, read-only)
+    input_bytes: int = 0  # what the worker read for the request (files, or row ranges)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ class Reply:
     failed on their own (rows that could not be read, failures reported from inside run():
     tabular/failures.py), each file named by its display name, at most
     MAX_LISTED_FAILURES of them; `failed_inputs` counts them all (rows, or files).
-    `given` is the number of rows run() got (tabular requests).
+    `given` is the number of rows run() got (tabular requests). `seconds` is the time the
+    worker spent from calling run() to having its return encoded.
     """
 
     request: int
@@ -124,6 +126,7 @@ class Reply:
     failed: tuple[FailedInput, ...] = ()
     failed_inputs: int = 0
     given: int = 0
+    seconds: float = 0.0  # run() and the encoding of its return, by the worker's clock
 
 
 def describe(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ import queue
 import shutil
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -111,7 +112,9 @@ def _answer(conn: Connection, script: Any, requests: queue.SimpleQueue[Any],
             started, table = _wait_for_inputs(request, download)
             conn.send(bounded(started))
             if started.error is None:
+                began = time.perf_counter()
                 reply = _run(script, request, table, azureml_separator)
+                reply = replace(reply, seconds=time.perf_counter() - began)
             if request.scratch:
                 shutil.rmtree(request.scratch, ignore_errors=True)
         if started.error is None:
@@ -173,7 +176,7 @@ def _wait_for_inputs(request: RunRequest, download: concurrent.futures.Future | 
     """The request's Started report once its inputs are in place (failures are reported),
     with the rows of a tabular request."""
     if download is None:
-        return Started(request.id), None
+        return Started(request.id, input_bytes=_input_bytes(request)), None
     try:
         loaded = download.result()
     except InputMissing as exc:
@@ -181,7 +184,16 @@ def _wait_for_inputs(request: RunRequest, download: concurrent.futures.Future | 
     except Exception as exc:  # noqa: BLE001 - reported to the host, which raises it
         errno = exc.errno if is_local_write_error(exc) else None
         return Started(request.id, error=describe(exc), errno=errno), None
-    return Started(request.id), loaded if request.table_pieces else None
+    return (Started(request.id, input_bytes=_input_bytes(request)),
+            loaded if request.table_pieces else None)
+
+
+def _input_bytes(request: RunRequest) -> int:
+    """Bytes read for the request: its downloaded files, or its row ranges."""
+    if request.table_pieces:
+        return sum(max(0, piece.row_range[3] - piece.row_range[2])
+                   for piece in request.table_pieces)
+    return sum(os.path.getsize(path) for path in request.paths if os.path.exists(path))
 
 
 @contextmanager

@@ -3,8 +3,8 @@
 import { h } from "./dom.js";
 
 export const STATUSES = ["NotStarted", "Queued", "Running", "Finalizing", "Completed", "Failed",
-  "CancelRequested", "Canceled"];
-export const TERMINAL = new Set(["Completed", "Failed", "Canceled"]);
+  "CancelRequested", "Canceled", "Expired"];
+export const TERMINAL = new Set(["Completed", "Failed", "Canceled", "Expired"]);
 
 export function isTerminal(status) {
   return TERMINAL.has(status);
@@ -68,6 +68,14 @@ export function percentDone(progress, status) {
   const { counts } = inputs(progress);
   if (!counts || !counts.total) return status === "Completed" ? 100 : 0;
   return Math.min(100, (100 * (counts.succeeded + counts.failed)) / counts.total);
+}
+
+/** A money amount with enough digits to show small costs ("0.000123 USD"). */
+export function money(amount, currency) {
+  if (amount === null || amount === undefined) return "";
+  const value = Number(amount);
+  const digits = value !== 0 && Math.abs(value) < 0.01 ? 6 : 4;
+  return `${value.toFixed(digits)} ${currency || ""}`.trim();
 }
 
 /** A progress bar with its figure beside it. */

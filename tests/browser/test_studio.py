@@ -31,7 +31,7 @@ TAGS = {"owner": "<b>ana</b> & 'bo'", "stage": '"dev"'}
 FAIL_MESSAGE = '<script>window.__pwned = 3</script> & "bad" input'
 EVIL_NAMES = ['<img src=x onerror="window.__pwned = 4"> & q.bin', "<script>x & \"y\".bin"]
 PWNED = "() => window.__pwned === undefined"
-TERMINAL = ("Completed", "Failed", "Canceled")
+TERMINAL = ("Completed", "Failed", "Canceled", "Expired")
 DIGITS = 24
 
 
@@ -274,6 +274,31 @@ def test_cancel_from_the_job_page(page, studio):
     assert _wait_status(page, "Canceled") == "Canceled"
     expect(page.locator(".notice")).to_contain_text("canceled by request")
     assert studio["client"].get_job(job)["status"] == "Canceled"
+
+
+def test_an_expired_job_shows_its_partial_output_events_and_usage(page, studio, screenshot):
+    job = studio["client"].invoke(ENDPOINT, studio["inputs"]["digits"], deployment_name="slow",
+                                  settings={"deadline": "6s"})["name"]
+    _open(page, studio, f"/jobs/{job}")
+    assert _wait_status(page, "Expired|Completed|Failed") == "Expired"
+    expect(page.locator(".page-head .status")).to_have_text("Expired")
+    expect(page.locator(".notice")).to_contain_text("deadline")
+    expect(page.locator(".facts")).to_contain_text(["partial"])
+    final = studio["client"].get_job(job)
+    scored, not_started = (final["progress"]["inputs"][key] for key in ("succeeded",
+                                                                         "not_started"))
+    assert scored and not_started and scored + not_started == DIGITS
+    expect(page.locator("table.counts td.not_started").first).to_have_text(str(not_started))
+    events = page.locator("table.events tbody tr")
+    expect(events.last.locator("td.type")).to_have_text("batchfn.job.expired")
+    expect(events.first.locator("td.type")).to_have_text("batchfn.job.created")
+    expect(page.locator("#usage")).to_contain_text("Estimated cost")
+    expect(page.locator("#usage")).to_contain_text(f"{scored} files")
+    expect(page.locator("#rerun-failed")).to_have_text("Rerun failed and not started")
+    with page.expect_download() as caught:
+        page.click("#download-score")
+    assert len(Path(caught.value.path()).read_text().splitlines()) == scored
+    screenshot("job-expired")
 
 
 def test_static_files_are_served_strictly(studio):

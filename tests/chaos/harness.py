@@ -48,7 +48,6 @@ ENDPOINT = "chaos"
 FILES = 2_000
 MINI_BATCH = 20
 WORKER_SLOTS = 2
-QUEUE_LEASE_SECONDS = 4  # a killed host's messages come back this soon
 INPUT_FOLDER = "chaos-2k"
 TERMINAL = ("Completed", "Failed", "Canceled")
 FAULT_KINDS = ("kill_worker", "kill_scoring_host", "kill_control_host", "azurite_outage",
@@ -120,16 +119,17 @@ class Cluster:
     def start(self, seed: int) -> Cluster:
         self._stack.callback(lambda: self.azurite.stop())
         self.azurite.start()
-        common = {"DEVHOST_QUEUE_LEASE": str(QUEUE_LEASE_SECONDS)}
+        # The Functions host's 10-minute queue lease and the default heartbeat settings: a
+        # killed scoring host's mini-batches come back through the job's monitor.
         scoring = {
-            **common, "BATCHFN_ROLE": "scoring",
+            "BATCHFN_ROLE": "scoring",
             "AzureFunctionsJobHost__extensions__queues__batchSize": "1",
             "AzureFunctionsJobHost__extensions__queues__newBatchThreshold":
                 str(WORKER_SLOTS - 1),
         }
         self.control = self._stack.enter_context(running_devhost(
             script_root=REPO, connection_string=self.azurite.connection_string,
-            env={**common, "BATCHFN_ROLE": "control"}))
+            env={"BATCHFN_ROLE": "control"}))
         for name in ("scoring-a", "scoring-b"):
             self.scoring.append(self._stack.enter_context(running_devhost(
                 script_root=REPO, connection_string=self.azurite.connection_string,

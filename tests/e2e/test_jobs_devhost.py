@@ -1,7 +1,8 @@
 """Jobs end to end: devhost + Azurite + the real scoring runtime and test scoring scripts.
 
-One devhost serves the whole module (its queue lease is short so that a killed host's
-messages come back within seconds); each scenario deploys the scoring script it needs.
+One devhost serves the whole module (heartbeats every second and a 5 s stall threshold,
+so that a killed host's mini-batches come back within seconds); each scenario deploys the
+scoring script it needs.
 Retries wait host.json's visibilityTimeout (5 s), so the retry scenarios take ~10 s each.
 """
 
@@ -246,7 +247,7 @@ def test_fewer_rows_than_inputs(client, scratch, tmp_path):
     assert final["status"] == "Completed", final
     assert final["progress"]["files"] == {"total": 6, "succeeded": 4, "failed": 2, "pending": 0}
     assert final["progress"]["mini_batches"] == {"total": 2, "succeeded": 2, "failed": 0,
-                                                 "pending": 0}
+                                                 "not_started": 0, "pending": 0}
     assert _output_lines(client, job, tmp_path) == _echo_lines(
         6, keep=lambda name: name not in ("img02.bin", "img05.bin"))
     errors = client.job_errors(job)
@@ -285,9 +286,16 @@ def test_cancel_stops_the_job(client, slow_echo, blobs, tmp_path):
     assert client.cancel_job(job)["status"] == "CancelRequested"
     final = client.wait_job(job, timeout=60)
     assert final["status"] == "Canceled" and final["reason"] == "canceled by request"
-    assert final["progress"]["mini_batches"]["pending"] > 0
-    assert not list(blobs.get_container_client(JOBS_CONTAINER).list_blob_names(
+    assert final["progress"]["mini_batches"]["not_started"] > 0
+    assert final["progress"]["mini_batches"]["pending"] == 0
+    # What was scored before the cancel is merged, marked partial: exactly those rows.
+    scored = final["progress"]["inputs"]["succeeded"]
+    names = list(blobs.get_container_client(JOBS_CONTAINER).list_blob_names(
         name_starts_with=f"{job}/"))
+    assert names == ([f"{job}/predictions.csv"] if scored else [])
+    if scored:
+        assert final["partial"] is True
+        assert len(_output_lines(client, job, tmp_path)) == scored
     with pytest.raises(ApiError) as caught:
         client.cancel_job("no-such-job")
     assert caught.value.status == 404

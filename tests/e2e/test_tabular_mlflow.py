@@ -111,7 +111,7 @@ def test_an_mlflow_model_without_a_script_scores_a_folder_of_csv_files(env, clie
     # Files are the unit, as in Azure ML: a file with a failed row counts as failed.
     assert final["progress"]["unit"] == "files"
     assert final["progress"]["inputs"] == {"total": 6, "succeeded": 4, "failed": 2,
-                                           "pending": 0}
+                                           "not_started": 0, "pending": 0}
 
     output = client.download_job_output(job, "score", scratch / "cancer-out")
     lines = output.read_text().splitlines()
@@ -140,7 +140,7 @@ def test_a_large_csv_splits_into_mini_batches_of_rows_every_row_once_in_order(cl
     progress = final["progress"]
     assert progress["unit"] == "rows" and "files" not in progress
     assert progress["inputs"] == {"total": BIG_ROWS, "succeeded": BIG_ROWS, "failed": 0,
-                                  "pending": 0}
+                                  "not_started": 0, "pending": 0}
     assert progress["mini_batches"]["total"] == BIG_ROWS // 1000
     output = pd.read_csv(client.download_job_output(job, "score", scratch / "big-out"))
     assert list(output.columns) == ["id", "file", "row"]

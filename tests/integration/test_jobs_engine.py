@@ -75,7 +75,8 @@ class FakeRuntime:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def score(self, deployment: DeploymentRecord, batch: MiniBatch) -> ScoringOutcome:
+    def score(self, deployment: DeploymentRecord, batch: MiniBatch,
+              holding=None) -> ScoringOutcome:
         with self.lock:
             self.calls += 1
             for f in batch.files:

@@ -149,9 +149,10 @@ def test_a_parquet_footer_claiming_a_billion_rows_queues_nothing(jobs, account, 
     result = plan_job(store, queue, job_id)
     assert result.ok is False and "more than 1,000,000 mini-batches" in result.reason
     assert "BATCHFN_MAX_MINI_BATCHES_PER_JOB" in result.reason
-    # Refused on the footer's claim: no manifest, no ledger, no message.
-    assert list(store.state.list_blob_names(name_starts_with=f"{job_id}/")) == [
-        layout.job_record(job_id)]
+    # Refused on the footer's claim: no manifest, no ledger, no message; only the record and
+    # what every ended job has, its lifecycle events and usage report.
+    assert sorted(store.state.list_blob_names(name_starts_with=f"{job_id}/")) == sorted([
+        layout.events_log(job_id), layout.job_record(job_id), layout.usage_report(job_id)])
     assert queue.get_queue_properties().approximate_message_count == 0
     monkeypatch.setenv(planner.MAX_ROWS_SETTING, str(10 ** 9 - 1))
     job_id = _invoke(account, store, folder, input_format="parquet", mini_batch_size=10 ** 5)

@@ -17,8 +17,8 @@ from tests.conftest import REPO
 
 # The poison-queue recorder runs on the control app: a poison message must not wake a GPU.
 SCORING_FUNCTIONS = {"health", "score_minibatch"}
-CONTROL_ONLY = {"batch_job", "plan_job", "advance_job", "fail_job", "relay_shard_hint",
-                "blob_drop", "invoke_endpoint", "list_endpoints", "openapi_document",
+CONTROL_ONLY = {"batch_job", "plan_job", "advance_job", "fail_job", "blob_drop",
+                "invoke_endpoint", "list_endpoints", "openapi_document",
                 "record_poisoned_minibatch"}
 
 _LIST_APP = ("import json, sys, function_app\n"
@@ -93,12 +93,38 @@ def test_a_datastore_setting_naming_batchfns_own_container_stops_the_control_app
     assert _import_app(SCORING, BATCHFN_DATASTORES="keys=azure-webjobs-secrets").returncode == 0
 
 
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("BATCHFN_PRICES", '{"blob_write_10k": -1}', "BATCHFN_PRICES: blob_write_10k"),
+    ("BATCHFN_PROGRESS_EVENT_SECONDS", "0", "BATCHFN_PROGRESS_EVENT_SECONDS must be"),
+    ("BATCHFN_EVENTGRID_ENDPOINT", "http://topic.example/api/events",
+     "BATCHFN_EVENTGRID_ENDPOINT must be"),
+])
+def test_malformed_event_and_price_settings_stop_the_control_app(setting, value, message):
+    result = _import_app(CONTROL, **{setting: value})
+    assert result.returncode != 0 and message in result.stderr
+    assert _import_app(SCORING, **{setting: value}).returncode == 0
+
+
 @pytest.mark.parametrize("setting", ["BATCHFN_MAX_FILES_PER_JOB", "BATCHFN_MAX_ROWS_PER_JOB",
                                      "BATCHFN_MAX_MINI_BATCHES_PER_JOB"])
 def test_a_job_cap_that_is_not_a_positive_number_stops_the_control_app(setting: str):
     result = _import_app(CONTROL, **{setting: "0"})
     assert result.returncode != 0 and f"{setting} must be a positive number" in result.stderr
     assert _import_app(CONTROL, **{setting: "1000"}).returncode == 0
+
+
+@pytest.mark.parametrize(("role", "setting", "value", "message"), [
+    (CONTROL, "BATCHFN_STALL_SECONDS", "soon", "BATCHFN_STALL_SECONDS must be between"),
+    (CONTROL, "BATCHFN_BACKUP_FACTOR", "0.5", "BATCHFN_BACKUP_FACTOR must be between"),
+    (CONTROL, "BATCHFN_BACKUPS", "maybe", "BATCHFN_BACKUPS must be on or off"),
+    (SCORING, "BATCHFN_HEARTBEAT_SECONDS", "0", "BATCHFN_HEARTBEAT_SECONDS must be between"),
+])
+def test_a_malformed_recovery_setting_stops_the_app_that_reads_it(role: str, setting: str,
+                                                                   value: str, message: str):
+    result = _import_app(role, **{setting: value})
+    assert result.returncode != 0 and message in result.stderr
+    other = SCORING if role == CONTROL else CONTROL
+    assert _import_app(other, **{setting: value}).returncode == 0
 
 
 def test_the_control_app_records_the_poison_queue_of_every_scoring_app():

@@ -177,7 +177,7 @@ def test_every_field_of_the_settings_form_is_honoured_or_ignored_with_a_reason()
         "retry_settings": {"max_retries": 5, "timeout": 60.0}, "error_threshold": 10,
         "output_action": "append_row", "output_file_name": "out.csv",
         "output_format": "azureml", "logging_level": "warning", "input_format": "files",
-        "passthrough_columns": []}
+        "passthrough_columns": [], "deadline": None}
 
 
 def test_every_field_of_the_legacy_top_level_form():

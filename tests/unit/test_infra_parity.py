@@ -27,6 +27,7 @@ from shared.contract.layout import DROP_CONTAINER, DROP_MARKER, minibatch_queue_
 from shared.contract.roles import CONTROL, ROLE_SETTING, SCORING
 from shared.control.computes import SCORING_PROFILES_SETTING
 from shared.control.datastores import ALIASES_SETTING, DATASTORES_SETTING
+from shared.control.event_sinks import EVENTGRID_ENDPOINT_SETTING
 from shared.control.planner import (
     DEFAULT_MAX_BATCHES,
     DEFAULT_MAX_FILES,
@@ -51,7 +52,7 @@ APP_CONTAINERS = {layout.REGISTRY_CONTAINER, layout.ASSETS_CONTAINER, layout.DAT
 PROFILE_QUEUES = {queue for profile in PROFILES
                   for queue in (minibatch_queue_for(profile),
                                 poison_queue(minibatch_queue_for(profile)))}
-APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), layout.SHARD_HINT_QUEUE, *PROFILE_QUEUES}
+APP_QUEUES = {layout.MINIBATCH_QUEUE, poison_queue(), *PROFILE_QUEUES}
 GPU_PROFILES = {"Consumption-GPU-NC8as-T4", "Consumption-GPU-NC24-A100", "Consumption"}
 # Built-in role definition ids (the same in every tenant).
 ROLE_IDS = {
@@ -63,13 +64,13 @@ ROLE_IDS = {
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
+    "d5a91429-5739-47e2-a06b-3470a27159e7": "EventGrid Data Sender",
 }
 CONTROL_STORAGE_ROLES = {"Storage Blob Data Owner", "Storage Queue Data Contributor",
                          "Storage Table Data Contributor"}
 SCORING_QUEUE_GRANTS = {layout.MINIBATCH_QUEUE: "Storage Queue Data Contributor",
                         poison_queue(): "Storage Queue Data Contributor",
-                        **dict.fromkeys(PROFILE_QUEUES, "Storage Queue Data Contributor"),
-                        layout.SHARD_HINT_QUEUE: "Storage Queue Data Message Sender"}
+                        **dict.fromkeys(PROFILE_QUEUES, "Storage Queue Data Contributor")}
 USER_CONTAINER_GRANTS = {layout.JOBS_CONTAINER: "Storage Blob Data Reader",
                          layout.DATA_CONTAINER: "Storage Blob Data Reader",
                          DROP_CONTAINER: "Storage Blob Data Contributor"}
@@ -86,6 +87,7 @@ SETTINGS_BY_ROLE = {
     DATASTORES_SETTING: {CONTROL},  # shared/control/datastores.py: checked at invoke
     ALIASES_SETTING: {CONTROL},  # shared/control/datastores.py: input URL aliases
     SCORING_PROFILES_SETTING: {CONTROL},  # shared/control/computes.py: routes computes' jobs
+    EVENTGRID_ENDPOINT_SETTING: {CONTROL},  # shared/control/event_sinks.py: lifecycle events
     # shared/control/planner.py: the operator's caps on one job
     MAX_FILES_SETTING: {CONTROL},
     MAX_ROWS_SETTING: {CONTROL},
@@ -117,6 +119,18 @@ ENVIRONMENT_ONLY = {
                                   "gives every deployment a user of its own, so it is unset",
     "BATCHFN_MANAGED_PYTHONS": "an optional switch (1: scoring hosts install uv-managed "
                                "Pythons for environments that pin another version); unset",
+    "BATCHFN_HEARTBEAT_SECONDS": "optional tuning of the scoring host's heartbeats (default "
+                                 "3 s); the infra leaves it unset",
+    "BATCHFN_STALL_SECONDS": "optional tuning of the job monitor (default 20 s); the infra "
+                             "leaves it unset",
+    "BATCHFN_BACKUPS": "an optional switch of the job monitor (backups are on unless it is "
+                       "off); the infra leaves it unset",
+    "BATCHFN_BACKUP_FACTOR": "optional tuning of the job monitor (default 2); the infra "
+                             "leaves it unset",
+    "BATCHFN_PRICES": "an optional price table of the control app's usage reports (default: "
+                      "dated list prices); the infra leaves it unset",
+    "BATCHFN_PROGRESS_EVENT_SECONDS": "an optional interval of the control app's progress "
+                                      "events (default 30 s); the infra leaves it unset",
 }
 
 
@@ -572,7 +586,8 @@ def test_the_optional_user_gets_what_the_cli_needs_and_no_more():
 
 def test_both_stacks_use_only_known_built_in_roles():
     tf_roles = set(re.findall(r'role_definition_name = "([^"]+)"', terraform_text()))
-    tf_roles |= set(re.findall(r'= "(Storage [^"]+|AcrPull)"', terraform_text()))
+    tf_roles |= set(re.findall(r'= "(Storage [^"]+|AcrPull|EventGrid [^"]+)"',
+                               terraform_text()))
     event_grid_bicep = read(BICEP / "app" / "event-grid.bicep")
     bicep_ids = set(re.findall(r"'([0-9a-f-]{36})'", read(BICEP / "rbac.bicep")
                                + event_grid_bicep))
@@ -704,7 +719,9 @@ def test_both_stacks_output_what_the_docs_use():
              ("CONTAINER_APPS_ENVIRONMENT", "container_apps_environment"),
              ("SCORING_APP_NAME", "scoring_app_name"),
              ("SCORING_PROFILE_APP_NAMES", "scoring_profile_app_names"),
-             ("EVENT_GRID_SYSTEM_TOPIC", "event_grid_system_topic")]
+             ("EVENT_GRID_SYSTEM_TOPIC", "event_grid_system_topic"),
+             ("EVENTS_TOPIC_NAME", "events_topic_name"),
+             ("EVENTS_TOPIC_ENDPOINT", "events_topic_endpoint")]
     for bicep_output, tf_output in pairs:
         assert re.search(rf"^output {bicep_output} (string|array)", main_bicep, re.M)
         assert f'output "{tf_output}"' in outputs_tf
@@ -959,7 +976,7 @@ def test_bicep_modules_get_exactly_their_parameters():
     modules = re.findall(r"^module \w+ '([^']+)' = \{", main, re.M)
     assert {"app/identity.bicep", "app/storage.bicep", "app/monitoring.bicep", "rbac.bicep",
             "app/function-app.bicep", "app/event-grid.bicep", "app/registry.bicep",
-            "app/scoring-app.bicep"} == set(modules)
+            "app/scoring-app.bicep", "app/lifecycle-events.bicep"} == set(modules)
     for symbol, path in re.findall(r"^module (\w+) '([^']+)' = \{", main, re.M):
         params = bicep_params(read(BICEP / path))
         module_body = block(main, f"module {symbol} '{path}' = {{")
@@ -1028,6 +1045,30 @@ def test_bicep_brackets_balance(path: Path):
     code = bicep_code(read(path))
     for opening, closing in ("{}", "[]", "()"):
         assert code.count(opening) == code.count(closing), f"{path.name}: {opening}{closing}"
+
+
+def test_both_stacks_publish_lifecycle_events_to_a_cloudevents_topic_of_the_control_app():
+    topic_bicep = read(BICEP / "app" / "lifecycle-events.bicep")
+    topic_tf = block(read(TERRAFORM / "event_grid.tf"),
+                     'resource "azurerm_eventgrid_topic" "lifecycle" {')
+    assert "inputSchema: 'CloudEventSchemaV1_0'" in topic_bicep
+    assert "disableLocalAuth: true" in topic_bicep
+    assert assignments(topic_tf, "=")["input_schema"] == "CloudEventSchemaV1_0"
+    assert assignments(topic_tf, "=")["local_auth_enabled"] == "false"
+    rbac_bicep, rbac_tf = read(BICEP / "rbac.bicep"), read(TERRAFORM / "rbac.tf")
+    sender = resource_block(rbac_bicep, "controlEventsSender")
+    assert "scope: eventsTopic" in sender and "principalId: controlPrincipalId" in sender
+    assert bicep_roles()["eventGridDataSender"] == "EventGrid Data Sender"
+    sender_tf = block(rbac_tf, 'resource "azurerm_role_assignment" "control_events_sender" {')
+    assert assignments(sender_tf, "=") == {
+        "scope": "azurerm_eventgrid_topic.lifecycle.id",
+        "role_definition_name": "EventGrid Data Sender",
+        "principal_id": "azurerm_user_assigned_identity.control.principal_id",
+        "principal_type": "ServicePrincipal"}
+    assert control_settings_bicep()[EVENTGRID_ENDPOINT_SETTING] == "eventsTopicEndpoint"
+    assert (control_settings_terraform()[EVENTGRID_ENDPOINT_SETTING]
+            == "azurerm_eventgrid_topic.lifecycle.endpoint")
+    assert EVENTGRID_ENDPOINT_SETTING not in scoring_settings_bicep()
 
 
 # --- the deploy guide ------------------------------------------------------------------------

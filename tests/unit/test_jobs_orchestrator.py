@@ -4,8 +4,8 @@
   typed payloads it sends and reads;
 - replayed by the Durable SDK itself from recorded histories (the JSON the Functions host
   and devhost hand the registered handle), asserting on the actions it returns: first
-  episode, replay after an activity, timers, the SDK's activity retry, a shard-full event,
-  continue-as-new and a failed activity.
+  episode, replay after an activity, timers, the SDK's activity retry, continue-as-new and a
+  failed activity.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from shared.control.orchestrator import (
     ORCHESTRATOR,
     PLAN_ACTIVITY,
     POLLS_PER_GENERATION,
-    SHARD_FULL_EVENT,
+    PUBLISH_ACTIVITY,
+    PUBLISH_RETRY_SECONDS,
     FailRequest,
     InvalidOrchestrationData,
     JobEnd,
     OrchestrationState,
     PlanResult,
+    PublishResult,
     StepResult,
     run_job,
 )
@@ -38,23 +40,11 @@ from shared.control.orchestrator import (
 JOB = "job-1"
 START = datetime(2024, 1, 1, tzinfo=UTC)
 WAITING = StepResult(ended=False, done=0, total=2)
+NEAR_END = StepResult(ended=False, done=1, total=2, near_end=True)
 DONE = StepResult(ended=True, done=2, total=2, status="Completed")
 
 
 # ----- driven: the generator with a recording context ----------------------------------
-
-class FakeTask:
-    """A timer or external-event task: completed by the driver, cancellable."""
-
-    def __init__(self, kind, detail):
-        self.kind, self.detail = kind, detail
-        self.is_completed = False
-        self.cancelled = False
-
-    def cancel(self):
-        assert not self.is_completed
-        self.cancelled = True
-
 
 class RecordingContext:
     instance_id = JOB
@@ -63,7 +53,6 @@ class RecordingContext:
     def __init__(self, state=None):
         self.state = state
         self.continued_with = None
-        self.timers = []
 
     def get_input(self):
         return self.state
@@ -76,15 +65,7 @@ class RecordingContext:
         return ("activity", name, input_)
 
     def create_timer(self, fire_at):
-        timer = FakeTask("timer", (fire_at - self.current_utc_datetime).total_seconds())
-        self.timers.append(timer)
-        return timer
-
-    def wait_for_external_event(self, name):
-        return FakeTask("event", name)
-
-    def task_any(self, tasks):
-        return ("any", tasks)
+        return ("timer", (fire_at - self.current_utc_datetime).total_seconds(), None)
 
     def continue_as_new(self, state):
         self.continued_with = state
@@ -92,8 +73,7 @@ class RecordingContext:
 
 def _drive(context, answers):
     """Run the generator, answering activities from `answers[name]` (typed results, turned
-    into the JSON the host would hand back) and each task_any from `answers["any"]`
-    ("timer" or "event"; a timer fires by default)."""
+    into the JSON the host would hand back); timers fire at once."""
     steps = []
     generator = run_job(context, "retry")
     value = None
@@ -101,14 +81,10 @@ def _drive(context, answers):
     try:
         while True:
             step = generator.throw(error) if error else generator.send(value)
-            if step[0] == "any":
-                winner = (answers.get("any") or ["timer"]).pop(0)
-                task = next(t for t in step[1] if t.kind == winner)
-                task.is_completed = True
-                steps.append(("wait", winner, step[1][0].detail))
-                value, error = task, None
-                continue
             steps.append(step)
+            if step[0] == "timer":
+                value, error = None, None
+                continue
             answer = answers[step[1]].pop(0)
             if isinstance(answer, Exception):
                 error, value = answer, None
@@ -119,52 +95,34 @@ def _drive(context, answers):
 
 
 def _names(steps):
-    return [s[1] if s[0] == "activity" else f"{s[0]}:{s[1]}" for s in steps]
+    return [s[1] if s[0] == "activity" else f"timer:{s[1]}" for s in steps]
 
 
-def test_plan_wait_check_then_finalize():
+def test_plan_check_wait_then_finalize():
     steps, result = _drive(RecordingContext(), {
         PLAN_ACTIVITY: [PlanResult(ok=True, inputs=20, batches=2)],
-        ADVANCE_ACTIVITY: [WAITING, DONE],
+        ADVANCE_ACTIVITY: [WAITING, WAITING, DONE],
     })
-    # Nothing can be scored while planning: the first check waits for a timer or a hint.
-    assert _names(steps) == [PLAN_ACTIVITY, "wait:timer", ADVANCE_ACTIVITY, "wait:timer",
-                             ADVANCE_ACTIVITY]
+    # The first check follows planning at once (it watches the ledger if the job is small).
+    assert _names(steps) == [PLAN_ACTIVITY, ADVANCE_ACTIVITY, "timer:0.25", ADVANCE_ACTIVITY,
+                             "timer:0.5", ADVANCE_ACTIVITY]
     assert steps[0][2] == JOB  # activities take the job id
-    assert [s[2] for s in steps if s[0] == "wait"] == [0.1, 0.1]
     assert JobEnd.from_dict(result) == JobEnd("Completed")
 
 
-def test_an_empty_job_is_checked_at_once():
-    steps, _ = _drive(RecordingContext(), {
-        PLAN_ACTIVITY: [PlanResult(ok=True, batches=0)],
-        ADVANCE_ACTIVITY: [DONE],
-    })
-    assert _names(steps) == [PLAN_ACTIVITY, ADVANCE_ACTIVITY]
-
-
-def test_a_shard_full_hint_ends_the_wait_and_cancels_the_timer():
-    context = RecordingContext()
-    steps, result = _drive(context, {
-        PLAN_ACTIVITY: [PlanResult(ok=True, batches=1)],
-        "any": ["event"],
-        ADVANCE_ACTIVITY: [DONE],
-    })
-    assert _names(steps) == [PLAN_ACTIVITY, "wait:event", ADVANCE_ACTIVITY]
-    assert context.timers[0].cancelled
+def test_a_job_planned_at_invoke_starts_with_its_first_check():
+    steps, result = _drive(RecordingContext(OrchestrationState(planned=True).to_dict()), {
+        ADVANCE_ACTIVITY: [DONE]})
+    assert _names(steps) == [ADVANCE_ACTIVITY]
     assert result == JobEnd("Completed").to_dict()
 
 
-def test_a_spent_hint_continues_as_new_after_its_check():
-    context = RecordingContext({"planned": True, "polls": 3})
-    steps, result = _drive(context, {
-        "any": ["timer", "event"],
-        ADVANCE_ACTIVITY: [WAITING] * 3,
-    })
-    assert _names(steps) == [ADVANCE_ACTIVITY, "wait:timer", ADVANCE_ACTIVITY, "wait:event",
+def test_a_check_near_the_end_is_followed_by_the_next_without_a_timer():
+    steps, result = _drive(RecordingContext({"planned": True, "polls": 9}), {
+        ADVANCE_ACTIVITY: [WAITING, NEAR_END, NEAR_END, DONE]})
+    assert _names(steps) == [ADVANCE_ACTIVITY, "timer:2.0", ADVANCE_ACTIVITY, ADVANCE_ACTIVITY,
                              ADVANCE_ACTIVITY]
-    assert result is None
-    assert OrchestrationState.from_dict(context.continued_with) == OrchestrationState(True, 5)
+    assert result == JobEnd("Completed").to_dict()
 
 
 def test_a_failed_plan_ends_without_polling():
@@ -193,6 +151,31 @@ def test_an_activity_failing_every_retry_fails_the_job():
     assert result == JobEnd("Failed", "internal error: storage down").to_dict()
 
 
+def test_events_not_delivered_at_the_end_are_tried_again_after_waits():
+    pending_end = StepResult(ended=True, done=2, total=2, status="Completed",
+                             events_pending=True)
+    steps, result = _drive(RecordingContext({"planned": True, "polls": 9}), {
+        ADVANCE_ACTIVITY: [pending_end],
+        PUBLISH_ACTIVITY: [RuntimeError("activity host gone"), PublishResult(pending=True),
+                           PublishResult(pending=False)],
+    })
+    assert _names(steps) == [ADVANCE_ACTIVITY, "timer:5.0", PUBLISH_ACTIVITY, "timer:30.0",
+                             PUBLISH_ACTIVITY, "timer:120.0", PUBLISH_ACTIVITY]
+    assert steps[2][2] == JOB
+    # The job's end stands whatever becomes of its events.
+    assert JobEnd.from_dict(result) == JobEnd("Completed", events_pending=True)
+
+
+def test_events_that_never_go_out_stop_being_tried():
+    failed_plan = PlanResult(ok=False, reason="no input", events_pending=True)
+    steps, result = _drive(RecordingContext(), {
+        PLAN_ACTIVITY: [failed_plan],
+        PUBLISH_ACTIVITY: [PublishResult(pending=True)] * len(PUBLISH_RETRY_SECONDS),
+    })
+    assert _names(steps).count(PUBLISH_ACTIVITY) == len(PUBLISH_RETRY_SECONDS)
+    assert JobEnd.from_dict(result).status == "Failed"
+
+
 @pytest.mark.parametrize(("kind", "data"), [
     (OrchestrationState, {"planned": "yes"}),
     (OrchestrationState, {"polls": -1}),
@@ -200,6 +183,7 @@ def test_an_activity_failing_every_retry_fails_the_job():
     (PlanResult, {"ok": True, "batches": 1.5}),
     (PlanResult, None),
     (StepResult, {"ended": True, "status": 3}),
+    (StepResult, {"ended": False, "near_end": 1}),
     (FailRequest, {"job": "", "reason": "x"}),
     (JobEnd, {"reason": "no status"}),
 ])
@@ -263,10 +247,6 @@ class History:
         self.events.append(new_event(EventType.TIMER_FIRED, fire_at, TimerId=task,
                                      FireAt=format_time(fire_at)))
 
-    def raised(self, name):
-        self.events.append(new_event(EventType.EVENT_RAISED, self.now, Name=name,
-                                     Input=None))
-
     def replay(self) -> Decision:
         """The SDK's decision for this history, its actions flattened as devhost reads
         them (replay schema V3, as devhost and the Functions host ask for)."""
@@ -301,21 +281,36 @@ def _planned_and_waiting(history):
     plan = history.scheduled(PLAN_ACTIVITY, JOB)
     history.episode()
     history.completed(plan, PlanResult(ok=True, inputs=20, batches=2).to_dict())
-    return history.timer(history.now + timedelta(seconds=0.1))
+    check = history.scheduled(ADVANCE_ACTIVITY, JOB)
+    history.episode()
+    history.completed(check, WAITING.to_dict())
+    return history.timer(history.now + timedelta(seconds=0.25))
 
 
-def test_replay_after_planning_waits_on_a_timer_and_the_shard_full_event():
+def test_replay_after_planning_checks_at_once():
     history = History()
     plan = history.scheduled(PLAN_ACTIVITY, JOB)
     history.episode()
     history.completed(plan, PlanResult(ok=True, inputs=20, batches=2).to_dict())
     decision = history.replay()
     assert not decision.done
-    # The plan call is in the history: only the new waits are decided.
-    assert _kinds(decision)[-2:] == [("create_timer", ""),
-                                     ("wait_for_external_event", SHARD_FULL_EVENT)]
+    # The plan call is in the history: only the new check is decided.
+    assert _kinds(decision)[-1] == ("call_activity_with_retry", ADVANCE_ACTIVITY)
+
+
+def test_replay_of_a_job_planned_at_invoke_starts_with_a_check():
+    decision = History({"planned": True, "polls": 0}).replay()
+    assert _kinds(decision) == [("call_activity_with_retry", ADVANCE_ACTIVITY)]
+
+
+def test_a_waiting_check_is_followed_by_a_timer():
+    history = History()
+    timer_at = _planned_and_waiting(history)[1]
+    history.events.pop()  # the timer is what the replay decides
+    history.next_id -= 1
+    decision = history.replay()
     timer = next(a for a in decision.actions if a.kind is ActionKind.CREATE_TIMER)
-    assert timer.fire_at - history.now == timedelta(seconds=0.1)
+    assert timer.fire_at == timer_at
 
 
 def test_a_fired_timer_checks_progress_and_a_finished_check_completes_the_job():
@@ -333,13 +328,12 @@ def test_a_fired_timer_checks_progress_and_a_finished_check_completes_the_job():
     assert decision.done and JobEnd.from_dict(decision.output) == JobEnd("Completed")
 
 
-def test_the_shard_full_event_checks_at_once():
-    history = History()
-    _planned_and_waiting(history)
+def test_a_check_near_the_end_is_replayed_into_the_next_check():
+    history = History({"planned": True, "polls": 0})
+    check = history.scheduled(ADVANCE_ACTIVITY, JOB)
     history.episode()
-    history.raised(SHARD_FULL_EVENT)
+    history.completed(check, NEAR_END.to_dict())
     decision = history.replay()
-    assert not decision.done
     assert _kinds(decision)[-1] == ("call_activity_with_retry", ADVANCE_ACTIVITY)
 
 
@@ -373,7 +367,7 @@ def test_a_generation_of_checks_continues_as_new_with_its_state():
         check = history.scheduled(ADVANCE_ACTIVITY, JOB)
         history.episode()
         history.completed(check, WAITING.to_dict())
-        timer = history.timer(history.now + timedelta(seconds=0.1))
+        timer = history.timer(history.now + timedelta(seconds=0.25))
         history.episode()
         history.fired(timer)
     decision = history.replay()

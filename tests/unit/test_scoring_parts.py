@@ -10,7 +10,7 @@ import pytest
 
 from shared.contract.manifest import InputFile
 from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch
-from shared.scoring.gpus import detect_gpus
+from shared.scoring.gpus import detect_gpus, gpu_types
 from shared.scoring.pool import RunResult, _read_tail, _stack_dump
 from shared.scoring.scoring_runtime import _outcome
 from shared.scoring.work_folders import local_paths, relative_parts, safe_segment
@@ -135,6 +135,19 @@ def test_a_failed_outcome_fails_every_file():
 
     assert (outcome.status, outcome.succeeded, outcome.failed) == ("failed", 0, 3)
     assert outcome.part is None and outcome.duration >= 1
+
+
+def test_gpu_device_types_come_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\n[ "$1" = "--query-gpu=index,name" ] || exit 1\n'
+                    "echo '0, NVIDIA H100 80GB HBM3'\necho '1, Tesla T4'\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpu_types(("0", "1", "GPU-uuid")) == {"0": "NVIDIA H100 80GB HBM3", "1": "Tesla T4",
+                                                 "GPU-uuid": "GPU"}
+    assert gpu_types(()) == {}
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert gpu_types(("0",)) == {"0": "GPU"}
 
 
 def _parquet(frame) -> bytes:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from shared.scoring.batch import STOPPED
 from shared.scoring.pool import WorkerPool, worker_cpu_threads
 from shared.worker.protocol import (
     CPU_THREAD_VARIABLES,
@@ -46,6 +49,11 @@ def test_each_worker_sees_its_own_gpu(tmp_path, inputs, part_rows):
     assert sorted(part_rows(r.part.data)[0]["CUDA_VISIBLE_DEVICES"] for r in results) == [
         "0", "1"]
     assert [pool.gpu_for(slot) for slot in range(3)] == ["0", "1", "0"]
+    # Each result says which GPU its worker had, how long run() took by the worker's clock
+    # (the script slept 0.5 s), and what it read: what usage reports add up.
+    for result in results:
+        assert result.gpu == part_rows(result.part.data)[0]["CUDA_VISIBLE_DEVICES"]
+        assert result.run_seconds >= 0.5 and result.input_bytes == 4
 
 
 def test_without_gpus_cuda_visible_devices_is_left_alone(tmp_path):
@@ -193,6 +201,29 @@ def _run_bad_then_good(script: Path, tmp_path: Path, inputs: list[str]) -> tuple
         bad = pool.run(inputs, 30, str(tmp_path), output_format="azureml")
         Path(inputs[0] + ".ok").write_text("")
         return bad, pool.run(inputs, 30, str(tmp_path), output_format="azureml")
+    finally:
+        pool.close()
+
+
+def test_a_stopped_mini_batch_ends_its_run_and_one_waiting_never_runs(tmp_path, inputs):
+    pool = WorkerPool(spec(SCRIPTS / "echo.py", tmp_path, ECHO_SLEEP="30"), 1,
+                      scratch_dir=tmp_path / "logs", prefetch=False)
+    running, waiting = threading.Event(), threading.Event()
+    started = []
+    try:
+        with ThreadPoolExecutor(2) as threads:
+            first = threads.submit(pool.run, inputs, 60, str(tmp_path), stop=running,
+                                   on_start=lambda: started.append("first"))
+            time.sleep(0.5)
+            second = threads.submit(pool.run, inputs, 60, str(tmp_path), stop=waiting,
+                                    on_start=lambda: started.append("second"))
+            time.sleep(1.5)
+            waiting.set()  # still waiting for the one slot
+            assert second.result(timeout=5).status == STOPPED
+            running.set()  # its run() sleeps 30 s: the worker is ended at once
+            assert first.result(timeout=5).status == STOPPED
+        assert started == ["first"]
+        assert pool._slots[0].worker is None  # ended: the next mini-batch starts a fresh one
     finally:
         pool.close()
 

@@ -23,6 +23,9 @@ param maximumInstanceCount int = 100
 @description('Datastores jobs may read and write beside workspaceblobstore: name=container pairs, comma separated (BATCHFN_DATASTORES).')
 param datastores string = ''
 
+@description('The Event Grid topic jobs\' lifecycle events are published to (BATCHFN_EVENTGRID_ENDPOINT).')
+param eventsTopicEndpoint string
+
 @minValue(1)
 @description('BATCHFN_MAX_FILES_PER_JOB: most input files of one job.')
 param maxFilesPerJob int = 1000000
@@ -77,6 +80,7 @@ var storageSettings = {
 var roleSettings = {
   BATCHFN_ROLE: 'control'
   BATCHFN_DATASTORES: datastores
+  BATCHFN_EVENTGRID_ENDPOINT: eventsTopicEndpoint
   // The planner's caps on one job, checked before any of its mini-batches is sent.
   BATCHFN_MAX_FILES_PER_JOB: string(maxFilesPerJob)
   BATCHFN_MAX_ROWS_PER_JOB: string(maxRowsPerJob)

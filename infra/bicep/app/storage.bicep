@@ -18,11 +18,10 @@ var appContainers = [
   'batchfn-drop'
   'batchfn-environments'
 ]
-// shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin, SHARD_HINT_QUEUE.
+// shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin.
 var appQueues = [
   'minibatches'
   'minibatches-poison'
-  'shard-hints'
   // One queue (and its poison twin) per scoring profile with an app of its own
   // (shared/contract/layout.py: minibatch_queue_for): declared whether or not it is deployed.
   'minibatches-gpu-t4'

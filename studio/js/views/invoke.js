@@ -12,6 +12,8 @@ const SETTINGS = [
   ["timeout", "Timeout per mini-batch (s)", "number", "deployment's"],
   ["error_threshold", "Error threshold (files or rows, -1: none)", "number", "deployment's"],
   ["output_file_name", "Output file name", "text", "deployment's"],
+  ["deadline", "Deadline (90s, 30m, 2h, PT2H; no new mini-batch after it)", "text",
+    "deployment's"],
 ];
 const OUTPUT_FORMATS = ["azureml", "csv", "jsonl", "parquet"];
 const INPUT_FORMATS = ["files", "csv", "jsonl", "parquet"];

@@ -1,17 +1,21 @@
 // One job, live: status, progress, rate, ETA, throughput chart, per-file errors with their
-// tracebacks, attempt logs, the output folder's files to download; cancel and rerun.
+// tracebacks, attempt logs, lifecycle events, usage and cost, the output folder's files to
+// download; cancel and rerun.
 
 import { api, apiPath, apiText, download } from "../api.js";
 import { actionButton, facts, h, notice, replace, route, routeWithQuery, table } from "../dom.js";
 import { throughputChart } from "../chart.js";
-import { bytes, count, duration, inputs, isTerminal, progressBar, seconds, statusBadge, when }
-  from "../format.js";
+import { bytes, count, duration, inputs, isTerminal, money, progressBar, seconds, statusBadge,
+  when } from "../format.js";
 
 const REFRESH_MS = 1000;
 const LOGS_EVERY = 5; // refreshes between two reads of the log list while the job runs
 const ERRORS_SHOWN = 200;
 const LOG_TAIL_BYTES = 256 * 1024;
 const FRAME = /File "([^"]*)", line (\d+),? in (.+)$/;
+const END_EVENTS = new Set(["completed", "failed", "canceled", "expired"]
+  .map((kind) => `batchfn.job.${kind}`));
+const REFRESHES_AFTER_END = 10; // while the event that ends the job is still being recorded
 
 /** "score.py:18 in run": the innermost frame of a traceback excerpt. */
 export function failedAt(traceback) {
@@ -26,6 +30,12 @@ export function failedAt(traceback) {
 function failedInputs(job) {
   const { counts } = inputs(job.progress);
   return counts ? counts.failed : 0;
+}
+
+/** Inputs never started (the job was canceled or its deadline passed first). */
+function notStartedInputs(job) {
+  const { counts } = inputs(job.progress);
+  return counts ? counts.not_started || 0 : 0;
 }
 
 /** "files" or "rows": what the job's mini-batches are made of. */
@@ -61,12 +71,14 @@ function summary(job) {
     ["Data asset", job.input.data_asset || null],
     ["Compute", job.compute ? `${job.compute.name}${job.compute.max_instances
       ? ` (at most ${job.compute.max_instances} scoring hosts at once)` : ""}` : null],
-    ["Output", `${job.output.score.container}/${job.output.score.path}`],
+    ["Output", `${job.output.score.container}/${job.output.score.path}`
+      + (job.partial ? " (partial: the mini-batches scored before the job stopped)" : "")],
     ["Rerun of", job.rerun_of ? h("a", { href: route("jobs", job.rerun_of) }, job.rerun_of) : null],
     ["Created", when(job.created_at)],
     ["Started", when(job.started_at)],
     ["Ended", when(job.ended_at)],
     ["Duration", job.started_at ? duration(job.started_at, job.ended_at) : null],
+    ["Deadline", job.deadline_at ? when(job.deadline_at) : null],
     ["Input format", settings.input_format && settings.input_format !== "files"
       ? `${settings.input_format}: mini-batches of rows`
         + (settings.passthrough_columns && settings.passthrough_columns.length
@@ -87,11 +99,11 @@ function progressSection(job) {
   }
   const { counts, unit } = inputs(progress);
   const row = (label, part) => h("tr", {}, h("th", {}, label),
-    ["total", "succeeded", "failed", "pending"].map((key) =>
+    ["total", "succeeded", "failed", "not_started", "pending"].map((key) =>
       h("td", { class: `num ${key}` }, count(part[key]))));
   return [
     h("div", { class: "big-progress" }, progressBar(progress, job.status)),
-    table(["", "Total", "Succeeded", "Failed", "Pending"],
+    table(["", "Total", "Succeeded", "Failed", "Not started", "Pending"],
       [row(capitalized(unit), counts), row("Mini-batches", progress.mini_batches)],
       { class: "counts" }),
     facts([
@@ -101,6 +113,42 @@ function progressSection(job) {
       ["Rows written", count(progress.rows)],
     ]),
   ];
+}
+
+function usageSection(usage) {
+  const cost = usage.cost;
+  const gpus = Object.entries(usage.gpu_seconds.by_device)
+    .map(([device, secs]) => `${device}: ${secs} s`).join(", ");
+  const operations = usage.storage_operations.map((entry) => h("tr", {},
+    h("td", {}, entry.kind), h("td", {}, entry.class), h("td", { class: "num" }, count(entry.count)),
+    h("td", { class: entry.counted }, entry.counted), h("td", { class: "message" }, entry.how)));
+  return [
+    usage.final ? null : notice("info", "The job is still running: the usage so far."),
+    facts([
+      ["Wall time", seconds(usage.wall_seconds)],
+      ["Queue wait", usage.queue_wait_seconds === null ? null : seconds(usage.queue_wait_seconds)],
+      ["Scoring time", `${usage.scoring_seconds} s of run() over all workers`],
+      ["GPU time", usage.gpu_seconds.total ? `${usage.gpu_seconds.total} s (${gpus})` : "none"],
+      ["Inputs read", `${count(usage.inputs.scored)} ${usage.unit}, ${bytes(usage.input_bytes)}`],
+      ["Rows written", count(usage.rows_written)],
+      ["Attempts", `${count(usage.attempts)} (${count(usage.retries)} retries)`],
+      ["Estimated cost", h("span", { class: "cost" }, money(cost.total, cost.currency),
+        ` at ${cost.prices} list prices of ${cost.prices_as_of}`)],
+      ["Cost items", Object.entries(cost.items)
+        .map(([item, amount]) => `${item.replaceAll("_", " ")} ${money(amount, cost.currency)}`)
+        .join(" · ")],
+    ]),
+    h("details", { class: "operations" }, h("summary", {}, "Storage operations"),
+      table(["Kind", "Class", "Count", "", "How"], operations, { class: "usage-operations" })),
+  ];
+}
+
+function eventsSection(events) {
+  if (!events.length) return h("p", { class: "muted" }, "No events yet.");
+  const rows = events.map((event) => h("tr", { "data-event": event.id },
+    h("td", {}, when(event.time)), h("td", { class: "type" }, event.type),
+    h("td", {}, event.data.status), h("td", { class: "message" }, event.id)));
+  return table(["Time", "Type", "Status", "Id"], rows, { class: "events" });
 }
 
 function outputPath(jobName, filePath) {
@@ -145,7 +193,9 @@ function errorsSection(job, errors) {
           h("summary", {}, "Traceback", failedAt(error.traceback)
             ? ` · failed at ${failedAt(error.traceback)}` : ""),
           h("pre", {}, error.traceback))
-        : h("span", { class: "muted" }, "no traceback: see the attempt logs"))),
+        : h("span", { class: "muted" }, error.status === "not_started"
+          ? "never started: rerun the failed files to score it"
+          : "no traceback: see the attempt logs"))),
   ]);
   return [
     isTerminal(job.status) ? null
@@ -170,12 +220,15 @@ export async function jobView(ctx, [name]) {
     progress: h("section", { class: "card", id: "progress" }),
     chart: h("section", { class: "card", id: "throughput" }),
     errors: h("section", { class: "card", id: "errors" }),
+    usage: h("section", { class: "card", id: "usage" }),
+    events: h("section", { class: "card", id: "events" }),
     outputs: h("section", { class: "card", id: "outputs" }),
     logs: h("section", { class: "card", id: "logs" }),
   };
   const viewer = h("div", { class: "log-viewer" });
   const state = { job: null, errorsFor: null, headFor: null, throughputFor: null, refreshes: 0,
-    confirmingCancel: false, outputsRead: false };
+    confirmingCancel: false, eventsFor: null, eventsEnded: false, afterEnd: 0,
+    outputsRead: false };
   const headKey = (job) => `${job.status}:${failedInputs(job)}:${state.confirmingCancel}`;
   // The heading is drawn again only when it changes: a button about to be clicked stays put.
   const drawHead = (job) => {
@@ -214,9 +267,13 @@ export async function jobView(ctx, [name]) {
           { body: { failed_only: failedOnly } });
         location.hash = route("jobs", created.name);
       };
-      if (failed) actions.append(actionButton("Rerun failed files", () => rerun(true), { id: "rerun-failed" }));
+      if (failed || notStartedInputs(job)) {
+        actions.append(actionButton(notStartedInputs(job) ? "Rerun failed and not started"
+          : "Rerun failed files", () => rerun(true), { id: "rerun-failed" }));
+      }
       actions.append(actionButton("Rerun", () => rerun(false), { id: "rerun-all" }));
-      if (job.status === "Completed" && job.settings.output_action === "append_row") {
+      if ((job.status === "Completed" || job.partial)
+          && job.settings.output_action === "append_row") {
         actions.append(actionButton(`Download ${job.settings.output_file_name}`,
           () => download(apiPath("jobs", name, "outputs", "score"), job.settings.output_file_name),
           { id: "download-score" }));
@@ -271,13 +328,18 @@ export async function jobView(ctx, [name]) {
     // The series only grows when inputs finish.
     const { counts } = inputs(job.progress);
     const throughputKey = `${counts ? counts.succeeded + counts.failed : -1}:${terminal}`;
-    const [throughput, errors, logs, outputs] = await Promise.all([
+    const eventsKey = `${job.status}:${counts ? counts.succeeded + counts.failed : -1}`;
+    const readEvents = terminal ? !state.eventsEnded : eventsKey !== state.eventsFor
+      && (state.refreshes % LOGS_EVERY === 0 || state.eventsFor === null);
+    const [throughput, errors, logs, events, usage, outputs] = await Promise.all([
       throughputKey !== state.throughputFor
         ? api("GET", apiPath("jobs", name, "throughput"), { signal }) : null,
       errorsKey !== state.errorsFor && (failed || terminal)
         ? api("GET", apiPath("jobs", name, "errors"), { query: { top: ERRORS_SHOWN }, signal })
         : null,
       readLogs ? api("GET", apiPath("jobs", name, "logs"), { signal }) : null,
+      readEvents ? api("GET", apiPath("jobs", name, "events"), { signal }) : null,
+      readEvents ? api("GET", apiPath("jobs", name, "usage"), { signal }) : null,
       // The folder is complete once the job has ended: read it then, once.
       terminal && !state.outputsRead
         ? api("GET", apiPath("jobs", name, "outputs", "score", "files"), { signal }) : null,
@@ -300,15 +362,22 @@ export async function jobView(ctx, [name]) {
       replace(parts.errors, h("h2", {}, `Failed ${unitOf(job)}`), errorsSection(job, []));
     }
     if (logs) replace(parts.logs, h("h2", {}, "Attempt logs"), logsSection(logs));
+    if (events) {
+      state.eventsFor = eventsKey;
+      state.eventsEnded = events.value.some((event) => END_EVENTS.has(event.type));
+      replace(parts.events, h("h2", {}, "Lifecycle events"), eventsSection(events.value));
+      replace(parts.usage, h("h2", {}, "Usage and cost"), usageSection(usage));
+    }
     if (outputs) {
       state.outputsRead = true;
       replace(parts.outputs, h("h2", {}, "Output folder (score)"), outputsSection(name, outputs));
     }
-    return !terminal;
+    if (terminal) state.afterEnd += 1;
+    return !terminal || (!state.eventsEnded && state.afterEnd < REFRESHES_AFTER_END);
   };
 
   const running = await refresh();
   ctx.show(parts.head, parts.reason, parts.summary, parts.progress, parts.chart, parts.errors,
-    parts.outputs, parts.logs);
+    parts.usage, parts.events, parts.outputs, parts.logs);
   if (running) ctx.repeat(refresh, REFRESH_MS);
 }
