@@ -95,6 +95,30 @@ class BatchfnClient:
         """Delete an endpoint with its deployments (its jobs are kept)."""
         return self.request("DELETE", f"endpoints/{_name('endpoint', name)}")
 
+    # ----- environments ----------------------------------------------------------------
+
+    def create_environment(self, file: str | Path | None = None, *, name: str | None = None,
+                           document: Mapping[str, Any] | None = None,
+                           base_dir: str | Path | None = None) -> dict[str, Any]:
+        """Register an environment from environment.yml (or a document): its conda file is
+        read here (relative to the YAML file, or `base_dir`), the service resolves it with
+        uv and answers with the version (a new one, or the one with identical content)."""
+        from batchfn.deployment_files import environment_document
+
+        doc, spec_name = environment_document(file, document, base_dir, name)
+        return self.request("POST", f"environments/{spec_name}/versions", doc)
+
+    def get_environment(self, name: str, version: str = "latest") -> dict[str, Any]:
+        """Show one environment version (`latest`: the newest)."""
+        return self.request("GET", f"environments/{_asset_name(name)}/versions/"
+                                   f"{urllib.parse.quote(str(version), safe='')}")
+
+    def list_environments(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The latest version of every environment, or every version of `name`."""
+        if name is None:
+            return self.request("GET", "environments")["value"]
+        return self.request("GET", f"environments/{_asset_name(name)}/versions")["value"]
+
     # ----- deployments -----------------------------------------------------------------
 
     def create_deployment(self, file: str | Path | None = None, *,
@@ -505,3 +529,10 @@ def _asset_segment(kind: str) -> str:
 def _deployment_path(endpoint_name: str, name: str) -> str:
     return (f"endpoints/{_name('endpoint', endpoint_name)}/deployments/"
             f"{_name('deployment', name)}")
+
+
+def _asset_name(name: str) -> str:
+    from batchfn.contract.names import check_asset_name
+
+    with local_checks():
+        return check_asset_name(name)

@@ -15,6 +15,7 @@ from batchfn.contract.deployment_spec import (
     FolderSource,
     load_document,
 )
+from batchfn.contract.environment_spec import EnvironmentSpec
 from batchfn.contract.errors import InvalidRequest
 from batchfn.contract.script_check import check_scoring_script
 from batchfn.errors import local_checks
@@ -48,7 +49,11 @@ def deployment_document(file: str | Path | None, document: Mapping[str, Any] | N
                                  code="missing_file")
         doc = dict(document) if document is not None else load_document(file)  # type: ignore[arg-type]
         base = Path(base_dir) if base_dir else (Path(file).parent if file else Path.cwd())
-        spec = DeploymentSpec.from_document(doc, endpoint_name=endpoint_name, name=name)
+        spec = DeploymentSpec.from_document(doc, endpoint_name=endpoint_name, name=name,
+                                            base_dir=base)
+        if isinstance(spec.environment, EnvironmentSpec):
+            # The API takes the conda file's content: the file is read here.
+            doc["environment"] = inline_environment(spec.environment)
         model_dir = _folder(base, spec.model)
         code_dir = _folder(base, spec.code) if spec.code is not None else None
         if code_dir is not None:
@@ -57,6 +62,34 @@ def deployment_document(file: str | Path | None, document: Mapping[str, Any] | N
         if spec.code is None and model_dir is not None:
             _check_mlflow_model(model_dir)
     return LocalDeployment(doc, spec, model_dir, code_dir)
+
+
+def environment_document(file: str | Path | None, document: Mapping[str, Any] | None,
+                         base_dir: str | Path | None, name: str | None
+                         ) -> tuple[dict[str, Any], str]:
+    """An environment document as the API takes it (its conda file read, relative to the
+    file or `base_dir`) and the name to register it under (`name` wins over the file's)."""
+    with local_checks():
+        if document is None and file is None:
+            raise InvalidRequest("an environment needs a file (environment.yml), a document "
+                                 "or --conda-file", code="missing_file")
+        doc = dict(document) if document is not None else load_document(file)  # type: ignore[arg-type]
+        if name is not None:
+            doc["name"] = name
+        base = Path(base_dir) if base_dir else (Path(file).parent if file else Path.cwd())
+        spec = EnvironmentSpec.from_document(doc, base_dir=base)
+        if spec.name is None:
+            raise InvalidRequest("the environment needs a name (name: in the file, or --name)",
+                                 details={"field": "name"}, code="invalid_environment")
+        return inline_environment(spec), spec.name
+
+
+def inline_environment(spec: EnvironmentSpec) -> dict[str, Any]:
+    """`spec` as an environment document with its conda file's content inline."""
+    return {key: value for key, value in (
+        ("name", spec.name), ("version", spec.version),
+        ("description", spec.description or None), ("image", spec.image),
+        ("conda_file", spec.conda_file)) if value is not None}
 
 
 def _folder(base: Path, source: FolderSource | AssetReference) -> Path | None:

@@ -9,6 +9,7 @@ are the claims: the machine is shared and noisy, absolute rates drift between ru
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import statistics
@@ -33,6 +34,7 @@ from devhost.azurite import Azurite
 from devhost.testing import RunningDevHost, running_devhost
 from shared.contract.layout import DATA_CONTAINER
 from shared.contract.timestamps import parse_time
+from shared.scoring.worker_users import ALLOW_ROOT_SETTING
 
 REPO = Path(__file__).resolve().parents[1]
 # The compute the MNIST sample deployments name, as the tutorial creates it.
@@ -72,7 +74,10 @@ def running_stack(name: str, env: dict[str, str] | None = None,
     work_dir = Path(tempfile.mkdtemp(prefix=f"batchfn-bench-{name}-"))
     azurite = Azurite(work_dir / "azurite", debug_log=azurite_debug_log).start()
     try:
-        host_env = {"BATCHFN_WORK_DIR": str(work_dir / "work"), **(env or {})}
+        # A benchmark is development: where deployments' users cannot run the workers (a
+        # checkout or Python private to root), they run as root instead of not at all.
+        host_env = {"BATCHFN_WORK_DIR": str(work_dir / "work"),
+                    ALLOW_ROOT_SETTING: os.environ.get(ALLOW_ROOT_SETTING, "1"), **(env or {})}
         with running_devhost("function_app", script_root=REPO,
                              connection_string=azurite.connection_string,
                              env=host_env) as host:

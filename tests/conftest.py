@@ -26,9 +26,18 @@ from devhost.azurite import Azurite
 from devhost.testing import RunningDevHost, running_devhost
 from shared.contract.layout import DATA_CONTAINER
 from shared.scoring.isolation import NOBODY_ID, WorkerAccount, unreachable
+from shared.scoring.worker_users import ALLOW_ROOT_SETTING
 
 REPO = Path(__file__).resolve().parent.parent
 SCORING_SCRIPTS = REPO / "tests" / "scoring_scripts"
+
+# The devhosts of the tests run as root (here and in CI) from a checkout and an interpreter
+# that other users often cannot reach (a clone in a `mktemp -d` folder, a pyenv Python in
+# /root): there, deployments' workers could not run as users of their own, and a scoring
+# host would refuse to score. The tests are development: they let such workers run as root.
+# Where the users can run them they still do; the isolation tests run on an interpreter
+# they can reach (worker_user_python) with this setting off.
+os.environ.setdefault(ALLOW_ROOT_SETTING, "1")
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +73,12 @@ def worker_tmp() -> Iterator[Callable[[str], Path]]:
 
 @pytest.fixture(scope="session")
 def worker_python(worker_tmp) -> str | None:
-    """An interpreter with this project's packages that scoring workers can run as another
-    user (`nobody`): this one, or a venv of the system's Python of the same version when
-    this one lives in root's private home; None where there is none, where the project or
-    its packages are out of that user's reach, or where the tests do not run as root (a
-    host then runs workers as its own user)."""
+    """An interpreter with this project's packages that scoring workers can run as users of
+    their own (`nobody`, or a deployment's user: neither owns these files): this one, or a
+    venv of the system's Python of the same version when this one lives in root's private
+    home; None where there is none, where the project or its packages are out of those
+    users' reach, or where the tests do not run as root (a host then runs workers as its
+    own user)."""
     if os.geteuid() != 0:
         return None
     nobody = WorkerAccount("nobody", NOBODY_ID, NOBODY_ID)
@@ -208,7 +218,8 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str,
 def _no_leaked_storage_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's shell may point at a real account; tests only ever use their Azurite.
     for key in list(os.environ):
-        if key.startswith("AzureWebJobsStorage") or key.startswith("BATCHFN_"):
+        if key.startswith("AzureWebJobsStorage") or (
+                key.startswith("BATCHFN_") and key != ALLOW_ROOT_SETTING):
             monkeypatch.delenv(key, raising=False)
 
 

@@ -29,6 +29,7 @@ COMMANDS = {
     "data": "batchfn.cli.assets:data",
     "compute": "batchfn.cli.computes:compute",
     "studio": "batchfn.cli.studio:studio",
+    "environment": "batchfn.cli.environments:environment",
 }
 
 

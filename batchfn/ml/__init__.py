@@ -21,11 +21,13 @@ from batchfn.ml.entities import (
     BatchDeployment,
     BatchEndpoint,
     Data,
+    Environment,
     Input,
     Model,
     ModelBatchDeployment,
     Output,
 )
+from batchfn.ml.environments import EnvironmentOperations
 from batchfn.ml.operations import (
     BatchDeploymentOperations,
     BatchEndpointOperations,
@@ -43,7 +45,7 @@ __all__ = ["Input", "MLClient", "Output"]
 class MLClient:
     """The batchfn at `url` with its function key, as azure-ai-ml's MLClient presents a
     workspace: `batch_endpoints`, `batch_deployments`, `jobs`, `models`, `data`, `compute`,
-    `datastores`."""
+    `datastores`, `environments`."""
 
     def __init__(self, url: str | None = None, key: str | None = None, *,
                  timeout: float = 60.0) -> None:
@@ -55,6 +57,7 @@ class MLClient:
         self.data = DataOperations(client)
         self.compute = ComputeOperations(client)
         self.datastores = DatastoreOperations()
+        self.environments = EnvironmentOperations(client)
 
     def begin_create_or_update(self, entity: Any) -> Poller[Any]:
         """Create or update a batch endpoint, batch deployment or compute."""
@@ -68,10 +71,12 @@ class MLClient:
                         f"an AmlCompute, not {type(entity).__name__}")
 
     def create_or_update(self, entity: Any) -> Any:
-        """Register a model or a data asset."""
+        """Register a model, a data asset or an environment."""
         if isinstance(entity, Model):
             return self.models.create_or_update(entity)
         if isinstance(entity, Data):
             return self.data.create_or_update(entity)
-        raise TypeError(f"create_or_update takes a Model or a Data, not "
+        if isinstance(entity, Environment):
+            return self.environments.create_or_update(entity)
+        raise TypeError(f"create_or_update takes a Model, a Data or an Environment, not "
                         f"{type(entity).__name__}")

@@ -182,7 +182,8 @@ class AmlCompute:
 
 @dataclass(kw_only=True)
 class Environment:
-    """Accepted for compatibility: batchfn scores in the scoring app's own environment."""
+    """An environment: `conda_file` (a path, or a mapping) gives the Python version and pip
+    packages the deployment's workers run with; `image` is kept, not used (docs)."""
 
     name: str | None = None
     version: str | None = None
@@ -194,8 +195,9 @@ class Environment:
     properties: dict[str, str] | None = None
 
     def _to_document(self) -> dict[str, Any]:
+        conda = self.conda_file if isinstance(self.conda_file, dict) else _path(self.conda_file)
         return _drop_none({"name": self.name, "version": self.version, "image": self.image,
-                           "conda_file": _path(self.conda_file)})
+                           "description": self.description, "conda_file": conda})
 
 
 @dataclass(kw_only=True)

@@ -4,7 +4,8 @@
 # container where Event Grid leaves drop events it could not deliver.
 
 locals {
-  # shared/contract/layout.py: REGISTRY, ASSETS, DATA, JOBS, STATE; DROP_CONTAINER.
+  # shared/contract/layout.py: REGISTRY, ASSETS, DATA, JOBS, STATE; DROP_CONTAINER;
+  # ENVIRONMENTS_CONTAINER (built environments the scoring hosts pack and unpack).
   app_containers = [
     "batchfn-registry",
     "batchfn-assets",
@@ -12,6 +13,7 @@ locals {
     "batchfn-jobs",
     "batchfn-state",
     "batchfn-drop",
+    "batchfn-environments",
   ]
   drop_container = "batchfn-drop"
   # shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin.

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from samples.mnist.dataset import DATA_DIR, read_labels
 from samples.mnist.prepare_data import prepare
+from shared.scoring.worker_users import ALLOW_ROOT_SETTING
 
 SAMPLE_DIR = Path(__file__).resolve().parent
 REPO = SAMPLE_DIR.parents[1]
@@ -236,6 +237,9 @@ def running_devhost(port: int) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("AzureWebJobsStorage")}  # local storage only: devhost's Azurite
+    # A demo on a development machine: where deployments' own users cannot run the workers
+    # (a checkout or Python that only root can read), they run as root (docs/security.md).
+    env.setdefault(ALLOW_ROOT_SETTING, "1")
     command = [sys.executable, "-m", "devhost", "--app", "function_app", "--port", str(port)]
     print(f"\n$ {shlex.join(['python', *command[1:]])}   # log: {log_path}", flush=True)
     if port != DEFAULT_PORT:

@@ -5,9 +5,10 @@ relative to the YAML file) and an API body (model and code must be registered as
 `azureml:<name>:<version>`). Every field of Azure ML's batch endpoint and model batch
 deployment schemas is accepted, in the `settings:` form and in the older form with the
 settings at the top level. `compute` names a scoring pool (contract/compute_spec.py).
-Fields batchfn cannot honour (`environment`, `resources.instance_type`, `auth_mode`, ...)
-are reported in `ignored`, each with the reason, never an error; `type: pipeline`
-deployments are refused with a clear error.
+Fields batchfn cannot honour (`resources.instance_type`, `auth_mode`, an environment's
+`image`, ...) are reported in `ignored`, each with the reason, never an error;
+`type: pipeline` deployments are refused with a clear error. `environment` is honoured
+(environment_spec.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .asset_manifest import parse_asset_ref
+from .environment_spec import IMAGE_NOTE, EnvironmentSpec
 from .errors import InvalidRequest
 from .names import check_asset_name, check_relative_path, check_resource_name, shown
 from .settings import DeploymentSettings
@@ -37,8 +39,13 @@ MAX_ENVIRONMENT_VALUE = 32 * 1024
 # All names and values together: a process's environment is limited (Linux: 2 MiB with the
 # arguments), and every worker process of the deployment carries it.
 MAX_ENVIRONMENT_BYTES = 64 * 1024
-# The scoring worker sets these for the script itself.
-RESERVED_ENVIRONMENT = frozenset({"AZUREML_MODEL_DIR", "AZUREML_BI_OUTPUT_PATH"})
+# The scoring worker sets these for the script itself: the Azure ML variables, its GPU, its
+# math-library threads, its account, home, temp folder and environment.
+RESERVED_ENVIRONMENT = frozenset({
+    "AZUREML_MODEL_DIR", "AZUREML_BI_OUTPUT_PATH", "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+    "HOME", "USER", "LOGNAME", "TMPDIR", "TMP", "TEMP", "VIRTUAL_ENV", "PYTHONHOME",
+    "PYTHONPATH"})
 RESERVED_ENVIRONMENT_PREFIX = "BATCHFN_"
 MAX_TEXT = 8 * 1024  # characters of a description or a path
 MAX_TAGS = 100
@@ -54,8 +61,6 @@ _NO_PROPERTIES = "batchfn keeps no free-form properties; use tags"
 # Why each Azure ML field that batchfn accepts but cannot honour is ignored.
 DEPLOYMENT_IGNORED = {
     "$schema": "an editor hint",
-    "environment": "the scoring app runs every deployment in its own Python environment "
-                   "(its image or requirements.txt): install the model's packages there",
     "properties": _NO_PROPERTIES,
     "id": _SET_BY_SERVICE,
     "provisioning_state": _SET_BY_SERVICE,
@@ -96,7 +101,7 @@ ENDPOINT_IGNORED = {
 ENDPOINT_FIELDS = frozenset({"name", "description", "tags", "defaults"})
 DEPLOYMENT_FIELDS = frozenset({
     "name", "endpoint_name", "description", "tags", "type", "model", "code_configuration",
-    "settings", "resources", "environment_variables", "compute",
+    "settings", "resources", "environment_variables", "environment", "compute",
 }) | LEGACY_SETTING_KEYS
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 
@@ -180,12 +185,18 @@ class DeploymentSpec:
     environment_variables: dict[str, str] = field(default_factory=dict)
     model_type: str | None = None  # Azure ML's model.type: custom_model, mlflow_model
     ignored: tuple[IgnoredField, ...] = ()
+    # Inline, a registered environment, or None: the scoring image's packages (an MLflow
+    # model: its own requirements).
+    environment: EnvironmentSpec | AssetReference | None = None
     compute: str | None = None  # the scoring pool named by `compute:`; None: the default one
 
     @classmethod
     def from_document(cls, data: Any, *, endpoint_name: str | None = None,
-                      name: str | None = None) -> DeploymentSpec:
-        """Validate a deployment document; explicit names win over the file's."""
+                      name: str | None = None, base_dir: Path | None = None
+                      ) -> DeploymentSpec:
+        """Validate a deployment document; explicit names win over the file's. With
+        `base_dir` (the CLI and client) an inline environment's conda_file may be a path
+        relative to it."""
         doc = _mapping(data, "deployment document")
         _check_type(doc.get("type"))
         endpoint = check_resource_name(
@@ -201,6 +212,9 @@ class DeploymentSpec:
                             prefix="resources.")
         ignored += _ignored(code_cfg or {}, frozenset({"code", "scoring_script"}), {},
                             prefix="code_configuration.")
+        environment_source = environment_field(doc.get("environment"), base_dir)
+        if isinstance(environment_source, EnvironmentSpec) and environment_source.image:
+            ignored += (IgnoredField("environment.image", IMAGE_NOTE),)
         return cls(
             name=deployment,
             endpoint_name=endpoint,
@@ -214,8 +228,24 @@ class DeploymentSpec:
             environment_variables=environment,
             model_type=model_type,
             ignored=tuple(sorted(ignored + model_ignored, key=lambda item: item.field)),
+            environment=environment_source,
             compute=None if doc.get("compute") is None else compute_name(doc["compute"]),
         )
+
+
+def environment_field(value: Any, base_dir: Path | None = None
+                      ) -> EnvironmentSpec | AssetReference | None:
+    """A deployment's `environment`: absent, `azureml:<name>:<version>|@latest`, or inline."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.startswith("azureml:"):
+            raise InvalidRequest(
+                f"environment {shown(value)} is not valid: expected azureml:<name>:<version>, "
+                "azureml:<name>@latest or an inline environment (conda_file, image, ...)",
+                details={"field": "environment"}, code="invalid_environment")
+        return AssetReference(*parse_asset_ref(value))
+    return EnvironmentSpec.from_document(value, base_dir=base_dir)
 
 
 def split_settings(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -427,8 +457,9 @@ def _environment(value: Any, what: str) -> dict[str, str]:
                 details={"field": what, "value": shown(key)}, code="invalid_setting")
         if key in RESERVED_ENVIRONMENT or key.upper().startswith(RESERVED_ENVIRONMENT_PREFIX):
             raise InvalidRequest(
-                f"{what}: {key} is set by batchfn for the scoring script "
-                f"({', '.join(sorted(RESERVED_ENVIRONMENT))}, {RESERVED_ENVIRONMENT_PREFIX}*)",
+                f"{what}: {key} is set by batchfn for the scoring script and cannot be "
+                f"overridden ({', '.join(sorted(RESERVED_ENVIRONMENT))}, "
+                f"{RESERVED_ENVIRONMENT_PREFIX}*)",
                 details={"field": f"{what}.{key}"}, code="invalid_setting")
         if len(text) > MAX_ENVIRONMENT_VALUE or "\x00" in text:
             raise InvalidRequest(f"{what}.{key}: the value must be at most "

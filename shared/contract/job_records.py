@@ -117,6 +117,33 @@ class JobInput:
         )
 
 
+MAX_START_TRACEBACK = 16 * 1024  # characters of a script-start traceback kept in the record
+
+
+@dataclass(frozen=True)
+class ScriptStartFailures:
+    """Mini-batches of a job whose last attempt failed before run(): the environment could
+    not be built, the script not loaded, or init() raised (scoring/fail_fast.py). `final`
+    once `batches` reached the scoring hosts' limit: the monitor then fails the job unless
+    some mini-batch succeeded."""
+
+    batches: int
+    error: str
+    traceback: str | None = None
+    final: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches, "error": self.error, "traceback": self.traceback,
+                "final": self.final}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ScriptStartFailures | None:
+        if not data:
+            return None
+        return cls(batches=int(data["batches"]), error=str(data["error"]),
+                   traceback=data.get("traceback"), final=bool(data.get("final")))
+
+
 @dataclass(frozen=True)
 class EventMarks:
     """Which lifecycle events of a job are in its event log (control.lifecycle), so each is
@@ -192,6 +219,7 @@ class JobRecord:
     rerun_of: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    script_start_failures: ScriptStartFailures | None = None
     deadline_at: str | None = None  # invoke time + settings.deadline
     partial: bool = False  # the merged output holds only the mini-batches scored (cancel, deadline)
     events: EventMarks = field(default_factory=EventMarks)
@@ -250,6 +278,8 @@ class JobRecord:
             "compute": self.compute.to_dict(),
             "request_digest": self.request_digest,
             "deployment_record": self.deployment_record,
+            "script_start_failures": None if self.script_start_failures is None
+            else self.script_start_failures.to_dict(),
         }
 
     @classmethod
@@ -273,6 +303,8 @@ class JobRecord:
             rerun_of=data.get("rerun_of"),
             overrides=dict(data.get("overrides") or {}),
             warnings=tuple(data.get("warnings") or ()),
+            script_start_failures=ScriptStartFailures.from_dict(
+                data.get("script_start_failures")),
             deadline_at=data.get("deadline_at"),
             partial=bool(data.get("partial")),
             events=EventMarks.from_dict(data.get("events")),

@@ -18,6 +18,8 @@ DATA_CONTAINER = "batchfn-data"  # the default datastore; CLI uploads land here
 JOBS_CONTAINER = "batchfn-jobs"  # default job outputs: <job id>/<output_file_name>
 STATE_CONTAINER = "batchfn-state"  # internal job state: <job id>/...
 DROP_CONTAINER = "batchfn-drop"  # blob drop: <endpoint>/<folder>/_start starts a job
+# Built deployment environments, packed by the scoring host that built them (environment_pack)
+ENVIRONMENTS_CONTAINER = "batchfn-environments"
 
 # The Azure ML name of the default datastore, mapped to DATA_CONTAINER.
 DEFAULT_DATASTORE = "workspaceblobstore"
@@ -229,3 +231,17 @@ DROP_MARKER = "_start"  # <endpoint>/<folder>/_start starts a job on <folder>
 JOB_FEEDBACK = "_job.json"  # written beside a marker that started a job
 ERROR_FEEDBACK = "_error.json"  # written beside a marker that was refused
 OUTPUT_FOLDER = "_output"  # a drop job's default output folder, beside its inputs
+
+
+# ----- the environments container: built environments, one pack per content key -------
+
+
+def environment_pack(key: str, compression: str) -> str:
+    """A built environment, packed (a tar file compressed with `compression`: "zst" or
+    "gz") by the host that built it; create-only."""
+    return f"packs/{key}.tar.{compression}"
+
+
+def environment_build_lock(key: str) -> str:
+    """The blob whose lease the host building environment `key` holds meanwhile."""
+    return f"locks/{key}"

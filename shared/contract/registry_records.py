@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .compute_spec import COMPUTE_TYPE, DEFAULT_COMPUTE
+from .environment_spec import EnvironmentSpec
 from .settings import DeploymentSettings
 
 
@@ -105,6 +106,39 @@ class ComputeRecord:
 
 
 @dataclass(frozen=True)
+class EnvironmentRecord:
+    """A registered environment version: its spec, and what uv resolved it to when it was
+    registered (`resolved`: `name==version` lines, for the record; each scoring host
+    installs over its own image). `digest` is the spec's (EnvironmentSpec.digest)."""
+
+    name: str
+    version: str
+    digest: str
+    spec: EnvironmentSpec
+    resolved: tuple[str, ...] = ()
+    created_at: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "digest": self.digest,
+                **{k: v for k, v in self.spec.to_dict().items()
+                   if k not in ("name", "version", "digest")},
+                "resolved": list(self.resolved), "created_at": self.created_at,
+                "id": f"azureml:{self.name}:{self.version}"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EnvironmentRecord:
+        return cls(name=data["name"], version=str(data["version"]), digest=data["digest"],
+                   spec=EnvironmentSpec.from_dict({k: v for k, v in data.items()
+                                                   if k not in ("name", "version")}),
+                   resolved=tuple(data.get("resolved") or ()),
+                   created_at=data.get("created_at", ""))
+
+
+@dataclass(frozen=True)
 class EndpointRecord:
     name: str
     description: str = ""
@@ -151,6 +185,9 @@ class DeploymentRecord:
     environment_variables: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     updated_at: str = ""
+    # The environment its workers run in (None: the scoring image's packages), pinned at
+    # create: scoring hosts never read the registry.
+    environment: EnvironmentRecord | None = None
     compute: str = DEFAULT_COMPUTE  # the scoring pool its jobs run on
     # The model as the document named it (azureml:<name>@latest): `model` is what it resolved to.
     model_reference: str | None = None
@@ -159,6 +196,7 @@ class DeploymentRecord:
         return {
             "name": self.name,
             "endpoint_name": self.endpoint_name,
+            "environment": None if self.environment is None else self.environment.to_dict(),
             "description": self.description,
             "tags": dict(self.tags),
             "model": asdict(self.model),
@@ -190,6 +228,8 @@ class DeploymentRecord:
             environment_variables=dict(data.get("environment_variables") or {}),
             created_at=data.get("created_at", ""),
             updated_at=data.get("updated_at", ""),
+            environment=(EnvironmentRecord.from_dict(data["environment"])
+                         if data.get("environment") else None),
             compute=data.get("compute") or DEFAULT_COMPUTE,
             model_reference=data.get("model_reference"),
         )

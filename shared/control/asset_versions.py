@@ -167,13 +167,19 @@ class AssetVersions:
                        details={"asset": name, "version": version}, code="version_exists")
 
     def _numbers(self, kind: str, name: str) -> list[int]:
-        folder = layout.asset_versions_prefix(kind, name)
-        try:
-            names = list(self._registry.list_blob_names(name_starts_with=folder))
-        except ResourceNotFoundError:
-            return []
-        stems = (n[len(folder):-len(".json")] for n in names if n.endswith(".json"))
-        return [int(stem) for stem in stems if stem.isdigit()]
+        return version_numbers(self._registry, kind, name)
+
+
+def version_numbers(registry: ContainerClient, kind: str, name: str) -> list[int]:
+    """The version numbers of `kind` asset `name` (models, code, data, environments) whose
+    records are in the `registry` container, unordered."""
+    folder = layout.asset_versions_prefix(kind, name)
+    try:
+        names = list(registry.list_blob_names(name_starts_with=folder))
+    except ResourceNotFoundError:
+        return []
+    stems = (n[len(folder):-len(".json")] for n in names if n.endswith(".json"))
+    return [int(stem) for stem in stems if stem.isdigit()]
 
 
 def check_kind(kind: str) -> None:

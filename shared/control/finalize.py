@@ -71,6 +71,16 @@ def advance_job(store: JobStore, job_id: str, *,
                       reason=job.reason, events_pending=pending)
 
 
+def script_failure_reason(job: JobRecord) -> str:
+    """Why a job whose scoring script never started failed: the error and its traceback."""
+    failures = job.script_start_failures
+    assert failures is not None
+    text = (f"the scoring script could not start: {failures.error} (every attempt of the "
+            f"first {failures.batches} mini-batches failed before run(); the remaining "
+            "mini-batches were dropped)")
+    return f"{text}\n{failures.traceback}" if failures.traceback else text
+
+
 class OutputExists(Exception):
     """The output blob exists and was not written by this job."""
 
@@ -91,7 +101,8 @@ def _finalize(store: JobStore, job: JobRecord, progress: Progress | None,
         store.write_json(layout.progress(job.id), progress.to_dict())
     expired = not canceled and progress.batches_not_started > 0
     # A stopped job's output holds what was scored: none is written when nothing was.
-    merges = (job.settings.output_action == "append_row" and outcome is not Outcome.THRESHOLD
+    merges = (job.settings.output_action == "append_row"
+              and outcome not in (Outcome.THRESHOLD, Outcome.SCRIPT_FAILED)
               and (not (canceled or expired) or progress.batches_succeeded > 0))
     if merges and progress.batches_succeeded > ANNOUNCED_MERGE_PARTS:
         # A merge that takes a while shows Finalizing meanwhile (a small one is done sooner
@@ -107,6 +118,8 @@ def _finalize(store: JobStore, job: JobRecord, progress: Progress | None,
     status, reason = JobStatus.COMPLETED, None
     if canceled:
         status, reason = JobStatus.CANCELED, "canceled by request"
+    elif outcome is Outcome.SCRIPT_FAILED:
+        status, reason = JobStatus.FAILED, script_failure_reason(job)
     elif outcome is Outcome.THRESHOLD:
         status = JobStatus.FAILED
         reason = (f"error_threshold {job.settings.error_threshold} exceeded: "

@@ -34,6 +34,7 @@ class Outcome(Enum):
     COMPLETED = "completed"  # every mini-batch is done
     THRESHOLD = "threshold"  # more inputs failed than error_threshold allows
     CANCELED = "canceled"  # cancel was asked
+    SCRIPT_FAILED = "script_failed"  # the scoring script never started (fail-fast)
     EXPIRED = "expired"  # the deadline passed, and what had started has had its time
     STOPPED = "stopped"  # already ended elsewhere (e.g. planning failed): nothing to merge
 
@@ -140,6 +141,9 @@ def evaluate(store: JobStore, job_id: str, watch_seconds: float = WATCH_SECONDS,
         return Check(Outcome.CANCELED, job, progress)  # with what is scored so far
     if threshold_exceeded(job, progress):
         return Check(Outcome.THRESHOLD, job, progress)
+    failures = job.script_start_failures
+    if failures is not None and failures.final and progress.batches_succeeded == 0:
+        return Check(Outcome.SCRIPT_FAILED, job, progress)
     if progress.finished:
         return Check(Outcome.COMPLETED, job, progress)
     if past_deadline and now >= deadline + timedelta(seconds=deadline_grace(job.settings)):

@@ -1,5 +1,6 @@
 """The registry: endpoints and deployments stored as JSON blobs, with the assets
-(control.asset_store) and computes (control.computes) deployments use.
+(control.asset_store), environments (control.environments) and computes
+(control.computes) deployments use.
 
 Records in the registry container (contract.layout names them), written through
 storage.blob_records: creates are create-only, so of two concurrent creates of one name one
@@ -23,6 +24,11 @@ from shared.contract.deployment_spec import (
     tags_field,
     text_field,
 )
+from shared.contract.environment_spec import (
+    MLFLOW_ENVIRONMENT_FILES,
+    EnvironmentSpec,
+    mlflow_environment,
+)
 from shared.contract.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from shared.contract.job_records import JobCompute
 from shared.contract.layout import REGISTRY_CONTAINER
@@ -33,11 +39,13 @@ from shared.contract.registry_records import (
     AssetVersion,
     DeploymentRecord,
     EndpointRecord,
+    EnvironmentRecord,
 )
 from shared.contract.script_check import check_scoring_script
 from shared.contract.timestamps import utc_now
 from shared.control.asset_store import AssetStore
 from shared.control.computes import Computes
+from shared.control.environments import EnvironmentStore
 from shared.storage.account import StorageAccount
 from shared.storage.blob_records import BlobRecords
 
@@ -58,6 +66,7 @@ class Registry:
                                         dump=DeploymentRecord.to_dict, what="deployment")
         self.assets = AssetStore(account)
         self.computes = Computes(container)
+        self.environments = EnvironmentStore(account)
 
     # ----- endpoints -------------------------------------------------------------------
 
@@ -173,8 +182,9 @@ class Registry:
 
         Its model and code must be registered assets (`model` pins the version a reference
         like `@latest` resolved to), its compute an existing pool; the scoring script is
-        checked here. The endpoint's first deployment becomes its default, as does one
-        created with `set_default`.
+        checked here, and its environment resolved (registered first when inline). The
+        endpoint's first deployment becomes its default, as does one created with
+        `set_default`.
         """
         endpoint = self.get_endpoint(spec.endpoint_name)
         compute = self.computes.require(spec.compute)
@@ -187,13 +197,14 @@ class Registry:
             assert spec.scoring_script is not None  # the spec gives both or neither
             source = self.assets.read_file(code, spec.scoring_script)
             check_scoring_script(source, spec.scoring_script)
+        environment = self._environment(spec, model)
         now = utc_now()
         record = DeploymentRecord(
             name=spec.name, endpoint_name=spec.endpoint_name, model=model, code=code,
             scoring_script=spec.scoring_script, settings=spec.settings,
             description=spec.description, tags=spec.tags,
             environment_variables=spec.environment_variables, created_at=now, updated_at=now,
-            compute=compute, model_reference=_reference(spec.model))
+            environment=environment, compute=compute, model_reference=_reference(spec.model))
         blob = layout.deployment_record(spec.endpoint_name, spec.name)
         if replace_existing:
             record, created = self._deployments.put(
@@ -294,6 +305,27 @@ class Registry:
                 f"(azureml:<name>:<version>); the CLI and client upload folders first",
                 details={"field": kind}, code="local_path_not_allowed")
         return self.assets.versions.get(kind, source.name, source.version).content
+
+    def _environment(self, spec: DeploymentSpec, model: AssetRef) -> EnvironmentRecord | None:
+        """The environment the deployment's workers run in: a registered one, an inline one
+        (registered under its name, else `<endpoint>-<deployment>-env`), an MLflow model's
+        own requirements (no code_configuration), or None: the scoring image's packages."""
+        source = spec.environment
+        if isinstance(source, AssetReference):
+            return self.environments.get(source.name, source.version)
+        if isinstance(source, EnvironmentSpec):
+            name = source.name or f"{spec.endpoint_name}-{spec.name}-env"
+            return self.environments.register(name, source)[0]
+        if spec.code is not None:
+            return None
+        files = {}
+        for file in MLFLOW_ENVIRONMENT_FILES:
+            try:
+                files[file] = self.assets.read_file(model, file).decode("utf-8", "replace")
+            except NotFound:
+                continue
+        mlflow_spec = mlflow_environment(files)
+        return self.environments.register(f"{model.name}-env", mlflow_spec)[0]
 
     def _check_mlflow_model(self, model: AssetRef) -> None:
         """A deployment without code_configuration: its model must be an MLflow model that

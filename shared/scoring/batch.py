@@ -72,6 +72,8 @@ class ScoringOutcome:
     download_seconds: float
     failures: tuple[InputFailure, ...] = ()
     unlisted: int = 0
+    # The script never started: its environment, loading it or init() failed (fail_fast.py).
+    startup_failed: bool = False
     input_bytes: int = 0  # what the worker read
     gpu: str | None = None  # the device type of the worker's GPU (None: none)
     run_seconds: float | None = None  # run() and its encoding, timed in the worker

@@ -5,12 +5,16 @@ A scoring worker process runs user code, so the host starts it (`start_worker`):
   Python, CUDA and math-library settings, never the host's storage connection settings,
   keys, connection strings or identity endpoint variables, unless the deployment's own
   environment_variables set one on purpose;
-- under another OS account when the host runs as root, as the Functions images do
-  (`WorkerAccount`, setting BATCHFN_WORKER_USER, default `nobody`): that account cannot
-  read the host's `/proc/<pid>/environ` or memory, nor files only root may read;
-- with no file descriptor of the host's but its own pipe, in the folder `/`, its stdout
-  and stderr a pipe of their own that the host relays to its log line by line
-  (`relay_output`): each line prefixed with the worker's pid, its control characters
+- under the deployment's own OS account when the host runs as root, as the Functions
+  images do (`WorkerAccount`, chosen by worker_users.py): that account cannot read the
+  host's or another deployment's `/proc/<pid>/environ` or memory, signal their processes,
+  nor read files only root or another deployment may read;
+- with `python -I` (no user site-packages, no PYTHON* variables), with no file descriptor
+  of the host's but its own pipe, in the folder `/`, leading a session and process group
+  of its own; what it leaves behind when its slot ends is killed (`WorkerProcess.kill`,
+  leftover_processes.py);
+- with its stdout and stderr a pipe of their own that the host relays to its log line by
+  line (`relay_output`): each line prefixed with the worker's pid, its control characters
   escaped and its length cut, and at most WORKER_LINES_PER_MINUTE lines a minute, so a
   script can neither forge host log lines nor flood the log (what it prints while a
   mini-batch runs goes to that attempt's log instead, see worker/serve.py).
@@ -26,39 +30,35 @@ only once its length is known to be within bounds.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import errno
 import io
 import logging
 import os
 import pickle
-import pwd
 import re
+import signal
 import stat
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from shared.scoring import leftover_processes
 from shared.worker.protocol import CPU_THREAD_VARIABLES
 
 log = logging.getLogger("batchfn.scoring")
 
-WORKER_USER_SETTING = "BATCHFN_WORKER_USER"
-DEFAULT_WORKER_USER = "nobody"
 NOBODY_ID = 65534  # the conventional uid and gid of `nobody`, where /etc/passwd lacks it
 
 # Host variables a worker keeps: none names or holds a credential.
 ALLOWED_VARIABLES = frozenset({
     "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR", "TEMP", "TMP", "SHELL",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
-    "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONHASHSEED", "PYTHONWARNINGS", "VIRTUAL_ENV",
     "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "CUDA_MODULE_LOADING", "CUDA_DEVICE_ORDER",
     "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES",
     "PYTORCH_CUDA_ALLOC_CONF", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -83,20 +83,24 @@ _UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 IMPORT_TRIAL_SECONDS = 60
 WORKER_MODULE = "shared.worker.serve"
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
-# Started with `python -c`: the host's sys.path arrives first on the pipe, then the worker's
-# arguments (serve.main). Only the standard library is imported before sys.path is set.
+# Started with `python -I -c` (isolated: no user site-packages, no PYTHON* variables, no
+# current folder on sys.path): the paths to import from arrive first on the pipe, then the
+# worker's arguments (serve.main). In the host's interpreter they replace sys.path (the
+# host's own); in a deployment's environment they come before its own (the worker
+# runtime's folder). Only the standard library is imported before sys.path is set.
 BOOTSTRAP = (
     "import sys\n"
     "from multiprocessing.connection import Connection\n"
     "conn = Connection(int(sys.argv[1]))\n"
-    "sys.path[:] = conn.recv()\n"
+    "paths, replace = conn.recv()\n"
+    "sys.path[:] = paths if replace else paths + sys.path\n"
     f"from {WORKER_MODULE} import main\n"
     "main(conn)\n"
 )
 
 
 class WorkerAccountError(RuntimeError):
-    """BATCHFN_WORKER_USER names an account the host cannot run workers as."""
+    """A deployment's workers cannot run as its own account here (worker_users.py)."""
 
 
 class UnsafeWorkerFile(OSError):
@@ -112,72 +116,37 @@ class WorkerAccount:
     gid: int
 
 
-def worker_account(environ: Mapping[str, str] | None = None,
-                   folders: Sequence[Path] = ()) -> WorkerAccount | None:
-    """The account workers run as per BATCHFN_WORKER_USER (None: the host's own).
-
-    A user name or uid names the account; it must be able to run this interpreter, read
-    its standard library, reach `folders` (the runtime's) and import the scoring worker (a
-    trial start; another folder on sys.path it cannot reach is logged as a warning), and
-    only a host running as root can start workers as another user: otherwise
-    WorkerAccountError. The host's own account keeps workers in it (its files and
-    processes are then theirs to read). Unset, a host running as root runs its workers as
-    `nobody` where that account can run them, and as root otherwise (logged as a
-    warning); any other host runs them as itself.
-    """
-    env = os.environ if environ is None else environ
-    wanted = env.get(WORKER_USER_SETTING, "").strip()
-    host_uid = os.geteuid()
-    if not wanted and host_uid != 0:
-        return None
-    name = wanted or DEFAULT_WORKER_USER
+def import_problem(account: WorkerAccount, python: str | None = None,
+                   runtime_path: str | None = None, module: str = WORKER_MODULE) -> str | None:
+    """Why a process of `account` cannot import the scoring worker (`module`) as a worker
+    starts (`python -I`; `python` with the worker runtime at `runtime_path` first on its
+    path, or this interpreter with the host's sys.path), or None where it can: one trial
+    start. Folder modes alone cannot tell, since the project and its packages may sit below
+    a folder private to the host's user (a checkout in a `mktemp -d` folder is mode 700)."""
+    if python is None:
+        paths = [os.path.abspath(entry) for entry in sys.path]
+        code = f"import sys\nsys.path[:] = {paths!r}\nimport {module}\n"
+    else:
+        code = f"import sys\nsys.path[:0] = [{runtime_path or ''!r}]\nimport {module}\n"
     try:
-        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-        account = WorkerAccount(entry.pw_name, entry.pw_uid, entry.pw_gid)
-    except (KeyError, OverflowError):
-        if wanted:
-            raise WorkerAccountError(
-                f"{WORKER_USER_SETTING}={wanted!r}: no such user on this machine") from None
-        account = WorkerAccount(DEFAULT_WORKER_USER, NOBODY_ID, NOBODY_ID)
-    if account.uid == host_uid:
-        return None
-    if host_uid != 0:
-        raise WorkerAccountError(
-            f"{WORKER_USER_SETTING}={wanted!r}: only a host running as root can start workers "
-            "as another user; unset it to run them as the host's own user")
-    problem = unreachable(Path(sys.executable), account, run=True) or next(filter(None, (
-        unreachable(path, account) for path in (Path(os.__file__).parent, *folders))), None
-    ) or import_problem(account)
-    if problem is None:
-        for entry in filter(None, sys.path):
-            missing = unreachable(Path(entry), account)
-            if missing:
-                log.warning("scoring workers cannot import from %s: %s", entry, missing)
-        return account
-    if wanted:
-        raise WorkerAccountError(f"{WORKER_USER_SETTING}={wanted!r}: {problem}")
-    log.warning("scoring workers run as root, like the host, and can read what it can: %s "
-                "(set %s to a user who can)", problem, WORKER_USER_SETTING)
-    return None
-
-
-def import_problem(account: WorkerAccount, module: str = WORKER_MODULE) -> str | None:
-    """Why a process of `account` cannot import the scoring worker (`module`) with the
-    host's sys.path, or None where it can: one trial start, as a worker starts. Folder
-    modes alone cannot tell, since the project and its packages may sit below a folder
-    private to the host's user (a checkout in a `mktemp -d` folder is mode 700)."""
-    paths = [os.path.abspath(entry) for entry in sys.path]
-    code = f"import sys\nsys.path[:] = {paths!r}\nimport {module}\n"
-    try:
-        trial = subprocess.run([sys.executable, "-c", code], env={"PATH": os.defpath},
-                               cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
-                               timeout=IMPORT_TRIAL_SECONDS, user=account.uid,
-                               group=account.gid, extra_groups=[])
+        with leftover_processes.starting():
+            trial = subprocess.Popen(
+                [python or sys.executable, "-I", "-c", code], env={"PATH": os.defpath},
+                cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, user=account.uid, group=account.gid, extra_groups=[])
+            leftover_processes.live(trial.pid)
+        try:
+            _, errors = trial.communicate(timeout=IMPORT_TRIAL_SECONDS)
+        except subprocess.TimeoutExpired:
+            trial.kill()
+            _, errors = trial.communicate()
+        finally:
+            leftover_processes.waited(trial.pid)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"user {account.name!r} cannot start a scoring worker: {exc}"
     if trial.returncode == 0:
         return None
-    lines = trial.stderr.decode(errors="replace").strip().splitlines()
+    lines = errors.decode(errors="replace").strip().splitlines()
     return (f"user {account.name!r} cannot import the scoring worker: "
             f"{lines[-1] if lines else f'exit code {trial.returncode}'}")
 
@@ -202,8 +171,9 @@ def unreachable(path: Path, account: WorkerAccount, run: bool = False) -> str | 
 def worker_environment(host: Mapping[str, str], batchfn: Mapping[str, str],
                        deployment: Mapping[str, str], account: WorkerAccount | None,
                        home: str | None) -> dict[str, str]:
-    """A worker's whole environment: allowed host variables, then `batchfn`'s, then the
-    deployment's own environment_variables (which win: they are set on purpose).
+    """A worker's whole environment: allowed host variables, the deployment's own
+    environment_variables, then `batchfn`'s, which no deployment overrides (the contract
+    refuses them at create too).
 
     A worker under another `account` gets that account's name and `home` instead of the
     host's. Variables the host was started with for math-library threads are kept.
@@ -216,12 +186,12 @@ def worker_environment(host: Mapping[str, str], batchfn: Mapping[str, str],
         environment.update(USER=account.name, LOGNAME=account.name)
         if home is not None:
             environment["HOME"] = home
-    for name, value in batchfn.items():
-        if name in CPU_THREAD_VARIABLES:
-            environment.setdefault(name, value)
-        else:
-            environment[name] = value
     environment.update(deployment)
+    for name, value in batchfn.items():
+        if name in CPU_THREAD_VARIABLES and name in host:
+            environment[name] = host[name]  # the host was started with it: kept
+        else:
+            environment[name] = value  # never the deployment's: batchfn sets it
     return environment
 
 
@@ -249,10 +219,9 @@ def protect_host() -> bool:
     with _protect_lock:
         if _protected or not sys.platform.startswith("linux"):
             return _protected
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-            log.warning("could not make the host process non-dumpable: %s",
-                        os.strerror(ctypes.get_errno()))
+        problem = leftover_processes.prctl(PR_SET_DUMPABLE, 0)
+        if problem:
+            log.warning("could not make the host process non-dumpable: %s", problem)
             return False
         _protected = True
         return True
@@ -261,8 +230,9 @@ def protect_host() -> bool:
 class WorkerProcess:
     """A started worker process, with the calls the pool makes of a multiprocessing one."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], account: WorkerAccount | None) -> None:
         self._popen = popen
+        self._account = account
 
     @property
     def pid(self) -> int:
@@ -271,36 +241,57 @@ class WorkerProcess:
     @property
     def exitcode(self) -> int | None:
         """The exit status (negative: the signal that ended it); None while it runs."""
-        return self._popen.poll()
+        return self._done(self._popen.poll())
 
     def is_alive(self) -> bool:
-        return self._popen.poll() is None
+        return self.exitcode is None
 
     def kill(self) -> None:
+        """End the worker's slot: kill the worker, its process group (it leads one: see
+        start_worker) and, under an account of its own, every process it left behind."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             self._popen.kill()
+        if self._account is not None:
+            leftover_processes.ended(self._popen.pid)
+            leftover_processes.end_leftovers(self._account.uid)
 
     def join(self, timeout: float | None = None) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self._popen.wait(timeout)
+            self._done(self._popen.wait(timeout))
+
+    def _done(self, status: int | None) -> int | None:
+        if status is not None:
+            leftover_processes.waited(self._popen.pid)
+        return status
 
 
 def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
-                 account: WorkerAccount | None) -> tuple[WorkerProcess, Connection]:
-    """Start `python -c BOOTSTRAP` with `environment` (and nothing else of the host's) under
-    `account`, and send it the host's sys.path and `arguments` (serve.main's); returns the
-    process and the host's end of its pipe."""
+                 account: WorkerAccount | None, python: str | None = None,
+                 runtime_path: str | None = None) -> tuple[WorkerProcess, Connection]:
+    """Start `python -I -c BOOTSTRAP` with `environment` (and nothing else of the host's)
+    under `account`, in a session and process group of its own, and send it where to import
+    from and `arguments` (serve.main's); returns the process and the host's end of its pipe.
+
+    `python` is a deployment environment's interpreter, which imports the worker runtime
+    from `runtime_path`; None: the host's interpreter, with the host's sys.path."""
     protect_host()
     host_end, worker_end = Pipe()
     identity: dict[str, Any] = {}
     if account is not None:
-        identity = {"user": account.uid, "group": account.gid, "extra_groups": []}
+        # umask 077: what it writes (in /tmp, say) no other deployment's user can read.
+        identity = {"user": account.uid, "group": account.gid, "extra_groups": [],
+                    "umask": 0o077}
+        leftover_processes.become_subreaper()  # what escapes the worker's tree comes here
     try:
-        popen = subprocess.Popen(
-            [sys.executable, "-c", BOOTSTRAP, str(worker_end.fileno())],
-            env=dict(environment), cwd="/", stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, close_fds=True,
-            pass_fds=(worker_end.fileno(),), **identity)
+        with leftover_processes.starting():
+            popen = subprocess.Popen(
+                [python or sys.executable, "-I", "-c", BOOTSTRAP, str(worker_end.fileno())],
+                env=dict(environment), cwd="/", stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, close_fds=True,
+                pass_fds=(worker_end.fileno(),), start_new_session=True, **identity)
+            leftover_processes.live(popen.pid)
     except BaseException:
         host_end.close()
         raise
@@ -309,12 +300,14 @@ def start_worker(arguments: tuple[Any, ...], environment: Mapping[str, str],
     assert popen.stdout is not None
     threading.Thread(target=relay_output, args=(popen.stdout, popen.pid),
                      name="batchfn-worker-output", daemon=True).start()
+    paths = ([runtime_path or ""], False) if python else (
+        [os.path.abspath(entry) for entry in sys.path], True)
     try:
-        host_end.send([os.path.abspath(entry) for entry in sys.path])
+        host_end.send(paths)
         host_end.send(arguments)
     except OSError:
         pass  # it died at once: the pool reads the EOF and reports its exit code
-    return WorkerProcess(popen), host_end
+    return WorkerProcess(popen, account), host_end
 
 
 def relay_output(stream: IO[bytes], pid: int, *, lines_per_minute: int = WORKER_LINES_PER_MINUTE,

@@ -39,6 +39,7 @@ from shared.contract.timestamps import utc_now
 from shared.scoring.attempt_logs import AttemptLogs
 from shared.scoring.batch import STOPPED, SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.compute_admission import ComputeAdmission
+from shared.scoring.fail_fast import FailFast
 from shared.scoring.heartbeats import Holding, Holdings
 from shared.scoring.isolation import UnsafeWorkerFile, open_worker_file, worker_files
 from shared.scoring.ledger_commits import LedgerCommits
@@ -125,6 +126,7 @@ class MiniBatchHandler:
         self.runtime = runtime
         self.queue = queue
         self.max_dequeue_count = max_dequeue_count
+        self.fail_fast = FailFast(store)
         self._lock = threading.Lock()
         self._jobs: dict[str, tuple[float, JobRecord]] = {}
         self._manifests: OrderedDict[tuple[str, int], ManifestChunk] = OrderedDict()
@@ -214,6 +216,7 @@ class MiniBatchHandler:
                 return WorkResult("requeued", f"attempt {attempt}: {outcome.error}")
             raise RetryMiniBatch(f"job {job.id} mini-batch {message.index} attempt {attempt} "
                                  f"{outcome.status}: {outcome.error}")
+        self.fail_fast.record(job.id, outcome)  # before the ledger line the monitor reads
         self._record_failure(job.id, message.index, planned, attempt, outcome.status,
                              outcome.error or outcome.status, outcome.traceback, stamp)
         return WorkResult("failed", outcome.error or outcome.status)

@@ -61,6 +61,7 @@ SHUTDOWN_WAIT = 10.0  # seconds a retiring worker's shutdown() may take
 SLOT_DEPTH = 2  # mini-batches per slot: the one running and the one whose inputs download
 WORKER_LOSSES = 3  # workers a mini-batch may lose before its run() started, then it gives up
 READ_POLL = 0.5  # seconds between checks of a worker's pipe reader for its end
+TEMP_VARIABLES = ("TMPDIR", "TMP", "TEMP")  # where tempfile and most tools make temp files
 STOP_POLL = 0.25  # seconds between looks at a mini-batch's stop event while it waits or runs
 
 
@@ -108,6 +109,7 @@ class RunResult:
     failed: tuple[FailedInput, ...] = ()
     failed_inputs: int = 0
     given: int = 0  # rows run() got (a tabular mini-batch)
+    startup_failed: bool = False  # the worker could not load the script or run init()
     input_bytes: int = 0  # what the worker read for the attempt
     gpu: str | None = None  # the GPU id the worker had (CUDA_VISIBLE_DEVICES)
     run_seconds: float | None = None  # run() and its encoding, timed by the worker
@@ -209,6 +211,7 @@ class _Worker:
             except (EOFError, OSError):
                 self.process.join(timeout=5)
                 self._end(f"worker process exited with code {self.process.exitcode}")
+                self.process.kill()  # its slot ended: so does what it left behind
                 break
             except Exception as exc:  # noqa: BLE001 - unreadable: nothing after it is trusted
                 self._end(f"could not read the worker's answer: {type(exc).__name__}: {exc}")
@@ -261,9 +264,10 @@ class WorkerPool:
     def __init__(self, spec: WorkerSpec, size: int, *, scratch_dir: Path,
                  gpus: Sequence[str] = (), init_timeout: float = 600.0,
                  prefetch: bool = True, account: WorkerAccount | None = None,
-                 home: Path | None = None) -> None:
+                 home: Path | None = None, temp: Path | None = None) -> None:
         """`account`: the OS account workers run as (None: the host's own), with `home`
-        as their HOME; `scratch_dir` holds the attempt logs workers write."""
+        as their HOME and `temp` as their TMPDIR; `scratch_dir` holds the attempt logs
+        workers write."""
         self.spec = spec
         self.size = size
         self.depth = SLOT_DEPTH if prefetch else 1
@@ -272,6 +276,7 @@ class WorkerPool:
         self._init_timeout = init_timeout
         self._account = account
         self._home = home
+        self._temp = temp
         self._slots = [_Slot(i) for i in range(size)]
         self._ids = itertools.count(1)
         self._closed = False
@@ -441,7 +446,8 @@ class WorkerPool:
         gpu = self.gpu_for(slot.index)
         process, parent_conn = start_worker(
             (self.spec, str(log_path)),
-            self._environment(gpu, output_dir), self._account)
+            self._environment(gpu, output_dir), self._account, self.spec.python,
+            self.spec.runtime_path)
         try:
             reply = _init_reply(parent_conn, self._init_timeout)
             if reply is None and process.is_alive():
@@ -469,7 +475,7 @@ class WorkerPool:
             failure = RunResult(FAILED, 0, None, (), why, _stack_dump(log), log)
         else:
             failure = RunResult(FAILED, 0, None, (), reply.error, reply.traceback, log)
-        return worker, log, failure
+        return worker, log, replace(failure, startup_failed=True)
 
     def _environment(self, gpu: str | None, output_dir: str) -> dict[str, str]:
         """The worker's environment: see isolation.worker_environment."""
@@ -480,6 +486,14 @@ class WorkerPool:
         if self.spec.cpu_threads is not None:
             # Read once by torch/numpy at import; a value the host was started with is kept.
             batchfn.update(dict.fromkeys(CPU_THREAD_VARIABLES, str(self.spec.cpu_threads)))
+        if self._temp is not None:
+            batchfn.update(dict.fromkeys(TEMP_VARIABLES, str(self._temp)))
+        if self.spec.python is not None:
+            # The environment's console scripts (and `python`) first, as in an activated venv.
+            folder = os.path.dirname(os.path.dirname(self.spec.python))
+            batchfn["VIRTUAL_ENV"] = folder
+            batchfn["PATH"] = os.pathsep.join(
+                [os.path.join(folder, "bin"), os.environ.get("PATH", os.defpath)])
         return worker_environment(os.environ, batchfn, self.spec.environment, self._account,
                                   None if self._home is None else str(self._home))
 

@@ -5,9 +5,11 @@ code are downloaded once per version (`AssetCache`), and run() is called in a wa
 process of the deployment version's `WorkerPool`. The host signs short-lived read URLs of
 the attempt's inputs (`ReadGrants`); the worker downloads them into a folder of their own
 while the slot's previous mini-batch still runs, and encodes run()'s return into output
-lines. Workers run as another OS account where the host runs as root (isolation.py): the
-folders they write in (inputs, attempt logs, job outputs, their home) are theirs, the
-rest of the work folder only readable. Failures of user code are outcomes, never raised.
+lines. Where the host runs as root, each deployment's workers run as an OS user of its own
+(worker_users.py): the folders they write in (inputs, attempt logs, job outputs, home,
+temp) are that user's, their model and code are readable by that user alone, and no
+other deployment's are within reach (deployment_folders.py). Failures of user code are
+outcomes, never raised.
 """
 
 from __future__ import annotations
@@ -30,19 +32,23 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from shared.contract.layout import ENVIRONMENTS_CONTAINER
 from shared.contract.manifest import InputFile
-from shared.contract.registry_records import DeploymentRecord
+from shared.contract.registry_records import AssetRef, DeploymentRecord
 from shared.scoring.asset_cache import AssetCache
 from shared.scoring.batch import FAILED, SUCCEEDED, MiniBatch, ScoringOutcome
+from shared.scoring.deployment_folders import (
+    DeploymentFolders,
+    asset_view,
+    deployment_folders,
+    hide_contents,
+    keep_private,
+)
+from shared.scoring.environments import EnvironmentBuildError, EnvironmentCache, worker_runtime
 from shared.scoring.gpus import detect_gpus, gpu_types
 from shared.scoring.grants import ReadGrants
 from shared.scoring.heartbeats import Holding
-from shared.scoring.isolation import (
-    WorkerAccount,
-    prepare_worker_folder,
-    unreachable,
-    worker_account,
-)
+from shared.scoring.isolation import WorkerAccount, WorkerAccountError, prepare_worker_folder
 from shared.scoring.part_check import InvalidPart, check_part
 from shared.scoring.pool import RunResult, WorkerPool, download_limit, worker_cpu_threads
 from shared.scoring.work_folders import (
@@ -51,6 +57,7 @@ from shared.scoring.work_folders import (
     relative_parts,
     safe_segment,
 )
+from shared.scoring.worker_users import WorkerUsers
 from shared.storage.account import StorageAccount
 from shared.storage.failure_records import InputFailure
 from shared.worker.protocol import InputDownload, TablePiece, WorkerSpec, is_local_write_error
@@ -73,6 +80,7 @@ MLFLOW_SCRIPT = Path(importlib.util.find_spec("shared.worker.mlflow.batch_driver
 @dataclass
 class _PoolEntry:
     pool: WorkerPool
+    folders: DeploymentFolders
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
 
@@ -91,9 +99,12 @@ class ScoringRuntime:
                  pool_idle_seconds: float = 900.0,
                  download_threads: int = DOWNLOAD_THREADS,
                  scratch_dir: Path | None = None, prefetch: bool = True,
-                 worker_account: WorkerAccount | None = None) -> None:
-        """`worker_account`: the OS account workers run as (None: the host's own), who
-        must be able to reach `work_dir` and the scratch folder."""
+                 worker_users: WorkerUsers | None = None,
+                 share_environments: bool = True) -> None:
+        """`worker_users`: which OS account each deployment's workers run as (None: the
+        host's own user, for all). `share_environments`: built environments are packed
+        into (and unpacked from) the environments container, so hosts build each one once
+        between them."""
         self._blobs = account.blob_service(**download_client_options())
         self._grants = ReadGrants(self._blobs)
         self._work_dir = Path(work_dir).resolve()
@@ -101,15 +112,16 @@ class ScoringRuntime:
         # Inputs and attempt logs live only while run() works: in RAM when there is room.
         self._scratch = scratch_dir or ram_scratch_folder() or self._work_dir
         self._scratch.mkdir(parents=True, exist_ok=True)
-        self._account = worker_account
-        for folder in (self._work_dir, self._scratch):
-            problem = worker_account and unreachable(folder, worker_account)
-            if problem:
-                raise PermissionError(f"scoring workers cannot run: {problem}")
+        self._users = worker_users or WorkerUsers(per_deployment=False)
         self._disk_inputs = self._work_dir / "inputs"
-        self._inputs_root = self._scratch / "inputs"
-        self._home = None if worker_account is None else prepare_worker_folder(
-            self._work_dir / "home", worker_account)
+        self._inputs_root = self._scratch
+        self._assets_root = self._work_dir / "assets"
+        self._outputs_root = self._work_dir / "outputs"
+        if self._users.per_deployment:
+            # Each deployment reaches its own folders only (deployment_folders.py).
+            keep_private(self._assets_root)
+            hide_contents(self._outputs_root)
+            hide_contents(self._scratch)
         self._gpus = tuple(gpus) if gpus is not None else detect_gpus()
         self._gpu_types = gpu_types(self._gpus)
         self._init_timeout = init_timeout
@@ -117,7 +129,11 @@ class ScoringRuntime:
         self._pool_idle_seconds = pool_idle_seconds
         self._downloads = ThreadPoolExecutor(download_threads,
                                              thread_name_prefix="batchfn-download")
-        self._assets = AssetCache(self._blobs, self._work_dir / "assets", self._downloads)
+        self._assets = AssetCache(self._blobs, self._assets_root, self._downloads)
+        self._environments = EnvironmentCache(
+            self._work_dir / "envs", self._blobs.get_container_client(ENVIRONMENTS_CONTAINER)
+            if share_environments else None)
+        self._runtime_path = worker_runtime(self._work_dir / "runtime")
         self._pools: dict[tuple[Any, ...], _PoolEntry] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -128,11 +144,11 @@ class ScoringRuntime:
         """The GPU ids handed to worker slots in turn (empty on a CPU host)."""
         return self._gpus
 
-    def job_output_dir(self, job_id: str) -> Path:
-        """The job's local AZUREML_BI_OUTPUT_PATH folder, where scripts may write files."""
-        (self._work_dir / "outputs").mkdir(exist_ok=True)
-        return prepare_worker_folder(self._work_dir / "outputs" / safe_segment(job_id),
-                                     self._account)
+    def job_output_dir(self, job_id: str, account: WorkerAccount | None = None) -> Path:
+        """The job's local AZUREML_BI_OUTPUT_PATH folder, where scripts may write files:
+        the job's deployment's workers' own (`account`, where it is made)."""
+        self._outputs_root.mkdir(exist_ok=True)
+        return prepare_worker_folder(self._outputs_root / safe_segment(job_id), account)
 
     def score(self, deployment: DeploymentRecord, batch: MiniBatch,
               holding: Holding | None = None) -> ScoringOutcome:
@@ -143,10 +159,19 @@ class ScoringRuntime:
         when a worker slot takes the batch, and its `stop` event stops it (STOPPED).
         """
         started = time.monotonic()
-        entry = self._checkout(deployment)
+        try:
+            entry = self._checkout(deployment)
+        except (EnvironmentBuildError, WorkerAccountError) as exc:
+            log.warning("job %s mini-batch %d: %s", batch.job_id, batch.index, exc)
+            return ScoringOutcome(
+                job_id=batch.job_id, index=batch.index, attempt=batch.attempt, status=FAILED,
+                part=None, rows=0, missing=(), succeeded=0, failed=batch.inputs,
+                error=str(exc), traceback=None, log=f"[batchfn] {exc}\n",
+                duration=time.monotonic() - started, download_seconds=0.0,
+                startup_failed=True)
         folder = None
         try:
-            folder, result = self._run_with_inputs(entry.pool, batch, holding)
+            folder, result = self._run_with_inputs(entry, batch, holding)
             result = _checked(result, batch)
             downloaded_at = result.downloaded_at or time.monotonic()
             outcome = _outcome(batch, result, started, downloaded_at - started,
@@ -160,7 +185,7 @@ class ScoringRuntime:
                  outcome.failed, outcome.duration)
         return outcome
 
-    def _run_with_inputs(self, pool: WorkerPool, batch: MiniBatch,
+    def _run_with_inputs(self, entry: _PoolEntry, batch: MiniBatch,
                          holding: Holding | None) -> tuple[Path, RunResult]:
         """Run the batch in a worker that downloads its inputs into a fresh folder.
 
@@ -170,22 +195,23 @@ class ScoringRuntime:
         name = f"{batch.index}-{batch.attempt}-{uuid.uuid4().hex[:8]}"
         root = self._inputs_root
         try:
-            return self._run_in_folder(pool, root, batch, name, holding)
+            return self._run_in_folder(entry, root, batch, name, holding)
         except OSError as exc:
             if root == self._disk_inputs or not is_local_write_error(exc):
                 raise
             log.warning("input folder %s cannot take mini-batch inputs (%s); using %s from now",
                         root, exc, self._disk_inputs)
             self._inputs_root = self._disk_inputs
-        return self._run_in_folder(pool, self._disk_inputs, batch, name, holding)
+        return self._run_in_folder(entry, self._disk_inputs, batch, name, holding)
 
-    def _run_in_folder(self, pool: WorkerPool, root: Path, batch: MiniBatch, name: str,
+    def _run_in_folder(self, entry: _PoolEntry, root: Path, batch: MiniBatch, name: str,
                        holding: Holding | None) -> tuple[Path, RunResult]:
-        prepare_worker_folder(root, self._account)  # the worker makes the folders inside
-        folder = root / safe_segment(batch.job_id) / name
+        # The worker makes the folders inside its deployment's input folder.
+        folder = entry.folders.inputs(root) / safe_segment(batch.job_id) / name
+        output_dir = str(self.job_output_dir(batch.job_id, entry.folders.account))
         watch = _watch(holding, len(batch.pieces) or len(batch.files))
         if batch.pieces:
-            return folder, self._run_rows(pool, batch, watch)
+            return folder, self._run_rows(entry.pool, batch, output_dir, watch)
         paths = local_paths(batch.files, folder)
         lifetime = timedelta(seconds=download_limit(len(paths))) + GRANT_MARGIN
 
@@ -195,8 +221,8 @@ class ScoringRuntime:
                     for url, file in zip(urls, batch.files, strict=True)]
 
         try:
-            result = pool.run([str(path) for path in paths], batch.timeout,
-                              str(self.job_output_dir(batch.job_id)), downloads=downloads,
+            result = entry.pool.run([str(path) for path in paths], batch.timeout,
+                                    output_dir, downloads=downloads,
                               output_format=batch.output_format,
                               names=[file.display_name for file in batch.files],
                               scratch=str(folder), **watch)
@@ -205,7 +231,8 @@ class ScoringRuntime:
             raise
         return folder, result
 
-    def _run_rows(self, pool: WorkerPool, batch: MiniBatch, watch: dict[str, Any]) -> RunResult:
+    def _run_rows(self, pool: WorkerPool, batch: MiniBatch, output_dir: str,
+                  watch: dict[str, Any]) -> RunResult:
         """Run a tabular mini-batch: the worker reads its row ranges from read URLs."""
         lifetime = timedelta(seconds=download_limit(len(batch.pieces))) + GRANT_MARGIN
 
@@ -214,7 +241,7 @@ class ScoringRuntime:
             return [TablePiece(piece.file.display_name, urls[piece.file], piece.size,
                                piece.etag, piece.row_range) for piece in batch.pieces]
 
-        return pool.run((), batch.timeout, str(self.job_output_dir(batch.job_id)),
+        return pool.run((), batch.timeout, output_dir,
                         output_format=batch.output_format, input_format=batch.input_format,
                         table_pieces=pieces, passthrough_columns=batch.passthrough_columns,
                         **watch)
@@ -243,16 +270,18 @@ class ScoringRuntime:
                 entry.users += 1
                 return entry
         # Downloads happen outside the lock: other deployments keep scoring meanwhile.
-        spec = self._worker_spec(deployment)
+        spec, folders = self._worker_spec(deployment)
         with self._lock:
             self._ensure_open()
             entry = self._pools.get(key)
             if entry is None:
+                account = folders.account
                 pool = WorkerPool(spec, deployment.settings.max_concurrency_per_instance,
-                                  scratch_dir=self._scratch / "logs", gpus=self._gpus,
+                                  scratch_dir=folders.logs, gpus=self._gpus,
                                   init_timeout=self._init_timeout, prefetch=self._prefetch,
-                                  account=self._account, home=self._home)
-                entry = self._pools[key] = _PoolEntry(pool)
+                                  account=account, home=folders.home,
+                                  temp=None if account is None else folders.temp)
+                entry = self._pools[key] = _PoolEntry(pool, folders)
             entry.users += 1
             return entry
 
@@ -274,21 +303,36 @@ class ScoringRuntime:
         if self._closed:
             raise RuntimeError("the scoring runtime is closed")
 
-    def _worker_spec(self, deployment: DeploymentRecord) -> WorkerSpec:
-        model_dir = self._assets.folder(deployment.model)
+    def _worker_spec(self, deployment: DeploymentRecord
+                     ) -> tuple[WorkerSpec, DeploymentFolders]:
+        """What the deployment's workers run, and their folders: its environment built,
+        its account ready (WorkerAccountError where it cannot be), its assets in view."""
+        python = runtime_path = None
+        if deployment.environment is not None:
+            python = self._environments.get(deployment.environment).python
+            runtime_path = str(self._runtime_path)
+        account = self._users.account(deployment.endpoint_name, deployment.name,
+                                      python=python, runtime_path=runtime_path,
+                                      folders=(self._work_dir, self._scratch))
+        folders = deployment_folders(self._work_dir, self._scratch, account)
+        model_dir = self._asset(deployment.model, folders)
         separator = " "
         if deployment.code is None:
             # An MLflow model without a script: the built-in scorer is its script, run from
             # an empty folder of its own (Azure ML runs scripts from their code folder).
             script = MLFLOW_SCRIPT
+            if runtime_path is not None:
+                # Inside an environment it runs from the runtime's copy.
+                script = self._runtime_path.joinpath(
+                    *MLFLOW_SCRIPT.parts[-4:])  # shared/worker/mlflow/batch_driver.py
             code_dir = self._work_dir / "builtin" / "mlflow"
             code_dir.mkdir(parents=True, exist_ok=True)
             separator = MLFLOW_AZUREML_SEPARATOR
         else:
             assert deployment.scoring_script is not None  # a record has both or neither
-            code_dir = self._assets.folder(deployment.code) / deployment.code.root
+            code_dir = self._asset(deployment.code, folders) / deployment.code.root
             script = code_dir.joinpath(*relative_parts(deployment.scoring_script))
-        return WorkerSpec(
+        spec = WorkerSpec(
             script_path=str(script),
             code_dir=str(code_dir),
             model_dir=str(model_dir),
@@ -296,7 +340,15 @@ class ScoringRuntime:
             environment=dict(deployment.environment_variables),
             cpu_threads=worker_cpu_threads(deployment.settings.max_concurrency_per_instance),
             azureml_separator=separator,
+            python=python,
+            runtime_path=runtime_path,
         )
+        return spec, folders
+
+    def _asset(self, asset: AssetRef, folders: DeploymentFolders) -> Path:
+        """The asset's folder as the deployment's workers see it (downloaded if needed)."""
+        source = self._assets.folder(asset)
+        return asset_view(source, folders, source.relative_to(self._assets_root))
 
 
 def _watch(holding: Holding | None, inputs: int) -> dict[str, Any]:
@@ -326,6 +378,7 @@ def _pool_key(deployment: DeploymentRecord) -> tuple[Any, ...]:
         (code.name, code.version, code.digest) if code is not None else BUILTIN_MLFLOW,
         deployment.scoring_script, tuple(sorted(deployment.environment_variables.items())),
         deployment.settings.logging_level, deployment.settings.max_concurrency_per_instance,
+        deployment.environment.digest if deployment.environment is not None else None,
     )
 
 
@@ -394,6 +447,7 @@ def _attempt(batch: MiniBatch, result: RunResult, started: float, download_secon
         download_seconds=download_seconds,
         failures=failures,
         unlisted=unlisted,
+        startup_failed=result.startup_failed,
         input_bytes=result.input_bytes,
         gpu=gpu,
         run_seconds=result.run_seconds,
@@ -411,8 +465,8 @@ def default_runtime() -> ScoringRuntime:
     Without BATCHFN_WORK_DIR it works in <temp dir>/batchfn-work, so a restarted host on
     the same machine reuses the downloaded assets. BATCHFN_PREFETCH=0 turns off the
     download of each slot's next mini-batch while run() works (for inputs so large that
-    two mini-batches of them do not fit the scratch folder). Workers run as
-    BATCHFN_WORKER_USER (isolation.worker_account).
+    two mini-batches of them do not fit the scratch folder). Each deployment's workers
+    run as its own user where the host runs as root (worker_users.WorkerUsers).
     """
     global _default
     with _default_lock:
@@ -420,9 +474,9 @@ def default_runtime() -> ScoringRuntime:
             work_dir = os.environ.get(WORK_DIR_SETTING) or os.path.join(
                 tempfile.gettempdir(), "batchfn-work")
             prefetch = os.environ.get(PREFETCH_SETTING, "1").strip() != "0"
-            account = worker_account(folders=[Path(work_dir)])
             _default = ScoringRuntime(StorageAccount.from_settings(), Path(work_dir),
-                                      prefetch=prefetch, worker_account=account)
+                                      prefetch=prefetch,
+                                      worker_users=WorkerUsers.from_settings())
         return _default
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from shared.worker.input_errors import InputMissing, StorageFailing
+from shared.worker.portable import zip_equal
 from shared.worker.protocol import InputDownload
 
 DOWNLOAD_CONCURRENCY = 32
@@ -82,7 +83,7 @@ class InputDownloader:
                             paths: Sequence[Path]) -> None:
         make_folders(paths)
         tasks = [asyncio.ensure_future(self._download(download, path))
-                 for download, path in zip(downloads, paths, strict=True)]
+                 for download, path in zip_equal(downloads, paths)]
         try:
             await asyncio.gather(*tasks)
         finally:

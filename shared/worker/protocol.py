@@ -49,6 +49,10 @@ class WorkerSpec:
     # What separates a DataFrame's columns in the azureml output format: a space for scoring
     # scripts, a comma for the built-in MLflow scorer (as Azure ML writes each).
     azureml_separator: str = " "
+    # The deployment environment's interpreter, and the folder holding the worker runtime
+    # it imports (None: the host's own interpreter and sys.path).
+    python: str | None = None
+    runtime_path: str | None = None
 
 
 @dataclass(frozen=True)

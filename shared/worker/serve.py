@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.worker.encoding import EncodedPart, encode_result
 from shared.worker.input_errors import InputMissing
+from shared.worker.portable import zip_equal
 from shared.worker.protocol import (
     DUMP_SIGNAL,
     MAX_LISTED_FAILURES,
@@ -330,7 +331,7 @@ def _run(script: Any, request: RunRequest, table: TabularBatch | None,
         return Reply(request.id, ok=False, error=message)
     reported = collector.items
     if table is None:  # name a file by its display name, not the local path run() got
-        display = dict(zip(request.paths, names, strict=True))
+        display = dict(zip_equal(request.paths, names))
         reported = tuple(replace(f, file=display.get(f.file, f.file)) for f in reported)
     return _reply(request, encoded.rows, encoded.part, encoded.missing, (*unread, *reported),
                   len(table.frame) if table is not None else 0, names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,8 +52,9 @@ def test_azure_ml_tutorial_flow(env, host, unique_name):
                 "--file", str(SAMPLES / "deployment-torch" / "deployment.yml"),
                 "--endpoint-name", unique_name, "--set-default")
     assert "note: batchfn ignores these fields:\n  $schema: " in torch.stderr
-    assert "\n  environment: " in torch.stderr
+    assert "\n  environment.image: kept, not used" in torch.stderr
     deployment = json.loads(torch.stdout)
+    assert "pytorch-lightning" in deployment["environment"]["requirements"]  # its conda file
     assert deployment["compute"] == "batch-cluster"
     assert deployment["model"]["name"] == "mnist-classifier-torch"
     assert deployment["code_configuration"]["scoring_script"] == "batch_driver.py"
@@ -117,6 +119,8 @@ def test_bad_files_are_refused_before_upload(env, host, tmp_path, unique_name):
                    "-e", unique_name, ok=False)
     assert "is not valid YAML (line 2" in bad_yaml.stderr
     deployment = (SAMPLES / "deployment-torch" / "deployment.yml").read_text()
+    # The conda file it names, so that only the settings (then the model) are wrong.
+    shutil.copytree(SAMPLES / "deployment-torch" / "environment", tmp_path / "environment")
     for bad_set, fragment in [("settings.mini_batch_size=0", "mini_batch_size=0"),
                               ("settings.output_action=explode", "output_action"),
                               ("settings.retry_settings.timeout=-1", "timeout")]:

@@ -93,7 +93,7 @@ def test_lifecycle(client, tmp_path, unique_name):
 
     blue = client.create_deployment(project(tmp_path / "blue", unique_name, "blue"),
                                     set_default=True)
-    assert [item["field"] for item in blue["ignored"]] == ["$schema", "environment"]
+    assert [item["field"] for item in blue["ignored"]] == ["$schema", "environment.image"]
     assert blue["compute"] == COMPUTE
     assert blue["settings"]["mini_batch_size"] == 4
     assert blue["settings"]["instance_count"] == 2

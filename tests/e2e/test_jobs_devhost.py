@@ -428,3 +428,33 @@ def test_devhost_killed_mid_job_and_restarted(client, host, slow_echo, tmp_path)
                                           "pending": 0}
     assert final["progress"]["rows"] == 24
     assert _output_lines(client, job, tmp_path) == _echo_lines(24)
+
+
+def test_a_script_that_cannot_start_fails_its_job_fast(client, host, scratch, tmp_path):
+    _deploy(client, scratch, "no-start", "init_fails.py",
+            {"mini_batch_size": 1, "retry_settings": {"max_retries": 1},
+             "max_concurrency_per_instance": 2},
+            {"INIT_FAILS_MESSAGE": "weights file is missing"})
+    uri, _ = client.upload_input(_folder(tmp_path, 100))
+    job = client.invoke(ENDPOINT, uri, deployment_name="no-start")["name"]
+
+    final = client.wait_job(job, timeout=90)
+
+    assert final["status"] == "Failed", final
+    reason = final["reason"]
+    assert reason.startswith("the scoring script could not start: init() failed: "
+                             "RuntimeError: weights file is missing")
+    assert 'init_fails.py", line' in reason  # the traceback comes with it
+    files = final["progress"]["files"]
+    assert files["failed"] <= 50 and files["succeeded"] == 0  # the rest never ran
+    shown = CliRunner().invoke(cli, ["job", "show", "-n", job, "--url", host.url,
+                                     "--key", host.key, "--query", "reason", "-o", "tsv"])
+    assert "weights file is missing" in shown.output
+
+
+def test_data_failures_after_a_start_do_not_fail_fast(client, scratch, tmp_path):
+    # always_fails.py starts (init() succeeds): its failures are data failures.
+    uri, _ = client.upload_input(_folder(tmp_path, 6))
+    final = client.wait_job(client.invoke(ENDPOINT, uri, deployment_name="fails")["name"],
+                            timeout=90)
+    assert final["status"] == "Completed" and final["progress"]["files"]["failed"] == 6

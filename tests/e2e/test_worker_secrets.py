@@ -4,10 +4,10 @@ The devhost runs as root, as the Functions images run their host, with the secre
 holds in Azure in its environment (identity endpoint and header, Application Insights,
 auth encryption key) and a storage account whose key is not the emulator's published one,
 in an app folder whose local.settings.json holds that connection string. Its workers run as
-`nobody` (shared/scoring/isolation.py). The script (tests/scoring_scripts/
-credential_hunt.py) searches its environment, every process's /proc environ and cmdline,
-the host's folders and its own memory, tries every key and signed URL it finds, and plants
-links to host files where the host reads what workers write.
+the deployment's own user (shared/scoring/worker_users.py), never root. The script
+(tests/scoring_scripts/credential_hunt.py) searches its environment, every process's /proc
+environ and cmdline, the host's folders and its own memory, tries every key and signed URL
+it finds, and plants links to host files where the host reads what workers write.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from devhost.azurite import DEV_ACCOUNT, DEV_KEY, Azurite
 from devhost.testing import RunningDevHost, running_devhost
 from shared.contract import layout
 from shared.contract.layout import DATA_CONTAINER, STATE_CONTAINER
+from shared.scoring.worker_users import ALLOW_ROOT_SETTING, deployment_user_name
 from tests.conftest import REPO, deploy_test_script, wait_until
 
 ENDPOINT = "hunt"
@@ -66,7 +68,8 @@ def app_root(azurite, worker_tmp) -> Path:
 
 @pytest.fixture(scope="module")
 def host(azurite, app_root, worker_tmp, worker_user_python) -> Iterator[RunningDevHost]:
-    env = {**AZURE_HOST_SECRETS, "BATCHFN_WORK_DIR": str(worker_tmp("hunt-work") / "work")}
+    env = {**AZURE_HOST_SECRETS, "BATCHFN_WORK_DIR": str(worker_tmp("hunt-work") / "work"),
+           ALLOW_ROOT_SETTING: "0"}
     with running_devhost(script_root=app_root, connection_string=azurite.connection_string,
                          env=env, python=worker_user_python) as running:
         yield running
@@ -96,7 +99,8 @@ def test_a_hostile_script_finds_no_credential_it_can_use(azurite, app_root, host
     report = json.loads(line)
 
     assert report["usable"] == [], report["usable"]
-    assert (report["user"], report["uid"]) == ("nobody", 65534)
+    user = pwd.getpwnam(deployment_user_name(ENDPOINT, "hunter"))
+    assert (report["user"], report["uid"]) == (user.pw_name, user.pw_uid)
     assert report["secret_like_variables"] == []
     # It did look: every process's command line, its own environment's siblings at most,
     assert report["cmdline_read"] > 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 import threading
@@ -21,8 +22,15 @@ from shared.contract.registry_records import AssetRef, DeploymentRecord
 from shared.contract.settings import DeploymentSettings
 from shared.scoring import scoring_runtime as runtime_module
 from shared.scoring.batch import MiniBatch, ScoringOutcome
+from shared.scoring.deployment_folders import HOST_SEGMENT
 from shared.scoring.scoring_runtime import ScoringRuntime, default_runtime
 from shared.scoring.work_folders import RAM_PREFIX, ram_scratch_folder
+from shared.scoring.worker_users import (
+    ALLOW_ROOT_SETTING,
+    WorkerUsers,
+    deployment_user_name,
+    reach_problem,
+)
 from shared.storage.account import StorageAccount
 from tests.conftest import jsonl_rows
 
@@ -385,8 +393,8 @@ def test_inputs_are_downloaded_into_the_scratch_folder_and_removed(account, asse
 
 def test_an_unwritable_scratch_folder_falls_back_to_the_work_folder(account, assets, tmp_path):
     scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    (scratch / "inputs").write_text("a file where the inputs folder should be")
+    (scratch / HOST_SEGMENT).mkdir(parents=True)  # the folder of the host user's workers
+    (scratch / HOST_SEGMENT / "inputs").write_text("a file where the inputs folder should be")
     scoring = ScoringRuntime(account, tmp_path / "work", gpus=(), scratch_dir=scratch)
     try:
         record = deployment(assets, "list_return.py")
@@ -421,3 +429,25 @@ def test_downloads_skip_environment_lookups_unless_a_proxy_is_configured(monkeyp
     assert runtime_module.download_client_options() == {"use_env_settings": False}
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert runtime_module.download_client_options() == {}
+
+
+def test_a_root_host_whose_workers_cannot_drop_privileges_refuses_to_score(account, assets,
+                                                                           tmp_path):
+    # This interpreter, its packages or the work folder are out of other users' reach here
+    # (a pyenv Python in /root, a checkout below a mode-700 folder, pytest's own temporary
+    # folders): a deployment's user could not run the worker, and nothing runs as root.
+    problem = reach_problem(None, None, [tmp_path / "work"])
+    if os.geteuid() != 0 or problem is None:
+        pytest.skip("needs root, and a worker that other users cannot run")
+    scoring = ScoringRuntime(account, tmp_path / "work", gpus=(),
+                             worker_users=WorkerUsers(per_deployment=True))
+    try:
+        record = deployment(assets, "list_return.py", name="refused")
+        outcome = scoring.score(record, batch(three_files(account)))
+    finally:
+        scoring.close()
+    assert (outcome.status, outcome.startup_failed, outcome.failed) == ("failed", True, 3)
+    assert problem in outcome.error and "does not run as root" in outcome.error
+    assert ALLOW_ROOT_SETTING in outcome.error
+    with pytest.raises(KeyError):  # no user was made for it
+        pwd.getpwnam(deployment_user_name(record.endpoint_name, record.name))

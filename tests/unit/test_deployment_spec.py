@@ -35,11 +35,13 @@ MINIMAL = {"name": "blue", "endpoint_name": "mnist",
 
 def test_sample_deployment_parses_with_ignored_keys():
     spec = DeploymentSpec.from_document(
-        load_document(SAMPLES / "deployment-torch" / "deployment.yml"))
+        load_document(SAMPLES / "deployment-torch" / "deployment.yml"),
+        base_dir=SAMPLES / "deployment-torch")
     assert spec.model == FolderSource(path="model", name="mnist-classifier-torch")
     assert spec.code == FolderSource(path="code")
     assert spec.scoring_script == "batch_driver.py"
-    assert _fields(spec.ignored) == ["$schema", "environment"]
+    assert _fields(spec.ignored) == ["$schema", "environment.image"]
+    assert spec.environment.python == "3.11" and "pandas" in spec.environment.requirements
     assert spec.compute == "batch-cluster"
     assert spec.settings.mini_batch_size == 10
 
@@ -142,7 +144,7 @@ SETTINGS_FORM = {
               "flavors": {"python_function": {}}, "stage": "Production"},
     "code_configuration": {"code": "code", "scoring_script": "score.py"},
     "environment": {"name": "env", "image": "mcr.microsoft.com/azureml/openmpi4.1.0",
-                    "conda_file": "environment/conda.yaml"},
+                    "conda_file": {"dependencies": ["python=3.11", {"pip": ["pandas"]}]}},
     "compute": "azureml:batch-cluster",
     "resources": {"instance_count": 2, "instance_type": "Standard_NC6s_v3",
                   "properties": {"x": 1}, "shm_size": "2g", "docker_args": "--ipc=host"},
@@ -155,7 +157,7 @@ SETTINGS_FORM = {
     },
 }
 SETTINGS_FORM_IGNORED = [
-    "$schema", "environment", "id", "model.$schema", "model.flavors", "model.properties",
+    "$schema", "environment.image", "id", "model.$schema", "model.flavors", "model.properties",
     "model.stage", "properties", "provisioning_state", "resources.docker_args",
     "resources.instance_type", "resources.properties", "resources.shm_size",
 ]
@@ -345,3 +347,10 @@ def test_the_client_checks_a_script_less_model_folder_before_uploading(tmp_path)
     (tmp_path / "model" / "MLmodel").write_text("flavors:\n  python_function: {}\n")
     local = deployment_document(None, document, tmp_path, None, None)
     assert local.code_dir is None and local.model_dir == (tmp_path / "model").resolve()
+
+
+@pytest.mark.parametrize("name", ["CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "AZUREML_MODEL_DIR",
+                                  "HOME", "PYTHONPATH", "BATCHFN_ANYTHING"])
+def test_reserved_worker_variables_cannot_be_overridden(name):
+    with pytest.raises(InvalidRequest, match="cannot be overridden"):
+        DeploymentSpec.from_document({**MINIMAL, "environment_variables": {name: "x"}})

@@ -36,7 +36,6 @@ from shared.control.planner import (
     MAX_FILES_SETTING,
     MAX_ROWS_SETTING,
 )
-from shared.scoring.isolation import WORKER_USER_SETTING
 from shared.scoring.scoring_profile import SCORING_PROFILE_SETTING
 from shared.scoring.scoring_runtime import WORK_DIR_SETTING
 from shared.storage.account import DEFAULT_CONNECTION
@@ -48,7 +47,8 @@ DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 APP_CONTAINERS = {layout.REGISTRY_CONTAINER, layout.ASSETS_CONTAINER, layout.DATA_CONTAINER,
-                  layout.JOBS_CONTAINER, layout.STATE_CONTAINER, DROP_CONTAINER}
+                  layout.JOBS_CONTAINER, layout.STATE_CONTAINER, DROP_CONTAINER,
+                  layout.ENVIRONMENTS_CONTAINER}
 PROFILE_QUEUES = {queue for profile in PROFILES
                   for queue in (minibatch_queue_for(profile),
                                 poison_queue(minibatch_queue_for(profile)))}
@@ -87,7 +87,6 @@ SETTINGS_BY_ROLE = {
     DATASTORES_SETTING: {CONTROL},  # shared/control/datastores.py: checked at invoke
     ALIASES_SETTING: {CONTROL},  # shared/control/datastores.py: input URL aliases
     SCORING_PROFILES_SETTING: {CONTROL},  # shared/control/computes.py: routes computes' jobs
-    WORKER_USER_SETTING: {SCORING},  # shared/scoring/isolation.py: the workers' OS user
     EVENTGRID_ENDPOINT_SETTING: {CONTROL},  # shared/control/event_sinks.py: lifecycle events
     # shared/control/planner.py: the operator's caps on one job
     MAX_FILES_SETTING: {CONTROL},
@@ -104,6 +103,22 @@ ENVIRONMENT_ONLY = {
     "BATCHFN_OUTPUT_FORMAT": "set by the scoring worker for the built-in MLflow scorer",
     "BATCHFN_PREFETCH": "an optional switch of the scoring host (prefetch is on unless it is "
                         "0); the infra leaves it unset",
+    "PATH": "the host's own search path; a worker in a deployment's environment gets the "
+            "environment's bin folder first",
+    "BATCHFN_FAIL_FAST_BATCHES": "an optional setting of the scoring hosts (default 2 "
+                                 "mini-batches that fail to start fail their job; 0: never)",
+    "UV_CACHE_DIR": "uv's own setting: where scoring hosts keep downloaded wheels (default: "
+                    "beside the built environments under BATCHFN_WORK_DIR)",
+    "BATCHFN_SCORING_PYTHON": "the scoring image's Python, which environments resolve for at "
+                              "deployment create; the default (the control app's own, 3.11 "
+                              "in both apps) fits the infra",
+    "BATCHFN_SCORING_PLATFORM": "the scoring image's platform tag for resolution; the default "
+                                "(x86_64-manylinux_2_28) fits the image",
+    "BATCHFN_ALLOW_ROOT_WORKERS": "development only (1: where a deployment's own user cannot "
+                                  "run its workers, they run as root); the scoring image "
+                                  "gives every deployment a user of its own, so it is unset",
+    "BATCHFN_MANAGED_PYTHONS": "an optional switch (1: scoring hosts install uv-managed "
+                               "Pythons for environments that pin another version); unset",
     "BATCHFN_HEARTBEAT_SECONDS": "optional tuning of the scoring host's heartbeats (default "
                                  "3 s); the infra leaves it unset",
     "BATCHFN_STALL_SECONDS": "optional tuning of the job monitor (default 20 s); the infra "

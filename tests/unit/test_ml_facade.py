@@ -49,7 +49,7 @@ def test_the_tutorials_deployment_entity_parses_like_its_yaml():
     assert spec.code == FolderSource(path="deployment-torch/code/")
     assert (spec.settings.instance_count, spec.settings.max_concurrency_per_instance) == (2, 2)
     assert spec.environment_variables == {"MODE": "fast"}
-    assert [item.field for item in spec.ignored] == ["environment"]
+    assert [item.field for item in spec.ignored] == ["environment.image"]
     assert spec.compute == "batch-cluster"
 
 

@@ -171,6 +171,7 @@ def test_the_client_and_devhost_import_no_engine_module(folder, forbidden):
     ("functions.orchestration", "shared.scoring"),
     ("functions.jobs_api", "shared.scoring"),
     ("functions.control_api", "shared.scoring"),
+    ("functions.environments_api", "shared.scoring"),
     ("functions.blob_drop", "shared.scoring"),
     ("functions.studio", "shared.scoring"),
     ("functions.openapi", "shared.scoring"),

@@ -1,6 +1,6 @@
 """What keeps the host's secrets from scoring scripts (shared/scoring/isolation.py), piece by
-piece: the environment allow-list, the account workers run as, the pickle loader of their
-messages, the link-proof reads of the files they write, the non-dumpable host."""
+piece: the environment allow-list, the trial start of a worker account, the pickle loader
+of their messages, the link-proof reads of the files they write, the non-dumpable host."""
 
 from __future__ import annotations
 
@@ -17,20 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from shared.scoring import isolation
 from shared.scoring.isolation import (
     MAX_WORKER_LINE_BYTES,
     WORKER_LINES_PER_MINUTE,
     UnsafeWorkerFile,
     WorkerAccount,
-    WorkerAccountError,
     WorkerMessageTooLarge,
     import_problem,
     open_worker_file,
     receive,
     relay_output,
     unreachable,
-    worker_account,
     worker_environment,
     worker_files,
 )
@@ -81,7 +78,8 @@ def test_a_worker_keeps_only_allowed_host_variables():
                                      "/work/home")
     assert not set(HOST_SECRETS) & set(environment)
     assert environment == {
-        **{name: HOST_PLAIN[name] for name in ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONPATH",
+        # No PYTHON* variable of the host's: workers start isolated (python -I).
+        **{name: HOST_PLAIN[name] for name in ("PATH", "LANG", "LC_ALL", "TZ",
                                                "LD_LIBRARY_PATH", "HTTP_PROXY", "NO_PROXY")},
         "OMP_NUM_THREADS": "3",  # the host was started with it: kept
         "MKL_NUM_THREADS": "1", "AZUREML_MODEL_DIR": "/m",
@@ -89,11 +87,12 @@ def test_a_worker_keeps_only_allowed_host_variables():
     }
 
 
-def test_the_deployments_own_variables_win_even_secret_ones():
-    deployment = {"AzureWebJobsStorage": "set on purpose", "AZUREML_MODEL_DIR": "/other"}
-    environment = worker_environment(HOST_SECRETS, {"AZUREML_MODEL_DIR": "/m"}, deployment,
-                                     None, None)
-    assert environment == deployment
+def test_the_deployments_own_variables_win_even_secret_ones_but_not_reserved_ones():
+    deployment = {"AzureWebJobsStorage": "set on purpose", "AZUREML_MODEL_DIR": "/other",
+                  "CUDA_VISIBLE_DEVICES": "0,1,2,3", "OMP_NUM_THREADS": "64"}
+    batchfn = {"AZUREML_MODEL_DIR": "/m", "CUDA_VISIBLE_DEVICES": "1", "OMP_NUM_THREADS": "2"}
+    environment = worker_environment(HOST_SECRETS, batchfn, deployment, None, None)
+    assert environment == {"AzureWebJobsStorage": "set on purpose", **batchfn}
 
 
 def test_the_hosts_own_account_keeps_its_home():
@@ -117,34 +116,6 @@ def test_a_worker_started_by_a_pool_sees_no_host_secret(tmp_path, monkeypatch, p
     row = part_rows(result.part.data)[0]
     assert {name: row[name] for name in HOST_SECRETS} == dict.fromkeys(HOST_SECRETS, "")
     assert row["AZUREML_MODEL_DIR"] == str(tmp_path)
-
-
-def test_unset_a_host_that_is_not_root_keeps_workers_in_its_account(monkeypatch):
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert worker_account({}) is None
-    with pytest.raises(WorkerAccountError, match="only a host running as root"):
-        worker_account({"BATCHFN_WORKER_USER": "nobody"})
-    with pytest.raises(WorkerAccountError, match="no such user"):
-        worker_account({"BATCHFN_WORKER_USER": "no-such-user-here"})
-
-
-def test_a_root_host_runs_workers_as_nobody_where_nobody_can_run_them(monkeypatch, tmp_path):
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(isolation, "unreachable", lambda path, account, run=False: None)
-    monkeypatch.setattr(isolation, "import_problem", lambda account: None)
-    assert worker_account({}) == NOBODY
-    assert worker_account({"BATCHFN_WORKER_USER": "65534"}) == NOBODY
-    assert worker_account({"BATCHFN_WORKER_USER": "root"}) is None  # on purpose
-
-
-def test_where_the_account_cannot_run_workers_unset_warns_and_set_fails(monkeypatch, caplog):
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(isolation, "unreachable", lambda path, account, run=False:
-                        f"user {account.name!r} cannot reach {path}")
-    assert worker_account({}) is None
-    assert "scoring workers run as root" in caplog.text
-    with pytest.raises(WorkerAccountError, match="cannot reach"):
-        worker_account({"BATCHFN_WORKER_USER": "nobody"})
 
 
 def test_unreachable_checks_every_folder_on_the_way(worker_tmp):
@@ -297,16 +268,11 @@ def test_a_protected_host_is_not_dumpable():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a trial start as another user needs root")
-def test_the_account_must_import_the_worker_not_just_reach_folders(monkeypatch, caplog):
+def test_the_account_must_import_the_worker_not_just_reach_folders():
     root = WorkerAccount("root", 0, 0)
     assert import_problem(root) is None
     # Where the account cannot load the project's packages (below a folder it cannot pass,
-    # say), the trial fails, and an unset setting falls back to the host's account.
-    problem = import_problem(root, "shared.scoring.no_such_module")
+    # say), the trial fails, with Python's own message.
+    problem = import_problem(root, module="shared.scoring.no_such_module")
     assert problem and "cannot import the scoring worker" in problem
     assert "ModuleNotFoundError" in problem
-    monkeypatch.setattr(isolation, "import_problem", lambda account: problem)
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(isolation, "unreachable", lambda path, account, run=False: None)
-    assert worker_account({}) is None
-    assert "cannot import the scoring worker" in caplog.text

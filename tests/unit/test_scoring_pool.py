@@ -164,8 +164,10 @@ def test_a_short_return_names_the_inputs_it_left_out(tmp_path):
         "succeeded", 2, None, (2,))
 
 
-def test_workers_get_the_cpu_thread_count_unless_the_deployment_sets_one(tmp_path, inputs,
-                                                                         monkeypatch, part_rows):
+def test_workers_get_the_cpu_thread_count_even_where_a_deployment_sets_one(
+        tmp_path, inputs, monkeypatch, part_rows):
+    # Thread counts are reserved: the contract refuses a deployment that sets one, and a
+    # record that has one anyway does not override batchfn's.
     for name in CPU_THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     columns = ",".join(CPU_THREAD_VARIABLES)
@@ -183,7 +185,7 @@ def test_workers_get_the_cpu_thread_count_unless_the_deployment_sets_one(tmp_pat
         sized.close()
         chosen.close()
     assert [str(sized_row[name]) for name in CPU_THREAD_VARIABLES] == ["3", "3", "3"]
-    assert [str(chosen_row[name]) for name in CPU_THREAD_VARIABLES] == ["7", "3", "3"]
+    assert [str(chosen_row[name]) for name in CPU_THREAD_VARIABLES] == ["3", "3", "3"]
 
 
 @pytest.mark.parametrize(("concurrency", "cpus", "threads"), [

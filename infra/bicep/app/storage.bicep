@@ -7,7 +7,8 @@ param location string
 param tags object = {}
 param deploymentContainerName string
 
-// shared/contract/layout.py: REGISTRY, ASSETS, DATA, JOBS, STATE; DROP_CONTAINER.
+// shared/contract/layout.py: REGISTRY, ASSETS, DATA, JOBS, STATE; DROP_CONTAINER;
+// ENVIRONMENTS_CONTAINER (built environments the scoring hosts pack and unpack).
 var appContainers = [
   'batchfn-registry'
   'batchfn-assets'
@@ -15,6 +16,7 @@ var appContainers = [
   'batchfn-jobs'
   'batchfn-state'
   'batchfn-drop'
+  'batchfn-environments'
 ]
 // shared/contract/layout.py: MINIBATCH_QUEUE and its POISON_SUFFIX twin.
 var appQueues = [

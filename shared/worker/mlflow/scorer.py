@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from shared.worker.input_errors import UnsplittableInput
+from shared.worker.portable import zip_equal
 from shared.worker.tabular.column_types import COLUMN_TYPES, coerce_columns
 from shared.worker.tabular.failures import FailedInput, report
 from shared.worker.tabular.formats import CSV, PARQUET
@@ -236,7 +237,7 @@ def _fit_tensor(image: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> n
     target = (1, *shape[1:]) if shape and shape[0] == -1 else shape
     array = image[np.newaxis] if target and image.ndim == len(target) - 1 else image
     fits = array.ndim == len(target) and all(
-        want in (-1, have) for want, have in zip(target, array.shape, strict=True))
+        want in (-1, have) for want, have in zip_equal(target, array.shape))
     if target and not fits:
         try:
             array = image.reshape(target)
@@ -249,7 +250,7 @@ def _fit_tensor(image: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> n
 def _runs(files: np.ndarray, rows: np.ndarray) -> list[tuple[str, int, int]]:
     """Consecutive rows of one file as (file, first row, count)."""
     runs: list[tuple[str, int, int]] = []
-    for file, row in zip(files.tolist(), rows.tolist(), strict=True):
+    for file, row in zip_equal(files.tolist(), rows.tolist()):
         if runs and runs[-1][0] == file and runs[-1][1] + runs[-1][2] == row:
             runs[-1] = (file, runs[-1][1], runs[-1][2] + 1)
         else:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from shared.worker.input_errors import InputChanged, UnreadableRange
+from shared.worker.portable import zip_equal
 from shared.worker.tabular.column_types import coerce_columns
 from shared.worker.tabular.failures import FailedInput
 from shared.worker.tabular.formats import CSV, JSONL, PARQUET, TABULAR_FORMATS
@@ -231,7 +232,7 @@ class _Spans:
         return int(self.starts[position]), int(self.stops[position])
 
     def pairs(self) -> list[tuple[int, int]]:
-        return list(zip(self.starts.tolist(), self.stops.tolist(), strict=True))
+        return list(zip_equal(self.starts.tolist(), self.stops.tolist()))
 
 
 def apply_column_types(parsed: RangeRows, file: str,
@@ -353,8 +354,8 @@ def _runs(file: str, numbers: np.ndarray) -> list[tuple[str, int, int]]:
     breaks = np.flatnonzero(np.diff(numbers) != 1) + 1
     starts = np.concatenate(([0], breaks))
     stops = np.concatenate((breaks, [numbers.size]))
-    return [(file, int(numbers[a]), int(b - a)) for a, b in zip(starts.tolist(), stops.tolist(),
-                                                                strict=True)]
+    return [(file, int(numbers[a]), int(b - a))
+            for a, b in zip_equal(starts.tolist(), stops.tolist())]
 
 
 def _parquet_rows(parquet: Any, row_range: RowRange) -> Any:

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from shared.worker.input_errors import UnsplittableInput
+from shared.worker.portable import zip_equal
 from shared.worker.tabular.formats import CSV, PARQUET, TABULAR_FORMATS
 from shared.worker.tabular.record_ends import UTF8_BOM, scan_bytes
 from shared.worker.tabular.sources import SCAN_CHUNK_BYTES, ByteSource, SourceFile, read_chunks
@@ -33,7 +34,7 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024
 FileKey = TypeVar("FileKey")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RowRange:
     """Rows [first_row, first_row + rows) of one file, counted from 0 after any header.
 
@@ -225,7 +226,7 @@ class _TextScan:
         if total >= self.next_cut:
             targets = np.arange(self.next_cut, total + 1, self.rows_per_range, dtype=np.int64)
             positions = np.searchsorted(counts, targets, side="left")
-            for target, end in zip(targets.tolist(), ends[positions].tolist(), strict=True):
+            for target, end in zip_equal(targets.tolist(), ends[positions].tolist()):
                 self._emit(target, end)
             self.next_cut = int(targets[-1]) + self.rows_per_range
         self.rows = total
