@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy
 import pandas
 import pytest
-from azure.core.exceptions import ResourceExistsError
 
 from shared.contract.environment_spec import EnvironmentSpec
 from shared.contract.layout import (
-    ASSETS_CONTAINER,
-    DATA_CONTAINER,
     ENVIRONMENTS_CONTAINER,
     environment_pack,
 )
@@ -30,9 +27,9 @@ from shared.scoring import environments
 from shared.scoring.environments import READY_FILE, EnvironmentCache
 from shared.scoring.scoring_runtime import ScoringRuntime
 from shared.storage.account import StorageAccount
+from tests.integration.conftest import script_assets
 from tests.integration.test_scoring_runtime import batch, column, upload_inputs
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
 # uv's wheel cache outlives the test session: environments build from it in seconds.
 UV_CACHE = Path(tempfile.gettempdir()) / "batchfn-tests-uv-cache"
 
@@ -43,28 +40,8 @@ def _uv_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def account(storage_connection: str) -> StorageAccount:
-    account = StorageAccount(connection_string=storage_connection)
-    for name in (ASSETS_CONTAINER, DATA_CONTAINER):
-        try:
-            account.container(name).create_container()
-        except ResourceExistsError:
-            pass
-    return account
-
-
-@pytest.fixture(scope="module")
 def assets(account: StorageAccount) -> tuple[AssetRef, AssetRef]:
-    container = account.container(ASSETS_CONTAINER)
-    run = uuid.uuid4().hex[:8]
-    model = AssetRef(kind="model", name="env-model", version="1", digest=f"m{run}",
-                     prefix=f"models/env-model/{run}/", root="model")
-    container.upload_blob(f"{model.prefix}model/weights.txt", b"weights\n")
-    code = AssetRef(kind="code", name="env-scripts", version="1", digest=f"c{run}",
-                    prefix=f"code/env-scripts/{run}/", root="scoring_scripts")
-    for path in sorted(SCRIPTS.glob("*.py")):
-        container.upload_blob(f"{code.prefix}scoring_scripts/{path.name}", path.read_bytes())
-    return model, code
+    return script_assets(account, "env")
 
 
 @pytest.fixture(scope="module")

@@ -169,7 +169,7 @@ def test_mini_batches_a_full_compute_defers_are_not_copied_until_they_vanish(env
                 result = turned_away.process(MiniBatchMessage(job.id, index, 0).encode(), 1)
                 assert result.action == "deferred"
             turned_away.holdings.beat()
-            assert not advance_job(store, job.id, (queue, settings)).ended
+            assert not advance_job(store, job.id, recovery=(queue, settings)).ended
             copies = store.read_json(layout.progress(job.id))["copies"]
             if deferred == (0, 1):
                 assert copies == {}, "a deferred mini-batch was copied"

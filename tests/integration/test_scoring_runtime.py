@@ -14,9 +14,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from azure.core.exceptions import ResourceExistsError
 
-from shared.contract.layout import ASSETS_CONTAINER, DATA_CONTAINER
+from shared.contract.layout import DATA_CONTAINER
 from shared.contract.manifest import InputFile
 from shared.contract.registry_records import AssetRef, DeploymentRecord
 from shared.contract.settings import DeploymentSettings
@@ -33,34 +32,13 @@ from shared.scoring.worker_users import (
 )
 from shared.storage.account import StorageAccount
 from tests.conftest import jsonl_rows
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scoring_scripts"
-
-
-@pytest.fixture(scope="module")
-def account(storage_connection: str) -> StorageAccount:
-    account = StorageAccount(connection_string=storage_connection)
-    for name in (ASSETS_CONTAINER, DATA_CONTAINER):
-        try:
-            account.container(name).create_container()
-        except ResourceExistsError:
-            pass
-    return account
+from tests.integration.conftest import script_assets
 
 
 @pytest.fixture(scope="module")
 def assets(account: StorageAccount) -> tuple[AssetRef, AssetRef]:
     """A tiny model folder and the test scripts folder, uploaded as versioned assets."""
-    container = account.container(ASSETS_CONTAINER)
-    run = uuid.uuid4().hex[:8]
-    model = AssetRef(kind="model", name="echo-model", version="1", digest=f"m{run}",
-                     prefix=f"models/echo-model/{run}/", root="model")
-    container.upload_blob(f"{model.prefix}model/weights.txt", b"weights-v1\n")
-    code = AssetRef(kind="code", name="scoring-scripts", version="1", digest=f"c{run}",
-                    prefix=f"code/scoring-scripts/{run}/", root="scoring_scripts")
-    for path in sorted(SCRIPTS.glob("*.py")):
-        container.upload_blob(f"{code.prefix}scoring_scripts/{path.name}", path.read_bytes())
-    return model, code
+    return script_assets(account, "echo", b"weights-v1\n")
 
 
 @pytest.fixture(scope="module")
