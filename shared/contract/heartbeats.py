@@ -22,6 +22,7 @@ WAITING = "waiting"  # received, waiting for a worker slot
 RUNNING = "running"  # its worker downloads inputs or runs run()
 RECORDING = "recording"  # run() returned: its result is on the way to the ledger
 PHASES = (WAITING, RUNNING, RECORDING)
+DEFAULT_INTERVAL_SECONDS = 3.0  # between a host's heartbeats unless its app setting says
 MAX_HELD = 1000  # entries one heartbeat may list, per list (a host holds a few dozen at most)
 MAX_HOST_NAME = 120
 

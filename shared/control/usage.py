@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.contract.heartbeats import DEFAULT_INTERVAL_SECONDS
 from shared.contract.job_records import JobRecord, JobStatus
 from shared.contract.layout import COMPUTE_SLOT_RENEW_SECONDS
 from shared.contract.ledger import milliseconds_up, shard_count
@@ -112,6 +113,7 @@ def usage_report(job: JobRecord, progress: Progress | None, *,
     counted = progress.batches_succeeded + progress.batches_failed
     gpu_total = sum(totals.gpu_seconds.values())
     operations = storage_operations(job, progress, _seconds(queued, ended))
+    recovery = progress.recovery
     report = {
         "name": job.id, "status": job.status, "final": final,
         "wall_seconds": _seconds(created, ended),
@@ -133,9 +135,9 @@ def usage_report(job: JobRecord, progress: Progress | None, *,
                          "not_started": progress.batches_not_started},
         "attempts": totals.attempts,
         "retries": totals.retries,
-        # Backup copies of slow mini-batches: none are sent by this engine; where they
-        # exist, their count goes here.
-        "backups": None,
+        # Copies the monitor sent (control/recovery.py): neither counts as a retry.
+        "redeliveries": recovery["redelivered"],
+        "backups": {"sent": recovery["backups"], "won": recovery["backups_won"]},
         "duplicate_deliveries": max(0, totals.lines - counted - _recorded_not_started(progress)),
         "storage_operations": operations,
         "cost": estimated_cost(totals.run_seconds, totals.gpu_seconds, operations,
@@ -176,7 +178,8 @@ def storage_operations(job: JobRecord, progress: Progress,
     shards = shard_count(progress.batches)
     checks = _checks(elapsed)
     attempts = max(totals.attempts, counted)
-    messages = attempts + progress.batches_not_started
+    copies = sum(len(sent) for sent in progress.copies.values())
+    messages = attempts + progress.batches_not_started + copies
 
     def kind(name: str, billing: str, count: float, how: str, exact: bool) -> dict[str, Any]:
         return {"kind": name, "class": billing, "count": int(round(count)),
@@ -198,8 +201,9 @@ def storage_operations(job: JobRecord, progress: Progress,
         kind("manifest_writes", "write",
              math.ceil(progress.files / MANIFEST_ITEMS) if progress.files else 0,
              "one per chunk of up to 5,000 inputs", False),
-        kind("queue_sends", "queue", progress.batches + shards,
-             "one message per mini-batch and about one shard hint per ledger shard", False),
+        kind("queue_sends", "queue", progress.batches + copies,
+             "one message per mini-batch and one per copy the monitor sent (re-delivery or "
+             "backup); a retry carried on in a new message is not counted here", False),
         kind("queue_receives_and_deletes", "queue", 2 * messages,
              "a receive and a delete (or a visibility update) per delivery; a delivery a "
              "capped compute deferred (all its host slots busy) adds a send, a receive and a "
@@ -217,6 +221,14 @@ def storage_operations(job: JobRecord, progress: Progress,
              "errors report, output, usage report, job record and index updates", False),
         kind("lifecycle_events", "write", 2 * (3 + job.events.progress),
              "one log append and one delivery per event", False),
+        kind("heartbeat_writes", "write",
+             totals.handled_seconds / max(1, job.settings.max_concurrency_per_instance)
+             / DEFAULT_INTERVAL_SECONDS,
+             "one write per scoring host per interval (3 s by default) while it holds the "
+             "job's mini-batches: host seconds over worker slots over the interval", False),
+        kind("heartbeat_listings", "list", checks,
+             "the monitor lists the job's heartbeats at each check (and reads each host's: "
+             "not counted here)", False),
     ]
     if job.compute.max_instances is not None:
         operations.append(kind(

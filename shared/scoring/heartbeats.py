@@ -28,6 +28,7 @@ from azure.core.exceptions import AzureError
 from azure.storage.blob import ContainerClient
 
 from shared.contract.heartbeats import (
+    DEFAULT_INTERVAL_SECONDS,
     MAX_HELD,
     RECORDING,
     RUNNING,
@@ -41,14 +42,13 @@ from shared.storage.heartbeat_blobs import HeartbeatChanged, read_heartbeat, wri
 log = logging.getLogger(__name__)
 
 INTERVAL_SETTING = "BATCHFN_HEARTBEAT_SECONDS"
-DEFAULT_INTERVAL = 3.0
 MIN_INTERVAL, MAX_INTERVAL = 0.2, 60.0
 
 
 def heartbeat_interval() -> float:
     """Seconds between a host's heartbeats: $BATCHFN_HEARTBEAT_SECONDS, else 3."""
     return bounded_setting(INTERVAL_SETTING, os.environ.get(INTERVAL_SETTING),
-                           DEFAULT_INTERVAL, MIN_INTERVAL, MAX_INTERVAL)
+                           DEFAULT_INTERVAL_SECONDS, MIN_INTERVAL, MAX_INTERVAL)
 
 
 @dataclass(eq=False)

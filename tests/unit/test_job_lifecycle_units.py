@@ -221,3 +221,30 @@ def test_a_capped_computes_slot_leases_are_an_estimated_storage_operation():
         "compute_slot_leases"]
     # 20 host seconds at a renewal per 5 s, one host taking and releasing its slot.
     assert leases == {**leases, "class": "read", "count": 6, "counted": "estimated"}
+
+
+def test_the_usage_report_counts_the_monitors_copies_and_heartbeats():
+    from shared.contract.job_records import BlobLocation, JobInput, JobRecord
+    from shared.control.progress import BACKUP, REDELIVERY
+    from shared.control.usage import usage_report
+
+    progress = Progress.start(4, 2)
+    progress.note_copy(0, REDELIVERY)
+    progress.note_copy(1, BACKUP)
+    at = "2025-01-01T00:00:10.000Z"
+    progress.apply(Completion(0, True, 2, 0, 2, at=at, copy=1,
+                              usage=AttemptUsage(handled_seconds=6.0, run_seconds=5.0)))
+    progress.apply(Completion(1, True, 2, 0, 2, at=at, copy=1,
+                              usage=AttemptUsage(handled_seconds=6.0, run_seconds=5.0)))
+    job = JobRecord("j", "e", "d", {}, JobInput("uri_folder", BlobLocation("c"), "u"),
+                    BlobLocation("c"), DeploymentSettings(), "digest")
+    report = usage_report(job, progress, prices=DEFAULT_PRICES,
+                          now=datetime(2025, 1, 1, 0, 0, 20, tzinfo=UTC))
+    # Neither copy is a retry; the backup's result counted first.
+    assert report["retries"] == 0 and report["redeliveries"] == 1
+    assert report["backups"] == {"sent": 1, "won": 1}
+    operations = {op["kind"]: op for op in report["storage_operations"]}
+    assert operations["queue_sends"]["count"] == 2 + 2  # the planner's messages, the copies
+    # 12 host seconds on one worker slot, a write per 3 s.
+    assert operations["heartbeat_writes"] == {**operations["heartbeat_writes"], "count": 4,
+                                              "class": "write", "counted": "estimated"}
