@@ -118,9 +118,12 @@ def _cap(setting: str, text: str | None, default: int) -> int:
     text = (text or "").strip()
     if not text:
         return default
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0  # refused below, with the setting's name
     if value < 1:
-        raise ValueError(f"{setting} must be a positive number, not {text!r}")
+        raise ValueError(f"{setting} must be a positive whole number, not {text!r}")
     return value
 
 

@@ -108,8 +108,10 @@ def test_malformed_event_and_price_settings_stop_the_control_app(setting, value,
 @pytest.mark.parametrize("setting", ["BATCHFN_MAX_FILES_PER_JOB", "BATCHFN_MAX_ROWS_PER_JOB",
                                      "BATCHFN_MAX_MINI_BATCHES_PER_JOB"])
 def test_a_job_cap_that_is_not_a_positive_number_stops_the_control_app(setting: str):
-    result = _import_app(CONTROL, **{setting: "0"})
-    assert result.returncode != 0 and f"{setting} must be a positive number" in result.stderr
+    for bad in ("0", "abc", "1.5"):
+        result = _import_app(CONTROL, **{setting: bad})
+        assert result.returncode != 0, bad
+        assert f"{setting} must be a positive whole number, not {bad!r}" in result.stderr
     assert _import_app(CONTROL, **{setting: "1000"}).returncode == 0
 
 
