@@ -106,12 +106,12 @@ class BatchfnClient:
         from batchfn.deployment_files import environment_document
 
         doc, spec_name = environment_document(file, document, base_dir, name)
-        return self.request("POST", f"environments/{spec_name}/versions", doc)
+        return self.request("POST", f"environments/{_asset_name(spec_name)}/versions", doc)
 
     def get_environment(self, name: str, version: str = "latest") -> dict[str, Any]:
         """Show one environment version (`latest`: the newest)."""
         return self.request("GET", f"environments/{_asset_name(name)}/versions/"
-                                   f"{urllib.parse.quote(str(version), safe='')}")
+                                   f"{_quote(version)}")
 
     def list_environments(self, name: str | None = None) -> list[dict[str, Any]]:
         """The latest version of every environment, or every version of `name`."""
