@@ -20,11 +20,22 @@ from click.testing import CliRunner
 from batchfn.cli import cli
 from batchfn.client import BatchfnClient
 from batchfn.ml import MLClient
+from devhost.azurite import Azurite
 from shared.contract.layout import EVENTS_QUEUE, JOBS_CONTAINER
 from shared.storage.account import StorageAccount
 from tests.conftest import deploy_test_script, wait_until
 
 ENDPOINT = "lifecycle-e2e"
+
+
+@pytest.fixture(scope="module")
+def storage_connection(tmp_path_factory: pytest.TempPathFactory):
+    """An Azurite of this module's own. The session's is shared by the modules a test worker
+    runs before this one: jobs they left running (their orchestrations still polling, their
+    mini-batch messages still queued) would be this devhost's work first, and the timing of
+    the cancel and finalize tests here would be theirs."""
+    with Azurite(location=tmp_path_factory.mktemp("azurite-lifecycle")).start() as azurite:
+        yield azurite.connection_string
 
 
 @pytest.fixture(scope="module")
