@@ -8,8 +8,10 @@ without waiting for any queue lease:
   threshold (`BATCHFN_STALL_SECONDS`, default 20 s; at least three of that host's
   intervals) is sent again at once. So is one that no host has reported for as long while
   mini-batches planned after it were taken (the queue went past it): a host took it and
-  died before its next heartbeat. The copy carries the stalled attempt as a prior attempt:
-  the lost attempt counts, as a worker crash's does. A mini-batch that a host reports as
+  died before its next heartbeat; at the end of the job, where no later mini-batch shows
+  that, the last ones are watched while the queue shows no message (one peek). The copy
+  carries the stalled attempt as a prior attempt: the lost attempt counts, as a worker
+  crash's does. A mini-batch that a host reports as
   deferred (its compute had no free host slot, so the message went back to the queue) is
   not lost: its watch restarts at that heartbeat, so one that keeps being deferred is never
   copied, and one that vanished after its last deferral is, a threshold later.
@@ -32,10 +34,11 @@ from __future__ import annotations
 import logging
 import os
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from azure.core.exceptions import AzureError
 from azure.storage.queue import QueueClient
 
 from shared.contract import layout
@@ -56,6 +59,9 @@ DEFAULT_BACKUP_FACTOR = 2.0
 MIN_BACKUP_SECONDS = 1.0
 MAX_COPIES = 3  # copies the monitor sends of one mini-batch at most
 STALL_INTERVALS = 3  # a host's heartbeats missed before it counts as stalled
+# The most mini-batches at the end of a job that a check peeks at the queue for (one
+# request): more than this still waiting means the queue holds some of them.
+TAIL_PEEK_BATCHES = 32
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,9 @@ class Decision:
 
 
 def decide(progress: Progress, beats: list[StoredHeartbeat], settings: RecoverySettings,
-           now: datetime) -> Decision:
-    """The copies and stops due now (pure: updates only `progress.unclaimed`)."""
+           now: datetime, queue_idle: Callable[[], bool] | None = None) -> Decision:
+    """The copies and stops due now (pure but for `queue_idle`, which tells whether the
+    job's queue shows no message; updates only `progress.unclaimed`)."""
     fresh, stale = [], []
     for stored in beats:
         limit = max(settings.stall_seconds, STALL_INTERVALS * stored.beat.interval)
@@ -114,7 +121,8 @@ def decide(progress: Progress, beats: list[StoredHeartbeat], settings: RecoveryS
     for stored in beats:
         for index in stored.beat.deferred:
             deferred[index] = max(stored.written, deferred.get(index, stored.written))
-    for index in _unclaimed_too_long(progress, seen, deferred, settings.stall_seconds, now):
+    for index in _unclaimed_too_long(progress, seen, deferred, settings.stall_seconds, now,
+                                     queue_idle):
         copies.setdefault(index, Copy(index, REDELIVERY, 1))
     if settings.backups and not copies:
         for index, prior in _backups(progress, fresh, live, settings):
@@ -139,7 +147,8 @@ def recover(store: JobStore, queue: QueueClient, job_id: str, progress: Progress
     (its copy counts, or the mini-batches it watches as unclaimed)."""
     now = datetime.now(UTC)
     watched = dict(progress.unclaimed)
-    decision = decide(progress, read_heartbeats(store.state, job_id), settings, now)
+    decision = decide(progress, read_heartbeats(store.state, job_id), settings, now,
+                      lambda: _queue_idle(queue))
     if decision.copies:
         chunks = _ChunkFinder(store, job_id)
         for copy in decision.copies:
@@ -159,12 +168,19 @@ def recover(store: JobStore, queue: QueueClient, job_id: str, progress: Progress
 
 
 def _unclaimed_too_long(progress: Progress, seen: set[int], deferred: dict[int, datetime],
-                        stall_seconds: float, now: datetime) -> list[int]:
+                        stall_seconds: float, now: datetime,
+                        queue_idle: Callable[[], bool] | None = None) -> list[int]:
     """Pending mini-batches below the last one taken that no heartbeat lists as held,
     watched in `progress.unclaimed` from when first seen so, or from the latest heartbeat
     that reports them `deferred` (back in the queue then); those watched for
-    `stall_seconds`."""
+    `stall_seconds`. At the end of a job no later mini-batch shows that the queue went past
+    the last ones: there, while the queue shows no message (`queue_idle`), every pending
+    one that no heartbeat lists is watched too."""
     frontier = max(max(seen, default=-1), progress.last_done())
+    tail = [index for index in progress.pending_below(progress.batches)
+            if index >= frontier and index not in seen]
+    if tail and len(tail) <= TAIL_PEEK_BATCHES and queue_idle is not None and queue_idle():
+        frontier = progress.batches
     pending = {index for index in progress.pending_below(frontier) if index not in seen}
     for index in list(progress.unclaimed):
         if int(index) not in pending:
@@ -178,6 +194,16 @@ def _unclaimed_too_long(progress: Progress, seen: set[int], deferred: dict[int, 
         if (now - since).total_seconds() >= stall_seconds:
             due.append(index)
     return due
+
+
+def _queue_idle(queue: QueueClient) -> bool:
+    """Whether `queue` shows no message (one peek; False if it cannot be read)."""
+    try:
+        return not queue.peek_messages(max_messages=1)
+    except AzureError as exc:
+        log.info("queue %s not peeked (%s): the end of the job is left as it is", queue.queue_name,
+                 type(exc).__name__)
+        return False
 
 
 def _backups(progress: Progress, fresh: list[StoredHeartbeat], live: set[int],

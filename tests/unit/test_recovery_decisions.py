@@ -73,6 +73,29 @@ def test_a_mini_batch_nobody_reports_behind_the_queue_front_is_sent_after_the_th
     # Mini-batches past the front (7, 8, 9) may still wait in the queue: never copied.
 
 
+def test_the_last_mini_batches_nobody_reports_are_sent_once_the_queue_shows_none():
+    # 9 was taken by a host that died before its first heartbeat: no later mini-batch shows
+    # that the queue went past it, so only an empty queue says it is not waiting there.
+    progress = _progress(10, [0, 1, 2, 3, 4, 5, 6, 7, 8])
+    peeks = []
+
+    def idle(answer: bool):
+        return lambda: peeks.append(answer) or answer
+
+    assert decide(progress, [], SETTINGS, NOW, idle(False)).copies == ()
+    assert progress.unclaimed == {}  # its message may still wait: not watched
+    assert decide(progress, [], SETTINGS, NOW, idle(True)).copies == ()
+    assert set(progress.unclaimed) == {"9"}
+    later = decide(progress, [], SETTINGS, NOW + timedelta(seconds=21), idle(True))
+    assert later.copies == (Copy(9, REDELIVERY, 1),)
+    assert peeks == [False, True, True]  # one peek per check
+    # Without the queue's answer (or with many mini-batches left) nothing is assumed.
+    fresh = _progress(10, [0, 1, 2, 3, 4, 5, 6, 7, 8])
+    assert decide(fresh, [], SETTINGS, NOW + timedelta(seconds=60)).copies == ()
+    many = _progress(100, [0])
+    assert decide(many, [], SETTINGS, NOW, idle(True)).copies == () and len(peeks) == 3
+
+
 def test_a_watched_mini_batch_that_shows_up_is_forgotten():
     progress = _progress(10, [0, 1, 2])
     decide(progress, [_beat("alive", [_held(5)], age=1)], SETTINGS, NOW)
