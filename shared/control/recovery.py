@@ -11,10 +11,10 @@ without waiting for any queue lease:
   died before its next heartbeat; at the end of the job, where no later mini-batch shows
   that, the last ones are watched while the queue shows no message (one peek). The copy
   carries the stalled attempt as a prior attempt: the lost attempt counts, as a worker
-  crash's does. A mini-batch that a host reports as
-  deferred (its compute had no free host slot, so the message went back to the queue) is
-  not lost: its watch restarts at that heartbeat, so one that keeps being deferred is never
-  copied, and one that vanished after its last deferral is, a threshold later.
+  crash's does. A mini-batch that a host reports as deferred (its compute had no free host
+  slot, so the message went back to the queue) is not lost: its watch restarts at that
+  heartbeat, so one that keeps being deferred is never copied, and one that vanished after
+  its last deferral is, a threshold later.
 - **backups**: once every remaining mini-batch of the job is held by a live host (its
   messages are all out of the queue), and some host has idle worker slots, each mini-batch
   that has run longer than `BATCHFN_BACKUP_FACTOR` (default 2) × the job's median scoring
