@@ -182,7 +182,9 @@ def test_the_sdk_streams_a_canceled_jobs_events(client, host, scratch, tmp_path)
     job = client.invoke(ENDPOINT, _folder(tmp_path, 60), deployment_name="slow-cancel")["name"]
     # A new deployment's first worker starts (imports, init()) before anything is scored;
     # then 20 mini-batches of 1 s leave time to cancel.
-    wait_until(lambda: client.get_job(job)["status"] == "Running", 180, "the first mini-batch")
+    record = wait_until(lambda: (lambda r: r if r["status"] not in ("NotStarted", "Queued")
+                                 else None)(client.get_job(job)), 180, "the first mini-batch")
+    assert record["status"] == "Running", (record, host.logs()[-6000:])
     client.cancel_job(job)
     streamed = list(ml.jobs.stream_events(job, poll=0.2, timeout=60))
     assert [e.type for e in streamed][:2] == ["batchfn.job.created", "batchfn.job.running"]
