@@ -19,7 +19,7 @@ from pathlib import Path
 import azure.functions as func
 
 from shared.contract.messages import InvalidMessage
-from shared.scoring.context import minibatch_handler
+from shared.scoring.context import minibatch_handler, scoring_executor
 from shared.scoring.scoring_profile import served_queue
 
 bp = func.Blueprint()
@@ -31,14 +31,15 @@ QUEUE = served_queue()  # "minibatches", or the queue of this app's scoring prof
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE, connection="AzureWebJobsStorage")
 async def score_minibatch(msg: func.QueueMessage) -> None:
-    """Score one mini-batch message (the blocking work runs in a worker thread)."""
+    """Score one mini-batch message (the blocking work runs in a scoring thread)."""
     body = msg.get_body()
     count = msg.dequeue_count or 1
     handler = minibatch_handler(HOST_JSON)
     try:
         # Held (in the heartbeats) from now on, even while it waits for a thread.
         holding = handler.hold(body, count)
-        result = await asyncio.to_thread(handler.process, body, count, holding)
+        result = await asyncio.get_running_loop().run_in_executor(
+            scoring_executor(), handler.process, body, count, holding)
     except InvalidMessage as exc:
         log.error("dropping a message that is not a mini-batch: %s", exc)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -16,6 +17,20 @@ from shared.storage.queue_clients import max_dequeue_count, minibatch_queue
 def job_store() -> JobStore:
     """The job records and job state of the app's storage account."""
     return JobStore(default_account())
+
+
+# Threads for the messages a host holds at once (host.json: batchSize + newBatchThreshold,
+# 24), with room to spare; they are made only as messages arrive.
+SCORING_THREADS = 32
+
+
+@cache
+def scoring_executor() -> ThreadPoolExecutor:
+    """The threads that run mini-batches. Not the event loop's default executor: a
+    mini-batch holds its thread while it waits for a worker slot, and the loop's own
+    helpers (the DNS lookups of async storage clients, such as a local host's Durable task
+    hub) would queue behind every held message."""
+    return ThreadPoolExecutor(max_workers=SCORING_THREADS, thread_name_prefix="batchfn-scoring")
 
 
 @cache
