@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from azure.core.exceptions import AzureError
@@ -66,9 +67,15 @@ class Holding:
     inputs: int = 0
     rows: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
+    # Asked when a worker slot takes it: False (e.g. its job's deadline has passed) and it
+    # does not start (StartRefused).
+    may_start: Callable[[], bool] | None = None
 
     def running(self, inputs: int = 0) -> None:
-        """Its worker slot took it (its inputs are being read)."""
+        """Its worker slot took it (its inputs are being read); StartRefused when it may not
+        start any more."""
+        if self.may_start is not None and not self.may_start():
+            raise StartRefused(f"mini-batch {self.index} of job {self.job_id} not started")
         self.phase, self.started, self.inputs = RUNNING, time.monotonic(), inputs
 
     def recording(self, rows: int) -> None:
@@ -82,6 +89,10 @@ class Holding:
     def report(self) -> HeldBatch:
         return HeldBatch(self.index, self.copy, self.attempt, self.phase, self.seconds(),
                          self.inputs, self.rows)
+
+
+class StartRefused(Exception):
+    """A mini-batch that a worker slot took may not start (Holding.may_start said no)."""
 
 
 @dataclass

@@ -40,7 +40,7 @@ from shared.scoring.attempt_logs import AttemptLogs
 from shared.scoring.batch import STOPPED, SUCCEEDED, MiniBatch, ScoringOutcome
 from shared.scoring.compute_admission import ComputeAdmission
 from shared.scoring.fail_fast import FailFast
-from shared.scoring.heartbeats import Holding, Holdings
+from shared.scoring.heartbeats import Holding, Holdings, StartRefused
 from shared.scoring.isolation import UnsafeWorkerFile, open_worker_file, worker_files
 from shared.scoring.ledger_commits import LedgerCommits
 from shared.scoring.tracebacks import readable_traceback
@@ -180,8 +180,13 @@ class MiniBatchHandler:
                           output_format=job.settings.output_format if merged else None,
                           input_format=job.settings.input_format, pieces=planned.pieces,
                           passthrough_columns=job.settings.passthrough_columns)
-        outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record),
-                                     batch, holding)
+        # A mini-batch that waited for a worker slot past its job's deadline does not start.
+        holding.may_start = lambda: not job.deadline_passed()
+        try:
+            outcome = self.runtime.score(DeploymentRecord.from_dict(job.deployment_record),
+                                         batch, holding)
+        except StartRefused:
+            return self._record_not_started(job.id, message, planned)
         if outcome.status == STOPPED:
             return WorkResult("stopped", "another copy of the mini-batch finished first")
         holding.recording(outcome.rows)

@@ -248,3 +248,17 @@ def test_the_usage_report_counts_the_monitors_copies_and_heartbeats():
     # 12 host seconds on one worker slot, a write per 3 s.
     assert operations["heartbeat_writes"] == {**operations["heartbeat_writes"], "count": 4,
                                               "class": "write", "counted": "estimated"}
+
+
+def test_a_mini_batch_that_waited_for_its_slot_past_the_deadline_does_not_start():
+    from shared.scoring.heartbeats import Holding, StartRefused
+
+    deadline_passed = False
+    holding = Holding("j", 3, 0, 1, slots=1, may_start=lambda: not deadline_passed)
+    holding.running(inputs=2)  # a slot took it in time
+    assert holding.started is not None and holding.inputs == 2
+    late = Holding("j", 4, 0, 1, slots=1, may_start=lambda: not deadline_passed)
+    deadline_passed = True
+    with pytest.raises(StartRefused):
+        late.running(inputs=2)
+    assert late.started is None
